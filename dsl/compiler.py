@@ -1,0 +1,412 @@
+"""Syntax tree -> `ProcessDefinition`: node table, compiled expressions, called processes.
+
+Compilation stops only where a definition cannot be built (two steps with one name, a call
+that cannot be resolved); every other finding is the validator's (`procflow.dsl.validate`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from procflow.dsl import expressions as ex
+from procflow.dsl import model as m
+from procflow.dsl import syntax as sx
+from procflow.dsl.errors import Diagnostic, SourceError, Span
+from procflow.dsl.parser import decode_source, parse
+
+Loader = Callable[[str], bytes]
+"""Reads a file named relative to the process being compiled."""
+
+
+def _condition(expr: ex.Expr) -> m.Condition:
+    return m.Condition(expr, ex.compile_expr(expr), ex.to_text(expr))
+
+
+def _mapping(expr: ex.ObjectExpr | None) -> m.Mapping_ | None:
+    return m.Mapping_(expr, ex.compile_expr(expr)) if expr is not None else None
+
+
+def _timeout(timeout: sx.Timeout | None) -> m.TimeoutSpec | None:
+    if timeout is None:
+        return None
+    retry = timeout.retry
+    return m.TimeoutSpec(
+        seconds=timeout.duration.seconds,
+        text=timeout.duration.text,
+        retries=retry.count if retry else 0,
+        backoff_seconds=retry.backoff.seconds if retry and retry.backoff else 0.0,
+        factor=retry.factor if retry else 1.0,
+        span=timeout.span,
+    )
+
+
+class _Compiler:
+    def __init__(self, source: sx.SourceFile, loader: Loader | None, stack: tuple[str, ...]) -> None:
+        self.source = source
+        self.path = source.path
+        self.loader = loader
+        self.stack = stack
+        self.nodes: dict[str, m.AnyNode] = {}
+        self.order: list[str] = []
+        self.counters: dict[str, int] = {}
+        self.ids: dict[int, tuple[str, ...]] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.called: dict[str, m.ProcessDefinition] = {}
+
+    # ---- ids, assigned in document order before linking
+    def _new_id(self, kind: str) -> str:
+        self.counters[kind] = self.counters.get(kind, 0) + 1
+        return f"{kind}_{self.counters[kind]}"
+
+    def _error(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        self.diagnostics.append(Diagnostic(code, "error", message, span, hint, self.path))
+
+    def _assign_ids(self, statements: Sequence[sx.Statement]) -> None:
+        work: list[sx.Statement] = list(reversed(statements))
+        step_spans: dict[str, Span] = {}
+        while work:
+            stmt = work.pop()
+            if isinstance(stmt, sx.Step):
+                name = stmt.name.text
+                if name in step_spans or name in ("start", "end"):
+                    first = step_spans.get(name)
+                    where = f" (first at line {first.line})" if first else ""
+                    self._error("E101", f"the step name `{name}` is used twice{where}", stmt.name.span,
+                                "give every step its own name")
+                    name = f"{name}__{stmt.name.span.line}"
+                else:
+                    step_spans[name] = stmt.name.span
+                self.ids[id(stmt)] = (name,)
+            elif isinstance(stmt, sx.If | sx.Switch):
+                self.ids[id(stmt)] = (self._new_id("xor"),)
+                bodies: list[tuple[sx.Statement, ...]] = (
+                    [body for _, body in stmt.arms] if isinstance(stmt, sx.If) else [c.body for c in stmt.cases]
+                )
+                otherwise = stmt.otherwise if isinstance(stmt, sx.If) else stmt.default
+                if otherwise is not None:
+                    bodies.append(otherwise)
+                for body in reversed(bodies):
+                    work.extend(reversed(body))
+            elif isinstance(stmt, sx.Parallel):
+                self.ids[id(stmt)] = (self._new_id("fork"), self._new_id("join"))
+                for branch in reversed(stmt.branches):
+                    work.extend(reversed(branch.body))
+            elif isinstance(stmt, sx.Race):
+                self.ids[id(stmt)] = (self._new_id("race"),)
+                for arm in reversed(stmt.arms):
+                    work.extend(reversed(arm.body))
+            elif isinstance(stmt, sx.Repeat):
+                self.ids[id(stmt)] = (self._new_id("loop"), self._new_id("until"))
+                work.extend(reversed(stmt.body))
+            elif isinstance(stmt, sx.Call):
+                self.ids[id(stmt)] = (self._new_id("call"),)
+            elif isinstance(stmt, sx.Fail):
+                self.ids[id(stmt)] = (self._new_id("fail"),)
+            elif isinstance(stmt, sx.End):
+                self.ids[id(stmt)] = (self._new_id("end"),)
+
+    def _add(self, node: m.AnyNode) -> str:
+        self.nodes[node.id] = node
+        return node.id
+
+    # ---- statements, linked back to front
+    def block(self, statements: Sequence[sx.Statement], next_id: str) -> str:
+        for stmt in reversed(statements):
+            next_id = self.statement(stmt, next_id)
+        return next_id
+
+    def statement(self, stmt: sx.Statement, next_id: str) -> str:
+        ids = self.ids[id(stmt)]
+        if isinstance(stmt, sx.Step):
+            return self.step(stmt, ids[0], next_id)
+        if isinstance(stmt, sx.If):
+            arms = tuple(
+                m.XorArm(_condition(cond), (), self.block(body, next_id), ex.to_text(cond)) for cond, body in stmt.arms
+            )
+            default = self.block(stmt.otherwise, next_id) if stmt.otherwise is not None else next_id
+            return self._add(m.XorNode(ids[0], stmt.span, arms, default, stmt.otherwise is not None))
+        if isinstance(stmt, sx.Switch):
+            arms = tuple(
+                m.XorArm(None, case.values, self.block(case.body, next_id), ", ".join(_value_text(v) for v in case.values))
+                for case in stmt.cases
+            )
+            default = self.block(stmt.default, next_id) if stmt.default is not None else next_id
+            return self._add(
+                m.XorNode(ids[0], stmt.span, arms, default, stmt.default is not None, subject=_condition(stmt.subject))
+            )
+        if isinstance(stmt, sx.Parallel):
+            fork_id, join_id = ids
+            name = stmt.name.text if stmt.name else fork_id
+            self._add(m.JoinNode(join_id, stmt.span, name, len(stmt.branches), next_id))
+            branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
+            return self._add(m.ForkNode(fork_id, stmt.span, name, branches, join_id))
+        if isinstance(stmt, sx.Race):
+            arms = []
+            for arm in stmt.arms:
+                target = self.block(arm.body, next_id)
+                if arm.messages:
+                    label = " | ".join(n.text for n in arm.messages)
+                elif arm.after is not None:
+                    label = f"after {arm.after.text}"
+                else:
+                    assert arm.at is not None
+                    label = f"at {ex.to_text(arm.at)}"
+                arms.append(
+                    m.RaceArmSpec(
+                        tuple(n.text for n in arm.messages),
+                        arm.bind.text if arm.bind else None,
+                        arm.after.seconds if arm.after else None,
+                        _condition(arm.at) if arm.at is not None else None,
+                        target,
+                        label,
+                    )
+                )
+            return self._add(m.RaceNode(ids[0], stmt.span, stmt.name.text, tuple(arms)))
+        if isinstance(stmt, sx.Repeat):
+            loop_id, until_id = ids
+            name = stmt.name.text if stmt.name else loop_id
+            body = self.block(stmt.body, until_id)
+            self._add(m.UntilNode(until_id, stmt.span, name, loop_id, _condition(stmt.until), body, next_id))
+            return self._add(m.LoopNode(loop_id, stmt.span, name, body, stmt.max))
+        if isinstance(stmt, sx.Call):
+            process = self.callee(stmt)
+            return self._add(
+                m.CallNode(
+                    ids[0],
+                    stmt.span,
+                    stmt.bind.text if stmt.bind else stmt.process.text,
+                    process,
+                    _mapping(stmt.data),
+                    stmt.bind.text if stmt.bind else None,
+                    next_id,
+                )
+            )
+        if isinstance(stmt, sx.Fail):
+            return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
+        if isinstance(stmt, sx.End):
+            return self._add(m.EndNode(ids[0], stmt.span))
+        raise TypeError(type(stmt).__name__)
+
+    def step(self, stmt: sx.Step, node_id: str, next_id: str) -> str:
+        name = stmt.name.text
+        failures: dict[str, str] = {}
+        failure_binds: dict[str, str] = {}
+        for on in stmt.on_replies:
+            for reply in on.replies:
+                fail_id = f"{node_id}.{reply.text}"
+                if fail_id not in self.nodes:
+                    self._add(m.FailNode(fail_id, on.span, on.reason, "reply", name, reply.text))
+                failures[reply.text] = fail_id
+                if on.bind:
+                    failure_binds[reply.text] = on.bind.text
+        await_ = stmt.await_
+        timeout = _timeout(await_.timeout) if await_ else None
+        timeout_fail = None
+        if timeout is not None or (stmt.wait is None and stmt.timeout_reason is not None):
+            timeout_fail = self._add(
+                m.FailNode(
+                    f"{node_id}.timeout",
+                    stmt.timeout_span or (await_.timeout.span if await_ and await_.timeout else stmt.span),
+                    stmt.timeout_reason or f"{name} timed out",
+                    "timeout",
+                    name,
+                )
+            )
+        compensation = None
+        if stmt.compensate is not None:
+            comp = stmt.compensate
+            compensation = m.CompensationSpec(
+                m.CommandSpec(comp.participant.text, comp.command.text, _mapping(comp.data), comp.span),
+                tuple(r.text for r in comp.replies),
+                _timeout(comp.timeout),
+                comp.span,
+            )
+        command = None
+        if stmt.send is not None:
+            command = m.CommandSpec(
+                stmt.send.participant.text, stmt.send.command.text, _mapping(stmt.send.data), stmt.send.span
+            )
+        wait = stmt.wait
+        return self._add(
+            m.StepNode(
+                node_id,
+                stmt.span,
+                name=name,
+                next=next_id,
+                doc=stmt.doc,
+                status=stmt.status.text if stmt.status else None,
+                command=command,
+                replies=tuple(r.text for r in await_.replies) if await_ else (),
+                bind=await_.bind.text if await_ and await_.bind else None,
+                failures=failures,
+                failure_binds=failure_binds,
+                timeout=timeout,
+                timeout_fail=timeout_fail,
+                compensation=compensation,
+                timer_seconds=wait.duration.seconds if wait and wait.duration else None,
+                timer_until=_condition(wait.until) if wait and wait.until is not None else None,
+            )
+        )
+
+    def callee(self, stmt: sx.Call) -> str:
+        file_name = stmt.path or stmt.process.text.replace("-", "_") + ".proc"
+        target = str(Path(self.path).parent / file_name) if self.path and not self.path.startswith("<") else file_name
+        if target in self.stack:
+            self._error("E120", f"`{stmt.process.text}` calls itself (through {' -> '.join(Path(p).stem for p in self.stack)})",
+                        stmt.process.span, "a process may not call itself, directly or not")
+            return stmt.process.text
+        if self.loader is None:
+            self._error("E121", f"cannot find the process `{stmt.process.text}`: no files can be read here",
+                        stmt.process.span)
+            return stmt.process.text
+        try:
+            data = self.loader(target)
+        except OSError:
+            self._error("E121", f"cannot find the process `{stmt.process.text}` (looked for {file_name})",
+                        stmt.process.span, "put it beside this file or name its file with `from \"file.proc\"`")
+            return stmt.process.text
+        try:
+            child = compile_source(decode_source(data, target), target, self.loader, self.stack + (target,))
+        except SourceError as error:
+            first = error.diagnostics[0]
+            self._error("E122", f"the called process `{stmt.process.text}` has errors: {first.file}:{first.span.line}:"
+                        f"{first.span.column}: {first.message}", stmt.process.span)
+            return stmt.process.text
+        if child.name != stmt.process.text:
+            self._error("E121", f"{file_name} holds the process `{child.name}`, not `{stmt.process.text}`",
+                        stmt.process.span)
+        self.called[stmt.process.text] = child
+        return child.name
+
+    # ---- the whole process
+    def compile(self) -> m.ProcessDefinition:
+        proc = self.source.process
+        self._assign_ids(proc.body)
+        end = self._add(m.EndNode("end", Span(proc.span.end_line, proc.span.end_column, proc.span.end_line, proc.span.end_column)))
+        first = self.block(proc.body, end)
+        start = self._add(m.StartNode("start", proc.name.span, first))
+        self.order = _document_order(self.nodes, start)
+        participants: dict[str, m.Participant] = {}
+        for p in proc.participants:
+            if p.name.text in participants:
+                continue  # reported by the validator
+            replies = {c.name.text: c.payload.to_schema() if c.payload else None for c in p.contracts if c.kind == "reply"}
+            commands = {c.name.text: c.payload.to_schema() if c.payload else None for c in p.contracts if c.kind == "command"}
+            participants[p.name.text] = m.Participant(
+                p.name.text, p.display or p.name.text.replace("_", " ").title(), p.span, replies, commands
+            )
+        events = {e.name.text: e.payload.to_schema() if e.payload else None for e in proc.events}
+        input_schema = self.input_schema(proc)
+        text = self.source.text
+        process_text = _slice(text, proc.span)
+        digest = hashlib.sha256(process_text.encode("utf-8"))
+        for name in sorted(self.called):
+            digest.update(self.called[name].fingerprint.encode("ascii"))
+        if self.diagnostics:
+            raise SourceError(self.diagnostics, text)
+        return m.ProcessDefinition(
+            name=proc.name.text,
+            version=proc.version,
+            title=proc.title,
+            doc=proc.doc,
+            fingerprint="sha256:" + digest.hexdigest()[:16],
+            correlate=_condition(proc.correlate) if proc.correlate is not None else None,
+            reply_to=proc.reply_to or f"{proc.name.text}-replies",
+            deadline_seconds=proc.deadline.seconds if proc.deadline else None,
+            input_schema=input_schema,
+            participants=participants,
+            events=events,
+            nodes=self.nodes,
+            start=start,
+            order=tuple(self.order),
+            called=self.called,
+            scenarios=tuple(m.Scenario(s.name.text, s.description, s.span, s) for s in self.source.scenarios),
+            limits={k: v for k, (v, _) in proc.limits.items()},
+            path=self.path,
+            source=text,
+            syntax=self.source,
+        )
+
+    def input_schema(self, proc: sx.Process) -> dict[str, Any] | None:
+        if proc.input_record is not None:
+            return proc.input_record.to_schema()
+        if proc.input_file is None:
+            return None
+        file_name, span = proc.input_file
+        target = str(Path(self.path).parent / file_name) if not self.path.startswith("<") else file_name
+        try:
+            if self.loader is None:
+                raise OSError
+            schema = json.loads(self.loader(target).decode("utf-8"))
+        except OSError:
+            self._error("E123", f"cannot read the input contract {file_name}", span, "put the JSON Schema file beside the process")
+            return None
+        except (ValueError, UnicodeDecodeError) as error:
+            self._error("E123", f"the input contract {file_name} is not valid JSON: {error}", span)
+            return None
+        if not isinstance(schema, dict):
+            self._error("E123", f"the input contract {file_name} must be a JSON object (a JSON Schema)", span)
+            return None
+        return schema
+
+
+def _value_text(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def _slice(text: str, span: Span) -> str:
+    lines = text.split("\n")
+    if span.line == span.end_line:
+        return lines[span.line - 1][span.column - 1 : span.end_column - 1]
+    parts = [lines[span.line - 1][span.column - 1 :]]
+    parts.extend(lines[span.line : span.end_line - 1])
+    parts.append(lines[span.end_line - 1][: span.end_column - 1])
+    return "\n".join(parts)
+
+
+def _document_order(nodes: dict[str, m.AnyNode], start: str) -> list[str]:
+    """Node ids sorted by where they were written; generated fail ends follow their step."""
+
+    def key(node_id: str) -> tuple[int, int, int, str]:
+        node = nodes[node_id]
+        if node_id == "start":
+            return (0, 0, 0, "")
+        if node_id == "end":
+            return (1 << 30, 0, 0, "")
+        if isinstance(node, m.FailNode) and node.step is not None:
+            step = nodes[node.step] if node.step in nodes else node
+            return (step.span.line, step.span.column, 1, node_id)
+        if isinstance(node, m.JoinNode | m.UntilNode):
+            return (node.span.end_line, node.span.end_column, 2, node_id)
+        return (node.span.line, node.span.column, 0, node_id)
+
+    return sorted(nodes, key=key)
+
+
+def default_loader(path: str) -> bytes:
+    """Read a file from disk (the loader used for files given on the command line)."""
+    return Path(path).read_bytes()
+
+
+def compile_source(
+    text: str, path: str = "<text>", loader: Loader | None = None, stack: tuple[str, ...] = ()
+) -> m.ProcessDefinition:
+    """Parse and compile process text; raise `SourceError` when it cannot be built."""
+    source = parse(text, path)
+    return _Compiler(source, loader, stack or (path,)).compile()
+
+
+def load(path: str | Path) -> m.ProcessDefinition:
+    """Read, parse and compile a .proc file (and the processes it calls)."""
+    file = str(path)
+    try:
+        data = Path(file).read_bytes()
+    except OSError as error:
+        raise SourceError(
+            [Diagnostic("E001", "error", f"cannot read the file: {error.strerror or error}", Span(1, 1, 1, 2), None, file)]
+        ) from None
+    return compile_source(decode_source(data, file), file, default_loader)

@@ -1,0 +1,401 @@
+"""The compiled process: an immutable table of nodes, and the networkx graph drawn from it.
+
+Node kinds (the `kind` of each node, and of each node in `ProcessDefinition.graph`):
+
+==========  ==============================================================================
+``start``   where an instance begins
+``step``    sends a command and awaits a reply, or awaits an event, or waits for a timer
+``xor``     exclusive gateway: the first arm whose condition holds (an `if` or a `switch`)
+``fork``    parallel split: every branch starts
+``join``    parallel join: continues when every branch of its fork has arrived
+``race``    event-based gateway: the first message or timer to arrive wins
+``loop``    head of a bounded `repeat` loop (counts iterations)
+``until``   tail of a `repeat` loop: leaves when the condition holds or the bound is reached
+``call``    runs another process to its end, then continues
+``fail``    the instance fails here and compensates (explicit `fail`, a failure reply, a timeout)
+``end``     the instance completes here
+==========  ==============================================================================
+
+Edge kinds (`kind` attribute of each graph edge): ``next`` (sequence), ``arm`` (a condition
+or case of an xor; `label` holds it), ``default`` (the else of an xor), ``branch`` (fork to a
+branch), ``join`` (a branch's end to its join), ``message`` and ``timer`` (race arms),
+``failure`` (a failure reply to its fail end), ``timeout`` (a step's timeout to its fail end),
+``back`` (loop repetition), ``exit`` (loop exit), ``call`` (a call to the called process's
+start, only in its own graph). Node ids are deterministic: step names for steps, and
+`<kind>_<n>` in document order for the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from procflow.dsl.errors import Span
+from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping_:
+    """A data mapping (`{ key: expr, ... }`) with its compiled evaluator."""
+
+    expr: ObjectExpr
+    evaluate: Evaluator
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """An expression with its compiled evaluator."""
+
+    expr: Expr
+    evaluate: Evaluator
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command sent to a participant: `participant.command { mapping }`."""
+
+    participant: str
+    command: str
+    data: Mapping_ | None
+    span: Span
+
+    @property
+    def name(self) -> str:
+        """The wire `commandName`, e.g. `payment.authorize`."""
+        return f"{self.participant}.{self.command}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutSpec:
+    """How long a wait lasts, and how it retries: `within 30s retry 2 backoff 5s x2`."""
+
+    seconds: float
+    text: str
+    retries: int = 0
+    backoff_seconds: float = 0.0
+    factor: float = 1.0
+    span: Span | None = None
+
+    def backoff_before(self, attempt: int) -> float:
+        """Seconds to wait before sending attempt number `attempt` (2, 3, ...)."""
+        return self.backoff_seconds * (self.factor ** max(0, attempt - 2))
+
+
+@dataclass(frozen=True, slots=True)
+class CompensationSpec:
+    """The command that undoes a completed step, and the replies that confirm it."""
+
+    command: CommandSpec
+    replies: tuple[str, ...]
+    timeout: TimeoutSpec | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """Base of all nodes: a deterministic id, a kind, and where it was written."""
+
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class StartNode(Node):
+    """Where an instance begins."""
+
+    next: str
+    kind: str = "start"
+
+
+@dataclass(frozen=True, slots=True)
+class EndNode(Node):
+    """The instance completes here."""
+
+    kind: str = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class FailNode(Node):
+    """The instance fails here; `cause` is `fail`, `reply` or `timeout`."""
+
+    reason: str
+    cause: str = "fail"
+    step: str | None = None
+    trigger: str | None = None  # the failure reply, for `reply` causes
+    kind: str = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class StepNode(Node):
+    """A step: send-and-await, await an event, or a timer."""
+
+    name: str
+    next: str
+    doc: str | None = None
+    status: str | None = None
+    command: CommandSpec | None = None
+    replies: tuple[str, ...] = ()  # replies (or events) that complete the step
+    bind: str | None = None
+    failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> fail node id
+    failure_binds: Mapping[str, str] = field(default_factory=dict)  # failure reply -> bound name
+    timeout: TimeoutSpec | None = None
+    timeout_fail: str | None = None  # fail node id taken when the wait times out
+    compensation: CompensationSpec | None = None
+    timer_seconds: float | None = None
+    timer_until: Condition | None = None
+    kind: str = "step"
+
+    @property
+    def participant(self) -> str | None:
+        """The participant the step commands, if it sends one."""
+        return self.command.participant if self.command else None
+
+    @property
+    def is_timer(self) -> bool:
+        """True for a step that only waits for time to pass."""
+        return self.timer_seconds is not None or self.timer_until is not None
+
+
+@dataclass(frozen=True, slots=True)
+class XorArm:
+    """One arm of an exclusive gateway."""
+
+    condition: Condition | None  # None for a switch case, which uses `values`
+    values: tuple[Any, ...]
+    target: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class XorNode(Node):
+    """Exclusive gateway: `if`/`else if`/`else`, or `switch` (when `subject` is set)."""
+
+    arms: tuple[XorArm, ...]
+    default: str  # where to go when no arm holds (the else, or what follows)
+    has_else: bool
+    subject: Condition | None = None
+    kind: str = "xor"
+
+
+@dataclass(frozen=True, slots=True)
+class ForkNode(Node):
+    """Parallel split into named branches."""
+
+    name: str
+    branches: tuple[tuple[str, str], ...]  # (branch name, first node id)
+    join: str
+    kind: str = "fork"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinNode(Node):
+    """Parallel join: continues once all `expected` branches have arrived."""
+
+    name: str
+    expected: int
+    next: str
+    kind: str = "join"
+
+
+@dataclass(frozen=True, slots=True)
+class RaceArmSpec:
+    """One arm of a race: messages or a timer, and where it leads."""
+
+    messages: tuple[str, ...]
+    bind: str | None
+    timer_seconds: float | None
+    timer_at: Condition | None
+    target: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class RaceNode(Node):
+    """Event-based gateway: the first arm to fire wins."""
+
+    name: str
+    arms: tuple[RaceArmSpec, ...]
+    status: str | None = None
+    kind: str = "race"
+
+
+@dataclass(frozen=True, slots=True)
+class LoopNode(Node):
+    """Head of a `repeat` loop."""
+
+    name: str
+    body: str
+    max: int | None
+    kind: str = "loop"
+
+
+@dataclass(frozen=True, slots=True)
+class UntilNode(Node):
+    """Tail of a `repeat` loop: leave when `until` holds or `max` iterations have run."""
+
+    name: str
+    loop: str
+    until: Condition
+    body: str
+    next: str
+    kind: str = "until"
+
+
+@dataclass(frozen=True, slots=True)
+class CallNode(Node):
+    """Runs another process (`process`) to its end with `data` as its input."""
+
+    name: str
+    process: str
+    data: Mapping_ | None
+    bind: str | None
+    next: str
+    kind: str = "call"
+
+
+AnyNode = StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """A service the process coordinates."""
+
+    name: str
+    display: str
+    span: Span
+    replies: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+    commands: Mapping[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named simulation of the process with its expected outcome (see `procflow test`)."""
+
+    name: str
+    description: str | None
+    span: Span
+    syntax: Any  # procflow.dsl.syntax.Scenario
+
+
+@dataclass(frozen=True)
+class ProcessDefinition:
+    """An immutable, compiled process. Build with `procflow.dsl.load` / `compile_source`."""
+
+    name: str
+    version: int
+    title: str | None
+    doc: str | None
+    fingerprint: str
+    correlate: Condition | None
+    reply_to: str
+    deadline_seconds: float | None
+    input_schema: dict[str, Any] | None
+    participants: Mapping[str, Participant]
+    events: Mapping[str, dict[str, Any] | None]
+    nodes: Mapping[str, AnyNode]
+    start: str
+    order: tuple[str, ...]  # node ids in document order
+    called: Mapping[str, ProcessDefinition]
+    scenarios: tuple[Scenario, ...]
+    limits: Mapping[str, int]
+    path: str
+    source: str = field(repr=False, default="")
+    syntax: Any = field(repr=False, default=None)
+    _graph: list[nx.DiGraph] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def steps(self) -> list[StepNode]:
+        """The step nodes, in document order."""
+        return [n for n in (self.nodes[i] for i in self.order) if isinstance(n, StepNode)]
+
+    def step(self, name: str) -> StepNode:
+        """The step called `name` (KeyError when there is none)."""
+        node = self.nodes[name]
+        if not isinstance(node, StepNode):
+            raise KeyError(name)
+        return node
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The process as a networkx DiGraph (built once, on first use)."""
+        if not self._graph:
+            self._graph.append(build_graph(self))
+        return self._graph[0]
+
+    def definition_of(self, process: str) -> ProcessDefinition:
+        """This process or one it calls (directly or not), by name."""
+        if process == self.name:
+            return self
+        stack = list(self.called.values())
+        while stack:
+            candidate = stack.pop()
+            if candidate.name == process:
+                return candidate
+            stack.extend(candidate.called.values())
+        raise KeyError(process)
+
+
+def successors(node: AnyNode) -> list[tuple[str, str, str]]:
+    """(target, edge kind, label) for every way out of a node."""
+    out: list[tuple[str, str, str]] = []
+    if isinstance(node, StartNode):
+        out.append((node.next, "next", ""))
+    elif isinstance(node, StepNode):
+        out.append((node.next, "next", ",".join(node.replies) if node.command else ""))
+        for reply, target in node.failures.items():
+            out.append((target, "failure", reply))
+        if node.timeout_fail:
+            out.append((node.timeout_fail, "timeout", "timeout"))
+    elif isinstance(node, XorNode):
+        for arm in node.arms:
+            out.append((arm.target, "arm", arm.label))
+        out.append((node.default, "default", "else" if node.has_else else "otherwise"))
+    elif isinstance(node, ForkNode):
+        for name, target in node.branches:
+            out.append((target, "branch", name))
+    elif isinstance(node, JoinNode | CallNode):
+        out.append((node.next, "next", ""))
+    elif isinstance(node, RaceNode):
+        for arm in node.arms:
+            out.append((arm.target, "timer" if not arm.messages else "message", arm.label))
+    elif isinstance(node, LoopNode):
+        out.append((node.body, "next", ""))
+    elif isinstance(node, UntilNode):
+        out.append((node.next, "exit", "until " + node.until.text))
+        out.append((node.body, "back", "repeat"))
+    return out
+
+
+def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
+    """The definition as a DiGraph: node attributes `kind`, `label`, `line`; edge `kind`, `label`."""
+    graph = nx.DiGraph(name=definition.name)
+    for node_id in definition.order:
+        node = definition.nodes[node_id]
+        attrs: dict[str, Any] = {"kind": node.kind, "line": node.span.line}
+        if isinstance(node, StepNode):
+            attrs["label"] = node.name
+            if node.command:
+                attrs["participant"] = node.command.participant
+                attrs["command"] = node.command.name
+            if node.compensation:
+                attrs["compensation"] = node.compensation.command.name
+        elif isinstance(node, FailNode):
+            attrs["label"] = node.reason
+        elif isinstance(node, ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode):
+            attrs["label"] = node.name
+        graph.add_node(node_id, **attrs)
+    for node_id in definition.order:
+        for target, kind, label in successors(definition.nodes[node_id]):
+            if graph.has_edge(node_id, target):
+                # Two ways to the same place (an empty else): keep both labels on one edge.
+                graph.edges[node_id, target]["label"] += " / " + label
+                continue
+            graph.add_edge(node_id, target, kind=kind, label=label)
+    return graph
+
+
+NodeVisitor = Callable[[AnyNode], None]

@@ -1,0 +1,925 @@
+"""Text -> syntax tree. The only module that imports lark; callers never see a lark type.
+
+Errors come out as `SourceError` holding `Diagnostic`s that point at the text and say, in
+words, what was expected there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
+
+from procflow.dsl import expressions as ex
+from procflow.dsl import syntax as sx
+from procflow.dsl.errors import Diagnostic, SourceError, Span
+
+MAX_SOURCE_BYTES = 64 * 1024 * 1024
+"""A file larger than this is refused before it is parsed."""
+MAX_NESTING = 64
+"""Brackets and blocks nested deeper than this are refused before parsing."""
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+
+
+@lru_cache(maxsize=1)
+def grammar_text() -> str:
+    """The grammar, read from the installed package."""
+    return resources.files("procflow.dsl").joinpath("grammar.lark").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def build_parser(strict: bool = False) -> Lark:
+    """A fresh parser; with `strict=True` any grammar conflict or terminal collision raises."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, strict=strict)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration literal such as `1h30m`."""
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+# ---------------------------------------------------------------- spans
+
+
+def _span_of(item: Any) -> Span:
+    if isinstance(item, Token):
+        end_line = item.end_line if item.end_line is not None else item.line
+        end_col = item.end_column if item.end_column is not None else (item.column or 1) + len(item)
+        return Span(item.line or 1, item.column or 1, end_line or 1, end_col)
+    meta = item.meta
+    if getattr(meta, "empty", True):
+        return Span(1, 1, 1, 1)
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _name(token: Token) -> sx.Name:
+    return sx.Name(str(token), _span_of(token))
+
+
+def _string(token: Token) -> str:
+    text = str(token)
+    if text.startswith('"""'):
+        return _dedent_doc(text[3:-3])
+    body = text[1:-1]
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+
+
+def _dedent_doc(text: str) -> str:
+    lines = text.strip("\n").splitlines()
+    indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
+    cut = min(indents) if indents else 0
+    return "\n".join(line[cut:] for line in lines).strip()
+
+
+class _BadLiteral(Exception):
+    def __init__(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.span = span
+        self.hint = hint
+
+
+def _integer(token: Token, what: str) -> int:
+    text = str(token)
+    if not text.isdigit():
+        raise _BadLiteral("E006", f"{what} must be a whole number, not `{text}`", _span_of(token))
+    return int(text)
+
+
+# ---------------------------------------------------------------- tree -> syntax
+
+
+@v_args(meta=False, inline=False)
+class _ToSyntax(Transformer[Token, Any]):
+    """Builds `procflow.dsl.syntax` nodes; every method receives the children of one rule."""
+
+    # ---- expressions
+    def literal(self, children: list[Token]) -> ex.Expr:
+        (tok,) = children
+        span = _span_of(tok)
+        if tok.type == "NUMBER":
+            text = str(tok)
+            value: Any = float(text) if any(c in text for c in ".eE") else int(text)
+            return ex.Literal(span, value)
+        if tok.type == "STRING":
+            return ex.Literal(span, _string(tok))
+        return ex.Literal(span, {"true": True, "false": False, "null": None}[str(tok)])
+
+    @v_args(tree=True)
+    def var(self, tree: Tree[Token]) -> ex.Expr:
+        (tok,) = tree.children
+        assert isinstance(tok, Token)
+        return ex.Var(_span_of(tok), str(tok))
+
+    @v_args(tree=True)
+    def field(self, tree: Tree[Any]) -> ex.Expr:
+        base, name = tree.children
+        return ex.Field(_span_of(tree), base, str(name))
+
+    @v_args(tree=True)
+    def index(self, tree: Tree[Any]) -> ex.Expr:
+        base, key = tree.children
+        return ex.Index(_span_of(tree), base, key)
+
+    @v_args(tree=True)
+    def not_op(self, tree: Tree[Any]) -> ex.Expr:
+        return ex.Unary(_span_of(tree), "not", tree.children[0])
+
+    @v_args(tree=True)
+    def negate(self, tree: Tree[Any]) -> ex.Expr:
+        return ex.Unary(_span_of(tree), "-", tree.children[0])
+
+    @v_args(tree=True)
+    def binary(self, tree: Tree[Any]) -> ex.Expr:
+        left, op, right = tree.children
+        return ex.Binary(_span_of(tree), str(op), left, right)
+
+    compare = binary
+
+    @v_args(tree=True)
+    def member(self, tree: Tree[Any]) -> ex.Expr:
+        left, right = tree.children
+        return ex.Binary(_span_of(tree), "in", left, right)
+
+    @v_args(tree=True)
+    def not_member(self, tree: Tree[Any]) -> ex.Expr:
+        left, right = tree.children
+        return ex.Binary(_span_of(tree), "not in", left, right)
+
+    @v_args(tree=True)
+    def or_expr(self, tree: Tree[Any]) -> ex.Expr:
+        return self._chain(tree, "or")
+
+    @v_args(tree=True)
+    def and_expr(self, tree: Tree[Any]) -> ex.Expr:
+        return self._chain(tree, "and")
+
+    @staticmethod
+    def _chain(tree: Tree[Any], op: str) -> ex.Expr:
+        result: ex.Expr = tree.children[0]
+        for right in tree.children[1:]:
+            span = Span(result.span.line, result.span.column, right.span.end_line, right.span.end_column)
+            result = ex.Binary(span, op, result, right)
+        return result
+
+    @v_args(tree=True)
+    def func(self, tree: Tree[Any]) -> ex.Expr:
+        name, *args = tree.children
+        name_text = str(name)
+        if name_text not in ex.FUNCTIONS:
+            guess = difflib.get_close_matches(name_text, list(ex.FUNCTIONS), n=1)
+            raise _BadLiteral(
+                "E103",
+                f"unknown function `{name_text}`",
+                _span_of(name),
+                f"did you mean `{guess[0]}`?" if guess else "functions: " + ", ".join(sorted(ex.FUNCTIONS)),
+            )
+        _, fewest, most = ex.FUNCTIONS[name_text]
+        args = [a for a in args if a is not None]
+        if not fewest <= len(args) <= most:
+            want = str(fewest) if fewest == most else f"{fewest} to {most}"
+            raise _BadLiteral(
+                "E104",
+                f"`{name_text}()` takes {want} argument{'s' if most != 1 else ''}, not {len(args)}",
+                _span_of(tree),
+            )
+        return ex.FuncCall(_span_of(tree), name_text, tuple(args))
+
+    @v_args(tree=True)
+    def list(self, tree: Tree[Any]) -> ex.Expr:
+        return ex.ListExpr(_span_of(tree), tuple(c for c in tree.children if c is not None))
+
+    @v_args(tree=True)
+    def object(self, tree: Tree[Any]) -> ex.ObjectExpr:
+        pairs = [c for c in tree.children if c is not None]
+        seen: dict[str, Span] = {}
+        for key, _value, key_span in pairs:
+            if key in seen:
+                raise _BadLiteral("E105", f"the key `{key}` is given twice in this object", key_span)
+            seen[key] = key_span
+        return ex.ObjectExpr(_span_of(tree), tuple((k, v) for k, v, _ in pairs))
+
+    def pair(self, children: list[Any]) -> tuple[str, ex.Expr, Span]:
+        key, value = children
+        text = _string(key) if key.type == "STRING" else str(key)
+        return (text, value, _span_of(key))
+
+    # ---- types
+    @v_args(tree=True)
+    def record_type(self, tree: Tree[Any]) -> sx.RecordType:
+        fields = tuple(c for c in tree.children if c is not None)
+        seen: set[str] = set()
+        for name, _, _ in fields:
+            if name.text in seen:
+                raise _BadLiteral("E105", f"the field `{name.text}` is declared twice", name.span)
+            seen.add(name.text)
+        return sx.RecordType(fields, _span_of(tree))
+
+    def field_type(self, children: list[Any]) -> tuple[sx.Name, bool, sx.TypeSpec]:
+        name = children[0]
+        optional = len(children) == 3
+        return (name, optional, children[-1])
+
+    def field_name(self, children: list[Token]) -> sx.Name:
+        (tok,) = children
+        text = _string(tok) if tok.type == "STRING" else str(tok)
+        return sx.Name(text, _span_of(tok))
+
+    @v_args(tree=True)
+    def type_atom(self, tree: Tree[Any]) -> sx.TypeSpec:
+        (inner,) = tree.children
+        if isinstance(inner, sx.RecordType):
+            return sx.TypeSpec(inner.to_schema(), inner.span)
+        return inner  # type: ignore[no-any-return]
+
+    @v_args(tree=True)
+    def type_name(self, tree: Tree[Any]) -> sx.TypeSpec:
+        (tok,) = tree.children
+        name = str(tok)
+        schema: dict[str, Any] = {} if name == "any" else {"type": name}
+        return sx.TypeSpec(schema, _span_of(tok))
+
+    @v_args(tree=True)
+    def enum_type(self, tree: Tree[Any]) -> sx.TypeSpec:
+        return sx.TypeSpec({"type": "string", "enum": [_string(t) for t in tree.children]}, _span_of(tree))
+
+    @v_args(tree=True)
+    def array_type(self, tree: Tree[Any]) -> sx.TypeSpec:
+        (item,) = tree.children
+        return sx.TypeSpec({"type": "array", "items": item.schema}, _span_of(tree))
+
+    # ---- process header
+    def process_name(self, children: list[Token]) -> sx.Name:
+        return _name(children[0])
+
+    @v_args(tree=True)
+    def process(self, tree: Tree[Any]) -> sx.Process:
+        name, *items = tree.children
+        proc = sx.Process(name=name, span=_span_of(tree))
+        for item in items:
+            self._add_process_item(proc, item)
+        return proc
+
+    @staticmethod
+    def _header(proc: sx.Process, key: str, span: Span) -> bool:
+        if key in proc.header_spans:
+            proc.duplicates.append((key, span))
+            return False
+        proc.header_spans[key] = span
+        return True
+
+    def _add_process_item(self, proc: sx.Process, item: Any) -> None:
+        if isinstance(item, tuple) and item and item[0] == "header":
+            _, key, value, span = item
+            if not self._header(proc, key, span):
+                return
+            if key == "input_record":
+                proc.input_record = value
+            elif key == "input_file":
+                proc.input_file = (value, span)
+            else:
+                setattr(proc, key, value)
+        elif isinstance(item, tuple) and item and item[0] == "limit":
+            _, name, value, span = item
+            proc.limits[name] = (value, span)
+        elif isinstance(item, sx.Participant):
+            proc.participants.append(item)
+        elif isinstance(item, sx.EventDecl):
+            proc.events.append(item)
+        else:
+            proc.body.append(item)
+
+    @v_args(tree=True)
+    def version(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "version", _integer(tree.children[0], "a version"), _span_of(tree))
+
+    @v_args(tree=True)
+    def title(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "title", _string(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def doc(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "doc", _string(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def correlate(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "correlate", tree.children[0], _span_of(tree))
+
+    @v_args(tree=True)
+    def reply_channel(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "reply_to", _string(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def deadline(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("header", "deadline", self._duration(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def input_decl(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        (inner,) = tree.children
+        if isinstance(inner, sx.RecordType):
+            return ("header", "input_record", inner, _span_of(tree))
+        return ("header", "input_file", _string(inner), _span_of(inner))
+
+    @v_args(tree=True)
+    def limit(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        name, value = tree.children
+        return ("limit", str(name), _integer(value, "a limit"), _span_of(name))
+
+    @v_args(tree=True)
+    def participant(self, tree: Tree[Any]) -> sx.Participant:
+        name, *rest = tree.children
+        display = None
+        contracts: tuple[sx.Contract, ...] = ()
+        for item in rest:
+            if isinstance(item, Token):
+                display = _string(item)
+            else:
+                contracts = item
+        return sx.Participant(_name(name), display, contracts, _span_of(tree))
+
+    def participant_body(self, children: list[sx.Contract]) -> tuple[sx.Contract, ...]:
+        return tuple(children)
+
+    @v_args(tree=True)
+    def contract_item(self, tree: Tree[Any]) -> sx.Contract:
+        kind, name, *payload = tree.children
+        return sx.Contract(kind, _name(name), payload[0] if payload else None, _span_of(tree))
+
+    def contract_kind(self, children: list[Token]) -> str:
+        return str(children[0])
+
+    @v_args(tree=True)
+    def event_decl(self, tree: Tree[Any]) -> sx.EventDecl:
+        name, *payload = tree.children
+        return sx.EventDecl(_name(name), payload[0] if payload else None, _span_of(tree))
+
+    # ---- steps
+    @staticmethod
+    def _duration(tok: Token) -> sx.Duration:
+        return sx.Duration(parse_duration(str(tok)), str(tok), _span_of(tok))
+
+    @v_args(tree=True)
+    def step(self, tree: Tree[Any]) -> sx.Step:
+        name, *items = tree.children
+        step = sx.Step(name=_name(name), span=_span_of(tree))
+        seen: dict[str, Span] = {}
+
+        def once(key: str, span: Span) -> bool:
+            if key in seen:
+                step.duplicates.append((key, span))
+                return False
+            seen[key] = span
+            return True
+
+        for item in items:
+            if isinstance(item, tuple) and item[0] == "header" and item[1] == "doc":
+                if once("doc", item[3]):
+                    step.doc = item[2]
+            elif isinstance(item, tuple) and item[0] == "status":
+                if once("status", item[1].span):
+                    step.status = item[1]
+            elif isinstance(item, sx.Send):
+                if once("send", item.span):
+                    step.send = item
+            elif isinstance(item, sx.Await):
+                if once("await", item.span):
+                    step.await_ = item
+            elif isinstance(item, sx.OnReply):
+                step.on_replies.append(item)
+            elif isinstance(item, tuple) and item[0] == "on_timeout":
+                if once("on timeout", item[2]):
+                    step.timeout_reason = item[1]
+                    step.timeout_span = item[2]
+            elif isinstance(item, sx.Compensate):
+                if once("compensate", item.span):
+                    step.compensate = item
+            elif isinstance(item, sx.Wait) and once("wait", item.span):
+                step.wait = item
+        return step
+
+    def status(self, children: list[Token]) -> tuple[str, sx.Name]:
+        return ("status", _name(children[0]))
+
+    @v_args(tree=True)
+    def send(self, tree: Tree[Any]) -> sx.Send:
+        participant, command, *data = tree.children
+        return sx.Send(_name(participant), _name(command), data[0] if data else None, _span_of(tree))
+
+    def binding(self, children: list[Token]) -> sx.Name:
+        return _name(children[0])
+
+    @v_args(tree=True)
+    def await_(self, tree: Tree[Any]) -> sx.Await:
+        names = tuple(_name(c) for c in tree.children if isinstance(c, Token))
+        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
+        timeout = next((c for c in tree.children if isinstance(c, sx.Timeout)), None)
+        return sx.Await(names, bind, timeout, _span_of(tree))
+
+    @v_args(tree=True)
+    def timeout(self, tree: Tree[Any]) -> sx.Timeout:
+        duration, *retry = tree.children
+        return sx.Timeout(self._duration(duration), retry[0] if retry else None, _span_of(tree))
+
+    @v_args(tree=True)
+    def retry(self, tree: Tree[Any]) -> sx.Retry:
+        count, *rest = tree.children
+        backoff = self._duration(rest[0]) if rest else None
+        factor = float(str(rest[1])[1:]) if len(rest) > 1 else 1.0
+        return sx.Retry(_integer(count, "a retry count"), backoff, factor, _span_of(tree))
+
+    @v_args(tree=True)
+    def on_reply(self, tree: Tree[Any]) -> sx.OnReply:
+        names = tuple(_name(c) for c in tree.children if isinstance(c, Token) and c.type == "NAME")
+        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
+        reason = next(c for c in tree.children if isinstance(c, Token) and c.type == "STRING")
+        return sx.OnReply(names, bind, _string(reason), _span_of(tree))
+
+    @v_args(tree=True)
+    def on_timeout(self, tree: Tree[Any]) -> tuple[str, str, Span]:
+        return ("on_timeout", tree.children[0], _span_of(tree))
+
+    def timeout_action(self, children: list[Token]) -> str:
+        return _string(children[0])
+
+    @v_args(tree=True)
+    def compensate(self, tree: Tree[Any]) -> sx.Compensate:
+        participant, command, *rest = tree.children
+        data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
+        replies = tuple(_name(c) for c in rest if isinstance(c, Token))
+        timeout = next((c for c in rest if isinstance(c, sx.Timeout)), None)
+        return sx.Compensate(_name(participant), _name(command), data, replies, timeout, _span_of(tree))
+
+    @v_args(tree=True)
+    def wait_for(self, tree: Tree[Any]) -> sx.Wait:
+        return sx.Wait(self._duration(tree.children[0]), None, _span_of(tree))
+
+    @v_args(tree=True)
+    def wait_until(self, tree: Tree[Any]) -> sx.Wait:
+        return sx.Wait(None, tree.children[0], _span_of(tree))
+
+    # ---- control flow
+    def block(self, children: list[Any]) -> tuple[Any, ...]:
+        return tuple(children)
+
+    @v_args(tree=True)
+    def if_stmt(self, tree: Tree[Any]) -> sx.If:
+        cond, body, *rest = tree.children
+        arms = [(cond, body)]
+        otherwise = None
+        for item in rest:
+            if item[0] == "elif":
+                arms.append((item[1], item[2]))
+            else:
+                otherwise = item[1]
+        return sx.If(tuple(arms), otherwise, _span_of(tree))
+
+    def elif_clause(self, children: list[Any]) -> tuple[Any, ...]:
+        return ("elif", children[0], children[1])
+
+    def else_clause(self, children: list[Any]) -> tuple[Any, ...]:
+        return ("else", children[0])
+
+    @v_args(tree=True)
+    def switch_stmt(self, tree: Tree[Any]) -> sx.Switch:
+        subject, *clauses = tree.children
+        cases = tuple(c for c in clauses if isinstance(c, sx.Case))
+        default = next((c[1] for c in clauses if isinstance(c, tuple)), None)
+        return sx.Switch(subject, cases, default, _span_of(tree))
+
+    @v_args(tree=True)
+    def case_clause(self, tree: Tree[Any]) -> sx.Case:
+        *values, body = tree.children
+        return sx.Case(tuple(v.value for v in values), body, _span_of(tree))
+
+    def default_clause(self, children: list[Any]) -> tuple[Any, ...]:
+        return ("default", children[0])
+
+    @v_args(tree=True)
+    def parallel(self, tree: Tree[Any]) -> sx.Parallel:
+        name = next((_name(c) for c in tree.children if isinstance(c, Token)), None)
+        branches = tuple(c for c in tree.children if isinstance(c, sx.Branch))
+        return sx.Parallel(name, branches, _span_of(tree))
+
+    @v_args(tree=True)
+    def branch(self, tree: Tree[Any]) -> sx.Branch:
+        name, body = tree.children
+        return sx.Branch(_name(name), body, _span_of(tree))
+
+    @v_args(tree=True)
+    def race(self, tree: Tree[Any]) -> sx.Race:
+        name, *arms = tree.children
+        return sx.Race(_name(name), tuple(arms), _span_of(tree))
+
+    @v_args(tree=True)
+    def race_message(self, tree: Tree[Any]) -> sx.RaceArm:
+        names = tuple(_name(c) for c in tree.children if isinstance(c, Token))
+        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
+        body = tree.children[-1]
+        return sx.RaceArm(names, bind, None, None, body, _span_of(tree))
+
+    @v_args(tree=True)
+    def race_after(self, tree: Tree[Any]) -> sx.RaceArm:
+        duration, body = tree.children
+        return sx.RaceArm((), None, self._duration(duration), None, body, _span_of(tree))
+
+    @v_args(tree=True)
+    def race_at(self, tree: Tree[Any]) -> sx.RaceArm:
+        at, body = tree.children
+        return sx.RaceArm((), None, None, at, body, _span_of(tree))
+
+    @v_args(tree=True)
+    def repeat(self, tree: Tree[Any]) -> sx.Repeat:
+        name = None
+        bound = None
+        body: tuple[Any, ...] = ()
+        until = None
+        for child in tree.children:
+            if isinstance(child, Token) and child.type == "NAME":
+                name = _name(child)
+            elif isinstance(child, Token) and child.type == "NUMBER":
+                bound = _integer(child, "a loop bound")
+            elif isinstance(child, tuple):
+                body = child
+            else:
+                until = child
+        assert until is not None
+        return sx.Repeat(name, bound, body, until, _span_of(tree))
+
+    @v_args(tree=True)
+    def call(self, tree: Tree[Any]) -> sx.Call:
+        process, *rest = tree.children
+        path = next((_string(c) for c in rest if isinstance(c, Token)), None)
+        data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
+        bind = next((c for c in rest if isinstance(c, sx.Name)), None)
+        return sx.Call(process, path, data, bind, _span_of(tree))
+
+    @v_args(tree=True)
+    def fail_stmt(self, tree: Tree[Any]) -> sx.Fail:
+        return sx.Fail(_string(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def end_stmt(self, tree: Tree[Any]) -> sx.End:
+        return sx.End(_span_of(tree))
+
+    # ---- scenarios
+    @v_args(tree=True)
+    def scenario(self, tree: Tree[Any]) -> sx.Scenario:
+        name, *items = tree.children
+        description = None
+        if items and isinstance(items[0], Token):
+            description = _string(items.pop(0))
+        sc = sx.Scenario(_name(name), description, _span_of(tree))
+        for item in items:
+            if isinstance(item, ex.ObjectExpr):
+                sc.input = item
+            elif isinstance(item, tuple) and item[0] == "start":
+                sc.start_at = (item[1], item[2])
+            elif isinstance(item, sx.WhenRule):
+                sc.rules.append(item)
+            elif isinstance(item, sx.DeliverRule):
+                sc.deliveries.append(item)
+            elif isinstance(item, sx.Expectation):
+                sc.expectations.append(item)
+            elif isinstance(item, tuple) and item[0] == "silence":
+                sc.silenced.extend(item[1])
+        return sc
+
+    def scenario_input(self, children: list[Any]) -> ex.ObjectExpr:
+        return children[0]  # type: ignore[no-any-return]
+
+    @v_args(tree=True)
+    def scenario_start(self, tree: Tree[Any]) -> tuple[Any, ...]:
+        return ("start", _string(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def when_rule(self, tree: Tree[Any]) -> sx.WhenRule:
+        participant, command, *rest = tree.children
+        attempt = next((c for c in rest if isinstance(c, int)), None)
+        reaction = rest[-1]
+        return sx.WhenRule(
+            _name(participant),
+            _name(command),
+            attempt,
+            reaction["reply"],
+            reaction["data"],
+            reaction["after"],
+            reaction["twice"],
+            _span_of(tree),
+        )
+
+    def attempt(self, children: list[Token]) -> int:
+        return _integer(children[0], "an attempt")
+
+    def react_reply(self, children: list[Any]) -> dict[str, Any]:
+        name, *rest = children
+        out: dict[str, Any] = {"reply": _name(name), "data": None, "after": None, "twice": False}
+        for item in rest:
+            if isinstance(item, ex.ObjectExpr):
+                out["data"] = item
+            elif item == "twice":
+                out["twice"] = True
+            else:
+                out["after"] = item
+        return out
+
+    def react_silent(self, children: list[Any]) -> dict[str, Any]:
+        return {"reply": None, "data": None, "after": None, "twice": False}
+
+    def reply_after(self, children: list[Token]) -> sx.Duration:
+        return self._duration(children[0])
+
+    def reply_twice(self, children: list[Any]) -> str:
+        return "twice"
+
+    @v_args(tree=True)
+    def event_rule(self, tree: Tree[Any]) -> sx.DeliverRule:
+        name, *rest = tree.children
+        data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
+        return sx.DeliverRule(_name(name), data, self._duration(rest[-1]), _span_of(tree))
+
+    def silence(self, children: list[Token]) -> tuple[str, list[sx.Name]]:
+        return ("silence", [_name(c) for c in children])
+
+    def command_ref(self, children: list[Token]) -> str:
+        return f"{children[0]}.{children[1]}"
+
+    @v_args(tree=True)
+    def expect_status(self, tree: Tree[Any]) -> sx.Expectation:
+        return sx.Expectation("status", str(tree.children[0]), _span_of(tree))
+
+    @v_args(tree=True)
+    def expect_completed(self, tree: Tree[Any]) -> sx.Expectation:
+        return sx.Expectation("completed", [str(c) for c in tree.children if c is not None], _span_of(tree))
+
+    @v_args(tree=True)
+    def expect_commands(self, tree: Tree[Any]) -> sx.Expectation:
+        return sx.Expectation("commands", [c for c in tree.children if c is not None], _span_of(tree))
+
+    @v_args(tree=True)
+    def expect_compensation(self, tree: Tree[Any]) -> sx.Expectation:
+        return sx.Expectation("compensation", [c for c in tree.children if c is not None], _span_of(tree))
+
+    @v_args(tree=True)
+    def expect_failure(self, tree: Tree[Any]) -> sx.Expectation:
+        return sx.Expectation("failure", _string(tree.children[0]), _span_of(tree))
+
+    def start(self, children: list[Any]) -> tuple[sx.Process, list[sx.Scenario]]:
+        process, *scenarios = children
+        return process, scenarios
+
+
+# ---------------------------------------------------------------- errors in words
+
+_TOKEN_WORDS = {
+    "NAME": "a name",
+    "PROCESS_NAME": "a process name",
+    "STRING": "a string in double quotes",
+    "NUMBER": "a number",
+    "DURATION": "a duration such as 30s, 5m, 1h or 2d",
+    "FACTOR": "a backoff factor such as x2",
+    "COMP_OP": "a comparison (==, !=, <, <=, >, >=)",
+    "ADD_OP": "`+` or `-`",
+    "MUL_OP": "`*`, `/` or `%`",
+    "OPTIONAL": "`?`",
+    "$END": "the end of the file",
+}
+
+KEYWORDS = (
+    "process version title doc correlate by reply to deadline input from limit participant command "
+    "event step status send await as within retry backoff on timeout fail compensate awaiting wait "
+    "until if else switch case default parallel branch race timer at repeat max call end scenario "
+    "start when attempt no after twice deliver expect completed commands compensation failure "
+    "string number integer boolean object array any true false null and or not in"
+).split()
+
+
+@lru_cache(maxsize=1)
+def _literal_terminals() -> dict[str, str]:
+    parser = _parser()
+    out: dict[str, str] = {}
+    for term in parser.terminals:
+        if type(term.pattern).__name__ == "PatternStr":
+            out[term.name] = term.pattern.value
+    return out
+
+
+def describe_token(name: str) -> str:
+    """A token kind in words, never a lark terminal name."""
+    if name in _TOKEN_WORDS:
+        return _TOKEN_WORDS[name]
+    literal = _literal_terminals().get(name)
+    if literal is not None:
+        return f"`{literal}`"
+    return name.lower().replace("_", " ")
+
+
+def _expected_words(expected: set[str]) -> str:
+    words = sorted({describe_token(e) for e in expected})
+    # Keywords first as a compact list, then kinds of tokens.
+    keywords = [w for w in words if w.startswith("`")]
+    kinds = [w for w in words if not w.startswith("`")]
+    ordered = kinds + keywords
+    if len(ordered) > 12:
+        ordered = ordered[:12] + ["…"]
+    if len(ordered) == 1:
+        return ordered[0]
+    return ", ".join(ordered[:-1]) + " or " + ordered[-1]
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "$END":
+        return "the end of the file"
+    text = str(token)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"`{text}`"
+
+
+def _hint_for(token: Token, expected: set[str]) -> str | None:
+    text = str(token)
+    if token.type == "NAME":
+        allowed = [_literal_terminals().get(e) for e in expected]
+        words = [w for w in allowed if w and w.isalpha()]
+        guess = difflib.get_close_matches(text, words, n=1, cutoff=0.6)
+        if guess:
+            return f"did you mean `{guess[0]}`?"
+    if token.type == "STRING" and "NAME" in expected:
+        return "names are written without quotes"
+    if token.type == "NUMBER" and "DURATION" in expected:
+        return f"give a unit: `{text}s`, `{text}m`, `{text}h` or `{text}d`"
+    return None
+
+
+def _syntax_diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    if isinstance(error, UnexpectedToken):
+        token = error.token
+        expected = _accepted(error)
+        if token.type == "$END":
+            line, column = _end_position(text)
+            span = Span(line, column, line, column + 1)
+            return Diagnostic(
+                "E004",
+                "error",
+                f"the file ends too early; expected {_expected_words(expected)}",
+                span,
+                "a `}` may be missing" if "RBRACE" in expected else None,
+                path,
+            )
+        span = _span_of(token)
+        return Diagnostic(
+            "E003",
+            "error",
+            f"unexpected {_token_text(token)}; expected {_expected_words(expected)}",
+            span,
+            _hint_for(token, expected),
+            path,
+        )
+    if isinstance(error, UnexpectedCharacters):
+        line, column = error.line, error.column
+        char = error.char if hasattr(error, "char") else text[error.pos_in_stream]
+        hint = None
+        if char == "'":
+            hint = 'strings use double quotes: "like this"'
+        elif char == "-":
+            hint = "names use letters, digits and `_`; only process names may contain `-`"
+        expected = set(error.allowed or ())
+        want = f"; expected {_expected_words(expected)}" if expected else ""
+        return Diagnostic(
+            "E002", "error", f"unexpected character `{char}`{want}", Span(line, column, line, column + 1), hint, path
+        )
+    if isinstance(error, UnexpectedEOF):
+        line, column = _end_position(text)
+        return Diagnostic(
+            "E004",
+            "error",
+            f"the file ends too early; expected {_expected_words(set(error.expected))}",
+            Span(line, column, line, column + 1),
+            None,
+            path,
+        )
+    return Diagnostic("E003", "error", "the text cannot be parsed here", Span(1, 1, 1, 2), None, path)
+
+
+def _accepted(error: UnexpectedToken) -> set[str]:
+    """The tokens truly acceptable where the error happened (LALR's lookahead set is wider)."""
+    expected = set(error.expected)
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        try:
+            precise = set(interactive.accepts())
+        except Exception:  # noqa: BLE001 - fall back to lark's own list
+            return expected
+        if precise:
+            return precise
+    return expected
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    return len(lines), len(lines[-1]) + 1
+
+
+_SKIP_FOR_DEPTH = re.compile(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+
+
+def _check_nesting(text: str, path: str) -> None:
+    depth = 0
+    line = 1
+    column = 0
+    stripped = _SKIP_FOR_DEPTH.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    for char in stripped:
+        column += 1
+        if char == "\n":
+            line += 1
+            column = 0
+        elif char in "({[":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SourceError(
+                    [
+                        Diagnostic(
+                            "E005",
+                            "error",
+                            f"brackets and blocks are nested more than {MAX_NESTING} deep",
+                            Span(line, column, line, column + 1),
+                            "split the process into called processes or flatten the expression",
+                            path,
+                        )
+                    ],
+                    text,
+                )
+        elif char in ")}]":
+            depth = max(0, depth - 1)
+
+
+def decode_source(data: bytes, path: str) -> str:
+    """Bytes of a .proc file -> text, or a `SourceError` saying why the file is not text."""
+    if len(data) > MAX_SOURCE_BYTES:
+        raise SourceError(
+            [Diagnostic("E001", "error", f"the file is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB", Span(1, 1, 1, 2), None, path)]
+        )
+    if b"\x00" in data:
+        raise SourceError(
+            [Diagnostic("E001", "error", "the file holds binary data (a NUL byte), not process text", Span(1, 1, 1, 2), "is this the right file?", path)]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[: error.start]
+        line = before.count(b"\n") + 1
+        column = error.start - (before.rfind(b"\n") + 1) + 1
+        raise SourceError(
+            [
+                Diagnostic(
+                    "E001",
+                    "error",
+                    f"the file is not valid UTF-8 (byte 0x{data[error.start]:02x})",
+                    Span(line, column, line, column + 1),
+                    "save the file as UTF-8",
+                    path,
+                )
+            ]
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def parse(text: str, path: str = "<text>") -> sx.SourceFile:
+    """Parse process text into its syntax tree, or raise `SourceError` with one diagnostic."""
+    if not text.strip():
+        raise SourceError(
+            [Diagnostic("E004", "error", "the file is empty; expected `process`", Span(1, 1, 1, 2), "start with `process name { ... }`", path)],
+            text,
+        )
+    _check_nesting(text, path)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as error:
+        raise SourceError([_syntax_diagnostic(error, text, path)], text) from None
+    try:
+        process, scenarios = _ToSyntax().transform(tree)
+    except VisitError as error:
+        inner = error.orig_exc
+        if isinstance(inner, _BadLiteral):
+            raise SourceError(
+                [Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, path)], text
+            ) from None
+        raise inner from None
+    return sx.SourceFile(process, scenarios, path, text)

@@ -1,0 +1,361 @@
+"""The syntax tree of a .proc file: what the author wrote, with a span on every node.
+
+The parser builds these; the compiler reads them. Nothing here knows about lark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from procflow.dsl.errors import Span
+from procflow.dsl.expressions import Expr, ObjectExpr
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    """An identifier as written, with its span."""
+
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A duration literal such as `30s`, `1h30m` or `2d`."""
+
+    seconds: float
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TypeSpec:
+    """A field type of an input or payload contract, as JSON Schema."""
+
+    schema: dict[str, Any]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RecordType:
+    """`{ name: type, other?: type }`: an object contract."""
+
+    fields: tuple[tuple[Name, bool, TypeSpec], ...]  # (name, optional, type)
+    span: Span
+
+    def to_schema(self) -> dict[str, Any]:
+        """The record as a JSON Schema object."""
+        props = {name.text: spec.schema for name, _, spec in self.fields}
+        required = [name.text for name, optional, _ in self.fields if not optional]
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            schema["required"] = required
+        return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """`retry N backoff D xF`: resend up to N more times, waiting D, then D*F, ..."""
+
+    count: int
+    backoff: Duration | None
+    factor: float
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """`within D [retry ...]`."""
+
+    duration: Duration
+    retry: Retry | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """`send participant.command { mapping }`."""
+
+    participant: Name
+    command: Name
+    data: ObjectExpr | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Await:
+    """`await reply_a, reply_b as bound within D retry ...`."""
+
+    replies: tuple[Name, ...]
+    bind: Name | None
+    timeout: Timeout | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class OnReply:
+    """`on reply_x [as bound] fail "reason"`: replies that mean the step failed."""
+
+    replies: tuple[Name, ...]
+    bind: Name | None
+    reason: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Compensate:
+    """`compensate participant.command { mapping } awaiting reply within D retry ...`."""
+
+    participant: Name
+    command: Name
+    data: ObjectExpr | None
+    replies: tuple[Name, ...]
+    timeout: Timeout | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A timer: `wait D` or `wait until expr`."""
+
+    duration: Duration | None
+    until: Expr | None
+    span: Span
+
+
+@dataclass(slots=True)
+class Step:
+    """`step name { ... }`: send a command and await its reply, or await an event, or a timer."""
+
+    name: Name
+    span: Span
+    doc: str | None = None
+    status: Name | None = None
+    send: Send | None = None
+    await_: Await | None = None
+    on_replies: list[OnReply] = field(default_factory=list)
+    timeout_reason: str | None = None
+    timeout_span: Span | None = None
+    compensate: Compensate | None = None
+    wait: Wait | None = None
+    duplicates: list[tuple[str, Span]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    """`if c { } else if c { } else { }`."""
+
+    arms: tuple[tuple[Expr, tuple[Statement, ...]], ...]
+    otherwise: tuple[Statement, ...] | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """`case "a", "b" { ... }`."""
+
+    values: tuple[Any, ...]
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """`switch expr { case ... default { } }`."""
+
+    subject: Expr
+    cases: tuple[Case, ...]
+    default: tuple[Statement, ...] | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """`branch name { ... }` inside a parallel block."""
+
+    name: Name
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish."""
+
+    name: Name | None
+    branches: tuple[Branch, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RaceArm:
+    """One way to win a race: messages (`on a, b as x`) or a timer (`on timer 3d`, `on timer at e`)."""
+
+    messages: tuple[Name, ...]
+    bind: Name | None
+    after: Duration | None
+    at: Expr | None
+    body: tuple[Statement, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Race:
+    """`race name { on ... { } on timer ... { } }`: the first arm to fire wins."""
+
+    name: Name
+    arms: tuple[RaceArm, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """`repeat [name] [max N] { ... } until cond`."""
+
+    name: Name | None
+    max: int | None
+    body: tuple[Statement, ...]
+    until: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`call other-process [from "file.proc"] { input mapping } [as name]`."""
+
+    process: Name
+    path: str | None
+    data: ObjectExpr | None
+    bind: Name | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """`fail "reason"`: the instance fails and compensates."""
+
+    reason: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """`end`: the instance completes here."""
+
+    span: Span
+
+
+Statement = Step | If | Switch | Parallel | Race | Repeat | Call | Fail | End
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    """`command name { ... }` or `reply name { ... }` inside a participant block."""
+
+    kind: str
+    name: Name
+    payload: RecordType | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """`participant name "Display name" { contracts }`."""
+
+    name: Name
+    display: str | None
+    contracts: tuple[Contract, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class EventDecl:
+    """`event name { payload }`: a message that arrives without a command."""
+
+    name: Name
+    payload: RecordType | None
+    span: Span
+
+
+@dataclass(slots=True)
+class Process:
+    """One `process name { ... }` block."""
+
+    name: Name
+    span: Span
+    version: int = 1
+    title: str | None = None
+    doc: str | None = None
+    correlate: Expr | None = None
+    reply_to: str | None = None
+    deadline: Duration | None = None
+    input_record: RecordType | None = None
+    input_file: tuple[str, Span] | None = None
+    limits: dict[str, tuple[int, Span]] = field(default_factory=dict)
+    participants: list[Participant] = field(default_factory=list)
+    events: list[EventDecl] = field(default_factory=list)
+    body: list[Statement] = field(default_factory=list)
+    header_spans: dict[str, Span] = field(default_factory=dict)
+    duplicates: list[tuple[str, Span]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass(frozen=True, slots=True)
+class WhenRule:
+    """`when p.cmd [attempt N] reply r { data } [after D] [twice]` or `... no reply`."""
+
+    participant: Name
+    command: Name
+    attempt: int | None
+    reply: Name | None  # None: no reply
+    data: ObjectExpr | None
+    after: Duration | None
+    twice: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverRule:
+    """`deliver event { data } after D`: an event arrives at a time after the start."""
+
+    event: Name
+    data: ObjectExpr | None
+    after: Duration
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """`expect status|completed|commands|compensation|failure ...`."""
+
+    kind: str
+    value: Any
+    span: Span
+
+
+@dataclass(slots=True)
+class Scenario:
+    """`scenario name "description" { ... }`."""
+
+    name: Name
+    description: str | None
+    span: Span
+    input: ObjectExpr | None = None
+    start_at: tuple[str, Span] | None = None
+    rules: list[WhenRule] = field(default_factory=list)
+    deliveries: list[DeliverRule] = field(default_factory=list)
+    silenced: list[Name] = field(default_factory=list)
+    expectations: list[Expectation] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SourceFile:
+    """A parsed .proc file: the process and its scenarios."""
+
+    process: Process
+    scenarios: list[Scenario]
+    path: str
+    text: str

@@ -1,0 +1,364 @@
+"""Scenario simulation: participants that reply as a scenario says, on a virtual clock.
+
+By default every command gets its step's first success reply at once, every awaited event
+arrives at once, and compensation commands are confirmed at once. A scenario changes that
+per command (`when payment.authorize reply payment_declined`, `no reply`, `after 2h`,
+`twice`), delivers events at chosen times, silences events, and states the expected outcome.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from procflow.dsl import model as m
+from procflow.dsl import syntax as sx
+from procflow.dsl.errors import ExpressionError, InputError, MessageRefused, ScenarioError
+from procflow.dsl.expressions import compile_expr
+from procflow.interpreter import engine
+from procflow.interpreter.messages import Dispatch, Reply
+from procflow.interpreter.state import InstanceState, from_epoch, iso, parse_instant
+
+DEFAULT_START = "2026-01-01T09:00:00Z"
+"""Where a scenario's virtual clock starts unless it says `start at "..."`."""
+MAX_EVENTS = 100_000
+
+
+@dataclass(slots=True)
+class TraceLine:
+    """One line of a readable trace."""
+
+    at: str
+    kind: str  # start, send, reply, event, timer, late, duplicate, refused, stop, end
+    text: str
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    """What a simulated run did."""
+
+    state: InstanceState
+    dispatches: list[Dispatch] = field(default_factory=list)
+    trace: list[TraceLine] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    stopped_at: str | None = None
+
+    @property
+    def command_names(self) -> list[str]:
+        """Every command sent, in order (retries included)."""
+        return [d.command.commandName for d in self.dispatches]
+
+    @property
+    def compensation_order(self) -> list[str]:
+        """The undo commands, in the order they were first sent."""
+        seen: list[str] = []
+        for d in self.dispatches:
+            if d.step.startswith("undo:") and d.attempt == 1:
+                seen.append(d.command.commandName)
+        return seen
+
+    def to_json(self) -> dict[str, Any]:
+        """The `run --json` document: state, commands, dispatches, history, trace."""
+        state = self.state.to_json()
+        return {
+            "state": state,
+            "commands": [d.command.model_dump(mode="json") for d in self.dispatches],
+            "dispatches": [d.model_dump(mode="json") for d in self.dispatches],
+            "history": state["history"],
+            "refused": list(self.refused),
+            "stoppedAt": self.stopped_at,
+        }
+
+    def trace_text(self) -> str:
+        """The trace as aligned text, ending with the outcome."""
+        lines = [f"{t.at}  {t.kind:<9} {t.text}" for t in self.trace]
+        s = self.state
+        lines.append("")
+        lines.append(f"status          {s.status}")
+        lines.append(f"completedSteps  {', '.join(s.completedSteps) or '-'}")
+        lines.append(f"nextAction      {s.nextAction or '-'}")
+        lines.append(f"timeoutAt       {s.timeoutAt or '-'}")
+        if s.failure:
+            lines.append(f"failure         {s.failure.reason} ({s.failure.cause})")
+        if self.compensation_order:
+            lines.append(f"compensation    {' -> '.join(self.compensation_order)}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(slots=True)
+class _Reaction:
+    reply: str | None
+    data: dict[str, Any]
+    after: float
+    twice: bool
+
+
+def _constant(expr: sx.ObjectExpr | None, what: str) -> dict[str, Any]:
+    if expr is None:
+        return {}
+    try:
+        value = compile_expr(expr)({})
+    except ExpressionError as error:
+        raise ScenarioError(f"{what} must be constant JSON: {error}") from None
+    assert isinstance(value, dict)
+    return value
+
+
+def scenario_input(scenario: m.Scenario) -> dict[str, Any]:
+    """The input a scenario declares (empty when it declares none)."""
+    return _constant(scenario.syntax.input, f"the input of scenario `{scenario.name}`")
+
+
+def scenario_start(scenario: m.Scenario | None) -> datetime:
+    """The moment a scenario's clock starts."""
+    text = scenario.syntax.start_at[0] if scenario and scenario.syntax.start_at else DEFAULT_START
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ScenarioError(f"`start at \"{text}\"` is not an ISO-8601 instant") from None
+
+
+class _Simulation:
+    def __init__(self, definition: m.ProcessDefinition, scenario: m.Scenario | None) -> None:
+        self.definition = definition
+        self.scenario = scenario
+        self.rules: dict[tuple[str, int | None], _Reaction] = {}
+        self.silenced: set[str] = set()
+        self.explicit_events: set[str] = set()
+        syntax = scenario.syntax if scenario else None
+        if syntax is not None:
+            for rule in syntax.rules:
+                key = (f"{rule.participant.text}.{rule.command.text}", rule.attempt)
+                self.rules[key] = _Reaction(
+                    rule.reply.text if rule.reply else None,
+                    _constant(rule.data, f"the reply data of `{key[0]}`"),
+                    rule.after.seconds if rule.after else 0.0,
+                    rule.twice,
+                )
+            self.silenced = {n.text for n in syntax.silenced}
+            self.explicit_events = {d.event.text for d in syntax.deliveries}
+        self.queue: list[tuple[float, int, Reply]] = []
+        self.counter = 0
+        self.seen_waits: set[tuple[int, str, str]] = set()
+        self.result: SimulationResult | None = None
+
+    def _schedule(self, at: float, reply: Reply) -> None:
+        self.counter += 1
+        heapq.heappush(self.queue, (at, self.counter, reply))
+
+    def _react(self, dispatch: Dispatch, now: float) -> None:
+        command = dispatch.command
+        reaction = self.rules.get((command.commandName, dispatch.attempt)) or self.rules.get((command.commandName, None))
+        if reaction is None:
+            reply_type = self._default_reply(dispatch)
+            if reply_type is None:
+                return
+            reaction = _Reaction(reply_type, {}, 0.0, False)
+        if reaction.reply is None:
+            return
+        reply = Reply(
+            type=reaction.reply,
+            correlationId=command.correlationId,
+            workflowId=command.workflowId,
+            messageId=f"{dispatch.dedupKey}:{reaction.reply}",
+            data=reaction.data,
+        )
+        self._schedule(now + reaction.after, reply)
+        if reaction.twice:
+            self._schedule(now + reaction.after, reply)
+
+    def _default_reply(self, dispatch: Dispatch) -> str | None:
+        state = self._state()
+        if dispatch.step.startswith("undo:"):
+            step = dispatch.step.removeprefix("undo:")
+            for frame in state.frames.values():
+                node = self.definition.definition_of(frame.process).nodes.get(step)
+                if isinstance(node, m.StepNode) and node.compensation and node.compensation.replies:
+                    return node.compensation.replies[0]
+            return None
+        for wait in state.waits:
+            if wait.step == dispatch.step and wait.commandName == dispatch.command.commandName:
+                frame = state.frames[wait.frame]
+                node = self.definition.definition_of(frame.process).nodes[wait.node]
+                if isinstance(node, m.StepNode) and node.replies:
+                    return node.replies[0]
+        return None
+
+    def _state(self) -> InstanceState:
+        assert self.result is not None
+        return self.result.state
+
+    def _default_events(self, now: float) -> None:
+        state = self._state()
+        for wait in state.waits:
+            key = (wait.token, wait.step, wait.since)
+            if wait.kind not in ("event", "race") or key in self.seen_waits:
+                continue
+            self.seen_waits.add(key)
+            if not wait.expects:
+                continue
+            first = wait.expects[0]
+            if first in self.silenced or first in self.explicit_events:
+                continue
+            if wait.kind == "race" and any(e in self.silenced for e in wait.expects):
+                continue
+            self._schedule(
+                now, Reply(type=first, correlationId=wait.correlationId, workflowId=state.workflowId, messageId=f"{state.workflowId}:{wait.step}:{wait.since}:{first}")
+            )
+
+    def _apply(self, transition: engine.Transition, now: float, what: str, text: str) -> None:
+        assert self.result is not None
+        result = self.result
+        result.state = transition.state
+        at = iso(from_epoch(now))
+        if transition.outcome == "duplicate":
+            result.trace.append(TraceLine(at, "duplicate", f"{text} (ignored: {transition.note})"))
+            return
+        if transition.outcome == "idle":
+            return
+        kind = "late" if transition.outcome == "late" else what
+        suffix = f"  ({transition.note})" if transition.note and kind == "late" else ""
+        result.trace.append(TraceLine(at, kind, text + suffix))
+        for dispatch in transition.dispatches:
+            result.dispatches.append(dispatch)
+            data = json.dumps(dispatch.command.data, sort_keys=True)
+            retry = f" (attempt {dispatch.attempt})" if dispatch.attempt > 1 else ""
+            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{dispatch.step}]{retry}"))
+            self._react(dispatch, now)
+        self._default_events(now)
+
+    def run(self, workflow_id: str, input: dict[str, Any], start: datetime, stop_at: str | None) -> SimulationResult:
+        begin = start.timestamp()
+        first = engine.start(self.definition, workflow_id, input, start)
+        self.result = SimulationResult(first.state)
+        if self.scenario is not None:
+            for delivery in self.scenario.syntax.deliveries:
+                state = first.state
+                reply = Reply(
+                    type=delivery.event.text,
+                    correlationId=state.correlationId,
+                    workflowId=state.workflowId,
+                    messageId=f"{state.workflowId}:deliver:{delivery.event.text}:{delivery.after.text}",
+                    data=_constant(delivery.data, f"the data of event `{delivery.event.text}`"),
+                )
+                self._schedule(begin + delivery.after.seconds, reply)
+        self._apply(first, begin, "start", f"{self.definition.name} {workflow_id} (correlationId {first.state.correlationId})")
+        now = begin
+        result = self.result
+        for _ in range(MAX_EVENTS):
+            state = result.state
+            if stop_at is not None and any(w.step == stop_at for w in state.waits):
+                result.stopped_at = stop_at
+                result.trace.append(TraceLine(iso(from_epoch(now)), "stop", f"waiting in {stop_at}"))
+                break
+            next_message = self.queue[0][0] if self.queue else None
+            dues = [w.due for w in state.waits if w.due is not None]
+            if state.deadlineAt and not state.is_terminal and state.status != "compensating":
+                dues.append(parse_instant(state.deadlineAt).timestamp())
+            next_timer = min(dues) if dues else None
+            if next_message is None and next_timer is None:
+                break
+            if next_timer is not None and (next_message is None or next_timer < next_message):
+                now = max(now, next_timer)
+                transition = engine.advance(self.definition, state, from_epoch(now))
+                self._apply(transition, now, "timer", transition.note or "time passes")
+                continue
+            at, _, reply = heapq.heappop(self.queue)
+            now = max(now, at)
+            try:
+                transition = engine.deliver(self.definition, state, reply, from_epoch(now))
+            except MessageRefused as refused:
+                result.refused.append(refused.reason)
+                result.trace.append(TraceLine(iso(from_epoch(now)), "refused", f"<- {reply.type}: {refused.reason}"))
+                continue
+            self._apply(transition, now, "event" if transition.outcome == "applied" and _is_event(state, reply) else "reply", f"<- {reply.type}")
+        else:
+            raise ScenarioError(f"the simulation did not settle after {MAX_EVENTS} messages and timers")
+        return result
+
+
+def _is_event(state: InstanceState, reply: Reply) -> bool:
+    return any(w.kind in ("event", "race") and reply.type in w.expects for w in state.waits)
+
+
+def simulate(
+    definition: m.ProcessDefinition,
+    *,
+    workflow_id: str,
+    input: dict[str, Any] | None = None,
+    start: datetime | None = None,
+    scenario: str | m.Scenario | None = None,
+    stop_at: str | None = None,
+) -> SimulationResult:
+    """Run an instance against simulated participants until it settles (or waits in `stop_at`)."""
+    chosen = find_scenario(definition, scenario) if isinstance(scenario, str) else scenario
+    if input is None:
+        input = scenario_input(chosen) if chosen else {}
+    begin = start or scenario_start(chosen)
+    return _Simulation(definition, chosen).run(workflow_id, input, begin, stop_at)
+
+
+def find_scenario(definition: m.ProcessDefinition, name: str) -> m.Scenario:
+    """The scenario called `name`, or ScenarioError listing the ones there are."""
+    for scenario in definition.scenarios:
+        if scenario.name == name:
+            return scenario
+    known = ", ".join(s.name for s in definition.scenarios) or "none"
+    raise ScenarioError(f"`{definition.name}` has no scenario `{name}` (scenarios: {known})")
+
+
+@dataclass(slots=True)
+class ScenarioOutcome:
+    """The result of checking one scenario's expectations."""
+
+    scenario: str
+    passed: bool
+    differences: list[str]
+    result: SimulationResult | None
+
+
+def check_scenario(definition: m.ProcessDefinition, scenario: m.Scenario) -> ScenarioOutcome:
+    """Run a scenario and compare what happened with what it expects."""
+    try:
+        result = simulate(definition, workflow_id=f"wf_{scenario.name}", scenario=scenario)
+    except (ScenarioError, InputError) as error:
+        return ScenarioOutcome(scenario.name, False, [str(error)], None)
+    differences: list[str] = []
+    state = result.state
+    for expectation in scenario.syntax.expectations:
+        kind, want = expectation.kind, expectation.value
+        got: Any
+        if kind == "status":
+            got = state.status
+        elif kind == "completed":
+            got = list(state.completedSteps)
+        elif kind == "commands":
+            got = result.command_names
+        elif kind == "compensation":
+            got = result.compensation_order
+        else:
+            got = state.failure.reason if state.failure else None
+        if got != want:
+            differences.append(_difference(kind, want, got, expectation.span.line))
+    if not scenario.syntax.expectations:
+        differences.append(f"scenario `{scenario.name}` expects nothing; add `expect status ...`")
+    return ScenarioOutcome(scenario.name, not differences, differences, result)
+
+
+def _difference(kind: str, want: Any, got: Any, line: int) -> str:
+    if isinstance(want, list) and isinstance(got, list):
+        lines = [f"line {line}: expect {kind}"]
+        width = max(len(want), len(got))
+        for i in range(width):
+            w = want[i] if i < len(want) else "(nothing)"
+            g = got[i] if i < len(got) else "(nothing)"
+            mark = "  " if w == g else "≠ "
+            lines.append(f"    {mark}{i + 1:>2}. expected {w:<32} got {g}")
+        return "\n".join(lines)
+    return f"line {line}: expect {kind}: expected {want!r}, got {got!r}"
+
+
+__all__ = ["ScenarioOutcome", "SimulationResult", "check_scenario", "find_scenario", "simulate"]

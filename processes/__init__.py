@@ -1,0 +1,1 @@
+"""The sample process library: real .proc files, each with its scenarios."""

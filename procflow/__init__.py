@@ -1,0 +1,1 @@
+"""procflow: write, check, see and run orchestrated business processes."""

@@ -1,0 +1,4 @@
+from procflow.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,366 @@
+"""The `procflow` command line. Exit codes: 0 success, 1 the input is bad or a check failed, 2 usage.
+
+Bad input never shows a traceback: every expected failure is a `ProcflowError` (or an OS
+error on a file) and is printed as one clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+from procflow.dsl import model as m
+from procflow.dsl.diagnostics import render as render_diagnostic
+from procflow.dsl.diagnostics import to_json as diagnostics_json
+from procflow.dsl.errors import Diagnostic, ProcflowError, SourceError
+from procflow.dsl.validate import check_file
+from procflow.interpreter.simulate import check_scenario, simulate
+from procflow.interpreter.state import parse_instant
+
+
+class _Exit(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"procflow: usage error: {message}", file=sys.stderr)
+        raise _Exit(2)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    print(f"procflow: error: {message}", file=sys.stderr)
+    raise _Exit(code)
+
+
+def _limits(values: Sequence[str] | None) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for item in values or ():
+        name, _, number = item.partition("=")
+        if not number.isdigit():
+            _fail(f"--limit takes NAME=NUMBER (e.g. participants=5), not `{item}`", 2)
+        limits[name] = int(number)
+    return limits
+
+
+def _load(path: str, limits: dict[str, int] | None = None) -> m.ProcessDefinition:
+    """A definition that has no errors, or print its diagnostics and exit 1."""
+    definition, diagnostics, text = check_file(path, limits)
+    errors = [d for d in diagnostics if d.is_error]
+    if definition is None or errors:
+        for diagnostic in errors or diagnostics:
+            print(render_diagnostic(diagnostic, text or None), file=sys.stderr)
+        print(f"procflow: {path} has {len(errors) or 1} error(s); fix them and try again", file=sys.stderr)
+        raise _Exit(1)
+    return definition
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every file; print diagnostics; exit 1 when any file has an error."""
+    limits = _limits(args.limit)
+    every: list[Diagnostic] = []
+    texts: dict[str, str] = {}
+    for path in args.files:
+        _, diagnostics, text = check_file(path, limits)
+        every.extend(diagnostics)
+        texts[path] = text
+    errors = sum(1 for d in every if d.is_error)
+    warnings = len(every) - errors
+    if args.format == "json":
+        print(diagnostics_json(every))
+    else:
+        for diagnostic in every:
+            print(render_diagnostic(diagnostic, texts.get(diagnostic.file) or None))
+            print()
+        files = len(args.files)
+        if errors:
+            print(f"{errors} error(s), {warnings} warning(s) in {files} file(s)")
+        else:
+            print(f"{files} file(s) valid" + (f", {warnings} warning(s)" if warnings else ""))
+    if errors or (args.strict and warnings):
+        return 1
+    return 0
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        _fail(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
+
+
+def _read_json_arg(value: str, what: str) -> Any:
+    if value.startswith("@"):
+        try:
+            return _parse_json(Path(value[1:]).read_text(encoding="utf-8"), what)
+        except OSError as error:
+            _fail(f"cannot read {what} file {value[1:]}: {error.strerror}")
+    return _parse_json(value, what)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Simulate one instance and print its trace (or the JSON document)."""
+    definition = _load(args.file)
+    input_data = _read_json_arg(args.input, "--input") if args.input is not None else None
+    if input_data is not None and not isinstance(input_data, dict):
+        _fail("--input must be a JSON object, e.g. '{\"orderId\": \"ord_441\"}'")
+    try:
+        now = parse_instant(args.now) if args.now else None
+    except ValueError:
+        _fail(f"--now must be an ISO-8601 instant such as 2026-03-23T16:00:00Z, not `{args.now}`", 2)
+    if args.stop_at is not None and args.stop_at not in {s.name for s in definition.steps} | {
+        n.name for n in definition.nodes.values() if isinstance(n, m.RaceNode)
+    }:
+        _fail(f"--stop-at: `{definition.name}` has no step `{args.stop_at}`", 2)
+    if input_data is None and args.scenario is None:
+        _fail("give --input JSON (or --scenario NAME, whose input is used)", 2)
+    result = simulate(
+        definition,
+        workflow_id=args.workflow_id,
+        input=input_data,
+        start=now,
+        scenario=args.scenario,
+        stop_at=args.stop_at,
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.trace_text(), end="")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run every scenario of every file; print a readable difference for each failure."""
+    failed = 0
+    total = 0
+    for path in args.files:
+        definition = _load(path)
+        if not definition.scenarios:
+            print(f"{path}: no scenarios")
+            continue
+        for scenario in definition.scenarios:
+            if args.scenario and scenario.name not in args.scenario:
+                continue
+            total += 1
+            outcome = check_scenario(definition, scenario)
+            if outcome.passed:
+                print(f"PASS  {path}::{scenario.name}")
+                continue
+            failed += 1
+            print(f"FAIL  {path}::{scenario.name}")
+            for difference in outcome.differences:
+                print("      " + difference.replace("\n", "\n      "))
+            if outcome.result is not None:
+                print("      trace:")
+                for line in outcome.result.trace_text().rstrip().splitlines():
+                    print("        " + line)
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    """The saga table: every path from start to an end, with its compensation."""
+    from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
+
+    definition = _load(args.file)
+    paths = enumerate_paths(definition)
+    if args.format == "json":
+        print(json.dumps(paths_json(paths), indent=2))
+    else:
+        print(paths_text(paths), end="")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """The compiled graph in networkx node-link form."""
+    import networkx as nx
+
+    definition = _load(args.file)
+    data = nx.node_link_data(definition.graph, edges="edges")
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Draw a process (or an instance of it)."""
+    from procflow import visualize
+
+    definition = _load(args.file)
+    instance = None
+    if args.instance:
+        instance = _read_json_arg("@" + args.instance, "--instance")
+        if isinstance(instance, dict) and "state" in instance and isinstance(instance["state"], dict):
+            instance = instance["state"]
+        if not isinstance(instance, dict) or "workflowId" not in instance:
+            _fail(f"--instance {args.instance} is not a state record (the `state` printed by `procflow run --json`)")
+    options: dict[str, Any] = {"path_name": args.path, "instance": instance, "swimlanes": args.swimlanes}
+    if args.format in ("dot", "mermaid"):
+        text = visualize.render_text(definition, args.view, args.format, **options)
+        if args.output:
+            Path(args.output).write_text(text, encoding="utf-8")
+        else:
+            print(text, end="" if text.endswith("\n") else "\n")
+        return 0
+    if not args.output:
+        _fail(f"--format {args.format} writes a binary image; give -o FILE", 2)
+    image = visualize.render_image(definition, args.view, args.format, **options)
+    Path(args.output).write_bytes(image)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """The JSON Schema of a command, a reply or a state."""
+    from procflow.interpreter.messages import Command, Reply
+    from procflow.interpreter.state import InstanceState
+
+    model = {"command": Command, "reply": Reply, "state": InstanceState}[args.kind]
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
+def _sample(name: str) -> Path:
+    return Path(str(resources.files("procflow.processes").joinpath(name)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded defaults: validate, run two paths, draw the diagrams."""
+    from procflow import visualize
+
+    path = str(_sample("order_fulfillment.proc"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"== validate {path}")
+    definition = _load(path)
+    _, diagnostics, _ = check_file(path)
+    print(f"valid: {len(diagnostics)} finding(s)")
+    order = {"orderId": "ord_441", "amount": 180.0}
+    start = parse_instant("2026-03-23T16:00:00Z")
+    print("\n== happy path: every participant says yes")
+    happy = simulate(definition, workflow_id="wf_401", input=order, start=start)
+    print(happy.trace_text(), end="")
+    print("\n== failure path: shipping refuses the order, completed steps are undone in reverse")
+    failure = simulate(definition, workflow_id="wf_402", input=order, start=start, scenario="shipping_rejected")
+    print(failure.trace_text(), end="")
+    (out / "happy.json").write_text(json.dumps(happy.to_json(), indent=2), encoding="utf-8")
+    (out / "failure.json").write_text(json.dumps(failure.to_json(), indent=2), encoding="utf-8")
+    print("\n== diagrams")
+    written = []
+    for view, fmt, name, extra in (
+        ("flow", "dot", "order_fulfillment-flow.dot", {}),
+        ("sequence", "mermaid", "order_fulfillment-sequence.mmd", {}),
+    ):
+        (out / name).write_text(visualize.render_text(definition, view, fmt, **extra), encoding="utf-8")
+        written.append(name)
+    try:
+        for view, name, extra in (
+            ("flow", "order_fulfillment-flow.svg", {}),
+            ("sequence", "order_fulfillment-sequence.svg", {}),
+            ("sequence", "order_fulfillment-sequence-compensation.svg", {"path_name": "create_shipment.shipment_rejected"}),
+            ("flow", "order_fulfillment-instance.svg", {"instance": failure.state.to_json()}),
+        ):
+            (out / name).write_bytes(visualize.render_image(definition, view, "svg", **extra))
+            written.append(name)
+    except ProcflowError as error:
+        print(f"images skipped: {error}")
+    for name in written:
+        print(f"wrote {out / name}")
+    return 0
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `procflow` program."""
+    parser = _Parser(prog="procflow", description="Write, check, see and run orchestrated business processes.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("validate", help="check .proc files; exit 1 when any has an error")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--limit", action="append", metavar="NAME=N", help="orchestrator-scope threshold, e.g. participants=5")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("render", help="draw a process as a flow or sequence diagram")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--view", choices=("flow", "sequence"), default="flow")
+    p.add_argument("--format", choices=("svg", "png", "dot", "mermaid"), default="dot")
+    p.add_argument("-o", "--output", metavar="OUT")
+    p.add_argument("--path", metavar="NAME", help="sequence view of this path (see `procflow paths`)")
+    p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state")
+    p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
+    p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("run", help="simulate an instance with participants that reply as a scenario says")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--input", metavar="JSON", help="the instance's input (JSON text, or @file.json)")
+    p.add_argument("--workflow-id", default="wf_1", metavar="ID")
+    p.add_argument("--now", metavar="ISO-8601", help="where the virtual clock starts")
+    p.add_argument("--stop-at", metavar="STEP", help="stop when the instance waits in this step")
+    p.add_argument("--scenario", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print one JSON document: state, commands, history")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("test", help="run the scenarios of .proc files")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--scenario", action="append", metavar="NAME", help="only these scenarios")
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("paths", help="every path from start to an end, with the compensation on it")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=cmd_paths)
+
+    p = sub.add_parser("graph", help="the compiled graph (networkx node-link JSON)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=("json",), default="json")
+    p.set_defaults(handler=cmd_graph)
+
+    p = sub.add_parser("schema", help="JSON Schema of what participants exchange")
+    p.add_argument("kind", choices=("command", "reply", "state"))
+    p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("demo", help="validate, run and draw the lesson's order process")
+    p.add_argument("--out", default="out/demo", metavar="DIR")
+    p.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `procflow` program."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except _Exit as done:
+        return done.code
+    except SourceError as error:
+        for diagnostic in error.diagnostics:
+            print(render_diagnostic(diagnostic, error.source or None), file=sys.stderr)
+        return 1
+    except ProcflowError as error:
+        print(f"procflow: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"procflow: error: {error.strerror or error}: {error.filename or ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
