@@ -1,0 +1,31 @@
+# Two commands do everything: `make demo` (the main job) and `make test` (the suite).
+# Both create .venv and install the project with its dev tools on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: demo test setup lint clean
+
+setup: $(VENV)/.setup-stamp
+
+$(VENV)/.setup-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	sh scripts/ensure_graphviz.sh
+	touch $@
+
+demo: setup
+	$(BIN)/procflow demo --out out/demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/python scripts/regen_diagrams.py --check
+	$(BIN)/pytest
+	$(BIN)/python bench/compare.py --quick
+
+clean:
+	rm -rf $(VENV) out build dist *.egg-info
