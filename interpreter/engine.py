@@ -123,7 +123,7 @@ class _Run:
 
     def _send(self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, data: dict[str, Any] | None = None) -> None:
         payload = data if data is not None else (self._eval(spec.data, frame, f"data of `{spec.name}` in step `{step}`") if spec.data else {})
-        command = Command.model_construct(
+        command = Command(
             commandName=spec.name,
             workflowId=self.state.workflowId,
             correlationId=frame.correlationId,
@@ -134,7 +134,7 @@ class _Run:
 
     def _dispatch(self, command: Command, step: str, attempt: int) -> None:
         key = f"{command.correlationId}:{command.commandName}:{step}#{attempt}"
-        self.dispatches.append(Dispatch.model_construct(command=command, step=step, attempt=attempt, dedupKey=key))
+        self.dispatches.append(Dispatch(command=command, step=step, attempt=attempt, dedupKey=key))
 
     def _due(self, seconds: float) -> tuple[str, float]:
         moment = self.now + timedelta(seconds=seconds)
@@ -173,7 +173,7 @@ class _Run:
                 self.state.joins[fork_key] = 0
                 self._remove_token(token)
                 for _, target in node.branches:
-                    child = Token.model_construct(
+                    child = Token(
                         id=self._next_seq(), node=target, frame=token.frame, loops=dict(token.loops), forks=[*token.forks, fork_key]
                     )
                     self.state.tokens.append(child)
@@ -293,7 +293,7 @@ class _Run:
     ) -> None:
         token.node = node_id
         self.state.waits.append(
-            Wait.model_construct(
+            Wait(
                 token=token.id,
                 step=step,
                 node=node_id,
@@ -319,9 +319,9 @@ class _Run:
         frame_id = f"{token.frame}/{node.name}#{self._next_seq()}"
         correlation = frame.correlationId
         if child_def.correlate is not None:
-            value = self._eval(child_def.correlate, Frame.model_construct(process=child_def.name, input=child_input, data={}, steps={}, correlationId="", parent=None, call=None), "correlation key")
+            value = self._eval(child_def.correlate, Frame(process=child_def.name, input=child_input, data={}, steps={}, correlationId="", parent=None, call=None), "correlation key")
             correlation = value if isinstance(value, str) else str(value)
-        self.state.frames[frame_id] = Frame.model_construct(
+        self.state.frames[frame_id] = Frame(
             process=child_def.name, input=child_input, data={}, steps={}, correlationId=correlation, parent=token.frame, call=node.id
         )
         token.frame = frame_id
@@ -363,7 +363,7 @@ class _Run:
             except _Failed:
                 undo = None
         self.state.abandoned.append(
-            Abandoned.model_construct(
+            Abandoned(
                 step=node.name,
                 frame=wait.frame,
                 process=frame.process,
@@ -378,9 +378,9 @@ class _Run:
     def fail(self, cause: str, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         self._cancel_all(abandon=True)
-        self.state.failure = Failure.model_construct(cause=cause, reason=reason, step=step, at=self.now_iso)
+        self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_iso)
         pending = [c.undo for c in reversed(self.state.completed) if c.undo is not None]
-        self.state.compensation = Compensation.model_construct(pending=pending, undone=[], failed=None, settledStatus=None)
+        self.state.compensation = Compensation(pending=pending, undone=[], failed=None, settledStatus=None, attempts={}, roundStart=1)
         self._next_undo()
 
     def _settled_failure_status(self) -> str:
@@ -398,21 +398,13 @@ class _Run:
         while comp.pending:
             undo = comp.pending[0]
             spec = self._undo_spec(undo)
-            self._dispatch(
-                Command.model_construct(
-                    commandName=undo.commandName,
-                    workflowId=self.state.workflowId,
-                    correlationId=undo.correlationId,
-                    replyTo=self._definition(undo.process).reply_to,
-                    data=undo.data,
-                ),
-                f"undo:{undo.step}",
-                1,
-            )
+            attempt = self._count_undo_attempt(undo)
+            comp.roundStart = attempt
+            self._send_undo(undo, attempt)
             if spec is not None and spec.replies:
                 timeout_at, due = self._due(spec.timeout.seconds) if spec.timeout else (None, None)
                 self.state.waits.append(
-                    Wait.model_construct(
+                    Wait(
                         token=0,
                         step=f"undo:{undo.step}",
                         node=undo.step,
@@ -421,7 +413,7 @@ class _Run:
                         expects=list(spec.replies),
                         correlationId=undo.correlationId,
                         commandName=undo.commandName,
-                        attempt=1,
+                        attempt=attempt,
                         since=self.now_iso,
                         timeoutAt=timeout_at,
                         due=due,
@@ -430,10 +422,33 @@ class _Run:
                 self.state.status = "compensating"
                 return
             comp.undone.append(comp.pending.pop(0))  # fire-and-forget undo: done once sent
-        self.state.status = comp.settledStatus or self._settled_failure_status()
-        if comp.settledStatus in ("failed", "timed_out"):
-            self.state.status = "compensated"
+        # All undone: a late undo after a completed instance leaves it completed; otherwise
+        # the failure is settled (compensated when anything was undone).
+        self.state.status = "completed" if comp.settledStatus == "completed" else self._settled_failure_status()
         comp.settledStatus = None
+
+    def _count_undo_attempt(self, undo: UndoCommand) -> int:
+        """The next attempt number of an undo: attempts continue across resumes, so every send
+        of the same undo has its own dedup key."""
+        comp = self.state.compensation
+        assert comp is not None
+        key = f"{undo.frame}:{undo.step}"
+        attempt = comp.attempts.get(key, 0) + 1
+        comp.attempts[key] = attempt
+        return attempt
+
+    def _send_undo(self, undo: UndoCommand, attempt: int) -> None:
+        self._dispatch(
+            Command(
+                commandName=undo.commandName,
+                workflowId=self.state.workflowId,
+                correlationId=undo.correlationId,
+                replyTo=self._definition(undo.process).reply_to,
+                data=undo.data,
+            ),
+            f"undo:{undo.step}",
+            attempt,
+        )
 
     def _undo_spec(self, undo: UndoCommand) -> m.CompensationSpec | None:
         node = self._definition(undo.process).nodes.get(undo.step)
@@ -444,7 +459,7 @@ class _Run:
         if comp is None:
             return None
         data = self._eval(comp.command.data, frame, f"compensation of `{node.name}`") if comp.command.data else {}
-        return UndoCommand.model_construct(
+        return UndoCommand(
             step=node.name,
             frame=frame_id_of(self.state, frame),
             process=frame.process,
@@ -492,7 +507,7 @@ class _Run:
             self.fail(failed.cause, failed.reason, node.name)
             return
         self.state.completed.append(
-            Completion.model_construct(step=node.name, frame=wait.frame, outcome=reply.type, at=self.now_iso, undo=undo)
+            Completion(step=node.name, frame=wait.frame, outcome=reply.type, at=self.now_iso, undo=undo)
         )
         self.state.completedSteps.append(reply.type)
         token.node = node.next
@@ -505,18 +520,19 @@ class _Run:
         success = reply.type in abandoned.successes
         action = "compensated" if success and abandoned.undo is not None else "recorded"
         self.state.lateReplies.append(
-            LateReply.model_construct(type=reply.type, step=abandoned.step, at=self.now_iso, action=action)
+            LateReply(type=reply.type, step=abandoned.step, at=self.now_iso, action=action)
         )
         if action == "compensated":
             assert abandoned.undo is not None
             comp = self.state.compensation
             if comp is None:
-                comp = Compensation.model_construct(pending=[], undone=[], failed=None, settledStatus=None)
+                comp = Compensation(pending=[], undone=[], failed=None, settledStatus=None, attempts={}, roundStart=1)
                 self.state.compensation = comp
             if self.state.status == "compensating":
                 comp.pending.insert(1 if comp.pending else 0, abandoned.undo)
             else:
                 comp.settledStatus = self.state.status
+                comp.failed = None  # a failed undo still pending is retried after this one
                 comp.pending.insert(0, abandoned.undo)
                 self._next_undo()
         return action
@@ -544,7 +560,7 @@ class _Run:
         if wait.kind == "timer":
             frame.steps[node.name] = node.name
             self.state.completed.append(
-                Completion.model_construct(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None)
+                Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None)
             )
             self.state.completedSteps.append(node.name)
             token.node = node.next
@@ -601,24 +617,18 @@ class _Run:
         undo = comp.pending[0]
         spec = self._undo_spec(undo)
         timeout = spec.timeout if spec else None
-        if wait.kind == "compensation_backoff" or (timeout is not None and wait.attempt <= timeout.retries):
-            attempt = wait.attempt + 1 if wait.kind == "compensation" else wait.attempt
-            delay = timeout.backoff_before(attempt) if timeout else 0.0
-            if wait.kind == "compensation" and delay > 0:
-                timeout_at, due = self._due(delay)
-                self.state.waits.append(wait.model_copy(update={"kind": "compensation_backoff", "attempt": attempt, "since": self.now_iso, "timeoutAt": timeout_at, "due": due}))
-                return
-            self._dispatch(
-                Command.model_construct(
-                    commandName=undo.commandName,
-                    workflowId=self.state.workflowId,
-                    correlationId=undo.correlationId,
-                    replyTo=self._definition(undo.process).reply_to,
-                    data=undo.data,
-                ),
-                f"undo:{undo.step}",
-                attempt,
-            )
+        retries_used = wait.attempt - comp.roundStart
+        if wait.kind == "compensation_backoff" or (timeout is not None and retries_used < timeout.retries):
+            if wait.kind == "compensation":
+                delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
+                if delay > 0:
+                    timeout_at, due = self._due(delay)
+                    self.state.waits.append(
+                        wait.model_copy(update={"kind": "compensation_backoff", "since": self.now_iso, "timeoutAt": timeout_at, "due": due})
+                    )
+                    return
+            attempt = self._count_undo_attempt(undo)
+            self._send_undo(undo, attempt)
             timeout_at, due = self._due(timeout.seconds) if timeout else (None, None)
             self.state.waits.append(
                 wait.model_copy(update={"kind": "compensation", "attempt": attempt, "since": self.now_iso, "timeoutAt": timeout_at, "due": due})
@@ -645,7 +655,7 @@ class _Run:
         if undone > self.before_undone:
             assert state.compensation is not None
             changes["undone"] = [u.commandName for u in state.compensation.undone[self.before_undone :]]
-        entry = HistoryEntry.model_construct(
+        entry = HistoryEntry(
             seq=len(state.history) + 1,
             at=self.now_iso,
             event=event,
@@ -735,7 +745,7 @@ def _thaw(state: InstanceState) -> InstanceState:
             "frames": {k: f.model_copy(update={"data": dict(f.data), "steps": dict(f.steps)}) for k, f in state.frames.items()},
             "joins": dict(state.joins),
             "completed": list(state.completed),
-            "compensation": comp.model_copy(update={"pending": list(comp.pending), "undone": list(comp.undone)}) if comp else None,
+            "compensation": comp.model_copy(update={"pending": list(comp.pending), "undone": list(comp.undone), "attempts": dict(comp.attempts)}) if comp else None,
             "abandoned": list(state.abandoned),
             "lateReplies": list(state.lateReplies),
             "seenMessageIds": list(state.seenMessageIds),
@@ -774,7 +784,7 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
     now_iso = iso(now)
-    state = InstanceState.model_construct(
+    state = InstanceState(
         workflowId=workflow_id,
         type=definition.name,
         status="running",
@@ -789,8 +799,8 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         deadlineAt=iso(now + timedelta(seconds=definition.deadline_seconds)) if definition.deadline_seconds else None,
         input=input,
         waits=[],
-        tokens=[Token.model_construct(id=1, node=definition.start, frame=ROOT, loops={}, forks=[])],
-        frames={ROOT: Frame.model_construct(process=definition.name, input=input, data={}, steps={}, correlationId=correlation, parent=None, call=None)},
+        tokens=[Token(id=1, node=definition.start, frame=ROOT, loops={}, forks=[])],
+        frames={ROOT: Frame(process=definition.name, input=input, data={}, steps={}, correlationId=correlation, parent=None, call=None)},
         joins={},
         completed=[],
         compensation=None,

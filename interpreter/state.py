@@ -1,15 +1,21 @@
 """The state record of one instance: the lesson's fields first, then what an operator needs.
 
-Everything here is plain JSON-friendly data (pydantic models), versioned by `schemaVersion`,
-so a state can be stored, shown, diffed and published as a JSON Schema (`procflow schema state`).
+Everything here is plain JSON-friendly data, versioned by `schemaVersion`, so a state can be
+stored, shown, diffed and published as a JSON Schema (`procflow schema state`). The records
+are slotted dataclasses validated, serialized and described by pydantic (a `TypeAdapter` per
+class): the engine builds them at the cost of a plain object, a parked instance stays small,
+and `model_validate_json` / `model_dump_json` / `model_json_schema` work as on pydantic models.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, with_config
+
+from procflow.interpreter.records import Record
 
 SCHEMA_VERSION = 1
 """Bumped whenever the stored shape changes; older states are migrated when read."""
@@ -20,12 +26,12 @@ TERMINAL = frozenset({"completed", "failed", "timed_out", "compensated", "compen
 
 WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff"]
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_strict_record = with_config(ConfigDict(extra="forbid"))
 
 
-class DefinitionRef(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class DefinitionRef(Record):
     """Which process definition an instance runs: pinned by version and fingerprint."""
 
     name: str
@@ -33,46 +39,54 @@ class DefinitionRef(_Record):
     fingerprint: str
 
 
-class Wait(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Wait(Record):
     """What one token of the instance waits for, and until when."""
 
     token: int
-    step: str = Field(description="the step (or race) that waits; `undo:<step>` while compensating")
+    step: Annotated[str, Field(description="the step (or race) that waits; `undo:<step>` while compensating")]
     node: str
     frame: str
     kind: WaitKind
-    expects: list[str] = Field(description="reply or event names that end this wait")
+    expects: Annotated[list[str], Field(description="reply or event names that end this wait")]
     correlationId: str
     commandName: str | None = None
     attempt: int = 1
     since: str
     timeoutAt: str | None = None
-    due: float | None = Field(default=None, description="timeoutAt as seconds since the epoch")
+    due: Annotated[float | None, Field(description="timeoutAt as seconds since the epoch")] = None
 
 
-class Token(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Token(Record):
     """A thread of control: where it stands, in which frame, with its loop counters and joins."""
 
     id: int
     node: str
     frame: str
-    loops: dict[str, int] = Field(default_factory=dict)
-    forks: list[str] = Field(default_factory=list)
+    loops: dict[str, int] = field(default_factory=dict)
+    forks: list[str] = field(default_factory=list)
 
 
-class Frame(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Frame(Record):
     """The data of the main process or of a called one."""
 
     process: str
     input: dict[str, Any]
-    data: dict[str, Any] = Field(default_factory=dict, description="payloads bound with `as`")
-    steps: dict[str, str] = Field(default_factory=dict, description="step -> the reply that ended it")
+    data: Annotated[dict[str, Any], Field(description="payloads bound with `as`")] = field(default_factory=dict)
+    steps: Annotated[dict[str, str], Field(description="step -> the reply that ended it")] = field(default_factory=dict)
     correlationId: str
     parent: str | None = None
     call: str | None = None
 
 
-class UndoCommand(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class UndoCommand(Record):
     """The compensation of one completed step, computed when the step completed."""
 
     step: str
@@ -83,7 +97,9 @@ class UndoCommand(_Record):
     data: dict[str, Any]
 
 
-class Completion(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Completion(Record):
     """One completed step, in completion order."""
 
     step: str
@@ -93,7 +109,9 @@ class Completion(_Record):
     undo: UndoCommand | None = None
 
 
-class Abandoned(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Abandoned(Record):
     """A command whose step gave up waiting: a late success must still be undone."""
 
     step: str
@@ -106,7 +124,9 @@ class Abandoned(_Record):
     at: str
 
 
-class Failure(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Failure(Record):
     """Why the instance failed."""
 
     cause: Literal["reply", "timeout", "fail", "deadline", "error"]
@@ -115,16 +135,22 @@ class Failure(_Record):
     at: str
 
 
-class Compensation(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class Compensation(Record):
     """The undo work of a failed instance: what is left (next first) and what is done."""
 
-    pending: list[UndoCommand] = Field(default_factory=list)
-    undone: list[UndoCommand] = Field(default_factory=list)
-    failed: UndoCommand | None = Field(default=None, description="the undo that could not complete")
-    settledStatus: str | None = Field(default=None, description="the status to return to when a late undo is done")
+    pending: list[UndoCommand] = field(default_factory=list)
+    undone: list[UndoCommand] = field(default_factory=list)
+    failed: Annotated[UndoCommand | None, Field(description="the undo that could not complete")] = None
+    settledStatus: Annotated[str | None, Field(description="the status to return to when a late undo is done")] = None
+    attempts: Annotated[dict[str, int], Field(description="`frame:step` -> the last attempt sent of its undo")] = field(default_factory=dict)
+    roundStart: Annotated[int, Field(description="the attempt that began the current round of the undo in flight")] = 1
 
 
-class LateReply(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class LateReply(Record):
     """A reply that arrived after its step gave up, and what was done about it."""
 
     type: str
@@ -133,29 +159,31 @@ class LateReply(_Record):
     action: Literal["compensated", "recorded"]
 
 
-class HistoryEntry(_Record):
+@_strict_record
+@dataclass(slots=True, kw_only=True)
+class HistoryEntry(Record):
     """One transition: when, what came in, what changed, what was sent."""
 
     seq: int
     at: str
-    event: str = Field(description="started, reply, event, timer, retry, late_reply, resumed, ...")
+    event: Annotated[str, Field(description="started, reply, event, timer, retry, late_reply, resumed, ...")]
     message: dict[str, Any] | None = None
-    changes: dict[str, Any] = Field(default_factory=dict)
-    sent: list[str] = Field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
     note: str | None = None
 
 
-class InstanceState(_Record):
+@with_config(ConfigDict(extra="forbid", title="procflow instance state"))
+@dataclass(slots=True, kw_only=True)
+class InstanceState(Record):
     """The explicit state of one instance: the lesson's visible process record and more."""
 
-    model_config = ConfigDict(extra="forbid", title="procflow instance state")
-
     workflowId: str
-    type: str = Field(description="the process name")
-    status: str = Field(description="the business situation, e.g. waiting_for_payment, compensating, completed")
-    completedSteps: list[str] = Field(description="milestones reached, in order (the reply that ended each step)")
-    nextAction: str | None = Field(description="the step the instance waits on (or the undo it runs next)")
-    timeoutAt: str | None = Field(description="when the instance acts by itself next (ISO-8601, UTC)")
+    type: Annotated[str, Field(description="the process name")]
+    status: Annotated[str, Field(description="the business situation, e.g. waiting_for_payment, compensating, completed")]
+    completedSteps: Annotated[list[str], Field(description="milestones reached, in order (the reply that ended each step)")]
+    nextAction: Annotated[str | None, Field(description="the step the instance waits on (or the undo it runs next)")]
+    timeoutAt: Annotated[str | None, Field(description="when the instance acts by itself next (ISO-8601, UTC)")]
     schemaVersion: int = SCHEMA_VERSION
     definition: DefinitionRef
     correlationId: str
@@ -163,18 +191,18 @@ class InstanceState(_Record):
     updatedAt: str
     deadlineAt: str | None = None
     input: dict[str, Any]
-    waits: list[Wait] = Field(default_factory=list)
-    tokens: list[Token] = Field(default_factory=list)
-    frames: dict[str, Frame] = Field(default_factory=dict)
-    joins: dict[str, int] = Field(default_factory=dict)
-    completed: list[Completion] = Field(default_factory=list)
+    waits: list[Wait] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)
+    frames: dict[str, Frame] = field(default_factory=dict)
+    joins: dict[str, int] = field(default_factory=dict)
+    completed: list[Completion] = field(default_factory=list)
     compensation: Compensation | None = None
     failure: Failure | None = None
-    abandoned: list[Abandoned] = Field(default_factory=list)
-    lateReplies: list[LateReply] = Field(default_factory=list)
-    seenMessageIds: list[str] = Field(default_factory=list)
+    abandoned: list[Abandoned] = field(default_factory=list)
+    lateReplies: list[LateReply] = field(default_factory=list)
+    seenMessageIds: list[str] = field(default_factory=list)
     seq: int = 0
-    history: list[HistoryEntry] = Field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
@@ -186,12 +214,24 @@ class InstanceState(_Record):
         return self.model_dump(mode="json")
 
 
+_ISO_CACHE: dict[float, str] = {}
+
+
 def iso(moment: datetime) -> str:
-    """A moment as ISO-8601 in UTC with a `Z`, to the second (or millisecond when it has one)."""
-    moment = moment.astimezone(UTC)
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A moment as ISO-8601 in UTC with a `Z`, to the second (or millisecond when it has one).
+
+    Texts are cached by instant (bounded), so instances that wait until the same moment share
+    one string instead of each keeping its own."""
+    key = moment.timestamp()
+    text = _ISO_CACHE.get(key)
+    if text is None:
+        m = moment.astimezone(UTC)
+        text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        text += f".{m.microsecond // 1000:03d}Z" if m.microsecond else "Z"
+        if len(_ISO_CACHE) > 4096:
+            _ISO_CACHE.clear()
+        _ISO_CACHE[key] = text
+    return text
 
 
 def parse_instant(text: str) -> datetime:

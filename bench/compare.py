@@ -1,0 +1,254 @@
+"""procflow beside SpiffWorkflow on the same order process, in one run on one machine.
+
+    python bench/compare.py           # the full comparison (several minutes: SpiffWorkflow is slow at 1,000 steps)
+    python bench/compare.py --quick   # a smoke check under a minute (smaller counts, no 1,000-step SpiffWorkflow run)
+
+Each figure is the median of several repeats; procflow and SpiffWorkflow alternate within
+every repeat to cancel drift. The table comes first, then one JSON line per figure:
+{"metric": ..., "procflow": ..., "spiffworkflow": ..., "ratio": ...} where ratio is how many
+times better procflow is (higher is better for rates, lower for times and bytes).
+SpiffWorkflow is optional (`pip install -e '.[bench]'`); without it only procflow's figures print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import procflow
+from procflow.interpreter.messages import Reply
+from procflow.interpreter.state import InstanceState
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER_PATH = ROOT / "processes" / "order_fulfillment.proc"
+ORDER_TEXT = ORDER_PATH.read_text(encoding="utf-8")
+NOW = datetime(2026, 3, 23, 16, 0, tzinfo=UTC)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+try:
+    import spiff_side  # type: ignore[import-not-found]
+except ImportError as missing:  # SpiffWorkflow is an optional extra
+    spiff_side = None
+    SPIFF_MISSING = str(missing)
+else:
+    SPIFF_MISSING = ""
+
+
+# ---------------------------------------------------------------- procflow side
+
+HAPPY = ("inventory_reserved", "payment_authorized", "shipment_created")
+FAILURE = ("inventory_reserved", "payment_authorized", "shipment_rejected", "payment_voided", "inventory_released")
+
+
+def procflow_parse() -> procflow.ProcessDefinition:
+    """Parse and compile the order process from its text (no caching of the result)."""
+    return procflow.load_text(ORDER_TEXT, str(ORDER_PATH))
+
+
+def procflow_drive(definition: procflow.ProcessDefinition, replies: tuple[str, ...], durable: bool, number: int = 0) -> InstanceState:
+    """One instance through the pure engine, replies delivered as a service would."""
+    correlation = f"ord_{number}"
+    state = procflow.start(definition, f"wf_{number}", {"orderId": correlation, "amount": 180.0}, NOW).state
+    if durable:
+        state = InstanceState.model_validate_json(state.model_dump_json())
+    for reply in replies:
+        state = procflow.deliver(definition, state, Reply(type=reply, correlationId=correlation), NOW).state
+        if durable:
+            state = InstanceState.model_validate_json(state.model_dump_json())
+    return state
+
+
+def linear_text(steps: int) -> str:
+    """A process of `steps` sequential waiting steps (send, then await its reply)."""
+    lines = ["process linear {", "  participant worker", ""]
+    for i in range(steps):
+        lines.append(f"  step step_{i} {{ send worker.do_{i} await done_{i} within 1d }}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def procflow_linear(definition: procflow.ProcessDefinition, steps: int) -> int:
+    """Drive a linear instance to its end; returns the replies delivered."""
+    state = procflow.start(definition, "wf_linear", {}, NOW).state
+    for i in range(steps):
+        state = procflow.deliver(definition, state, Reply(type=f"done_{i}", correlationId="wf_linear"), NOW).state
+    assert state.status == "completed", state.status
+    return steps
+
+
+def procflow_park(definition: procflow.ProcessDefinition, count: int) -> list[InstanceState]:
+    """`count` instances parked at their first wait."""
+    return [
+        procflow.start(definition, f"wf_{i}", {"orderId": f"ord_{i}", "amount": 180.0}, NOW).state for i in range(count)
+    ]
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def bytes_per_instance(make: Callable[[int], list[Any]], count: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = make(count)
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del kept
+    return (after - before) / count
+
+
+class Figures:
+    """Collects medians and prints the table and JSON lines."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, metric: str, unit: str, ours: list[float], theirs: list[float] | None, higher_is_better: bool, note: str = "") -> None:
+        p = statistics.median(ours)
+        s = statistics.median(theirs) if theirs else None
+        ratio = None
+        if s:
+            ratio = p / s if higher_is_better else s / p
+        self.rows.append({"metric": metric, "unit": unit, "procflow": p, "spiffworkflow": s, "ratio": ratio, "note": note})
+
+    def print(self) -> None:
+        print(f"{'metric':<44} {'unit':<16} {'procflow':>14} {'SpiffWorkflow':>14} {'ratio':>8}")
+        for row in self.rows:
+            s = f"{row['spiffworkflow']:>14.2f}" if row["spiffworkflow"] is not None else f"{'-':>14}"
+            r = f"{row['ratio']:>7.1f}x" if row["ratio"] is not None else f"{'-':>8}"
+            print(f"{row['metric']:<44} {row['unit']:<16} {row['procflow']:>14.2f} {s} {r}" + (f"  {row['note']}" if row["note"] else ""))
+        print()
+        for row in self.rows:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in ("metric", "procflow", "spiffworkflow", "ratio")}))
+
+
+def measure(quick: bool) -> Figures:
+    repeats = 3 if quick else 5
+    instances = 50 if quick else 300
+    spiff_instances = 10 if quick else 60
+    figures = Figures()
+    spiff = spiff_side
+    definition = procflow_parse()
+    spec = spiff.load_spec() if spiff else None
+
+    # Sanity: both sides really do the work.
+    assert procflow_drive(definition, HAPPY, False).status == "completed"
+    failed = procflow_drive(definition, FAILURE, False)
+    assert failed.status == "compensated" and failed.compensation is not None
+    assert [u.commandName for u in failed.compensation.undone] == ["payment.void", "inventory.release"]
+    if spiff:
+        assert spiff.run_happy(spec).status == "completed"
+        assert spiff.run_failure(spec).undo == ["payment.void", "inventory.release"]
+
+    def alternate(ours: Callable[[], float], theirs: Callable[[], float] | None) -> tuple[list[float], list[float] | None]:
+        a: list[float] = []
+        b: list[float] | None = [] if theirs and spiff else None
+        for _ in range(repeats):
+            a.append(ours())
+            if b is not None and theirs is not None:
+                b.append(theirs())
+        return a, b
+
+    # Parse/load time (ms).
+    ours, theirs = alternate(
+        lambda: timed(lambda: [procflow_parse() for _ in range(20)]) / 20 * 1000,
+        (lambda: timed(lambda: [spiff.parse_once() for _ in range(5)]) / 5 * 1000) if spiff else None,
+    )
+    figures.add("parse+compile the order process", "ms", ours, theirs, higher_is_better=False)
+
+    for label, replies, spiff_fn, durable in (
+        ("happy path, in memory", HAPPY, "run_happy", False),
+        ("failure path with compensation, in memory", FAILURE, "run_failure", False),
+        ("happy path, state JSON round trip per step", HAPPY, "run_happy_serialized", True),
+        ("failure path, state JSON round trip per step", FAILURE, "run_failure_serialized", True),
+    ):
+        theirs_fn = getattr(spiff, spiff_fn) if spiff else None
+        ours, theirs = alternate(
+            lambda replies=replies, durable=durable: instances / timed(
+                lambda: [procflow_drive(definition, replies, durable, i) for i in range(instances)]
+            ),
+            (lambda fn=theirs_fn: spiff_instances / timed(lambda: [fn(spec) for _ in range(spiff_instances)])) if theirs_fn else None,
+        )
+        figures.add(label, "instances/s", ours, theirs, higher_is_better=True)
+
+    sizes = (10, 100) if quick else (10, 100, 1000)
+    per_step: dict[int, float] = {}
+    for steps in sizes:
+        linear = procflow.load_text(linear_text(steps))
+        spiff_linear = spiff.linear_spec(steps) if spiff and (steps <= 100 or not quick) else None
+        spiff_repeats = 1 if steps >= 1000 else repeats
+        ours_list = [timed(lambda linear=linear, steps=steps: procflow_linear(linear, steps)) / steps * 1e6 for _ in range(repeats)]
+        theirs_list = None
+        if spiff_linear is not None:
+            theirs_list = [
+                timed(lambda s=spiff_linear, steps=steps: spiff.run_linear(s, steps)) / steps * 1e6 for _ in range(spiff_repeats)
+            ]
+        figures.add(f"per step, linear process of {steps} steps", "us/step", ours_list, theirs_list, higher_is_better=False)
+        per_step[steps] = statistics.median(ours_list)
+    big = max(sizes)
+    figures.add(f"per-step cost growth {sizes[0]} -> {big} steps", "x (lower better)", [per_step[big] / per_step[sizes[0]]], None, True,
+                note="must stay within 1.2x")
+
+    parked = 1_000 if quick else 10_000
+    ours = [bytes_per_instance(lambda n: procflow_park(definition, n), parked)]
+    theirs = [bytes_per_instance(lambda n: spiff.park_instances(spec, n), parked)] if spiff else None
+    figures.add(f"memory per instance parked at first wait ({parked:,})", "bytes", ours, theirs, higher_is_better=False)
+
+    durable = durable_figures(quick)
+    for name, value in durable:
+        figures.add(name, "transitions/s", [value], None, higher_is_better=True)
+    return figures
+
+
+def durable_figures(quick: bool) -> list[tuple[str, float]]:
+    """Durable transitions per second on the SQLite store (procflow alone), when the store exists."""
+    try:
+        from procflow.interpreter.sqlite_store import SqliteStore  # noqa: F401
+    except ImportError:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        import store_bench  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    out = []
+    for mode in ("FULL", "NORMAL"):
+        rate = store_bench.transitions_per_second(mode, instances=30 if quick else 200)
+        out.append((f"durable SQLite transitions, synchronous={mode}", rate))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a smoke check under a minute")
+    args = parser.parse_args(argv)
+    if spiff_side is None:
+        print(f"SpiffWorkflow is not installed ({SPIFF_MISSING}); `pip install -e '.[bench]'` for the comparison.\n")
+    began = time.perf_counter()
+    figures = measure(args.quick)
+    figures.print()
+    if spiff_side is not None:
+        print()
+        print(spiff_side.SPIFF_LIMITATIONS)
+    print(f"\n(took {time.perf_counter() - began:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
