@@ -7,6 +7,7 @@ does I/O; the state passed in is never changed. Same inputs, same history.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from procflow.interpreter.state import (
     Wait,
     from_epoch,
     iso,
+    iso_epoch,
     parse_instant,
 )
 
@@ -72,14 +74,42 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+class _Scope(Mapping[str, Any]):
+    """What an expression sees in a frame: `input`, `steps`, and the names bound with `as`.
+    Built lazily: most expressions read one or two names."""
+
+    __slots__ = ("_frame",)
+
+    def __init__(self, frame: Frame) -> None:
+        self._frame = frame
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "input":
+            return self._frame.input
+        if name == "steps":
+            return {step: {"reply": reply} for step, reply in self._frame.steps.items()}
+        return self._frame.data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in ("input", "steps") or name in self._frame.data
+
+    def __iter__(self) -> Iterator[str]:
+        yield "input"
+        yield "steps"
+        yield from self._frame.data
+
+    def __len__(self) -> int:
+        return 2 + len(self._frame.data)
+
+
 class _Run:
     """One transition's working copy of a state, and the work it does on it."""
 
     def __init__(self, definition: m.ProcessDefinition, state: InstanceState, now: datetime) -> None:
         self.definition = definition
         self.now = now
-        self.now_iso = iso(now)
         self.now_epoch = _epoch(now)
+        self.now_iso = iso_epoch(self.now_epoch)
         self.state = _thaw(state)
         self.before_status = state.status
         self.before_completed = len(state.completedSteps)
@@ -93,25 +123,23 @@ class _Run:
     def set_now(self, now: datetime) -> None:
         """Move this run's clock (used when several timers fire in one advance)."""
         self.now = now
-        self.now_iso = iso(now)
         self.now_epoch = _epoch(now)
+        self.now_iso = iso_epoch(self.now_epoch)
 
     def _next_seq(self) -> int:
         self.state.seq += 1
         return self.state.seq
 
     def _definition(self, process: str) -> m.ProcessDefinition:
-        return self.definition.definition_of(process)
+        root = self.definition
+        return root if process == root.name else root.definition_of(process)
 
     def _node(self, token: Token) -> m.AnyNode:
         frame = self.state.frames[token.frame]
         return self._definition(frame.process).nodes[token.node]
 
-    def _scope(self, frame: Frame) -> dict[str, Any]:
-        scope: dict[str, Any] = dict(frame.data)
-        scope["input"] = frame.input
-        scope["steps"] = {name: {"reply": reply} for name, reply in frame.steps.items()}
-        return scope
+    def _scope(self, frame: Frame) -> _Scope:
+        return _Scope(frame)
 
     def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str) -> Any:
         try:
@@ -121,7 +149,9 @@ class _Run:
         except (RecursionError, MemoryError):
             raise _Failed("error", f"{where}: expression too large to evaluate", None) from None
 
-    def _send(self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, data: dict[str, Any] | None = None) -> None:
+    def _send(
+        self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, data: dict[str, Any] | None = None, token: Token | None = None
+    ) -> None:
         payload = data if data is not None else (self._eval(spec.data, frame, f"data of `{spec.name}` in step `{step}`") if spec.data else {})
         command = Command(
             commandName=spec.name,
@@ -130,15 +160,16 @@ class _Run:
             replyTo=self._definition(frame.process).reply_to,
             data=payload,
         )
-        self._dispatch(command, step, attempt)
+        self._dispatch(command, step, attempt, _rounds(token))
 
-    def _dispatch(self, command: Command, step: str, attempt: int) -> None:
-        key = f"{command.correlationId}:{command.commandName}:{step}#{attempt}"
+    def _dispatch(self, command: Command, step: str, attempt: int, rounds: str = "") -> None:
+        # `rounds` tells apart the entries of one step in the iterations of a `repeat`.
+        key = f"{command.correlationId}:{command.commandName}:{step}{rounds}#{attempt}"
         self.dispatches.append(Dispatch(command=command, step=step, attempt=attempt, dedupKey=key))
 
     def _due(self, seconds: float) -> tuple[str, float]:
-        moment = self.now + timedelta(seconds=seconds)
-        return iso(moment), _epoch(moment)
+        due = self.now_epoch + seconds
+        return iso_epoch(due), due
 
     # ---------------------------------------------------------------- running tokens
     def run(self) -> None:
@@ -252,7 +283,7 @@ class _Run:
         expects = list(node.replies) + [r for r in node.failures if r not in node.replies]
         timeout_at, due = self._due(node.timeout.seconds) if node.timeout else (None, None)
         if node.command is not None:
-            self._send(node.command, frame, node.name, 1)
+            self._send(node.command, frame, node.name, 1, token=token)
             self._add_wait(token, node.name, node.id, frame, "reply", expects, node.command.name, 1, timeout_at, due)
         else:
             self._add_wait(token, node.name, node.id, frame, "event", expects, None, 1, timeout_at, due)
@@ -572,7 +603,7 @@ class _Run:
             assert node.command is not None and timeout is not None
             attempt = wait.attempt + 1
             try:
-                self._send(node.command, frame, node.name, attempt)
+                self._send(node.command, frame, node.name, attempt, token=token)
             except _Failed as failed:
                 self.fail(failed.cause, failed.reason, node.name)
                 return
@@ -587,7 +618,7 @@ class _Run:
                 return
             attempt = wait.attempt + 1
             try:
-                self._send(node.command, frame, node.name, attempt)
+                self._send(node.command, frame, node.name, attempt, token=token)
             except _Failed as failed:
                 self.fail(failed.cause, failed.reason, node.name)
                 return
@@ -668,6 +699,13 @@ class _Run:
         return Transition(state, self.dispatches, "applied", note)
 
 
+def _rounds(token: Token | None) -> str:
+    """`@2` in the second iteration of the enclosing `repeat` (`@1.3` when nested), else empty."""
+    if token is None or not token.loops:
+        return ""
+    return "@" + ".".join(str(n) for n in token.loops.values())
+
+
 def frame_id_of(state: InstanceState, frame: Frame) -> str:
     """The id under which a frame is kept in the state."""
     for key, value in state.frames.items():
@@ -701,6 +739,18 @@ def _status_part(definition: m.ProcessDefinition, state: InstanceState, wait: Wa
     return f"waiting_for_{wait.step}"
 
 
+_INSTANTS: dict[str, float] = {}
+
+
+def _instant_epoch(text: str) -> float:
+    epoch = _INSTANTS.get(text)
+    if epoch is None:
+        if len(_INSTANTS) > 4096:
+            _INSTANTS.clear()
+        epoch = _INSTANTS[text] = parse_instant(text).timestamp()
+    return epoch
+
+
 def _derive(definition: m.ProcessDefinition, state: InstanceState) -> None:
     """Fill the lesson's fields (status, nextAction, timeoutAt) from the detailed record."""
     waits = state.waits
@@ -726,7 +776,7 @@ def _derive(definition: m.ProcessDefinition, state: InstanceState) -> None:
         steps = list(dict.fromkeys(w.step for w in waits))
         state.nextAction = ", ".join(steps) if steps else None
         if state.deadlineAt is not None:
-            dues.append(parse_instant(state.deadlineAt).timestamp())
+            dues.append(_instant_epoch(state.deadlineAt))
     if dues:
         earliest = min(dues)
         state.timeoutAt = next((w.timeoutAt for w in waits if w.due == earliest), None) or state.deadlineAt
@@ -735,27 +785,118 @@ def _derive(definition: m.ProcessDefinition, state: InstanceState) -> None:
 
 
 def _thaw(state: InstanceState) -> InstanceState:
-    """A working copy whose mutable parts are the engine's own (the input is never changed)."""
+    """A working copy whose mutable parts are the engine's own (the input is never changed).
+
+    Records that the engine only replaces (waits, completions, history entries) are shared;
+    the containers and the records it edits in place (tokens, frames, compensation) are copied.
+    Written out by hand: `dataclasses.replace` costs five times as much on this hot path."""
     comp = state.compensation
-    return state.model_copy(
-        update={
-            "completedSteps": list(state.completedSteps),
-            "waits": list(state.waits),
-            "tokens": [t.model_copy(update={"loops": dict(t.loops), "forks": list(t.forks)}) for t in state.tokens],
-            "frames": {k: f.model_copy(update={"data": dict(f.data), "steps": dict(f.steps)}) for k, f in state.frames.items()},
-            "joins": dict(state.joins),
-            "completed": list(state.completed),
-            "compensation": comp.model_copy(update={"pending": list(comp.pending), "undone": list(comp.undone), "attempts": dict(comp.attempts)}) if comp else None,
-            "abandoned": list(state.abandoned),
-            "lateReplies": list(state.lateReplies),
-            "seenMessageIds": list(state.seenMessageIds),
-            "history": list(state.history),
-        }
+    return InstanceState(
+        workflowId=state.workflowId,
+        type=state.type,
+        status=state.status,
+        completedSteps=list(state.completedSteps),
+        nextAction=state.nextAction,
+        timeoutAt=state.timeoutAt,
+        schemaVersion=state.schemaVersion,
+        definition=state.definition,
+        correlationId=state.correlationId,
+        startedAt=state.startedAt,
+        updatedAt=state.updatedAt,
+        deadlineAt=state.deadlineAt,
+        input=state.input,
+        waits=list(state.waits),
+        tokens=[Token(id=t.id, node=t.node, frame=t.frame, loops=dict(t.loops), forks=list(t.forks)) for t in state.tokens],
+        frames={
+            key: Frame(
+                process=f.process,
+                input=f.input,
+                data=dict(f.data),
+                steps=dict(f.steps),
+                correlationId=f.correlationId,
+                parent=f.parent,
+                call=f.call,
+            )
+            for key, f in state.frames.items()
+        },
+        joins=dict(state.joins),
+        completed=list(state.completed),
+        compensation=Compensation(
+            pending=list(comp.pending),
+            undone=list(comp.undone),
+            failed=comp.failed,
+            settledStatus=comp.settledStatus,
+            attempts=dict(comp.attempts),
+            roundStart=comp.roundStart,
+        )
+        if comp is not None
+        else None,
+        failure=state.failure,
+        abandoned=list(state.abandoned),
+        lateReplies=list(state.lateReplies),
+        seenMessageIds=list(state.seenMessageIds),
+        seq=state.seq,
+        history=list(state.history),
     )
 
 
+_SIMPLE_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+_SIMPLE_KEYWORDS = frozenset({"type", "properties", "required", "items", "enum", "title", "description"})
+
+
+def _surely_valid(value: Any, schema: dict[str, Any]) -> bool:
+    """A quick check for the schemas the language writes (type, properties, required, items,
+    string enums): True only when jsonschema would certainly accept `value`. Anything else,
+    or any doubt, says False and jsonschema decides."""
+    if not schema.keys() <= _SIMPLE_KEYWORDS:
+        return False
+    kind = schema.get("type")
+    if kind is not None:
+        check = _SIMPLE_TYPES.get(kind) if isinstance(kind, str) else None
+        if check is None or not check(value):
+            return False
+    enum = schema.get("enum")
+    if enum is not None and not (isinstance(value, str) and value in enum and all(isinstance(e, str) for e in enum)):
+        return False
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                return False
+        for name, sub in schema.get("properties", {}).items():
+            if name in value and not (isinstance(sub, dict) and _surely_valid(value[name], sub)):
+                return False
+    elif "properties" in schema or "required" in schema:
+        return False  # jsonschema ignores these for non-objects; let it decide
+    if isinstance(value, list) and "items" in schema:
+        items = schema["items"]
+        return isinstance(items, dict) and all(_surely_valid(item, items) for item in value)
+    return True
+
+
+_VALIDATORS: dict[int, tuple[dict[str, Any], jsonschema.protocols.Validator]] = {}
+
+
 def _schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
-    validator = jsonschema.Draft202012Validator(schema)
+    """None when `value` satisfies `schema`; else the most relevant problem, in words.
+
+    Validators are built once per schema (definitions are immutable; the schema is kept
+    alive beside its validator so its id cannot be reused)."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = (schema, jsonschema.Draft202012Validator(schema))
+        _VALIDATORS[id(schema)] = cached
+    if _surely_valid(value, schema):
+        return None
+    validator = cached[1]
+    if validator.is_valid(value):
+        return None
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is None:
         return None
@@ -912,8 +1053,24 @@ def _is_reply_of(definition: m.ProcessDefinition, abandoned: Abandoned, reply_ty
     return isinstance(node, m.StepNode) and reply_type in node.failures
 
 
+_HAS_PAYLOAD_SCHEMAS: dict[int, tuple[m.ProcessDefinition, bool]] = {}
+
+
+def _has_payload_schemas(process: m.ProcessDefinition) -> bool:
+    cached = _HAS_PAYLOAD_SCHEMAS.get(id(process))
+    if cached is None or cached[0] is not process:
+        found = any(v is not None for v in process.events.values()) or any(
+            v is not None for p in process.participants.values() for v in p.replies.values()
+        )
+        cached = (process, found)
+        _HAS_PAYLOAD_SCHEMAS[id(process)] = cached
+    return cached[1]
+
+
 def _payload_schema(definition: m.ProcessDefinition, state: InstanceState, wait: Wait, reply_type: str) -> dict[str, Any] | None:
     process = definition.definition_of(state.frames[wait.frame].process)
+    if not _has_payload_schemas(process):
+        return None
     if wait.commandName and wait.kind != "race":
         participant = process.participants.get(wait.commandName.split(".")[0])
         if participant is not None and participant.replies.get(reply_type) is not None:

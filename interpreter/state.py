@@ -218,14 +218,18 @@ _ISO_CACHE: dict[float, str] = {}
 
 
 def iso(moment: datetime) -> str:
-    """A moment as ISO-8601 in UTC with a `Z`, to the second (or millisecond when it has one).
+    """A moment as ISO-8601 in UTC with a `Z`, to the second (or millisecond when it has one)."""
+    return iso_epoch(moment.timestamp())
+
+
+def iso_epoch(key: float) -> str:
+    """Seconds since the epoch as ISO-8601 (see `iso`).
 
     Texts are cached by instant (bounded), so instances that wait until the same moment share
     one string instead of each keeping its own."""
-    key = moment.timestamp()
     text = _ISO_CACHE.get(key)
     if text is None:
-        m = moment.astimezone(UTC)
+        m = from_epoch(key)
         text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         text += f".{m.microsecond // 1000:03d}Z" if m.microsecond else "Z"
         if len(_ISO_CACHE) > 4096:
