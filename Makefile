@@ -11,7 +11,7 @@ setup: $(VENV)/.setup-stamp
 $(VENV)/.setup-stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	sh scripts/ensure_graphviz.sh
 	touch $@
 

@@ -1,0 +1,401 @@
+"""Extract the flow view (nodes, edges, clusters) from a definition, with an optional overlay.
+
+The overlay marks what an instance did (its state record, as `procflow run --json` prints
+it under `state`) or what one path of `procflow paths` does: completed, current (waiting),
+failed and compensated nodes, and a legend that says it in words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from procflow.dsl import model as m
+from procflow.dsl.paths import (
+    ProcessPath,
+    arm_names,
+    forward_successors,
+    loop_tails,
+    race_names,
+    timer_text,
+)
+from procflow.visualize.ir import (
+    FlowCluster,
+    FlowDiagram,
+    FlowEdge,
+    FlowNode,
+    Legend,
+    wait_text,
+    words,
+)
+
+SIGNS = {
+    "xor": "×",
+    "fork": "+",
+    "join": "+",
+    "race": "⬠",
+    "loop": "↻",
+    "until": "×",
+    "timer": "◷",
+    "event": "✉",
+}
+"""The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
+
+
+def diagram_title(definition: m.ProcessDefinition) -> str:
+    """`Order fulfillment (order-fulfillment v1)`, or the bare name and version."""
+    if definition.title:
+        return f"{definition.title} ({definition.name} v{definition.version})"
+    return f"{definition.name} v{definition.version}"
+
+
+def _timeout_label(node: m.StepNode) -> str:
+    timeout = node.timeout
+    if timeout is None:
+        return "timeout"
+    if timeout.retries:
+        tries = "retry" if timeout.retries == 1 else "retries"
+        return f"timeout {timeout.text}, {timeout.retries} {tries}"
+    return f"timeout {timeout.text}"
+
+
+def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
+    if node.is_timer:
+        return FlowNode(node.id, "timer", words(node.name), (wait_text(timer_text(node)),), sign=SIGNS["timer"])
+    if node.command is None:
+        awaited = " or ".join(node.replies) or "an event"
+        return FlowNode(node.id, "event", words(node.name), (f"await {awaited}",), sign=SIGNS["event"])
+    participant = definition.participants.get(node.command.participant)
+    display = participant.display if participant else node.command.participant
+    return FlowNode(node.id, "step", words(node.name), (display, node.command.name))
+
+
+def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], list[FlowEdge]]:
+    nodes: list[FlowNode] = []
+    edges: list[FlowEdge] = []
+    for node_id in definition.order:
+        node = definition.nodes[node_id]
+        outgoing = m.successors(node)
+        if isinstance(node, m.StartNode):
+            nodes.append(FlowNode(node_id, "start", "start"))
+        elif isinstance(node, m.EndNode):
+            nodes.append(FlowNode(node_id, "end", "end"))
+        elif isinstance(node, m.FailNode):
+            # The default reason repeats the step's name, which the diagram shows beside it.
+            default = node.step is not None and node.reason == f"{node.step} timed out"
+            nodes.append(FlowNode(node_id, "fail", "timed out" if default else node.reason))
+        elif isinstance(node, m.StepNode):
+            nodes.append(_step_node(definition, node))
+            labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
+            outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
+            if node.compensation is not None:
+                undo = node.compensation.command
+                participant = definition.participants.get(undo.participant)
+                display = participant.display if participant else undo.participant
+                undo_id = f"{node_id}.undo"
+                nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display,)))
+                edges.append(FlowEdge(node_id, undo_id, "compensation"))
+        elif isinstance(node, m.XorNode):
+            nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
+            labels_by_arm = [label for _, label in arm_names(node)]
+            targets = [arm.target for arm in node.arms] + [node.default]
+            kinds = ["arm"] * len(node.arms) + ["default"]
+            outgoing = list(zip(targets, kinds, labels_by_arm, strict=True))
+        elif isinstance(node, m.ForkNode):
+            nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
+            outgoing = [(t, kind, "") for t, kind, _ in outgoing]
+        elif isinstance(node, m.JoinNode):
+            nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
+        elif isinstance(node, m.RaceNode):
+            nodes.append(FlowNode(node_id, "race", "", (node.name,), sign=SIGNS["race"]))
+            outgoing = []
+            for index, (arm, (_, label)) in enumerate(zip(node.arms, race_names(node), strict=True)):
+                catch_id = f"{node_id}.arm{index + 1}"
+                if arm.messages:
+                    nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["event"]))
+                else:
+                    nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["timer"]))
+                edges.append(FlowEdge(node_id, catch_id, "message" if arm.messages else "timer", label))
+                edges.append(FlowEdge(catch_id, arm.target, "next"))
+        elif isinstance(node, m.LoopNode):
+            nodes.append(FlowNode(node_id, "loop", "", sign=SIGNS["loop"]))
+        elif isinstance(node, m.UntilNode):
+            nodes.append(FlowNode(node_id, "until", "", sign=SIGNS["until"]))
+            # Drawn back to the loop's head (a merge), over the top, as BPMN draws a loop.
+            outgoing = [(node.loop if kind == "back" else t, kind, label) for t, kind, label in outgoing]
+        elif isinstance(node, m.CallNode):
+            nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
+        for target, kind, label in outgoing:
+            edges.append(FlowEdge(node_id, target, kind, label))
+    return nodes, edges
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def _members(definition: m.ProcessDefinition, first: str, stop: str, include_stop: bool) -> set[str]:
+    """Nodes reached from `first` (with their failure ends) before `stop`."""
+    seen: set[str] = set()
+    work = [first]
+    while work:
+        node_id = work.pop()
+        if node_id in seen:
+            continue
+        if node_id == stop:
+            if include_stop:
+                seen.add(node_id)
+            continue
+        seen.add(node_id)
+        node = definition.nodes[node_id]
+        work.extend(target for target, kind, _ in m.successors(node) if kind != "back")
+        if isinstance(node, m.StepNode) and node.compensation is not None:
+            seen.add(f"{node_id}.undo")
+        if isinstance(node, m.RaceNode):
+            seen.update(f"{node_id}.arm{i + 1}" for i in range(len(node.arms)))
+    return seen
+
+
+def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowCluster], dict[str, str]]:
+    """Clusters for parallel branches and loop bodies, nested as the text nests them."""
+    found: list[tuple[str, str, str, set[str]]] = []  # (id, kind, label, members)
+    tails = loop_tails(definition)
+    for node_id in definition.order:
+        node = definition.nodes[node_id]
+        if isinstance(node, m.ForkNode):
+            for index, (branch, target) in enumerate(node.branches):
+                members = _members(definition, target, node.join, include_stop=False)
+                found.append((f"{node_id}.branch{index + 1}", "branch", f"branch {branch}", members))
+        elif isinstance(node, m.LoopNode):
+            tail = definition.nodes[tails[node_id]]
+            assert isinstance(tail, m.UntilNode)
+            members = _members(definition, node_id, tail.id, include_stop=True)
+            bound = f", at most {node.max} times" if node.max is not None else ""
+            found.append((f"{node_id}.body", "loop", f"repeat {words(node.name)}{bound}", members))
+    # Smaller sets nest inside larger ones; a node belongs to the smallest set holding it.
+    by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), i))
+    owner: dict[str, str] = {}
+    for index in by_size:
+        cluster_id, _, _, members = found[index]
+        for member in sorted(members):
+            owner.setdefault(member, cluster_id)
+    clusters = []
+    for cluster_id, kind, label, members in found:
+        parents = [c for c in by_size if members < found[c][3]]
+        parent = found[parents[0]][0] if parents else None
+        clusters.append(FlowCluster(cluster_id, kind, label, parent))
+    return clusters, owner
+
+
+def _lane_clusters(definition: m.ProcessDefinition, nodes: list[FlowNode]) -> tuple[list[FlowCluster], dict[str, str]]:
+    """Swimlanes: the orchestrator's own shapes on top, then one lane per participant.
+
+    A participant's lane holds the steps that command it, their failure ends and their undo
+    boxes (an undo box goes to the lane of the participant it commands).
+    """
+    owner: dict[str, str] = {}
+    for node in nodes:
+        base = node.id.removesuffix(".undo")
+        source = definition.nodes.get(base)
+        if isinstance(source, m.FailNode) and source.step is not None:
+            source = definition.nodes.get(source.step)
+        if isinstance(source, m.StepNode) and source.command is not None:
+            command = source.compensation.command if node.kind == "undo" and source.compensation else source.command
+            owner[node.id] = f"lane.{command.participant}"
+        else:
+            owner[node.id] = "lane"
+    used = set(owner.values())
+    lanes = [FlowCluster("lane", "lane", "Orchestrator")] if "lane" in used else []
+    lanes += [FlowCluster(f"lane.{p.name}", "lane", p.display) for p in definition.participants.values() if f"lane.{p.name}" in used]
+    return lanes, owner
+
+
+# ---------------------------------------------------------------- overlays
+
+
+@dataclass(slots=True)
+class Overlay:
+    """What to mark on the flow: node states, notes on nodes, and the legend."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    legend: Legend | None = None
+
+
+def _step_ids(definition: m.ProcessDefinition) -> dict[str, str]:
+    return {n.name: n.id for n in definition.nodes.values() if isinstance(n, m.StepNode)}
+
+
+def _fail_ends(definition: m.ProcessDefinition, step: str | None, reason: str) -> list[str]:
+    return [
+        n.id
+        for n in definition.nodes.values()
+        if isinstance(n, m.FailNode) and n.reason == reason and (step is None or n.step in (None, step))
+    ]
+
+
+def instance_overlay(definition: m.ProcessDefinition, state: Mapping[str, Any]) -> Overlay:
+    """Mark an instance's completed, current, failed and compensated steps."""
+    overlay = Overlay()
+    steps = _step_ids(definition)
+    frames: Mapping[str, Any] = state.get("frames") or {}
+    root = {key for key, frame in frames.items() if not frame.get("parent")} or {"main"}
+
+    def in_root(record: Mapping[str, Any]) -> bool:
+        return str(record.get("frame", "main")) in root
+
+    for record in state.get("completed") or []:
+        if in_root(record) and record.get("step") in steps:
+            overlay.states[steps[record["step"]]] = "completed"
+    lines: list[str] = []
+    for wait in state.get("waits") or []:
+        until = wait.get("timeoutAt")
+        expects = " or ".join(wait.get("expects") or [])
+        step = str(wait.get("step", ""))
+        if not in_root(wait):
+            frame = frames.get(wait.get("frame"), {})
+            while frame.get("parent") and frame["parent"] not in root:
+                frame = frames.get(frame["parent"], {})
+            target = frame.get("call")
+        elif step.startswith("undo:") and step[5:] in steps:
+            target = f"{steps[step[5:]]}.undo"
+        else:
+            target = wait.get("node")
+        if target is None:
+            continue
+        overlay.states[str(target)] = "current"
+        note = f"waits until {until}" if until else "waits"
+        if int(wait.get("attempt") or 1) > 1:
+            note += f" (attempt {wait['attempt']})"
+        overlay.notes[str(target)] = note
+        what = f"for {expects}" if expects else ""
+        lines.append(" ".join(part for part in (f"{step} waits", what, f"until {until}" if until else "") if part))
+    failure = state.get("failure") or None
+    if failure:
+        step = failure.get("step")
+        if step in steps:
+            overlay.states[steps[step]] = "failed"
+        for fail_id in _fail_ends(definition, step, str(failure.get("reason"))):
+            overlay.states[fail_id] = "failed"
+        lines.append(f"failed: {failure.get('reason')}" + (f" (at {step})" if step else ""))
+    compensation = state.get("compensation") or None
+    if compensation:
+        undone = [u for u in compensation.get("undone") or [] if in_root(u)]
+        for undo in undone:
+            if undo.get("step") in steps:
+                step_id = steps[undo["step"]]
+                overlay.states[step_id] = "compensated"
+                overlay.states[f"{step_id}.undo"] = "compensated"
+        if undone:
+            lines.append("undone: " + ", ".join(str(u.get("commandName")) for u in undone))
+        stuck = compensation.get("failed")
+        if stuck and stuck.get("step") in steps:
+            overlay.states[f"{steps[stuck['step']]}.undo"] = "failed"
+            lines.append(f"could not undo: {stuck.get('commandName')} (an operator must act)")
+    done = state.get("completedSteps") or []
+    lines.insert(0, "completed: " + (", ".join(done) if done else "nothing yet"))
+    heading = f"instance {state.get('workflowId', '?')}: {state.get('status', '?')}"
+    overlay.legend = Legend(heading, tuple(lines))
+    return overlay
+
+
+def path_overlay(definition: m.ProcessDefinition, path: ProcessPath) -> Overlay:
+    """Mark the steps one path of `procflow paths` runs, fails at and undoes."""
+    overlay = Overlay()
+    steps = _step_ids(definition)
+    races = {n.name: n for n in definition.nodes.values() if isinstance(n, m.RaceNode)}
+    for event in path.events:
+        if event.process != definition.name:
+            continue
+        if event.kind == "step" and event.name in steps:
+            failed = event.result in ("failure", "timeout")
+            overlay.states[steps[event.name]] = "failed" if failed else "completed"
+        elif event.kind == "race" and event.name in races:
+            race = races[event.name]
+            for index, arm in enumerate(race.arms):
+                if arm.label == event.detail:
+                    overlay.states[f"{race.id}.arm{index + 1}"] = "completed"
+        elif event.kind == "fail":
+            for fail_id in _fail_ends(definition, event.name or None, event.detail):
+                overlay.states[fail_id] = "failed"
+        elif event.kind == "undo" and event.name in steps:
+            overlay.states[steps[event.name]] = "compensated"
+            overlay.states[f"{steps[event.name]}.undo"] = "compensated"
+    lines = [path.outcome, "compensation: " + (", ".join(path.compensation) or "none")]
+    overlay.legend = Legend(f"path: {path.name}", tuple(lines))
+    return overlay
+
+
+def _taken_edges(nodes: list[FlowNode], edges: list[FlowEdge]) -> list[FlowEdge]:
+    """Edges between marked nodes, passing through the gateways that lead from one to the next."""
+    marked = {n.id for n in nodes if n.state is not None} | {n.id for n in nodes if n.kind == "start"}
+    if len(marked) <= 1:
+        return edges
+    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "catch")}
+    incoming: dict[str, set[str]] = {}
+    outgoing: dict[str, set[str]] = {}
+    for edge in edges:
+        if edge.kind in ("back", "compensation"):
+            continue
+        incoming.setdefault(edge.target, set()).add(edge.source)
+        outgoing.setdefault(edge.source, set()).add(edge.target)
+    changed = True
+    while changed:
+        changed = False
+        for node_id in sorted(structural - marked):
+            if incoming.get(node_id, set()) & marked and outgoing.get(node_id, set()) & marked:
+                marked.add(node_id)
+                changed = True
+    return [
+        replace(e, taken=True) if e.source in marked and e.target in marked and e.kind != "back" else e for e in edges
+    ]
+
+
+def _spine(definition: m.ProcessDefinition) -> list[str]:
+    """The main line, in order: from the start, always the first way out (success, first arm, first branch)."""
+    spine: list[str] = []
+    seen: set[str] = set()
+    current: str | None = definition.start
+    while current is not None and current not in seen:
+        seen.add(current)
+        spine.append(current)
+        node = definition.nodes[current]
+        ways = forward_successors(node)
+        if isinstance(node, m.RaceNode) and node.arms:
+            spine.append(f"{current}.arm1")
+        current = ways[0] if ways else None
+    return spine
+
+
+def flow_diagram(
+    definition: m.ProcessDefinition,
+    *,
+    swimlanes: bool = False,
+    overlay: Overlay | None = None,
+) -> FlowDiagram:
+    """The flow view of a definition, with clusters (or swimlanes) and an optional overlay."""
+    nodes, edges = _nodes_and_edges(definition)
+    if swimlanes:
+        clusters, owner = _lane_clusters(definition, nodes)
+    else:
+        clusters, owner = _structure_clusters(definition)
+    line = _spine(definition)
+    spine = set(line)
+    links = set(zip(line, line[1:], strict=False))
+    edges = [replace(e, spine=True) if (e.source, e.target) in links else e for e in edges]
+    marked = []
+    for node in nodes:
+        state = overlay.states.get(node.id) if overlay else None
+        note = overlay.notes.get(node.id) if overlay else None
+        marked.append(replace(node, cluster=owner.get(node.id), state=state, note=note, spine=node.id in spine))
+    if overlay is not None:
+        edges = _taken_edges(marked, edges)
+    return FlowDiagram(
+        name=definition.name,
+        title=diagram_title(definition),
+        nodes=tuple(marked),
+        edges=tuple(edges),
+        clusters=tuple(clusters),
+        legend=overlay.legend if overlay else None,
+    )
+
