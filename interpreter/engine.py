@@ -463,7 +463,7 @@ class _Run:
         of the same undo has its own dedup key."""
         comp = self.state.compensation
         assert comp is not None
-        key = f"{undo.frame}:{undo.step}"
+        key = f"{undo.frame}:{undo.step}{undo.round}"
         attempt = comp.attempts.get(key, 0) + 1
         comp.attempts[key] = attempt
         return attempt
@@ -479,13 +479,14 @@ class _Run:
             ),
             f"undo:{undo.step}",
             attempt,
+            undo.round,
         )
 
     def _undo_spec(self, undo: UndoCommand) -> m.CompensationSpec | None:
         node = self._definition(undo.process).nodes.get(undo.step)
         return node.compensation if isinstance(node, m.StepNode) else None
 
-    def _undo_for(self, node: m.StepNode, frame: Frame) -> UndoCommand | None:
+    def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
         comp = node.compensation
         if comp is None:
             return None
@@ -497,6 +498,7 @@ class _Run:
             commandName=comp.command.name,
             correlationId=frame.correlationId,
             data=data,
+            round=rounds,
         )
 
     # ---------------------------------------------------------------- messages
@@ -533,7 +535,7 @@ class _Run:
         if node.bind:
             frame.data[node.bind] = reply.data
         try:
-            undo = self._undo_for(node, frame)
+            undo = self._undo_for(node, frame, _rounds(token))
         except _Failed as failed:
             self.fail(failed.cause, failed.reason, node.name)
             return
@@ -549,24 +551,46 @@ class _Run:
         """A reply for a step that gave up: undo a late success, record anything else."""
         self.state.abandoned = [a for a in self.state.abandoned if a is not abandoned]
         success = reply.type in abandoned.successes
-        action = "compensated" if success and abandoned.undo is not None else "recorded"
+        undo = self._late_undo(abandoned, reply) if success else None
+        action = "compensated" if undo is not None else "recorded"
         self.state.lateReplies.append(
             LateReply(type=reply.type, step=abandoned.step, at=self.now_iso, action=action)
         )
-        if action == "compensated":
-            assert abandoned.undo is not None
+        if undo is not None:
             comp = self.state.compensation
             if comp is None:
                 comp = Compensation(pending=[], undone=[], failed=None, settledStatus=None, attempts={}, roundStart=1)
                 self.state.compensation = comp
             if self.state.status == "compensating":
-                comp.pending.insert(1 if comp.pending else 0, abandoned.undo)
+                comp.pending.insert(1 if comp.pending else 0, undo)
             else:
                 comp.settledStatus = self.state.status
                 comp.failed = None  # a failed undo still pending is retried after this one
-                comp.pending.insert(0, abandoned.undo)
+                comp.pending.insert(0, undo)
                 self._next_undo()
         return action
+
+    def _late_undo(self, abandoned: Abandoned, reply: Reply) -> UndoCommand | None:
+        """The undo of a late success, its mapping read with the late payload bound to the
+        step's `as` name, as if the reply had come in time (`void { id: auth.id }` needs it)."""
+        node = self._definition(abandoned.process).nodes.get(abandoned.step)
+        frame = self.state.frames.get(abandoned.frame)
+        if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
+            return abandoned.undo
+        comp = node.compensation
+        bound = frame.model_copy(update={"data": {**frame.data, node.bind: reply.data}}) if node.bind else frame
+        try:
+            data = self._eval(comp.command.data, bound, f"compensation of `{node.name}`") if comp.command.data else {}
+        except _Failed:
+            return abandoned.undo
+        return UndoCommand(
+            step=node.name,
+            frame=abandoned.frame,
+            process=abandoned.process,
+            commandName=comp.command.name,
+            correlationId=abandoned.correlationId,
+            data=data,
+        )
 
     # ---------------------------------------------------------------- time
     def fire(self, wait: Wait) -> None:

@@ -34,7 +34,10 @@ class Dispatch(Record):
     command: Command
     step: Annotated[str, Field(description="the step (or `undo:<step>` for a compensation) that sent it")]
     attempt: Annotated[int, Field(description="1 for the first send, 2 for the first retry, ...")]
-    dedupKey: Annotated[str, Field(description="stable per step attempt: `correlationId:commandName:step#attempt`")]
+    dedupKey: Annotated[
+        str,
+        Field(description="stable per step attempt: `correlationId:commandName:step#attempt` (`step@2#1` in a `repeat`'s 2nd round)"),
+    ]
 
 
 @with_config(ConfigDict(extra="forbid", title="procflow reply or event"))

@@ -54,11 +54,7 @@ class SimulationResult:
     @property
     def compensation_order(self) -> list[str]:
         """The undo commands, in the order they were first sent."""
-        seen: list[str] = []
-        for d in self.dispatches:
-            if d.step.startswith("undo:") and d.attempt == 1:
-                seen.append(d.command.commandName)
-        return seen
+        return [d.command.commandName for d in first_undo_sends(self.dispatches)]
 
     def to_json(self) -> dict[str, Any]:
         """The `run --json` document: state, commands, dispatches, history, trace."""
@@ -86,6 +82,20 @@ class SimulationResult:
         if self.compensation_order:
             lines.append(f"compensation    {' -> '.join(self.compensation_order)}")
         return "\n".join(lines) + "\n"
+
+
+def first_undo_sends(dispatches: list[Dispatch]) -> list[Dispatch]:
+    """The first send of each undo (retries and resumes of the same undo left out), in order."""
+    seen: set[str] = set()
+    firsts = []
+    for dispatch in dispatches:
+        if not dispatch.step.startswith("undo:"):
+            continue
+        undo = dispatch.dedupKey.rsplit("#", 1)[0]
+        if undo not in seen:
+            seen.add(undo)
+            firsts.append(dispatch)
+    return firsts
 
 
 @dataclass(slots=True)
@@ -143,6 +153,7 @@ class _Simulation:
         self.queue: list[tuple[float, int, Reply]] = []
         self.counter = 0
         self.seen_waits: set[tuple[int, str, str]] = set()
+        self.delivered: set[str] = set()  # messageIds of the scenario's `deliver` events
         self.result: SimulationResult | None = None
 
     def _schedule(self, at: float, reply: Reply) -> None:
@@ -245,6 +256,7 @@ class _Simulation:
                     data=_constant(delivery.data, f"the data of event `{delivery.event.text}`"),
                 )
                 self._schedule(begin + delivery.after.seconds, reply)
+                self.delivered.add(reply.messageId or "")
         self._apply(first, begin, "start", f"{self.definition.name} {workflow_id} (correlationId {first.state.correlationId})")
         now = begin
         result = self.result
@@ -268,6 +280,8 @@ class _Simulation:
                 continue
             at, _, reply = heapq.heappop(self.queue)
             now = max(now, at)
+            if reply.messageId in self.delivered:
+                reply = _addressed(state, reply)
             try:
                 transition = engine.deliver(self.definition, state, reply, from_epoch(now))
             except MessageRefused as refused:
@@ -278,6 +292,15 @@ class _Simulation:
         else:
             raise ScenarioError(f"the simulation did not settle after {MAX_EVENTS} messages and timers")
         return result
+
+
+def _addressed(state: InstanceState, reply: Reply) -> Reply:
+    """A scenario's `deliver` goes to the frame that waits for the event when it arrives: a
+    called process that correlates by its own key waits under that key, not the caller's."""
+    wait = next((w for w in state.waits if w.kind in ("event", "race") and reply.type in w.expects), None)
+    if wait is None or wait.correlationId == reply.correlationId:
+        return reply
+    return reply.model_copy(update={"correlationId": wait.correlationId})
 
 
 def _is_event(state: InstanceState, reply: Reply) -> bool:

@@ -95,6 +95,7 @@ class UndoCommand(Record):
     commandName: str
     correlationId: str
     data: dict[str, Any]
+    round: Annotated[str, Field(description="`@2` when the step completed in the 2nd round of a `repeat`")] = ""
 
 
 @_strict_record
