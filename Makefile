@@ -18,9 +18,13 @@ $(VENV)/.setup-stamp: pyproject.toml
 demo: setup
 	$(BIN)/procflow demo --out out/demo
 
+# mypy checks the package as installed (a non-editable copy), not the source folders:
+# the folders map onto `procflow.*` only through the installation.
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	rm -rf build/typecheck
+	$(BIN)/python -m pip install --quiet --no-deps --target build/typecheck .
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p procflow
 
 test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check

@@ -15,19 +15,38 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Diagnostic, SourceError, Span
-from procflow.dsl.parser import decode_source, parse
+from procflow.dsl.errors import Diagnostic, ExpressionError, SourceError, Span
+from procflow.dsl.parser import collection_paused, decode_source, parse
 
 Loader = Callable[[str], bytes]
 """Reads a file named relative to the process being compiled."""
 
 
+def _within_limits(expr: ex.Expr) -> bool:
+    count, depth = ex.measure(expr)
+    return count <= ex.MAX_NODES and depth <= ex.MAX_DEPTH
+
+
+def _refused(scope: ex.Scope) -> ex.Json:
+    raise ExpressionError("this expression is over the size limits (see E106)")
+
+
+def _evaluator(expr: ex.Expr) -> ex.Evaluator:
+    # An expression over the limits is not compiled (that would recurse too deep); the
+    # validator reports it as E106, so such a definition never runs.
+    return ex.compile_expr(expr) if _within_limits(expr) else _refused
+
+
+def _text(expr: ex.Expr) -> str:
+    return ex.to_text(expr) if _within_limits(expr) else "(expression over the size limits)"
+
+
 def _condition(expr: ex.Expr) -> m.Condition:
-    return m.Condition(expr, ex.compile_expr(expr), ex.to_text(expr))
+    return m.Condition(expr, _evaluator(expr), _text(expr))
 
 
 def _mapping(expr: ex.ObjectExpr | None) -> m.Mapping_ | None:
-    return m.Mapping_(expr, ex.compile_expr(expr)) if expr is not None else None
+    return m.Mapping_(expr, _evaluator(expr)) if expr is not None else None
 
 
 def _timeout(timeout: sx.Timeout | None) -> m.TimeoutSpec | None:
@@ -125,7 +144,7 @@ class _Compiler:
             return self.step(stmt, ids[0], next_id)
         if isinstance(stmt, sx.If):
             arms = tuple(
-                m.XorArm(_condition(cond), (), self.block(body, next_id), ex.to_text(cond)) for cond, body in stmt.arms
+                m.XorArm(_condition(cond), (), self.block(body, next_id), _text(cond)) for cond, body in stmt.arms
             )
             default = self.block(stmt.otherwise, next_id) if stmt.otherwise is not None else next_id
             return self._add(m.XorNode(ids[0], stmt.span, arms, default, stmt.otherwise is not None))
@@ -145,7 +164,7 @@ class _Compiler:
             branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
             return self._add(m.ForkNode(fork_id, stmt.span, name, branches, join_id))
         if isinstance(stmt, sx.Race):
-            arms = []
+            race_arms: list[m.RaceArmSpec] = []
             for arm in stmt.arms:
                 target = self.block(arm.body, next_id)
                 if arm.messages:
@@ -154,8 +173,8 @@ class _Compiler:
                     label = f"after {arm.after.text}"
                 else:
                     assert arm.at is not None
-                    label = f"at {ex.to_text(arm.at)}"
-                arms.append(
+                    label = f"at {_text(arm.at)}"
+                race_arms.append(
                     m.RaceArmSpec(
                         tuple(n.text for n in arm.messages),
                         arm.bind.text if arm.bind else None,
@@ -165,7 +184,7 @@ class _Compiler:
                         label,
                     )
                 )
-            return self._add(m.RaceNode(ids[0], stmt.span, stmt.name.text, tuple(arms)))
+            return self._add(m.RaceNode(ids[0], stmt.span, stmt.name.text, tuple(race_arms)))
         if isinstance(stmt, sx.Repeat):
             loop_id, until_id = ids
             name = stmt.name.text if stmt.name else loop_id
@@ -220,15 +239,20 @@ class _Compiler:
         if stmt.compensate is not None:
             comp = stmt.compensate
             compensation = m.CompensationSpec(
-                m.CommandSpec(comp.participant.text, comp.command.text, _mapping(comp.data), comp.span),
+                m.CommandSpec(
+                    comp.participant.text, comp.command.text, _mapping(comp.data), comp.span,
+                    comp.participant.span, comp.command.span,
+                ),
                 tuple(r.text for r in comp.replies),
                 _timeout(comp.timeout),
                 comp.span,
             )
         command = None
         if stmt.send is not None:
+            send = stmt.send
             command = m.CommandSpec(
-                stmt.send.participant.text, stmt.send.command.text, _mapping(stmt.send.data), stmt.send.span
+                send.participant.text, send.command.text, _mapping(send.data), send.span,
+                send.participant.span, send.command.span,
             )
         wait = stmt.wait
         return self._add(
@@ -396,8 +420,9 @@ def compile_source(
     text: str, path: str = "<text>", loader: Loader | None = None, stack: tuple[str, ...] = ()
 ) -> m.ProcessDefinition:
     """Parse and compile process text; raise `SourceError` when it cannot be built."""
-    source = parse(text, path)
-    return _Compiler(source, loader, stack or (path,)).compile()
+    with collection_paused():
+        source = parse(text, path)
+        return _Compiler(source, loader, stack or (path,)).compile()
 
 
 def load(path: str | Path) -> m.ProcessDefinition:

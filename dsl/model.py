@@ -62,6 +62,8 @@ class CommandSpec:
     command: str
     data: Mapping_ | None
     span: Span
+    participant_span: Span | None = None  # the participant's name, where diagnostics point
+    command_span: Span | None = None  # the command's name
 
     @property
     def name(self) -> str:
@@ -360,8 +362,8 @@ def successors(node: AnyNode) -> list[tuple[str, str, str]]:
     elif isinstance(node, JoinNode | CallNode):
         out.append((node.next, "next", ""))
     elif isinstance(node, RaceNode):
-        for arm in node.arms:
-            out.append((arm.target, "timer" if not arm.messages else "message", arm.label))
+        for race_arm in node.arms:
+            out.append((race_arm.target, "timer" if not race_arm.messages else "message", race_arm.label))
     elif isinstance(node, LoopNode):
         out.append((node.body, "next", ""))
     elif isinstance(node, UntilNode):

@@ -7,7 +7,10 @@ words, what was expected there.
 from __future__ import annotations
 
 import difflib
+import gc
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -204,11 +207,11 @@ class _ToSyntax(Transformer[Token, Any]):
         return ex.FuncCall(_span_of(tree), name_text, tuple(args))
 
     @v_args(tree=True)
-    def list(self, tree: Tree[Any]) -> ex.Expr:
+    def list_expr(self, tree: Tree[Any]) -> ex.Expr:
         return ex.ListExpr(_span_of(tree), tuple(c for c in tree.children if c is not None))
 
     @v_args(tree=True)
-    def object(self, tree: Tree[Any]) -> ex.ObjectExpr:
+    def mapping(self, tree: Tree[Any]) -> ex.ObjectExpr:
         pairs = [c for c in tree.children if c is not None]
         seen: dict[str, Span] = {}
         for key, _value, key_span in pairs:
@@ -699,6 +702,8 @@ _TOKEN_WORDS = {
     "ADD_OP": "`+` or `-`",
     "MUL_OP": "`*`, `/` or `%`",
     "OPTIONAL": "`?`",
+    "WS": "white space",
+    "COMMENT": "a comment",
     "$END": "the end of the file",
 }
 
@@ -709,6 +714,26 @@ KEYWORDS = (
     "start when attempt no after twice deliver expect completed commands compensation failure "
     "string number integer boolean object array any true false null and or not in"
 ).split()
+
+# Long lists of expected tokens are summarised by what they have in common. Members are the
+# keyword or symbol itself, or the kind of token (NAME, NUMBER, ...); `needs` must be present.
+_GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
+    ("a statement (`step`, `if`, `parallel`, …)",
+     frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "fail", "end"}), 3, None),
+    ("a process item (`participant`, `input`, `event`, …)",
+     frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event"}), 3, None),
+    ("a step item (`send`, `await`, `compensate`, …)",
+     frozenset({"send", "await", "on", "compensate", "wait", "status", "doc"}), 3, None),
+    ("a scenario item (`input`, `when`, `expect`, …)",
+     frozenset({"input", "start", "when", "deliver", "no", "expect"}), 3, None),
+    ("a type (`string`, `number`, `boolean`, …)",
+     frozenset({"string", "number", "integer", "boolean", "object", "array", "any"}), 3, None),
+    ("a value (a name, number, string, list or object)",
+     frozenset({"NAME", "NUMBER", "STRING", "(", "-", "[", "{", "true", "false", "null", "not"}), 4, "NAME"),
+    ("an operator", frozenset({"COMP_OP", "ADD_OP", "MUL_OP", "and", "or", "in", "not", ".", "["}), 4, None),
+)
+
+_STEP_ITEMS = frozenset({"send", "await", "compensate", "wait", "status", "on"})
 
 
 @lru_cache(maxsize=1)
@@ -728,17 +753,27 @@ def describe_token(name: str) -> str:
     literal = _literal_terminals().get(name)
     if literal is not None:
         return f"`{literal}`"
-    return name.lower().replace("_", " ")
+    return "a token"
 
 
 def _expected_words(expected: set[str]) -> str:
-    words = sorted({describe_token(e) for e in expected})
-    # Keywords first as a compact list, then kinds of tokens.
-    keywords = [w for w in words if w.startswith("`")]
-    kinds = [w for w in words if not w.startswith("`")]
-    ordered = kinds + keywords
-    if len(ordered) > 12:
-        ordered = ordered[:12] + ["…"]
+    """What was expected, in words: groups first, then kinds of tokens, then keywords."""
+    literals = _literal_terminals()
+    left = {literals.get(name, name) for name in expected}
+    grouped: list[str] = []
+    for words, members, at_least, needs in _GROUPS:
+        present = left & members
+        if len(present) >= at_least and (needs is None or needs in present):
+            grouped.append(words)
+            left -= present
+    described = sorted({_TOKEN_WORDS.get(key, f"`{key}`") for key in left})
+    keywords = [w for w in described if w.startswith("`")]
+    kinds = [w for w in described if not w.startswith("`")]
+    ordered = grouped + kinds + keywords
+    if len(ordered) > 10:
+        ordered = ordered[:9] + ["…"]
+    if not ordered:
+        return "something else"
     if len(ordered) == 1:
         return ordered[0]
     return ", ".join(ordered[:-1]) + " or " + ordered[-1]
@@ -754,21 +789,57 @@ def _token_text(token: Token) -> str:
 
 
 def _hint_for(token: Token, expected: set[str]) -> str | None:
+    """A suggestion for the most common ways to get a token wrong."""
     text = str(token)
+    if text in ("elif", "elsif", "elseif") and "ELSE" in expected:
+        return "write `else if`"
+    if text in _STEP_ITEMS and "STEP" in expected:
+        return f"`{text}` belongs inside a step: `step name {{ {text} ... }}`"
     if token.type == "NAME":
         allowed = [_literal_terminals().get(e) for e in expected]
         words = [w for w in allowed if w and w.isalpha()]
-        guess = difflib.get_close_matches(text, words, n=1, cutoff=0.6)
+        guess = difflib.get_close_matches(text, words, n=1, cutoff=0.6) or [w for w in words if w == text.lower()]
         if guess:
             return f"did you mean `{guess[0]}`?"
-    if token.type == "STRING" and "NAME" in expected:
+    if token.type in ("NAME", "STRING", "NUMBER") and "COMMA" in expected and "NAME" not in expected:
+        return f"a `,` may be missing before {_token_text(token)}"
+    if token.type == "NAME" and "STRING" in expected and "NAME" not in expected:
+        return f'a text value is written in double quotes: "{text}"'
+    if token.type == "STRING" and ("NAME" in expected or "PROCESS_NAME" in expected):
         return "names are written without quotes"
     if token.type == "NUMBER" and "DURATION" in expected:
+        if "." in text:
+            return "durations are whole numbers with a unit: `90m`, not `1.5h`"
         return f"give a unit: `{text}s`, `{text}m`, `{text}h` or `{text}d`"
+    if text == "-" and not expected & {"ADD_OP", "MINUS"}:
+        return "names use letters, digits and `_`; only process names may contain `-`"
+    if text == "/" and "MUL_OP" not in expected:
+        return "comments start with `#`"
+    if text == "|" and "VBAR" not in expected:
+        return "write `or`"
     return None
 
 
+_CHARACTER_HINTS = {
+    "'": 'strings use double quotes: "like this"',
+    "-": "names use letters, digits and `_`; only process names may contain `-`",
+    "&": "write `and`",
+    "!": "write `not`, or `!=` to compare",
+    ";": "no `;` is needed: a line ends an item",
+    '"': "this string is not closed on its line; a string on several lines uses three quotes",
+}
+
+
+def _character_hint(char: str, expected: set[str]) -> str | None:
+    if char.isalpha() and not char.isascii():
+        return "names use the letters a-z and A-Z, digits and `_`"
+    if char == "=":
+        return "a field is written `name: value`" if "COLON" in expected else "to compare, write `==`"
+    return _CHARACTER_HINTS.get(char)
+
+
 def _syntax_diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    """A lark error as one diagnostic in words: where, what was found, what was expected."""
     if isinstance(error, UnexpectedToken):
         token = error.token
         expected = _accepted(error)
@@ -794,16 +865,14 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnost
         )
     if isinstance(error, UnexpectedCharacters):
         line, column = error.line, error.column
-        char = error.char if hasattr(error, "char") else text[error.pos_in_stream]
-        hint = None
-        if char == "'":
-            hint = 'strings use double quotes: "like this"'
-        elif char == "-":
-            hint = "names use letters, digits and `_`; only process names may contain `-`"
-        expected = set(error.allowed or ())
+        position = error.pos_in_stream or 0
+        char = error.char if hasattr(error, "char") else text[position]
+        expected = _accepted_at(text, position) or set(error.allowed or ())
+        shown = repr(char)[1:-1] if not char.isprintable() else char
         want = f"; expected {_expected_words(expected)}" if expected else ""
         return Diagnostic(
-            "E002", "error", f"unexpected character `{char}`{want}", Span(line, column, line, column + 1), hint, path
+            "E002", "error", f"unexpected character `{shown}`{want}", Span(line, column, line, column + 1),
+            _character_hint(char, expected), path,
         )
     if isinstance(error, UnexpectedEOF):
         line, column = _end_position(text)
@@ -816,6 +885,17 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnost
             path,
         )
     return Diagnostic("E003", "error", "the text cannot be parsed here", Span(1, 1, 1, 2), None, path)
+
+
+def _accepted_at(text: str, position: int) -> set[str] | None:
+    """The tokens the grammar accepts at `position` (the lexer's list for a bad character is wider)."""
+    try:
+        interactive = _parser().parse_interactive(text[:position])
+        interactive.exhaust_lexer()
+        accepted: set[str] = interactive.accepts()  # type: ignore[no-untyped-call]
+        return accepted - {"$END"}
+    except Exception:  # noqa: BLE001 - the text before the position does not parse: use lark's list
+        return None
 
 
 def _accepted(error: UnexpectedToken) -> set[str]:
@@ -840,19 +920,20 @@ def _end_position(text: str) -> tuple[int, int]:
 _SKIP_FOR_DEPTH = re.compile(r'"""(?:.|\n)*?"""|"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 
 
+_BRACKET = re.compile(r"[(){}\[\]]")
+
+
 def _check_nesting(text: str, path: str) -> None:
+    """Refuse brackets nested deeper than MAX_NESTING before parsing (strings and comments aside)."""
     depth = 0
-    line = 1
-    column = 0
     stripped = _SKIP_FOR_DEPTH.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
-    for char in stripped:
-        column += 1
-        if char == "\n":
-            line += 1
-            column = 0
-        elif char in "({[":
+    for match in _BRACKET.finditer(stripped):
+        if match.group() in "({[":
             depth += 1
             if depth > MAX_NESTING:
+                position = match.start()
+                line = stripped.count("\n", 0, position) + 1
+                column = position - (stripped.rfind("\n", 0, position) + 1) + 1
                 raise SourceError(
                     [
                         Diagnostic(
@@ -866,7 +947,7 @@ def _check_nesting(text: str, path: str) -> None:
                     ],
                     text,
                 )
-        elif char in ")}]":
+        else:
             depth = max(0, depth - 1)
 
 
@@ -901,8 +982,30 @@ def decode_source(data: bytes, path: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large tree is built or walked.
+
+    Parsing, compiling and validating allocate many small objects that reference counting
+    frees; the cyclic collector would scan all of them again and again, which costs more
+    than the work itself on a large process (and grows with it). Nested use is fine.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse(text: str, path: str = "<text>") -> sx.SourceFile:
     """Parse process text into its syntax tree, or raise `SourceError` with one diagnostic."""
+    with collection_paused():
+        return _parse(text, path)
+
+
+def _parse(text: str, path: str) -> sx.SourceFile:
     if not text.strip():
         raise SourceError(
             [Diagnostic("E004", "error", "the file is empty; expected `process`", Span(1, 1, 1, 2), "start with `process name { ... }`", path)],
@@ -915,11 +1018,37 @@ def parse(text: str, path: str = "<text>") -> sx.SourceFile:
         raise SourceError([_syntax_diagnostic(error, text, path)], text) from None
     try:
         process, scenarios = _ToSyntax().transform(tree)
+    except RecursionError:
+        raise SourceError([_too_deep(tree, path)], text) from None
     except VisitError as error:
         inner = error.orig_exc
         if isinstance(inner, _BadLiteral):
             raise SourceError(
                 [Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, path)], text
             ) from None
+        if isinstance(inner, RecursionError):
+            raise SourceError([_too_deep(tree, path)], text) from None
         raise inner from None
     return sx.SourceFile(process, scenarios, path, text)
+
+
+def _too_deep(tree: Tree[Token], path: str) -> Diagnostic:
+    """E005 for text whose tree is too deep to build (a very long chain such as `a + a + ...`)."""
+    deepest: tuple[int, Any] = (0, tree)
+    stack: list[tuple[Any, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Tree):
+            if depth > deepest[0] and not getattr(node.meta, "empty", True):
+                deepest = (depth, node)
+            stack.extend((child, depth + 1) for child in node.children)
+    outer = deepest[1]
+    span = _span_of(outer)
+    return Diagnostic(
+        "E005",
+        "error",
+        f"this text is nested too deeply to read (more than {deepest[0]} levels)",
+        Span(span.line, span.column, span.line, span.column + 1),
+        "split long chains of operators or field accesses; compute such values in a participant",
+        path,
+    )

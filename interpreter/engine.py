@@ -25,13 +25,16 @@ from procflow.interpreter.state import (
     Completion,
     DefinitionRef,
     Failure,
+    FailureCause,
     Frame,
     HistoryEntry,
     InstanceState,
+    LateAction,
     LateReply,
     Token,
     UndoCommand,
     Wait,
+    WaitKind,
     from_epoch,
     iso,
     iso_epoch,
@@ -43,6 +46,8 @@ MAX_NODES_PER_TRANSITION = 200_000
 that never waits would otherwise spin forever)."""
 
 ROOT = "main"
+
+_FAIL_CAUSES: dict[str, FailureCause] = {"fail": "fail", "reply": "reply", "timeout": "timeout"}
 
 
 @dataclass(slots=True)
@@ -63,7 +68,7 @@ class Transition:
 class _Failed(Exception):
     """Raised inside a run when the instance must fail (carries the cause)."""
 
-    def __init__(self, cause: str, reason: str, step: str | None) -> None:
+    def __init__(self, cause: FailureCause, reason: str, step: str | None) -> None:
         super().__init__(reason)
         self.cause = cause
         self.reason = reason
@@ -171,6 +176,9 @@ class _Run:
         due = self.now_epoch + seconds
         return iso_epoch(due), due
 
+    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> tuple[str | None, float | None]:
+        return self._due(timeout.seconds) if timeout is not None else (None, None)
+
     # ---------------------------------------------------------------- running tokens
     def run(self) -> None:
         """Move every ready token until it waits, ends or the instance fails."""
@@ -238,7 +246,7 @@ class _Run:
             elif isinstance(node, m.CallNode):
                 self._enter_call(token, node, frame)
             elif isinstance(node, m.FailNode):
-                raise _Failed(node.cause if node.cause in ("fail", "reply", "timeout") else "fail", node.reason, node.step)
+                raise _Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
             elif isinstance(node, m.EndNode):
                 if frame.parent is None:
                     self.complete()
@@ -269,7 +277,7 @@ class _Run:
     def _enter_step(self, token: Token, node: m.StepNode, frame: Frame) -> None:
         if node.is_timer:
             if node.timer_seconds is not None:
-                timeout_at, due = self._due(node.timer_seconds)
+                timer_at, timer_due = self._due(node.timer_seconds)
             else:
                 assert node.timer_until is not None
                 value = self._eval(node.timer_until, frame, f"`wait until` of `{node.name}`")
@@ -277,11 +285,11 @@ class _Run:
                     moment = parse_instant(str(value))
                 except ValueError:
                     raise _Failed("error", f"`wait until` of `{node.name}` gave {value!r}, not an ISO-8601 instant", node.name) from None
-                timeout_at, due = iso(moment), _epoch(moment)
-            self._add_wait(token, node.name, node.id, frame, "timer", [], None, 1, timeout_at, due)
+                timer_at, timer_due = iso(moment), _epoch(moment)
+            self._add_wait(token, node.name, node.id, frame, "timer", [], None, 1, timer_at, timer_due)
             return
         expects = list(node.replies) + [r for r in node.failures if r not in node.replies]
-        timeout_at, due = self._due(node.timeout.seconds) if node.timeout else (None, None)
+        timeout_at, due = self._due_or_none(node.timeout)
         if node.command is not None:
             self._send(node.command, frame, node.name, 1, token=token)
             self._add_wait(token, node.name, node.id, frame, "reply", expects, node.command.name, 1, timeout_at, due)
@@ -315,7 +323,7 @@ class _Run:
         step: str,
         node_id: str,
         frame: Frame,
-        kind: str,
+        kind: WaitKind,
         expects: list[str],
         command_name: str | None,
         attempt: int,
@@ -406,7 +414,7 @@ class _Run:
             )
         )
 
-    def fail(self, cause: str, reason: str, step: str | None) -> None:
+    def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         self._cancel_all(abandon=True)
         self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_iso)
@@ -433,7 +441,7 @@ class _Run:
             comp.roundStart = attempt
             self._send_undo(undo, attempt)
             if spec is not None and spec.replies:
-                timeout_at, due = self._due(spec.timeout.seconds) if spec.timeout else (None, None)
+                timeout_at, due = self._due_or_none(spec.timeout)
                 self.state.waits.append(
                     Wait(
                         token=0,
@@ -547,12 +555,12 @@ class _Run:
         self.ready.append(token)
         self.run()
 
-    def late(self, abandoned: Abandoned, reply: Reply) -> str:
+    def late(self, abandoned: Abandoned, reply: Reply) -> LateAction:
         """A reply for a step that gave up: undo a late success, record anything else."""
         self.state.abandoned = [a for a in self.state.abandoned if a is not abandoned]
         success = reply.type in abandoned.successes
         undo = self._late_undo(abandoned, reply) if success else None
-        action = "compensated" if undo is not None else "recorded"
+        action: LateAction = "compensated" if undo is not None else "recorded"
         self.state.lateReplies.append(
             LateReply(type=reply.type, step=abandoned.step, at=self.now_iso, action=action)
         )
@@ -677,14 +685,14 @@ class _Run:
             if wait.kind == "compensation":
                 delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
                 if delay > 0:
-                    timeout_at, due = self._due(delay)
+                    backoff_at, backoff_due = self._due(delay)
                     self.state.waits.append(
-                        wait.model_copy(update={"kind": "compensation_backoff", "since": self.now_iso, "timeoutAt": timeout_at, "due": due})
+                        wait.model_copy(update={"kind": "compensation_backoff", "since": self.now_iso, "timeoutAt": backoff_at, "due": backoff_due})
                     )
                     return
             attempt = self._count_undo_attempt(undo)
             self._send_undo(undo, attempt)
-            timeout_at, due = self._due(timeout.seconds) if timeout else (None, None)
+            timeout_at, due = self._due_or_none(timeout)
             self.state.waits.append(
                 wait.model_copy(update={"kind": "compensation", "attempt": attempt, "since": self.now_iso, "timeoutAt": timeout_at, "due": due})
             )
@@ -1054,8 +1062,10 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
         run = _Run(definition, state, now)
         if reply.messageId is not None:
             run.state.seenMessageIds.append(reply.messageId)
-        live = next(a for a in run.state.abandoned if a.step == abandoned.step and a.at == abandoned.at and a.frame == abandoned.frame)
-        action = run.late(live, reply)
+        live_abandoned = next(
+            a for a in run.state.abandoned if a.step == abandoned.step and a.at == abandoned.at and a.frame == abandoned.frame
+        )
+        action = run.late(live_abandoned, reply)
         note = (
             f"late `{reply.type}` for `{abandoned.step}`: "
             + ("undone by its compensation" if action == "compensated" else "recorded")

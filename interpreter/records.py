@@ -8,17 +8,21 @@ calls people expect: `model_validate`, `model_validate_json`, `model_dump`, `mod
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import TypeAdapter
 
 R = TypeVar("R", bound="Record")
 
 
-@cache
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
 def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
-    return TypeAdapter(cls)
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return adapter
 
 
 class Record:
@@ -44,7 +48,7 @@ class Record:
         schema: dict[str, Any] = _adapter(cls).json_schema()
         return schema
 
-    def model_dump(self, mode: str = "python") -> dict[str, Any]:
+    def model_dump(self, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
         """The record as a dict (`mode="json"`: JSON-ready values)."""
         data: dict[str, Any] = _adapter(type(self)).dump_python(self, mode=mode)
         return data

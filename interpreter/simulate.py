@@ -15,9 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from procflow.dsl import model as m
-from procflow.dsl import syntax as sx
 from procflow.dsl.errors import ExpressionError, InputError, MessageRefused, ScenarioError
-from procflow.dsl.expressions import compile_expr
+from procflow.dsl.expressions import ObjectExpr, compile_expr
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.state import InstanceState, from_epoch, iso, parse_instant
@@ -106,7 +105,7 @@ class _Reaction:
     twice: bool
 
 
-def _constant(expr: sx.ObjectExpr | None, what: str) -> dict[str, Any]:
+def _constant(expr: ObjectExpr | None, what: str) -> dict[str, Any]:
     if expr is None:
         return {}
     try:

@@ -25,6 +25,8 @@ TERMINAL = frozenset({"completed", "failed", "timed_out", "compensated", "compen
 `compensation_failed`; a late success may still reopen compensation)."""
 
 WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff"]
+FailureCause = Literal["reply", "timeout", "fail", "deadline", "error"]
+LateAction = Literal["compensated", "recorded"]
 
 _strict_record = with_config(ConfigDict(extra="forbid"))
 
@@ -130,7 +132,7 @@ class Abandoned(Record):
 class Failure(Record):
     """Why the instance failed."""
 
-    cause: Literal["reply", "timeout", "fail", "deadline", "error"]
+    cause: FailureCause
     reason: str
     step: str | None = None
     at: str
@@ -157,7 +159,7 @@ class LateReply(Record):
     type: str
     step: str
     at: str
-    action: Literal["compensated", "recorded"]
+    action: LateAction
 
 
 @_strict_record

@@ -1,4 +1,5 @@
-from procflow.cli import main
 import sys
+
+from procflow.cli import main
 
 sys.exit(main())
