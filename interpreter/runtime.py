@@ -3,15 +3,29 @@
 The engine decides; the runtime keeps what it decided (store), sends the commands it asked
 for (outbox -> transport), routes replies to instances by `correlationId`, and fires timers
 when they are due. The store and the transport are interfaces (`Store`, `Transport`): the
-in-memory store and the in-process transport here, the SQLite store beside them.
+in-memory store and the in-process transport here, the SQLite store
+(`procflow.interpreter.sqlite_store`) beside them.
+
+Delivery is at least once, effect exactly once: a command is marked sent only after the
+transport took it (a crash in between sends it again, under the same `dedupKey`), and a
+reply whose `messageId` the store's inbox already holds changes nothing.
+
+Definition pinning: an instance runs the definition it started with (its `definition`
+fingerprint). The orchestrator pins the text of every definition it starts in the store;
+given `compile_pinned` (e.g. `procflow.load_text`) it rebuilds that text when the instance's
+definition is not among those it was given, and without it, it refuses with a message that
+names both fingerprints. It never runs an instance under a changed definition.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from procflow.dsl.errors import MessageRefused, ProcflowError, StoreError
@@ -23,6 +37,13 @@ from procflow.interpreter.state import InstanceState
 Clock = Callable[[], datetime]
 """Returns the current moment (aware, UTC). The engine never calls it; the runtime does."""
 
+CompileSource = Callable[[str, str, Callable[[str], bytes]], ProcessDefinition]
+"""`compile_source(text, path, loader)`: how a pinned text becomes a definition again
+(`procflow.load_text`; the interpreter never imports the parser itself)."""
+
+MAX_CONFLICTS = 50
+"""How often one transition is recomputed when other writers keep changing the instance."""
+
 
 def system_clock() -> datetime:
     """The machine's clock, in UTC."""
@@ -33,6 +54,10 @@ class ConcurrencyError(StoreError):
     """Another writer changed the instance first; reload and try again."""
 
 
+class DuplicateMessage(StoreError):
+    """The inbox already holds this message id: the message was applied before."""
+
+
 @dataclass(slots=True)
 class Stored:
     """An instance as the store keeps it: its state and its version (for optimistic concurrency)."""
@@ -41,18 +66,73 @@ class Stored:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class PinnedDefinition:
+    """The text a definition was compiled from: its own file and every file it read (called
+    processes, input contracts), keyed by the path the compiler asked for."""
+
+    name: str
+    version: int
+    fingerprint: str
+    path: str
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def pinned_definition(definition: ProcessDefinition) -> PinnedDefinition:
+    """What to keep of a definition so the same definition can be built again later."""
+    sources: dict[str, str] = {}
+
+    def add(current: ProcessDefinition) -> None:
+        if current.path in sources:
+            return
+        sources[current.path] = current.source
+        # An input contract read from a JSON file is part of what the text means.
+        input_file = getattr(getattr(current.syntax, "process", None), "input_file", None)
+        if isinstance(input_file, tuple) and input_file and current.input_schema is not None:
+            name = str(input_file[0])
+            target = name if current.path.startswith("<") else str(Path(current.path).parent / name)
+            sources.setdefault(target, json.dumps(current.input_schema, indent=2))
+        for child in current.called.values():
+            add(child)
+
+    add(definition)
+    return PinnedDefinition(definition.name, definition.version, definition.fingerprint, definition.path, sources)
+
+
+def compile_pinned_definition(pinned: PinnedDefinition, compile_source: CompileSource) -> ProcessDefinition:
+    """Build a pinned definition from the kept text alone (no file on disk is read)."""
+
+    def loader(path: str) -> bytes:
+        text = pinned.sources.get(path)
+        if text is None:
+            raise FileNotFoundError(path)
+        return text.encode("utf-8")
+
+    text = pinned.sources.get(pinned.path)
+    if not text:
+        raise StoreError(f"the store keeps no text for `{pinned.name}` version {pinned.version} ({pinned.fingerprint})")
+    definition = compile_source(text, pinned.path, loader)
+    if definition.fingerprint != pinned.fingerprint:
+        raise StoreError(
+            f"the pinned text of `{pinned.name}` version {pinned.version} now compiles to {definition.fingerprint}, "
+            f"not {pinned.fingerprint}; this procflow reads it differently. Run the instance with the procflow that started it."
+        )
+    return definition
+
+
 class Store(Protocol):
     """Where instances live. One call of `save` is one atomic transition."""
 
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
 
-    def find(self, process: str, correlation_id: str) -> list[str]:
-        """Workflow ids of the instances of `process` that correlate by `correlation_id`."""
+    def find(self, process: str | None, correlation_id: str) -> list[str]:
+        """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
 
     def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
         """Write a transition: state, outbox, inbox entry; `expected_version` None means a new instance.
-        Returns the new version; raises ConcurrencyError when the version moved."""
+        Returns the new version; raises ConcurrencyError when the version moved and
+        DuplicateMessage when the inbox already holds `message_id`."""
 
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
@@ -69,6 +149,12 @@ class Store(Protocol):
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """All instances (or those with one status)."""
 
+    def pin(self, pinned: PinnedDefinition) -> None:
+        """Keep the text of a definition (once per fingerprint)."""
+
+    def pinned(self, fingerprint: str) -> PinnedDefinition | None:
+        """The kept text of a definition, or None."""
+
 
 class InMemoryStore:
     """A store in a Python dict: for tests, simulations and services that keep nothing."""
@@ -78,21 +164,25 @@ class InMemoryStore:
         self._outbox: dict[int, Dispatch] = {}
         self._next_outbox = 1
         self._inbox: set[str] = set()
+        self._pinned: dict[str, PinnedDefinition] = {}
 
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
         return self._rows.get(workflow_id)
 
-    def find(self, process: str, correlation_id: str) -> list[str]:
-        """Instances of `process` that correlate by `correlation_id` (also in called processes)."""
+    def find(self, process: str | None, correlation_id: str) -> list[str]:
+        """Instances (of `process`) that correlate by `correlation_id` (also in called processes)."""
         return [
             wid
             for wid, row in self._rows.items()
-            if row.state.type == process and any(f.correlationId == correlation_id for f in row.state.frames.values())
+            if (process is None or row.state.type == process)
+            and any(f.correlationId == correlation_id for f in row.state.frames.values())
         ]
 
     def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
+        if message_id is not None and message_id in self._inbox:
+            raise DuplicateMessage(f"message {message_id} was already applied")
         current = self._rows.get(state.workflowId)
         if expected_version is None and current is not None:
             raise ConcurrencyError(f"instance {state.workflowId} already exists")
@@ -135,6 +225,14 @@ class InMemoryStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance, or those with `status`."""
         return [r.state for r in self._rows.values() if status is None or r.state.status == status]
+
+    def pin(self, pinned: PinnedDefinition) -> None:
+        """Keep the text of a definition."""
+        self._pinned.setdefault(pinned.fingerprint, pinned)
+
+    def pinned(self, fingerprint: str) -> PinnedDefinition | None:
+        """The kept text of a definition, or None."""
+        return self._pinned.get(fingerprint)
 
 
 class Transport(Protocol):
@@ -180,29 +278,42 @@ def _reply_from(command: Command, data: Mapping[str, Any]) -> Reply:
     return engine.validate_reply(body)
 
 
+Decide = Callable[[Stored], engine.Transition]
+
+
 class Orchestrator:
     """The engine wired to a store, a transport and a clock: what a service embeds.
 
     >>> orchestrator = Orchestrator(definition, participants={"payment": handle_payment})
     >>> orchestrator.start("wf_401", {"orderId": "ord_441", "amount": 180.0})
+
+    `compile_pinned` (e.g. `procflow.load_text`) lets it run instances whose definition it
+    was not given, from the text the store pinned; `auto_dispatch=False` leaves the outbox
+    to a `worker` (what the operator's command line does).
     """
 
     def __init__(
         self,
-        definitions: ProcessDefinition | Iterable[ProcessDefinition],
+        definitions: ProcessDefinition | Iterable[ProcessDefinition] = (),
         *,
         store: Store | None = None,
         transport: Transport | None = None,
         participants: Mapping[str, Participant] | None = None,
         clock: Clock = system_clock,
+        compile_pinned: CompileSource | None = None,
+        auto_dispatch: bool = True,
     ) -> None:
         defs = [definitions] if isinstance(definitions, ProcessDefinition) else list(definitions)
         self.definitions: dict[str, ProcessDefinition] = {d.name: d for d in defs}
+        self._by_fingerprint: dict[str, ProcessDefinition] = {d.fingerprint: d for d in defs}
+        self._pinned: set[str] = set()
         self.store: Store = store if store is not None else InMemoryStore()
         if transport is not None and participants is not None:
             raise ValueError("give a transport or participants, not both")
         self.transport: Transport = transport if transport is not None else InProcessTransport(participants or {})
         self.clock = clock
+        self.compile_pinned = compile_pinned
+        self.auto_dispatch = auto_dispatch
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -212,11 +323,29 @@ class Orchestrator:
             raise MessageRefused(f"no instance {workflow_id} in this store", workflow_id)
         return row.state
 
-    def _definition(self, state: InstanceState) -> ProcessDefinition:
-        definition = self.definitions.get(state.type)
-        if definition is None:
-            raise ProcflowError(f"instance {state.workflowId} runs `{state.type}`, which this orchestrator does not know")
-        return definition
+    def definition_of(self, state: InstanceState) -> ProcessDefinition:
+        """The definition an instance runs: the one it started with, never a changed one."""
+        ref = state.definition
+        known = self._by_fingerprint.get(ref.fingerprint)
+        if known is not None:
+            return known
+        pinned = self.store.pinned(ref.fingerprint) if self.compile_pinned is not None else None
+        if pinned is not None and self.compile_pinned is not None:
+            definition = compile_pinned_definition(pinned, self.compile_pinned)
+            self._by_fingerprint[ref.fingerprint] = definition
+            return definition
+        started = f"instance {state.workflowId} started with `{ref.name}` version {ref.version} ({ref.fingerprint})"
+        given = self.definitions.get(ref.name)
+        if given is not None:
+            raise ProcflowError(
+                f"{started}, but the definition given is version {given.version} ({given.fingerprint}): the process "
+                "changed since, and running the instance under a changed meaning is refused. Give the definition it "
+                "started with" + ("." if self.compile_pinned else ", or pass compile_pinned=procflow.load_text to run the text the store pinned.")
+            )
+        raise ProcflowError(
+            f"{started}, which this orchestrator does not know"
+            + (" and the store keeps no text for." if self.compile_pinned else "; give it that definition.")
+        )
 
     # ---- acting
     def start(self, workflow_id: str, input: dict[str, Any], process: str | None = None) -> InstanceState:
@@ -226,23 +355,39 @@ class Orchestrator:
             return existing.state
         if process is None:
             if len(self.definitions) != 1:
-                raise ProcflowError("name the process to start: this orchestrator knows " + ", ".join(sorted(self.definitions)))
+                raise ProcflowError("name the process to start: this orchestrator knows " + (", ".join(sorted(self.definitions)) or "none"))
             process = next(iter(self.definitions))
         definition = self.definitions.get(process)
         if definition is None:
-            raise ProcflowError(f"unknown process `{process}`; known: {', '.join(sorted(self.definitions))}")
+            raise ProcflowError(f"unknown process `{process}`; known: {', '.join(sorted(self.definitions)) or 'none'}")
         transition = engine.start(definition, workflow_id, input, self.clock())
-        self.store.save(transition.state, None, transition.dispatches)
-        self.pump()
+        self._pin(definition)
+        try:
+            self.store.save(transition.state, None, transition.dispatches)
+        except ConcurrencyError:
+            raced = self.store.get(workflow_id)
+            if raced is None:
+                raise
+            return raced.state
+        if self.auto_dispatch:
+            self.pump()
         return self.state(workflow_id)
+
+    def _pin(self, definition: ProcessDefinition) -> None:
+        if definition.fingerprint in self._pinned:
+            return
+        if self.store.pinned(definition.fingerprint) is None:
+            pinned = pinned_definition(definition)
+            if self.compile_pinned is not None:
+                compile_pinned_definition(pinned, self.compile_pinned)  # the kept text alone must rebuild it
+            self.store.pin(pinned)
+        self._pinned.add(definition.fingerprint)
 
     def route(self, reply: Reply) -> str:
         """The workflow id a reply is for, or MessageRefused saying why there is none."""
         if reply.workflowId is not None:
-            if self.store.get(reply.workflowId) is None:
-                raise MessageRefused(f"`{reply.type}` is for instance {reply.workflowId}, which does not exist")
-            return reply.workflowId
-        matches = [wid for name in sorted(self.definitions) for wid in self.store.find(name, reply.correlationId)]
+            return reply.workflowId  # `_transact` refuses it when there is no such instance
+        matches = self.store.find(None, reply.correlationId)
         if not matches:
             raise MessageRefused(f"no instance correlates by `{reply.correlationId}` (reply `{reply.type}`)")
         live = [w for w in matches if not self.state(w).is_terminal]
@@ -250,66 +395,133 @@ class Orchestrator:
 
     def deliver(self, reply: Reply | Mapping[str, Any]) -> InstanceState:
         """Apply a reply or event to the instance it correlates with; then send what follows."""
+        transition = self.receive(reply)
+        return self.state(transition.state.workflowId)
+
+    def receive(self, reply: Reply | Mapping[str, Any]) -> engine.Transition:
+        """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late)."""
         message = reply if isinstance(reply, Reply) else engine.validate_reply(dict(reply))
-        self._apply(message)
-        self.pump()
-        return self.state(self.route(message))
+        transition = self._apply(message)
+        if self.auto_dispatch:
+            self.pump()
+        return transition
 
     def _apply(self, message: Reply) -> engine.Transition:
         workflow_id = self.route(message)
-        if message.messageId is not None and self.store.seen(message.messageId):
+
+        def decide(row: Stored) -> engine.Transition:
+            if message.messageId is not None and self.store.seen(message.messageId):
+                return engine.Transition(row.state, [], "duplicate", f"message {message.messageId} was already handled")
+            return engine.deliver(self.definition_of(row.state), row.state, message, self.clock())
+
+        return self._transact(workflow_id, decide, message.messageId)
+
+    def _transact(self, workflow_id: str, decide: Decide, message_id: str | None = None) -> engine.Transition:
+        """Read, decide, write; when another writer got there first, read again and decide again."""
+        for _ in range(MAX_CONFLICTS):
             row = self.store.get(workflow_id)
-            assert row is not None
-            return engine.Transition(row.state, [], "duplicate", f"message {message.messageId} was already handled")
-        row = self.store.get(workflow_id)
-        assert row is not None
-        transition = engine.deliver(self._definition(row.state), row.state, message, self.clock())
-        if transition.outcome != "duplicate":
-            self.store.save(transition.state, row.version, transition.dispatches, message.messageId)
-        return transition
+            if row is None:
+                raise MessageRefused(f"there is no instance {workflow_id} in this store", workflow_id)
+            transition = decide(row)
+            if transition.outcome in ("duplicate", "idle"):
+                return transition
+            try:
+                self.store.save(transition.state, row.version, transition.dispatches, message_id)
+            except DuplicateMessage as duplicate:
+                return engine.Transition(row.state, [], "duplicate", str(duplicate))
+            except ConcurrencyError:
+                continue
+            return transition
+        raise ConcurrencyError(f"instance {workflow_id} kept changing under {MAX_CONFLICTS} attempts; try again")
 
     def tick(self, now: datetime | None = None) -> list[InstanceState]:
         """Fire every timer that is due; returns the instances that changed."""
         moment = now or self.clock()
         changed = []
         for workflow_id in self.store.due(moment):
-            row = self.store.get(workflow_id)
-            assert row is not None
-            transition = engine.advance(self._definition(row.state), row.state, moment)
-            if transition.outcome == "idle":
-                continue
-            self.store.save(transition.state, row.version, transition.dispatches)
-            changed.append(transition.state)
-        self.pump()
+            try:
+                transition = self._transact(
+                    workflow_id, lambda row: engine.advance(self.definition_of(row.state), row.state, moment)
+                )
+            except MessageRefused:
+                continue  # removed meanwhile
+            if transition.outcome != "idle":
+                changed.append(transition.state)
+        if self.auto_dispatch:
+            self.pump()
         return changed
 
     def resume(self, workflow_id: str) -> InstanceState:
         """An operator resumes a compensation_failed instance."""
-        row = self.store.get(workflow_id)
-        if row is None:
-            raise MessageRefused(f"no instance {workflow_id} in this store", workflow_id)
-        transition = engine.resume(self._definition(row.state), row.state, self.clock())
-        self.store.save(transition.state, row.version, transition.dispatches)
-        self.pump()
+        self._transact(workflow_id, lambda row: engine.resume(self.definition_of(row.state), row.state, self.clock()))
+        if self.auto_dispatch:
+            self.pump()
         return self.state(workflow_id)
 
     def pump(self, limit: int = 100_000) -> int:
-        """Send the outbox through the transport; apply in-process replies; repeat until quiet."""
+        """Send the outbox through the transport; apply in-process replies; repeat until quiet.
+
+        Each command is marked sent only after the transport took it and after the replies it
+        produced in this process were applied: those replies live only in memory, so a crash
+        before they are stored must leave the command unsent (it is sent again, the participant
+        answers again, the inbox drops what was already applied) rather than lose them."""
         handled = 0
+        replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
         while handled < limit:
             batch = self.store.outbox()
-            replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
             if not batch and not replies:
                 break
             for outbox_id, dispatch in batch:
                 self.transport.send(dispatch)
+                handled += 1 + self._apply_replies(replies)
                 self.store.mark_sent(outbox_id)
-                handled += 1
-            while replies:
-                message = replies.popleft()
-                handled += 1
-                try:
-                    self._apply(message)
-                except MessageRefused:
-                    continue
+            handled += self._apply_replies(replies)
         return handled
+
+    def _apply_replies(self, replies: deque[Reply] | None) -> int:
+        applied = 0
+        while replies:
+            message = replies.popleft()
+            applied += 1
+            try:
+                self._apply(message)
+            except MessageRefused:
+                continue
+        return applied
+
+
+@dataclass(slots=True)
+class WorkerRound:
+    """What one round of a worker did."""
+
+    at: datetime
+    handled: int
+    fired: list[str]
+
+
+def worker(
+    orchestrator: Orchestrator,
+    *,
+    once: bool = False,
+    interval: float = 1.0,
+    rounds: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    report: Callable[[WorkerRound], None] | None = None,
+) -> int:
+    """The loop that keeps instances moving: send the outbox through the transport (at least
+    once), apply in-process replies, fire due timers; sleep `interval` seconds when a round
+    did nothing. `once` runs one round. Time comes from the orchestrator's clock. Returns the
+    number of rounds run."""
+    done = 0
+    while True:
+        moment = orchestrator.clock()
+        handled = orchestrator.pump()
+        fired = [state.workflowId for state in orchestrator.tick(moment)]
+        handled += orchestrator.pump()
+        done += 1
+        if report is not None and (handled or fired):
+            report(WorkerRound(moment, handled, fired))
+        if once or (rounds is not None and done >= rounds):
+            return done
+        if not handled and not fired:
+            sleep(interval)

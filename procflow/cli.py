@@ -21,6 +21,7 @@ from procflow.dsl.errors import Diagnostic, ProcflowError, SourceError
 from procflow.dsl.validate import check_file
 from procflow.interpreter.simulate import check_scenario, simulate
 from procflow.interpreter.state import parse_instant
+from procflow.operator_cli import add_operator_commands, instance_for_render
 
 
 class _Exit(Exception):
@@ -198,7 +199,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     definition = _load(args.file)
     instance = None
-    if args.instance:
+    if args.store:
+        if not args.instance:
+            _fail("--store needs --instance ID (the instance to draw)", 2)
+        definition, instance = instance_for_render(args.store, args.instance, definition)
+    elif args.instance:
         instance = _read_json_arg("@" + args.instance, "--instance")
         if isinstance(instance, dict) and "state" in instance and isinstance(instance["state"], dict):
             instance = instance["state"]
@@ -225,8 +230,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from procflow.interpreter.messages import Command, Reply
     from procflow.interpreter.state import InstanceState
 
-    model = {"command": Command, "reply": Reply, "state": InstanceState}[args.kind]
-    print(json.dumps(model.model_json_schema(), indent=2))
+    schemas = {"command": Command.model_json_schema, "reply": Reply.model_json_schema, "state": InstanceState.model_json_schema}
+    print(json.dumps(schemas[args.kind](), indent=2))
     return 0
 
 
@@ -257,20 +262,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     (out / "failure.json").write_text(json.dumps(failure.to_json(), indent=2), encoding="utf-8")
     print("\n== diagrams")
     written = []
-    for view, fmt, name, extra in (
-        ("flow", "dot", "order_fulfillment-flow.dot", {}),
-        ("sequence", "mermaid", "order_fulfillment-sequence.mmd", {}),
+    for view, fmt, name in (
+        ("flow", "dot", "order_fulfillment-flow.dot"),
+        ("sequence", "mermaid", "order_fulfillment-sequence.mmd"),
     ):
-        (out / name).write_text(visualize.render_text(definition, view, fmt, **extra), encoding="utf-8")
+        (out / name).write_text(visualize.render_text(definition, view, fmt), encoding="utf-8")
         written.append(name)
+    images: list[tuple[str, str, str | None, dict[str, Any] | None]] = [
+        ("flow", "order_fulfillment-flow.svg", None, None),
+        ("sequence", "order_fulfillment-sequence.svg", None, None),
+        ("sequence", "order_fulfillment-sequence-compensation.svg", "create_shipment.shipment_rejected", None),
+        ("flow", "order_fulfillment-instance.svg", None, failure.state.to_json()),
+    ]
     try:
-        for view, name, extra in (
-            ("flow", "order_fulfillment-flow.svg", {}),
-            ("sequence", "order_fulfillment-sequence.svg", {}),
-            ("sequence", "order_fulfillment-sequence-compensation.svg", {"path_name": "create_shipment.shipment_rejected"}),
-            ("flow", "order_fulfillment-instance.svg", {"instance": failure.state.to_json()}),
-        ):
-            (out / name).write_bytes(visualize.render_image(definition, view, "svg", **extra))
+        for view, name, path_name, instance in images:
+            (out / name).write_bytes(visualize.render_image(definition, view, "svg", path_name=path_name, instance=instance))
             written.append(name)
     except ProcflowError as error:
         print(f"images skipped: {error}")
@@ -300,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("svg", "png", "dot", "mermaid"), default="dot")
     p.add_argument("-o", "--output", metavar="OUT")
     p.add_argument("--path", metavar="NAME", help="sequence view of this path (see `procflow paths`)")
-    p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state")
+    p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state (with --store: an instance id)")
+    p.add_argument("--store", metavar="PATH", help="read the --instance ID from this store")
     p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
     p.set_defaults(handler=cmd_render)
 
@@ -336,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="validate, run and draw the lesson's order process")
     p.add_argument("--out", default="out/demo", metavar="DIR")
     p.set_defaults(handler=cmd_demo)
+
+    add_operator_commands(sub)
     return parser
 
 

@@ -1,0 +1,250 @@
+"""The file format of the SQLite store: its schema, its migrations, and the checks made
+before a file is opened for writing.
+
+A procflow store carries `PRAGMA application_id` = `APPLICATION_ID` and a `meta` table with
+its `schema_version`. `check_existing` opens a file read-only (`mode=ro`) and refuses, with
+a `StoreError` that says what, where and what to do, a file that is not SQLite, an SQLite
+database of another program (another application id, or tables a store of its schema does
+not have), a store of a newer schema, or a damaged one; it writes nothing. `migrate` then
+brings an older schema up to date, in order, in one `BEGIN IMMEDIATE` transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+from procflow.dsl.errors import StoreError
+
+APPLICATION_ID = 0x50464C57
+"""`PRAGMA application_id` of a procflow store ("PFLW"): tells our files from other programs'."""
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a writer waits for another process's write transaction before giving up."""
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
+    (
+        1,
+        (
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+            """CREATE TABLE definitions (
+                fingerprint TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                path TEXT NOT NULL,
+                sources TEXT NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE instances (
+                workflow_id TEXT PRIMARY KEY,
+                process TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                status TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                history_count INTEGER NOT NULL,
+                updated REAL NOT NULL,
+                state TEXT NOT NULL
+            )""",
+            "CREATE INDEX instances_by_status ON instances (status)",
+            """CREATE TABLE correlations (
+                process TEXT NOT NULL,
+                correlation_id TEXT NOT NULL,
+                workflow_id TEXT NOT NULL,
+                PRIMARY KEY (process, correlation_id, workflow_id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX correlations_by_key ON correlations (correlation_id)",
+            """CREATE TABLE history (
+                workflow_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                entry TEXT NOT NULL,
+                PRIMARY KEY (workflow_id, seq)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                workflow_id TEXT NOT NULL,
+                dedup_key TEXT NOT NULL UNIQUE,
+                dispatch TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                sent_at TEXT,
+                emitted INTEGER NOT NULL DEFAULT 1
+            )""",
+            "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL",
+            "CREATE INDEX outbox_by_instance ON outbox (workflow_id)",
+            """CREATE TABLE timers (
+                workflow_id TEXT PRIMARY KEY,
+                next_due REAL NOT NULL,
+                wait_due REAL,
+                deadline REAL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX timers_by_due ON timers (next_due)",
+            """CREATE TABLE inbox (
+                message_id TEXT PRIMARY KEY,
+                workflow_id TEXT NOT NULL,
+                received_at TEXT NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+"""Schema changes in order: (version, steps). A step is SQL, or a function of the connection
+for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;
+never edit a released one."""
+
+
+def current_schema_version() -> int:
+    """The store schema this procflow writes."""
+    return MIGRATIONS[-1][0]
+
+
+@cache
+def tables_at(version: int) -> frozenset[str]:
+    """The tables a store of schema `version` holds (found by running the migrations in memory)."""
+    connection = sqlite3.connect(":memory:")
+    try:
+        for number, steps in MIGRATIONS:
+            if number > version:
+                break
+            for step in steps:
+                if isinstance(step, str):
+                    connection.execute(step)
+        return frozenset(user_tables(connection))
+    finally:
+        connection.close()
+
+
+def run_step(connection: sqlite3.Connection, step: Migration) -> None:
+    """Apply one migration step."""
+    if isinstance(step, str):
+        connection.execute(step)
+    else:
+        step(connection)
+
+
+def user_tables(connection: sqlite3.Connection) -> set[str]:
+    """The tables of the database, without SQLite's own."""
+    rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {str(name) for (name,) in rows if not str(name).startswith("sqlite_")}
+
+
+def migrate(connection: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to the current version, in order, in one write transaction."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        # Checked again under the write lock: another process may have created the file meanwhile.
+        application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
+        tables = user_tables(connection)
+        if application_id != APPLICATION_ID and tables:
+            raise foreign(path, application_id, tables)
+        version = schema_version(connection) if "meta" in tables else 0
+        target = current_schema_version()
+        if version > target:
+            raise newer(path, version)
+        for number, steps in MIGRATIONS:
+            if number > version:
+                for step in steps:
+                    run_step(connection, step)
+        if version < target:
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(target),),
+            )
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute("COMMIT")
+    except BaseException:
+        rollback(connection)
+        raise
+
+
+def check_existing(path: Path, verify: bool) -> None:
+    """Read-only checks of a file we are about to open for writing; StoreError when refused."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"cannot read the store {path}: {error.strerror or error}") from None
+    if header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a procflow store: it is not an SQLite database (it starts with {header[:16]!r}), so it is "
+            "corrupt or another kind of file. Nothing was written to it. Point --store (or PROCFLOW_STORE) at a "
+            "procflow store, or at a new file name to create one."
+        )
+    try:
+        connection = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open the store {path} to check it: {error}") from None
+    try:
+        application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
+        tables = user_tables(connection)
+        if application_id != APPLICATION_ID:
+            if application_id == 0 and not tables:
+                return  # an empty SQLite file: ours to set up
+            raise foreign(path, application_id, tables)
+        if "meta" not in tables:
+            raise StoreError(
+                f"{path} carries procflow's application id but has no `meta` table: it is damaged or was not "
+                "written by procflow. Nothing was written to it; restore it from a backup or use another file."
+            )
+        version = schema_version(connection)
+        if version > current_schema_version():
+            raise newer(path, version)
+        unknown = tables - tables_at(version)
+        if unknown:
+            raise StoreError(
+                f"{path} holds tables a procflow store of schema {version} does not have ({', '.join(sorted(unknown))}): "
+                "another program wrote to it. Nothing was written to it; use another file for procflow."
+            )
+        if verify:
+            problems = [str(r[0]) for r in connection.execute("PRAGMA quick_check(5)").fetchall()]
+            if problems != ["ok"]:
+                raise damaged(path, sqlite3.DatabaseError("; ".join(problems)))
+    except sqlite3.DatabaseError as error:
+        raise damaged(path, error) from None
+    finally:
+        connection.close()
+
+
+def rollback(connection: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not undone it already (it does on some errors)."""
+    if connection.in_transaction:
+        try:
+            connection.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the error being raised says more than this one
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The store schema version in `meta` (a DatabaseError when it has none)."""
+    row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None or not str(row[0]).isdigit():
+        raise sqlite3.DatabaseError("the meta table has no schema_version")
+    return int(row[0])
+
+
+def foreign(path: Path, application_id: int, tables: set[str]) -> StoreError:
+    """The refusal of a database that another program wrote."""
+    listed = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+    return StoreError(
+        f"{path} is an SQLite database of another program (application id {application_id:#x}, not procflow's "
+        f"{APPLICATION_ID:#x}; tables: {listed or 'none'}). procflow leaves it alone: nothing was written to it. "
+        "Give --store (or PROCFLOW_STORE) another file name."
+    )
+
+
+def newer(path: Path, version: int) -> StoreError:
+    """The refusal of a store written by a newer procflow."""
+    return StoreError(
+        f"{path} is a procflow store of schema version {version}, written by a newer procflow; this one reads up to "
+        f"version {current_schema_version()}. Nothing was written to it. Upgrade procflow to use this store."
+    )
+
+
+def damaged(path: Path, error: sqlite3.DatabaseError) -> StoreError:
+    """The refusal of a store SQLite cannot read."""
+    return StoreError(
+        f"the store {path} is damaged ({error}); nothing was written to it. Restore it from a backup, or try "
+        f"`sqlite3 {path} .recover` into a new file."
+    )

@@ -1,0 +1,483 @@
+"""The operator's command line over a durable store.
+
+::
+
+    procflow start FILE --input JSON --workflow-id ID     start (the same id again: nothing new)
+    procflow deliver --message JSON|@file                 a reply or an event
+    procflow tick [--now ISO]                             fire the timers that are due
+    procflow instances [--status S] [--json]              what the store holds
+    procflow inspect ID [--json]                          one instance: state record and history
+    procflow retry ID                                     resume a compensation_failed instance
+    procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
+
+Every command takes `--store PATH` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here).
+Commands that change instances write to the store and leave the commands they cause in its
+outbox; `procflow worker` sends them. An instance always runs the definition it started
+with: the store keeps that text, and `deliver`, `tick`, `retry` and `worker` run it from
+there even when the file changed since.
+
+Expected failures raise `ProcflowError` (printed as one line by `procflow.cli.main`, exit 1);
+a malformed option value is a usage error (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from procflow.dsl import model as m
+from procflow.dsl.compiler import compile_source
+from procflow.dsl.errors import InputError, ProcflowError, SourceError, StoreError
+from procflow.dsl.validate import check_file
+from procflow.interpreter import engine
+from procflow.interpreter.messages import Dispatch, Reply
+from procflow.interpreter.runtime import (
+    Clock,
+    InProcessTransport,
+    Orchestrator,
+    Stored,
+    Transport,
+    WorkerRound,
+    compile_pinned_definition,
+    system_clock,
+    worker,
+)
+from procflow.interpreter.sqlite_store import SqliteStore
+from procflow.interpreter.state import TERMINAL, InstanceState, parse_instant
+
+STORE_ENV = "PROCFLOW_STORE"
+DEFAULT_STORE = "procflow.sqlite"
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def store_path(value: str | None) -> Path:
+    """Where the store is: `--store`, else `$PROCFLOW_STORE`, else `procflow.sqlite` in the working folder."""
+    return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant such as 2026-03-23T16:00:00Z: `{text}`") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: `{text}`")
+    return value
+
+
+def _json_arg(value: str, what: str) -> Any:
+    """JSON text, or `@file` holding it."""
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ProcflowError(f"cannot read the {what} file {value[1:]}: {error.strerror or error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ProcflowError(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> SqliteStore:
+    return SqliteStore(store_path(args.store), create=create)
+
+
+def _clock(args: argparse.Namespace) -> Clock:
+    moment: datetime | None = getattr(args, "now", None)
+    if moment is None:
+        return system_clock
+    return lambda: moment
+
+
+def _orchestrator(store: SqliteStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None) -> Orchestrator:
+    """Runs each instance on its pinned definition; leaves the outbox to `procflow worker`
+    unless it is the worker (given a transport)."""
+    return Orchestrator(
+        list(definitions),
+        store=store,
+        transport=transport,
+        clock=clock,
+        compile_pinned=compile_source,
+        auto_dispatch=transport is not None,
+    )
+
+
+def _load(path: str) -> m.ProcessDefinition:
+    definition, diagnostics, text = check_file(path)
+    errors = [d for d in diagnostics if d.is_error]
+    if definition is None or errors:
+        raise SourceError(errors or diagnostics, text)
+    return definition
+
+
+def _row(store: SqliteStore, workflow_id: str) -> Stored:
+    row = store.get(workflow_id)
+    if row is None:
+        raise ProcflowError(f"no instance {workflow_id} in the store {store.path}; `procflow instances` lists those it holds")
+    return row
+
+
+def _queued(store: SqliteStore, workflow_id: str) -> list[str]:
+    return [f"{e.dispatch.command.commandName}#{e.dispatch.attempt}" for e in store.outbox_of(workflow_id) if e.sent_at is None]
+
+
+def _status_line(state: InstanceState) -> str:
+    parts = [f"status {state.status}"]
+    if state.nextAction:
+        parts.append(f"next {state.nextAction}")
+    if state.timeoutAt:
+        parts.append(f"acts by itself at {state.timeoutAt}")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Start an instance in the store; starting an existing id changes nothing."""
+    definition = _load(args.file)
+    input_data = _json_arg(args.input, "--input")
+    if not isinstance(input_data, dict):
+        raise InputError('--input must be a JSON object, e.g. \'{"orderId": "ord_441", "amount": 180.0}\'')
+    with _open(args, create=True) as store:
+        existing = store.get(args.workflow_id)
+        if existing is not None:
+            state = existing.state
+            print(f"instance {args.workflow_id} already exists ({_status_line(state)}); nothing new was sent")
+            ref = state.definition
+            if ref.fingerprint != definition.fingerprint:
+                print(
+                    f"note: it runs `{ref.name}` version {ref.version} ({ref.fingerprint}), pinned in the store; "
+                    f"{args.file} is now version {definition.version} ({definition.fingerprint})"
+                )
+            return 0
+        orchestrator = _orchestrator(store, _clock(args), [definition])
+        state = orchestrator.start(args.workflow_id, input_data)
+        print(f"started {state.workflowId}: {state.type} version {definition.version} ({definition.fingerprint}), correlationId {state.correlationId}")
+        print(f"  {_status_line(state)}")
+        queued = _queued(store, state.workflowId)
+        if queued:
+            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+    return 0
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    """Apply a reply or an event to the instance it correlates with."""
+    reply = engine.validate_reply(_json_arg(args.message, "--message"))
+    with _open(args) as store:
+        orchestrator = _orchestrator(store, _clock(args))
+        before = store.get(orchestrator.route(reply))
+        transition = orchestrator.receive(reply)
+        state = transition.state
+        if transition.outcome == "duplicate":
+            print(f"duplicate: {transition.note}; {state.workflowId} is unchanged ({state.status})")
+            return 0
+        was = before.state.status if before else "?"
+        print(f"{transition.outcome}: `{reply.type}` -> {state.workflowId}: {was} -> {state.status}")
+        if transition.note:
+            print(f"  {transition.note}")
+        queued = [f"{d.command.commandName}#{d.attempt}" for d in transition.dispatches]
+        if queued:
+            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+    return 0
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    """Fire the timers that are due now (or at --now)."""
+    clock = _clock(args)
+    with _open(args) as store:
+        changed = _orchestrator(store, clock).tick(clock())
+        if not changed:
+            print("no timer was due")
+        for state in changed:
+            note = state.history[-1].note if state.history else None
+            print(f"{state.workflowId}: {note or 'timer fired'} -> {state.status}")
+    return 0
+
+
+def cmd_instances(args: argparse.Namespace) -> int:
+    """List the instances in the store."""
+    with _open(args) as store:
+        rows = store.summaries(args.status)
+    if args.json:
+        print(json.dumps([
+            {"workflowId": r.workflow_id, "type": r.process, "status": r.status, "version": r.version,
+             "nextAction": r.next_action, "timeoutAt": r.timeout_at, "updatedAt": r.updated_at}
+            for r in rows
+        ], indent=2))
+        return 0
+    if not rows:
+        print("no instances" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    header = ("WORKFLOW", "PROCESS", "STATUS", "NEXT", "TIMEOUT AT", "UPDATED")
+    table = [header] + [
+        (r.workflow_id, r.process, r.status, r.next_action or "-", r.timeout_at or "-", r.updated_at) for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """One instance: its state record, what it sent and its history."""
+    with _open(args) as store:
+        row = _row(store, args.workflow_id)
+        outbox = store.outbox_of(args.workflow_id)
+    state = row.state
+    if args.json:
+        print(json.dumps({
+            "version": row.version,
+            "state": state.to_json(),
+            "outbox": [{"dispatch": e.dispatch.model_dump(mode="json"), "createdAt": e.created_at, "sentAt": e.sent_at, "emitted": e.emitted} for e in outbox],
+        }, indent=2))
+        return 0
+    print(inspect_text(state, row.version, outbox), end="")
+    return 0
+
+
+def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ()) -> str:
+    """An instance as an operator reads it: the lesson's record, then the details, then the history."""
+    ref = state.definition
+    lines = [
+        f"workflowId      {state.workflowId}",
+        f"type            {state.type}  (version {ref.version}, {ref.fingerprint})",
+        f"status          {state.status}",
+        f"completedSteps  {', '.join(state.completedSteps) or '-'}",
+        f"nextAction      {state.nextAction or '-'}",
+        f"timeoutAt       {state.timeoutAt or '-'}",
+        f"correlationId   {state.correlationId}",
+        f"startedAt       {state.startedAt}",
+        f"updatedAt       {state.updatedAt}   (store version {version})",
+    ]
+    if state.deadlineAt:
+        lines.append(f"deadlineAt      {state.deadlineAt}")
+    if state.failure:
+        lines.append(f"failure         {state.failure.reason} ({state.failure.cause}{', step ' + state.failure.step if state.failure.step else ''})")
+    comp = state.compensation
+    if comp is not None:
+        lines.append(f"compensation    undone: {', '.join(u.commandName for u in comp.undone) or '-'}; "
+                     f"pending: {', '.join(u.commandName for u in comp.pending) or '-'}"
+                     + (f"; failed: {comp.failed.commandName}" if comp.failed else ""))
+    for wait in state.waits:
+        expects = " or ".join(wait.expects) or "its timer"
+        lines.append(f"waits           {wait.step}: {expects} (attempt {wait.attempt}, until {wait.timeoutAt or 'ever'})")
+    if state.status == "compensation_failed":
+        lines.append(f"operator        `procflow retry {state.workflowId}` sends the failed undo again")
+    sent = list(outbox)
+    if sent:
+        lines.append("")
+        lines.append("commands")
+        for entry in sent:
+            d = entry.dispatch
+            mark = f"sent {entry.sent_at}" if entry.sent_at else "queued"
+            again = f", asked {entry.emitted} times" if entry.emitted > 1 else ""
+            lines.append(f"  {d.command.commandName:<22} {d.dedupKey}  [{mark}{again}]")
+    lines.append("")
+    lines.append("history")
+    for entry in state.history:
+        what = entry.event
+        if entry.message:
+            what += f" {entry.message.get('type')}"
+        detail = []
+        status = entry.changes.get("status")
+        if isinstance(status, list) and len(status) == 2:
+            detail.append(f"{status[0]} -> {status[1]}")
+        if entry.changes.get("completedSteps"):
+            detail.append("completed " + ", ".join(entry.changes["completedSteps"]))
+        if entry.changes.get("failure"):
+            detail.append(f"failure: {entry.changes['failure']}")
+        if entry.sent:
+            detail.append("sent " + ", ".join(entry.sent))
+        if entry.note:
+            detail.append(entry.note)
+        lines.append(f"  {entry.seq:>3}  {entry.at}  {what:<28} {'; '.join(detail)}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    """Resume a compensation_failed instance: its failed undo is sent again."""
+    with _open(args) as store:
+        state = _row(store, args.workflow_id).state
+        if state.status != "compensation_failed":
+            if state.status in TERMINAL:
+                why = f" ({state.failure.reason})" if state.failure else ""
+                raise ProcflowError(
+                    f"instance {state.workflowId} is {state.status}{why}; it cannot be retried: only a "
+                    "compensation_failed instance has work an operator can resume. Start a new instance to try again."
+                )
+            raise ProcflowError(f"instance {state.workflowId} is still running ({state.status}); there is nothing to retry")
+        orchestrator = _orchestrator(store, _clock(args))
+        resumed = orchestrator.resume(state.workflowId)
+        print(f"resumed {resumed.workflowId}: {state.status} -> {resumed.status}")
+        queued = _queued(store, resumed.workflowId)
+        if queued:
+            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+    return 0
+
+
+class PrintTransport:
+    """Prints each command as one JSON line: the operator (or a script) answers with `procflow deliver`."""
+
+    def send(self, dispatch: Dispatch) -> None:
+        """Print the command with its dedup key."""
+        print(json.dumps({"dedupKey": dispatch.dedupKey, **dispatch.command.model_dump(mode="json")}), flush=True)
+
+
+class DemoTransport(InProcessTransport):
+    """In-process participants that say yes to every command: the first success reply of the
+    step (or of the undo) that sent it, with a message id taken from the dedup key."""
+
+    def __init__(self, definitions: Iterable[m.ProcessDefinition]) -> None:
+        super().__init__({})
+        self.answers: dict[str, str] = {}
+        for definition in definitions:
+            for process in _with_called(definition):
+                for node in process.nodes.values():
+                    if not isinstance(node, m.StepNode):
+                        continue
+                    if node.command is not None and node.replies:
+                        self.answers.setdefault(node.command.name, node.replies[0])
+                    if node.compensation is not None and node.compensation.replies:
+                        self.answers.setdefault(node.compensation.command.name, node.compensation.replies[0])
+
+    def send(self, dispatch: Dispatch) -> None:
+        """Answer yes at once (a command nobody knows gets no answer)."""
+        self.sent.append(dispatch)
+        command = dispatch.command
+        answer = self.answers.get(command.commandName)
+        if answer is not None:
+            self.replies.append(Reply(
+                type=answer, correlationId=command.correlationId, workflowId=command.workflowId,
+                messageId=f"demo:{dispatch.dedupKey}",
+            ))
+
+
+def _with_called(definition: m.ProcessDefinition) -> list[m.ProcessDefinition]:
+    found = [definition]
+    for child in definition.called.values():
+        found.extend(_with_called(child))
+    return found
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Send the outbox through a transport, apply in-process replies, fire due timers; loop."""
+    clock = _clock(args)
+    with _open(args) as store:
+        transport: Transport
+        if args.participants == "demo":
+            pinned = [compile_pinned_definition(p, compile_source) for p in store.pinned_definitions()]
+            transport = DemoTransport(pinned)
+        else:
+            transport = PrintTransport()
+        orchestrator = _orchestrator(store, clock, transport=transport)
+
+        def report(done: WorkerRound) -> None:
+            fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
+            print(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}", file=sys.stderr, flush=True)
+
+        worker(orchestrator, once=args.once, interval=args.interval, report=report)
+        if args.once:
+            waiting = sum(1 for s in store.summaries() if s.status not in TERMINAL)
+            print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- render support
+
+
+def instance_for_render(path: str, workflow_id: str, definition: m.ProcessDefinition) -> tuple[m.ProcessDefinition, dict[str, Any]]:
+    """The state of an instance from a store, and the definition to draw it on: the given one,
+    or (with a note on stderr) the pinned one when the file changed since the instance started."""
+    with SqliteStore(store_path(path), create=False) as store:
+        state = _row(store, workflow_id).state
+        ref = state.definition
+        if ref.fingerprint == definition.fingerprint:
+            return definition, state.to_json()
+        pinned = store.pinned(ref.fingerprint)
+        if pinned is None:
+            raise StoreError(
+                f"instance {workflow_id} runs `{ref.name}` version {ref.version} ({ref.fingerprint}), not the file given "
+                f"(version {definition.version}, {definition.fingerprint}), and the store keeps no text for it"
+            )
+    print(
+        f"note: instance {workflow_id} runs `{ref.name}` version {ref.version} ({ref.fingerprint}); the file is "
+        f"version {definition.version} ({definition.fingerprint}); drawing the version it runs",
+        file=sys.stderr,
+    )
+    return compile_pinned_definition(pinned, compile_source), state.to_json()
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def add_operator_commands(subparsers: Any) -> None:
+    """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
+
+    def store_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", metavar="PATH", help=f"the store file (default: ${STORE_ENV}, else {DEFAULT_STORE})")
+
+    def now_option(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--now", type=_instant, metavar="ISO-8601", help=f"{what} (default: the system clock)")
+
+    p = subparsers.add_parser("start", help="start an instance in the store (the same id again sends nothing new)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--input", required=True, metavar="JSON", help="the instance's input (JSON text, or @file.json)")
+    p.add_argument("--workflow-id", required=True, metavar="ID")
+    store_option(p)
+    now_option(p, "the moment it starts")
+    p.set_defaults(handler=cmd_start)
+
+    p = subparsers.add_parser("deliver", help="apply a reply or an event (JSON) to the instance it correlates with")
+    p.add_argument("--message", required=True, metavar="JSON", help="the reply or event (JSON text, or @file.json)")
+    store_option(p)
+    now_option(p, "the moment it arrives")
+    p.set_defaults(handler=cmd_deliver)
+
+    p = subparsers.add_parser("tick", help="fire the timers that are due (timeouts, retries, deadlines)")
+    store_option(p)
+    now_option(p, "the moment to fire timers at")
+    p.set_defaults(handler=cmd_tick)
+
+    p = subparsers.add_parser("instances", help="list the instances in the store")
+    p.add_argument("--status", metavar="S", help="only those with this status (e.g. compensation_failed)")
+    p.add_argument("--json", action="store_true")
+    store_option(p)
+    p.set_defaults(handler=cmd_instances)
+
+    p = subparsers.add_parser("inspect", help="one instance: state record, commands and history")
+    p.add_argument("workflow_id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    store_option(p)
+    p.set_defaults(handler=cmd_inspect)
+
+    p = subparsers.add_parser("retry", help="resume a compensation_failed instance (its failed undo is sent again)")
+    p.add_argument("workflow_id", metavar="ID")
+    store_option(p)
+    now_option(p, "the moment it resumes")
+    p.set_defaults(handler=cmd_retry)
+
+    p = subparsers.add_parser("worker", help="send the outbox and fire timers, in a loop")
+    p.add_argument("--once", action="store_true", help="one round, then stop")
+    p.add_argument("--participants", choices=("demo", "print"), default="print",
+                   help="demo: in-process participants that say yes to everything; print: print each command as JSON")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds to sleep when a round did nothing")
+    store_option(p)
+    now_option(p, "a fixed moment for every round (virtual time)")
+    p.set_defaults(handler=cmd_worker)

@@ -1,0 +1,360 @@
+"""A worker process for the crash test (`tests/test_crash.py`), which kills it with SIGKILL at
+random moments and starts it again; it must end where a run that was never killed ends.
+
+It drives a plan of instances (process file, scenario, input) through participants that
+answer as each instance's scenario says, on virtual time:
+
+- the store is a `SqliteStore`; the worker is `Orchestrator` + in-process transport;
+- replies due at once are applied before their command is marked sent (runtime `pump`);
+  replies due later (`after 2h`), explicit and default events wait in a mailbox (a second
+  SQLite file, written before the command is marked sent, so nothing is lost in a crash);
+- the clock only moves when nothing is left to do at the current moment: to the earliest
+  timer of the store or the earliest mail. After a restart it resumes at the latest moment
+  any instance was updated, so every transition happens at the same virtual moment in every
+  run, killed or not. Nothing here reads the wall clock.
+
+Every command handed to the transport is logged (`send RUN KEY`), and every command marked
+sent after that (`mark RUN KEY`), so the test can prove a command was sent twice only when a
+crash came between the send and its record.
+
+    python tests/workers/crash_worker.py --store S --mailbox M --plan plan.json --log sent.log --run 3
+    python tests/workers/crash_worker.py ... --serve      (runs forked on request; see `serve`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sqlite3
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from procflow.dsl import model as m
+from procflow.dsl.compiler import compile_source, load
+from procflow.dsl.errors import MessageRefused
+from procflow.dsl.expressions import compile_expr
+from procflow.interpreter.messages import Dispatch, Reply
+from procflow.interpreter.runtime import InProcessTransport, Orchestrator
+from procflow.interpreter.sqlite_store import SqliteStore, Synchronous
+from procflow.interpreter.state import TERMINAL, from_epoch, parse_instant
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """What a participant does with one command."""
+
+    reply: str | None
+    data: dict[str, Any]
+    after: float
+    twice: bool
+
+
+class Log:
+    """An append-only text file; each line is one `write` (a kill cannot split it)."""
+
+    def __init__(self, path: str, run: int) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.run = run
+
+    def line(self, kind: str, key: str) -> None:
+        os.write(self.fd, f"{kind} {self.run} {key}\n".encode())
+
+
+class Mailbox:
+    """Replies and events due later, kept in their own SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS mail (key TEXT PRIMARY KEY, at REAL NOT NULL, body TEXT NOT NULL, "
+            "delivered INTEGER NOT NULL DEFAULT 0)"
+        )
+
+    def post(self, key: str, at: float, reply: Reply) -> bool:
+        cursor = self.db.execute(
+            "INSERT INTO mail (key, at, body) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING", (key, at, reply.model_dump_json())
+        )
+        return cursor.rowcount == 1
+
+    def due(self, now: float) -> list[tuple[str, Reply]]:
+        rows = self.db.execute("SELECT key, body FROM mail WHERE delivered = 0 AND at <= ? ORDER BY at, key", (now,)).fetchall()
+        return [(key, Reply.model_validate_json(body)) for key, body in rows]
+
+    def delivered(self, key: str) -> None:
+        self.db.execute("UPDATE mail SET delivered = 1 WHERE key = ?", (key,))
+
+    def next_at(self) -> float | None:
+        row = self.db.execute("SELECT min(at) FROM mail WHERE delivered = 0").fetchone()
+        return None if row[0] is None else float(row[0])
+
+
+class Clock:
+    """The virtual clock: moved by the driver, read by the orchestrator."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+class LoggedStore(SqliteStore):
+    """Logs each command marked sent (after the mark is committed)."""
+
+    log: Log
+    keys: dict[int, str]
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        rows = super().outbox(limit)
+        self.keys.update({outbox_id: d.dedupKey for outbox_id, d in rows})
+        return rows
+
+    def mark_sent(self, outbox_id: int) -> None:
+        super().mark_sent(outbox_id)
+        self.log.line("mark", self.keys.pop(outbox_id, "?"))
+
+
+class ScenarioTransport(InProcessTransport):
+    """Participants that answer as each instance's scenario says (by default: the step's first reply)."""
+
+    def __init__(self, plan: dict[str, dict[str, Any]], definitions: dict[str, m.ProcessDefinition], mailbox: Mailbox, clock: Clock, log: Log) -> None:
+        super().__init__({})
+        self.plan = plan
+        self.definitions = definitions
+        self.mailbox = mailbox
+        self.clock = clock
+        self.log = log
+        self.rules: dict[str, dict[tuple[str, int | None], Reaction]] = {}
+        for definition in definitions.values():
+            for scenario in definition.scenarios:
+                table: dict[tuple[str, int | None], Reaction] = {}
+                for rule in scenario.syntax.rules:
+                    data = compile_expr(rule.data)({}) if rule.data is not None else {}
+                    table[(f"{rule.participant.text}.{rule.command.text}", rule.attempt)] = Reaction(
+                        rule.reply.text if rule.reply else None, data, rule.after.seconds if rule.after else 0.0, rule.twice
+                    )
+                self.rules[f"{definition.name}/{scenario.name}"] = table
+
+    def send(self, dispatch: Dispatch) -> None:
+        self.log.line("send", dispatch.dedupKey)
+        command = dispatch.command
+        instance = self.plan[command.workflowId]
+        definition = self.definitions[instance["file"]]
+        table = self.rules[f"{definition.name}/{instance['scenario']}"]
+        reaction = table.get((command.commandName, dispatch.attempt)) or table.get((command.commandName, None))
+        if reaction is None:
+            default = default_reply(definition, dispatch.step)
+            reaction = Reaction(default, {}, 0.0, False) if default else None
+        if reaction is None or reaction.reply is None:
+            return
+        reply = Reply(
+            type=reaction.reply, correlationId=command.correlationId, workflowId=command.workflowId,
+            messageId=f"{dispatch.dedupKey}:{reaction.reply}", data=reaction.data,
+        )
+        copies = 2 if reaction.twice else 1
+        if reaction.after == 0:
+            self.replies.extend([reply] * copies)
+            return
+        at = self.clock().timestamp() + reaction.after
+        for copy in range(copies):
+            self.mailbox.post(f"{reply.messageId}/{copy}", at, reply)
+
+
+def default_reply(definition: m.ProcessDefinition, step: str) -> str | None:
+    """The first reply of the step (or of its compensation) that sent a command."""
+    undo = step.startswith("undo:")
+    name = step.removeprefix("undo:")
+    for process in _with_called(definition):
+        for node in process.nodes.values():
+            if isinstance(node, m.StepNode) and node.name == name:
+                if undo:
+                    return node.compensation.replies[0] if node.compensation and node.compensation.replies else None
+                return node.replies[0] if node.replies else None
+    return None
+
+
+def _with_called(definition: m.ProcessDefinition) -> list[m.ProcessDefinition]:
+    found = [definition]
+    for child in definition.called.values():
+        found.extend(_with_called(child))
+    return found
+
+
+def scenario_of(definitions: dict[str, m.ProcessDefinition], instance: dict[str, Any]) -> m.Scenario:
+    definition = definitions[instance["file"]]
+    return next(s for s in definition.scenarios if s.name == instance["scenario"])
+
+
+def has_events(definition: m.ProcessDefinition) -> bool:
+    """True when the process (or one it calls) waits for an event that is not a reply."""
+    return any(
+        isinstance(node, m.RaceNode) or (isinstance(node, m.StepNode) and node.command is None and not node.is_timer)
+        for process in _with_called(definition)
+        for node in process.nodes.values()
+    )
+
+
+def post_events(store: SqliteStore, mailbox: Mailbox, definitions: dict[str, m.ProcessDefinition], plan: dict[str, dict[str, Any]], now: float) -> bool:
+    """Events nobody sends as a reply: the first event an event or race wait expects, at once,
+    unless the scenario silences it or delivers it itself (what the simulator does)."""
+    posted = False
+    for summary in store.summaries():
+        instance = plan[summary.workflow_id]
+        if summary.status in TERMINAL or not has_events(definitions[instance["file"]]):
+            continue
+        row = store.get(summary.workflow_id)
+        assert row is not None
+        state = row.state
+        syntax = scenario_of(definitions, instance).syntax
+        silenced = {n.text for n in syntax.silenced}
+        explicit = {d.event.text for d in syntax.deliveries}
+        for wait in state.waits:
+            if wait.kind not in ("event", "race") or not wait.expects:
+                continue
+            first = wait.expects[0]
+            if first in silenced or first in explicit or (wait.kind == "race" and silenced & set(wait.expects)):
+                continue
+            message_id = f"{state.workflowId}:{wait.step}:{wait.since}:{first}"
+            reply = Reply(type=first, correlationId=wait.correlationId, workflowId=state.workflowId, messageId=message_id)
+            posted = mailbox.post(message_id, now, reply) or posted
+    return posted
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What every run of the worker works on."""
+
+    store: str
+    mailbox: str
+    log: str
+    synchronous: Synchronous
+    start: datetime
+    plan: dict[str, dict[str, Any]]
+    definitions: dict[str, m.ProcessDefinition]
+
+
+def load_job(args: argparse.Namespace) -> Job:
+    """Read the plan and compile the process files (once: runs forked from a server reuse them)."""
+    document = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+    plan: dict[str, dict[str, Any]] = {i["workflowId"]: i for i in document["instances"]}
+    definitions = {file: load(file) for file in sorted({i["file"] for i in plan.values()})}
+    synchronous: Synchronous = "NORMAL" if args.synchronous == "NORMAL" else "FULL"
+    return Job(args.store, args.mailbox, args.log, synchronous, parse_instant(document["start"]), plan, definitions)
+
+
+def drive(job: Job, run: int) -> None:
+    """One run of the worker: open the store, start what is not started, work until nothing is left."""
+    plan, definitions, start = job.plan, job.definitions, job.start
+    log = Log(job.log, run)
+    store = LoggedStore(job.store, job.synchronous, verify=False)
+    store.log, store.keys = log, {}
+    mailbox = Mailbox(job.mailbox)
+    clock = Clock(start)
+    transport = ScenarioTransport(plan, definitions, mailbox, clock, log)
+    orchestrator = Orchestrator(list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source)
+
+    # Start every instance at the start moment; an instance started before returns as it is.
+    for workflow_id, instance in plan.items():
+        definition = definitions[instance["file"]]
+        orchestrator.start(workflow_id, instance["input"], process=definition.name)
+        for delivery in scenario_of(definitions, instance).syntax.deliveries:
+            data = compile_expr(delivery.data)({}) if delivery.data is not None else {}
+            message_id = f"{workflow_id}:deliver:{delivery.event.text}:{delivery.after.text}"
+            state = orchestrator.state(workflow_id)
+            reply = Reply(type=delivery.event.text, correlationId=state.correlationId, workflowId=workflow_id, messageId=message_id, data=data)
+            mailbox.post(message_id, start.timestamp() + delivery.after.seconds, reply)
+
+    # Resume where the store stands: the latest moment any instance changed.
+    moments = [parse_instant(s.updated_at) for s in store.summaries()]
+    clock.moment = max([start, *moments])
+    while True:
+        orchestrator.pump()
+        now = clock.moment.timestamp()
+        mail = mailbox.due(now)
+        for key, reply in mail:
+            try:
+                orchestrator.receive(reply)
+            except MessageRefused:
+                pass
+            mailbox.delivered(key)
+        if mail:
+            continue
+        if orchestrator.tick(clock.moment):
+            continue
+        if post_events(store, mailbox, definitions, plan, now):
+            continue
+        upcoming = [t for t in (store.next_due(), mailbox.next_at()) if t is not None]
+        if not upcoming:
+            break
+        if min(upcoming) <= now:
+            raise SystemExit(f"stuck at {clock.moment}: a timer or mail is due but nothing happened")
+        clock.moment = max(clock.moment, from_epoch(min(upcoming)))
+    store.close()
+    mailbox.db.close()
+    os.close(log.fd)
+
+
+def serve(job: Job) -> int:
+    """Start runs on request, each a new process forked from this one (so a restart costs a
+    fork, not the imports and the parser build): `run N` forks and answers `started PID`;
+    `kill` sends the run SIGKILL, `wait` lets it finish; both answer `exit CODE` (-9: killed).
+    The run is reaped only then, so its pid cannot be reused before the kill."""
+    child: int | None = None
+    for line in sys.stdin:
+        command = line.split()
+        if command[:1] == ["run"] and child is None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            child = os.fork()
+            if child == 0:
+                code = 0
+                try:
+                    drive(job, int(command[1]))
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    sys.stderr.flush()
+                    os._exit(code)
+            print(f"started {child}", flush=True)
+        elif command[:1] in (["kill"], ["wait"]) and child is not None:
+            if command[0] == "kill":
+                os.kill(child, signal.SIGKILL)
+            _, status = os.waitpid(child, 0)
+            child = None
+            print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+        elif command[:1] == ["quit"]:
+            break
+        else:
+            print(f"error: cannot `{line.strip()}` now", flush=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--mailbox", required=True)
+    parser.add_argument("--plan", required=True)
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--run", type=int, default=0, help="the run number written in the log (one run, then exit)")
+    parser.add_argument("--serve", action="store_true", help="wait for `run N` / `kill` / `wait` / `quit` on stdin")
+    parser.add_argument("--synchronous", default="FULL")
+    args = parser.parse_args()
+    job = load_job(args)
+    print("ready", flush=True)
+    if args.serve:
+        return serve(job)
+    drive(job, args.run)
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
