@@ -72,6 +72,11 @@ def _span_of(item: Any) -> Span:
     return Span(meta.line, meta.column, meta.end_line, meta.end_column)
 
 
+def _kids(tree: Tree[Any]) -> list[Any]:
+    """The children of a rule: tokens and the syntax nodes the rules below already built."""
+    return tree.children
+
+
 def _name(token: Token) -> sx.Name:
     return sx.Name(str(token), _span_of(token))
 
@@ -128,43 +133,43 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def var(self, tree: Tree[Token]) -> ex.Expr:
-        (tok,) = tree.children
+        (tok,) = _kids(tree)
         assert isinstance(tok, Token)
         return ex.Var(_span_of(tok), str(tok))
 
     @v_args(tree=True)
     def field(self, tree: Tree[Any]) -> ex.Expr:
-        base, name = tree.children
+        base, name = _kids(tree)
         return ex.Field(_span_of(tree), base, str(name))
 
     @v_args(tree=True)
     def index(self, tree: Tree[Any]) -> ex.Expr:
-        base, key = tree.children
+        base, key = _kids(tree)
         return ex.Index(_span_of(tree), base, key)
 
     @v_args(tree=True)
     def not_op(self, tree: Tree[Any]) -> ex.Expr:
-        return ex.Unary(_span_of(tree), "not", tree.children[0])
+        return ex.Unary(_span_of(tree), "not", _kids(tree)[0])
 
     @v_args(tree=True)
     def negate(self, tree: Tree[Any]) -> ex.Expr:
-        return ex.Unary(_span_of(tree), "-", tree.children[0])
+        return ex.Unary(_span_of(tree), "-", _kids(tree)[0])
 
     @v_args(tree=True)
     def binary(self, tree: Tree[Any]) -> ex.Expr:
-        left, op, right = tree.children
+        left, op, right = _kids(tree)
         return ex.Binary(_span_of(tree), str(op), left, right)
 
     compare = binary
 
     @v_args(tree=True)
     def member(self, tree: Tree[Any]) -> ex.Expr:
-        left, right = tree.children
+        left, right = _kids(tree)
         return ex.Binary(_span_of(tree), "in", left, right)
 
     @v_args(tree=True)
     def not_member(self, tree: Tree[Any]) -> ex.Expr:
-        left, right = tree.children
+        left, right = _kids(tree)
         return ex.Binary(_span_of(tree), "not in", left, right)
 
     @v_args(tree=True)
@@ -177,15 +182,15 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @staticmethod
     def _chain(tree: Tree[Any], op: str) -> ex.Expr:
-        result: ex.Expr = tree.children[0]
-        for right in tree.children[1:]:
+        result: ex.Expr = _kids(tree)[0]
+        for right in _kids(tree)[1:]:
             span = Span(result.span.line, result.span.column, right.span.end_line, right.span.end_column)
             result = ex.Binary(span, op, result, right)
         return result
 
     @v_args(tree=True)
     def func(self, tree: Tree[Any]) -> ex.Expr:
-        name, *args = tree.children
+        name, *args = _kids(tree)
         name_text = str(name)
         if name_text not in ex.FUNCTIONS:
             guess = difflib.get_close_matches(name_text, list(ex.FUNCTIONS), n=1)
@@ -208,11 +213,11 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def list_expr(self, tree: Tree[Any]) -> ex.Expr:
-        return ex.ListExpr(_span_of(tree), tuple(c for c in tree.children if c is not None))
+        return ex.ListExpr(_span_of(tree), tuple(c for c in _kids(tree) if c is not None))
 
     @v_args(tree=True)
     def mapping(self, tree: Tree[Any]) -> ex.ObjectExpr:
-        pairs = [c for c in tree.children if c is not None]
+        pairs = [c for c in _kids(tree) if c is not None]
         seen: dict[str, Span] = {}
         for key, _value, key_span in pairs:
             if key in seen:
@@ -228,7 +233,7 @@ class _ToSyntax(Transformer[Token, Any]):
     # ---- types
     @v_args(tree=True)
     def record_type(self, tree: Tree[Any]) -> sx.RecordType:
-        fields = tuple(c for c in tree.children if c is not None)
+        fields = tuple(c for c in _kids(tree) if c is not None)
         seen: set[str] = set()
         for name, _, _ in fields:
             if name.text in seen:
@@ -248,25 +253,25 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def type_atom(self, tree: Tree[Any]) -> sx.TypeSpec:
-        (inner,) = tree.children
+        (inner,) = _kids(tree)
         if isinstance(inner, sx.RecordType):
             return sx.TypeSpec(inner.to_schema(), inner.span)
         return inner  # type: ignore[no-any-return]
 
     @v_args(tree=True)
     def type_name(self, tree: Tree[Any]) -> sx.TypeSpec:
-        (tok,) = tree.children
+        (tok,) = _kids(tree)
         name = str(tok)
         schema: dict[str, Any] = {} if name == "any" else {"type": name}
         return sx.TypeSpec(schema, _span_of(tok))
 
     @v_args(tree=True)
     def enum_type(self, tree: Tree[Any]) -> sx.TypeSpec:
-        return sx.TypeSpec({"type": "string", "enum": [_string(t) for t in tree.children]}, _span_of(tree))
+        return sx.TypeSpec({"type": "string", "enum": [_string(t) for t in _kids(tree)]}, _span_of(tree))
 
     @v_args(tree=True)
     def array_type(self, tree: Tree[Any]) -> sx.TypeSpec:
-        (item,) = tree.children
+        (item,) = _kids(tree)
         return sx.TypeSpec({"type": "array", "items": item.schema}, _span_of(tree))
 
     # ---- process header
@@ -275,7 +280,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def process(self, tree: Tree[Any]) -> sx.Process:
-        name, *items = tree.children
+        name, *items = _kids(tree)
         proc = sx.Process(name=name, span=_span_of(tree))
         for item in items:
             self._add_process_item(proc, item)
@@ -312,43 +317,43 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def version(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "version", _integer(tree.children[0], "a version"), _span_of(tree))
+        return ("header", "version", _integer(_kids(tree)[0], "a version"), _span_of(tree))
 
     @v_args(tree=True)
     def title(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "title", _string(tree.children[0]), _span_of(tree))
+        return ("header", "title", _string(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def doc(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "doc", _string(tree.children[0]), _span_of(tree))
+        return ("header", "doc", _string(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def correlate(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "correlate", tree.children[0], _span_of(tree))
+        return ("header", "correlate", _kids(tree)[0], _span_of(tree))
 
     @v_args(tree=True)
     def reply_channel(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "reply_to", _string(tree.children[0]), _span_of(tree))
+        return ("header", "reply_to", _string(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def deadline(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "deadline", self._duration(tree.children[0]), _span_of(tree))
+        return ("header", "deadline", self._duration(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def input_decl(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        (inner,) = tree.children
+        (inner,) = _kids(tree)
         if isinstance(inner, sx.RecordType):
             return ("header", "input_record", inner, _span_of(tree))
         return ("header", "input_file", _string(inner), _span_of(inner))
 
     @v_args(tree=True)
     def limit(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        name, value = tree.children
+        name, value = _kids(tree)
         return ("limit", str(name), _integer(value, "a limit"), _span_of(name))
 
     @v_args(tree=True)
     def participant(self, tree: Tree[Any]) -> sx.Participant:
-        name, *rest = tree.children
+        name, *rest = _kids(tree)
         display = None
         contracts: tuple[sx.Contract, ...] = ()
         for item in rest:
@@ -363,7 +368,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def contract_item(self, tree: Tree[Any]) -> sx.Contract:
-        kind, name, *payload = tree.children
+        kind, name, *payload = _kids(tree)
         return sx.Contract(kind, _name(name), payload[0] if payload else None, _span_of(tree))
 
     def contract_kind(self, children: list[Token]) -> str:
@@ -371,7 +376,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def event_decl(self, tree: Tree[Any]) -> sx.EventDecl:
-        name, *payload = tree.children
+        name, *payload = _kids(tree)
         return sx.EventDecl(_name(name), payload[0] if payload else None, _span_of(tree))
 
     # ---- steps
@@ -381,7 +386,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def step(self, tree: Tree[Any]) -> sx.Step:
-        name, *items = tree.children
+        name, *items = _kids(tree)
         step = sx.Step(name=_name(name), span=_span_of(tree))
         seen: dict[str, Span] = {}
 
@@ -423,7 +428,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def send(self, tree: Tree[Any]) -> sx.Send:
-        participant, command, *data = tree.children
+        participant, command, *data = _kids(tree)
         return sx.Send(_name(participant), _name(command), data[0] if data else None, _span_of(tree))
 
     def binding(self, children: list[Token]) -> sx.Name:
@@ -431,40 +436,40 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def await_(self, tree: Tree[Any]) -> sx.Await:
-        names = tuple(_name(c) for c in tree.children if isinstance(c, Token))
-        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
-        timeout = next((c for c in tree.children if isinstance(c, sx.Timeout)), None)
+        names = tuple(_name(c) for c in _kids(tree) if isinstance(c, Token))
+        bind = next((c for c in _kids(tree) if isinstance(c, sx.Name)), None)
+        timeout = next((c for c in _kids(tree) if isinstance(c, sx.Timeout)), None)
         return sx.Await(names, bind, timeout, _span_of(tree))
 
     @v_args(tree=True)
     def timeout(self, tree: Tree[Any]) -> sx.Timeout:
-        duration, *retry = tree.children
+        duration, *retry = _kids(tree)
         return sx.Timeout(self._duration(duration), retry[0] if retry else None, _span_of(tree))
 
     @v_args(tree=True)
     def retry(self, tree: Tree[Any]) -> sx.Retry:
-        count, *rest = tree.children
+        count, *rest = _kids(tree)
         backoff = self._duration(rest[0]) if rest else None
         factor = float(str(rest[1])[1:]) if len(rest) > 1 else 1.0
         return sx.Retry(_integer(count, "a retry count"), backoff, factor, _span_of(tree))
 
     @v_args(tree=True)
     def on_reply(self, tree: Tree[Any]) -> sx.OnReply:
-        names = tuple(_name(c) for c in tree.children if isinstance(c, Token) and c.type == "NAME")
-        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
-        reason = next(c for c in tree.children if isinstance(c, Token) and c.type == "STRING")
+        names = tuple(_name(c) for c in _kids(tree) if isinstance(c, Token) and c.type == "NAME")
+        bind = next((c for c in _kids(tree) if isinstance(c, sx.Name)), None)
+        reason = next(c for c in _kids(tree) if isinstance(c, Token) and c.type == "STRING")
         return sx.OnReply(names, bind, _string(reason), _span_of(tree))
 
     @v_args(tree=True)
     def on_timeout(self, tree: Tree[Any]) -> tuple[str, str, Span]:
-        return ("on_timeout", tree.children[0], _span_of(tree))
+        return ("on_timeout", _kids(tree)[0], _span_of(tree))
 
     def timeout_action(self, children: list[Token]) -> str:
         return _string(children[0])
 
     @v_args(tree=True)
     def compensate(self, tree: Tree[Any]) -> sx.Compensate:
-        participant, command, *rest = tree.children
+        participant, command, *rest = _kids(tree)
         data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
         replies = tuple(_name(c) for c in rest if isinstance(c, Token))
         timeout = next((c for c in rest if isinstance(c, sx.Timeout)), None)
@@ -472,11 +477,11 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def wait_for(self, tree: Tree[Any]) -> sx.Wait:
-        return sx.Wait(self._duration(tree.children[0]), None, _span_of(tree))
+        return sx.Wait(self._duration(_kids(tree)[0]), None, _span_of(tree))
 
     @v_args(tree=True)
     def wait_until(self, tree: Tree[Any]) -> sx.Wait:
-        return sx.Wait(None, tree.children[0], _span_of(tree))
+        return sx.Wait(None, _kids(tree)[0], _span_of(tree))
 
     # ---- control flow
     def block(self, children: list[Any]) -> tuple[Any, ...]:
@@ -484,7 +489,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def if_stmt(self, tree: Tree[Any]) -> sx.If:
-        cond, body, *rest = tree.children
+        cond, body, *rest = _kids(tree)
         arms = [(cond, body)]
         otherwise = None
         for item in rest:
@@ -502,14 +507,14 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def switch_stmt(self, tree: Tree[Any]) -> sx.Switch:
-        subject, *clauses = tree.children
+        subject, *clauses = _kids(tree)
         cases = tuple(c for c in clauses if isinstance(c, sx.Case))
         default = next((c[1] for c in clauses if isinstance(c, tuple)), None)
         return sx.Switch(subject, cases, default, _span_of(tree))
 
     @v_args(tree=True)
     def case_clause(self, tree: Tree[Any]) -> sx.Case:
-        *values, body = tree.children
+        *values, body = _kids(tree)
         return sx.Case(tuple(v.value for v in values), body, _span_of(tree))
 
     def default_clause(self, children: list[Any]) -> tuple[Any, ...]:
@@ -517,35 +522,35 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def parallel(self, tree: Tree[Any]) -> sx.Parallel:
-        name = next((_name(c) for c in tree.children if isinstance(c, Token)), None)
-        branches = tuple(c for c in tree.children if isinstance(c, sx.Branch))
+        name = next((_name(c) for c in _kids(tree) if isinstance(c, Token)), None)
+        branches = tuple(c for c in _kids(tree) if isinstance(c, sx.Branch))
         return sx.Parallel(name, branches, _span_of(tree))
 
     @v_args(tree=True)
     def branch(self, tree: Tree[Any]) -> sx.Branch:
-        name, body = tree.children
+        name, body = _kids(tree)
         return sx.Branch(_name(name), body, _span_of(tree))
 
     @v_args(tree=True)
     def race(self, tree: Tree[Any]) -> sx.Race:
-        name, *arms = tree.children
+        name, *arms = _kids(tree)
         return sx.Race(_name(name), tuple(arms), _span_of(tree))
 
     @v_args(tree=True)
     def race_message(self, tree: Tree[Any]) -> sx.RaceArm:
-        names = tuple(_name(c) for c in tree.children if isinstance(c, Token))
-        bind = next((c for c in tree.children if isinstance(c, sx.Name)), None)
-        body = tree.children[-1]
+        names = tuple(_name(c) for c in _kids(tree) if isinstance(c, Token))
+        bind = next((c for c in _kids(tree) if isinstance(c, sx.Name)), None)
+        body = _kids(tree)[-1]
         return sx.RaceArm(names, bind, None, None, body, _span_of(tree))
 
     @v_args(tree=True)
     def race_after(self, tree: Tree[Any]) -> sx.RaceArm:
-        duration, body = tree.children
+        duration, body = _kids(tree)
         return sx.RaceArm((), None, self._duration(duration), None, body, _span_of(tree))
 
     @v_args(tree=True)
     def race_at(self, tree: Tree[Any]) -> sx.RaceArm:
-        at, body = tree.children
+        at, body = _kids(tree)
         return sx.RaceArm((), None, None, at, body, _span_of(tree))
 
     @v_args(tree=True)
@@ -554,7 +559,7 @@ class _ToSyntax(Transformer[Token, Any]):
         bound = None
         body: tuple[Any, ...] = ()
         until = None
-        for child in tree.children:
+        for child in _kids(tree):
             if isinstance(child, Token) and child.type == "NAME":
                 name = _name(child)
             elif isinstance(child, Token) and child.type == "NUMBER":
@@ -568,7 +573,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def call(self, tree: Tree[Any]) -> sx.Call:
-        process, *rest = tree.children
+        process, *rest = _kids(tree)
         path = next((_string(c) for c in rest if isinstance(c, Token)), None)
         data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
         bind = next((c for c in rest if isinstance(c, sx.Name)), None)
@@ -576,7 +581,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def fail_stmt(self, tree: Tree[Any]) -> sx.Fail:
-        return sx.Fail(_string(tree.children[0]), _span_of(tree))
+        return sx.Fail(_string(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def end_stmt(self, tree: Tree[Any]) -> sx.End:
@@ -585,7 +590,7 @@ class _ToSyntax(Transformer[Token, Any]):
     # ---- scenarios
     @v_args(tree=True)
     def scenario(self, tree: Tree[Any]) -> sx.Scenario:
-        name, *items = tree.children
+        name, *items = _kids(tree)
         description = None
         if items and isinstance(items[0], Token):
             description = _string(items.pop(0))
@@ -610,11 +615,11 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def scenario_start(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("start", _string(tree.children[0]), _span_of(tree))
+        return ("start", _string(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def when_rule(self, tree: Tree[Any]) -> sx.WhenRule:
-        participant, command, *rest = tree.children
+        participant, command, *rest = _kids(tree)
         attempt = next((c for c in rest if isinstance(c, int)), None)
         reaction = rest[-1]
         return sx.WhenRule(
@@ -654,7 +659,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def event_rule(self, tree: Tree[Any]) -> sx.DeliverRule:
-        name, *rest = tree.children
+        name, *rest = _kids(tree)
         data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
         return sx.DeliverRule(_name(name), data, self._duration(rest[-1]), _span_of(tree))
 
@@ -666,23 +671,23 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def expect_status(self, tree: Tree[Any]) -> sx.Expectation:
-        return sx.Expectation("status", str(tree.children[0]), _span_of(tree))
+        return sx.Expectation("status", str(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def expect_completed(self, tree: Tree[Any]) -> sx.Expectation:
-        return sx.Expectation("completed", [str(c) for c in tree.children if c is not None], _span_of(tree))
+        return sx.Expectation("completed", [str(c) for c in _kids(tree) if c is not None], _span_of(tree))
 
     @v_args(tree=True)
     def expect_commands(self, tree: Tree[Any]) -> sx.Expectation:
-        return sx.Expectation("commands", [c for c in tree.children if c is not None], _span_of(tree))
+        return sx.Expectation("commands", [c for c in _kids(tree) if c is not None], _span_of(tree))
 
     @v_args(tree=True)
     def expect_compensation(self, tree: Tree[Any]) -> sx.Expectation:
-        return sx.Expectation("compensation", [c for c in tree.children if c is not None], _span_of(tree))
+        return sx.Expectation("compensation", [c for c in _kids(tree) if c is not None], _span_of(tree))
 
     @v_args(tree=True)
     def expect_failure(self, tree: Tree[Any]) -> sx.Expectation:
-        return sx.Expectation("failure", _string(tree.children[0]), _span_of(tree))
+        return sx.Expectation("failure", _string(_kids(tree)[0]), _span_of(tree))
 
     def start(self, children: list[Any]) -> tuple[sx.Process, list[sx.Scenario]]:
         process, *scenarios = children

@@ -1,0 +1,194 @@
+"""Benchmark (not a test): parse, compile and validate generated processes of growing size.
+
+Generates processes of 500, 5,000 and 50,000 steps (sequences with `if`/`else`, `switch`,
+`parallel` blocks, races and bounded loops), times each stage, and prints the time per step
+and the ratio per-step(largest) / per-step(smallest). The process must scale linearly:
+the ratio is expected to stay at or below 1.5, and 5,000 steps to take under 2 s in total.
+
+    python bench/dsl_scale.py                 # 500, 5000, 50000
+    python bench/dsl_scale.py 500 5000        # chosen sizes
+    python bench/dsl_scale.py --profile 5000  # cProfile the stages, top 25 functions by own time
+
+The sizes are measured in `--rounds` interleaved rounds (default 2) and the best time of
+each stage counts: the machine may be busy with other work, and the best run is the one
+least disturbed by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+
+from procflow.dsl.compiler import _Compiler
+from procflow.dsl.model import ProcessDefinition
+from procflow.dsl.parser import _parser, collection_paused, parse
+from procflow.dsl.syntax import SourceFile
+from procflow.dsl.validate import validate
+
+PARTICIPANTS = ("inventory", "payment", "shipping", "billing", "crm")
+
+
+def _step(index: int, indent: str) -> list[str]:
+    participant = PARTICIPANTS[index % len(PARTICIPANTS)]
+    bind = f" as r{index}" if index % 7 == 0 else ""
+    return [
+        f"{indent}step s{index} {{",
+        f"{indent}  send {participant}.do{index % 13} {{ orderId: input.orderId, n: {index} }}",
+        f"{indent}  await done{index}{bind} within 30s retry 2 backoff 5s x2",
+        f"{indent}  on failed{index} fail \"step {index} failed\"",
+        f"{indent}  compensate {participant}.undo{index % 13} {{ orderId: input.orderId }} awaiting undone{index} within 1m",
+        f"{indent}}}",
+    ]
+
+
+def generate(steps: int) -> str:
+    """A valid process with exactly `steps` steps and a mix of every kind of block."""
+    lines = [
+        "process scale-test {",
+        "  correlate by input.orderId",
+        '  reply to "scale-replies"',
+        '  input { orderId: string, amount: number, kind: "a" | "b" | "c" }',
+        "  deadline 30d",
+    ]
+    lines += [f'  participant {p} "{p.title()}"' for p in PARTICIPANTS]
+    lines.append("  event ping { orderId: string }")
+    made = 0
+    block = 0
+    while made < steps:
+        left = steps - made
+        shape = block % 6
+        block += 1
+        if shape == 1 and left >= 2:
+            lines.append("  if input.amount > 100 {")
+            lines += _step(made, "    ")
+            lines.append("  } else {")
+            lines += _step(made + 1, "    ")
+            lines.append("  }")
+            made += 2
+        elif shape == 2 and left >= 2:
+            lines.append(f"  parallel p{block} {{")
+            lines.append("    branch left {")
+            lines += _step(made, "      ")
+            lines.append("    }")
+            lines.append("    branch right {")
+            lines += _step(made + 1, "      ")
+            lines.append("    }")
+            lines.append("  }")
+            made += 2
+        elif shape == 3 and left >= 3:
+            lines.append("  switch input.kind {")
+            for offset, value in enumerate(("a", "b", "c")):
+                lines.append(f'    case "{value}" {{')
+                lines += _step(made + offset, "      ")
+                lines.append("    }")
+            lines.append("  }")
+            made += 3
+        elif shape == 4 and left >= 1:
+            lines.append(f"  race w{block} {{")
+            lines.append("    on ping as pinged {")
+            lines += _step(made, "      ")
+            lines.append("    }")
+            lines.append("    on timer 1h {")
+            lines.append("      end")
+            lines.append("    }")
+            lines.append("  }")
+            made += 1
+        elif shape == 5 and left >= 1:
+            lines.append(f"  repeat l{block} max 3 {{")
+            lines += _step(made, "    ")
+            lines.append(f"  }} until steps.s{made}.reply == \"done{made}\"")
+            made += 1
+        else:
+            lines += _step(made, "  ")
+            made += 1
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def measure(steps: int) -> dict[str, float]:
+    """Seconds spent parsing, compiling and validating one generated process."""
+    text = generate(steps)
+    started = time.perf_counter()
+    source = parse(text, "<bench>")
+    parsed = time.perf_counter()
+    definition = compile_syntax(source)
+    compiled = time.perf_counter()
+    diagnostics = validate(definition)
+    validated = time.perf_counter()
+    if diagnostics:
+        print(f"  note: {len(diagnostics)} diagnostics, first: {diagnostics[0].code} {diagnostics[0].message}")
+    return {
+        "parse": parsed - started,
+        "compile": compiled - parsed,
+        "validate": validated - compiled,
+        "total": validated - started,
+        "tokens": float(_token_count(text)),
+    }
+
+
+def compile_syntax(source: SourceFile) -> ProcessDefinition:
+    """Compile an already parsed file (what `compile_source` does after parsing)."""
+    with collection_paused():
+        return _Compiler(source, None, (source.path,)).compile()
+
+
+def _token_count(text: str) -> int:
+    return sum(1 for _ in _parser().lex(text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a table; exit 1 when a target is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[500, 5000, 50000])
+    parser.add_argument("--profile", action="store_true", help="profile each size with cProfile")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds over all sizes; each stage's best time counts")
+    args = parser.parse_args(argv)
+    if args.profile:
+        for size in args.sizes:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            measure(size)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        return 0
+    measure(200)  # warm up: build the parser once, outside the timings
+    best: dict[int, dict[str, float]] = {}
+    for _ in range(args.rounds):  # sizes interleaved, so a busy spell on the machine hits them all
+        for size in args.sizes:
+            times = measure(size)
+            kept = best.setdefault(size, times)
+            for stage in ("parse", "compile", "validate"):
+                kept[stage] = min(kept[stage], times[stage])
+            kept["total"] = kept["parse"] + kept["compile"] + kept["validate"]
+    print(f"{'steps':>7} {'tokens':>9} {'parse s':>9} {'compile s':>10} {'validate s':>11} {'total s':>9}"
+          f" {'µs/step':>9} {'µs/token':>9}")
+    per_step: dict[int, float] = {}
+    totals: dict[int, float] = {}
+    for size in args.sizes:
+        times = best[size]
+        per_step[size] = times["total"] / size
+        totals[size] = times["total"]
+        print(
+            f"{size:>7} {int(times['tokens']):>9} {times['parse']:>9.3f} {times['compile']:>10.3f}"
+            f" {times['validate']:>11.3f} {times['total']:>9.3f} {per_step[size] * 1e6:>9.1f}"
+            f" {times['total'] / times['tokens'] * 1e6:>9.2f}"
+        )
+    ok = True
+    smallest, largest = min(per_step), max(per_step)
+    if smallest != largest:
+        ratio = per_step[largest] / per_step[smallest]
+        verdict = "ok" if ratio <= 1.5 else "MISSED (target <= 1.5)"
+        ok &= ratio <= 1.5
+        print(f"per-step({largest}) / per-step({smallest}) = {ratio:.2f}  {verdict}")
+    if 5000 in totals:
+        verdict = "ok" if totals[5000] < 2.0 else "MISSED (target < 2 s)"
+        ok &= totals[5000] < 2.0
+        print(f"5000 steps: {totals[5000]:.3f} s  {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,479 @@
+"""Facts the validator's rules share: expressions and bindings, walks of the syntax tree,
+and analyses of the compiled graph. Nothing here makes a diagnostic; `procflow.dsl.rules` does.
+
+Everything is linear (or close) in the size of the process and iterative: a process of
+50,000 steps is walked with explicit stacks and work lists, never by recursion per node.
+
+- `node_uses`, `scan`, `bindings_of`: where expressions are evaluated, what they read,
+  which names `as` binds; `schema_at`: the contract of an input field.
+- `walk_statements` / `blocks`: the syntax tree in document order, with enclosing branches.
+- `completion`: which statements can finish and let the process go on (for unreachable
+  statements and parallel joins that never fire).
+- `Bindings`: a must-be-bound and a may-be-bound dataflow over the node table, for the names
+  bound with `as` and for `steps.<name>` (a step that has completed).
+- `failure_witness`: for every node, a failure that can still happen after it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from procflow.dsl import expressions as ex
+from procflow.dsl import model as m
+from procflow.dsl import syntax as sx
+
+STEP_PREFIX = "steps."
+"""Facts about completed steps are keyed `steps.<name>`; bound names are keyed by the name."""
+
+
+# ---------------------------------------------------------------- expressions and bindings
+
+
+@dataclass(frozen=True, slots=True)
+class PathRead:
+    """A plain field path read by an expression (`input.customer.name`), each part's node."""
+
+    names: tuple[str, ...]
+    parts: tuple[ex.Expr, ...]  # parts[i] is the Var (i == 0) or Field whose name is names[i]
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one expression holds, found in one walk: the names and plain paths it reads, its
+    size and depth, and how many arithmetic operations it performs."""
+
+    names: tuple[ex.Var, ...]
+    reads: tuple[PathRead, ...]
+    size: int
+    depth: int
+    arithmetic: int
+
+
+def scan(expr: ex.Expr) -> Scan:
+    """Walk an expression once, without recursion."""
+    names: list[ex.Var] = []
+    reads: list[PathRead] = []
+    size = depth = arithmetic = 0
+    stack: list[tuple[ex.Expr, int]] = [(expr, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, ex.Var | ex.Field):
+            path = ex.field_path(node)
+            if path is not None:
+                parts: list[ex.Expr] = []
+                current: ex.Expr = node
+                while isinstance(current, ex.Field):
+                    parts.append(current)
+                    current = current.base
+                parts.append(current)
+                assert isinstance(current, ex.Var)
+                names.append(current)
+                reads.append(PathRead(path, tuple(reversed(parts))))
+                size += len(parts)
+                depth = max(depth, level + len(parts) - 1)
+                continue
+        size += 1
+        depth = max(depth, level)
+        if isinstance(node, ex.Binary) and node.op in ex.ARITHMETIC:
+            arithmetic += 1
+        stack.extend((child, level + 1) for child in ex.children(node))
+    return Scan(tuple(names), tuple(reads), size, depth, arithmetic)
+
+
+@dataclass(frozen=True, slots=True)
+class ExprUse:
+    """An expression of the process: where it is evaluated and what is bound by then."""
+
+    expr: ex.Expr
+    node: str | None  # the node that evaluates it; None for the correlation key
+    after: tuple[str, ...]  # facts established at that node before it is evaluated
+    mapping: bool  # a data mapping (its values are measured one by one) or a condition
+
+
+
+def node_uses(node: m.AnyNode) -> list[ExprUse]:
+    """The expressions a node evaluates."""
+    found: list[ExprUse] = []
+    if isinstance(node, m.StepNode):
+        if node.command is not None and node.command.data is not None:
+            found.append(ExprUse(node.command.data.expr, node.id, (), True))
+        if node.timer_until is not None:
+            found.append(ExprUse(node.timer_until.expr, node.id, (), False))
+        comp = node.compensation
+        if comp is not None and comp.command.data is not None:
+            # The undo's data is computed when the step completes: its own reply is bound.
+            after = (STEP_PREFIX + node.name, node.bind) if node.bind else (STEP_PREFIX + node.name,)
+            found.append(ExprUse(comp.command.data.expr, node.id, after, True))
+    elif isinstance(node, m.XorNode):
+        if node.subject is not None:
+            found.append(ExprUse(node.subject.expr, node.id, (), False))
+        found.extend(ExprUse(arm.condition.expr, node.id, (), False) for arm in node.arms if arm.condition)
+    elif isinstance(node, m.RaceNode):
+        found.extend(ExprUse(arm.timer_at.expr, node.id, (), False) for arm in node.arms if arm.timer_at)
+    elif isinstance(node, m.UntilNode):
+        found.append(ExprUse(node.until.expr, node.id, (), False))
+    elif isinstance(node, m.CallNode) and node.data is not None:
+        found.append(ExprUse(node.data.expr, node.id, (), True))
+    return found
+
+
+def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
+    """(how, name) for every `as name` of a statement: how is await, failure, race or call."""
+    if isinstance(stmt, sx.Step):
+        found = [("await", stmt.await_.bind)] if stmt.await_ and stmt.await_.bind else []
+        found.extend(("failure", on.bind) for on in stmt.on_replies if on.bind)
+        return found
+    if isinstance(stmt, sx.Race):
+        return [("race", arm.bind) for arm in stmt.arms if arm.bind]
+    if isinstance(stmt, sx.Call) and stmt.bind:
+        return [("call", stmt.bind)]
+    return []
+
+
+def model_bindings(node: m.AnyNode) -> list[str]:
+    """The names a compiled node binds (for definitions built without a syntax tree)."""
+    if isinstance(node, m.StepNode):
+        return [n for n in (node.bind, *node.failure_binds.values()) if n]
+    if isinstance(node, m.RaceNode):
+        return [a.bind for a in node.arms if a.bind]
+    if isinstance(node, m.CallNode) and node.bind:
+        return [node.bind]
+    return []
+
+
+
+def schema_fields(schema: Any) -> dict[str, Any] | None:
+    """The declared fields of an object schema, or None when its fields are open or unknown."""
+    if not isinstance(schema, dict):
+        return None
+    props = schema.get("properties")
+    if not isinstance(props, dict) or "patternProperties" in schema or isinstance(schema.get("additionalProperties"), dict):
+        return None
+    return props
+
+
+def schema_at(schema: Any, path: Sequence[str]) -> Any:
+    """The JSON Schema of a field path inside a schema, or None when it is not declared."""
+    current = schema
+    for name in path:
+        props = schema_fields(current)
+        if props is None or name not in props:
+            return None
+        current = props[name]
+    return current
+
+
+# ---------------------------------------------------------------- the syntax tree
+
+
+def child_blocks(stmt: sx.Statement) -> list[tuple[sx.Statement, ...]]:
+    """The blocks directly inside a statement, in document order."""
+    if isinstance(stmt, sx.If):
+        found = [body for _, body in stmt.arms]
+        if stmt.otherwise is not None:
+            found.append(stmt.otherwise)
+        return found
+    if isinstance(stmt, sx.Switch):
+        found = [case.body for case in stmt.cases]
+        if stmt.default is not None:
+            found.append(stmt.default)
+        return found
+    if isinstance(stmt, sx.Parallel):
+        return [branch.body for branch in stmt.branches]
+    if isinstance(stmt, sx.Race):
+        return [arm.body for arm in stmt.arms]
+    if isinstance(stmt, sx.Repeat):
+        return [stmt.body]
+    return []
+
+
+def walk_statements(body: Sequence[sx.Statement]) -> Iterator[tuple[sx.Statement, tuple[sx.Branch, ...]]]:
+    """Every statement in document order, with the parallel branches that enclose it."""
+    stack: list[tuple[sx.Statement, tuple[sx.Branch, ...]]] = [(s, ()) for s in reversed(body)]
+    while stack:
+        stmt, branches = stack.pop()
+        yield stmt, branches
+        if isinstance(stmt, sx.Parallel):
+            for branch in reversed(stmt.branches):
+                stack.extend((s, (*branches, branch)) for s in reversed(branch.body))
+            continue
+        for block in reversed(child_blocks(stmt)):
+            stack.extend((s, branches) for s in reversed(block))
+
+
+def blocks(body: Sequence[sx.Statement]) -> Iterator[Sequence[sx.Statement]]:
+    """The process body and every block nested in it."""
+    yield body
+    for stmt, _ in walk_statements(body):
+        yield from child_blocks(stmt)
+
+
+def completion(body: Sequence[sx.Statement], exhaustive: frozenset[int] = frozenset()) -> dict[int, bool]:
+    """`id(statement)` -> True when the statement can finish and let the next one run.
+
+    `fail` and `end` never finish; a step, a call and a timer always can (on success); an
+    `if` or `switch` can when one of its arms can or when it has no else (a switch whose id
+    is in `exhaustive` names every value its subject can take, so it needs none); a race
+    when one of its arms can; a loop when its body can (the `until` is then reached); a
+    parallel block only when every branch can, since its join waits for all of them.
+    """
+    done: dict[int, bool] = {}
+    stack: list[tuple[sx.Statement, bool]] = [(s, False) for s in body]
+    while stack:
+        stmt, children_done = stack.pop()
+        inner = child_blocks(stmt)
+        if not children_done and inner:
+            stack.append((stmt, True))
+            stack.extend((s, False) for block in inner for s in block)
+            continue
+        done[id(stmt)] = _completes(stmt, inner, done, exhaustive)
+    return done
+
+
+def _completes(
+    stmt: sx.Statement, inner: list[tuple[sx.Statement, ...]], done: dict[int, bool], exhaustive: frozenset[int]
+) -> bool:
+    if isinstance(stmt, sx.Fail | sx.End):
+        return False
+    finishing = [all(done[id(s)] for s in block) for block in inner]
+    if isinstance(stmt, sx.If):
+        return any(finishing) or stmt.otherwise is None
+    if isinstance(stmt, sx.Switch):
+        return any(finishing) or (stmt.default is None and id(stmt) not in exhaustive)
+    if isinstance(stmt, sx.Race):
+        return any(finishing)
+    if isinstance(stmt, sx.Parallel | sx.Repeat):
+        return all(finishing)
+    return True
+
+
+# ---------------------------------------------------------------- the graph
+
+
+def out_edges(node: m.AnyNode) -> list[tuple[str, tuple[str, ...]]]:
+    """(target, facts the edge establishes) for every way out of a node, duplicates kept."""
+    if isinstance(node, m.StepNode):
+        done = STEP_PREFIX + node.name
+        edges: list[tuple[str, tuple[str, ...]]] = [(node.next, (done, node.bind) if node.bind else (done,))]
+        for reply, target in node.failures.items():
+            bind = node.failure_binds.get(reply)
+            edges.append((target, (done, bind) if bind else (done,)))
+        if node.timeout_fail:
+            edges.append((node.timeout_fail, ()))
+        return edges
+    if isinstance(node, m.RaceNode):
+        return [(arm.target, (arm.bind,) if arm.bind else ()) for arm in node.arms]
+    if isinstance(node, m.CallNode):
+        return [(node.next, (node.bind,) if node.bind else ())]
+    return [(target, ()) for target, _, _ in m.successors(node)]
+
+
+def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, int]]:
+    """node id -> (fork id, branch index) of the innermost parallel branch holding the node.
+
+    Forks are visited in document order, outer before inner, so an inner branch overwrites
+    what its enclosing branch wrote. A branch's nodes are those reached from its first node
+    without passing its fork's join (a branch can only leave through the join or an end).
+    """
+    member: dict[str, tuple[str, int]] = {}
+    for node_id in definition.order:
+        fork = definition.nodes[node_id]
+        if not isinstance(fork, m.ForkNode):
+            continue
+        for index, (_, first) in enumerate(fork.branches):
+            if first == fork.join:
+                continue
+            seen = {first}
+            work = [first]
+            while work:
+                current = work.pop()
+                member[current] = (fork.id, index)
+                for target, _, _ in m.successors(definition.nodes[current]):
+                    if target != fork.join and target not in seen:
+                        seen.add(target)
+                        work.append(target)
+    return member
+
+
+class Bindings:
+    """Is a key (a name bound with `as`, or `steps.<name>`) bound on entry to a node: on every
+    path there (must), on some path (may)?
+
+    Each key is solved by an iterative work list over a window of the graph: the nodes, in
+    document order, from its first binding or read to its last read, widened to the whole of
+    any loop or parallel block the window cuts (so that back edges and joins lie inside).
+    A path enters a window only from earlier nodes, where the key cannot be bound yet, so the
+    window's answer is the whole graph's, and the cost is the window's size rather than the
+    process's: a process of 50,000 steps whose names are read near where they are bound is
+    solved in linear time.
+
+    Meets: an ordinary node takes the intersection (must) and union (may) over its incoming
+    edges. A join runs after all its branches, so it takes the union over branches of what
+    each branch guarantees (the intersection over that branch's ways into the join). A node
+    no path reaches counts as bound (unreachable code is reported elsewhere).
+    """
+
+    def __init__(
+        self,
+        definition: m.ProcessDefinition,
+        reads: Mapping[str, Sequence[str]],
+        exhaustive: frozenset[str] = frozenset(),
+        member: dict[str, tuple[str, int]] | None = None,
+    ) -> None:
+        self.definition = definition
+        order = definition.order
+        self.position = {node_id: i for i, node_id in enumerate(order)}
+        self.preds: dict[str, list[tuple[str, tuple[str, ...]]]] = {node_id: [] for node_id in order}
+        self.succs: dict[str, list[str]] = {}
+        sites: dict[str, list[int]] = {}
+        for node_id in order:
+            node = definition.nodes[node_id]
+            edges = out_edges(node)
+            if node_id in exhaustive and isinstance(node, m.XorNode):
+                edges = [(arm.target, ()) for arm in node.arms]  # a switch that names every value never falls through
+            self.succs[node_id] = [target for target, _ in edges]
+            for target, facts in edges:
+                self.preds[target].append((node_id, facts))
+                for fact in facts:
+                    sites.setdefault(fact, []).append(self.position[node_id])
+        self.reached = self._reached()
+        self.member = branch_membership(definition) if member is None else member
+        self.fork_of = {n.join: n for n in definition.nodes.values() if isinstance(n, m.ForkNode)}
+        outer = self._outer_spans()
+        self.facts: dict[str, tuple[dict[str, bool], dict[str, bool]]] = {}
+        for key, at in reads.items():
+            places = [self.position[n] for n in at] + sites.get(key, [])
+            low, high = min(places), max(self.position[n] for n in at)
+            low, high = min(low, outer[low][0]), max(high, outer[high][1])
+            self.facts[key] = self._solve(key, low, high)
+
+    def holds(self, node_id: str, key: str, extra: Sequence[str] = ()) -> tuple[bool, bool]:
+        """(on every path, on some path): is `key` bound on entry to the node, or among `extra`?"""
+        if key in extra:
+            return True, True
+        must, may = self.facts[key]
+        return must[node_id], may[node_id]
+
+    def _reached(self) -> set[str]:
+        seen = {self.definition.start}
+        work = [self.definition.start]
+        while work:
+            for target in self.succs[work.pop()]:
+                if target not in seen:
+                    seen.add(target)
+                    work.append(target)
+        return seen
+
+    def _outer_spans(self) -> list[tuple[int, int]]:
+        """For every position, the span of the outermost loop or parallel block holding it."""
+        spans = []
+        for node in self.definition.nodes.values():
+            if isinstance(node, m.ForkNode):
+                spans.append((self.position[node.id], self.position[node.join]))
+            elif isinstance(node, m.UntilNode):
+                spans.append((self.position[node.loop], self.position[node.id]))
+        spans.sort()
+        outer = [(i, i) for i in range(len(self.definition.order))]
+        end = -1
+        for start, stop in spans:
+            if start <= end:
+                continue  # inside the outermost span already filled
+            end = stop
+            for i in range(start, stop + 1):
+                outer[i] = (start, stop)
+        return outer
+
+    def _solve(self, key: str, low: int, high: int) -> tuple[dict[str, bool], dict[str, bool]]:
+        window = self.definition.order[low : high + 1]
+        must = {node_id: True for node_id in window}
+        may = {node_id: False for node_id in window}
+        work = deque(window)
+        queued = set(window)
+        while work:
+            node_id = work.popleft()
+            queued.discard(node_id)
+            if node_id == self.definition.start:
+                new_must, new_may = False, False
+            elif node_id in self.fork_of:
+                new_must, new_may = self._join(key, self.fork_of[node_id], must, may)
+            else:
+                new_must, new_may = True, False
+                for source, facts in self.preds[node_id]:
+                    if source not in self.reached:
+                        continue
+                    gen = key in facts
+                    inside = source in must
+                    new_must = new_must and (gen or (inside and must[source]))
+                    new_may = new_may or gen or (inside and may[source])
+            if new_must == must[node_id] and new_may == may[node_id]:
+                continue
+            must[node_id], may[node_id] = new_must, new_may
+            for target in self.succs[node_id]:
+                if target in must and target not in queued:
+                    queued.add(target)
+                    work.append(target)
+        return must, may
+
+    def _join(self, key: str, fork: m.ForkNode, must: dict[str, bool], may: dict[str, bool]) -> tuple[bool, bool]:
+        per_branch = [True] * len(fork.branches)
+        for index, (_, first) in enumerate(fork.branches):
+            if first == fork.join:  # an empty branch guarantees what the fork had
+                per_branch[index] = must.get(fork.id, False)
+        new_may = False
+        for source, facts in self.preds[fork.join]:
+            if source not in self.reached:
+                continue
+            gen = key in facts
+            inside = source in must
+            new_may = new_may or gen or (inside and may[source])
+            owner = self.member.get(source)
+            if owner is not None and owner[0] == fork.id:
+                per_branch[owner[1]] = per_branch[owner[1]] and (gen or (inside and must[source]))
+        return any(per_branch), new_may
+
+
+def failure_witness(definition: m.ProcessDefinition) -> dict[str, str]:
+    """node id -> a fail node (or a call of a process that can fail) reachable from it.
+
+    One breadth-first search backwards from every such node at once, so the whole map costs
+    one pass over the graph; each node gets the closest one.
+    """
+    preds: dict[str, list[str]] = {node_id: [] for node_id in definition.nodes}
+    for node_id, node in definition.nodes.items():
+        for target, _, _ in m.successors(node):
+            preds[target].append(node_id)
+    witness: dict[str, str] = {}
+    work: deque[str] = deque()
+    for node_id in definition.order:
+        node = definition.nodes[node_id]
+        if isinstance(node, m.FailNode) or (isinstance(node, m.CallNode) and _can_fail(definition, node.process)):
+            witness[node_id] = node_id
+            work.append(node_id)
+    while work:
+        current = work.popleft()
+        for source in preds[current]:
+            if source not in witness:
+                witness[source] = witness[current]
+                work.append(source)
+    return witness
+
+
+def _can_fail(definition: m.ProcessDefinition, process: str) -> bool:
+    """True when a called process (or one it calls) has a way to fail."""
+    try:
+        stack = [definition.definition_of(process)]
+    except KeyError:
+        return True
+    seen: set[str] = set()
+    while stack:
+        called = stack.pop()
+        if called.name in seen:
+            continue
+        seen.add(called.name)
+        if any(isinstance(n, m.FailNode) for n in called.nodes.values()):
+            return True
+        stack.extend(called.called.values())
+    return False
