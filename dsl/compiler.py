@@ -271,6 +271,7 @@ class _Compiler:
                 timeout=timeout,
                 timeout_fail=timeout_fail,
                 compensation=compensation,
+                nothing_to_undo=stmt.nothing_to_undo,
                 timer_seconds=wait.duration.seconds if wait and wait.duration else None,
                 timer_until=_condition(wait.until) if wait and wait.until is not None else None,
             )

@@ -147,6 +147,7 @@ class StepNode(Node):
     timeout: TimeoutSpec | None = None
     timeout_fail: str | None = None  # fail node id taken when the wait times out
     compensation: CompensationSpec | None = None
+    nothing_to_undo: str | None = None  # the author says so (a query, a decision): no compensation needed
     timer_seconds: float | None = None
     timer_until: Condition | None = None
     kind: str = "step"

@@ -416,12 +416,21 @@ class _ToSyntax(Transformer[Token, Any]):
                 if once("on timeout", item[2]):
                     step.timeout_reason = item[1]
                     step.timeout_span = item[2]
+            elif isinstance(item, tuple) and item[0] == "nothing_to_undo":
+                if once("nothing to undo", item[2]):
+                    step.nothing_to_undo = item[1]
+                    step.nothing_to_undo_span = item[2]
             elif isinstance(item, sx.Compensate):
                 if once("compensate", item.span):
                     step.compensate = item
             elif isinstance(item, sx.Wait) and once("wait", item.span):
                 step.wait = item
         return step
+
+    @v_args(tree=True)
+    def nothing_to_undo(self, tree: Tree[Any]) -> tuple[str, str, Span]:
+        kids = _kids(tree)
+        return ("nothing_to_undo", _string(kids[0]) if kids else "", _span_of(tree))
 
     def status(self, children: list[Token]) -> tuple[str, sx.Name]:
         return ("status", _name(children[0]))
@@ -714,7 +723,7 @@ _TOKEN_WORDS = {
 
 KEYWORDS = (
     "process version title doc correlate by reply to deadline input from limit participant command "
-    "event step status send await as within retry backoff on timeout fail compensate awaiting wait "
+    "event step status send await nothing undo as within retry backoff on timeout fail compensate awaiting wait "
     "until if else switch case default parallel branch race timer at repeat max call end scenario "
     "start when attempt no after twice deliver expect completed commands compensation failure "
     "string number integer boolean object array any true false null and or not in"
@@ -728,7 +737,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("a process item (`participant`, `input`, `event`, …)",
      frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event"}), 3, None),
     ("a step item (`send`, `await`, `compensate`, …)",
-     frozenset({"send", "await", "on", "compensate", "wait", "status", "doc"}), 3, None),
+     frozenset({"send", "await", "on", "compensate", "nothing", "wait", "status", "doc"}), 3, None),
     ("a scenario item (`input`, `when`, `expect`, …)",
      frozenset({"input", "start", "when", "deliver", "no", "expect"}), 3, None),
     ("a type (`string`, `number`, `boolean`, …)",
@@ -738,7 +747,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("an operator", frozenset({"COMP_OP", "ADD_OP", "MUL_OP", "and", "or", "in", "not", ".", "["}), 4, None),
 )
 
-_STEP_ITEMS = frozenset({"send", "await", "compensate", "wait", "status", "on"})
+_STEP_ITEMS = frozenset({"send", "await", "compensate", "nothing", "wait", "status", "on"})
 
 
 @lru_cache(maxsize=1)

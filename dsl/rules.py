@@ -749,7 +749,7 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
     names = {s.name.text: s.name.span for s in facts.steps}
     found = []
     for node in definition.steps:
-        if node.command is None or node.compensation is not None:
+        if node.command is None or node.compensation is not None or node.nothing_to_undo is not None:
             continue
         fail_id = witness.get(node.next) or _failing_sibling(definition, member, witness, node.id)
         if fail_id is None:
@@ -758,6 +758,7 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
         found.append(facts.diagnostic("W201", f"step `{node.name}` has no `compensate`, yet the process can fail after it"
                                       f" (line {fail.span.line})", names.get(node.name, node.span),
                                       f"add `compensate {node.command.participant}.<undo> {{ ... }} awaiting ...`,"
+                                      " say `nothing to undo \"why\"` when the step changes nothing,"
                                       " or move the step after the steps that can fail"))
     return found
 

@@ -138,6 +138,8 @@ class Step:
     timeout_reason: str | None = None
     timeout_span: Span | None = None
     compensate: Compensate | None = None
+    nothing_to_undo: str | None = None  # the reason, "" when none is given
+    nothing_to_undo_span: Span | None = None
     wait: Wait | None = None
     duplicates: list[tuple[str, Span]] = field(default_factory=list)
 
