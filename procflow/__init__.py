@@ -19,6 +19,7 @@ from procflow.interpreter.engine import Transition, advance, deliver, resume, st
 from procflow.interpreter.messages import Command, Reply
 from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
 from procflow.interpreter.simulate import simulate
+from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import InstanceState
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "ProcflowError",
     "Reply",
     "SourceError",
+    "SqliteStore",
     "Transition",
     "__version__",
     "advance",

@@ -38,7 +38,7 @@ def test_proc_examples_are_valid(index: int) -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(procflow.__all__) == sorted([
         "Command", "InMemoryStore", "InProcessTransport", "InputError", "InstanceState", "MessageRefused",
-        "Orchestrator", "ProcessDefinition", "ProcflowError", "Reply", "SourceError", "Transition",
+        "Orchestrator", "ProcessDefinition", "ProcflowError", "Reply", "SourceError", "SqliteStore", "Transition",
         "__version__", "advance", "deliver", "load", "load_text", "resume", "simulate", "start",
     ])
     for name in procflow.__all__:
