@@ -83,16 +83,18 @@ class _Scope(Mapping[str, Any]):
     """What an expression sees in a frame: `input`, `steps`, and the names bound with `as`.
     Built lazily: most expressions read one or two names."""
 
-    __slots__ = ("_frame",)
+    __slots__ = ("_frame", "_frame_id", "_completed")
 
-    def __init__(self, frame: Frame) -> None:
+    def __init__(self, frame: Frame, frame_id: str, completed: list[Completion]) -> None:
         self._frame = frame
+        self._frame_id = frame_id
+        self._completed = completed
 
     def __getitem__(self, name: str) -> Any:
         if name == "input":
             return self._frame.input
         if name == "steps":
-            return {step: {"reply": reply} for step, reply in self._frame.steps.items()}
+            return steps_of(self._completed, self._frame_id)
         return self._frame.data[name]
 
     def __contains__(self, name: object) -> bool:
@@ -144,7 +146,10 @@ class _Run:
         return self._definition(frame.process).nodes[token.node]
 
     def _scope(self, frame: Frame) -> _Scope:
-        return _Scope(frame)
+        # A frame built for one evaluation (a callee's correlation key) is not in the state
+        # and has no completed steps yet.
+        frame_id = next((key for key, value in self.state.frames.items() if value is frame), "")
+        return _Scope(frame, frame_id, self.state.completed)
 
     def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str) -> Any:
         try:
@@ -358,10 +363,10 @@ class _Run:
         frame_id = f"{token.frame}/{node.name}#{self._next_seq()}"
         correlation = frame.correlationId
         if child_def.correlate is not None:
-            value = self._eval(child_def.correlate, Frame(process=child_def.name, input=child_input, data={}, steps={}, correlationId="", parent=None, call=None), "correlation key")
+            value = self._eval(child_def.correlate, Frame(process=child_def.name, input=child_input, data={}, correlationId="", parent=None, call=None), "correlation key")
             correlation = value if isinstance(value, str) else str(value)
         self.state.frames[frame_id] = Frame(
-            process=child_def.name, input=child_input, data={}, steps={}, correlationId=correlation, parent=token.frame, call=node.id
+            process=child_def.name, input=child_input, data={}, correlationId=correlation, parent=token.frame, call=node.id
         )
         token.frame = frame_id
         token.node = child_def.start
@@ -372,7 +377,7 @@ class _Run:
         call = self._definition(parent.process).nodes[frame.call]
         assert isinstance(call, m.CallNode)
         if call.bind:
-            parent.data[call.bind] = {**frame.data, "steps": {k: {"reply": v} for k, v in frame.steps.items()}}
+            parent.data[call.bind] = {**frame.data, "steps": steps_of(self.state.completed, token.frame)}
         token.frame = frame.parent
         token.node = call.next
 
@@ -531,7 +536,6 @@ class _Run:
             self.run()
             return
         assert isinstance(node, m.StepNode)
-        frame.steps[node.name] = reply.type
         if reply.type in node.failures and reply.type not in node.replies:
             bind = node.failure_binds.get(reply.type)
             if bind:
@@ -586,11 +590,17 @@ class _Run:
         if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
             return abandoned.undo
         comp = node.compensation
-        bound = frame.model_copy(update={"data": {**frame.data, node.bind: reply.data}}) if node.bind else frame
+        bound = frame
+        if node.bind:
+            # Bind the late payload in the live frame for this one evaluation only.
+            bound = frame.model_copy(update={"data": {**frame.data, node.bind: reply.data}})
+            self.state.frames[abandoned.frame] = bound
         try:
             data = self._eval(comp.command.data, bound, f"compensation of `{node.name}`") if comp.command.data else {}
         except _Failed:
             return abandoned.undo
+        finally:
+            self.state.frames[abandoned.frame] = frame
         return UndoCommand(
             step=node.name,
             frame=abandoned.frame,
@@ -621,7 +631,6 @@ class _Run:
             return
         assert isinstance(node, m.StepNode)
         if wait.kind == "timer":
-            frame.steps[node.name] = node.name
             self.state.completed.append(
                 Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None)
             )
@@ -738,6 +747,12 @@ def _rounds(token: Token | None) -> str:
     return "@" + ".".join(str(n) for n in token.loops.values())
 
 
+def steps_of(completed: list[Completion], frame_id: str) -> dict[str, dict[str, str]]:
+    """`steps` as expressions see it: step -> {"reply": the reply that completed it last}.
+    Derived from the completion records, so no per-step map is copied on every transition."""
+    return {c.step: {"reply": c.outcome} for c in completed if c.frame == frame_id}
+
+
 def frame_id_of(state: InstanceState, frame: Frame) -> str:
     """The id under which a frame is kept in the state."""
     for key, value in state.frames.items():
@@ -844,7 +859,6 @@ def _thaw(state: InstanceState) -> InstanceState:
                 process=f.process,
                 input=f.input,
                 data=dict(f.data),
-                steps=dict(f.steps),
                 correlationId=f.correlationId,
                 parent=f.parent,
                 call=f.call,
@@ -973,7 +987,7 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         input=input,
         waits=[],
         tokens=[Token(id=1, node=definition.start, frame=ROOT, loops={}, forks=[])],
-        frames={ROOT: Frame(process=definition.name, input=input, data={}, steps={}, correlationId=correlation, parent=None, call=None)},
+        frames={ROOT: Frame(process=definition.name, input=input, data={}, correlationId=correlation, parent=None, call=None)},
         joins={},
         completed=[],
         compensation=None,

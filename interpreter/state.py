@@ -80,7 +80,6 @@ class Frame(Record):
     process: str
     input: dict[str, Any]
     data: Annotated[dict[str, Any], Field(description="payloads bound with `as`")] = field(default_factory=dict)
-    steps: Annotated[dict[str, str], Field(description="step -> the reply that ended it")] = field(default_factory=dict)
     correlationId: str
     parent: str | None = None
     call: str | None = None
