@@ -349,7 +349,6 @@ class _Compiler:
             start=start,
             order=tuple(self.order),
             called=self.called,
-            scenarios=tuple(m.Scenario(s.name.text, s.description, s.span, s) for s in self.source.scenarios),
             limits={k: v for k, (v, _) in proc.limits.items()},
             path=self.path,
             source=text,
@@ -418,11 +417,18 @@ def default_loader(path: str) -> bytes:
 
 
 def compile_source(
-    text: str, path: str = "<text>", loader: Loader | None = None, stack: tuple[str, ...] = ()
+    text: str,
+    path: str = "<text>",
+    loader: Loader | None = None,
+    stack: tuple[str, ...] = (),
+    scenarios: bool = False,
 ) -> m.ProcessDefinition:
-    """Parse and compile process text; raise `SourceError` when it cannot be built."""
+    """Parse and compile process text; raise `SourceError` when it cannot be built.
+
+    Scenarios are parsed when first asked for (`definition.scenarios`) unless `scenarios=True`
+    (the validator's choice: it reports every problem of the file at once)."""
     with collection_paused():
-        source = parse(text, path)
+        source = parse(text, path, scenarios=scenarios)
         return _Compiler(source, loader, stack or (path,)).compile()
 
 

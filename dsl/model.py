@@ -303,12 +303,22 @@ class ProcessDefinition:
     start: str
     order: tuple[str, ...]  # node ids in document order
     called: Mapping[str, ProcessDefinition]
-    scenarios: tuple[Scenario, ...]
     limits: Mapping[str, int]
     path: str
     source: str = field(repr=False, default="")
     syntax: Any = field(repr=False, default=None)
     _graph: list[nx.DiGraph] = field(default_factory=list, repr=False, compare=False)
+    _scenarios: list[tuple[Scenario, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def scenarios(self) -> tuple[Scenario, ...]:
+        """The scenarios written after the process (parsed on first use when loading skipped them)."""
+        if not self._scenarios:
+            from procflow.dsl.parser import parse_scenarios  # noqa: PLC0415 - the model stays free of the parser until needed
+
+            found = parse_scenarios(self.syntax) if self.syntax is not None else []
+            self._scenarios.append(tuple(Scenario(s.name.text, s.description, s.span, s) for s in found))
+        return self._scenarios[0]
 
     @property
     def steps(self) -> list[StepNode]:

@@ -45,12 +45,12 @@ def grammar_text() -> str:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, maybe_placeholders=False, start=["start", "scenarios"])
 
 
 def build_parser(strict: bool = False) -> Lark:
     """A fresh parser; with `strict=True` any grammar conflict or terminal collision raises."""
-    return Lark(grammar_text(), parser="lalr", propagate_positions=True, strict=strict)
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, strict=strict, start=["start", "scenarios"])
 
 
 def parse_duration(text: str) -> float:
@@ -698,6 +698,9 @@ class _ToSyntax(Transformer[Token, Any]):
     def expect_failure(self, tree: Tree[Any]) -> sx.Expectation:
         return sx.Expectation("failure", _string(_kids(tree)[0]), _span_of(tree))
 
+    def scenarios(self, children: list[Any]) -> list[sx.Scenario]:
+        return list(children)
+
     def start(self, children: list[Any]) -> tuple[sx.Process, list[sx.Scenario]]:
         process, *scenarios = children
         return process, scenarios
@@ -904,7 +907,7 @@ def _syntax_diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnost
 def _accepted_at(text: str, position: int) -> set[str] | None:
     """The tokens the grammar accepts at `position` (the lexer's list for a bad character is wider)."""
     try:
-        interactive = _parser().parse_interactive(text[:position])
+        interactive = _parser().parse_interactive(text[:position], start="start")
         interactive.exhaust_lexer()
         accepted: set[str] = interactive.accepts()  # type: ignore[no-untyped-call]
         return accepted - {"$END"}
@@ -1013,10 +1016,54 @@ def collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def parse(text: str, path: str = "<text>") -> sx.SourceFile:
-    """Parse process text into its syntax tree, or raise `SourceError` with one diagnostic."""
+def parse(text: str, path: str = "<text>", scenarios: bool = True) -> sx.SourceFile:
+    """Parse process text into its syntax tree, or raise `SourceError` with one diagnostic.
+
+    With `scenarios=False` the scenario blocks after the process are not parsed now: the
+    returned file keeps their text (`pending_scenarios`) for `parse_scenarios`, so a service
+    that only runs the process does not pay for its tests."""
     with collection_paused():
+        if not scenarios:
+            cut = _scenarios_start(text)
+            if cut is not None:
+                source = _parse(text[:cut], path)
+                source.text = text
+                source.pending_scenarios = re.sub(r"[^\n]", " ", text[:cut]) + text[cut:]
+                return source
         return _parse(text, path)
+
+
+def parse_scenarios(source: sx.SourceFile) -> list[sx.Scenario]:
+    """The scenarios of a file parsed with `scenarios=False` (its own, if it has none pending)."""
+    if source.pending_scenarios is None:
+        return source.scenarios
+    text = source.pending_scenarios
+    try:
+        tree = _parser().parse(text, start="scenarios")
+        result: list[sx.Scenario] = _ToSyntax().transform(tree)
+    except UnexpectedInput as error:
+        raise SourceError([_syntax_diagnostic(error, text, source.path)], source.text) from None
+    except VisitError as error:
+        inner = error.orig_exc
+        if isinstance(inner, _BadLiteral):
+            raise SourceError([Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, source.path)], source.text) from None
+        raise inner from None
+    return result
+
+
+def _scenarios_start(text: str) -> int | None:
+    """Where the scenario blocks begin: just after the `}` that closes the process block."""
+    stripped = _SKIP_FOR_DEPTH.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+    depth = 0
+    for match in _BRACKET.finditer(stripped):
+        if match.group() in "({[":
+            depth += 1
+        elif depth > 0:
+            depth -= 1
+            if depth == 0:
+                rest = stripped[match.end() :]
+                return match.end() if rest.strip() else None
+    return None
 
 
 def _parse(text: str, path: str) -> sx.SourceFile:
@@ -1027,7 +1074,7 @@ def _parse(text: str, path: str) -> sx.SourceFile:
         )
     _check_nesting(text, path)
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(text, start="start")
     except UnexpectedInput as error:
         raise SourceError([_syntax_diagnostic(error, text, path)], text) from None
     try:

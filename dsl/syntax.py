@@ -361,3 +361,4 @@ class SourceFile:
     scenarios: list[Scenario]
     path: str
     text: str
+    pending_scenarios: str | None = None  # scenario text not parsed yet (see parser.parse)

@@ -35,7 +35,7 @@ def validate(definition: ProcessDefinition, limits: Mapping[str, int] | None = N
 def check_source(text: str, path: str = "<text>", limits: Mapping[str, int] | None = None) -> tuple[ProcessDefinition | None, list[Diagnostic]]:
     """Parse, compile and validate text; every problem comes back as a diagnostic."""
     try:
-        definition = compile_source(text, path, default_loader if not path.startswith("<") else None)
+        definition = compile_source(text, path, default_loader if not path.startswith("<") else None, scenarios=True)
     except SourceError as error:
         return None, error.diagnostics
     return definition, validate(definition, limits)

@@ -208,7 +208,7 @@ def _linear(steps: int) -> m.ProcessDefinition:
     return m.ProcessDefinition(
         name="long-one", version=1, title=None, doc=None, fingerprint="test", correlate=None, reply_to="r",
         deadline_seconds=None, input_schema=None, participants={}, events={}, nodes=nodes, start="start",
-        order=tuple(order), called={}, scenarios=(), limits={}, path="<long>",
+        order=tuple(order), called={}, limits={}, path="<long>",
     )
 
 

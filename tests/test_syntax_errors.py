@@ -216,3 +216,25 @@ def test_input_contract_files(tmp_path: Path) -> None:
     found = check_file(proc)[1]
     assert [(d.code, d.span.line, d.message) for d in found] == [("E125", 7, "`input` has no field `amount`"),
                                                                   ("E125", 11, "`input` has no field `amount`")]
+
+
+def test_the_grammar_builds_without_conflicts_in_strict_mode() -> None:
+    from procflow.dsl.parser import build_parser
+
+    assert build_parser(strict=True) is not None
+
+
+def test_scenarios_are_parsed_when_first_used_and_report_their_errors() -> None:
+    import pytest
+
+    import procflow
+    from procflow.dsl.errors import SourceError
+
+    text = (Path(__file__).resolve().parent.parent / "processes" / "order_fulfillment.proc").read_text(encoding="utf-8")
+    definition = procflow.load_text(text)
+    assert [s.name for s in definition.scenarios][:2] == ["happy_path", "out_of_stock"]
+    broken = procflow.load_text(text.replace("expect status completed", "expect status", 1))
+    with pytest.raises(SourceError) as error:
+        broken.scenarios  # noqa: B018 - the property parses
+    first = error.value.diagnostics[0]
+    assert (first.code, first.span.line) == ("E003", text[: text.index("expect status completed")].count("\n") + 2)
