@@ -642,14 +642,7 @@ class _Run:
         timeout = node.timeout
         if wait.kind == "backoff":
             assert node.command is not None and timeout is not None
-            attempt = wait.attempt + 1
-            try:
-                self._send(node.command, frame, node.name, attempt, token=token)
-            except _Failed as failed:
-                self.fail(failed.cause, failed.reason, node.name)
-                return
-            timeout_at, due = self._due(timeout.seconds)
-            self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, timeout_at, due)
+            self._resend(token, node, frame, wait, node.command, timeout)
             return
         if timeout is not None and node.command is not None and wait.attempt <= timeout.retries:
             delay = timeout.backoff_before(wait.attempt + 1)
@@ -657,14 +650,7 @@ class _Run:
                 timeout_at, due = self._due(delay)
                 self._add_wait(token, node.name, node.id, frame, "backoff", wait.expects, wait.commandName, wait.attempt, timeout_at, due)
                 return
-            attempt = wait.attempt + 1
-            try:
-                self._send(node.command, frame, node.name, attempt, token=token)
-            except _Failed as failed:
-                self.fail(failed.cause, failed.reason, node.name)
-                return
-            timeout_at, due = self._due(timeout.seconds)
-            self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, timeout_at, due)
+            self._resend(token, node, frame, wait, node.command, timeout)
             return
         if wait.commandName:
             self._abandon(wait)
@@ -672,6 +658,17 @@ class _Run:
         token.node = node.timeout_fail
         self.ready.append(token)
         self.run()
+
+    def _resend(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
+        """Send the step's command again (the next attempt) and wait for its reply anew."""
+        attempt = wait.attempt + 1
+        try:
+            self._send(command, frame, node.name, attempt, token=token)
+        except _Failed as failed:
+            self.fail(failed.cause, failed.reason, node.name)
+            return
+        timeout_at, due = self._due(timeout.seconds)
+        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, timeout_at, due)
 
     def _arm_due(self, arm: m.RaceArmSpec, frame: Frame, wait: Wait) -> float:
         since = _epoch(parse_instant(wait.since))
