@@ -148,7 +148,11 @@ class _Run:
     def _scope(self, frame: Frame) -> _Scope:
         # A frame built for one evaluation (a callee's correlation key) is not in the state
         # and has no completed steps yet.
-        frame_id = next((key for key, value in self.state.frames.items() if value is frame), "")
+        frames = self.state.frames
+        if frames.get(ROOT) is frame:
+            frame_id = ROOT
+        else:
+            frame_id = next((key for key, value in frames.items() if value is frame), "")
         return _Scope(frame, frame_id, self.state.completed)
 
     def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str) -> Any:
