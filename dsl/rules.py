@@ -779,6 +779,25 @@ def _failing_sibling(
     return None
 
 
+def callee_deadlines(facts: Facts) -> list[Diagnostic]:
+    """W209: a called process declares a `deadline`, which only a main process enforces."""
+    found = []
+    for node_id in facts.definition.order:
+        node = facts.definition.nodes[node_id]
+        if not isinstance(node, m.CallNode):
+            continue
+        callee = facts.definition.called.get(node.process)
+        if callee is None or callee.deadline_seconds is None:
+            continue
+        found.append(facts.diagnostic(
+            "W209",
+            f"`{callee.name}` declares a deadline, which is not enforced when it is called; only the main process's deadline is",
+            node.span,
+            "put the deadline on the calling process, or bound the callee's waits with `within`",
+        ))
+    return found
+
+
 RULES: list[Rule] = [
     unknown_participant,
     unknown_messages,
@@ -797,6 +816,7 @@ RULES: list[Rule] = [
     unbound_reads,
     reachability,
     missing_compensation,
+    callee_deadlines,
 ]
 
 

@@ -202,6 +202,18 @@ def test_calls_that_cannot_be_resolved(tmp_path: Path) -> None:
     assert check_source(CALLER, "<text>")[1][0].code == "E121"
 
 
+def test_a_called_process_deadline_is_flagged(tmp_path: Path) -> None:
+    caller = tmp_path / "caller.proc"
+    caller.write_text(CALLER, encoding="utf-8")
+    callee = GOOD.replace("process pay {", "process archive-order {\n  deadline 2h")
+    (tmp_path / "archive_order.proc").write_text(callee, encoding="utf-8")
+    (diagnostic,) = check_file(caller)[1]
+    assert (diagnostic.code, diagnostic.severity, diagnostic.span.line, diagnostic.span.column) == ("W209", "warning", 11, 3)
+    assert diagnostic.message == (
+        "`archive-order` declares a deadline, which is not enforced when it is called; only the main process's deadline is"
+    )
+
+
 def test_input_contract_files(tmp_path: Path) -> None:
     text = GOOD.replace("input { orderId: string, amount: number }", 'input from "pay.schema.json"')
     proc = tmp_path / "pay.proc"
