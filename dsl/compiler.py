@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.errors import Diagnostic, ExpressionError, SourceError, Span
-from procflow.dsl.parser import collection_paused, decode_source, parse
+from procflow.dsl.parser import collection_paused, decode_source, parse, parse_scenarios
 
 Loader = Callable[[str], bytes]
 """Reads a file named relative to the process being compiled."""
@@ -353,6 +354,7 @@ class _Compiler:
             path=self.path,
             source=text,
             syntax=self.source,
+            scenario_loader=partial(parse_scenarios, self.source),
         )
 
     def input_schema(self, proc: sx.Process) -> dict[str, Any] | None:

@@ -308,15 +308,15 @@ class ProcessDefinition:
     source: str = field(repr=False, default="")
     syntax: Any = field(repr=False, default=None)
     _graph: list[nx.DiGraph] = field(default_factory=list, repr=False, compare=False)
+    scenario_loader: Callable[[], list[Any]] | None = field(default=None, repr=False, compare=False)
     _scenarios: list[tuple[Scenario, ...]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def scenarios(self) -> tuple[Scenario, ...]:
-        """The scenarios written after the process (parsed on first use when loading skipped them)."""
+        """The scenarios written after the process (parsed on first use when loading skipped them:
+        the compiler hands over `scenario_loader`, so the model never imports the parser)."""
         if not self._scenarios:
-            from procflow.dsl.parser import parse_scenarios  # noqa: PLC0415 - the model stays free of the parser until needed
-
-            found = parse_scenarios(self.syntax) if self.syntax is not None else []
+            found = self.scenario_loader() if self.scenario_loader is not None else []
             self._scenarios.append(tuple(Scenario(s.name.text, s.description, s.span, s) for s in found))
         return self._scenarios[0]
 
@@ -410,5 +410,3 @@ def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
             graph.add_edge(node_id, target, kind=kind, label=label)
     return graph
 
-
-NodeVisitor = Callable[[AnyNode], None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from procflow.dsl import rules
 from procflow.dsl.compiler import compile_source, default_loader
 from procflow.dsl.errors import Diagnostic, SourceError, Span
 from procflow.dsl.model import ProcessDefinition
@@ -21,8 +22,6 @@ DEFAULT_LIMITS: Mapping[str, int] = {"participants": 7, "computation": 2}
 
 def validate(definition: ProcessDefinition, limits: Mapping[str, int] | None = None) -> list[Diagnostic]:
     """Every finding about a compiled process, sorted by position."""
-    from procflow.dsl import rules  # noqa: PLC0415 - rules import this module's constants
-
     effective = dict(DEFAULT_LIMITS)
     effective.update(definition.limits)
     if limits:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jsonschema
+from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.dsl.errors import ExpressionError, InputError, MessageRefused
@@ -146,14 +147,7 @@ class _Run:
         return self._definition(frame.process).nodes[token.node]
 
     def _scope(self, frame: Frame) -> _Scope:
-        # A frame built for one evaluation (a callee's correlation key) is not in the state
-        # and has no completed steps yet.
-        frames = self.state.frames
-        if frames.get(ROOT) is frame:
-            frame_id = ROOT
-        else:
-            frame_id = next((key for key, value in frames.items() if value is frame), "")
-        return _Scope(frame, frame_id, self.state.completed)
+        return _Scope(frame, frame_id_of(self.state, frame), self.state.completed)
 
     def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str) -> Any:
         try:
@@ -755,11 +749,12 @@ def steps_of(completed: list[Completion], frame_id: str) -> dict[str, dict[str, 
 
 
 def frame_id_of(state: InstanceState, frame: Frame) -> str:
-    """The id under which a frame is kept in the state."""
-    for key, value in state.frames.items():
-        if value is frame:
-            return key
-    raise KeyError("frame not in state")
+    """The id under which a frame is kept in the state ("" for a frame built for one evaluation,
+    such as a callee's correlation key, which is not in the state)."""
+    frames = state.frames
+    if frames.get(ROOT) is frame:
+        return ROOT
+    return next((key for key, value in frames.items() if value is frame), "")
 
 
 def _message_summary(message: Reply) -> dict[str, Any]:
@@ -1202,8 +1197,6 @@ def resume(definition: m.ProcessDefinition, state: InstanceState, now: datetime)
 
 def validate_reply(data: Any) -> Reply:
     """A reply from JSON data, or MessageRefused saying what is wrong with it."""
-    from pydantic import ValidationError
-
     try:
         return Reply.model_validate(data)
     except ValidationError as error:

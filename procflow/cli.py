@@ -14,13 +14,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
+import networkx as nx
+
+from procflow import visualize
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import render as render_diagnostic
 from procflow.dsl.diagnostics import to_json as diagnostics_json
 from procflow.dsl.errors import Diagnostic, ProcflowError, SourceError
+from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.validate import check_file
+from procflow.interpreter.messages import Command, Reply
 from procflow.interpreter.simulate import check_scenario, simulate
-from procflow.interpreter.state import parse_instant
+from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.operator_cli import add_operator_commands, instance_for_render
 
 
@@ -172,8 +177,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def cmd_paths(args: argparse.Namespace) -> int:
     """The saga table: every path from start to an end, with its compensation."""
-    from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
-
     definition = _load(args.file)
     paths = enumerate_paths(definition)
     if args.format == "json":
@@ -185,8 +188,6 @@ def cmd_paths(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """The compiled graph in networkx node-link form."""
-    import networkx as nx
-
     definition = _load(args.file)
     data = nx.node_link_data(definition.graph, edges="edges")
     print(json.dumps(data, indent=2, sort_keys=True))
@@ -195,8 +196,6 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Draw a process (or an instance of it)."""
-    from procflow import visualize
-
     definition = _load(args.file)
     instance = None
     if args.store:
@@ -227,9 +226,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of a command, a reply or a state."""
-    from procflow.interpreter.messages import Command, Reply
-    from procflow.interpreter.state import InstanceState
-
     schemas = {"command": Command.model_json_schema, "reply": Reply.model_json_schema, "state": InstanceState.model_json_schema}
     print(json.dumps(schemas[args.kind](), indent=2))
     return 0
@@ -241,8 +237,6 @@ def _sample(name: str) -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: validate, run two paths, draw the diagrams."""
-    from procflow import visualize
-
     path = str(_sample("order_fulfillment.proc"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
