@@ -24,6 +24,7 @@ from lark.exceptions import (
     VisitError,
 )
 
+from procflow.dsl import build, reader
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
 from procflow.dsl.errors import Diagnostic, SourceError, Span
@@ -32,9 +33,6 @@ MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """A file larger than this is refused before it is parsed."""
 MAX_NESTING = 64
 """Brackets and blocks nested deeper than this are refused before parsing."""
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 
 
 @lru_cache(maxsize=1)
@@ -51,11 +49,6 @@ def _parser() -> Lark:
 def build_parser(strict: bool = False) -> Lark:
     """A fresh parser; with `strict=True` any grammar conflict or terminal collision raises."""
     return Lark(grammar_text(), parser="lalr", propagate_positions=True, strict=strict, start=["start", "scenarios"])
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration literal such as `1h30m`."""
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
 
 
 # ---------------------------------------------------------------- spans
@@ -82,34 +75,15 @@ def _name(token: Token) -> sx.Name:
 
 
 def _string(token: Token) -> str:
-    text = str(token)
-    if text.startswith('"""'):
-        return _dedent_doc(text[3:-3])
-    body = text[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
-
-
-def _dedent_doc(text: str) -> str:
-    lines = text.strip("\n").splitlines()
-    indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
-    cut = min(indents) if indents else 0
-    return "\n".join(line[cut:] for line in lines).strip()
-
-
-class _BadLiteral(Exception):
-    def __init__(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.span = span
-        self.hint = hint
+    return build.string(str(token))
 
 
 def _integer(token: Token, what: str) -> int:
-    text = str(token)
-    if not text.isdigit():
-        raise _BadLiteral("E006", f"{what} must be a whole number, not `{text}`", _span_of(token))
-    return int(text)
+    return build.integer(str(token), _span_of(token), what)
+
+
+def _duration(token: Token) -> sx.Duration:
+    return build.duration(str(token), _span_of(token))
 
 
 # ---------------------------------------------------------------- tree -> syntax
@@ -117,16 +91,16 @@ def _integer(token: Token, what: str) -> int:
 
 @v_args(meta=False, inline=False)
 class _ToSyntax(Transformer[Token, Any]):
-    """Builds `procflow.dsl.syntax` nodes; every method receives the children of one rule."""
+    """Builds `procflow.dsl.syntax` nodes; every method receives the children of one rule.
+
+    `reader.py` reads the same grammar by recursive descent; both build through `build.py`."""
 
     # ---- expressions
     def literal(self, children: list[Token]) -> ex.Expr:
         (tok,) = children
         span = _span_of(tok)
         if tok.type == "NUMBER":
-            text = str(tok)
-            value: Any = float(text) if any(c in text for c in ".eE") else int(text)
-            return ex.Literal(span, value)
+            return ex.Literal(span, build.number(str(tok)))
         if tok.type == "STRING":
             return ex.Literal(span, _string(tok))
         return ex.Literal(span, {"true": True, "false": False, "null": None}[str(tok)])
@@ -172,44 +146,16 @@ class _ToSyntax(Transformer[Token, Any]):
         left, right = _kids(tree)
         return ex.Binary(_span_of(tree), "not in", left, right)
 
-    @v_args(tree=True)
-    def or_expr(self, tree: Tree[Any]) -> ex.Expr:
-        return self._chain(tree, "or")
+    def or_expr(self, children: list[ex.Expr]) -> ex.Expr:
+        return build.chain(children, "or")
 
-    @v_args(tree=True)
-    def and_expr(self, tree: Tree[Any]) -> ex.Expr:
-        return self._chain(tree, "and")
-
-    @staticmethod
-    def _chain(tree: Tree[Any], op: str) -> ex.Expr:
-        result: ex.Expr = _kids(tree)[0]
-        for right in _kids(tree)[1:]:
-            span = Span(result.span.line, result.span.column, right.span.end_line, right.span.end_column)
-            result = ex.Binary(span, op, result, right)
-        return result
+    def and_expr(self, children: list[ex.Expr]) -> ex.Expr:
+        return build.chain(children, "and")
 
     @v_args(tree=True)
     def func(self, tree: Tree[Any]) -> ex.Expr:
         name, *args = _kids(tree)
-        name_text = str(name)
-        if name_text not in ex.FUNCTIONS:
-            guess = difflib.get_close_matches(name_text, list(ex.FUNCTIONS), n=1)
-            raise _BadLiteral(
-                "E103",
-                f"unknown function `{name_text}`",
-                _span_of(name),
-                f"did you mean `{guess[0]}`?" if guess else "functions: " + ", ".join(sorted(ex.FUNCTIONS)),
-            )
-        _, fewest, most = ex.FUNCTIONS[name_text]
-        args = [a for a in args if a is not None]
-        if not fewest <= len(args) <= most:
-            want = str(fewest) if fewest == most else f"{fewest} to {most}"
-            raise _BadLiteral(
-                "E104",
-                f"`{name_text}()` takes {want} argument{'s' if most != 1 else ''}, not {len(args)}",
-                _span_of(tree),
-            )
-        return ex.FuncCall(_span_of(tree), name_text, tuple(args))
+        return build.func_call(str(name), _span_of(name), [a for a in args if a is not None], _span_of(tree))
 
     @v_args(tree=True)
     def list_expr(self, tree: Tree[Any]) -> ex.Expr:
@@ -217,13 +163,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def mapping(self, tree: Tree[Any]) -> ex.ObjectExpr:
-        pairs = [c for c in _kids(tree) if c is not None]
-        seen: dict[str, Span] = {}
-        for key, _value, key_span in pairs:
-            if key in seen:
-                raise _BadLiteral("E105", f"the key `{key}` is given twice in this object", key_span)
-            seen[key] = key_span
-        return ex.ObjectExpr(_span_of(tree), tuple((k, v) for k, v, _ in pairs))
+        return build.mapping([c for c in _kids(tree) if c is not None], _span_of(tree))
 
     def pair(self, children: list[Any]) -> tuple[str, ex.Expr, Span]:
         key, value = children
@@ -233,18 +173,10 @@ class _ToSyntax(Transformer[Token, Any]):
     # ---- types
     @v_args(tree=True)
     def record_type(self, tree: Tree[Any]) -> sx.RecordType:
-        fields = tuple(c for c in _kids(tree) if c is not None)
-        seen: set[str] = set()
-        for name, _, _ in fields:
-            if name.text in seen:
-                raise _BadLiteral("E105", f"the field `{name.text}` is declared twice", name.span)
-            seen.add(name.text)
-        return sx.RecordType(fields, _span_of(tree))
+        return build.record_type(tuple(c for c in _kids(tree) if c is not None), _span_of(tree))
 
     def field_type(self, children: list[Any]) -> tuple[sx.Name, bool, sx.TypeSpec]:
-        name = children[0]
-        optional = len(children) == 3
-        return (name, optional, children[-1])
+        return (children[0], len(children) == 3, children[-1])
 
     def field_name(self, children: list[Token]) -> sx.Name:
         (tok,) = children
@@ -261,18 +193,16 @@ class _ToSyntax(Transformer[Token, Any]):
     @v_args(tree=True)
     def type_name(self, tree: Tree[Any]) -> sx.TypeSpec:
         (tok,) = _kids(tree)
-        name = str(tok)
-        schema: dict[str, Any] = {} if name == "any" else {"type": name}
-        return sx.TypeSpec(schema, _span_of(tok))
+        return build.type_name(str(tok), _span_of(tok))
 
     @v_args(tree=True)
     def enum_type(self, tree: Tree[Any]) -> sx.TypeSpec:
-        return sx.TypeSpec({"type": "string", "enum": [_string(t) for t in _kids(tree)]}, _span_of(tree))
+        return build.enum_type([_string(t) for t in _kids(tree)], _span_of(tree))
 
     @v_args(tree=True)
     def array_type(self, tree: Tree[Any]) -> sx.TypeSpec:
         (item,) = _kids(tree)
-        return sx.TypeSpec({"type": "array", "items": item.schema}, _span_of(tree))
+        return build.array_type(item, _span_of(tree))
 
     # ---- process header
     def process_name(self, children: list[Token]) -> sx.Name:
@@ -281,39 +211,7 @@ class _ToSyntax(Transformer[Token, Any]):
     @v_args(tree=True)
     def process(self, tree: Tree[Any]) -> sx.Process:
         name, *items = _kids(tree)
-        proc = sx.Process(name=name, span=_span_of(tree))
-        for item in items:
-            self._add_process_item(proc, item)
-        return proc
-
-    @staticmethod
-    def _header(proc: sx.Process, key: str, span: Span) -> bool:
-        if key in proc.header_spans:
-            proc.duplicates.append((key, span))
-            return False
-        proc.header_spans[key] = span
-        return True
-
-    def _add_process_item(self, proc: sx.Process, item: Any) -> None:
-        if isinstance(item, tuple) and item and item[0] == "header":
-            _, key, value, span = item
-            if not self._header(proc, key, span):
-                return
-            if key == "input_record":
-                proc.input_record = value
-            elif key == "input_file":
-                proc.input_file = (value, span)
-            else:
-                setattr(proc, key, value)
-        elif isinstance(item, tuple) and item and item[0] == "limit":
-            _, name, value, span = item
-            proc.limits[name] = (value, span)
-        elif isinstance(item, sx.Participant):
-            proc.participants.append(item)
-        elif isinstance(item, sx.EventDecl):
-            proc.events.append(item)
-        else:
-            proc.body.append(item)
+        return build.process(name, _span_of(tree), items)
 
     @v_args(tree=True)
     def version(self, tree: Tree[Any]) -> tuple[Any, ...]:
@@ -337,7 +235,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def deadline(self, tree: Tree[Any]) -> tuple[Any, ...]:
-        return ("header", "deadline", self._duration(_kids(tree)[0]), _span_of(tree))
+        return ("header", "deadline", _duration(_kids(tree)[0]), _span_of(tree))
 
     @v_args(tree=True)
     def input_decl(self, tree: Tree[Any]) -> tuple[Any, ...]:
@@ -380,52 +278,10 @@ class _ToSyntax(Transformer[Token, Any]):
         return sx.EventDecl(_name(name), payload[0] if payload else None, _span_of(tree))
 
     # ---- steps
-    @staticmethod
-    def _duration(tok: Token) -> sx.Duration:
-        return sx.Duration(parse_duration(str(tok)), str(tok), _span_of(tok))
-
     @v_args(tree=True)
     def step(self, tree: Tree[Any]) -> sx.Step:
         name, *items = _kids(tree)
-        step = sx.Step(name=_name(name), span=_span_of(tree))
-        seen: dict[str, Span] = {}
-
-        def once(key: str, span: Span) -> bool:
-            if key in seen:
-                step.duplicates.append((key, span))
-                return False
-            seen[key] = span
-            return True
-
-        for item in items:
-            if isinstance(item, tuple) and item[0] == "header" and item[1] == "doc":
-                if once("doc", item[3]):
-                    step.doc = item[2]
-            elif isinstance(item, tuple) and item[0] == "status":
-                if once("status", item[1].span):
-                    step.status = item[1]
-            elif isinstance(item, sx.Send):
-                if once("send", item.span):
-                    step.send = item
-            elif isinstance(item, sx.Await):
-                if once("await", item.span):
-                    step.await_ = item
-            elif isinstance(item, sx.OnReply):
-                step.on_replies.append(item)
-            elif isinstance(item, tuple) and item[0] == "on_timeout":
-                if once("on timeout", item[2]):
-                    step.timeout_reason = item[1]
-                    step.timeout_span = item[2]
-            elif isinstance(item, tuple) and item[0] == "nothing_to_undo":
-                if once("nothing to undo", item[2]):
-                    step.nothing_to_undo = item[1]
-                    step.nothing_to_undo_span = item[2]
-            elif isinstance(item, sx.Compensate):
-                if once("compensate", item.span):
-                    step.compensate = item
-            elif isinstance(item, sx.Wait) and once("wait", item.span):
-                step.wait = item
-        return step
+        return build.step(_name(name), _span_of(tree), items)
 
     @v_args(tree=True)
     def nothing_to_undo(self, tree: Tree[Any]) -> tuple[str, str, Span]:
@@ -453,12 +309,12 @@ class _ToSyntax(Transformer[Token, Any]):
     @v_args(tree=True)
     def timeout(self, tree: Tree[Any]) -> sx.Timeout:
         duration, *retry = _kids(tree)
-        return sx.Timeout(self._duration(duration), retry[0] if retry else None, _span_of(tree))
+        return sx.Timeout(_duration(duration), retry[0] if retry else None, _span_of(tree))
 
     @v_args(tree=True)
     def retry(self, tree: Tree[Any]) -> sx.Retry:
         count, *rest = _kids(tree)
-        backoff = self._duration(rest[0]) if rest else None
+        backoff = _duration(rest[0]) if rest else None
         factor = float(str(rest[1])[1:]) if len(rest) > 1 else 1.0
         return sx.Retry(_integer(count, "a retry count"), backoff, factor, _span_of(tree))
 
@@ -486,7 +342,7 @@ class _ToSyntax(Transformer[Token, Any]):
 
     @v_args(tree=True)
     def wait_for(self, tree: Tree[Any]) -> sx.Wait:
-        return sx.Wait(self._duration(_kids(tree)[0]), None, _span_of(tree))
+        return sx.Wait(_duration(_kids(tree)[0]), None, _span_of(tree))
 
     @v_args(tree=True)
     def wait_until(self, tree: Tree[Any]) -> sx.Wait:
@@ -555,7 +411,7 @@ class _ToSyntax(Transformer[Token, Any]):
     @v_args(tree=True)
     def race_after(self, tree: Tree[Any]) -> sx.RaceArm:
         duration, body = _kids(tree)
-        return sx.RaceArm((), None, self._duration(duration), None, body, _span_of(tree))
+        return sx.RaceArm((), None, _duration(duration), None, body, _span_of(tree))
 
     @v_args(tree=True)
     def race_at(self, tree: Tree[Any]) -> sx.RaceArm:
@@ -603,21 +459,7 @@ class _ToSyntax(Transformer[Token, Any]):
         description = None
         if items and isinstance(items[0], Token):
             description = _string(items.pop(0))
-        sc = sx.Scenario(_name(name), description, _span_of(tree))
-        for item in items:
-            if isinstance(item, ex.ObjectExpr):
-                sc.input = item
-            elif isinstance(item, tuple) and item[0] == "start":
-                sc.start_at = (item[1], item[2])
-            elif isinstance(item, sx.WhenRule):
-                sc.rules.append(item)
-            elif isinstance(item, sx.DeliverRule):
-                sc.deliveries.append(item)
-            elif isinstance(item, sx.Expectation):
-                sc.expectations.append(item)
-            elif isinstance(item, tuple) and item[0] == "silence":
-                sc.silenced.extend(item[1])
-        return sc
+        return build.scenario(_name(name), description, _span_of(tree), items)
 
     def scenario_input(self, children: list[Any]) -> ex.ObjectExpr:
         return children[0]  # type: ignore[no-any-return]
@@ -661,7 +503,7 @@ class _ToSyntax(Transformer[Token, Any]):
         return {"reply": None, "data": None, "after": None, "twice": False}
 
     def reply_after(self, children: list[Token]) -> sx.Duration:
-        return self._duration(children[0])
+        return _duration(children[0])
 
     def reply_twice(self, children: list[Any]) -> str:
         return "twice"
@@ -670,7 +512,7 @@ class _ToSyntax(Transformer[Token, Any]):
     def event_rule(self, tree: Tree[Any]) -> sx.DeliverRule:
         name, *rest = _kids(tree)
         data = next((c for c in rest if isinstance(c, ex.ObjectExpr)), None)
-        return sx.DeliverRule(_name(name), data, self._duration(rest[-1]), _span_of(tree))
+        return sx.DeliverRule(_name(name), data, _duration(rest[-1]), _span_of(tree))
 
     def silence(self, children: list[Token]) -> tuple[str, list[sx.Name]]:
         return ("silence", [_name(c) for c in children])
@@ -1039,13 +881,17 @@ def parse_scenarios(source: sx.SourceFile) -> list[sx.Scenario]:
         return source.scenarios
     text = source.pending_scenarios
     try:
+        return reader.read_scenarios(text)
+    except (reader.Unreadable, build.BadLiteral, RecursionError):
+        pass  # read it again with Lark, which says what is wrong
+    try:
         tree = _parser().parse(text, start="scenarios")
         result: list[sx.Scenario] = _ToSyntax().transform(tree)
     except UnexpectedInput as error:
         raise SourceError([_syntax_diagnostic(error, text, source.path)], source.text) from None
     except VisitError as error:
         inner = error.orig_exc
-        if isinstance(inner, _BadLiteral):
+        if isinstance(inner, build.BadLiteral):
             raise SourceError([Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, source.path)], source.text) from None
         raise inner from None
     return result
@@ -1072,6 +918,17 @@ def _parse(text: str, path: str) -> sx.SourceFile:
             [Diagnostic("E004", "error", "the file is empty; expected `process`", Span(1, 1, 1, 2), "start with `process name { ... }`", path)],
             text,
         )
+    try:
+        process, scenarios = reader.read(text)
+    except (reader.Unreadable, build.BadLiteral, RecursionError):
+        process, scenarios = read_with_lark(text, path)  # slower, and says what is wrong
+    return sx.SourceFile(process, scenarios, path, text)
+
+
+def read_with_lark(text: str, path: str = "<text>") -> tuple[sx.Process, list[sx.Scenario]]:
+    """The process and scenarios of a file, read by Lark: the reference reading of the
+    grammar, and the one that explains mistakes (`SourceError`). `parse` uses it only for
+    text the fast reader (`reader.py`) does not accept."""
     _check_nesting(text, path)
     try:
         tree = _parser().parse(text, start="start")
@@ -1083,14 +940,14 @@ def _parse(text: str, path: str) -> sx.SourceFile:
         raise SourceError([_too_deep(tree, path)], text) from None
     except VisitError as error:
         inner = error.orig_exc
-        if isinstance(inner, _BadLiteral):
+        if isinstance(inner, build.BadLiteral):
             raise SourceError(
                 [Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, path)], text
             ) from None
         if isinstance(inner, RecursionError):
             raise SourceError([_too_deep(tree, path)], text) from None
         raise inner from None
-    return sx.SourceFile(process, scenarios, path, text)
+    return process, scenarios
 
 
 def _too_deep(tree: Tree[Token], path: str) -> Diagnostic:
