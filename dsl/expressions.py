@@ -109,19 +109,21 @@ ARITHMETIC = frozenset({"+", "-", "*", "/", "%"})
 
 def children(expr: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of a node."""
-    if isinstance(expr, Field):
-        return (expr.base,)
-    if isinstance(expr, Index):
-        return (expr.base, expr.key)
-    if isinstance(expr, Unary):
-        return (expr.operand,)
-    if isinstance(expr, Binary):
-        return (expr.left, expr.right)
-    if isinstance(expr, FuncCall | ListExpr):
-        return expr.args if isinstance(expr, FuncCall) else expr.items
-    if isinstance(expr, ObjectExpr):
-        return tuple(value for _, value in expr.pairs)
-    return ()
+    return _CHILDREN[type(expr)](expr)
+
+
+_NO_CHILDREN: tuple[Expr, ...] = ()
+_CHILDREN: dict[type, Callable[[Any], tuple[Expr, ...]]] = {
+    Literal: lambda e: _NO_CHILDREN,
+    Var: lambda e: _NO_CHILDREN,
+    Field: lambda e: (e.base,),
+    Index: lambda e: (e.base, e.key),
+    Unary: lambda e: (e.operand,),
+    Binary: lambda e: (e.left, e.right),
+    FuncCall: lambda e: e.args,
+    ListExpr: lambda e: e.items,
+    ObjectExpr: lambda e: tuple(value for _, value in e.pairs),
+}
 
 
 def walk(expr: Expr) -> Iterator[Expr]:

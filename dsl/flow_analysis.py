@@ -60,7 +60,7 @@ def scan(expr: ex.Expr) -> Scan:
     stack: list[tuple[ex.Expr, int]] = [(expr, 1)]
     while stack:
         node, level = stack.pop()
-        if isinstance(node, ex.Var | ex.Field):
+        if isinstance(node, (ex.Var, ex.Field)):
             path = ex.field_path(node)
             if path is not None:
                 parts: list[ex.Expr] = []
