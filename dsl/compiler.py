@@ -32,10 +32,29 @@ def _refused(scope: ex.Scope) -> ex.Json:
     raise ExpressionError("this expression is over the size limits (see E106)")
 
 
+class _CompiledOnFirstUse:
+    """An expression's evaluator, compiled to closures the first time it is evaluated.
+
+    Compiling every expression up front was two fifths of compiling a process, and a
+    definition that is only validated, drawn or listed never evaluates one. An expression
+    over the limits is never compiled (that would recurse too deep); the validator reports
+    it as E106, so such a definition never runs."""
+
+    __slots__ = ("expr", "compiled")
+
+    def __init__(self, expr: ex.Expr) -> None:
+        self.expr = expr
+        self.compiled: ex.Evaluator | None = None
+
+    def __call__(self, scope: ex.Scope) -> ex.Json:
+        compiled = self.compiled
+        if compiled is None:
+            compiled = self.compiled = ex.compile_expr(self.expr) if _within_limits(self.expr) else _refused
+        return compiled(scope)
+
+
 def _evaluator(expr: ex.Expr) -> ex.Evaluator:
-    # An expression over the limits is not compiled (that would recurse too deep); the
-    # validator reports it as E106, so such a definition never runs.
-    return ex.compile_expr(expr) if _within_limits(expr) else _refused
+    return _CompiledOnFirstUse(expr)
 
 
 def _text(expr: ex.Expr) -> str:
