@@ -32,7 +32,7 @@ from procflow.dsl.errors import MessageRefused, ProcflowError, StoreError
 from procflow.dsl.model import ProcessDefinition
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Command, Dispatch, Reply
-from procflow.interpreter.state import InstanceState
+from procflow.interpreter.state import InstanceState, instant_epoch
 
 Clock = Callable[[], datetime]
 """Returns the current moment (aware, UTC). The engine never calls it; the runtime does."""
@@ -176,7 +176,7 @@ class InMemoryStore:
             wid
             for wid, row in self._rows.items()
             if (process is None or row.state.type == process)
-            and any(f.correlationId == correlation_id for f in row.state.frames.values())
+            and correlation_id in row.state.correlation_ids()
         ]
 
     def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
@@ -204,9 +204,7 @@ class InMemoryStore:
         for wid, row in self._rows.items():
             dues = [w.due for w in row.state.waits if w.due is not None]
             deadline = row.state.deadlineAt
-            if (dues and min(dues) <= epoch) or (
-                deadline and not row.state.is_terminal and datetime.fromisoformat(deadline.replace("Z", "+00:00")).timestamp() <= epoch
-            ):
+            if (dues and min(dues) <= epoch) or (deadline and not row.state.is_terminal and instant_epoch(deadline) <= epoch):
                 found.append(wid)
         return found
 

@@ -184,15 +184,14 @@ class _Simulation:
         state = self._state()
         if dispatch.step.startswith("undo:"):
             step = dispatch.step.removeprefix("undo:")
-            for frame in state.frames.values():
-                node = self.definition.definition_of(frame.process).nodes.get(step)
+            for frame_id in state.frame_ids():
+                node = self.definition.definition_of(state.frame(frame_id).process).nodes.get(step)
                 if isinstance(node, m.StepNode) and node.compensation and node.compensation.replies:
                     return node.compensation.replies[0]
             return None
         for wait in state.waits:
             if wait.step == dispatch.step and wait.commandName == dispatch.command.commandName:
-                frame = state.frames[wait.frame]
-                node = self.definition.definition_of(frame.process).nodes[wait.node]
+                node = self.definition.definition_of(state.frame(wait.frame).process).nodes[wait.node]
                 if isinstance(node, m.StepNode) and node.replies:
                     return node.replies[0]
         return None

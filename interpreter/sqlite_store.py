@@ -26,7 +26,6 @@ wrong, where, and what to do. Older schemas are migrated, in order, in one trans
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -54,7 +53,15 @@ from procflow.interpreter.sqlite_schema import (
     rollback,
 )
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
-from procflow.interpreter.state import TERMINAL, HistoryEntry, InstanceState, parse_instant
+from procflow.interpreter.state import (
+    TERMINAL,
+    HistoryEntry,
+    InstanceState,
+    migrate_history_entry,
+    migrate_state,
+    parse_instant,
+    shell,
+)
 
 __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "Synchronous", "current_schema_version"]
 
@@ -275,7 +282,7 @@ class SqliteStore:
             )
             connection.executemany(
                 "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [(state.type, c, workflow_id) for c in {f.correlationId for f in state.frames.values()} | {state.correlationId}],
+                [(state.type, c, workflow_id) for c in state.correlation_ids()],
             )
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
@@ -437,9 +444,9 @@ class SqliteStore:
     def _encode(state: InstanceState) -> str:
         """The state as JSON without its history (history entries are rows of their own, so a
         transition writes its new entries, not the whole history again)."""
-        shell = copy.copy(state)
-        shell.history = []
-        return shell.model_dump_json()
+        without_history = shell(state)
+        without_history.history = ()
+        return without_history.model_dump_json()
 
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
         data: dict[str, Any] = json.loads(text)
@@ -449,7 +456,8 @@ class SqliteStore:
                 f"instance {workflow_id} in {self.path} has state schema {stored}, newer than this procflow reads "
                 f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
             )
-        data["history"] = [json.loads(entry) for entry in entries]
+        data = migrate_state(data)
+        data["history"] = [migrate_history_entry(json.loads(entry)) for entry in entries]
         return InstanceState.model_validate(data)
 
 

@@ -5,24 +5,32 @@ stored, shown, diffed and published as a JSON Schema (`procflow schema state`). 
 are slotted dataclasses validated, serialized and described by pydantic (a `TypeAdapter` per
 class): the engine builds them at the cost of a plain object, a parked instance stays small,
 and `model_validate_json` / `model_dump_json` / `model_json_schema` work as on pydantic models.
+
+A state is a value: the engine never changes one it was given, it builds the next one and
+shares with it whatever did not change (copy on write). Sequences are tuples, and the empty
+mappings the engine writes are one shared read-only `EMPTY` dict, so a parked instance keeps
+only what is its own. `migrate_state` reads the JSON of older schema versions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import ConfigDict, Field, with_config
 
 from procflow.interpreter.records import Record
 
-SCHEMA_VERSION = 1
-"""Bumped whenever the stored shape changes; older states are migrated when read."""
+SCHEMA_VERSION = 2
+"""Bumped whenever the stored shape changes; older states are migrated when read (`migrate_state`)."""
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
 """Statuses after which the instance does nothing more by itself (an operator may resume
 `compensation_failed`; a late success may still reopen compensation)."""
+
+ROOT = "main"
+"""The frame id of the process an instance runs (called processes run in frames of their own)."""
 
 WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff"]
 FailureCause = Literal["reply", "timeout", "fail", "deadline", "error"]
@@ -31,8 +39,27 @@ LateAction = Literal["compensated", "recorded"]
 _strict_record = with_config(ConfigDict(extra="forbid"))
 
 
+class _ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses every change: the one empty mapping all states share."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("a state's mappings are read-only; the engine builds a new state instead")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _refuse
+
+
+EMPTY: dict[str, Any] = _ReadOnlyDict()
+"""The shared empty mapping of states (read-only: writing to it raises TypeError)."""
+
+
+def _empty() -> dict[str, Any]:
+    return EMPTY
+
+
 @_strict_record
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True, frozen=True)
 class DefinitionRef(Record):
     """Which process definition an instance runs: pinned by version and fingerprint."""
 
@@ -51,13 +78,18 @@ class Wait(Record):
     node: str
     frame: str
     kind: WaitKind
-    expects: Annotated[list[str], Field(description="reply or event names that end this wait")]
+    expects: Annotated[tuple[str, ...], Field(description="reply or event names that end this wait")]
     correlationId: str
     commandName: str | None = None
     attempt: int = 1
     since: str
-    timeoutAt: str | None = None
-    due: Annotated[float | None, Field(description="timeoutAt as seconds since the epoch")] = None
+    timeoutAt: Annotated[str | None, Field(description="when the wait times out or its timer fires (ISO-8601, UTC)")] = None
+
+    @property
+    def due(self) -> float | None:
+        """`timeoutAt` as seconds since the epoch (kept once, as the text)."""
+        at = self.timeoutAt
+        return None if at is None else instant_epoch(at)
 
 
 @_strict_record
@@ -68,18 +100,18 @@ class Token(Record):
     id: int
     node: str
     frame: str
-    loops: dict[str, int] = field(default_factory=dict)
-    forks: list[str] = field(default_factory=list)
+    loops: dict[str, int] = field(default_factory=_empty)
+    forks: tuple[str, ...] = ()
 
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
 class Frame(Record):
-    """The data of the main process or of a called one."""
+    """The data of a called process (the main process's are the instance's own `input` and `data`)."""
 
     process: str
     input: dict[str, Any]
-    data: Annotated[dict[str, Any], Field(description="payloads bound with `as`")] = field(default_factory=dict)
+    data: Annotated[dict[str, Any], Field(description="payloads bound with `as`")] = field(default_factory=_empty)
     correlationId: str
     parent: str | None = None
     call: str | None = None
@@ -121,7 +153,7 @@ class Abandoned(Record):
     process: str
     commandName: str
     correlationId: str
-    successes: list[str]
+    successes: tuple[str, ...]
     undo: UndoCommand | None = None
     at: str
 
@@ -142,11 +174,11 @@ class Failure(Record):
 class Compensation(Record):
     """The undo work of a failed instance: what is left (next first) and what is done."""
 
-    pending: list[UndoCommand] = field(default_factory=list)
-    undone: list[UndoCommand] = field(default_factory=list)
+    pending: tuple[UndoCommand, ...] = ()
+    undone: tuple[UndoCommand, ...] = ()
     failed: Annotated[UndoCommand | None, Field(description="the undo that could not complete")] = None
     settledStatus: Annotated[str | None, Field(description="the status to return to when a late undo is done")] = None
-    attempts: Annotated[dict[str, int], Field(description="`frame:step` -> the last attempt sent of its undo")] = field(default_factory=dict)
+    attempts: Annotated[dict[str, int], Field(description="`frame:step` -> the last attempt sent of its undo")] = field(default_factory=_empty)
     roundStart: Annotated[int, Field(description="the attempt that began the current round of the undo in flight")] = 1
 
 
@@ -164,14 +196,21 @@ class LateReply(Record):
 @_strict_record
 @dataclass(slots=True, kw_only=True)
 class HistoryEntry(Record):
-    """One transition: when, what came in, what changed, what was sent."""
+    """One transition: when, what came in, what changed, what was sent.
+
+    Only what this transition changed is written: the status it moved to (the status it left
+    is the one the entry before moved to, `running` before the first), the milestones it
+    reached, the failure it caused, the undo commands it finished."""
 
     seq: int
     at: str
     event: Annotated[str, Field(description="started, reply, event, timer, retry, late_reply, resumed, ...")]
     message: dict[str, Any] | None = None
-    changes: dict[str, Any] = field(default_factory=dict)
-    sent: list[str] = field(default_factory=list)
+    status: Annotated[str | None, Field(description="the status this transition moved to; absent when it did not change")] = None
+    completedSteps: Annotated[tuple[str, ...], Field(description="milestones reached in this transition")] = ()
+    failure: Annotated[str | None, Field(description="the failure this transition caused, in words")] = None
+    undone: Annotated[tuple[str, ...], Field(description="undo commands this transition saw confirmed (or sent, when unconfirmed)")] = ()
+    sent: tuple[str, ...] = ()
     note: str | None = None
 
 
@@ -183,7 +222,7 @@ class InstanceState(Record):
     workflowId: str
     type: Annotated[str, Field(description="the process name")]
     status: Annotated[str, Field(description="the business situation, e.g. waiting_for_payment, compensating, completed")]
-    completedSteps: Annotated[list[str], Field(description="milestones reached, in order (the reply that ended each step)")]
+    completedSteps: Annotated[tuple[str, ...], Field(description="milestones reached, in order (the reply that ended each step)")]
     nextAction: Annotated[str | None, Field(description="the step the instance waits on (or the undo it runs next)")]
     timeoutAt: Annotated[str | None, Field(description="when the instance acts by itself next (ISO-8601, UTC)")]
     schemaVersion: int = SCHEMA_VERSION
@@ -193,18 +232,19 @@ class InstanceState(Record):
     updatedAt: str
     deadlineAt: str | None = None
     input: dict[str, Any]
-    waits: list[Wait] = field(default_factory=list)
-    tokens: list[Token] = field(default_factory=list)
-    frames: dict[str, Frame] = field(default_factory=dict)
-    joins: dict[str, int] = field(default_factory=dict)
-    completed: list[Completion] = field(default_factory=list)
+    data: Annotated[dict[str, Any], Field(description="payloads the process bound with `as` (its frame `main`)")] = field(default_factory=_empty)
+    waits: tuple[Wait, ...] = ()
+    tokens: tuple[Token, ...] = ()
+    frames: Annotated[dict[str, Frame], Field(description="the frames of called processes, by frame id")] = field(default_factory=_empty)
+    joins: dict[str, int] = field(default_factory=_empty)
+    completed: tuple[Completion, ...] = ()
     compensation: Compensation | None = None
     failure: Failure | None = None
-    abandoned: list[Abandoned] = field(default_factory=list)
-    lateReplies: list[LateReply] = field(default_factory=list)
-    seenMessageIds: list[str] = field(default_factory=list)
+    abandoned: tuple[Abandoned, ...] = ()
+    lateReplies: tuple[LateReply, ...] = ()
+    seenMessageIds: tuple[str, ...] = ()
     seq: int = 0
-    history: list[HistoryEntry] = field(default_factory=list)
+    history: tuple[HistoryEntry, ...] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -215,8 +255,102 @@ class InstanceState(Record):
         """The state as a JSON object (what `run --json` prints and stores keep)."""
         return self.model_dump(mode="json")
 
+    def frame(self, frame_id: str) -> Frame:
+        """The frame `frame_id`: a called process's, or (`main`) a view of the instance's own."""
+        if frame_id == ROOT:
+            return Frame(process=self.type, input=self.input, data=self.data, correlationId=self.correlationId)
+        return self.frames[frame_id]
+
+    def frame_ids(self) -> list[str]:
+        """`main`, then the frames of called processes."""
+        return [ROOT, *self.frames]
+
+    def correlation_ids(self) -> set[str]:
+        """Every business key the instance answers to (its own and its called processes')."""
+        ids = {self.correlationId}
+        for frame in self.frames.values():
+            ids.add(frame.correlationId)
+        return ids
+
+
+def shell(state: InstanceState) -> InstanceState:
+    """A new state object sharing every value with `state` (the engine's working copy starts
+    so; the SQLite store writes one without its history). Written out field by field: the
+    dataclass constructor or `copy.copy` cost several times as much (a test checks that no
+    field is left out)."""
+    new: InstanceState = object.__new__(InstanceState)
+    new.workflowId = state.workflowId
+    new.type = state.type
+    new.status = state.status
+    new.completedSteps = state.completedSteps
+    new.nextAction = state.nextAction
+    new.timeoutAt = state.timeoutAt
+    new.schemaVersion = state.schemaVersion
+    new.definition = state.definition
+    new.correlationId = state.correlationId
+    new.startedAt = state.startedAt
+    new.updatedAt = state.updatedAt
+    new.deadlineAt = state.deadlineAt
+    new.input = state.input
+    new.data = state.data
+    new.waits = state.waits
+    new.tokens = state.tokens
+    new.frames = state.frames
+    new.joins = state.joins
+    new.completed = state.completed
+    new.compensation = state.compensation
+    new.failure = state.failure
+    new.abandoned = state.abandoned
+    new.lateReplies = state.lateReplies
+    new.seenMessageIds = state.seenMessageIds
+    new.seq = state.seq
+    new.history = state.history
+    return new
+
+
+def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of a state of an older schema version, in the current shape (the input is not changed).
+
+    1 -> 2: the main process's frame became the instance's own `data`; a history entry's
+    `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
+    (a copy of its `timeoutAt` in seconds) is no longer kept."""
+    version = data.get("schemaVersion", SCHEMA_VERSION)
+    if not isinstance(version, int) or version >= SCHEMA_VERSION:
+        return data
+    out = dict(data)
+    frames = dict(out.get("frames") or {})
+    main = frames.pop(ROOT, None)
+    out["frames"] = frames
+    out["data"] = dict(main.get("data") or {}) if isinstance(main, dict) else {}
+    out["waits"] = [{k: v for k, v in w.items() if k != "due"} if isinstance(w, dict) else w for w in out.get("waits") or []]
+    out["history"] = [_migrate_entry(e) if isinstance(e, dict) else e for e in out.get("history") or []]
+    out["schemaVersion"] = SCHEMA_VERSION
+    return out
+
+
+def migrate_history_entry(data: dict[str, Any]) -> dict[str, Any]:
+    """A history entry of schema version 1 (with `changes`) in the current shape; others as they are."""
+    return _migrate_entry(data) if "changes" in data else data
+
+
+def _migrate_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in entry.items() if k != "changes"}
+    changes = entry.get("changes") or {}
+    if not isinstance(changes, dict):
+        return out
+    status = changes.get("status")
+    if isinstance(status, list) and status:
+        out["status"] = status[-1]
+    for key in ("completedSteps", "undone"):
+        if changes.get(key):
+            out[key] = changes[key]
+    if changes.get("failure"):
+        out["failure"] = changes["failure"]
+    return out
+
 
 _ISO_CACHE: dict[float, str] = {}
+_EPOCH_CACHE: dict[str, float] = {}
 
 
 def iso(moment: datetime) -> str:
@@ -234,10 +368,26 @@ def iso_epoch(key: float) -> str:
         m = from_epoch(key)
         text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         text += f".{m.microsecond // 1000:03d}Z" if m.microsecond else "Z"
-        if len(_ISO_CACHE) > 4096:
+        if len(_ISO_CACHE) > 1024:
             _ISO_CACHE.clear()
         _ISO_CACHE[key] = text
+        if text not in _EPOCH_CACHE:
+            # What parsing the text gives (to the millisecond), without parsing it.
+            if len(_EPOCH_CACHE) > 1024:
+                _EPOCH_CACHE.clear()
+            _EPOCH_CACHE[text] = m.replace(microsecond=m.microsecond // 1000 * 1000).timestamp()
     return text
+
+
+def instant_epoch(text: str) -> float:
+    """ISO-8601 text -> seconds since the epoch (cached, bounded). ValueError when malformed."""
+    epoch = _EPOCH_CACHE.get(text)
+    if epoch is None:
+        epoch = parse_instant(text).timestamp()
+        if len(_EPOCH_CACHE) > 1024:
+            _EPOCH_CACHE.clear()
+        _EPOCH_CACHE[text] = epoch
+    return epoch
 
 
 def parse_instant(text: str) -> datetime:

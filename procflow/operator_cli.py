@@ -291,18 +291,19 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
             lines.append(f"  {d.command.commandName:<22} {d.dedupKey}  [{mark}{again}]")
     lines.append("")
     lines.append("history")
+    status = "running"  # what an instance is before its first entry
     for entry in state.history:
         what = entry.event
         if entry.message:
             what += f" {entry.message.get('type')}"
         detail = []
-        status = entry.changes.get("status")
-        if isinstance(status, list) and len(status) == 2:
-            detail.append(f"{status[0]} -> {status[1]}")
-        if entry.changes.get("completedSteps"):
-            detail.append("completed " + ", ".join(entry.changes["completedSteps"]))
-        if entry.changes.get("failure"):
-            detail.append(f"failure: {entry.changes['failure']}")
+        if entry.status is not None:
+            detail.append(f"{status} -> {entry.status}")
+            status = entry.status
+        if entry.completedSteps:
+            detail.append("completed " + ", ".join(entry.completedSteps))
+        if entry.failure:
+            detail.append(f"failure: {entry.failure}")
         if entry.sent:
             detail.append("sent " + ", ".join(entry.sent))
         if entry.note:

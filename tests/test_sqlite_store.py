@@ -369,6 +369,29 @@ def test_an_instance_of_a_newer_state_schema_is_refused(store: SqliteStore, orde
         store.get("wf_1")
 
 
+def test_an_instance_written_under_state_schema_1_runs_on(store: SqliteStore, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order, "wf_401", "ord_441")
+    old = json.loads((ROOT / "tests" / "cases" / "state_v1_waiting.json").read_text(encoding="utf-8"))
+    entries = old.pop("history")
+    old.update(status="waiting_for_inventory", completedSteps=[], completed=[], nextAction="reserve_inventory",
+               timeoutAt="2026-01-01T09:00:30Z", startedAt="2026-01-01T09:00:00Z", updatedAt="2026-01-01T09:00:00Z",
+               waits=[{**old["waits"][0], "step": "reserve_inventory", "node": "reserve_inventory", "expects": ["inventory_reserved", "inventory_unavailable"],
+                       "commandName": "inventory.reserve", "since": "2026-01-01T09:00:00Z", "timeoutAt": "2026-01-01T09:00:30Z", "due": 1767258030.0}],
+               tokens=[{**old["tokens"][0], "node": "reserve_inventory"}], seq=1)
+    old["input"]["amount"] = old["frames"]["main"]["input"]["amount"] = 10.0
+    raw = sqlite3.connect(store.path)
+    raw.execute("UPDATE instances SET state = ? WHERE workflow_id = 'wf_401'", (json.dumps({**old, "history": []}),))
+    raw.execute("UPDATE history SET entry = ? WHERE workflow_id = 'wf_401' AND seq = 1", (json.dumps({**entries[0], "at": "2026-01-01T09:00:00Z"}),))
+    raw.commit()
+    raw.close()
+    row = store.get("wf_401")
+    assert row is not None and row.state.schemaVersion == 2 and row.state.data == {} and row.state.frames == {}
+    assert row.state.history[0].status == "waiting_for_inventory" and row.state.waits[0].due == 1767258030.0
+    state = orchestrator.deliver({"type": "inventory_reserved", "correlationId": "ord_441"})
+    assert state.status == "waiting_for_payment" and state.schemaVersion == 2
+    assert [e.status for e in state.history] == ["waiting_for_inventory", "waiting_for_payment"]
+
+
 def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     path.touch()

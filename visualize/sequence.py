@@ -367,12 +367,13 @@ def _instance_items(cast: _Cast, state: Mapping[str, Any]) -> list[SequenceItem]
                 kind = "reply"
             late = " (late)" if "late" in kind_of else ""
             items.append(Message(sender, ORCHESTRATOR, words(name) + late, kind))
-        changes = entry.get("changes") or {}
+        changes = entry.get("changes") or {}  # (how schema version 1 wrote what changed)
         if entry.get("event") == "timer" and entry.get("note"):
             text = str(entry["note"]).replace("`", "")
             items.append(Note((ORCHESTRATOR,), f"{_clock(entry.get('at'))}{text}", "timeout"))
-        if changes.get("failure"):
-            items.append(Note((ORCHESTRATOR,), f"failed: {changes['failure']}", "fail"))
+        failure = entry.get("failure") or changes.get("failure")
+        if failure:
+            items.append(Note((ORCHESTRATOR,), f"failed: {failure}", "fail"))
         for sent in entry.get("sent") or []:
             command, _, attempt_text = str(sent).partition("#")
             attempt = int(attempt_text) if attempt_text.isdigit() else 1
@@ -384,8 +385,8 @@ def _instance_items(cast: _Cast, state: Mapping[str, Any]) -> list[SequenceItem]
                 compensating = True
             retry = f" (retry {attempt - 1})" if attempt > 1 else ""
             items.append(Message(ORCHESTRATOR, target, label + retry, "undo" if is_undo else "command"))
-        status = changes.get("status")
-        if compensating and isinstance(status, list) and status and status[-1] != "compensating":
+        status = entry.get("status") or (changes.get("status") or [None])[-1]
+        if compensating and isinstance(status, str) and status != "compensating":
             items.append(BlockEnd())
             compensating = False
     if compensating:

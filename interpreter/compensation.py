@@ -1,0 +1,235 @@
+"""Failing and undoing: stop everything, then send the undo commands of the completed steps,
+most recent first, each awaited (with its retries) before the next; a late success of a step
+that gave up is undone as well. Builds on the working copy of `run.py` (copy on write: the
+compensation record is the run's own copy, its tuples and mappings are replaced, not changed).
+"""
+
+from __future__ import annotations
+
+from procflow.dsl import model as m
+from procflow.interpreter import make
+from procflow.interpreter.messages import Command, Reply
+from procflow.interpreter.run import Failed, RunCore, frame_id_of
+from procflow.interpreter.state import (
+    EMPTY,
+    ROOT,
+    Abandoned,
+    Compensation,
+    Failure,
+    FailureCause,
+    Frame,
+    LateAction,
+    LateReply,
+    UndoCommand,
+    Wait,
+)
+
+
+class Compensating(RunCore):
+    """The outcomes of a run: completion, failure, and the compensation that follows."""
+
+    def complete(self) -> None:
+        """The main process reached an end: the instance completed."""
+        self._cancel_all(abandon=True)
+        self.state.status = "completed"
+
+    def _cancel_all(self, abandon: bool) -> None:
+        for wait in self.state.waits:
+            if abandon and wait.kind in ("reply", "backoff") and wait.commandName:
+                self._abandon(wait)
+        self.state.waits = ()
+        self.state.tokens = ()
+        self.state.joins = EMPTY
+        self.ready = []
+
+    def _abandon(self, wait: Wait) -> None:
+        frame = self.frames[wait.frame]
+        node = self._definition(frame.process).nodes[wait.node]
+        assert isinstance(node, m.StepNode)
+        undo = None
+        if node.compensation is not None:
+            try:
+                undo = self._undo_for(node, frame)
+            except Failed:
+                undo = None
+        abandoned = Abandoned(
+            step=node.name,
+            frame=wait.frame,
+            process=frame.process,
+            commandName=wait.commandName or "",
+            correlationId=wait.correlationId,
+            successes=tuple(node.replies),
+            undo=undo,
+            at=self.now_iso,
+        )
+        self.state.abandoned = self.state.abandoned + (abandoned,)
+
+    def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
+        """The instance failed: stop everything and undo completed steps in reverse order."""
+        self._cancel_all(abandon=True)
+        self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_iso)
+        pending = tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
+        self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
+        self._next_undo()
+
+    def _settled_failure_status(self) -> str:
+        failure = self.state.failure
+        comp = self.state.compensation
+        if comp is not None and comp.undone:
+            return "compensated"
+        if failure is not None and failure.cause in ("timeout", "deadline"):
+            return "timed_out"
+        return "failed"
+
+    def _comp(self) -> Compensation:
+        comp = self.state.compensation
+        assert comp is not None
+        return comp
+
+    def _next_undo(self) -> None:
+        comp = self._comp()
+        while comp.pending:
+            undo = comp.pending[0]
+            spec = self._undo_spec(undo)
+            attempt = self._count_undo_attempt(undo)
+            comp.roundStart = attempt
+            self._send_undo(undo, attempt)
+            if spec is not None and spec.replies:
+                wait = Wait(
+                    token=0,
+                    step=f"undo:{undo.step}",
+                    node=undo.step,
+                    frame=undo.frame,
+                    kind="compensation",
+                    expects=tuple(spec.replies),
+                    correlationId=undo.correlationId,
+                    commandName=undo.commandName,
+                    attempt=attempt,
+                    since=self.now_iso,
+                    timeoutAt=self._due_or_none(spec.timeout),
+                )
+                self.state.waits = self.state.waits + (wait,)
+                self.state.status = "compensating"
+                return
+            self._undo_done()  # fire-and-forget undo: done once sent
+        # All undone: a late undo after a completed instance leaves it completed; otherwise
+        # the failure is settled (compensated when anything was undone).
+        self.state.status = "completed" if comp.settledStatus == "completed" else self._settled_failure_status()
+        comp.settledStatus = None
+
+    def _undo_done(self) -> None:
+        """The undo in flight is done: it moves from pending to undone."""
+        comp = self._comp()
+        comp.undone = comp.undone + comp.pending[:1]
+        comp.pending = comp.pending[1:]
+
+    def _undo_confirmed(self) -> None:
+        self._undo_done()
+        self._next_undo()
+
+    def _count_undo_attempt(self, undo: UndoCommand) -> int:
+        """The next attempt number of an undo: attempts continue across resumes, so every send
+        of the same undo has its own dedup key."""
+        comp = self._comp()
+        key = f"{undo.frame}:{undo.step}{undo.round}"
+        attempt = comp.attempts.get(key, 0) + 1
+        comp.attempts = {**comp.attempts, key: attempt}
+        return attempt
+
+    def _send_undo(self, undo: UndoCommand, attempt: int) -> None:
+        self._dispatch(
+            Command(
+                commandName=undo.commandName,
+                workflowId=self.state.workflowId,
+                correlationId=undo.correlationId,
+                replyTo=self._definition(undo.process).reply_to,
+                data=undo.data,
+            ),
+            f"undo:{undo.step}",
+            attempt,
+            undo.round,
+        )
+
+    def _undo_spec(self, undo: UndoCommand) -> m.CompensationSpec | None:
+        node = self._definition(undo.process).nodes.get(undo.step)
+        return node.compensation if isinstance(node, m.StepNode) else None
+
+    def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
+        comp = node.compensation
+        if comp is None:
+            return None
+        data = self._eval(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
+        frame_id = ROOT if frame is self.main else frame_id_of(self.frames, frame)
+        return make.undo_command(node.name, frame_id, frame.process, comp.command.name, frame.correlationId, data, rounds)
+
+    # ---------------------------------------------------------------- late replies
+    def late(self, abandoned: Abandoned, reply: Reply) -> LateAction:
+        """A reply for a step that gave up: undo a late success, record anything else."""
+        self.state.abandoned = tuple(a for a in self.state.abandoned if a is not abandoned)
+        success = reply.type in abandoned.successes
+        undo = self._late_undo(abandoned, reply) if success else None
+        action: LateAction = "compensated" if undo is not None else "recorded"
+        self.state.lateReplies = self.state.lateReplies + (LateReply(type=reply.type, step=abandoned.step, at=self.now_iso, action=action),)
+        if undo is not None:
+            comp = self.state.compensation
+            if comp is None:
+                comp = Compensation(pending=(), undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
+                self.state.compensation = comp
+            if self.state.status == "compensating":
+                comp.pending = (*comp.pending[:1], undo, *comp.pending[1:])
+            else:
+                comp.settledStatus = self.state.status
+                comp.failed = None  # a failed undo still pending is retried after this one
+                comp.pending = (undo, *comp.pending)
+                self._next_undo()
+        return action
+
+    def _late_undo(self, abandoned: Abandoned, reply: Reply) -> UndoCommand | None:
+        """The undo of a late success, its mapping read with the late payload bound to the
+        step's `as` name, as if the reply had come in time (`void { id: auth.id }` needs it)."""
+        node = self._definition(abandoned.process).nodes.get(abandoned.step)
+        frame = self.frames.get(abandoned.frame)
+        if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
+            return abandoned.undo
+        comp = node.compensation
+        bound = frame
+        if node.bind:
+            # Bind the late payload in the frame for this one evaluation only.
+            bound = frame.model_copy(update={"data": {**frame.data, node.bind: reply.data}})
+            self.frames[abandoned.frame] = bound
+        try:
+            data = self._eval(comp.command.data, bound, "compensation of `{}`", node.name) if comp.command.data else {}
+        except Failed:
+            return abandoned.undo
+        finally:
+            self.frames[abandoned.frame] = frame
+        return UndoCommand(
+            step=node.name,
+            frame=abandoned.frame,
+            process=abandoned.process,
+            commandName=comp.command.name,
+            correlationId=abandoned.correlationId,
+            data=data,
+        )
+
+    # ---------------------------------------------------------------- an undo's time
+    def _fire_compensation(self, wait: Wait) -> None:
+        comp = self._comp()
+        undo = comp.pending[0]
+        spec = self._undo_spec(undo)
+        timeout = spec.timeout if spec else None
+        retries_used = wait.attempt - comp.roundStart
+        if wait.kind == "compensation_backoff" or (timeout is not None and retries_used < timeout.retries):
+            if wait.kind == "compensation":
+                delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
+                if delay > 0:
+                    backoff = wait.model_copy(update={"kind": "compensation_backoff", "since": self.now_iso, "timeoutAt": self._due(delay)})
+                    self.state.waits = self.state.waits + (backoff,)
+                    return
+            attempt = self._count_undo_attempt(undo)
+            self._send_undo(undo, attempt)
+            again = wait.model_copy(update={"kind": "compensation", "attempt": attempt, "since": self.now_iso, "timeoutAt": self._due_or_none(timeout)})
+            self.state.waits = self.state.waits + (again,)
+            return
+        comp.failed = undo
+        self.state.status = "compensation_failed"

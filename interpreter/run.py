@@ -1,0 +1,475 @@
+"""One transition's working copy of a state, and the core of what the engine does on it:
+moving tokens through the nodes, entering steps, races and called processes, accepting the
+replies and events a wait expects.
+
+Copy on write: the working copy starts as a new state object that shares every value with the
+state it was made from. The engine never changes a shared value in place: it replaces a
+tuple or a mapping with a new one, and copies a token, a frame or the compensation record
+before it changes one (`_token`, the frames in `frames`, `Compensating`). So a transition
+costs what it changes, not the size of the state, and the state given is never touched.
+Compensation (`compensation.py`), timers (`timers.py`) and the visible record
+(`derive.py`) build on this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from procflow.dsl import model as m
+from procflow.dsl.errors import ExpressionError
+from procflow.interpreter import make
+from procflow.interpreter.contracts import schema_problem
+from procflow.interpreter.messages import Command, Dispatch, Reply
+from procflow.interpreter.plan import Plan
+from procflow.interpreter.state import (
+    EMPTY,
+    ROOT,
+    Completion,
+    FailureCause,
+    Frame,
+    InstanceState,
+    Token,
+    UndoCommand,
+    Wait,
+    WaitKind,
+    instant_epoch,
+    iso,
+    iso_epoch,
+    parse_instant,
+    shell,
+)
+
+MAX_NODES_PER_TRANSITION = 200_000
+"""A transition that visits more nodes than this without waiting fails the instance (a loop
+that never waits would otherwise spin forever)."""
+
+_FAIL_CAUSES: dict[str, FailureCause] = {"fail": "fail", "reply": "reply", "timeout": "timeout"}
+
+
+@dataclass(slots=True)
+class Transition:
+    """What one call of the engine produced."""
+
+    state: InstanceState
+    dispatches: list[Dispatch] = field(default_factory=list)
+    outcome: str = "applied"  # applied | duplicate | late | idle
+    note: str | None = None
+
+    @property
+    def commands(self) -> list[Command]:
+        """The commands to send, in order."""
+        return [d.command for d in self.dispatches]
+
+
+class Failed(Exception):
+    """Raised inside a run when the instance must fail (carries the cause)."""
+
+    def __init__(self, cause: FailureCause, reason: str, step: str | None) -> None:
+        super().__init__(reason)
+        self.cause = cause
+        self.reason = reason
+        self.step = step
+
+
+class Scope(Mapping[str, Any]):
+    """What an expression sees in a frame: `input`, `steps`, and the names bound with `as`.
+    Lazy: most expressions read one or two names, and each is read from the frame and the
+    state as they are at that moment."""
+
+    __slots__ = ("_frame", "_frame_id", "_state")
+
+    def __init__(self, frame: Frame, frame_id: str, state: InstanceState) -> None:
+        self._frame = frame
+        self._frame_id = frame_id
+        self._state = state
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "input":
+            return self._frame.input
+        if name == "steps":
+            return steps_of(self._state.completed, self._frame_id)
+        return self._frame.data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in ("input", "steps") or name in self._frame.data
+
+    def __iter__(self) -> Iterator[str]:
+        yield "input"
+        yield "steps"
+        yield from self._frame.data
+
+    def __len__(self) -> int:
+        return 2 + len(self._frame.data)
+
+
+def steps_of(completed: tuple[Completion, ...], frame_id: str) -> dict[str, dict[str, str]]:
+    """`steps` as expressions see it: step -> {"reply": the reply that completed it last}.
+    Derived from the completion records, so no per-step map is copied on every transition."""
+    return {c.step: {"reply": c.outcome} for c in completed if c.frame == frame_id}
+
+
+def frame_id_of(frames: Mapping[str, Frame], frame: Frame) -> str:
+    """The id under which a frame is kept ("" for a frame built for one evaluation, such as a
+    callee's correlation key, which is not kept)."""
+    if frames.get(ROOT) is frame:
+        return ROOT
+    return next((key for key, value in frames.items() if value is frame), "")
+
+
+def rounds_of(token: Token | None) -> str:
+    """`@2` in the second iteration of the enclosing `repeat` (`@1.3` when nested), else empty."""
+    if token is None or not token.loops:
+        return ""
+    return "@" + ".".join(str(n) for n in token.loops.values())
+
+
+def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    """A copy of `mapping` without `key` (the shared empty mapping when nothing is left)."""
+    if key not in mapping:
+        return mapping
+    rest = {k: v for k, v in mapping.items() if k != key}
+    return rest or EMPTY
+
+
+class RunCore:
+    """One transition's working copy of a state, and the work it does on it (see the module doc)."""
+
+    def __init__(self, plan: Plan, state: InstanceState, now: datetime, fresh: bool = False) -> None:
+        self.plan = plan
+        self.definition = definition = plan.definition
+        self.root_name = definition.name
+        self.root_nodes = definition.nodes
+        self.now = now
+        self.now_epoch = now.timestamp()
+        self.now_iso = iso_epoch(self.now_epoch)
+        # The state the transition started from (never changed: `finish` reads what changed).
+        self.before = shell(state) if fresh else state
+        if fresh:  # a fresh state (from `start`) is the run's own
+            self.state = state
+        else:  # any other is shared with the caller
+            self.state = shell(state)
+            if state.compensation is not None:
+                self.state.compensation = state.compensation.model_copy()
+        # The working frames: the main process's (a view of the instance's own input and data)
+        # and copies of the called ones; `finish` writes them back.
+        self.main = make.frame(state.type, state.input, state.data, state.correlationId, None, None)
+        self.frames: dict[str, Frame] = {ROOT: self.main}
+        self.main_scope: Scope | None = None
+        if state.frames:
+            for key, f in state.frames.items():
+                self.frames[key] = make.frame(f.process, f.input, f.data, f.correlationId, f.parent, f.call)
+        self.owned: set[int] = set()
+        self.dispatches: list[Dispatch] = []
+        self.ready: list[Token] = []
+        self.visited = 0
+
+    # ---------------------------------------------------------------- hooks (compensation.py)
+    def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
+        """The instance failed: stop everything and undo completed steps in reverse order."""
+        raise NotImplementedError
+
+    def complete(self) -> None:
+        """The main process reached an end: the instance completed."""
+        raise NotImplementedError
+
+    def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    def set_now(self, now: datetime) -> None:
+        """Move this run's clock (used when several timers fire in one advance)."""
+        self.now = now
+        self.now_epoch = now.timestamp()
+        self.now_iso = iso_epoch(self.now_epoch)
+
+    def _next_seq(self) -> int:
+        self.state.seq += 1
+        return self.state.seq
+
+    def _definition(self, process: str) -> m.ProcessDefinition:
+        return self.definition if process == self.root_name else self.plan.process(process)
+
+    def _token(self, token_id: int) -> Token:
+        """The token `token_id`, this run's own (copied into the state on first use)."""
+        tokens = self.state.tokens
+        for index, token in enumerate(tokens):
+            if token.id == token_id:
+                if token_id in self.owned:
+                    return token
+                own = make.token(token.id, token.node, token.frame, token.loops, token.forks)
+                self.state.tokens = (own,) if len(tokens) == 1 else (*tokens[:index], own, *tokens[index + 1 :])
+                self.owned.add(token_id)
+                return own
+        raise KeyError(f"no token {token_id}")
+
+    def _add_token(self, token: Token) -> None:
+        self.state.tokens = self.state.tokens + (token,)
+        self.owned.add(token.id)
+
+    def _remove_token(self, token: Token) -> None:
+        self.state.tokens = tuple(t for t in self.state.tokens if t.id != token.id)
+
+    def _scope(self, frame: Frame) -> Scope:
+        if frame is self.main:
+            scope = self.main_scope
+            if scope is None:
+                scope = self.main_scope = Scope(frame, ROOT, self.state)
+            return scope
+        return Scope(frame, frame_id_of(self.frames, frame), self.state)
+
+    def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str, *args: object) -> Any:
+        """The value of an expression in a frame; an error fails the instance, saying where
+        (`where.format(*args)`: the text is made only when it is needed)."""
+        try:
+            return condition.evaluate(self._scope(frame))
+        except ExpressionError as error:
+            raise Failed("error", f"{where.format(*args)}: {error}", None) from None
+        except (RecursionError, MemoryError):
+            raise Failed("error", f"{where.format(*args)}: expression too large to evaluate", None) from None
+
+    def _bind(self, frame: Frame, name: str, value: Any) -> None:
+        frame.data = {**frame.data, name: value}
+
+    def _send(
+        self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, token: Token | None = None, name: str | None = None
+    ) -> None:
+        payload = self._eval(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
+        reply_to = self._definition(frame.process).reply_to
+        command = make.command(name or spec.name, self.state.workflowId, frame.correlationId, reply_to, payload)
+        self._dispatch(command, step, attempt, rounds_of(token) if token is not None and token.loops else "")
+
+    def _dispatch(self, command: Command, step: str, attempt: int, rounds: str = "") -> None:
+        # `rounds` tells apart the entries of one step in the iterations of a `repeat`.
+        key = f"{command.correlationId}:{command.commandName}:{step}{rounds}#{attempt}"
+        self.dispatches.append(make.dispatch(command, step, attempt, key))
+
+    def _due(self, seconds: float) -> str:
+        return iso_epoch(self.now_epoch + seconds)
+
+    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> str | None:
+        return iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
+
+    # ---------------------------------------------------------------- running tokens
+    def run(self) -> None:
+        """Move every ready token until it waits, ends or the instance fails."""
+        try:
+            while self.ready:
+                token = self.ready.pop(0)
+                self._advance_token(token)
+        except Failed as failed:
+            self.fail(failed.cause, failed.reason, failed.step)
+
+    def _advance_token(self, token: Token) -> None:
+        frames = self.frames
+        while True:
+            self.visited += 1
+            if self.visited > MAX_NODES_PER_TRANSITION:
+                raise Failed("error", f"ran {MAX_NODES_PER_TRANSITION} nodes without waiting; a loop never waits", None)
+            frame = frames[token.frame]
+            process = frame.process
+            nodes = self.root_nodes if process == self.root_name else self.plan.process(process).nodes
+            node = nodes[token.node]
+            if isinstance(node, m.StepNode):
+                self._enter_step(token, node, frame)
+                return
+            if isinstance(node, m.StartNode):
+                token.node = node.next
+            elif isinstance(node, m.XorNode):
+                token.node = self._choose(node, frame)
+            elif isinstance(node, m.EndNode):
+                if frame.parent is None:
+                    self.complete()
+                    return
+                self._return_from_call(token, frame)
+            elif isinstance(node, m.LoopNode):
+                token.loops = {**token.loops, node.id: 1}
+                token.node = node.body
+            elif isinstance(node, m.ForkNode):
+                fork_key = f"{token.frame}:{node.id}#{self._next_seq()}"
+                self.state.joins = {**self.state.joins, fork_key: 0}
+                self._remove_token(token)
+                for _, target in node.branches:
+                    child = make.token(self._next_seq(), target, token.frame, token.loops, (*token.forks, fork_key))
+                    self._add_token(child)
+                    self.ready.append(child)
+                return
+            elif isinstance(node, m.JoinNode):
+                fork_key = token.forks[-1]
+                token.forks = token.forks[:-1]
+                arrived = self.state.joins.get(fork_key, 0) + 1
+                if arrived < node.expected:
+                    self.state.joins = {**self.state.joins, fork_key: arrived}
+                    self._remove_token(token)
+                    return
+                self.state.joins = without(self.state.joins, fork_key)
+                token.node = node.next
+            elif isinstance(node, m.RaceNode):
+                self._enter_race(token, node, frame)
+                return
+            elif isinstance(node, m.UntilNode):
+                done = self._eval(node.until, frame, "condition of `{}`", node.name)
+                if not isinstance(done, bool):
+                    raise Failed("error", f"`until` of `{node.name}` gave {done!r}, not true or false", None)
+                count = token.loops.get(node.loop, 1)
+                loop = self._definition(frame.process).nodes[node.loop]
+                bound = loop.max if isinstance(loop, m.LoopNode) else None
+                if done or (bound is not None and count >= bound):
+                    token.loops = without(token.loops, node.loop)
+                    token.node = node.next
+                else:
+                    token.loops = {**token.loops, node.loop: count + 1}
+                    token.node = node.body
+            elif isinstance(node, m.CallNode):
+                self._enter_call(token, node, frame)
+            elif isinstance(node, m.FailNode):
+                raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
+            else:  # pragma: no cover - every node kind is handled above
+                raise TypeError(type(node).__name__)
+
+    def _choose(self, node: m.XorNode, frame: Frame) -> str:
+        if node.subject is not None:
+            value = self._eval(node.subject, frame, "switch subject")
+            for arm in node.arms:
+                if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in arm.values):
+                    return arm.target
+            return node.default
+        for arm in node.arms:
+            assert arm.condition is not None
+            holds = self._eval(arm.condition, frame, "condition `{}`", arm.label)
+            if not isinstance(holds, bool):
+                raise Failed("error", f"condition `{arm.label}` gave {holds!r}, not true or false", None)
+            if holds:
+                return arm.target
+        return node.default
+
+    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame) -> None:
+        step = self.plan.step(node)
+        if node.is_timer:
+            if node.timer_seconds is not None:
+                timer_at = self._due(node.timer_seconds)
+            else:
+                assert node.timer_until is not None
+                value = self._eval(node.timer_until, frame, "`wait until` of `{}`", node.name)
+                try:
+                    moment = parse_instant(str(value))
+                except ValueError:
+                    raise Failed("error", f"`wait until` of `{node.name}` gave {value!r}, not an ISO-8601 instant", node.name) from None
+                timer_at = iso(moment)
+            self._add_wait(token, node.name, node.id, frame, "timer", (), None, 1, timer_at)
+            return
+        timeout_at = self._due_or_none(node.timeout)
+        if node.command is not None:
+            self._send(node.command, frame, node.name, 1, token, step.command_name)
+            self._add_wait(token, node.name, node.id, frame, "reply", step.expects, step.command_name, 1, timeout_at)
+        else:
+            self._add_wait(token, node.name, node.id, frame, "event", step.expects, None, 1, timeout_at)
+
+    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame) -> None:
+        expects = tuple(name for arm in node.arms for name in arm.messages)
+        best: tuple[float, str] | None = None
+        for arm in node.arms:
+            if arm.timer_seconds is not None:
+                timeout_at = self._due(arm.timer_seconds)
+            elif arm.timer_at is not None:
+                value = self._eval(arm.timer_at, frame, "timer of race `{}`", node.name)
+                try:
+                    moment = parse_instant(str(value))
+                except ValueError:
+                    raise Failed("error", f"timer of race `{node.name}` gave {value!r}, not an ISO-8601 instant", None) from None
+                timeout_at = iso(moment)
+            else:
+                continue
+            due = instant_epoch(timeout_at)
+            if best is None or due < best[0]:
+                best = (due, timeout_at)
+        self._add_wait(token, node.name, node.id, frame, "race", expects, None, 1, best[1] if best else None)
+
+    def _add_wait(
+        self,
+        token: Token,
+        step: str,
+        node_id: str,
+        frame: Frame,
+        kind: WaitKind,
+        expects: tuple[str, ...],
+        command_name: str | None,
+        attempt: int,
+        timeout_at: str | None,
+    ) -> None:
+        token.node = node_id
+        wait = make.wait(token.id, step, node_id, token.frame, kind, expects, frame.correlationId, command_name, attempt, self.now_iso, timeout_at)
+        self.state.waits = self.state.waits + (wait,)
+
+    def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:
+        child_def = self._definition(node.process)
+        child_input = self._eval(node.data, frame, "input of call `{}`", node.name) if node.data else {}
+        if child_def.input_schema is not None:
+            problem = schema_problem(child_input, child_def.input_schema)
+            if problem:
+                raise Failed("error", f"call `{node.name}`: input breaks the contract of `{child_def.name}`: {problem}", None)
+        frame_id = f"{token.frame}/{node.name}#{self._next_seq()}"
+        correlation = frame.correlationId
+        if child_def.correlate is not None:
+            value = self._eval(child_def.correlate, Frame(process=child_def.name, input=child_input, correlationId=""), "correlation key")
+            correlation = value if isinstance(value, str) else str(value)
+        self.frames[frame_id] = make.frame(child_def.name, child_input, EMPTY, correlation, token.frame, node.id)
+        token.frame = frame_id
+        token.node = child_def.start
+
+    def _return_from_call(self, token: Token, frame: Frame) -> None:
+        assert frame.parent is not None and frame.call is not None
+        parent = self.frames[frame.parent]
+        call = self._definition(parent.process).nodes[frame.call]
+        assert isinstance(call, m.CallNode)
+        if call.bind:
+            self._bind(parent, call.bind, {**frame.data, "steps": steps_of(self.state.completed, token.frame)})
+        token.frame = frame.parent
+        token.node = call.next
+
+    # ---------------------------------------------------------------- messages
+    def accept(self, wait: Wait, reply: Reply) -> None:
+        """A reply or event that a wait expects has arrived."""
+        waits = self.state.waits
+        self.state.waits = () if len(waits) == 1 else tuple(w for w in waits if w is not wait)
+        frame = self.frames[wait.frame]
+        if wait.kind in ("compensation", "compensation_backoff"):
+            self._undo_confirmed()
+            return
+        token = self._token(wait.token)
+        node = self._definition(frame.process).nodes[wait.node]
+        if isinstance(node, m.RaceNode):
+            arm = next(a for a in node.arms if reply.type in a.messages)
+            if arm.bind:
+                self._bind(frame, arm.bind, reply.data)
+            token.node = arm.target
+            self.ready.append(token)
+            self.run()
+            return
+        assert isinstance(node, m.StepNode)
+        if reply.type in node.failures and reply.type not in node.replies:
+            bind = node.failure_binds.get(reply.type)
+            if bind:
+                self._bind(frame, bind, reply.data)
+            token.node = node.failures[reply.type]
+            self.ready.append(token)
+            self.run()
+            return
+        if node.bind:
+            self._bind(frame, node.bind, reply.data)
+        try:
+            undo = self._undo_for(node, frame, rounds_of(token) if token.loops else "")
+        except Failed as failed:
+            self.fail(failed.cause, failed.reason, node.name)
+            return
+        state = self.state
+        state.completed = state.completed + (make.completion(node.name, wait.frame, reply.type, self.now_iso, undo),)
+        state.completedSteps = state.completedSteps + (reply.type,)
+        token.node = node.next
+        self.ready.append(token)
+        self.run()
+
+    def _undo_confirmed(self) -> None:
+        raise NotImplementedError

@@ -1,0 +1,80 @@
+"""Time in a run: a timer step ends, a race's timer arm wins, a wait times out and its command
+is sent again (after its backoff) or the step gives up, an undo is retried.
+"""
+
+from __future__ import annotations
+
+from procflow.dsl import model as m
+from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.run import Failed
+from procflow.interpreter.state import Completion, Frame, Token, Wait, instant_epoch, parse_instant
+
+
+class Timed(Compensating):
+    """What happens when a wait's time has come."""
+
+    def fire(self, wait: Wait) -> None:
+        """A wait's time has come: a timer ends, a timeout retries or fails, a backoff resends."""
+        self.state.waits = tuple(w for w in self.state.waits if w is not wait)
+        frame = self.frames[wait.frame]
+        if wait.kind in ("compensation", "compensation_backoff"):
+            self._fire_compensation(wait)
+            return
+        token = self._token(wait.token)
+        node = self._definition(frame.process).nodes[wait.node]
+        if isinstance(node, m.RaceNode):
+            timed = [a for a in node.arms if not a.messages]
+            arm = timed[0]
+            if len(timed) > 1:
+                arm = min(timed, key=lambda a: self._arm_due(a, frame, wait))
+            token.node = arm.target
+            self.ready.append(token)
+            self.run()
+            return
+        assert isinstance(node, m.StepNode)
+        if wait.kind == "timer":
+            state = self.state
+            state.completed = state.completed + (Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None),)
+            state.completedSteps = state.completedSteps + (node.name,)
+            token.node = node.next
+            self.ready.append(token)
+            self.run()
+            return
+        timeout = node.timeout
+        if wait.kind == "backoff":
+            assert node.command is not None and timeout is not None
+            self._resend(token, node, frame, wait, node.command, timeout)
+            return
+        if timeout is not None and node.command is not None and wait.attempt <= timeout.retries:
+            delay = timeout.backoff_before(wait.attempt + 1)
+            if delay > 0:
+                self._add_wait(token, node.name, node.id, frame, "backoff", wait.expects, wait.commandName, wait.attempt, self._due(delay))
+                return
+            self._resend(token, node, frame, wait, node.command, timeout)
+            return
+        if wait.commandName:
+            self._abandon(wait)
+        assert node.timeout_fail is not None
+        token.node = node.timeout_fail
+        self.ready.append(token)
+        self.run()
+
+    def _resend(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
+        """Send the step's command again (the next attempt) and wait for its reply anew."""
+        attempt = wait.attempt + 1
+        try:
+            self._send(command, frame, node.name, attempt, token)
+        except Failed as failed:
+            self.fail(failed.cause, failed.reason, node.name)
+            return
+        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due(timeout.seconds))
+
+    def _arm_due(self, arm: m.RaceArmSpec, frame: Frame, wait: Wait) -> float:
+        since = instant_epoch(wait.since)
+        if arm.timer_seconds is not None:
+            return since + arm.timer_seconds
+        assert arm.timer_at is not None
+        try:
+            return parse_instant(str(self._eval(arm.timer_at, frame, "race timer"))).timestamp()
+        except ValueError:
+            return float("inf")

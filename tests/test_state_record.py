@@ -1,0 +1,85 @@
+"""The state record as a value: what is shared between states is never changed, the engine's
+hand-written constructors fill every field, and states of schema version 1 still read."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import procflow
+from procflow.interpreter import make
+from procflow.interpreter.messages import Reply
+from procflow.interpreter.state import (
+    EMPTY,
+    SCHEMA_VERSION,
+    InstanceState,
+    migrate_history_entry,
+    migrate_state,
+    shell,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = procflow.load(ROOT / "processes" / "order_fulfillment.proc")
+NOW = datetime(2026, 3, 23, 16, 0, tzinfo=UTC)
+
+
+def waiting_for_payment() -> InstanceState:
+    """The instance the committed state record (`procflow run ... --stop-at authorize_payment`) shows."""
+    first = procflow.start(ORDER, "wf_401", {"orderId": "ord_441", "amount": 180.0}, NOW)
+    reply = Reply(type="inventory_reserved", correlationId="ord_441", messageId="ord_441:inventory.reserve:reserve_inventory#1:inventory_reserved")
+    return procflow.deliver(ORDER, first.state, reply, NOW).state
+
+
+def test_the_shared_empty_mapping_refuses_changes() -> None:
+    state = procflow.start(ORDER, "wf_1", {"orderId": "ord_1", "amount": 1.0}, NOW).state
+    assert state.data is EMPTY and state.frames is EMPTY and state.joins is EMPTY
+    with pytest.raises(TypeError):
+        state.data["x"] = 1
+    with pytest.raises(TypeError):
+        EMPTY.update({"x": 1})
+    assert EMPTY == {}
+
+
+def test_instances_share_what_does_not_change_and_nothing_else() -> None:
+    a = procflow.start(ORDER, "wf_1", {"orderId": "ord_1", "amount": 1.0}, NOW).state
+    b = procflow.start(ORDER, "wf_2", {"orderId": "ord_2", "amount": 2.0}, NOW).state
+    assert a.definition is b.definition and a.tokens is b.tokens  # the same values
+    assert a.waits[0] is not b.waits[0] and a.history[0] is not b.history[0]
+    moved = procflow.deliver(ORDER, a, Reply(type="inventory_reserved", correlationId="ord_1"), NOW).state
+    assert moved.tokens[0].node == "authorize_payment" and a.tokens[0].node == b.tokens[0].node == "reserve_inventory"
+
+
+def test_a_working_copy_starts_with_every_field() -> None:
+    state = waiting_for_payment()
+    copy = shell(state)
+    assert copy == state and copy is not state
+    assert all(getattr(copy, f.name) is getattr(state, f.name) for f in dataclasses.fields(InstanceState))
+
+
+@pytest.mark.parametrize("name", ["wait", "token", "frame", "completion", "undo_command", "history_entry", "command", "dispatch"])
+def test_the_hot_path_constructors_set_every_field(name: str) -> None:
+    function = getattr(make, name)
+    made = function(*(f"v{i}" for i in range(len(inspect.signature(function).parameters))))
+    values = [getattr(made, f.name) for f in dataclasses.fields(made)]  # AttributeError when one is left unset
+    assert sorted(values) == sorted(f"v{i}" for i in range(len(values)))
+
+
+def test_a_state_of_schema_version_1_reads_as_the_current_one() -> None:
+    old = json.loads((ROOT / "tests" / "cases" / "state_v1_waiting.json").read_text(encoding="utf-8"))
+    assert old["schemaVersion"] == 1 and "main" in old["frames"]
+    migrated = InstanceState.model_validate(migrate_state(old))
+    assert migrated.schemaVersion == SCHEMA_VERSION
+    current = waiting_for_payment()
+    assert migrated == current  # the same instance as the engine writes it now
+    assert [(e.status, e.completedSteps, e.sent) for e in migrated.history] == [
+        ("waiting_for_inventory", (), ("inventory.reserve#1",)),
+        ("waiting_for_payment", ("inventory_reserved",), ("payment.authorize#1",)),
+    ]
+    assert migrate_state(migrated.to_json()) == migrated.to_json()  # the current version is left as it is
+    entry = {"seq": 3, "at": "x", "event": "reply", "changes": {"failure": "no", "undone": ["a.b"]}, "sent": []}
+    assert migrate_history_entry(entry) == {"seq": 3, "at": "x", "event": "reply", "failure": "no", "undone": ["a.b"], "sent": []}
