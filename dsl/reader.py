@@ -72,8 +72,8 @@ def read_scenarios(text: str) -> list[sx.Scenario]:
 
 class _Reader:
     """One pass over the tokens. The token ahead is `kind`/`value`, from offset `start` to `pos`,
-    on line `line` (which begins at offset `line_start`); `last_end` is where the last token
-    taken ended, as (line, column)."""
+    on line `line` (which begins at offset `line_start`); `last_end` is the offset where the
+    last token taken ended (its line and column are worked out only when a span needs them)."""
 
     __slots__ = ("text", "tokens", "i", "kind", "value", "start", "pos", "line", "line_start", "depth", "last_end")
 
@@ -87,7 +87,7 @@ class _Reader:
         self.kind = self.value = ""
         self.start = self.pos = 0
         self._take()  # the first token becomes the token ahead
-        self.last_end = (1, 1)
+        self.last_end = 0
 
     # ---------------------------------------------------------------- tokens
 
@@ -108,7 +108,7 @@ class _Reader:
             self.line += value.count("\n")
             self.line_start = self.start + value.rfind("\n") + 1
         pos = self.pos
-        self.last_end = (self.line, pos - self.line_start + 1)
+        self.last_end = pos
         self.i = i = self.i + 1
         space, ahead = self.tokens[i]
         if space:
@@ -141,8 +141,14 @@ class _Reader:
         return Span(line, column, line, column + len(value))
 
     def _span_from(self, start: tuple[int, int]) -> Span:
+        """From `start` to the end of the last token taken."""
         end = self.last_end
-        return Span(start[0], start[1], end[0], end[1])
+        line_start = self.line_start
+        if end >= line_start:  # on the line of the token ahead
+            return Span(start[0], start[1], self.line, end - line_start + 1)
+        text = self.text
+        line = self.line - text.count("\n", end, line_start)
+        return Span(start[0], start[1], line, end - text.rfind("\n", 0, end))
 
     def _at(self, word: str) -> bool:
         return self.kind == "W" and self.value == word
@@ -202,7 +208,7 @@ class _Reader:
         if m is None:
             return None
         end = m.end()
-        last_end = (self.line, end - self.line_start + 1)
+        last_end = end
         while self.pos < end:
             self._take()
         if self.pos != end:
