@@ -18,6 +18,7 @@ the grammar allows that keyword, and a name wherever a name may stand (`send sho
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from procflow.dsl import build
@@ -675,24 +676,21 @@ class _Reader:
     # ---------------------------------------------------------------- expressions
 
     def _expr(self) -> ex.Expr:
-        left = self._and()
-        if not (self.kind == "W" and self.value == "or"):
-            return left
-        items = [left]
-        while self.kind == "W" and self.value == "or":
-            self._take()
-            items.append(self._and())
-        return build.chain(items, "or")
+        return self._chain("or", self._and)
 
     def _and(self) -> ex.Expr:
-        left = self._not()
-        if not (self.kind == "W" and self.value == "and"):
+        return self._chain("and", self._not)
+
+    def _chain(self, op: str, operand: Callable[[], ex.Expr]) -> ex.Expr:
+        """`operand (op operand)*`, left to right (`or` over `and`, `and` over `not`)."""
+        left = operand()
+        if not (self.kind == "W" and self.value == op):
             return left
         items = [left]
-        while self.kind == "W" and self.value == "and":
+        while self.kind == "W" and self.value == op:
             self._take()
-            items.append(self._not())
-        return build.chain(items, "and")
+            items.append(operand())
+        return build.chain(items, op)
 
     def _not(self) -> ex.Expr:
         if self.kind == "W" and self.value == "not":
