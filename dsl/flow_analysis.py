@@ -58,28 +58,31 @@ def scan(expr: ex.Expr) -> Scan:
     reads: list[PathRead] = []
     size = depth = arithmetic = 0
     stack: list[tuple[ex.Expr, int]] = [(expr, 1)]
+    var, field, binary = ex.Var, ex.Field, ex.Binary
     while stack:
         node, level = stack.pop()
-        if isinstance(node, (ex.Var, ex.Field)):
-            path = ex.field_path(node)
-            if path is not None:
-                parts: list[ex.Expr] = []
-                current: ex.Expr = node
-                while isinstance(current, ex.Field):
-                    parts.append(current)
-                    current = current.base
+        kind = type(node)
+        if kind is var or kind is field:
+            parts: list[ex.Expr] = []
+            current: ex.Expr = node
+            while type(current) is field:
                 parts.append(current)
-                assert isinstance(current, ex.Var)
+                current = current.base
+            if type(current) is var:  # a plain path: input.a.b
+                parts.append(current)
+                parts.reverse()
                 names.append(current)
-                reads.append(PathRead(path, tuple(reversed(parts))))
+                reads.append(PathRead(tuple(p.name for p in parts), tuple(parts)))  # type: ignore[attr-defined]
                 size += len(parts)
                 depth = max(depth, level + len(parts) - 1)
                 continue
         size += 1
-        depth = max(depth, level)
-        if isinstance(node, ex.Binary) and node.op in ex.ARITHMETIC:
+        if level > depth:
+            depth = level
+        if kind is binary and node.op in ex.ARITHMETIC:  # type: ignore[attr-defined]
             arithmetic += 1
-        stack.extend((child, level + 1) for child in ex.children(node))
+        for child in ex.children(node):
+            stack.append((child, level + 1))
     return Scan(tuple(names), tuple(reads), size, depth, arithmetic)
 
 
