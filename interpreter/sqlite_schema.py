@@ -5,8 +5,9 @@ A procflow store carries `PRAGMA application_id` = `APPLICATION_ID` and a `meta`
 its `schema_version`. `check_existing` opens a file read-only (`mode=ro`) and refuses, with
 a `StoreError` that says what, where and what to do, a file that is not SQLite, an SQLite
 database of another program (another application id, or tables a store of its schema does
-not have), a store of a newer schema, or a damaged one; it writes nothing. `migrate` then
-brings an older schema up to date, in order, in one `BEGIN IMMEDIATE` transaction.
+not have), a store of a newer schema, or a damaged one; it writes nothing (but when a crash
+interrupted a transaction, SQLite's own undo of it, which a read-only connection cannot do).
+`migrate` then brings an older schema up to date, in order, in one `BEGIN IMMEDIATE` transaction.
 """
 
 from __future__ import annotations
@@ -173,6 +174,37 @@ def check_existing(path: Path, verify: bool) -> None:
             "procflow store, or at a new file name to create one."
         )
     try:
+        _check_read_only(path, verify)
+    except _Interrupted:
+        _finish_interrupted(path)
+        _check_read_only(path, verify)
+
+
+class _Interrupted(Exception):
+    """A crash interrupted a transaction on the file; a read-only connection cannot undo it."""
+
+
+_INTERRUPTED = frozenset({"SQLITE_READONLY_ROLLBACK", "SQLITE_READONLY_RECOVERY"})
+"""What a read-only connection answers when a crash left a hot rollback journal or a WAL
+whose index must be rebuilt."""
+
+
+def _finish_interrupted(path: Path) -> None:
+    """Let SQLite undo a transaction a crash interrupted, as the first connection that may write
+    does on its first read (any SQLite client would). That restores the file to what was
+    committed; it changes nothing that was."""
+    try:
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise damaged(path, error) from None
+
+
+def _check_read_only(path: Path, verify: bool) -> None:
+    try:
         connection = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open the store {path} to check it: {error}") from None
@@ -202,6 +234,8 @@ def check_existing(path: Path, verify: bool) -> None:
             if problems != ["ok"]:
                 raise damaged(path, sqlite3.DatabaseError("; ".join(problems)))
     except sqlite3.DatabaseError as error:
+        if getattr(error, "sqlite_errorname", "") in _INTERRUPTED:
+            raise _Interrupted from None
         raise damaged(path, error) from None
     finally:
         connection.close()

@@ -127,6 +127,10 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the store {where}: {error}") from None
         try:
+            if not exists:
+                # A new file is WAL from its first transaction: a crash while the schema is being
+                # made leaves a WAL, which the read-only check of the next open can read.
+                connection.execute("PRAGMA journal_mode = WAL")
             # The schema first: it checks the file again under the write lock before it writes.
             migrate(connection, self.path)
             connection.execute("PRAGMA journal_mode = WAL")

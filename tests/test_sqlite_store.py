@@ -392,6 +392,35 @@ def test_an_instance_written_under_state_schema_1_runs_on(store: SqliteStore, or
     assert [e.status for e in state.history] == ["waiting_for_inventory", "waiting_for_payment"]
 
 
+def test_a_store_whose_writer_was_killed_mid_transaction_opens(tmp_path: Path, order: ProcessDefinition) -> None:
+    # A crash inside a transaction of a rollback-journal file (how a store was being created
+    # before it was WAL from the start) leaves a hot journal that a read-only connection
+    # cannot undo: that is an interrupted transaction for SQLite to undo, not damage.
+    path = tmp_path / "store.sqlite"
+    with SqliteStore(path) as store:
+        started(store, order)
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode = DELETE')\n"
+        "c.execute('PRAGMA cache_size = 5')\n"  # a small cache spills changed pages to the file
+        "c.execute('BEGIN IMMEDIATE')\n"
+        "c.execute(\"UPDATE instances SET status = 'half-written'\")\n"
+        "c.execute('CREATE TABLE spill (x)')\n"
+        "c.executemany('INSERT INTO spill VALUES (?)', [(b'x' * 2000,)] * 500)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    ), str(path)], timeout=60)
+    assert killed.returncode == -9 and Path(str(path) + "-journal").exists()
+    read_only = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        read_only.execute("PRAGMA application_id").fetchone()
+    read_only.close()
+    with SqliteStore(path) as store:
+        row = store.get("wf_1")
+        assert row is not None and row.state.status == "waiting_for_inventory"
+        assert sorted(sqlite_schema.user_tables(store._connection)) == sorted(sqlite_schema.tables_at(current_schema_version()))  # type: ignore[arg-type]
+
+
 def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
     path = tmp_path / "empty.sqlite"
     path.touch()
