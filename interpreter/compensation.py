@@ -158,7 +158,7 @@ class Compensating(RunCore):
         comp = node.compensation
         if comp is None:
             return None
-        data = self._eval(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
+        data = self._mapping(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
         frame_id = ROOT if frame is self.main else frame_id_of(self.frames, frame)
         return make.undo_command(node.name, frame_id, frame.process, comp.command.name, frame.correlationId, data, rounds)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import EMPTY, DefinitionRef, Token
@@ -23,12 +24,13 @@ class StepPlan:
     expects: tuple[str, ...]
     command_name: str | None
     status: str
+    is_timer: bool
 
 
 class Plan:
     """The per-definition caches of the engine (see the module doc)."""
 
-    __slots__ = ("definition", "ref", "payload_schemas", "root_status", "_processes", "_steps", "_races")
+    __slots__ = ("definition", "ref", "payload_schemas", "root_status", "_processes", "_steps", "_races", "_fields")
 
     def __init__(self, definition: m.ProcessDefinition) -> None:
         self.definition = definition
@@ -40,6 +42,7 @@ class Plan:
         self._processes: dict[str, m.ProcessDefinition] = {definition.name: definition}
         self._steps: dict[int, StepPlan] = {}
         self._races: dict[int, str] = {}
+        self._fields: dict[int, InputFields | None] = {}
 
     def process(self, name: str) -> m.ProcessDefinition:
         """This definition or one it calls, by name."""
@@ -61,8 +64,17 @@ class Plan:
                 status = f"waiting_for_{node.name}"
             else:
                 status = f"waiting_for_{node.replies[0] if node.replies else node.name}"
-            plan = self._steps[id(node)] = StepPlan(expects, node.command.name if node.command else None, status)
+            plan = self._steps[id(node)] = StepPlan(expects, node.command.name if node.command else None, status, node.is_timer)
         return plan
+
+    def input_fields(self, mapping: m.Mapping_) -> InputFields | None:
+        """For a mapping that only copies fields of the input (`{ orderId: input.orderId }`, the
+        usual command payload): its (key, input field) pairs, so the engine builds the payload
+        as `{key: input.get(field)}`, which is what evaluating it gives. None for any other."""
+        found = self._fields.get(id(mapping), _UNKNOWN)
+        if found is _UNKNOWN:
+            found = self._fields[id(mapping)] = _input_fields(mapping.expr)
+        return found
 
     def race_status(self, node: m.RaceNode) -> str:
         """The status of an instance waiting in a race."""
@@ -70,6 +82,22 @@ class Plan:
         if status is None:
             status = self._races[id(node)] = node.status or f"waiting_for_{node.name}"
         return status
+
+
+InputFields = tuple[tuple[str, str], ...]
+_UNKNOWN: InputFields = (("", ""),)  # not worked out yet (a marker never returned)
+
+
+def _input_fields(expr: ex.ObjectExpr) -> InputFields | None:
+    count, depth = ex.measure(expr)
+    if count > ex.MAX_NODES or depth > ex.MAX_DEPTH:
+        return None  # refused when evaluated (E106): leave it to the evaluator
+    pairs = []
+    for key, value in expr.pairs:
+        if not (isinstance(value, ex.Field) and isinstance(value.base, ex.Var) and value.base.name == "input"):
+            return None
+        pairs.append((key, value.name))
+    return tuple(pairs)
 
 
 def _declares_payload_schemas(definition: m.ProcessDefinition) -> bool:

@@ -230,14 +230,24 @@ class RunCore:
         except (RecursionError, MemoryError):
             raise Failed("error", f"{where.format(*args)}: expression too large to evaluate", None) from None
 
+    def _mapping(self, mapping: m.Mapping_, frame: Frame, where: str, *args: object) -> Any:
+        """The value of a data mapping (`_eval`; a mapping that only copies input fields is
+        built directly, with the same result)."""
+        fields = self.plan.input_fields(mapping)
+        if fields is None:
+            return self._eval(mapping, frame, where, *args)
+        source = frame.input
+        return {key: source.get(name) for key, name in fields}
+
     def _bind(self, frame: Frame, name: str, value: Any) -> None:
         frame.data = {**frame.data, name: value}
 
     def _send(
         self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, token: Token | None = None, name: str | None = None
     ) -> None:
-        payload = self._eval(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
-        reply_to = self._definition(frame.process).reply_to
+        payload = self._mapping(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
+        process = frame.process
+        reply_to = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
         command = make.command(name or spec.name, self.state.workflowId, frame.correlationId, reply_to, payload)
         self._dispatch(command, step, attempt, rounds_of(token) if token is not None and token.loops else "")
 
@@ -347,7 +357,7 @@ class RunCore:
 
     def _enter_step(self, token: Token, node: m.StepNode, frame: Frame) -> None:
         step = self.plan.step(node)
-        if node.is_timer:
+        if step.is_timer:
             if node.timer_seconds is not None:
                 timer_at = self._due(node.timer_seconds)
             else:
