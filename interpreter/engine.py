@@ -104,8 +104,7 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
     )
     run = _Run(plan, state, now, fresh=True)
     run.owned.add(token.id)
-    run.ready.append(token)
-    run.run()
+    run.run(token)
     return run.finish("started", None)
 
 

@@ -263,9 +263,11 @@ class RunCore:
         return iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
 
     # ---------------------------------------------------------------- running tokens
-    def run(self) -> None:
-        """Move every ready token until it waits, ends or the instance fails."""
+    def run(self, first: Token | None = None) -> None:
+        """Move `first`, then every ready token, until each waits or ends, or the instance fails."""
         try:
+            if first is not None:
+                self._advance_token(first)
             while self.ready:
                 token = self.ready.pop(0)
                 self._advance_token(token)
@@ -455,8 +457,7 @@ class RunCore:
             if arm.bind:
                 self._bind(frame, arm.bind, reply.data)
             token.node = arm.target
-            self.ready.append(token)
-            self.run()
+            self.run(token)
             return
         assert isinstance(node, m.StepNode)
         if reply.type in node.failures and reply.type not in node.replies:
@@ -464,8 +465,7 @@ class RunCore:
             if bind:
                 self._bind(frame, bind, reply.data)
             token.node = node.failures[reply.type]
-            self.ready.append(token)
-            self.run()
+            self.run(token)
             return
         if node.bind:
             self._bind(frame, node.bind, reply.data)
@@ -478,8 +478,7 @@ class RunCore:
         state.completed = state.completed + (make.completion(node.name, wait.frame, reply.type, self.now_iso, undo),)
         state.completedSteps = state.completedSteps + (reply.type,)
         token.node = node.next
-        self.ready.append(token)
-        self.run()
+        self.run(token)
 
     def _undo_confirmed(self) -> None:
         raise NotImplementedError

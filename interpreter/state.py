@@ -368,12 +368,12 @@ def iso_epoch(key: float) -> str:
         m = from_epoch(key)
         text = f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
         text += f".{m.microsecond // 1000:03d}Z" if m.microsecond else "Z"
-        if len(_ISO_CACHE) > 1024:
+        if len(_ISO_CACHE) > 256:
             _ISO_CACHE.clear()
         _ISO_CACHE[key] = text
         if text not in _EPOCH_CACHE:
             # What parsing the text gives (to the millisecond), without parsing it.
-            if len(_EPOCH_CACHE) > 1024:
+            if len(_EPOCH_CACHE) > 256:
                 _EPOCH_CACHE.clear()
             _EPOCH_CACHE[text] = m.replace(microsecond=m.microsecond // 1000 * 1000).timestamp()
     return text
@@ -384,7 +384,7 @@ def instant_epoch(text: str) -> float:
     epoch = _EPOCH_CACHE.get(text)
     if epoch is None:
         epoch = parse_instant(text).timestamp()
-        if len(_EPOCH_CACHE) > 1024:
+        if len(_EPOCH_CACHE) > 256:
             _EPOCH_CACHE.clear()
         _EPOCH_CACHE[text] = epoch
     return epoch

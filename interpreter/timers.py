@@ -28,8 +28,7 @@ class Timed(Compensating):
             if len(timed) > 1:
                 arm = min(timed, key=lambda a: self._arm_due(a, frame, wait))
             token.node = arm.target
-            self.ready.append(token)
-            self.run()
+            self.run(token)
             return
         assert isinstance(node, m.StepNode)
         if wait.kind == "timer":
@@ -37,8 +36,7 @@ class Timed(Compensating):
             state.completed = state.completed + (Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None),)
             state.completedSteps = state.completedSteps + (node.name,)
             token.node = node.next
-            self.ready.append(token)
-            self.run()
+            self.run(token)
             return
         timeout = node.timeout
         if wait.kind == "backoff":
@@ -56,8 +54,7 @@ class Timed(Compensating):
             self._abandon(wait)
         assert node.timeout_fail is not None
         token.node = node.timeout_fail
-        self.ready.append(token)
-        self.run()
+        self.run(token)
 
     def _resend(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
         """Send the step's command again (the next attempt) and wait for its reply anew."""
