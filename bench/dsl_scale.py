@@ -9,7 +9,7 @@ the ratio is expected to stay at or below 1.5, and 5,000 steps to take under 2 s
     python bench/dsl_scale.py 500 5000        # chosen sizes
     python bench/dsl_scale.py --profile 5000  # cProfile the stages, top 25 functions by own time
 
-The sizes are measured in `--rounds` interleaved rounds (default 2) and the best time of
+The sizes are measured in `--rounds` interleaved rounds (default 3) and the best time of
 each stage counts: the machine may be busy with other work, and the best run is the one
 least disturbed by it.
 """
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[500, 5000, 50000])
     parser.add_argument("--profile", action="store_true", help="profile each size with cProfile")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds over all sizes; each stage's best time counts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all sizes; each stage's best time counts")
     args = parser.parse_args(argv)
     if args.profile:
         for size in args.sizes:
