@@ -161,6 +161,7 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, Stored] = {}
+        self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
         self._outbox: dict[int, Dispatch] = {}
         self._next_outbox = 1
         self._inbox: set[str] = set()
@@ -190,6 +191,13 @@ class InMemoryStore:
             raise ConcurrencyError(f"instance {state.workflowId} changed since version {expected_version}")
         version = (current.version if current else 0) + 1
         self._rows[state.workflowId] = Stored(state, version)
+        moments = [w.due for w in state.waits if w.due is not None]
+        if state.deadlineAt and not state.is_terminal:
+            moments.append(instant_epoch(state.deadlineAt))
+        if moments:
+            self._next_due[state.workflowId] = min(moments)
+        else:
+            self._next_due.pop(state.workflowId, None)
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
             self._next_outbox += 1
@@ -198,15 +206,10 @@ class InMemoryStore:
         return version
 
     def due(self, now: datetime) -> list[str]:
-        """Instances whose next timer is due."""
+        """Instances whose next timer (or deadline) is due (worked out when each was saved)."""
         epoch = now.timestamp()
-        found = []
-        for wid, row in self._rows.items():
-            dues = [w.due for w in row.state.waits if w.due is not None]
-            deadline = row.state.deadlineAt
-            if (dues and min(dues) <= epoch) or (deadline and not row.state.is_terminal and instant_epoch(deadline) <= epoch):
-                found.append(wid)
-        return found
+        next_due = self._next_due
+        return [wid for wid in self._rows if next_due.get(wid, epoch + 1) <= epoch]
 
     def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent, oldest first."""
