@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from procflow.dsl import model as m
 from procflow.interpreter import make
-from procflow.interpreter.messages import Command, Reply
+from procflow.interpreter.messages import Reply
 from procflow.interpreter.run import Failed, RunCore, frame_id_of
 from procflow.interpreter.state import (
     EMPTY,
@@ -95,18 +95,10 @@ class Compensating(RunCore):
             comp.roundStart = attempt
             self._send_undo(undo, attempt)
             if spec is not None and spec.replies:
-                wait = Wait(
-                    token=0,
-                    step=f"undo:{undo.step}",
-                    node=undo.step,
-                    frame=undo.frame,
-                    kind="compensation",
-                    expects=tuple(spec.replies),
-                    correlationId=undo.correlationId,
-                    commandName=undo.commandName,
-                    attempt=attempt,
-                    since=self.now_iso,
-                    timeoutAt=self._due_or_none(spec.timeout),
+                timeout_at = self._due_or_none(spec.timeout)
+                wait = make.wait(
+                    0, f"undo:{undo.step}", undo.step, undo.frame, "compensation", tuple(spec.replies),
+                    undo.correlationId, undo.commandName, attempt, self.now_iso, timeout_at,
                 )
                 self.state.waits = self.state.waits + (wait,)
                 self.state.status = "compensating"
@@ -137,18 +129,9 @@ class Compensating(RunCore):
         return attempt
 
     def _send_undo(self, undo: UndoCommand, attempt: int) -> None:
-        self._dispatch(
-            Command(
-                commandName=undo.commandName,
-                workflowId=self.state.workflowId,
-                correlationId=undo.correlationId,
-                replyTo=self._definition(undo.process).reply_to,
-                data=undo.data,
-            ),
-            f"undo:{undo.step}",
-            attempt,
-            undo.round,
-        )
+        reply_to = self._definition(undo.process).reply_to
+        command = make.command(undo.commandName, self.state.workflowId, undo.correlationId, reply_to, undo.data)
+        self._dispatch(command, f"undo:{undo.step}", attempt, undo.round)
 
     def _undo_spec(self, undo: UndoCommand) -> m.CompensationSpec | None:
         node = self._definition(undo.process).nodes.get(undo.step)

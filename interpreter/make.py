@@ -2,9 +2,10 @@
 
 A slotted dataclass built through its generated keyword-only `__init__` costs about three
 times what storing its fields costs (matching the keywords, the default sentinels). The
-records a transition builds every time are therefore made here, field by field. They are the
-same objects (pydantic validates, dumps and describes them as usual); a test checks that
-every function sets every field of its record.
+records a transition builds every time are therefore made here, field by field (the hottest
+sites, the command and dispatch of a step, its wait and the history entry, build theirs in
+place the same way). They are the same objects (pydantic validates, dumps and describes them
+as usual); a test checks that every function here sets every field of its record.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from procflow.interpreter.messages import Command, Dispatch
 from procflow.interpreter.state import (
     Completion,
     Frame,
-    HistoryEntry,
     Token,
     UndoCommand,
     Wait,
@@ -98,33 +98,6 @@ def undo_command(step: str, frame: str, process: str, command_name: str, correla
     made.correlationId = correlation_id
     made.data = data
     made.round = round
-    return made
-
-
-def history_entry(
-    seq: int,
-    at: str,
-    event: str,
-    message: dict[str, Any] | None,
-    status: str | None,
-    completed_steps: tuple[str, ...],
-    failure: str | None,
-    undone: tuple[str, ...],
-    sent: tuple[str, ...],
-    note: str | None,
-) -> HistoryEntry:
-    """A `HistoryEntry`."""
-    made: HistoryEntry = _new(HistoryEntry)
-    made.seq = seq
-    made.at = at
-    made.event = event
-    made.message = message
-    made.status = status
-    made.completedSteps = completed_steps
-    made.failure = failure
-    made.undone = undone
-    made.sent = sent
-    made.note = note
     return made
 
 

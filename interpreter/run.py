@@ -48,6 +48,8 @@ that never waits would otherwise spin forever)."""
 
 _FAIL_CAUSES: dict[str, FailureCause] = {"fail": "fail", "reply": "reply", "timeout": "timeout"}
 
+_new = object.__new__
+
 
 @dataclass(slots=True)
 class Transition:
@@ -247,9 +249,20 @@ class RunCore:
     ) -> None:
         payload = self._mapping(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
         process = frame.process
-        reply_to = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
-        command = make.command(name or spec.name, self.state.workflowId, frame.correlationId, reply_to, payload)
-        self._dispatch(command, step, attempt, rounds_of(token) if token is not None and token.loops else "")
+        # The command and its dispatch are built here, field by field (see make.py): the hot path.
+        command: Command = _new(Command)
+        command.commandName = command_name = name or spec.name
+        command.workflowId = self.state.workflowId
+        command.correlationId = correlation = frame.correlationId
+        command.replyTo = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
+        command.data = payload
+        rounds = rounds_of(token) if token is not None and token.loops else ""
+        dispatch: Dispatch = _new(Dispatch)
+        dispatch.command = command
+        dispatch.step = step
+        dispatch.attempt = attempt
+        dispatch.dedupKey = f"{correlation}:{command_name}:{step}{rounds}#{attempt}"  # see _dispatch
+        self.dispatches.append(dispatch)
 
     def _dispatch(self, command: Command, step: str, attempt: int, rounds: str = "") -> None:
         # `rounds` tells apart the entries of one step in the iterations of a `repeat`.
@@ -372,7 +385,8 @@ class RunCore:
                 timer_at = iso(moment)
             self._add_wait(token, node.name, node.id, frame, "timer", (), None, 1, timer_at)
             return
-        timeout_at = self._due_or_none(node.timeout)
+        timeout = node.timeout
+        timeout_at = iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
         if node.command is not None:
             self._send(node.command, frame, node.name, 1, token, step.command_name)
             self._add_wait(token, node.name, node.id, frame, "reply", step.expects, step.command_name, 1, timeout_at)
@@ -412,7 +426,18 @@ class RunCore:
         timeout_at: str | None,
     ) -> None:
         token.node = node_id
-        wait = make.wait(token.id, step, node_id, token.frame, kind, expects, frame.correlationId, command_name, attempt, self.now_iso, timeout_at)
+        wait: Wait = _new(Wait)  # field by field (see make.py): the hot path
+        wait.token = token.id
+        wait.step = step
+        wait.node = node_id
+        wait.frame = token.frame
+        wait.kind = kind
+        wait.expects = expects
+        wait.correlationId = frame.correlationId
+        wait.commandName = command_name
+        wait.attempt = attempt
+        wait.since = self.now_iso
+        wait.timeoutAt = timeout_at
         self.state.waits = self.state.waits + (wait,)
 
     def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:

@@ -61,12 +61,21 @@ def test_a_working_copy_starts_with_every_field() -> None:
     assert all(getattr(copy, f.name) is getattr(state, f.name) for f in dataclasses.fields(InstanceState))
 
 
-@pytest.mark.parametrize("name", ["wait", "token", "frame", "completion", "undo_command", "history_entry", "command", "dispatch"])
+@pytest.mark.parametrize("name", ["wait", "token", "frame", "completion", "undo_command", "command", "dispatch"])
 def test_the_hot_path_constructors_set_every_field(name: str) -> None:
     function = getattr(make, name)
     made = function(*(f"v{i}" for i in range(len(inspect.signature(function).parameters))))
     values = [getattr(made, f.name) for f in dataclasses.fields(made)]  # AttributeError when one is left unset
     assert sorted(values) == sorted(f"v{i}" for i in range(len(values)))
+
+
+def test_the_records_built_in_place_have_every_field() -> None:
+    first = procflow.start(ORDER, "wf_1", {"orderId": "ord_1", "amount": 1.0}, NOW)
+    moved = procflow.deliver(ORDER, first.state, Reply(type="inventory_reserved", correlationId="ord_1"), NOW)
+    records = [*moved.state.waits, *moved.state.history, *moved.state.completed]
+    records += [d for t in (first, moved) for d in t.dispatches] + [c for t in (first, moved) for c in t.commands]
+    for record in records:
+        assert all(hasattr(record, f.name) for f in dataclasses.fields(record)), record
 
 
 def test_a_state_of_schema_version_1_reads_as_the_current_one() -> None:
