@@ -114,7 +114,7 @@ def history_entry(
     entry.event = event
     entry.message = message_summary(message) if message is not None else None
     entry.status = status if status != before.status else None
-    entry.completedSteps = state.completedSteps[len(before.completedSteps) :]
+    entry.completedSteps = tuple(state.completedSteps[len(before.completedSteps) :])  # (a tuple already)
     entry.failure = failure.reason if failure is not None and before.failure is None else None
     entry.undone = undone
     entry.sent = sent_texts(dispatches)

@@ -33,6 +33,7 @@ from procflow.interpreter.state import (
     InstanceState,
     Token,
     Wait,
+    appended,
     from_epoch,
     instant_epoch,
     iso,
@@ -58,7 +59,7 @@ class _Run(Timed):
         derive(self.plan, state)
         state.updatedAt = self.now_iso
         entry = history_entry(state, self.before, self.now_iso, event, message, note, self.dispatches)
-        state.history = state.history + (entry,)
+        state.history = appended(state.history, entry)
         return Transition(state, self.dispatches, "applied", note)
 
 

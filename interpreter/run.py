@@ -13,7 +13,7 @@ Compensation (`compensation.py`), timers (`timers.py`) and the visible record
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +35,7 @@ from procflow.interpreter.state import (
     UndoCommand,
     Wait,
     WaitKind,
+    appended,
     instant_epoch,
     iso,
     iso_epoch,
@@ -107,7 +108,7 @@ class Scope(Mapping[str, Any]):
         return 2 + len(self._frame.data)
 
 
-def steps_of(completed: tuple[Completion, ...], frame_id: str) -> dict[str, dict[str, str]]:
+def steps_of(completed: Sequence[Completion], frame_id: str) -> dict[str, dict[str, str]]:
     """`steps` as expressions see it: step -> {"reply": the reply that completed it last}.
     Derived from the completion records, so no per-step map is copied on every transition."""
     return {c.step: {"reply": c.outcome} for c in completed if c.frame == frame_id}
@@ -500,8 +501,8 @@ class RunCore:
             self.fail(failed.cause, failed.reason, node.name)
             return
         state = self.state
-        state.completed = state.completed + (make.completion(node.name, wait.frame, reply.type, self.now_iso, undo),)
-        state.completedSteps = state.completedSteps + (reply.type,)
+        state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_iso, undo))
+        state.completedSteps = appended(state.completedSteps, reply.type)
         token.node = node.next
         self.run(token)
 

@@ -9,16 +9,27 @@ and `model_validate_json` / `model_dump_json` / `model_json_schema` work as on p
 A state is a value: the engine never changes one it was given, it builds the next one and
 shares with it whatever did not change (copy on write). Sequences are tuples, and the empty
 mappings the engine writes are one shared read-only `EMPTY` dict, so a parked instance keeps
-only what is its own. `migrate_state` reads the JSON of older schema versions.
+only what is its own. The three sequences that grow by one entry a step (history, completed
+steps, milestones) become a `Log` once they are long, so that a step does not copy them.
+`migrate_state` reads the JSON of older schema versions.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, overload
 
-from pydantic import ConfigDict, Field, with_config
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    WrapSerializer,
+    with_config,
+)
 
 from procflow.interpreter.records import Record
 
@@ -56,6 +67,91 @@ EMPTY: dict[str, Any] = _ReadOnlyDict()
 
 def _empty() -> dict[str, Any]:
     return EMPTY
+
+
+T = TypeVar("T")
+
+LOG_FROM = 16
+"""A growing sequence of this many entries or more is a `Log`; a shorter one is a tuple."""
+
+
+class Log(Sequence[T]):
+    """An append-only sequence that the successive states of an instance share.
+
+    A state's log is its first `len` entries of a list the states share: the next state's log
+    appends to that list and is one entry longer, so a step costs the same at the 50,000th
+    step as at the first (a tuple would be copied whole at every step). The entries a state
+    sees never change. When the list already holds more than this log (another transition
+    from the same state appended first), the next log starts a list of its own. Reads like
+    a tuple, compares equal to a tuple with the same entries, serializes as a JSON array."""
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, items: list[T], length: int) -> None:
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._length)
+            return tuple(self._items[start:stop:step])
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError("log index out of range")
+        return self._items[position]
+
+    def __iter__(self) -> Iterator[T]:
+        return itertools.islice(self._items, self._length)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Log | tuple):
+            return len(other) == self._length and all(a is b or a == b for a, b in zip(self, other, strict=False))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+    def appended(self, item: T) -> Log[T]:
+        """This log with `item` after its entries."""
+        items, length = self._items, self._length
+        if len(items) == length:
+            items.append(item)
+            if items[length] is item:  # nobody appended to the list meanwhile
+                return Log(items, length + 1)
+        own = items[:length]
+        own.append(item)
+        return Log(own, length + 1)
+
+
+def appended(entries: Sequence[T], item: T) -> Sequence[T]:
+    """`entries` with `item` after them: a tuple while short, then a `Log`."""
+    if isinstance(entries, Log):
+        return entries.appended(item)
+    if len(entries) + 1 < LOG_FROM:
+        return entries + (item,) if isinstance(entries, tuple) else (*entries, item)
+    items = list(entries)
+    items.append(item)
+    return Log(items, len(items))
+
+
+def _as_tuple(value: Sequence[Any], handler: SerializerFunctionWrapHandler) -> Any:
+    return handler(value if isinstance(value, tuple) else tuple(value))
+
+
+# A growing sequence is read as a tuple and written as an array (a `Log` too).
+_READ = AfterValidator(tuple)
+_WRITE = WrapSerializer(_as_tuple)
 
 
 @_strict_record
@@ -222,7 +318,7 @@ class InstanceState(Record):
     workflowId: str
     type: Annotated[str, Field(description="the process name")]
     status: Annotated[str, Field(description="the business situation, e.g. waiting_for_payment, compensating, completed")]
-    completedSteps: Annotated[tuple[str, ...], Field(description="milestones reached, in order (the reply that ended each step)")]
+    completedSteps: Annotated[Sequence[str], _READ, _WRITE, Field(description="milestones reached, in order (the reply that ended each step)")]
     nextAction: Annotated[str | None, Field(description="the step the instance waits on (or the undo it runs next)")]
     timeoutAt: Annotated[str | None, Field(description="when the instance acts by itself next (ISO-8601, UTC)")]
     schemaVersion: int = SCHEMA_VERSION
@@ -237,14 +333,14 @@ class InstanceState(Record):
     tokens: tuple[Token, ...] = ()
     frames: Annotated[dict[str, Frame], Field(description="the frames of called processes, by frame id")] = field(default_factory=_empty)
     joins: dict[str, int] = field(default_factory=_empty)
-    completed: tuple[Completion, ...] = ()
+    completed: Annotated[Sequence[Completion], _READ, _WRITE] = ()
     compensation: Compensation | None = None
     failure: Failure | None = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()
     seq: int = 0
-    history: tuple[HistoryEntry, ...] = ()
+    history: Annotated[Sequence[HistoryEntry], _READ, _WRITE] = ()
 
     @property
     def is_terminal(self) -> bool:

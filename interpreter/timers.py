@@ -7,7 +7,15 @@ from __future__ import annotations
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
 from procflow.interpreter.run import Failed
-from procflow.interpreter.state import Completion, Frame, Token, Wait, instant_epoch, parse_instant
+from procflow.interpreter.state import (
+    Completion,
+    Frame,
+    Token,
+    Wait,
+    appended,
+    instant_epoch,
+    parse_instant,
+)
 
 
 class Timed(Compensating):
@@ -33,8 +41,8 @@ class Timed(Compensating):
         assert isinstance(node, m.StepNode)
         if wait.kind == "timer":
             state = self.state
-            state.completed = state.completed + (Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None),)
-            state.completedSteps = state.completedSteps + (node.name,)
+            state.completed = appended(state.completed, Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_iso, undo=None))
+            state.completedSteps = appended(state.completedSteps, node.name)
             token.node = node.next
             self.run(token)
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,11 @@ from procflow.interpreter import make
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.state import (
     EMPTY,
+    LOG_FROM,
     SCHEMA_VERSION,
     InstanceState,
+    Log,
+    appended,
     migrate_history_entry,
     migrate_state,
     shell,
@@ -92,3 +95,43 @@ def test_a_state_of_schema_version_1_reads_as_the_current_one() -> None:
     assert migrate_state(migrated.to_json()) == migrated.to_json()  # the current version is left as it is
     entry = {"seq": 3, "at": "x", "event": "reply", "changes": {"failure": "no", "undone": ["a.b"]}, "sent": []}
     assert migrate_history_entry(entry) == {"seq": 3, "at": "x", "event": "reply", "failure": "no", "undone": ["a.b"], "sent": []}
+
+
+def _linear(steps: int) -> procflow.ProcessDefinition:
+    lines = ["process linear {", "  participant worker"]
+    lines += [f"  step s{i} {{ send worker.do_{i} await done_{i} within 1d }}" for i in range(steps)]
+    return procflow.load_text("\n".join([*lines, "}"]) + "\n")
+
+
+def test_long_sequences_are_logs_that_read_and_compare_as_tuples() -> None:
+    log = Log(["a", "b", "c", "extra"], 3)
+    assert len(log) == 3 and list(log) == ["a", "b", "c"] and log[-1] == "c" and log[1:] == ("b", "c")
+    assert log == ("a", "b", "c") and ("a", "b", "c") == log and log != ("a", "b") and log != ["a", "b", "c"]
+    assert repr(log) == "('a', 'b', 'c')"
+    with pytest.raises(IndexError):
+        log[3]
+    assert appended(log, "d") == ("a", "b", "c", "d") and log == ("a", "b", "c")  # another list: this one was longer
+    short = appended((), "x")
+    assert isinstance(short, tuple) and not isinstance(appended(tuple(range(LOG_FROM - 1)), 1), tuple)
+
+
+def test_a_step_does_not_copy_the_history_and_branches_stay_apart() -> None:
+    definition = _linear(3 * LOG_FROM)
+    state = procflow.start(definition, "wf_1", {}, NOW).state
+    for i in range(2 * LOG_FROM):
+        state = procflow.deliver(definition, state, Reply(type=f"done_{i}", correlationId="wf_1"), NOW).state
+    assert isinstance(state.history, Log) and isinstance(state.completed, Log) and isinstance(state.completedSteps, Log)
+    before = state.model_dump_json()
+    # Two transitions from the same state: each sees its own next entry, the state given is unchanged.
+    reply = Reply(type=f"done_{2 * LOG_FROM}", correlationId="wf_1")
+    once = procflow.deliver(definition, state, reply, NOW).state
+    again = procflow.deliver(definition, state, reply, NOW + timedelta(seconds=1)).state
+    assert state.model_dump_json() == before and len(state.history) == 2 * LOG_FROM + 1
+    assert once.history[-1].at != again.history[-1].at and once.history[:-1] == again.history[:-1] == state.history
+    assert once.completedSteps[-1] == again.completedSteps[-1] == f"done_{2 * LOG_FROM}"
+    # A long state survives a JSON round trip (and reads back as tuples).
+    copy = InstanceState.model_validate_json(once.model_dump_json())
+    assert copy == once and isinstance(copy.history, tuple)
+    assert procflow.deliver(definition, copy, Reply(type=f"done_{2 * LOG_FROM + 1}", correlationId="wf_1"), NOW).state == (
+        procflow.deliver(definition, once, Reply(type=f"done_{2 * LOG_FROM + 1}", correlationId="wf_1"), NOW).state
+    )
