@@ -50,12 +50,16 @@ class Record:
 
     def model_dump(self, mode: Literal["json", "python"] = "python") -> dict[str, Any]:
         """The record as a dict (`mode="json"`: JSON-ready values)."""
-        data: dict[str, Any] = _adapter(type(self)).dump_python(self, mode=mode)
+        data: dict[str, Any] = _adapter(type(self)).dump_python(self._serializable(), mode=mode)
         return data
 
     def model_dump_json(self) -> str:
         """The record as compact JSON text."""
-        return _adapter(type(self)).dump_json(self).decode("utf-8")
+        return _adapter(type(self)).dump_json(self._serializable()).decode("utf-8")
+
+    def _serializable(self: R) -> R:
+        """The record as pydantic is to write it (itself, unless a record says otherwise)."""
+        return self
 
     def model_copy(self: R, update: dict[str, Any] | None = None) -> R:
         """A shallow copy, with some fields replaced."""

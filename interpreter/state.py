@@ -20,16 +20,9 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar, overload
 
-from pydantic import (
-    AfterValidator,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    WrapSerializer,
-    with_config,
-)
+from pydantic import ConfigDict, Field, with_config
 
 from procflow.interpreter.records import Record
 
@@ -143,15 +136,6 @@ def appended(entries: Sequence[T], item: T) -> Sequence[T]:
     items = list(entries)
     items.append(item)
     return Log(items, len(items))
-
-
-def _as_tuple(value: Sequence[Any], handler: SerializerFunctionWrapHandler) -> Any:
-    return handler(value if isinstance(value, tuple) else tuple(value))
-
-
-# A growing sequence is read as a tuple and written as an array (a `Log` too).
-_READ = AfterValidator(tuple)
-_WRITE = WrapSerializer(_as_tuple)
 
 
 @_strict_record
@@ -310,6 +294,19 @@ class HistoryEntry(Record):
     note: str | None = None
 
 
+if TYPE_CHECKING:
+    # What a state holds: a tuple, or a `Log` once long; both are sequences.
+    Milestones = Sequence[str]
+    Completions = Sequence[Completion]
+    Entries = Sequence[HistoryEntry]
+else:
+    # What pydantic reads and writes: tuples (a state's logs are written as tuples, see
+    # `InstanceState._serializable`), so its schema and its fast paths are a tuple's.
+    Milestones = tuple[str, ...]
+    Completions = tuple[Completion, ...]
+    Entries = tuple[HistoryEntry, ...]
+
+
 @with_config(ConfigDict(extra="forbid", title="procflow instance state"))
 @dataclass(slots=True, kw_only=True)
 class InstanceState(Record):
@@ -318,7 +315,7 @@ class InstanceState(Record):
     workflowId: str
     type: Annotated[str, Field(description="the process name")]
     status: Annotated[str, Field(description="the business situation, e.g. waiting_for_payment, compensating, completed")]
-    completedSteps: Annotated[Sequence[str], _READ, _WRITE, Field(description="milestones reached, in order (the reply that ended each step)")]
+    completedSteps: Annotated[Milestones, Field(description="milestones reached, in order (the reply that ended each step)")]
     nextAction: Annotated[str | None, Field(description="the step the instance waits on (or the undo it runs next)")]
     timeoutAt: Annotated[str | None, Field(description="when the instance acts by itself next (ISO-8601, UTC)")]
     schemaVersion: int = SCHEMA_VERSION
@@ -333,14 +330,14 @@ class InstanceState(Record):
     tokens: tuple[Token, ...] = ()
     frames: Annotated[dict[str, Frame], Field(description="the frames of called processes, by frame id")] = field(default_factory=_empty)
     joins: dict[str, int] = field(default_factory=_empty)
-    completed: Annotated[Sequence[Completion], _READ, _WRITE] = ()
+    completed: Completions = ()
     compensation: Compensation | None = None
     failure: Failure | None = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()
     seq: int = 0
-    history: Annotated[Sequence[HistoryEntry], _READ, _WRITE] = ()
+    history: Entries = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -350,6 +347,15 @@ class InstanceState(Record):
     def to_json(self) -> dict[str, Any]:
         """The state as a JSON object (what `run --json` prints and stores keep)."""
         return self.model_dump(mode="json")
+
+    def _serializable(self) -> InstanceState:
+        """This state with its logs as the tuples they stand for (what pydantic writes)."""
+        history, completed, steps = self.history, self.completed, self.completedSteps
+        if not (isinstance(history, Log) or isinstance(completed, Log) or isinstance(steps, Log)):
+            return self
+        plain = shell(self)
+        plain.history, plain.completed, plain.completedSteps = tuple(history), tuple(completed), tuple(steps)
+        return plain
 
     def frame(self, frame_id: str) -> Frame:
         """The frame `frame_id`: a called process's, or (`main`) a view of the instance's own."""
