@@ -28,6 +28,8 @@ from procflow.interpreter.state import (
 class Compensating(RunCore):
     """The outcomes of a run: completion, failure, and the compensation that follows."""
 
+    __slots__ = ()
+
     def complete(self) -> None:
         """The main process reached an end: the instance completed."""
         self._cancel_all(abandon=True)

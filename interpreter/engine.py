@@ -20,24 +20,26 @@ from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.dsl.errors import ExpressionError, InputError, MessageRefused
+from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.derive import derive, history_entry
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
 from procflow.interpreter.run import MAX_NODES_PER_TRANSITION, Transition, steps_of
 from procflow.interpreter.state import (
+    EMPTY,
     ROOT,
     SCHEMA_VERSION,
     TERMINAL,
     Abandoned,
     InstanceState,
-    Token,
     Wait,
     appended,
     from_epoch,
     instant_epoch,
     iso,
     parse_instant,
+    shell,
 )
 from procflow.interpreter.timers import Timed
 
@@ -46,6 +48,8 @@ __all__ = ["MAX_NODES_PER_TRANSITION", "Transition", "advance", "deliver", "resu
 
 class _Run(Timed):
     """A transition: the working copy and all it can do, and the record it leaves."""
+
+    __slots__ = ()
 
     def finish(self, event: str, message: Reply | None, note: str | None = None) -> Transition:
         """Write the frames back, derive the lesson's fields, append the history entry."""
@@ -74,39 +78,51 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         problem = schema_problem(input, definition.input_schema)
         if problem:
             raise InputError(f"the input breaks the contract of `{definition.name}`: {problem}")
+    plan = plan_of(definition)
     correlation = workflow_id
     if definition.correlate is not None:
         try:
-            value = definition.correlate.evaluate({"input": input, "steps": {}})
+            field = plan.correlation_field  # `input.orderId`: what evaluating it gives, read directly
+            value = input.get(field) if field is not None else definition.correlate.evaluate({"input": input, "steps": {}})
         except ExpressionError as error:
             raise InputError(f"cannot compute the correlation key `{definition.correlate.text}`: {error}") from None
         if value is None:
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
-    plan = plan_of(definition)
     now_iso = iso(now)
-    token = Token(id=1, node=definition.start, frame=ROOT)
-    state = InstanceState(
-        workflowId=workflow_id,
-        type=definition.name,
-        status="running",
-        completedSteps=(),
-        nextAction=None,
-        timeoutAt=None,
-        schemaVersion=SCHEMA_VERSION,
-        definition=plan.ref,
-        correlationId=correlation,
-        startedAt=now_iso,
-        updatedAt=now_iso,
-        deadlineAt=iso(now + timedelta(seconds=definition.deadline_seconds)) if definition.deadline_seconds else None,
-        input=input,
-        tokens=(token,),
-        seq=1,
-    )
-    run = _Run(plan, state, now, fresh=True)
+    token = make.token(1, definition.start, ROOT, EMPTY, ())
+    state = shell(_blank(plan))  # what every new instance of the definition starts with, then its own
+    state.workflowId = workflow_id
+    state.correlationId = correlation
+    state.startedAt = state.updatedAt = now_iso
+    if definition.deadline_seconds:
+        state.deadlineAt = iso(now + timedelta(seconds=definition.deadline_seconds))
+    state.input = input
+    state.tokens = (token,)
+    run = _Run(plan, _blank(plan), now, new=state)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
+
+
+_BLANKS: dict[int, tuple[Plan, InstanceState]] = {}
+
+
+def _blank(plan: Plan) -> InstanceState:
+    """A new instance of the plan's definition before it has an id, input or start time: the
+    fields every new instance starts with (`start` copies it and fills in its own)."""
+    found = _BLANKS.get(id(plan))
+    if found is None or found[0] is not plan:
+        definition = plan.definition
+        blank = InstanceState(
+            workflowId="", type=definition.name, status="running", completedSteps=(), nextAction=None, timeoutAt=None,
+            schemaVersion=SCHEMA_VERSION, definition=plan.ref, correlationId="", startedAt="", updatedAt="",
+            deadlineAt=None, input=EMPTY, seq=1,
+        )
+        if len(_BLANKS) > 256:
+            _BLANKS.clear()
+        found = _BLANKS[id(plan)] = (plan, blank)
+    return found[1]
 
 
 def _check_pinned(plan: Plan, state: InstanceState) -> None:

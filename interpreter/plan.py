@@ -30,13 +30,16 @@ class StepPlan:
 class Plan:
     """The per-definition caches of the engine (see the module doc)."""
 
-    __slots__ = ("definition", "ref", "payload_schemas", "root_status", "_processes", "_steps", "_races", "_fields")
+    __slots__ = ("definition", "ref", "payload_schemas", "correlation_field", "root_status", "_processes", "_steps", "_races", "_fields")
 
     def __init__(self, definition: m.ProcessDefinition) -> None:
         self.definition = definition
         self.ref = DefinitionRef(name=definition.name, version=definition.version, fingerprint=definition.fingerprint)
         self.payload_schemas = _declares_payload_schemas(definition)
         """False when neither the process nor one it calls declares a reply or event payload schema."""
+        correlate = definition.correlate
+        self.correlation_field = _input_field(correlate.expr) if correlate is not None else None
+        """The input field the correlation key is (`correlate by input.orderId`), else None."""
         self.root_status: dict[str, str] = {}
         """node id -> the status of an instance waiting there (steps and races of the main process)."""
         self._processes: dict[str, m.ProcessDefinition] = {definition.name: definition}
@@ -88,15 +91,22 @@ InputFields = tuple[tuple[str, str], ...]
 _UNKNOWN: InputFields = (("", ""),)  # not worked out yet (a marker never returned)
 
 
+def _input_field(expr: ex.Expr) -> str | None:
+    if isinstance(expr, ex.Field) and isinstance(expr.base, ex.Var) and expr.base.name == "input":
+        return expr.name
+    return None
+
+
 def _input_fields(expr: ex.ObjectExpr) -> InputFields | None:
     count, depth = ex.measure(expr)
     if count > ex.MAX_NODES or depth > ex.MAX_DEPTH:
         return None  # refused when evaluated (E106): leave it to the evaluator
     pairs = []
     for key, value in expr.pairs:
-        if not (isinstance(value, ex.Field) and isinstance(value.base, ex.Var) and value.base.name == "input"):
+        field = _input_field(value)
+        if field is None:
             return None
-        pairs.append((key, value.name))
+        pairs.append((key, field))
     return tuple(pairs)
 
 

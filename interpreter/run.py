@@ -140,19 +140,25 @@ def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:
 class RunCore:
     """One transition's working copy of a state, and the work it does on it (see the module doc)."""
 
-    def __init__(self, plan: Plan, state: InstanceState, now: datetime, fresh: bool = False) -> None:
+    __slots__ = (
+        "plan", "definition", "root_name", "root_nodes", "now_epoch", "now_iso", "before", "state",
+        "main", "frames", "main_scope", "owned", "dispatches", "ready", "visited",
+    )
+
+    def __init__(self, plan: Plan, state: InstanceState, now: datetime, new: InstanceState | None = None) -> None:
+        """A run from `state`; or, with `new`, a run of the new state `new` (the run's own, as
+        `start` makes it) for which `state` is what it was before it began."""
         self.plan = plan
         self.definition = definition = plan.definition
         self.root_name = definition.name
         self.root_nodes = definition.nodes
-        self.now = now
         self.now_epoch = now.timestamp()
         self.now_iso = iso_epoch(self.now_epoch)
         # The state the transition started from (never changed: `finish` reads what changed).
-        self.before = shell(state) if fresh else state
-        if fresh:  # a fresh state (from `start`) is the run's own
-            self.state = state
-        else:  # any other is shared with the caller
+        self.before = state
+        if new is not None:
+            self.state = state = new
+        else:  # the working copy shares everything with the caller's state
             self.state = shell(state)
             if state.compensation is not None:
                 self.state.compensation = state.compensation.model_copy()
@@ -184,7 +190,6 @@ class RunCore:
     # ---------------------------------------------------------------- helpers
     def set_now(self, now: datetime) -> None:
         """Move this run's clock (used when several timers fire in one advance)."""
-        self.now = now
         self.now_epoch = now.timestamp()
         self.now_iso = iso_epoch(self.now_epoch)
 

@@ -21,6 +21,8 @@ from procflow.interpreter.state import (
 class Timed(Compensating):
     """What happens when a wait's time has come."""
 
+    __slots__ = ()
+
     def fire(self, wait: Wait) -> None:
         """A wait's time has come: a timer ends, a timeout retries or fails, a backoff resends."""
         self.state.waits = tuple(w for w in self.state.waits if w is not wait)

@@ -55,3 +55,13 @@ def test_the_order_process_payloads_are_copied_from_the_input() -> None:
     plan = plan_of(definition)
     found = [plan.input_fields(mapping) for mapping in _mappings(definition)]
     assert len(found) == 5 and set(found) == {(("orderId", "orderId"),), (("orderId", "orderId"), ("amount", "amount"))}
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
+def test_a_correlation_key_read_from_the_input_is_what_evaluating_it_gives(path: Path) -> None:
+    definition = procflow.load(path)
+    field = plan_of(definition).correlation_field
+    if definition.correlate is None or field is None:
+        return
+    for data in [scenario_input(s) for s in definition.scenarios] + [{}, {field: 7}, {field: None}]:
+        assert data.get(field) == definition.correlate.evaluate({"input": data, "steps": {}})
