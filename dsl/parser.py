@@ -31,7 +31,7 @@ from procflow.dsl.errors import Diagnostic, SourceError, Span
 
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """A file larger than this is refused before it is parsed."""
-MAX_NESTING = 64
+MAX_NESTING = reader.MAX_NESTING
 """Brackets and blocks nested deeper than this are refused before parsing."""
 
 
@@ -884,16 +884,7 @@ def parse_scenarios(source: sx.SourceFile) -> list[sx.Scenario]:
         return reader.read_scenarios(text)
     except (reader.Unreadable, build.BadLiteral, RecursionError):
         pass  # read it again with Lark, which says what is wrong
-    try:
-        tree = _parser().parse(text, start="scenarios")
-        result: list[sx.Scenario] = _ToSyntax().transform(tree)
-    except UnexpectedInput as error:
-        raise SourceError([_syntax_diagnostic(error, text, source.path)], source.text) from None
-    except VisitError as error:
-        inner = error.orig_exc
-        if isinstance(inner, build.BadLiteral):
-            raise SourceError([Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, source.path)], source.text) from None
-        raise inner from None
+    result: list[sx.Scenario] = _lark_read(text, source.path, "scenarios", source.text)
     return result
 
 
@@ -930,24 +921,28 @@ def read_with_lark(text: str, path: str = "<text>") -> tuple[sx.Process, list[sx
     grammar, and the one that explains mistakes (`SourceError`). `parse` uses it only for
     text the fast reader (`reader.py`) does not accept."""
     _check_nesting(text, path)
+    process, scenarios = _lark_read(text, path, "start", text)
+    return process, scenarios
+
+
+def _lark_read(text: str, path: str, start: str, shown: str) -> Any:
+    """Lark's reading of `text` from the grammar rule `start`; a mistake becomes a
+    `SourceError` over `shown` (the file's own text, which `text` may blank in part)."""
     try:
-        tree = _parser().parse(text, start="start")
+        tree = _parser().parse(text, start=start)
     except UnexpectedInput as error:
-        raise SourceError([_syntax_diagnostic(error, text, path)], text) from None
+        raise SourceError([_syntax_diagnostic(error, text, path)], shown) from None
     try:
-        process, scenarios = _ToSyntax().transform(tree)
+        return _ToSyntax().transform(tree)
     except RecursionError:
-        raise SourceError([_too_deep(tree, path)], text) from None
+        raise SourceError([_too_deep(tree, path)], shown) from None
     except VisitError as error:
         inner = error.orig_exc
         if isinstance(inner, build.BadLiteral):
-            raise SourceError(
-                [Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, path)], text
-            ) from None
+            raise SourceError([Diagnostic(inner.code, "error", inner.message, inner.span, inner.hint, path)], shown) from None
         if isinstance(inner, RecursionError):
-            raise SourceError([_too_deep(tree, path)], text) from None
+            raise SourceError([_too_deep(tree, path)], shown) from None
         raise inner from None
-    return process, scenarios
 
 
 def _too_deep(tree: Tree[Token], path: str) -> Diagnostic:

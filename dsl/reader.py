@@ -27,6 +27,7 @@ from procflow.dsl import syntax as sx
 from procflow.dsl.errors import Span
 
 MAX_NESTING = 64
+"""Brackets and blocks nested deeper than this are refused (`parser.MAX_NESTING` is this one)."""
 
 # White space and comments, then one token: a word, a symbol, a string, a duration, a number,
 # or the end of the text. Terminals as in grammar.lark (DURATION before NUMBER: its priority).
