@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from procflow.dsl.errors import ExpressionError, Span
+from procflow.dsl.quick import quicken
 
 MAX_NODES = 500
 """An expression with more nodes than this is refused when the process is compiled."""
@@ -468,3 +469,6 @@ def _compile_binary(expr: Binary) -> Evaluator:
 def evaluate(expr: Expr, scope: Scope) -> Json:
     """Evaluate an expression once (compiles it first; hot paths keep the compiled form)."""
     return compile_expr(expr)(scope)
+
+
+quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

@@ -35,6 +35,7 @@ import networkx as nx
 
 from procflow.dsl.errors import Span
 from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
+from procflow.dsl.quick import quicken
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,3 +411,6 @@ def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
             graph.add_edge(node_id, target, kind=kind, label=label)
     return graph
 
+
+
+quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

@@ -10,6 +10,7 @@ from typing import Any
 
 from procflow.dsl.errors import Span
 from procflow.dsl.expressions import Expr, ObjectExpr
+from procflow.dsl.quick import quicken
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,3 +363,6 @@ class SourceFile:
     path: str
     text: str
     pending_scenarios: str | None = None  # scenario text not parsed yet (see parser.parse)
+
+
+quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)
