@@ -257,8 +257,9 @@ def _completes(
 # ---------------------------------------------------------------- the graph
 
 
-def out_edges(node: m.AnyNode) -> list[tuple[str, tuple[str, ...]]]:
-    """(target, facts the edge establishes) for every way out of a node, duplicates kept."""
+def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]] | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    """(target, facts the edge establishes) for every way out of a node, duplicates kept
+    (`ways`: the node's `successors`, when already known)."""
     if isinstance(node, m.StepNode):
         done = STEP_PREFIX + node.name
         edges: list[tuple[str, tuple[str, ...]]] = [(node.next, (done, node.bind) if node.bind else (done,))]
@@ -272,7 +273,7 @@ def out_edges(node: m.AnyNode) -> list[tuple[str, tuple[str, ...]]]:
         return [(arm.target, (arm.bind,) if arm.bind else ()) for arm in node.arms]
     if isinstance(node, m.CallNode):
         return [(node.next, (node.bind,) if node.bind else ())]
-    return [(target, ()) for target, _, _ in m.successors(node)]
+    return [(target, ()) for target, _, _ in (m.successors(node) if ways is None else ways)]
 
 
 def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, int]]:
@@ -295,7 +296,7 @@ def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, i
             while work:
                 current = work.pop()
                 member[current] = (fork.id, index)
-                for target, _, _ in m.successors(definition.nodes[current]):
+                for target, _, _ in definition.edges[current]:
                     if target != fork.join and target not in seen:
                         seen.add(target)
                         work.append(target)
@@ -335,7 +336,7 @@ class Bindings:
         sites: dict[str, list[int]] = {}
         for node_id in order:
             node = definition.nodes[node_id]
-            edges = out_edges(node)
+            edges = out_edges(node, definition.edges[node_id])
             if node_id in exhaustive and isinstance(node, m.XorNode):
                 edges = [(arm.target, ()) for arm in node.arms]  # a switch that names every value never falls through
             self.succs[node_id] = [target for target, _ in edges]
@@ -446,8 +447,8 @@ def failure_witness(definition: m.ProcessDefinition) -> dict[str, str]:
     one pass over the graph; each node gets the closest one.
     """
     preds: dict[str, list[str]] = {node_id: [] for node_id in definition.nodes}
-    for node_id, node in definition.nodes.items():
-        for target, _, _ in m.successors(node):
+    for node_id, ways in definition.edges.items():
+        for target, _, _ in ways:
             preds[target].append(node_id)
     witness: dict[str, str] = {}
     work: deque[str] = deque()

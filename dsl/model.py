@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
@@ -321,10 +322,15 @@ class ProcessDefinition:
             self._scenarios.append(tuple(Scenario(s.name.text, s.description, s.span, s) for s in found))
         return self._scenarios[0]
 
-    @property
-    def steps(self) -> list[StepNode]:
+    @cached_property
+    def steps(self) -> tuple[StepNode, ...]:
         """The step nodes, in document order."""
-        return [n for n in (self.nodes[i] for i in self.order) if isinstance(n, StepNode)]
+        return tuple(n for n in (self.nodes[i] for i in self.order) if isinstance(n, StepNode))
+
+    @cached_property
+    def edges(self) -> Mapping[str, list[tuple[str, str, str]]]:
+        """node id -> `successors` of the node (worked out once; do not change the lists)."""
+        return {node_id: successors(node) for node_id, node in self.nodes.items()}
 
     def step(self, name: str) -> StepNode:
         """The step called `name` (KeyError when there is none)."""
@@ -355,33 +361,42 @@ class ProcessDefinition:
 
 def successors(node: AnyNode) -> list[tuple[str, str, str]]:
     """(target, edge kind, label) for every way out of a node."""
-    out: list[tuple[str, str, str]] = []
-    if isinstance(node, StartNode):
-        out.append((node.next, "next", ""))
-    elif isinstance(node, StepNode):
-        out.append((node.next, "next", ",".join(node.replies) if node.command else ""))
-        for reply, target in node.failures.items():
-            out.append((target, "failure", reply))
-        if node.timeout_fail:
-            out.append((node.timeout_fail, "timeout", "timeout"))
-    elif isinstance(node, XorNode):
-        for arm in node.arms:
-            out.append((arm.target, "arm", arm.label))
-        out.append((node.default, "default", "else" if node.has_else else "otherwise"))
-    elif isinstance(node, ForkNode):
-        for name, target in node.branches:
-            out.append((target, "branch", name))
-    elif isinstance(node, JoinNode | CallNode):
-        out.append((node.next, "next", ""))
-    elif isinstance(node, RaceNode):
-        for race_arm in node.arms:
-            out.append((race_arm.target, "timer" if not race_arm.messages else "message", race_arm.label))
-    elif isinstance(node, LoopNode):
-        out.append((node.body, "next", ""))
-    elif isinstance(node, UntilNode):
-        out.append((node.next, "exit", "until " + node.until.text))
-        out.append((node.body, "back", "repeat"))
+    return _SUCCESSORS[type(node)](node)
+
+
+def _step_successors(node: StepNode) -> list[tuple[str, str, str]]:
+    out = [(node.next, "next", ",".join(node.replies) if node.command else "")]
+    for reply, target in node.failures.items():
+        out.append((target, "failure", reply))
+    if node.timeout_fail:
+        out.append((node.timeout_fail, "timeout", "timeout"))
     return out
+
+
+def _xor_successors(node: XorNode) -> list[tuple[str, str, str]]:
+    out = [(arm.target, "arm", arm.label) for arm in node.arms]
+    out.append((node.default, "default", "else" if node.has_else else "otherwise"))
+    return out
+
+
+def _next(node: StartNode | JoinNode | CallNode) -> list[tuple[str, str, str]]:
+    return [(node.next, "next", "")]
+
+
+_SUCCESSORS: dict[type, Callable[[Any], list[tuple[str, str, str]]]] = {
+    StartNode: _next,
+    StepNode: _step_successors,
+    XorNode: _xor_successors,
+    ForkNode: lambda node: [(target, "branch", name) for name, target in node.branches],
+    JoinNode: _next,
+    CallNode: _next,
+    RaceNode: lambda node: [(arm.target, "timer" if not arm.messages else "message", arm.label) for arm in node.arms],
+    LoopNode: lambda node: [(node.body, "next", "")],
+    UntilNode: lambda node: [(node.next, "exit", "until " + node.until.text), (node.body, "back", "repeat")],
+    FailNode: lambda node: [],
+    EndNode: lambda node: [],
+}
+"""Per kind of node, its ways out (one lookup instead of a chain of isinstance tests)."""
 
 
 def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
