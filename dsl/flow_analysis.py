@@ -17,7 +17,7 @@ Everything is linear (or close) in the size of the process and iterative: a proc
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,8 @@ class Scan:
 
 def scan(expr: ex.Expr) -> Scan:
     """Walk an expression once, without recursion."""
+    if type(expr) is ex.Literal:  # the commonest expressions, answered without the walk
+        return _LITERAL_SCAN
     names: list[ex.Var] = []
     reads: list[PathRead] = []
     size = depth = arithmetic = 0
@@ -85,6 +87,9 @@ def scan(expr: ex.Expr) -> Scan:
         for child in ex.children(node):
             stack.append((child, level + 1))
     return Scan(tuple(names), tuple(reads), size, depth, arithmetic)
+
+
+_LITERAL_SCAN = Scan((), (), 1, 1, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,23 +180,32 @@ def schema_at(schema: Any, path: Sequence[str]) -> Any:
 
 def child_blocks(stmt: sx.Statement) -> list[tuple[sx.Statement, ...]]:
     """The blocks directly inside a statement, in document order."""
-    if isinstance(stmt, sx.If):
-        found = [body for _, body in stmt.arms]
-        if stmt.otherwise is not None:
-            found.append(stmt.otherwise)
-        return found
-    if isinstance(stmt, sx.Switch):
-        found = [case.body for case in stmt.cases]
-        if stmt.default is not None:
-            found.append(stmt.default)
-        return found
-    if isinstance(stmt, sx.Parallel):
-        return [branch.body for branch in stmt.branches]
-    if isinstance(stmt, sx.Race):
-        return [arm.body for arm in stmt.arms]
-    if isinstance(stmt, sx.Repeat):
-        return [stmt.body]
-    return []
+    blocks_of = _CHILD_BLOCKS.get(type(stmt))
+    return blocks_of(stmt) if blocks_of is not None else []
+
+
+def _if_blocks(stmt: sx.If) -> list[tuple[sx.Statement, ...]]:
+    found = [body for _, body in stmt.arms]
+    if stmt.otherwise is not None:
+        found.append(stmt.otherwise)
+    return found
+
+
+def _switch_blocks(stmt: sx.Switch) -> list[tuple[sx.Statement, ...]]:
+    found = [case.body for case in stmt.cases]
+    if stmt.default is not None:
+        found.append(stmt.default)
+    return found
+
+
+_CHILD_BLOCKS: dict[type, Callable[[Any], list[tuple[sx.Statement, ...]]]] = {
+    sx.If: _if_blocks,
+    sx.Switch: _switch_blocks,
+    sx.Parallel: lambda stmt: [branch.body for branch in stmt.branches],
+    sx.Race: lambda stmt: [arm.body for arm in stmt.arms],
+    sx.Repeat: lambda stmt: [stmt.body],
+}
+"""Per kind of statement that holds blocks, its blocks (one lookup, no isinstance chain)."""
 
 
 def walk_statements(body: Sequence[sx.Statement]) -> Iterator[tuple[sx.Statement, tuple[sx.Branch, ...]]]:

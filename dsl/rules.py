@@ -88,14 +88,19 @@ class Facts:
         found = []
         for use in self.uses:
             if use.mapping and isinstance(use.expr, ex.ObjectExpr):
-                parts = [(value, fa.scan(value)) for _, value in use.expr.pairs]
-                whole = fa.Scan(
-                    tuple(n for _, s in parts for n in s.names),
-                    tuple(r for _, s in parts for r in s.reads),
-                    1 + sum(s.size for _, s in parts),
-                    1 + max((s.depth for _, s in parts), default=0),
-                    sum(s.arithmetic for _, s in parts),
-                )
+                parts = []
+                names: list[ex.Var] = []
+                reads: list[fa.PathRead] = []
+                size, depth, arithmetic = 1, 0, 0
+                for _, value in use.expr.pairs:
+                    part = fa.scan(value)
+                    parts.append((value, part))
+                    names += part.names
+                    reads += part.reads
+                    size += part.size
+                    depth = max(depth, part.depth)
+                    arithmetic += part.arithmetic
+                whole = fa.Scan(tuple(names), tuple(reads), size, 1 + depth, arithmetic)
             else:
                 whole = fa.scan(use.expr)
                 parts = [(use.expr, whole)]
