@@ -357,7 +357,8 @@ class Bindings:
             for target, facts in edges:
                 self.preds[target].append((node_id, facts))
                 for fact in facts:
-                    sites.setdefault(fact, []).append(self.position[node_id])
+                    if fact in reads:  # only the keys asked about need their binding sites
+                        sites.setdefault(fact, []).append(self.position[node_id])
         self.reached = self._reached()
         self.member = branch_membership(definition) if member is None else member
         self.fork_of = {n.join: n for n in definition.nodes.values() if isinstance(n, m.ForkNode)}

