@@ -55,13 +55,24 @@ class Scan:
 
 def scan(expr: ex.Expr) -> Scan:
     """Walk an expression once, without recursion."""
-    if type(expr) is ex.Literal:  # the commonest expressions, answered without the walk
+    var, field, binary = ex.Var, ex.Field, ex.Binary
+    kind = type(expr)
+    if kind is ex.Literal:  # the commonest expressions, answered without the walk
         return _LITERAL_SCAN
+    if kind is field or kind is var:
+        path: list[Any] = []
+        head: Any = expr
+        while type(head) is field:
+            path.append(head)
+            head = head.base
+        if type(head) is var:  # a plain path, `input.a.b`: one read
+            path.append(head)
+            path.reverse()
+            return Scan((head,), (PathRead(tuple([p.name for p in path]), tuple(path)),), len(path), len(path), 0)
     names: list[ex.Var] = []
     reads: list[PathRead] = []
     size = depth = arithmetic = 0
     stack: list[tuple[ex.Expr, int]] = [(expr, 1)]
-    var, field, binary = ex.Var, ex.Field, ex.Binary
     while stack:
         node, level = stack.pop()
         kind = type(node)
