@@ -15,11 +15,9 @@ from procflow.interpreter.state import (
     ROOT,
     Abandoned,
     Compensation,
-    Failure,
     FailureCause,
     Frame,
     LateAction,
-    LateReply,
     UndoCommand,
     Wait,
 )
@@ -54,22 +52,15 @@ class Compensating(RunCore):
                 undo = self._undo_for(node, frame)
             except Failed:
                 undo = None
-        abandoned = Abandoned(
-            step=node.name,
-            frame=wait.frame,
-            process=frame.process,
-            commandName=wait.commandName or "",
-            correlationId=wait.correlationId,
-            successes=tuple(node.replies),
-            undo=undo,
-            at=self.now_iso,
+        abandoned = make.abandoned(
+            node.name, wait.frame, frame.process, wait.commandName or "", wait.correlationId, tuple(node.replies), undo, self.now_at
         )
         self.state.abandoned = self.state.abandoned + (abandoned,)
 
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         self._cancel_all(abandon=True)
-        self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_iso)
+        self.state.failure = make.failure(cause, reason, step, self.now_at)
         pending = tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
         self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
         self._next_undo()
@@ -100,9 +91,9 @@ class Compensating(RunCore):
                 timeout_at = self._due_or_none(spec.timeout)
                 wait = make.wait(
                     0, f"undo:{undo.step}", undo.step, undo.frame, "compensation", tuple(spec.replies),
-                    undo.correlationId, undo.commandName, attempt, self.now_iso, timeout_at,
+                    undo.correlationId, undo.commandName, attempt, self.now_at, timeout_at,
                 )
-                self.state.waits = self.state.waits + (wait,)
+                self._park(wait)
                 self.state.status = "compensating"
                 return
             self._undo_done()  # fire-and-forget undo: done once sent
@@ -154,7 +145,7 @@ class Compensating(RunCore):
         success = reply.type in abandoned.successes
         undo = self._late_undo(abandoned, reply) if success else None
         action: LateAction = "compensated" if undo is not None else "recorded"
-        self.state.lateReplies = self.state.lateReplies + (LateReply(type=reply.type, step=abandoned.step, at=self.now_iso, action=action),)
+        self.state.lateReplies = self.state.lateReplies + (make.late_reply(reply.type, abandoned.step, self.now_at, action),)
         if undo is not None:
             comp = self.state.compensation
             if comp is None:
@@ -208,13 +199,19 @@ class Compensating(RunCore):
             if wait.kind == "compensation":
                 delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
                 if delay > 0:
-                    backoff = wait.model_copy(update={"kind": "compensation_backoff", "since": self.now_iso, "timeoutAt": self._due(delay)})
-                    self.state.waits = self.state.waits + (backoff,)
+                    backoff = make.wait(
+                        wait.token, wait.step, wait.node, wait.frame, "compensation_backoff", wait.expects,
+                        wait.correlationId, wait.commandName, wait.attempt, self.now_at, self._due(delay),
+                    )
+                    self._park(backoff)
                     return
             attempt = self._count_undo_attempt(undo)
             self._send_undo(undo, attempt)
-            again = wait.model_copy(update={"kind": "compensation", "attempt": attempt, "since": self.now_iso, "timeoutAt": self._due_or_none(timeout)})
-            self.state.waits = self.state.waits + (again,)
+            again = make.wait(
+                wait.token, wait.step, wait.node, wait.frame, "compensation", wait.expects,
+                wait.correlationId, wait.commandName, attempt, self.now_at, self._due_or_none(timeout),
+            )
+            self._park(again)
             return
         comp.failed = undo
         self.state.status = "compensation_failed"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from procflow.dsl import model as m
@@ -13,8 +14,10 @@ from procflow.interpreter.state import (
     TERMINAL,
     HistoryEntry,
     InstanceState,
+    Stamp,
     Wait,
-    instant_epoch,
+    epoch_of,
+    single,
 )
 
 _new = object.__new__
@@ -44,26 +47,31 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
 
 def derive(plan: Plan, state: InstanceState) -> None:
     """Fill the lesson's fields (status, nextAction, timeoutAt) from the detailed record."""
-    waits = state.waits
-    if state.status in TERMINAL and not waits:
-        comp = state.compensation
-        state.nextAction = f"undo_{comp.failed.step}" if state.status == "compensation_failed" and comp and comp.failed else None
-        state.timeoutAt = None
-        return
-    deadline: str | None = None
-    if state.status == "compensating":
-        current = next((w for w in waits if w.kind.startswith("compensation")), None)
-        state.nextAction = f"undo_{current.node}" if current else None
-    elif len(waits) == 1:
+    # The waits and times as the state keeps them (see `state.keep_single`, `state.keep_stamps`):
+    # a single wait by itself, times copied as they are and compared as epochs.
+    kept = state._waits
+    deadline: Stamp | None = None
+    if kept.__class__ is Wait and state.status != "compensating":
         # The usual case, without the lists of the general one below (same result).
-        wait = waits[0]
+        wait: Wait = kept
         state.status = status_part(plan, state, wait)
         state.nextAction = wait.step
-        if state.deadlineAt is None:
-            state.timeoutAt = wait.timeoutAt
+        deadline = state._deadlineAt
+        if deadline is None:
+            state._timeoutAt = wait._timeoutAt
             return
-        deadline = state.deadlineAt
+        waits: Sequence[Wait] = (wait,)
+    elif state.status in TERMINAL and not kept:
+        comp = state.compensation
+        state.nextAction = f"undo_{comp.failed.step}" if state.status == "compensation_failed" and comp and comp.failed else None
+        state._timeoutAt = None
+        return
+    elif state.status == "compensating":
+        waits = single(kept, Wait)
+        current = next((w for w in waits if w.kind.startswith("compensation")), None)
+        state.nextAction = f"undo_{current.node}" if current else None
     else:
+        waits = single(kept, Wait)
         parts: list[str] = []
         for wait in waits:
             part = status_part(plan, state, wait)
@@ -75,15 +83,16 @@ def derive(plan: Plan, state: InstanceState) -> None:
             state.status = "waiting_for_" + "_and_".join(p.removeprefix("waiting_for_") for p in parts)
         steps = list(dict.fromkeys(w.step for w in waits))
         state.nextAction = ", ".join(steps) if steps else None
-        deadline = state.deadlineAt
-    dues = [instant_epoch(w.timeoutAt) for w in waits if w.timeoutAt is not None]
+        deadline = state._deadlineAt
+    dues = [due for w in waits if (due := w.due) is not None]
     if deadline is not None:
-        dues.append(instant_epoch(deadline))
+        dues.append(epoch_of(deadline))
     if dues:
         earliest = min(dues)
-        state.timeoutAt = next((w.timeoutAt for w in waits if w.timeoutAt is not None and instant_epoch(w.timeoutAt) == earliest), None) or state.deadlineAt
+        found = next((w._timeoutAt for w in waits if w.due == earliest), None)
+        state._timeoutAt = found if found is not None else deadline
     else:
-        state.timeoutAt = None
+        state._timeoutAt = None
 
 
 def message_summary(message: Reply) -> dict[str, Any]:
@@ -97,9 +106,10 @@ def message_summary(message: Reply) -> dict[str, Any]:
 
 
 def history_entry(
-    state: InstanceState, before: InstanceState, at: str, event: str, message: Reply | None, note: str | None, dispatches: list[Dispatch]
+    state: InstanceState, before: InstanceState, at: Stamp, event: str, message: Reply | None, note: str | None, dispatches: list[Dispatch]
 ) -> HistoryEntry:
-    """The entry of a transition from `before` to `state`: only what it changed."""
+    """The entry of a transition from `before` to `state`: only what it changed (`at` as a
+    record keeps it, see `state.keep_stamps`)."""
     status = state.status
     failure = state.failure
     comp = state.compensation
@@ -109,8 +119,9 @@ def history_entry(
         if len(comp.undone) > done_before:
             undone = tuple(u.commandName for u in comp.undone[done_before:])
     entry: HistoryEntry = _new(HistoryEntry)  # field by field, as in make.py (this is the hot path)
-    entry.seq = len(state.history) + 1
-    entry.at = at
+    history = state._history  # a single entry is kept as itself (see `state.keep_single`)
+    entry.seq = 2 if history.__class__ is HistoryEntry else len(history) + 1  # type: ignore[arg-type]
+    entry._at = at
     entry.event = event
     entry.message = message_summary(message) if message is not None else None
     entry.status = status if status != before.status else None

@@ -32,14 +32,16 @@ from procflow.interpreter.state import (
     SCHEMA_VERSION,
     TERMINAL,
     Abandoned,
+    HistoryEntry,
     InstanceState,
     Wait,
     appended,
+    epoch_of,
     from_epoch,
-    instant_epoch,
-    iso,
+    instant_of,
     parse_instant,
     shell,
+    single,
 )
 from procflow.interpreter.timers import Timed
 
@@ -61,9 +63,10 @@ class _Run(Timed):
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)
-        state.updatedAt = self.now_iso
-        entry = history_entry(state, self.before, self.now_iso, event, message, note, self.dispatches)
-        state.history = appended(state.history, entry)
+        state._updatedAt = self.now_at  # (times as records keep them, see `state.keep_stamps`)
+        entry = history_entry(state, self.before, self.now_at, event, message, note, self.dispatches)
+        kept = state._history  # a single entry is kept as itself (see `state.keep_single`)
+        state._history = appended(single(kept, HistoryEntry), entry) if kept else entry
         return Transition(state, self.dispatches, "applied", note)
 
 
@@ -89,17 +92,16 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         if value is None:
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
-    now_iso = iso(now)
     token = make.token(1, definition.start, ROOT, EMPTY, ())
     state = shell(_blank(plan))  # what every new instance of the definition starts with, then its own
     state.workflowId = workflow_id
     state.correlationId = correlation
-    state.startedAt = state.updatedAt = now_iso
     if definition.deadline_seconds:
-        state.deadlineAt = iso(now + timedelta(seconds=definition.deadline_seconds))
+        state._deadlineAt = instant_of((now + timedelta(seconds=definition.deadline_seconds)).timestamp())
     state.input = input
     state.tokens = (token,)
     run = _Run(plan, _blank(plan), now, new=state)
+    state._startedAt = state._updatedAt = run.now_at  # (see `state.keep_stamps`)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
@@ -166,7 +168,8 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
     reply_type = reply.type
     correlation = reply.correlationId
     wait = None
-    for candidate in state.waits:
+    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
+    for candidate in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
         if reply_type in candidate.expects and candidate.correlationId == correlation:
             wait = candidate
             break
@@ -261,7 +264,7 @@ def _payload_schema(plan: Plan, state: InstanceState, wait: Wait, reply_type: st
 
 def _due_now(waits: tuple[Wait, ...], now_epoch: float) -> list[Wait]:
     """The waits whose time has come, earliest first (then by token)."""
-    due = [(instant_epoch(w.timeoutAt), w.token, i, w) for i, w in enumerate(waits) if w.timeoutAt is not None]
+    due = [(at, w.token, i, w) for i, w in enumerate(waits) if (at := w.due) is not None]
     return [w for at, _, _, w in sorted(due, key=lambda d: (d[0], d[1], d[2])) if at <= now_epoch]
 
 
@@ -270,9 +273,10 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     plan = plan_of(definition)
     _check_pinned(plan, state)
     now_epoch = now.timestamp()
+    deadline = epoch_of(state._deadlineAt)
     deadline_due = (
-        state.deadlineAt is not None
-        and instant_epoch(state.deadlineAt) <= now_epoch
+        deadline is not None
+        and deadline <= now_epoch
         and state.status not in TERMINAL
         and state.status != "compensating"
     )
@@ -282,15 +286,17 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
         pending = _due_now(run.state.waits, now_epoch)
-        deadline_at = run.state.deadlineAt
+        deadline = epoch_of(run.state._deadlineAt)
         deadline_now = (
-            deadline_at is not None
-            and instant_epoch(deadline_at) <= now_epoch
+            deadline is not None
+            and deadline <= now_epoch
             and run.state.failure is None
             and run.state.status not in TERMINAL
         )
-        if deadline_at is not None and deadline_now and (not pending or (pending[0].due or 0.0) >= instant_epoch(deadline_at)):
+        if deadline is not None and deadline_now and (not pending or (pending[0].due or 0.0) >= deadline):
             fired.append("the deadline passed")
+            deadline_at = run.state.deadlineAt
+            assert deadline_at is not None
             run.set_now(parse_instant(deadline_at))
             run.fail("deadline", f"the deadline of `{definition.name}` passed", None)
             continue

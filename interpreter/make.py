@@ -14,8 +14,14 @@ from typing import Any
 
 from procflow.interpreter.messages import Command, Dispatch
 from procflow.interpreter.state import (
+    Abandoned,
     Completion,
+    Failure,
+    FailureCause,
     Frame,
+    LateAction,
+    LateReply,
+    Stamp,
     Token,
     UndoCommand,
     Wait,
@@ -35,10 +41,10 @@ def wait(
     correlation_id: str,
     command_name: str | None,
     attempt: int,
-    since: str,
-    timeout_at: str | None,
+    since: Stamp,
+    timeout_at: Stamp | None,
 ) -> Wait:
-    """A `Wait`."""
+    """A `Wait` (its times as a record keeps them, see `state.keep_stamps`)."""
     made: Wait = _new(Wait)
     made.token = token
     made.step = step
@@ -49,8 +55,8 @@ def wait(
     made.correlationId = correlation_id
     made.commandName = command_name
     made.attempt = attempt
-    made.since = since
-    made.timeoutAt = timeout_at
+    made._since = since
+    made._timeoutAt = timeout_at
     return made
 
 
@@ -77,14 +83,50 @@ def frame(process: str, input: dict[str, Any], data: dict[str, Any], correlation
     return made
 
 
-def completion(step: str, frame: str, outcome: str, at: str, undo: UndoCommand | None) -> Completion:
-    """A `Completion`."""
+def completion(step: str, frame: str, outcome: str, at: Stamp, undo: UndoCommand | None) -> Completion:
+    """A `Completion` (`at` as a record keeps it, see `state.keep_stamps`)."""
     made: Completion = _new(Completion)
     made.step = step
     made.frame = frame
     made.outcome = outcome
-    made.at = at
+    made._at = at
     made.undo = undo
+    return made
+
+
+def failure(cause: FailureCause, reason: str, step: str | None, at: Stamp) -> Failure:
+    """A `Failure` (`at` as a record keeps it, see `state.keep_stamps`)."""
+    made: Failure = _new(Failure)
+    made.cause = cause
+    made.reason = reason
+    made.step = step
+    made._at = at
+    return made
+
+
+def abandoned(
+    step: str, frame: str, process: str, command_name: str, correlation_id: str, successes: tuple[str, ...], undo: UndoCommand | None, at: Stamp
+) -> Abandoned:
+    """An `Abandoned` (`at` as a record keeps it, see `state.keep_stamps`)."""
+    made: Abandoned = _new(Abandoned)
+    made.step = step
+    made.frame = frame
+    made.process = process
+    made.commandName = command_name
+    made.correlationId = correlation_id
+    made.successes = successes
+    made.undo = undo
+    made._at = at
+    return made
+
+
+def late_reply(type: str, step: str, at: Stamp, action: LateAction) -> LateReply:
+    """A `LateReply` (`at` as a record keeps it, see `state.keep_stamps`)."""
+    made: LateReply = _new(LateReply)
+    made.type = type
+    made.step = step
+    made._at = at
+    made.action = action
     return made
 
 

@@ -31,16 +31,18 @@ from procflow.interpreter.state import (
     FailureCause,
     Frame,
     InstanceState,
+    Stamp,
     Token,
     UndoCommand,
     Wait,
     WaitKind,
     appended,
-    instant_epoch,
-    iso,
-    iso_epoch,
+    as_kept,
+    epoch_of,
+    instant_of,
     parse_instant,
     shell,
+    single,
 )
 
 MAX_NODES_PER_TRANSITION = 200_000
@@ -141,7 +143,7 @@ class RunCore:
     """One transition's working copy of a state, and the work it does on it (see the module doc)."""
 
     __slots__ = (
-        "plan", "definition", "root_name", "root_nodes", "now_epoch", "now_iso", "before", "state",
+        "plan", "definition", "root_name", "root_nodes", "now_epoch", "now_at", "before", "state",
         "main", "frames", "main_scope", "owned", "dispatches", "ready", "visited",
     )
 
@@ -153,7 +155,7 @@ class RunCore:
         self.root_name = definition.name
         self.root_nodes = definition.nodes
         self.now_epoch = now.timestamp()
-        self.now_iso = iso_epoch(self.now_epoch)
+        self.now_at = instant_of(self.now_epoch)  # as records keep it (see `state.keep_stamps`)
         # The state the transition started from (never changed: `finish` reads what changed).
         self.before = state
         if new is not None:
@@ -191,7 +193,7 @@ class RunCore:
     def set_now(self, now: datetime) -> None:
         """Move this run's clock (used when several timers fire in one advance)."""
         self.now_epoch = now.timestamp()
-        self.now_iso = iso_epoch(self.now_epoch)
+        self.now_at = instant_of(self.now_epoch)
 
     def _next_seq(self) -> int:
         self.state.seq += 1
@@ -275,11 +277,12 @@ class RunCore:
         key = f"{command.correlationId}:{command.commandName}:{step}{rounds}#{attempt}"
         self.dispatches.append(make.dispatch(command, step, attempt, key))
 
-    def _due(self, seconds: float) -> str:
-        return iso_epoch(self.now_epoch + seconds)
+    def _due(self, seconds: float) -> Stamp:
+        """The instant `seconds` from now, as records keep it (see `state.keep_stamps`)."""
+        return instant_of(self.now_epoch + seconds)
 
-    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> str | None:
-        return iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
+    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> Stamp | None:
+        return instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
 
     # ---------------------------------------------------------------- running tokens
     def run(self, first: Token | None = None) -> None:
@@ -388,11 +391,11 @@ class RunCore:
                     moment = parse_instant(str(value))
                 except ValueError:
                     raise Failed("error", f"`wait until` of `{node.name}` gave {value!r}, not an ISO-8601 instant", node.name) from None
-                timer_at = iso(moment)
+                timer_at = instant_of(moment.timestamp())
             self._add_wait(token, node.name, node.id, frame, "timer", (), None, 1, timer_at)
             return
         timeout = node.timeout
-        timeout_at = iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
+        timeout_at = instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
         if node.command is not None:
             self._send(node.command, frame, node.name, 1, token, step.command_name)
             self._add_wait(token, node.name, node.id, frame, "reply", step.expects, step.command_name, 1, timeout_at)
@@ -401,7 +404,7 @@ class RunCore:
 
     def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame) -> None:
         expects = tuple(name for arm in node.arms for name in arm.messages)
-        best: tuple[float, str] | None = None
+        best: tuple[float, Stamp] | None = None
         for arm in node.arms:
             if arm.timer_seconds is not None:
                 timeout_at = self._due(arm.timer_seconds)
@@ -411,10 +414,10 @@ class RunCore:
                     moment = parse_instant(str(value))
                 except ValueError:
                     raise Failed("error", f"timer of race `{node.name}` gave {value!r}, not an ISO-8601 instant", None) from None
-                timeout_at = iso(moment)
+                timeout_at = instant_of(moment.timestamp())
             else:
                 continue
-            due = instant_epoch(timeout_at)
+            due = epoch_of(timeout_at)
             if best is None or due < best[0]:
                 best = (due, timeout_at)
         self._add_wait(token, node.name, node.id, frame, "race", expects, None, 1, best[1] if best else None)
@@ -429,7 +432,7 @@ class RunCore:
         expects: tuple[str, ...],
         command_name: str | None,
         attempt: int,
-        timeout_at: str | None,
+        timeout_at: Stamp | None,
     ) -> None:
         token.node = node_id
         wait: Wait = _new(Wait)  # field by field (see make.py): the hot path
@@ -442,9 +445,21 @@ class RunCore:
         wait.correlationId = frame.correlationId
         wait.commandName = command_name
         wait.attempt = attempt
-        wait.since = self.now_iso
-        wait.timeoutAt = timeout_at
-        self.state.waits = self.state.waits + (wait,)
+        wait._since = self.now_at  # (times as records keep them, see `state.keep_stamps`)
+        wait._timeoutAt = timeout_at
+        self._park(wait)
+
+    def _park(self, wait: Wait) -> None:
+        """Add `wait` to the state's waits (a single one is kept as itself, see `state.keep_single`)."""
+        state = self.state
+        kept = state._waits
+        state._waits = (*single(kept, Wait), wait) if kept else wait
+
+    def _unpark(self, wait: Wait) -> None:
+        """Remove `wait` from the state's waits."""
+        state = self.state
+        kept = state._waits
+        state._waits = () if kept is wait else as_kept(tuple(w for w in single(kept, Wait) if w is not wait))
 
     def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:
         child_def = self._definition(node.process)
@@ -475,8 +490,7 @@ class RunCore:
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
-        waits = self.state.waits
-        self.state.waits = () if len(waits) == 1 else tuple(w for w in waits if w is not wait)
+        self._unpark(wait)
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
             self._undo_confirmed()
@@ -506,7 +520,7 @@ class RunCore:
             self.fail(failed.cause, failed.reason, node.name)
             return
         state = self.state
-        state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_iso, undo))
+        state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_at, undo))
         state.completedSteps = appended(state.completedSteps, reply.type)
         token.node = node.next
         self.run(token)

@@ -11,6 +11,10 @@ shares with it whatever did not change (copy on write). Sequences are tuples, an
 mappings the engine writes are one shared read-only `EMPTY` dict, so a parked instance keeps
 only what is its own. The three sequences that grow by one entry a step (history, completed
 steps, milestones) become a `Log` once they are long, so that a step does not copy them.
+What is its own is kept small: the timestamps the engine writes are kept as floats (one per
+instant, shared by the fields that name it) and read as their ISO-8601 texts (`keep_stamps`),
+and a state's single wait or single history entry is kept without a tuple around it and read
+as a tuple of one (`keep_single`); the JSON, the schema and what the fields read are as ever.
 `migrate_state` reads the JSON of older schema versions.
 """
 
@@ -20,7 +24,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NoReturn, TypeVar, overload
 
 from pydantic import ConfigDict, Field, with_config
 
@@ -63,6 +67,27 @@ def _empty() -> dict[str, Any]:
 
 
 T = TypeVar("T")
+
+Stamp = float | str
+"""How a record keeps a timestamp (see `keep_stamps`): as seconds since the epoch when the
+engine wrote it (an instant `iso_epoch` writes as the text the field reads as), else as the
+text it was given (read from JSON, or set by a caller)."""
+
+if TYPE_CHECKING:
+
+    class Stored(Generic[T]):
+        """(For the type checker.) A field as its record keeps it, under the field's name with a
+        leading underscore: the engine reads and writes it so, without the conversion."""
+
+        @overload
+        def __get__(self, record: None, owner: type[Any]) -> Stored[T]: ...
+
+        @overload
+        def __get__(self, record: object, owner: type[Any]) -> T: ...
+
+        def __get__(self, record: object, owner: type[Any]) -> T | Stored[T]: ...
+
+        def __set__(self, record: object, value: T) -> None: ...
 
 LOG_FROM = 16
 """A growing sequence of this many entries or more is a `Log`; a shorter one is a tuple."""
@@ -165,11 +190,15 @@ class Wait(Record):
     since: str
     timeoutAt: Annotated[str | None, Field(description="when the wait times out or its timer fires (ISO-8601, UTC)")] = None
 
+    if TYPE_CHECKING:
+        _since = Stored[Stamp]()
+        _timeoutAt = Stored[Stamp | None]()
+
     @property
     def due(self) -> float | None:
-        """`timeoutAt` as seconds since the epoch (kept once, as the text)."""
-        at = self.timeoutAt
-        return None if at is None else instant_epoch(at)
+        """`timeoutAt` as seconds since the epoch."""
+        kept = self._timeoutAt
+        return instant_epoch(kept) if kept.__class__ is str else kept  # type: ignore[return-value]
 
 
 @_strict_record
@@ -222,6 +251,9 @@ class Completion(Record):
     at: str
     undo: UndoCommand | None = None
 
+    if TYPE_CHECKING:
+        _at = Stored[Stamp]()
+
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
@@ -237,6 +269,9 @@ class Abandoned(Record):
     undo: UndoCommand | None = None
     at: str
 
+    if TYPE_CHECKING:
+        _at = Stored[Stamp]()
+
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
@@ -247,6 +282,9 @@ class Failure(Record):
     reason: str
     step: str | None = None
     at: str
+
+    if TYPE_CHECKING:
+        _at = Stored[Stamp]()
 
 
 @_strict_record
@@ -272,6 +310,9 @@ class LateReply(Record):
     at: str
     action: LateAction
 
+    if TYPE_CHECKING:
+        _at = Stored[Stamp]()
+
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
@@ -292,6 +333,9 @@ class HistoryEntry(Record):
     undone: Annotated[tuple[str, ...], Field(description="undo commands this transition saw confirmed (or sent, when unconfirmed)")] = ()
     sent: tuple[str, ...] = ()
     note: str | None = None
+
+    if TYPE_CHECKING:
+        _at = Stored[Stamp]()
 
 
 if TYPE_CHECKING:
@@ -339,6 +383,15 @@ class InstanceState(Record):
     seq: int = 0
     history: Entries = ()
 
+    if TYPE_CHECKING:
+        # As kept (see `keep_stamps`, `keep_single`): what the engine reads and writes.
+        _timeoutAt = Stored[Stamp | None]()
+        _startedAt = Stored[Stamp]()
+        _updatedAt = Stored[Stamp]()
+        _deadlineAt = Stored[Stamp | None]()
+        _waits = Stored["Wait | tuple[Wait, ...]"]()
+        _history = Stored["HistoryEntry | Entries"]()
+
     @property
     def is_terminal(self) -> bool:
         """True once the instance has nothing more to do by itself."""
@@ -350,11 +403,11 @@ class InstanceState(Record):
 
     def _serializable(self) -> InstanceState:
         """This state with its logs as the tuples they stand for (what pydantic writes)."""
-        history, completed, steps = self.history, self.completed, self.completedSteps
+        history, completed, steps = self._history, self.completed, self.completedSteps
         if not (isinstance(history, Log) or isinstance(completed, Log) or isinstance(steps, Log)):
             return self
         plain = shell(self)
-        plain.history, plain.completed, plain.completedSteps = tuple(history), tuple(completed), tuple(steps)
+        plain._history, plain.completed, plain.completedSteps = tuple(self.history), tuple(completed), tuple(steps)
         return plain
 
     def frame(self, frame_id: str) -> Frame:
@@ -377,25 +430,25 @@ class InstanceState(Record):
 
 def shell(state: InstanceState) -> InstanceState:
     """A new state object sharing every value with `state` (the engine's working copy starts
-    so; the SQLite store writes one without its history). Written out field by field: the
-    dataclass constructor or `copy.copy` cost several times as much (a test checks that no
-    field is left out)."""
+    so; the SQLite store writes one without its history). Written out field by field, as the
+    fields are kept: the dataclass constructor or `copy.copy` cost several times as much (a
+    test checks that no field is left out)."""
     new: InstanceState = object.__new__(InstanceState)
     new.workflowId = state.workflowId
     new.type = state.type
     new.status = state.status
     new.completedSteps = state.completedSteps
     new.nextAction = state.nextAction
-    new.timeoutAt = state.timeoutAt
+    new._timeoutAt = state._timeoutAt
     new.schemaVersion = state.schemaVersion
     new.definition = state.definition
     new.correlationId = state.correlationId
-    new.startedAt = state.startedAt
-    new.updatedAt = state.updatedAt
-    new.deadlineAt = state.deadlineAt
+    new._startedAt = state._startedAt
+    new._updatedAt = state._updatedAt
+    new._deadlineAt = state._deadlineAt
     new.input = state.input
     new.data = state.data
-    new.waits = state.waits
+    new._waits = state._waits
     new.tokens = state.tokens
     new.frames = state.frames
     new.joins = state.joins
@@ -406,7 +459,7 @@ def shell(state: InstanceState) -> InstanceState:
     new.lateReplies = state.lateReplies
     new.seenMessageIds = state.seenMessageIds
     new.seq = state.seq
-    new.history = state.history
+    new._history = state._history
     return new
 
 
@@ -503,3 +556,104 @@ def parse_instant(text: str) -> datetime:
 def from_epoch(seconds: float) -> datetime:
     """Seconds since the epoch -> an aware UTC datetime."""
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def instant_of(epoch: float) -> Stamp:
+    """What the engine keeps for the instant `epoch` (seconds since the epoch), a record's field
+    reading as `iso_epoch(epoch)`: the instant that text names, to the millisecond (what reading
+    the text back gives, so the engine sees the same instants before and after a round trip
+    through JSON). The text itself in the one case where that instant is written otherwise: an
+    instant less than a millisecond past a whole second is written `.000Z`, the whole second
+    `Z`. Taken from the caches of `iso_epoch` and `instant_epoch`: instances at the same
+    instant share one float."""
+    text = iso_epoch(epoch)
+    instant = _EPOCH_CACHE.get(text)
+    if instant is None:
+        instant = instant_epoch(text)
+    if instant == epoch or iso_epoch(instant) == text:
+        return instant
+    return text
+
+
+@overload
+def epoch_of(kept: Stamp) -> float: ...
+
+
+@overload
+def epoch_of(kept: Stamp | None) -> float | None: ...
+
+
+def epoch_of(kept: Stamp | None) -> float | None:
+    """A kept timestamp (see `Stamp`) as seconds since the epoch. ValueError when it is a text
+    that is not a time."""
+    return instant_epoch(kept) if isinstance(kept, str) else kept
+
+
+# The properties' getters are compiled from text, as `dataclasses` compiles `__init__`: one
+# that reads its slot by name costs about half what one calling the slot's descriptor costs,
+# and pydantic reads every timestamp of a state it writes through them. Their setters are the
+# slots' own (C) setters: a value written through the field's name is kept as it is given,
+# which keeps pydantic's reading of a state as fast as it was.
+_STAMP_GETTER = """
+def read(record):
+    kept = record._{name}
+    if kept.__class__ is float:
+        return texts.get(kept) or iso_epoch(kept)
+    return kept
+"""
+
+_SINGLE_GETTER = """
+def read(owner):
+    kept = owner._{name}
+    return (kept,) if kept.__class__ is record else kept
+"""
+
+
+def _compile(cls: type[Any], name: str, template: str, doc: str, **names: Any) -> None:
+    slot = cls.__dict__[name]
+    setattr(cls, f"_{name}", slot)  # the slot, under a name the property does not hide
+    scope = dict(names)
+    exec(template.format(name=name), scope)  # a fixed template, formatted with a field name
+    setattr(cls, name, property(scope["read"], slot.__set__, doc=doc))
+
+
+def keep_stamps(cls: type[Any], *names: str) -> None:
+    """Let the timestamp fields `names` of the slotted record class `cls` hold a `Stamp`: the
+    engine writes the instants it computes as floats (24 bytes, where a text of about 24
+    characters costs 72), through the slot, which stays reachable as `_<name>`. The field
+    still reads as its ISO-8601 text (a property that formats a float through the bounded
+    cache of `iso_epoch`), and a value written through the field's name (by pydantic, which
+    reads and writes a slotted record's fields by name, `dataclasses.replace` or a caller) is
+    kept as given, so the JSON, equality and copies see the texts as before."""
+    for name in names:
+        doc = f"`{name}` as ISO-8601 text (kept as `_{name}`, see `keep_stamps`)"
+        _compile(cls, name, _STAMP_GETTER, doc, texts=_ISO_CACHE, iso_epoch=iso_epoch)
+
+
+def keep_single(cls: type[Any], name: str, record: type[Any]) -> None:
+    """Let the tuple field `name` of the slotted class `cls` hold one `record` by itself (a
+    tuple of one costs 48 bytes): the engine keeps a single one so (`as_kept`), through the
+    slot, reachable as `_<name>`; the field reads as a tuple of it. A value written through
+    the field's name is kept as given."""
+    _compile(cls, name, _SINGLE_GETTER, f"`{name}` as a tuple (kept as `_{name}`, see `keep_single`)", record=record)
+
+
+def single(kept: T | Sequence[T], record: type[T]) -> Sequence[T]:
+    """A field kept by `keep_single` as the sequence it reads as (a tuple, or a history's `Log`)."""
+    return (kept,) if kept.__class__ is record else kept  # type: ignore[return-value]
+
+
+def as_kept(records: tuple[T, ...]) -> T | tuple[T, ...]:
+    """`records` as a field kept by `keep_single` keeps them: a single one by itself."""
+    return records[0] if len(records) == 1 else records
+
+
+keep_stamps(Wait, "since", "timeoutAt")
+keep_stamps(Completion, "at")
+keep_stamps(Abandoned, "at")
+keep_stamps(Failure, "at")
+keep_stamps(LateReply, "at")
+keep_stamps(HistoryEntry, "at")
+keep_stamps(InstanceState, "timeoutAt", "startedAt", "updatedAt", "deadlineAt")
+keep_single(InstanceState, "waits", Wait)
+keep_single(InstanceState, "history", HistoryEntry)

@@ -61,10 +61,15 @@ def test_a_working_copy_starts_with_every_field() -> None:
     state = waiting_for_payment()
     copy = shell(state)
     assert copy == state and copy is not state
-    assert all(getattr(copy, f.name) is getattr(state, f.name) for f in dataclasses.fields(InstanceState))
+    # Each field as the state keeps it (a timestamp as its instant, a single wait as itself:
+    # `_<name>`, see `keep_stamps` and `keep_single`), so this is the very same value.
+    kept = [f"_{f.name}" if hasattr(InstanceState, f"_{f.name}") else f.name for f in dataclasses.fields(InstanceState)]
+    assert all(getattr(copy, name) is getattr(state, name) for name in kept)
 
 
-@pytest.mark.parametrize("name", ["wait", "token", "frame", "completion", "undo_command", "command", "dispatch"])
+@pytest.mark.parametrize(
+    "name", ["wait", "token", "frame", "completion", "failure", "abandoned", "late_reply", "undo_command", "command", "dispatch"]
+)
 def test_the_hot_path_constructors_set_every_field(name: str) -> None:
     function = getattr(make, name)
     made = function(*(f"v{i}" for i in range(len(inspect.signature(function).parameters))))
@@ -135,3 +140,49 @@ def test_a_step_does_not_copy_the_history_and_branches_stay_apart() -> None:
     assert procflow.deliver(definition, copy, Reply(type=f"done_{2 * LOG_FROM + 1}", correlationId="wf_1"), NOW).state == (
         procflow.deliver(definition, once, Reply(type=f"done_{2 * LOG_FROM + 1}", correlationId="wf_1"), NOW).state
     )
+
+
+def test_timestamps_are_kept_as_instants_and_read_as_their_texts() -> None:
+    at = NOW + timedelta(milliseconds=7)
+    state = procflow.start(ORDER, "wf_1", {"orderId": "ord_1", "amount": 1.0}, at).state
+    wait, entry = state.waits[0], state.history[0]
+    assert state.startedAt == state.updatedAt == wait.since == entry.at == "2026-03-23T16:00:00.007Z"
+    assert state.timeoutAt == wait.timeoutAt == "2026-03-23T16:00:30.007Z"  # 30 s for inventory
+    # One float per instant, shared by every field that names it; the single wait and entry by themselves.
+    kept = state._startedAt
+    assert isinstance(kept, float) and state._updatedAt is kept and wait._since is kept and entry._at is kept
+    assert isinstance(state._timeoutAt, float) and wait._timeoutAt is state._timeoutAt and wait.due == state._timeoutAt
+    assert state._waits is wait and state._history is entry and state.waits == (wait,) and state.history == (entry,)
+    # The JSON is the texts; read back, the texts are kept as given and everything reads the same.
+    text = state.model_dump_json()
+    assert '"startedAt":"2026-03-23T16:00:00.007Z"' in text and '"waits":[{' in text
+    copy = InstanceState.model_validate_json(text)
+    assert copy == state and copy.model_dump_json() == text and isinstance(copy._startedAt, str)
+    # Written through its name, a field keeps what it is given.
+    copy.timeoutAt = "2026-03-23T17:00:00+00:00"
+    assert copy.timeoutAt == "2026-03-23T17:00:00+00:00" and copy.waits[0].timeoutAt == state.timeoutAt
+
+
+@pytest.mark.parametrize("microseconds", [0, 7000, 500, 123456, 999999])
+def test_a_state_continued_from_its_json_is_the_state_continued_in_memory(microseconds: int) -> None:
+    # 500 µs is written `.000Z` (not `Z`, what the whole second is written): the engine keeps that text.
+    at = NOW + timedelta(microseconds=microseconds)
+    replies = ("inventory_reserved", "payment_authorized", "shipment_rejected", "payment_voided", "inventory_released")
+    memory = durable = procflow.start(ORDER, "wf_1", {"orderId": "ord_1", "amount": 1.0}, at).state
+    for number, reply in enumerate(replies):
+        now = at + timedelta(seconds=number * 61.25)
+        durable = InstanceState.model_validate_json(durable.model_dump_json())
+        memory = procflow.deliver(ORDER, memory, Reply(type=reply, correlationId="ord_1"), now).state
+        durable = procflow.deliver(ORDER, durable, Reply(type=reply, correlationId="ord_1"), now).state
+        assert memory.model_dump_json() == durable.model_dump_json() and memory == durable
+    assert memory.status == "compensated"
+    assert memory.startedAt == ("2026-03-23T16:00:00Z" if microseconds == 0 else f"2026-03-23T16:00:00.{microseconds // 1000:03d}Z")
+    # Nobody answers: timeouts, retries and the failure fire at the instants the engine kept.
+    memory = durable = procflow.start(ORDER, "wf_2", {"orderId": "ord_2", "amount": 1.0}, at).state
+    for number in range(1, 12):
+        now = at + timedelta(minutes=number * 37, microseconds=microseconds)
+        durable = InstanceState.model_validate_json(durable.model_dump_json())
+        memory = procflow.advance(ORDER, memory, now).state
+        durable = procflow.advance(ORDER, durable, now).state
+        assert memory.model_dump_json() == durable.model_dump_json() and memory == durable
+    assert memory.is_terminal and len(memory.history) > 3
