@@ -447,7 +447,9 @@ class RunCore:
         wait.attempt = attempt
         wait._since = self.now_at  # (times as records keep them, see `state.keep_stamps`)
         wait._timeoutAt = timeout_at
-        self._park(wait)
+        state = self.state
+        kept = state._waits  # (`_park`, written out: the hot path)
+        state._waits = (*single(kept, Wait), wait) if kept else wait
 
     def _park(self, wait: Wait) -> None:
         """Add `wait` to the state's waits (a single one is kept as itself, see `state.keep_single`)."""
@@ -490,7 +492,11 @@ class RunCore:
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
-        self._unpark(wait)
+        state = self.state
+        if state._waits is wait:  # its only wait, kept as itself (`_unpark`, the usual case)
+            state._waits = ()
+        else:
+            self._unpark(wait)
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
             self._undo_confirmed()

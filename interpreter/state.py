@@ -566,6 +566,11 @@ def instant_of(epoch: float) -> Stamp:
     instant less than a millisecond past a whole second is written `.000Z`, the whole second
     `Z`. Taken from the caches of `iso_epoch` and `instant_epoch`: instances at the same
     instant share one float."""
+    text = _ISO_CACHE.get(epoch)
+    if text is not None:  # the usual case, at the cost of two lookups
+        instant = _EPOCH_CACHE.get(text)
+        if instant == epoch:
+            return instant
     text = iso_epoch(epoch)
     instant = _EPOCH_CACHE.get(text)
     if instant is None:
