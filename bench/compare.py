@@ -13,9 +13,10 @@ Memory is what tracemalloc sees allocated and still alive after parking N instan
 first wait, divided by N: on both sides the live objects a service keeps (procflow's
 `InstanceState` records, SpiffWorkflow's `BpmnWorkflow` objects), the input and ids included,
 the parsed definition (shared by all instances) not. procflow's instances are parked once all
-at one instant (the fixed clock of every other figure here: equal timestamp texts are shared),
-once each at its own instant; SpiffWorkflow reads the wall clock, so its figure is the same
-for both rows.
+at one instant (the fixed clock of every other figure here: instances at the same instant
+share the values of their timestamps), once each at its own instant (each keeps its own two,
+as floats: its start and its timeout); SpiffWorkflow reads the wall clock, so its figure is
+the same for both rows.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def procflow_linear(definition: procflow.ProcessDefinition, steps: int) -> int:
 def procflow_park(definition: procflow.ProcessDefinition, count: int, own_instants: bool = False) -> list[InstanceState]:
     """`count` instances parked at their first wait: all at the same instant (as every other
     figure here runs on a fixed clock), or each at its own millisecond (`own_instants`), so
-    no two share the texts of their timestamps (SpiffWorkflow reads the wall clock: its
-    instances never share theirs)."""
+    no two share their timestamps (SpiffWorkflow reads the wall clock: its instances never
+    share theirs)."""
     return [
         procflow.start(
             definition, f"wf_{i}", {"orderId": f"ord_{i}", "amount": 180.0}, NOW + timedelta(milliseconds=i) if own_instants else NOW
@@ -228,7 +229,7 @@ def measure(quick: bool) -> Figures:
                 note="procflow's all parked at one instant")
     ours = [bytes_per_instance(lambda n: procflow_park(definition, n, own_instants=True), parked)]
     figures.add(f"the same, each parked at its own instant ({parked:,})", "bytes", ours, theirs, higher_is_better=False,
-                note="no timestamp text shared")
+                note="no timestamp shared")
 
     durable = durable_figures(quick)
     for name, value in durable:
