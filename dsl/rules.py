@@ -749,13 +749,18 @@ def reachability(facts: Facts) -> list[Diagnostic]:
 def missing_compensation(facts: Facts) -> list[Diagnostic]:
     """W201: a step that commands something, has no `compensate`, and a later failure."""
     definition = facts.definition
+    bare = [
+        node
+        for node in definition.steps
+        if node.command is not None and node.compensation is None and node.nothing_to_undo is None
+    ]
+    if not bare:  # every step that commands something says how it is undone: nothing to search
+        return []
     witness = fa.failure_witness(definition)
     member = facts.branches
     names = {s.name.text: s.name.span for s in facts.steps}
     found = []
-    for node in definition.steps:
-        if node.command is None or node.compensation is not None or node.nothing_to_undo is not None:
-            continue
+    for node in bare:
         fail_id = witness.get(node.next) or _failing_sibling(definition, member, witness, node.id)
         if fail_id is None:
             continue
