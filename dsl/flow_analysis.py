@@ -309,8 +309,7 @@ def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, i
     without passing its fork's join (a branch can only leave through the join or an end).
     """
     member: dict[str, tuple[str, int]] = {}
-    for node_id in definition.order:
-        fork = definition.nodes[node_id]
+    for fork in definition.in_order:
         if not isinstance(fork, m.ForkNode):
             continue
         for index, (_, first) in enumerate(fork.branches):
@@ -355,13 +354,14 @@ class Bindings:
     ) -> None:
         self.definition = definition
         order = definition.order
-        self.position = {node_id: i for i, node_id in enumerate(order)}
+        self.position = definition.position
         self.preds: dict[str, list[tuple[str, tuple[str, ...]]]] = {node_id: [] for node_id in order}
         self.succs: dict[str, list[str]] = {}
         sites: dict[str, list[int]] = {}
-        for node_id in order:
-            node = definition.nodes[node_id]
-            edges = out_edges(node, definition.edges[node_id])
+        table = definition.edges
+        for node in definition.in_order:
+            node_id = node.id
+            edges = out_edges(node, table[node_id])
             if node_id in exhaustive and isinstance(node, m.XorNode):
                 edges = [(arm.target, ()) for arm in node.arms]  # a switch that names every value never falls through
             self.succs[node_id] = [target for target, _ in edges]
@@ -478,8 +478,8 @@ def failure_witness(definition: m.ProcessDefinition) -> dict[str, str]:
             preds[target].append(node_id)
     witness: dict[str, str] = {}
     work: deque[str] = deque()
-    for node_id in definition.order:
-        node = definition.nodes[node_id]
+    for node in definition.in_order:
+        node_id = node.id
         if isinstance(node, m.FailNode) or (isinstance(node, m.CallNode) and _can_fail(definition, node.process)):
             witness[node_id] = node_id
             work.append(node_id)

@@ -329,6 +329,17 @@ class ProcessDefinition:
         return tuple(n for n in (self.nodes[i] for i in self.order) if isinstance(n, StepNode))
 
     @cached_property
+    def in_order(self) -> tuple[AnyNode, ...]:
+        """The nodes in document order (`order`), worked out once: a pass over a large process
+        reads them in turn instead of looking each one up by id."""
+        return tuple(self.nodes[node_id] for node_id in self.order)
+
+    @cached_property
+    def position(self) -> Mapping[str, int]:
+        """node id -> its index in `order`."""
+        return {node_id: index for index, node_id in enumerate(self.order)}
+
+    @cached_property
     def edges(self) -> Mapping[str, list[tuple[str, str, str]]]:
         """node id -> `successors` of the node (worked out once; do not change the lists)."""
         return {node_id: successors(node) for node_id, node in self.nodes.items()}

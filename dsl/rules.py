@@ -78,8 +78,8 @@ class Facts:
         found: list[fa.ExprUse] = []
         if self.definition.correlate is not None:
             found.append(fa.ExprUse(self.definition.correlate.expr, None, (), False))
-        for node_id in self.definition.order:
-            found.extend(fa.node_uses(self.definition.nodes[node_id]))
+        for node in self.definition.in_order:
+            found.extend(fa.node_uses(node))
         return found
 
     @cached_property
@@ -647,8 +647,8 @@ def unbound_reads(facts: Facts) -> list[Diagnostic]:
 
 def _binding_sites(definition: m.ProcessDefinition) -> dict[str, list[tuple[str, str]]]:
     sites: dict[str, list[tuple[str, str]]] = {}
-    for node_id in definition.order:
-        node = definition.nodes[node_id]
+    for node in definition.in_order:
+        node_id = node.id
         if isinstance(node, m.StepNode):
             sites.setdefault(fa.STEP_PREFIX + node.name, []).append((node_id, "step"))
             if node.bind:
@@ -792,8 +792,7 @@ def _failing_sibling(
 def callee_deadlines(facts: Facts) -> list[Diagnostic]:
     """W209: a called process declares a `deadline`, which only a main process enforces."""
     found = []
-    for node_id in facts.definition.order:
-        node = facts.definition.nodes[node_id]
+    for node in facts.definition.in_order:
         if not isinstance(node, m.CallNode):
             continue
         callee = facts.definition.called.get(node.process)
