@@ -750,7 +750,7 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
     """W201: a step that commands something, has no `compensate`, and a later failure."""
     definition = facts.definition
     bare = [
-        node
+        (node, node.command)
         for node in definition.steps
         if node.command is not None and node.compensation is None and node.nothing_to_undo is None
     ]
@@ -760,14 +760,14 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
     member = facts.branches
     names = {s.name.text: s.name.span for s in facts.steps}
     found = []
-    for node in bare:
+    for node, command in bare:
         fail_id = witness.get(node.next) or _failing_sibling(definition, member, witness, node.id)
         if fail_id is None:
             continue
         fail = definition.nodes[fail_id]
         found.append(facts.diagnostic("W201", f"step `{node.name}` has no `compensate`, yet the process can fail after it"
                                       f" (line {fail.span.line})", names.get(node.name, node.span),
-                                      f"add `compensate {node.command.participant}.<undo> {{ ... }} awaiting ...`,"
+                                      f"add `compensate {command.participant}.<undo> {{ ... }} awaiting ...`,"
                                       " say `nothing to undo \"why\"` when the step changes nothing,"
                                       " or move the step after the steps that can fail"))
     return found
