@@ -159,3 +159,24 @@ def test_each_round_of_a_repeated_step_is_undone_with_its_own_key() -> None:
     assert outcome.result is not None
     undo_keys = [d.dedupKey for d in outcome.result.dispatches if d.step == "undo:book"]
     assert undo_keys == ["wf_refused:p.unbook:undo:book@2#1", "wf_refused:p.unbook:undo:book@1#1"]
+
+
+def test_a_50000_step_process_runs_to_its_end_at_the_default_recursion_limit() -> None:
+    """Nothing in reading, compiling or running a process recurses per step: a 50,000-step
+    process (one send and await each) completes with Python's recursion limit untouched."""
+    import sys
+
+    from procflow.interpreter.messages import Reply
+
+    steps = 50_000
+    text = "process long-run {\n  participant worker\n" + "".join(
+        f"  step s{i} {{ send worker.do{i} await done{i} within 1d }}\n" for i in range(steps)
+    ) + "}\n"
+    limit = sys.getrecursionlimit()
+    definition = procflow.load_text(text)
+    state = procflow.start(definition, "wf_long", {}, NOW).state
+    for i in range(steps):
+        state = procflow.deliver(definition, state, Reply(type=f"done{i}", correlationId="wf_long"), NOW).state
+    assert state.status == "completed"
+    assert len(state.completedSteps) == steps and state.completedSteps[-1] == f"done{steps - 1}"  # each reply is a milestone
+    assert sys.getrecursionlimit() == limit
