@@ -9,9 +9,12 @@ the ratio is expected to stay at or below 1.5, and 5,000 steps to take under 2 s
     python bench/dsl_scale.py 500 5000        # chosen sizes
     python bench/dsl_scale.py --profile 5000  # cProfile the stages, top 25 functions by own time
 
-The sizes are measured in `--rounds` interleaved rounds (default 3) and the best time of
-each stage counts: the machine may be busy with other work, and the best run is the one
-least disturbed by it.
+The sizes are measured in `--rounds` interleaved rounds (default 3), and each stage's
+median counts. A size smaller than 5,000 steps is measured several times a round (5,000 /
+size times: ten for 500 steps), so that every size is timed over about the same span of
+the machine's time: this VM's speed drifts by a third over seconds, and the best of three
+0.1-second runs would catch a fast moment that a 15-second run of 50,000 steps cannot, which
+inflates the per-step ratio by chance. The best total of each size is printed too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import statistics
 import sys
 import time
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sizes", nargs="*", type=int, default=[500, 5000, 50000])
     parser.add_argument("--profile", action="store_true", help="profile each size with cProfile")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all sizes; each stage's best time counts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all sizes; each stage's median counts")
     args = parser.parse_args(argv)
     if args.profile:
         for size in args.sizes:
@@ -159,27 +163,26 @@ def main(argv: list[str] | None = None) -> int:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return 0
     measure(200)  # warm up: build the parser once, outside the timings
-    best: dict[int, dict[str, float]] = {}
+    runs: dict[int, list[dict[str, float]]] = {size: [] for size in args.sizes}
     for _ in range(args.rounds):  # sizes interleaved, so a busy spell on the machine hits them all
         for size in args.sizes:
-            times = measure(size)
-            kept = best.setdefault(size, times)
-            for stage in ("parse", "compile", "validate"):
-                kept[stage] = min(kept[stage], times[stage])
-            kept["total"] = kept["parse"] + kept["compile"] + kept["validate"]
-            kept["tokens"] = float(_token_count(generate(size)))
+            for _ in range(max(1, 5000 // size)):
+                runs[size].append(measure(size))
     print(f"{'steps':>7} {'tokens':>9} {'parse s':>9} {'compile s':>10} {'validate s':>11} {'total s':>9}"
-          f" {'µs/step':>9} {'µs/token':>9}")
+          f" {'µs/step':>9} {'µs/token':>9} {'best total s':>13} {'runs':>5}")
     per_step: dict[int, float] = {}
     totals: dict[int, float] = {}
     for size in args.sizes:
-        times = best[size]
-        per_step[size] = times["total"] / size
-        totals[size] = times["total"]
+        times = {stage: statistics.median(run[stage] for run in runs[size]) for stage in ("parse", "compile", "validate")}
+        total = times["parse"] + times["compile"] + times["validate"]
+        best = min(run["total"] for run in runs[size])
+        tokens = _token_count(generate(size))
+        per_step[size] = total / size
+        totals[size] = total
         print(
-            f"{size:>7} {int(times['tokens']):>9} {times['parse']:>9.3f} {times['compile']:>10.3f}"
-            f" {times['validate']:>11.3f} {times['total']:>9.3f} {per_step[size] * 1e6:>9.1f}"
-            f" {times['total'] / times['tokens'] * 1e6:>9.2f}"
+            f"{size:>7} {tokens:>9} {times['parse']:>9.3f} {times['compile']:>10.3f}"
+            f" {times['validate']:>11.3f} {total:>9.3f} {per_step[size] * 1e6:>9.1f}"
+            f" {total / tokens * 1e6:>9.2f} {best:>13.3f} {len(runs[size]):>5}"
         )
     ok = True
     smallest, largest = min(per_step), max(per_step)
