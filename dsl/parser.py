@@ -853,7 +853,9 @@ def collection_paused() -> Iterator[None]:
     `gc.unfreeze()`, both constant time) before the collector is enabled again. Otherwise the
     first young collection after the pause walks every object built during it (a fifth of a
     second after a 5,000-step process), only to find that they are all alive: a definition
-    lives as long as the service. They are still collected with the oldest generation.
+    lives as long as the service. They are still collected with the oldest generation. When
+    the host has frozen objects of its own (`gc.freeze()` before forking workers), this step
+    is skipped: unfreezing would thaw them too.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -861,8 +863,9 @@ def collection_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
-            gc.freeze()
-            gc.unfreeze()
+            if gc.get_freeze_count() == 0:  # never thaw what the host froze itself (a pre-fork server)
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

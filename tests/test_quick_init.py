@@ -69,3 +69,20 @@ def test_a_paused_collection_leaves_the_collector_on_and_nothing_frozen() -> Non
     del cycle
     gc.collect()
     assert alive() is None
+
+
+def test_a_paused_collection_leaves_what_the_host_froze_frozen() -> None:
+    """A server that froze its objects before forking keeps them frozen after a parse."""
+    import gc
+
+    from procflow.dsl.parser import collection_paused, parse
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with collection_paused():
+            parse("process p { participant a step s { send a.b await c within 1s } }")
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
