@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, NoReturn, Ty
 
 from pydantic import ConfigDict, Field, with_config
 
+from procflow.interpreter.instants import (
+    parse_instant as parse_instant,  # (re-exported: it lived here)
+)
 from procflow.interpreter.records import Record
 
 SCHEMA_VERSION = 2
@@ -543,14 +546,6 @@ def instant_epoch(text: str) -> float:
             _EPOCH_CACHE.clear()
         _EPOCH_CACHE[text] = epoch
     return epoch
-
-
-def parse_instant(text: str) -> datetime:
-    """ISO-8601 text -> an aware datetime (a missing zone means UTC). ValueError when malformed."""
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def from_epoch(seconds: float) -> datetime:

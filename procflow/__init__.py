@@ -11,16 +11,62 @@ The embedding API, in the order a service uses it::
 or let an `Orchestrator` keep the state, send the commands and fire the timers.
 """
 
-from procflow.dsl.compiler import compile_source as load_text
-from procflow.dsl.compiler import load
-from procflow.dsl.errors import InputError, MessageRefused, ProcflowError, SourceError
-from procflow.dsl.model import ProcessDefinition
-from procflow.interpreter.engine import Transition, advance, deliver, resume, start
-from procflow.interpreter.messages import Command, Reply
-from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
-from procflow.interpreter.simulate import simulate
-from procflow.interpreter.sqlite_store import SqliteStore
-from procflow.interpreter.state import InstanceState
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from procflow.dsl.compiler import compile_source as load_text
+    from procflow.dsl.compiler import load
+    from procflow.dsl.errors import InputError, MessageRefused, ProcflowError, SourceError
+    from procflow.dsl.model import ProcessDefinition
+    from procflow.interpreter.engine import Transition, advance, deliver, resume, start
+    from procflow.interpreter.messages import Command, Reply
+    from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
+    from procflow.interpreter.simulate import simulate
+    from procflow.interpreter.sqlite_store import SqliteStore
+    from procflow.interpreter.state import InstanceState
+
+# Each name is imported on first use (PEP 562): `import procflow.dsl.validate`, or a command
+# that only reads processes, does not pay for the interpreter, pydantic and SQLite.
+_WHERE = {
+    "load_text": ("procflow.dsl.compiler", "compile_source"),
+    "load": ("procflow.dsl.compiler", "load"),
+    "InputError": ("procflow.dsl.errors", "InputError"),
+    "MessageRefused": ("procflow.dsl.errors", "MessageRefused"),
+    "ProcflowError": ("procflow.dsl.errors", "ProcflowError"),
+    "SourceError": ("procflow.dsl.errors", "SourceError"),
+    "ProcessDefinition": ("procflow.dsl.model", "ProcessDefinition"),
+    "Transition": ("procflow.interpreter.engine", "Transition"),
+    "advance": ("procflow.interpreter.engine", "advance"),
+    "deliver": ("procflow.interpreter.engine", "deliver"),
+    "resume": ("procflow.interpreter.engine", "resume"),
+    "start": ("procflow.interpreter.engine", "start"),
+    "Command": ("procflow.interpreter.messages", "Command"),
+    "Reply": ("procflow.interpreter.messages", "Reply"),
+    "InMemoryStore": ("procflow.interpreter.runtime", "InMemoryStore"),
+    "InProcessTransport": ("procflow.interpreter.runtime", "InProcessTransport"),
+    "Orchestrator": ("procflow.interpreter.runtime", "Orchestrator"),
+    "simulate": ("procflow.interpreter.simulate", "simulate"),
+    "SqliteStore": ("procflow.interpreter.sqlite_store", "SqliteStore"),
+    "InstanceState": ("procflow.interpreter.state", "InstanceState"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module 'procflow' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __version__ = "0.1.0"
 

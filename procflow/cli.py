@@ -14,17 +14,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from procflow import visualize
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import render as render_diagnostic
 from procflow.dsl.diagnostics import to_json as diagnostics_json
 from procflow.dsl.errors import Diagnostic, ProcflowError, SourceError
 from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.validate import check_file
-from procflow.interpreter.messages import Command, Reply
-from procflow.interpreter.simulate import check_scenario, simulate
-from procflow.interpreter.state import InstanceState, parse_instant
-from procflow.operator_cli import add_operator_commands, instance_for_render
+from procflow.operator_args import add_operator_commands
+
+# The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
+# that use them: `validate`, `paths` and `graph` start without them.
 
 
 class _Exit(Exception):
@@ -115,6 +114,9 @@ def _read_json_arg(value: str, what: str) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate one instance and print its trace (or the JSON document)."""
+    from procflow.interpreter.instants import parse_instant
+    from procflow.interpreter.simulate import simulate
+
     definition = _load(args.file)
     input_data = _read_json_arg(args.input, "--input") if args.input is not None else None
     if input_data is not None and not isinstance(input_data, dict):
@@ -146,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Run every scenario of every file; print a readable difference for each failure."""
+    from procflow.interpreter.simulate import check_scenario
+
     failed = 0
     total = 0
     for path in args.files:
@@ -196,6 +200,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Draw a process (or an instance of it)."""
+    from procflow import visualize
+    from procflow.operator_cli import instance_for_render
+
     definition = _load(args.file)
     instance = None
     if args.store:
@@ -226,6 +233,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of a command, a reply or a state."""
+    from procflow.interpreter.messages import Command, Reply
+    from procflow.interpreter.state import InstanceState
+
     schemas = {"command": Command.model_json_schema, "reply": Reply.model_json_schema, "state": InstanceState.model_json_schema}
     print(json.dumps(schemas[args.kind](), indent=2))
     return 0
@@ -237,6 +247,10 @@ def _sample(name: str) -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: validate, run two paths, draw the diagrams."""
+    from procflow import visualize
+    from procflow.interpreter.instants import parse_instant
+    from procflow.interpreter.simulate import simulate
+
     path = str(_sample("order_fulfillment.proc"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

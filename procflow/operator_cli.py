@@ -49,11 +49,8 @@ from procflow.interpreter.runtime import (
     worker,
 )
 from procflow.interpreter.sqlite_store import SqliteStore
-from procflow.interpreter.state import TERMINAL, InstanceState, parse_instant
-
-STORE_ENV = "PROCFLOW_STORE"
-DEFAULT_STORE = "procflow.sqlite"
-
+from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.operator_args import DEFAULT_STORE, STORE_ENV
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -61,23 +58,6 @@ DEFAULT_STORE = "procflow.sqlite"
 def store_path(value: str | None) -> Path:
     """Where the store is: `--store`, else `$PROCFLOW_STORE`, else `procflow.sqlite` in the working folder."""
     return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
-
-
-def _instant(text: str) -> datetime:
-    try:
-        return parse_instant(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant such as 2026-03-23T16:00:00Z: `{text}`") from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: `{text}`")
-    return value
 
 
 def _json_arg(value: str, what: str) -> Any:
@@ -423,62 +403,3 @@ def instance_for_render(path: str, workflow_id: str, definition: m.ProcessDefini
         file=sys.stderr,
     )
     return compile_pinned_definition(pinned, compile_source), state.to_json()
-
-
-# ---------------------------------------------------------------- wiring
-
-
-def add_operator_commands(subparsers: Any) -> None:
-    """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
-
-    def store_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", metavar="PATH", help=f"the store file (default: ${STORE_ENV}, else {DEFAULT_STORE})")
-
-    def now_option(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument("--now", type=_instant, metavar="ISO-8601", help=f"{what} (default: the system clock)")
-
-    p = subparsers.add_parser("start", help="start an instance in the store (the same id again sends nothing new)")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--input", required=True, metavar="JSON", help="the instance's input (JSON text, or @file.json)")
-    p.add_argument("--workflow-id", required=True, metavar="ID")
-    store_option(p)
-    now_option(p, "the moment it starts")
-    p.set_defaults(handler=cmd_start)
-
-    p = subparsers.add_parser("deliver", help="apply a reply or an event (JSON) to the instance it correlates with")
-    p.add_argument("--message", required=True, metavar="JSON", help="the reply or event (JSON text, or @file.json)")
-    store_option(p)
-    now_option(p, "the moment it arrives")
-    p.set_defaults(handler=cmd_deliver)
-
-    p = subparsers.add_parser("tick", help="fire the timers that are due (timeouts, retries, deadlines)")
-    store_option(p)
-    now_option(p, "the moment to fire timers at")
-    p.set_defaults(handler=cmd_tick)
-
-    p = subparsers.add_parser("instances", help="list the instances in the store")
-    p.add_argument("--status", metavar="S", help="only those with this status (e.g. compensation_failed)")
-    p.add_argument("--json", action="store_true")
-    store_option(p)
-    p.set_defaults(handler=cmd_instances)
-
-    p = subparsers.add_parser("inspect", help="one instance: state record, commands and history")
-    p.add_argument("workflow_id", metavar="ID")
-    p.add_argument("--json", action="store_true")
-    store_option(p)
-    p.set_defaults(handler=cmd_inspect)
-
-    p = subparsers.add_parser("retry", help="resume a compensation_failed instance (its failed undo is sent again)")
-    p.add_argument("workflow_id", metavar="ID")
-    store_option(p)
-    now_option(p, "the moment it resumes")
-    p.set_defaults(handler=cmd_retry)
-
-    p = subparsers.add_parser("worker", help="send the outbox and fire timers, in a loop")
-    p.add_argument("--once", action="store_true", help="one round, then stop")
-    p.add_argument("--participants", choices=("demo", "print"), default="print",
-                   help="demo: in-process participants that say yes to everything; print: print each command as JSON")
-    p.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds to sleep when a round did nothing")
-    store_option(p)
-    now_option(p, "a fixed moment for every round (virtual time)")
-    p.set_defaults(handler=cmd_worker)

@@ -1,0 +1,103 @@
+"""The operator's commands as the `procflow` parser knows them (start, deliver, tick, instances,
+inspect, retry, worker): their arguments only. What each does is in `operator_cli.py`, imported
+when one of them runs, so that the other commands start without the interpreter, pydantic and
+SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+STORE_ENV = "PROCFLOW_STORE"
+DEFAULT_STORE = "procflow.sqlite"
+
+
+def _operator(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of operator_cli.py, imported when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module("procflow.operator_cli"), name)
+        return handler(args)
+
+    run.__name__ = name
+    return run
+
+
+def _instant(text: str) -> datetime:
+    try:
+        from procflow.interpreter.instants import parse_instant
+
+        return parse_instant(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 instant such as 2026-03-23T16:00:00Z: `{text}`") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: `{text}`")
+    return value
+
+
+
+def add_operator_commands(subparsers: Any) -> None:
+    """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
+
+    def store_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", metavar="PATH", help=f"the store file (default: ${STORE_ENV}, else {DEFAULT_STORE})")
+
+    def now_option(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--now", type=_instant, metavar="ISO-8601", help=f"{what} (default: the system clock)")
+
+    p = subparsers.add_parser("start", help="start an instance in the store (the same id again sends nothing new)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--input", required=True, metavar="JSON", help="the instance's input (JSON text, or @file.json)")
+    p.add_argument("--workflow-id", required=True, metavar="ID")
+    store_option(p)
+    now_option(p, "the moment it starts")
+    p.set_defaults(handler=_operator("cmd_start"))
+
+    p = subparsers.add_parser("deliver", help="apply a reply or an event (JSON) to the instance it correlates with")
+    p.add_argument("--message", required=True, metavar="JSON", help="the reply or event (JSON text, or @file.json)")
+    store_option(p)
+    now_option(p, "the moment it arrives")
+    p.set_defaults(handler=_operator("cmd_deliver"))
+
+    p = subparsers.add_parser("tick", help="fire the timers that are due (timeouts, retries, deadlines)")
+    store_option(p)
+    now_option(p, "the moment to fire timers at")
+    p.set_defaults(handler=_operator("cmd_tick"))
+
+    p = subparsers.add_parser("instances", help="list the instances in the store")
+    p.add_argument("--status", metavar="S", help="only those with this status (e.g. compensation_failed)")
+    p.add_argument("--json", action="store_true")
+    store_option(p)
+    p.set_defaults(handler=_operator("cmd_instances"))
+
+    p = subparsers.add_parser("inspect", help="one instance: state record, commands and history")
+    p.add_argument("workflow_id", metavar="ID")
+    p.add_argument("--json", action="store_true")
+    store_option(p)
+    p.set_defaults(handler=_operator("cmd_inspect"))
+
+    p = subparsers.add_parser("retry", help="resume a compensation_failed instance (its failed undo is sent again)")
+    p.add_argument("workflow_id", metavar="ID")
+    store_option(p)
+    now_option(p, "the moment it resumes")
+    p.set_defaults(handler=_operator("cmd_retry"))
+
+    p = subparsers.add_parser("worker", help="send the outbox and fire timers, in a loop")
+    p.add_argument("--once", action="store_true", help="one round, then stop")
+    p.add_argument("--participants", choices=("demo", "print"), default="print",
+                   help="demo: in-process participants that say yes to everything; print: print each command as JSON")
+    p.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds to sleep when a round did nothing")
+    store_option(p)
+    now_option(p, "a fixed moment for every round (virtual time)")
+    p.set_defaults(handler=_operator("cmd_worker"))
