@@ -53,6 +53,9 @@ _COMPARE = frozenset({"==", "!=", "<=", ">=", "<", ">"})
 _LITERAL_WORDS = {"true": True, "false": False, "null": None}
 _TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "any"})
 _STATEMENTS = frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "fail", "end"})
+_new_span = tuple.__new__
+"""`_new_span(Span, (line, column, end_line, end_column))` builds a span without the named
+tuple's Python-level `__new__`: half the cost, and the reader builds one for every name."""
 
 
 class Unreadable(Exception):
@@ -139,18 +142,18 @@ class _Reader:
         column = self.start - self.line_start + 1
         value = self.value
         if self.kind == "S" and "\n" in value:
-            return Span(line, column, line + value.count("\n"), len(value) - value.rfind("\n"))
-        return Span(line, column, line, column + len(value))
+            return _new_span(Span, (line, column, line + value.count("\n"), len(value) - value.rfind("\n")))
+        return _new_span(Span, (line, column, line, column + len(value)))
 
     def _span_from(self, start: tuple[int, int]) -> Span:
         """From `start` to the end of the last token taken."""
         end = self.last_end
         line_start = self.line_start
         if end >= line_start:  # on the line of the token ahead
-            return Span(start[0], start[1], self.line, end - line_start + 1)
+            return _new_span(Span, (start[0], start[1], self.line, end - line_start + 1))
         text = self.text
         line = self.line - text.count("\n", end, line_start)
-        return Span(start[0], start[1], line, end - text.rfind("\n", 0, end))
+        return _new_span(Span, (start[0], start[1], line, end - text.rfind("\n", 0, end)))
 
     def _at(self, word: str) -> bool:
         return self.kind == "W" and self.value == word
@@ -179,7 +182,7 @@ class _Reader:
             _give_up()
         line = self.line
         column = self.start - self.line_start + 1
-        span = Span(line, column, line, column + len(self.value))
+        span = _new_span(Span, (line, column, line, column + len(self.value)))
         return sx.Name(self._take(), span)
 
     def _names(self) -> tuple[sx.Name, ...]:
