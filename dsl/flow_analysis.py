@@ -282,9 +282,9 @@ def _completes(
 # ---------------------------------------------------------------- the graph
 
 
-def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]] | None = None) -> list[tuple[str, tuple[str, ...]]]:
+def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]]) -> list[tuple[str, tuple[str, ...]]]:
     """(target, facts the edge establishes) for every way out of a node, duplicates kept
-    (`ways`: the node's `successors`, when already known)."""
+    (`ways`: the node's `successors`, as `ProcessDefinition.edges` keeps them)."""
     if isinstance(node, m.StepNode):
         done = STEP_PREFIX + node.name
         edges: list[tuple[str, tuple[str, ...]]] = [(node.next, (done, node.bind) if node.bind else (done,))]
@@ -298,7 +298,7 @@ def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]] | None = None) -
         return [(arm.target, (arm.bind,) if arm.bind else ()) for arm in node.arms]
     if isinstance(node, m.CallNode):
         return [(node.next, (node.bind,) if node.bind else ())]
-    return [(target, ()) for target, _, _ in (m.successors(node) if ways is None else ways)]
+    return [(target, ()) for target, _, _ in ways]
 
 
 def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, int]]:

@@ -310,23 +310,22 @@ class ProcessDefinition:
     path: str
     source: str = field(repr=False, default="")
     syntax: Any = field(repr=False, default=None)
-    _graph: list[nx.DiGraph] = field(default_factory=list, repr=False, compare=False)
     scenario_loader: Callable[[], list[Any]] | None = field(default=None, repr=False, compare=False)
-    _scenarios: list[tuple[Scenario, ...]] = field(default_factory=list, repr=False, compare=False)
 
-    @property
+    # What is worked out from the fields is kept on first use (`cached_property` writes the
+    # instance's __dict__, which a frozen dataclass allows): the definition stays immutable.
+
+    @cached_property
     def scenarios(self) -> tuple[Scenario, ...]:
         """The scenarios written after the process (parsed on first use when loading skipped them:
         the compiler hands over `scenario_loader`, so the model never imports the parser)."""
-        if not self._scenarios:
-            found = self.scenario_loader() if self.scenario_loader is not None else []
-            self._scenarios.append(tuple(Scenario(s.name.text, s.description, s.span, s) for s in found))
-        return self._scenarios[0]
+        found = self.scenario_loader() if self.scenario_loader is not None else []
+        return tuple(Scenario(s.name.text, s.description, s.span, s) for s in found)
 
     @cached_property
     def steps(self) -> tuple[StepNode, ...]:
         """The step nodes, in document order."""
-        return tuple(n for n in (self.nodes[i] for i in self.order) if isinstance(n, StepNode))
+        return tuple(n for n in self.in_order if isinstance(n, StepNode))
 
     @cached_property
     def in_order(self) -> tuple[AnyNode, ...]:
@@ -351,12 +350,10 @@ class ProcessDefinition:
             raise KeyError(name)
         return node
 
-    @property
+    @cached_property
     def graph(self) -> nx.DiGraph:
         """The process as a networkx DiGraph (built once, on first use)."""
-        if not self._graph:
-            self._graph.append(build_graph(self))
-        return self._graph[0]
+        return build_graph(self)
 
     def definition_of(self, process: str) -> ProcessDefinition:
         """This process or one it calls (directly or not), by name."""
@@ -439,7 +436,6 @@ def build_graph(definition: ProcessDefinition) -> nx.DiGraph:
                 continue
             graph.add_edge(node_id, target, kind=kind, label=label)
     return graph
-
 
 
 quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

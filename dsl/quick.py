@@ -11,6 +11,7 @@ equality, hashing and `repr` are the dataclass's own.
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -51,7 +52,8 @@ def quick_init(cls: type[T]) -> type[T]:
 
 
 def _slotted(cls: type) -> bool:
-    return all(type(getattr(cls, f.name, None)).__name__ == "member_descriptor" for f in dataclasses.fields(cls))
+    """Every field is a slot (its class attribute the slot's member descriptor)."""
+    return all(isinstance(getattr(cls, f.name, None), types.MemberDescriptorType) for f in dataclasses.fields(cls))
 
 
 def quicken(namespace: dict[str, Any]) -> None:

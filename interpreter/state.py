@@ -200,8 +200,7 @@ class Wait(Record):
     @property
     def due(self) -> float | None:
         """`timeoutAt` as seconds since the epoch."""
-        kept = self._timeoutAt
-        return instant_epoch(kept) if kept.__class__ is str else kept  # type: ignore[return-value]
+        return epoch_of(self._timeoutAt)
 
 
 @_strict_record

@@ -28,9 +28,9 @@ def _operator(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _instant(text: str) -> datetime:
-    try:
-        from procflow.interpreter.instants import parse_instant
+    from procflow.interpreter.instants import parse_instant
 
+    try:
         return parse_instant(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 instant such as 2026-03-23T16:00:00Z: `{text}`") from None
@@ -44,7 +44,6 @@ def _seconds(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds: `{text}`")
     return value
-
 
 
 def add_operator_commands(subparsers: Any) -> None:
