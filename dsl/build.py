@@ -14,7 +14,7 @@ from typing import Any
 
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")

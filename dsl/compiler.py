@@ -16,8 +16,9 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Diagnostic, ExpressionError, SourceError, Span
+from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import collection_paused, decode_source, parse, parse_scenarios
+from procflow.errors import ExpressionError, SourceError
 
 Loader = Callable[[str], bytes]
 """Reads a file named relative to the process being compiled."""

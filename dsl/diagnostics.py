@@ -1,11 +1,63 @@
-"""One renderer for every diagnostic: `FILE:LINE:COL: error[CODE]: message`, the line, a caret."""
+"""Where a finding about a process text is (`Span`), what it says (`Diagnostic`), and the one
+renderer for every diagnostic: `FILE:LINE:COL: error[CODE]: message`, the line, a caret."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
 
-from procflow.dsl.errors import Diagnostic
+
+class Span(NamedTuple):
+    """A region of source text: 1-based line and column, end exclusive.
+
+    A named tuple rather than a frozen dataclass: reading a process makes one for every name
+    and node (150,000 for 5,000 steps), and a tuple is built four times faster."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def to_json(self) -> dict[str, int]:
+        """The span as a JSON object."""
+        return {
+            "line": self.line,
+            "column": self.column,
+            "endLine": self.end_line,
+            "endColumn": self.end_column,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One finding about a process text: a stable code, a severity, a message, where, and a hint."""
+
+    code: str
+    severity: str  # "error" or "warning"
+    message: str
+    span: Span
+    hint: str | None = None
+    file: str = "<text>"
+
+    @property
+    def is_error(self) -> bool:
+        """True for an error, False for a warning."""
+        return self.severity == "error"
+
+    def to_json(self) -> dict[str, object]:
+        """The diagnostic as a JSON object (the `--format json` form)."""
+        out: dict[str, object] = {
+            "file": self.file,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            **self.span.to_json(),
+        }
+        if self.hint:
+            out["hint"] = self.hint
+        return out
 
 
 def render(diagnostic: Diagnostic, source: str | None) -> str:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from procflow.dsl.errors import ExpressionError, Span
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.quick import quicken
+from procflow.errors import ExpressionError
 
 MAX_NODES = 500
 """An expression with more nodes than this is refused when the process is compiled."""

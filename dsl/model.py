@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
 from procflow.dsl.quick import quicken
 

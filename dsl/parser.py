@@ -27,7 +27,8 @@ from lark.exceptions import (
 from procflow.dsl import build, reader
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Diagnostic, SourceError, Span
+from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.errors import SourceError
 
 MAX_SOURCE_BYTES = 64 * 1024 * 1024
 """A file larger than this is refused before it is parsed."""

@@ -25,7 +25,8 @@ from typing import Any
 
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
-from procflow.dsl.errors import ExpressionError, Span
+from procflow.dsl.diagnostics import Span
+from procflow.errors import ExpressionError
 
 DEFAULT_MAX_PATHS = 1000
 """How many paths `enumerate_paths` lists before it stops (and says so)."""

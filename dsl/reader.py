@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from procflow.dsl import build
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 
 MAX_NESTING = 64
 """Brackets and blocks nested deeper than this are refused (`parser.MAX_NESTING` is this one)."""

@@ -19,7 +19,7 @@ from procflow.dsl import expressions as ex
 from procflow.dsl import flow_analysis as fa
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Diagnostic, Span
+from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import collection_paused
 
 LIMIT_NAMES = ("participants", "computation")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import Expr, ObjectExpr
 from procflow.dsl.quick import quicken
 

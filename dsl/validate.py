@@ -12,9 +12,10 @@ from pathlib import Path
 
 from procflow.dsl import rules
 from procflow.dsl.compiler import compile_source, default_loader
-from procflow.dsl.errors import Diagnostic, SourceError, Span
+from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.model import ProcessDefinition
 from procflow.dsl.parser import decode_source
+from procflow.errors import SourceError
 
 DEFAULT_LIMITS: Mapping[str, int] = {"participants": 7, "computation": 2}
 """Orchestrator-scope thresholds: most participants, most arithmetic operations per expression."""

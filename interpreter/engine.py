@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from procflow.dsl import model as m
-from procflow.dsl.errors import ExpressionError, InputError, MessageRefused
+from procflow.errors import ExpressionError, InputError, MessageRefused
 from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.derive import derive, history_entry

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from procflow.dsl import model as m
-from procflow.dsl.errors import ExpressionError
+from procflow.errors import ExpressionError
 from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.messages import Command, Dispatch, Reply

@@ -28,8 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from procflow.dsl.errors import MessageRefused, ProcflowError, StoreError
 from procflow.dsl.model import ProcessDefinition
+from procflow.errors import (
+    ConcurrencyError,
+    DuplicateMessage,
+    MessageRefused,
+    ProcflowError,
+    StoreError,
+)
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import InstanceState, instant_epoch
@@ -48,14 +54,6 @@ MAX_CONFLICTS = 50
 def system_clock() -> datetime:
     """The machine's clock, in UTC."""
     return datetime.now(UTC)
-
-
-class ConcurrencyError(StoreError):
-    """Another writer changed the instance first; reload and try again."""
-
-
-class DuplicateMessage(StoreError):
-    """The inbox already holds this message id: the message was applied before."""
 
 
 @dataclass(slots=True)

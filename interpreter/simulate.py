@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from procflow.dsl import model as m
-from procflow.dsl.errors import ExpressionError, InputError, MessageRefused, ScenarioError
 from procflow.dsl.expressions import ObjectExpr, compile_expr
+from procflow.errors import ExpressionError, InputError, MessageRefused, ScenarioError
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.state import InstanceState, from_epoch, iso, parse_instant

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-from procflow.dsl.errors import StoreError
+from procflow.errors import StoreError
 
 APPLICATION_ID = 0x50464C57
 """`PRAGMA application_id` of a procflow store ("PFLW"): tells our files from other programs'."""

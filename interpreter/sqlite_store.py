@@ -35,11 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from procflow.dsl.errors import StoreError
+from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.runtime import (
-    ConcurrencyError,
-    DuplicateMessage,
     PinnedDefinition,
     Stored,
 )

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from procflow.dsl.compiler import compile_source as load_text
     from procflow.dsl.compiler import load
-    from procflow.dsl.errors import InputError, MessageRefused, ProcflowError, SourceError
     from procflow.dsl.model import ProcessDefinition
+    from procflow.errors import InputError, MessageRefused, ProcflowError, SourceError
     from procflow.interpreter.engine import Transition, advance, deliver, resume, start
     from procflow.interpreter.messages import Command, Reply
     from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
@@ -33,10 +33,10 @@ if TYPE_CHECKING:
 _WHERE = {
     "load_text": ("procflow.dsl.compiler", "compile_source"),
     "load": ("procflow.dsl.compiler", "load"),
-    "InputError": ("procflow.dsl.errors", "InputError"),
-    "MessageRefused": ("procflow.dsl.errors", "MessageRefused"),
-    "ProcflowError": ("procflow.dsl.errors", "ProcflowError"),
-    "SourceError": ("procflow.dsl.errors", "SourceError"),
+    "InputError": ("procflow.errors", "InputError"),
+    "MessageRefused": ("procflow.errors", "MessageRefused"),
+    "ProcflowError": ("procflow.errors", "ProcflowError"),
+    "SourceError": ("procflow.errors", "SourceError"),
     "ProcessDefinition": ("procflow.dsl.model", "ProcessDefinition"),
     "Transition": ("procflow.interpreter.engine", "Transition"),
     "advance": ("procflow.interpreter.engine", "advance"),

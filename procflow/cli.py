@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from procflow.dsl import model as m
+from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.diagnostics import render as render_diagnostic
 from procflow.dsl.diagnostics import to_json as diagnostics_json
-from procflow.dsl.errors import Diagnostic, ProcflowError, SourceError
 from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.validate import check_file
+from procflow.errors import ProcflowError, SourceError
 from procflow.operator_args import add_operator_commands
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands

@@ -33,8 +33,8 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source
-from procflow.dsl.errors import InputError, ProcflowError, SourceError, StoreError
 from procflow.dsl.validate import check_file
+from procflow.errors import InputError, ProcflowError, SourceError, StoreError
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.runtime import (

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from procflow.dsl.compiler import load
-from procflow.dsl.errors import ProcflowError
 from procflow.dsl.model import ProcessDefinition
+from procflow.errors import ProcflowError
 from procflow.interpreter.simulate import check_scenario, scenario_input, simulate
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import parse_instant

@@ -12,7 +12,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from procflow.dsl.errors import Diagnostic
+from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.validate import check_file, check_source
 
 ROOT = Path(__file__).resolve().parent.parent

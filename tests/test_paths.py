@@ -9,7 +9,7 @@ import pytest
 
 from procflow.dsl import compile_source, load
 from procflow.dsl import model as m
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.paths import (
     HAPPY,
     PathList,

@@ -9,7 +9,7 @@ import pytest
 
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl.errors import Span
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.quick import quick_init
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from procflow.dsl import parser, reader
 from procflow.dsl.build import BadLiteral
-from procflow.dsl.errors import SourceError
+from procflow.errors import SourceError
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "processes").glob("*.proc"))

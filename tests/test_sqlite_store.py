@@ -17,13 +17,11 @@ from typing import Any
 import pytest
 
 import procflow
-from procflow.dsl.errors import ProcflowError, StoreError
 from procflow.dsl.model import ProcessDefinition
+from procflow.errors import ConcurrencyError, DuplicateMessage, ProcflowError, StoreError
 from procflow.interpreter import engine, sqlite_schema
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.runtime import (
-    ConcurrencyError,
-    DuplicateMessage,
     InMemoryStore,
     Orchestrator,
     Store,

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from procflow.dsl import parser
-from procflow.dsl.diagnostics import render
-from procflow.dsl.errors import Diagnostic
+from procflow.dsl.diagnostics import Diagnostic, render
 from procflow.dsl.validate import check_file, check_source
 
 GOOD = """process pay {
@@ -242,7 +241,7 @@ def test_scenarios_are_parsed_when_first_used_and_report_their_errors() -> None:
     import pytest
 
     import procflow
-    from procflow.dsl.errors import SourceError
+    from procflow.errors import SourceError
 
     text = (Path(__file__).resolve().parent.parent / "processes" / "order_fulfillment.proc").read_text(encoding="utf-8")
     definition = procflow.load_text(text)

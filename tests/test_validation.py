@@ -11,7 +11,7 @@ import pytest
 
 from procflow.dsl import rules
 from procflow.dsl.compiler import compile_source
-from procflow.dsl.errors import Diagnostic
+from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.validate import DEFAULT_LIMITS, check_file, check_source, validate
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ import pytest
 from procflow import visualize
 from procflow.dsl import compile_source, load
 from procflow.dsl import model as m
-from procflow.dsl.errors import ProcflowError
+from procflow.errors import ProcflowError
 from procflow.visualize import DiagramError, GraphvizMissing
 from procflow.visualize.ir import (
     BlockEnd,

@@ -7,9 +7,8 @@ it as DOT or Mermaid text; `render_image` is the one place that runs Graphviz's 
     svg = render_image(definition, "flow", "svg", instance=state)
 """
 
+from procflow.errors import DiagramError, GraphvizMissing
 from procflow.visualize.render import (
-    DiagramError,
-    GraphvizMissing,
     dot_available,
     extract,
     render_image,

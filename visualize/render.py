@@ -12,8 +12,8 @@ from typing import Any
 import graphviz
 
 from procflow.dsl import model as m
-from procflow.dsl.errors import ProcflowError
 from procflow.dsl.paths import ProcessPath, enumerate_paths
+from procflow.errors import DiagramError, GraphvizMissing
 from procflow.visualize import dot, mermaid
 from procflow.visualize.flow import Overlay, flow_diagram, instance_overlay, path_overlay
 from procflow.visualize.ir import FlowDiagram, SequenceDiagram
@@ -22,24 +22,6 @@ from procflow.visualize.sequence import sequence_diagram
 VIEWS = ("flow", "sequence")
 TEXT_FORMATS = ("dot", "mermaid")
 IMAGE_FORMATS = ("svg", "png")
-
-INSTALL_HINT = (
-    "Graphviz's `dot` program is not installed, so svg/png images cannot be drawn: install it "
-    "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz); "
-    "--format dot and --format mermaid work without it"
-)
-
-
-class DiagramError(ProcflowError):
-    """A diagram cannot be made as asked: an unknown view, format or path, or `dot` failed."""
-
-
-class GraphvizMissing(DiagramError):
-    """Graphviz's `dot` program is not installed; the message says how to install it."""
-
-    def __init__(self, message: str = INSTALL_HINT) -> None:
-        super().__init__(message)
-
 
 def _path(definition: m.ProcessDefinition, name: str) -> ProcessPath:
     paths = enumerate_paths(definition)

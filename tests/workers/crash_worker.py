@@ -37,8 +37,8 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source, load
-from procflow.dsl.errors import MessageRefused
 from procflow.dsl.expressions import compile_expr
+from procflow.errors import MessageRefused
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.runtime import InProcessTransport, Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore, Synchronous

@@ -14,10 +14,10 @@ import os
 import sys
 
 from procflow.dsl.compiler import compile_source
+from procflow.errors import ConcurrencyError
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.runtime import (
-    ConcurrencyError,
     Orchestrator,
     compile_pinned_definition,
     worker,

@@ -1,4 +1,4 @@
-"""The one exception tree of procflow.
+"""The one exception tree of procflow: every error raised on purpose, in one place.
 
 ::
 
@@ -8,70 +8,32 @@
     ├── InputError             an instance's input breaks the process's input contract
     ├── MessageRefused         a reply or event was refused; the instance state is untouched
     ├── ScenarioError          a scenario cannot be run as written
+    ├── DiagramError           a diagram cannot be made as asked
+    │   └── GraphvizMissing    Graphviz's `dot` is not installed
     └── StoreError             the durable store cannot be used (corrupt, foreign, newer schema)
+        ├── ConcurrencyError   another writer changed the instance first
+        └── DuplicateMessage   the inbox already holds this message id
 
-Every exception carries plain data only, so it pickles and crosses process boundaries.
+Every exception carries plain data only, so it pickles and crosses process boundaries. Every
+module of the package imports its errors from here; nothing else escapes the public API.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from procflow.dsl.diagnostics import Diagnostic
+
+INSTALL_HINT = (
+    "Graphviz's `dot` program is not installed, so svg/png images cannot be drawn: install it "
+    "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz); "
+    "--format dot and --format mermaid work without it"
+)
 
 
 class ProcflowError(Exception):
     """Root of every error procflow raises on purpose."""
-
-
-class Span(NamedTuple):
-    """A region of source text: 1-based line and column, end exclusive.
-
-    A named tuple rather than a frozen dataclass: reading a process makes one for every name
-    and node (150,000 for 5,000 steps), and a tuple is built four times faster."""
-
-    line: int
-    column: int
-    end_line: int
-    end_column: int
-
-    def to_json(self) -> dict[str, int]:
-        """The span as a JSON object."""
-        return {
-            "line": self.line,
-            "column": self.column,
-            "endLine": self.end_line,
-            "endColumn": self.end_column,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnostic:
-    """One finding about a process text: a stable code, a severity, a message, where, and a hint."""
-
-    code: str
-    severity: str  # "error" or "warning"
-    message: str
-    span: Span
-    hint: str | None = None
-    file: str = "<text>"
-
-    @property
-    def is_error(self) -> bool:
-        """True for an error, False for a warning."""
-        return self.severity == "error"
-
-    def to_json(self) -> dict[str, object]:
-        """The diagnostic as a JSON object (the `--format json` form)."""
-        out: dict[str, object] = {
-            "file": self.file,
-            "code": self.code,
-            "severity": self.severity,
-            "message": self.message,
-            **self.span.to_json(),
-        }
-        if self.hint:
-            out["hint"] = self.hint
-        return out
 
 
 class SourceError(ProcflowError):
@@ -119,3 +81,22 @@ class ScenarioError(ProcflowError):
 
 class StoreError(ProcflowError):
     """The durable store cannot be used as asked; nothing in it was changed."""
+
+
+class ConcurrencyError(StoreError):
+    """Another writer changed the instance first; reload and try again."""
+
+
+class DuplicateMessage(StoreError):
+    """The inbox already holds this message id: the message was applied before."""
+
+
+class DiagramError(ProcflowError):
+    """A diagram cannot be made as asked: an unknown view, format or path, or `dot` failed."""
+
+
+class GraphvizMissing(DiagramError):
+    """Graphviz's `dot` program is not installed; the message says how to install it."""
+
+    def __init__(self, message: str = INSTALL_HINT) -> None:
+        super().__init__(message)
