@@ -282,7 +282,7 @@ def _completes(
 # ---------------------------------------------------------------- the graph
 
 
-def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]]) -> list[tuple[str, tuple[str, ...]]]:
+def out_edges(node: m.AnyNode, ways: tuple[m.Way, ...]) -> list[tuple[str, tuple[str, ...]]]:
     """(target, facts the edge establishes) for every way out of a node, duplicates kept
     (`ways`: the node's `successors`, as `ProcessDefinition.edges` keeps them)."""
     if isinstance(node, m.StepNode):
@@ -298,7 +298,7 @@ def out_edges(node: m.AnyNode, ways: list[tuple[str, str, str]]) -> list[tuple[s
         return [(arm.target, (arm.bind,) if arm.bind else ()) for arm in node.arms]
     if isinstance(node, m.CallNode):
         return [(node.next, (node.bind,) if node.bind else ())]
-    return [(target, ()) for target, _, _ in ways]
+    return [(target, ()) for target, *_ in ways]
 
 
 def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, int]]:
@@ -320,7 +320,7 @@ def branch_membership(definition: m.ProcessDefinition) -> dict[str, tuple[str, i
             while work:
                 current = work.pop()
                 member[current] = (fork.id, index)
-                for target, _, _ in definition.edges[current]:
+                for target, *_ in definition.ways_out(current):
                     if target != fork.join and target not in seen:
                         seen.add(target)
                         work.append(target)
@@ -358,10 +358,9 @@ class Bindings:
         self.preds: dict[str, list[tuple[str, tuple[str, ...]]]] = {node_id: [] for node_id in order}
         self.succs: dict[str, list[str]] = {}
         sites: dict[str, list[int]] = {}
-        table = definition.edges
         for node in definition.in_order:
             node_id = node.id
-            edges = out_edges(node, table[node_id])
+            edges = out_edges(node, definition.ways_out(node_id))
             if node_id in exhaustive and isinstance(node, m.XorNode):
                 edges = [(arm.target, ()) for arm in node.arms]  # a switch that names every value never falls through
             self.succs[node_id] = [target for target, _ in edges]
@@ -473,8 +472,8 @@ def failure_witness(definition: m.ProcessDefinition) -> dict[str, str]:
     one pass over the graph; each node gets the closest one.
     """
     preds: dict[str, list[str]] = {node_id: [] for node_id in definition.nodes}
-    for node_id, ways in definition.edges.items():
-        for target, _, _ in ways:
+    for node_id in definition.nodes:
+        for target, *_ in definition.ways_out(node_id):
             preds[target].append(node_id)
     witness: dict[str, str] = {}
     work: deque[str] = deque()

@@ -107,7 +107,7 @@ def _inside(inner: Span, outer: Span) -> bool:
 
 def forward_successors(node: m.AnyNode) -> list[str]:
     """Where a node leads on success paths: no failure, timeout or loop-back edges."""
-    return [target for target, kind, _ in m.successors(node) if kind not in ("failure", "timeout", "back")]
+    return [target for target, kind, *_ in m.successors(node) if kind not in ("failure", "timeout", "back")]
 
 
 def block_exits(definition: m.ProcessDefinition) -> dict[str, str | None]:

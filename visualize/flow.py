@@ -76,7 +76,7 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
     edges: list[FlowEdge] = []
     for node_id in definition.order:
         node = definition.nodes[node_id]
-        outgoing = m.successors(node)
+        outgoing = [(way.target, way.kind, way.label) for way in m.successors(node)]
         if isinstance(node, m.StartNode):
             nodes.append(FlowNode(node_id, "start", "start"))
         elif isinstance(node, m.EndNode):
@@ -148,7 +148,7 @@ def _members(definition: m.ProcessDefinition, first: str, stop: str, include_sto
             continue
         seen.add(node_id)
         node = definition.nodes[node_id]
-        work.extend(target for target, kind, _ in m.successors(node) if kind != "back")
+        work.extend(target for target, kind, *_ in m.successors(node) if kind != "back")
         if isinstance(node, m.StepNode) and node.compensation is not None:
             seen.add(f"{node_id}.undo")
         if isinstance(node, m.RaceNode):
