@@ -21,8 +21,8 @@ from procflow.dsl import syntax as sx
 from procflow.dsl.build import BadLiteral
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.grammar import reading_parser
+from procflow.dsl.located import Located
 from procflow.dsl.syntax_errors import syntax_diagnostic
-from procflow.dsl.transformer import Located
 from procflow.errors import SourceError
 
 __all__ = ["parse", "parse_scenarios"]

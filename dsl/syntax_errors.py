@@ -15,7 +15,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.grammar import literal_texts, reading_parser
-from procflow.dsl.transformer import token_span
+from procflow.dsl.located import token_span
 
 _TOKEN_WORDS = {
     "NAME": "a name",

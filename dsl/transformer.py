@@ -1,23 +1,12 @@
-"""Text -> syntax nodes, built by Lark as it reduces each rule of the grammar.
+"""Text -> syntax nodes, built by Lark as it reduces each rule of the grammar (no tree is
+built, then walked): `ToSyntax` has one method per rule, named after the rule or its alias.
 
-Lark calls the method named after a rule (or its alias) with the rule's children: tokens,
-and what the methods of the rules below returned. It builds no tree. A transformer run
-during parsing is not given Lark's positions (`meta`), so every method returns a `Located`
-value, the node and the extent of its text, and the extent of a rule runs from the start of
-its first child to the end of its last. Keywords and punctuation reach the methods only for
-those positions (the parser keeps all tokens): `rule` takes them out before a method sees
-the parts of its rule.
-
-The methods named after terminals (`STRING`, `NUMBER`, `DURATION`, `FACTOR`) run as each
-such token is read, and refuse a literal over one of the limits on text before the parser
-goes further.
+The rules of expressions and types, and the checks on literals as they are read, are in
+`expression_rules.py`; what every method returns (`Located`) is in `located.py`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
 from lark import Token
@@ -26,79 +15,12 @@ from procflow.dsl import build
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Span
-
-VALUE_TERMINALS = frozenset(
-    {"NAME", "PROCESS_NAME", "STRING", "NUMBER", "DURATION", "FACTOR", "COMP_OP", "ADD_OP", "MUL_OP", "OPTIONAL"}
-)
-"""Tokens that carry a value; every other token is a keyword or punctuation."""
-
-_CONSTANTS = {"true": True, "false": False, "null": None}
-
-
-@dataclass(slots=True)
-class Located:
-    """What a rule built and the extent of its text (for `( a )` the parentheses included,
-    while the node inside keeps its own span)."""
-
-    value: Any
-    span: Span
-
-
-def token_span(token: Token) -> Span:
-    """Where a token stands (the lexer gives every token its position)."""
-    line, column, end_line, end_column = token.line, token.column, token.end_line, token.end_column
-    assert line is not None and column is not None and end_line is not None and end_column is not None
-    return Span(line, column, end_line, end_column)
-
-
-def _extent(children: list[Any]) -> Span:
-    if not children:
-        return Span(1, 1, 1, 1)
-    first, last = children[0], children[-1]
-    start = first.span if isinstance(first, Located) else token_span(first)
-    end = last.span if isinstance(last, Located) else token_span(last)
-    return Span(start.line, start.column, end.end_line, end.end_column)
-
-
-RuleMethod = Callable[[Any, Span, list[Any]], Any]
-Callback = Callable[[Any, list[Any]], Located]
-
-
-def rule(method: RuleMethod) -> Callback:
-    """A rule's method, given the span of the rule's text and its parts: the values built
-    below it and its value tokens (names, strings, numbers, operators), in order."""
-
-    @wraps(method)
-    def reduce(self: Any, children: list[Any]) -> Located:
-        span = _extent(children)
-        parts = [
-            child.value if isinstance(child, Located) else child
-            for child in children
-            if isinstance(child, Located) or child.type in VALUE_TERMINALS
-        ]
-        return Located(method(self, span, parts), span)
-
-    return reduce
-
-
-def rule_of_words(method: RuleMethod) -> Callback:
-    """A rule's method for a rule made of words (`!type_name: "string" | ...`): its parts
-    are all its tokens, keywords included."""
-
-    @wraps(method)
-    def reduce(self: Any, children: list[Any]) -> Located:
-        span = _extent(children)
-        return Located(method(self, span, children), span)
-
-    return reduce
+from procflow.dsl.expression_rules import ExpressionRules, string_value
+from procflow.dsl.located import rule, rule_of_words, token_span
 
 
 def _name(token: Token) -> sx.Name:
     return sx.Name(str(token), token_span(token))
-
-
-def _string(token: Token) -> str:
-    return build.string(str(token))
 
 
 def _duration(token: Token) -> sx.Duration:
@@ -113,143 +35,8 @@ def _first(parts: list[Any], kind: type) -> Any:
     return next((part for part in parts if isinstance(part, kind)), None)
 
 
-class ToSyntax:
+class ToSyntax(ExpressionRules):
     """The methods Lark calls as it reduces each rule (named after the rule or its alias)."""
-
-    # ---- literals, checked as they are read
-    def STRING(self, token: Token) -> Token:  # noqa: N802 - Lark calls the method named after the terminal
-        """A string literal, refused over the `string_literal` limit."""
-        build.check_string(str(token), token_span(token))
-        return token
-
-    def NUMBER(self, token: Token) -> Token:  # noqa: N802
-        """A number literal, refused over the `number_literal` limit."""
-        build.check_number(str(token), token_span(token))
-        return token
-
-    def FACTOR(self, token: Token) -> Token:  # noqa: N802
-        """A backoff factor (`x1.5`), refused over the `number_literal` limit."""
-        build.check_number(str(token)[1:], token_span(token))
-        return token
-
-    def DURATION(self, token: Token) -> Token:  # noqa: N802
-        """A duration literal, refused over the `duration` limit."""
-        build.check_duration(str(token), token_span(token))
-        return token
-
-    # ---- expressions
-    @rule_of_words
-    def literal(self, span: Span, parts: list[Token]) -> ex.Expr:
-        (token,) = parts
-        if token.type == "NUMBER":
-            return ex.Literal(span, build.number(str(token)))
-        if token.type == "STRING":
-            return ex.Literal(span, _string(token))
-        return ex.Literal(span, _CONSTANTS[str(token)])
-
-    @rule
-    def var(self, span: Span, parts: list[Token]) -> ex.Expr:
-        return ex.Var(span, str(parts[0]))
-
-    @rule
-    def field(self, span: Span, parts: list[Any]) -> ex.Expr:
-        base, name = parts
-        return ex.Field(span, base, str(name))
-
-    @rule
-    def index(self, span: Span, parts: list[Any]) -> ex.Expr:
-        base, key = parts
-        return ex.Index(span, base, key)
-
-    @rule
-    def not_op(self, span: Span, parts: list[Any]) -> ex.Expr:
-        return ex.Unary(span, "not", parts[0])
-
-    @rule
-    def negate(self, span: Span, parts: list[Any]) -> ex.Expr:
-        return ex.Unary(span, "-", parts[0])
-
-    @rule
-    def binary(self, span: Span, parts: list[Any]) -> ex.Expr:
-        left, operator, right = parts
-        return ex.Binary(span, str(operator), left, right)
-
-    compare = binary
-
-    @rule
-    def member(self, span: Span, parts: list[Any]) -> ex.Expr:
-        left, right = parts
-        return ex.Binary(span, "in", left, right)
-
-    @rule
-    def not_member(self, span: Span, parts: list[Any]) -> ex.Expr:
-        left, right = parts
-        return ex.Binary(span, "not in", left, right)
-
-    @rule
-    def or_expr(self, span: Span, parts: list[ex.Expr]) -> ex.Expr:
-        return build.chain(parts, "or")
-
-    @rule
-    def and_expr(self, span: Span, parts: list[ex.Expr]) -> ex.Expr:
-        return build.chain(parts, "and")
-
-    @rule
-    def atom(self, span: Span, parts: list[Any]) -> ex.Expr:
-        """`( expr )`: the expression itself; its extent takes in the parentheses."""
-        return parts[0]  # type: ignore[no-any-return]
-
-    @rule
-    def func(self, span: Span, parts: list[Any]) -> ex.Expr:
-        name, *args = parts
-        return build.func_call(str(name), token_span(name), args, span)
-
-    @rule
-    def list_expr(self, span: Span, parts: list[ex.Expr]) -> ex.Expr:
-        return ex.ListExpr(span, tuple(parts))
-
-    @rule
-    def mapping(self, span: Span, parts: list[tuple[str, ex.Expr, Span]]) -> ex.ObjectExpr:
-        return build.mapping(parts, span)
-
-    @rule
-    def pair(self, span: Span, parts: list[Any]) -> tuple[str, ex.Expr, Span]:
-        key, value = parts
-        text = _string(key) if key.type == "STRING" else str(key)
-        return (text, value, token_span(key))
-
-    # ---- types
-    @rule
-    def record_type(self, span: Span, parts: list[tuple[sx.Name, bool, sx.TypeSpec]]) -> sx.RecordType:
-        return build.record_type(tuple(parts), span)
-
-    @rule
-    def field_type(self, span: Span, parts: list[Any]) -> tuple[sx.Name, bool, sx.TypeSpec]:
-        return (parts[0], len(parts) == 3, parts[-1])
-
-    @rule
-    def field_name(self, span: Span, parts: list[Token]) -> sx.Name:
-        (token,) = parts
-        return sx.Name(_string(token) if token.type == "STRING" else str(token), token_span(token))
-
-    @rule
-    def type_atom(self, span: Span, parts: list[Any]) -> sx.TypeSpec:
-        (inner,) = parts
-        if isinstance(inner, sx.RecordType):
-            return sx.TypeSpec(inner.to_schema(), inner.span)
-        return inner  # type: ignore[no-any-return]
-
-    @rule_of_words
-    def type_name(self, span: Span, parts: list[Token]) -> sx.TypeSpec:
-        return build.type_name(str(parts[0]), span)
-
-    @rule
-    def enum_type(self, span: Span, parts: list[Token]) -> sx.TypeSpec:
-        return build.enum_type([_string(token) for token in parts], span)
-
-    @rule
-    def array_type(self, span: Span, parts: list[sx.TypeSpec]) -> sx.TypeSpec:
-        return build.array_type(parts[0], span)
 
     # ---- the process and its header
     @rule
@@ -267,11 +54,11 @@ class ToSyntax:
 
     @rule
     def title(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("header", "title", _string(parts[0]), span)
+        return ("header", "title", string_value(parts[0]), span)
 
     @rule
     def doc(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("header", "doc", _string(parts[0]), span)
+        return ("header", "doc", string_value(parts[0]), span)
 
     @rule
     def correlate(self, span: Span, parts: list[ex.Expr]) -> tuple[Any, ...]:
@@ -279,7 +66,7 @@ class ToSyntax:
 
     @rule
     def reply_channel(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("header", "reply_to", _string(parts[0]), span)
+        return ("header", "reply_to", string_value(parts[0]), span)
 
     @rule
     def deadline(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
@@ -290,7 +77,7 @@ class ToSyntax:
         (inner,) = parts
         if isinstance(inner, sx.RecordType):
             return ("header", "input_record", inner, span)
-        return ("header", "input_file", _string(inner), token_span(inner))
+        return ("header", "input_file", string_value(inner), token_span(inner))
 
     @rule
     def limit(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
@@ -300,7 +87,7 @@ class ToSyntax:
     @rule
     def participant(self, span: Span, parts: list[Any]) -> sx.Participant:
         name, *rest = parts
-        display = next((_string(item) for item in rest if isinstance(item, Token)), None)
+        display = next((string_value(item) for item in rest if isinstance(item, Token)), None)
         contracts = next((item for item in rest if isinstance(item, tuple)), ())
         return sx.Participant(_name(name), display, contracts, span)
 
@@ -330,7 +117,7 @@ class ToSyntax:
 
     @rule
     def nothing_to_undo(self, span: Span, parts: list[Token]) -> tuple[str, str, Span]:
-        return ("nothing_to_undo", _string(parts[0]) if parts else "", span)
+        return ("nothing_to_undo", string_value(parts[0]) if parts else "", span)
 
     @rule
     def status(self, span: Span, parts: list[Token]) -> tuple[str, sx.Name]:
@@ -366,7 +153,7 @@ class ToSyntax:
     def on_reply(self, span: Span, parts: list[Any]) -> sx.OnReply:
         names = tuple(_name(token) for token in _tokens(parts, "NAME"))
         (reason,) = _tokens(parts, "STRING")
-        return sx.OnReply(names, _first(parts, sx.Name), _string(reason), span)
+        return sx.OnReply(names, _first(parts, sx.Name), string_value(reason), span)
 
     @rule
     def on_timeout(self, span: Span, parts: list[str]) -> tuple[str, str, Span]:
@@ -374,7 +161,7 @@ class ToSyntax:
 
     @rule
     def timeout_action(self, span: Span, parts: list[Token]) -> str:
-        return _string(parts[0])
+        return string_value(parts[0])
 
     @rule
     def compensate(self, span: Span, parts: list[Any]) -> sx.Compensate:
@@ -473,12 +260,12 @@ class ToSyntax:
     @rule
     def call(self, span: Span, parts: list[Any]) -> sx.Call:
         process, *rest = parts
-        path = next((_string(token) for token in _tokens(rest, "STRING")), None)
+        path = next((string_value(token) for token in _tokens(rest, "STRING")), None)
         return sx.Call(process, path, _first(rest, ex.ObjectExpr), _first(rest, sx.Name), span)
 
     @rule
     def fail_stmt(self, span: Span, parts: list[Token]) -> sx.Fail:
-        return sx.Fail(_string(parts[0]), span)
+        return sx.Fail(string_value(parts[0]), span)
 
     @rule
     def end_stmt(self, span: Span, parts: list[Any]) -> sx.End:
@@ -488,7 +275,7 @@ class ToSyntax:
     @rule
     def scenario(self, span: Span, parts: list[Any]) -> sx.Scenario:
         name, *items = parts
-        description = _string(items.pop(0)) if items and isinstance(items[0], Token) else None
+        description = string_value(items.pop(0)) if items and isinstance(items[0], Token) else None
         return build.scenario(_name(name), description, span, items)
 
     @rule
@@ -497,7 +284,7 @@ class ToSyntax:
 
     @rule
     def scenario_start(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("start", _string(parts[0]), span)
+        return ("start", string_value(parts[0]), span)
 
     @rule
     def when_rule(self, span: Span, parts: list[Any]) -> sx.WhenRule:
@@ -575,7 +362,7 @@ class ToSyntax:
 
     @rule
     def expect_failure(self, span: Span, parts: list[Token]) -> sx.Expectation:
-        return sx.Expectation("failure", _string(parts[0]), span)
+        return sx.Expectation("failure", string_value(parts[0]), span)
 
     # ---- the two start rules
     @rule
