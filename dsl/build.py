@@ -1,29 +1,33 @@
-"""Building syntax nodes from the pieces of a rule: shared by both readers of the grammar.
+"""Building syntax nodes from the parts of a rule, and the checks on literals.
 
-`parser.py` reads text with Lark (and explains mistakes); `reader.py` reads the same grammar by
-recursive descent, fast. Both hand the parts of each rule to these functions, so a node is
-built, and a bad literal refused, in one place only.
+`transformer.py` hands the parts of each rule of the grammar to these functions, so a node
+is built, and a bad literal refused, in one place. A literal over one of the limits on text
+(`procflow.limits`) is refused here as it is read, with a diagnostic that names the limit.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
-from functools import lru_cache
 from typing import Any
 
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl.diagnostics import Span
+from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.limits import DURATION, LOOP_BOUND, NUMBER_LITERAL, STRING_LITERAL
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
 _ESCAPE = re.compile(r"\\(.)")
 _ESCAPES = {"n": "\n", "t": "\t"}
+_LONGEST_SHOWN = 30
+_SECONDS_A_YEAR = 365.25 * 86400
 
 
 class BadLiteral(Exception):
-    """Text the grammar accepts but the language refuses (a bad number, an unknown function...)."""
+    """Text the grammar accepts but the language refuses (a bad number, an unknown function,
+    a literal over a limit...): the parts of its diagnostic, without the file."""
 
     def __init__(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
         super().__init__(message)
@@ -32,14 +36,68 @@ class BadLiteral(Exception):
         self.span = span
         self.hint = hint
 
+    def diagnostic(self, path: str) -> Diagnostic:
+        """The refusal as an error diagnostic in `path`."""
+        return Diagnostic(self.code, "error", self.message, self.span, self.hint, path)
 
-@lru_cache(maxsize=4096)
+
+def _shown(text: str) -> str:
+    return text if len(text) <= _LONGEST_SHOWN else text[: _LONGEST_SHOWN - 3] + "..."
+
+
+# ---------------------------------------------------------------- literals
+
+
+def check_string(text: str, span: Span) -> None:
+    """Refuse a string literal (quotes included in `text`) over the `string_literal` limit."""
+    quotes = 6 if text.startswith('"""') else 2
+    length = len(text) - quotes
+    if length > STRING_LITERAL.value:
+        raise BadLiteral(
+            "E007",
+            f"this string is {length} characters long, over the `{STRING_LITERAL.name}` limit of {STRING_LITERAL.value} characters",
+            span,
+            "pass long texts in the input instead of writing them in the process",
+        )
+
+
+def check_number(text: str, span: Span) -> None:
+    """Refuse a number literal over the `number_literal` limit, or too large for a float."""
+    if len(text) > NUMBER_LITERAL.value:
+        raise BadLiteral(
+            "E008",
+            f"this number is {len(text)} characters long, over the `{NUMBER_LITERAL.name}` limit of {NUMBER_LITERAL.value} characters",
+            span,
+        )
+    if not math.isfinite(float(text)):
+        raise BadLiteral("E008", f"the number `{text}` is too large to represent", span)
+
+
+def check_duration(text: str, span: Span) -> None:
+    """Refuse a duration over the `duration` limit (a part with more digits than any duration
+    under the limit has is refused before it is turned into a number)."""
+    longest_part = len(str(DURATION.value * 1000))  # the most digits a part under the limit has, in ms
+    parts = _DURATION_PART.findall(text)
+    if any(len(digits) > longest_part for digits, _ in parts) or _seconds(parts) > DURATION.value:
+        raise BadLiteral(
+            "E009",
+            f"the duration `{_shown(text)}` is longer than the `{DURATION.name}` limit of {DURATION.value} seconds"
+            f" (about {round(DURATION.value / _SECONDS_A_YEAR)} years)",
+            span,
+        )
+
+
+def _seconds(parts: list[tuple[str, str]]) -> float:
+    return sum(int(digits) * _UNITS[unit] for digits, unit in parts)
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a duration literal such as `1h30m`."""
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    return _seconds(_DURATION_PART.findall(text))
 
 
 def duration(text: str, span: Span) -> sx.Duration:
+    """A duration literal as a node."""
     return sx.Duration(parse_duration(text), text, span)
 
 
@@ -61,12 +119,27 @@ def _dedent_doc(text: str) -> str:
 
 
 def integer(text: str, span: Span, what: str) -> int:
+    """A literal that must be a whole number (a version, a retry count, a loop bound...)."""
     if not text.isdigit():
         raise BadLiteral("E006", f"{what} must be a whole number, not `{text}`", span)
     return int(text)
 
 
+def loop_bound(text: str, span: Span) -> int:
+    """The `max` of a `repeat`: a whole number within the `loop_bound` limit."""
+    bound = integer(text, span, "a loop bound")
+    if bound > LOOP_BOUND.value:
+        raise BadLiteral(
+            "E010",
+            f"a loop bound of {bound} rounds is over the `{LOOP_BOUND.name}` limit of {LOOP_BOUND.value} rounds",
+            span,
+            "a longer job belongs in a participant, which the process waits for",
+        )
+    return bound
+
+
 def number(text: str) -> Any:
+    """The value of a number literal: an int when written without a fraction or exponent."""
     return float(text) if "." in text or "e" in text or "E" in text else int(text)
 
 
@@ -83,6 +156,8 @@ def chain(items: list[ex.Expr], op: str) -> ex.Expr:
 
 
 def func_call(name: str, name_span: Span, args: list[ex.Expr], span: Span) -> ex.Expr:
+    """A call of a built-in function, refused when the function is unknown or the count of
+    arguments is wrong."""
     if name not in ex.FUNCTIONS:
         guess = difflib.get_close_matches(name, list(ex.FUNCTIONS), n=1)
         raise BadLiteral(
@@ -99,6 +174,7 @@ def func_call(name: str, name_span: Span, args: list[ex.Expr], span: Span) -> ex
 
 
 def mapping(pairs: list[tuple[str, ex.Expr, Span]], span: Span) -> ex.ObjectExpr:
+    """An object from its (key, value, key's span) pairs; a key given twice is refused."""
     seen: set[str] = set()
     for key, _value, key_span in pairs:
         if key in seen:
@@ -111,6 +187,7 @@ def mapping(pairs: list[tuple[str, ex.Expr, Span]], span: Span) -> ex.ObjectExpr
 
 
 def record_type(fields: tuple[tuple[sx.Name, bool, sx.TypeSpec], ...], span: Span) -> sx.RecordType:
+    """A record type from its (name, optional, type) fields; a field declared twice is refused."""
     seen: set[str] = set()
     for name, _, _ in fields:
         if name.text in seen:
@@ -120,14 +197,17 @@ def record_type(fields: tuple[tuple[sx.Name, bool, sx.TypeSpec], ...], span: Spa
 
 
 def type_name(name: str, span: Span) -> sx.TypeSpec:
+    """`string`, `number`, ... `any` as JSON Schema."""
     return sx.TypeSpec({} if name == "any" else {"type": name}, span)
 
 
 def enum_type(values: list[str], span: Span) -> sx.TypeSpec:
+    """`"a" | "b"` as JSON Schema."""
     return sx.TypeSpec({"type": "string", "enum": values}, span)
 
 
 def array_type(item: sx.TypeSpec, span: Span) -> sx.TypeSpec:
+    """`type[]` as JSON Schema."""
     return sx.TypeSpec({"type": "array", "items": item.schema}, span)
 
 
@@ -142,6 +222,7 @@ def process(name: sx.Name, span: Span, items: list[Any]) -> sx.Process:
             _, key, value, item_span = item
             if key in proc.header_spans:
                 proc.duplicates.append((key, item_span))
+                proc.duplicate_items.append(value)
                 continue
             proc.header_spans[key] = item_span
             if key == "input_record":
@@ -167,45 +248,47 @@ def step(name: sx.Name, span: Span, items: list[Any]) -> sx.Step:
     result = sx.Step(name=name, span=span)
     seen: dict[str, Span] = {}
 
-    def once(key: str, item_span: Span) -> bool:
+    def once(key: str, item_span: Span, item: Any) -> bool:
         if key in seen:
             result.duplicates.append((key, item_span))
+            result.duplicate_items.append(item)
             return False
         seen[key] = item_span
         return True
 
     for item in items:
         if isinstance(item, sx.Send):
-            if once("send", item.span):
+            if once("send", item.span, item):
                 result.send = item
         elif isinstance(item, sx.Await):
-            if once("await", item.span):
+            if once("await", item.span, item):
                 result.await_ = item
         elif isinstance(item, sx.OnReply):
             result.on_replies.append(item)
         elif isinstance(item, sx.Compensate):
-            if once("compensate", item.span):
+            if once("compensate", item.span, item):
                 result.compensate = item
         elif isinstance(item, sx.Wait):
-            if once("wait", item.span):
+            if once("wait", item.span, item):
                 result.wait = item
         elif item[0] == "header":  # doc
-            if once("doc", item[3]):
+            if once("doc", item[3], item[2]):
                 result.doc = item[2]
         elif item[0] == "status":
-            if once("status", item[1].span):
+            if once("status", item[1].span, item[1]):
                 result.status = item[1]
         elif item[0] == "on_timeout":
-            if once("on timeout", item[2]):
+            if once("on timeout", item[2], item[1]):
                 result.timeout_reason = item[1]
                 result.timeout_span = item[2]
-        elif item[0] == "nothing_to_undo" and once("nothing to undo", item[2]):
+        elif item[0] == "nothing_to_undo" and once("nothing to undo", item[2], item[1]):
             result.nothing_to_undo = item[1]
             result.nothing_to_undo_span = item[2]
     return result
 
 
 def scenario(name: sx.Name, description: str | None, span: Span, items: list[Any]) -> sx.Scenario:
+    """A scenario from its items (an `input` or `start at` given again replaces the earlier one)."""
     sc = sx.Scenario(name, description, span)
     for item in items:
         if isinstance(item, ex.ObjectExpr):

@@ -17,7 +17,8 @@ from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
-from procflow.dsl.parser import collection_paused, decode_source, parse, parse_scenarios
+from procflow.dsl.parser import parse, parse_scenarios
+from procflow.dsl.source import decode_source
 from procflow.errors import ExpressionError, SourceError
 
 Loader = Callable[[str], bytes]
@@ -449,9 +450,8 @@ def compile_source(
 
     Scenarios are parsed when first asked for (`definition.scenarios`) unless `scenarios=True`
     (the validator's choice: it reports every problem of the file at once)."""
-    with collection_paused():
-        source = parse(text, path, scenarios=scenarios)
-        return _Compiler(source, loader, stack or (path,)).compile()
+    source = parse(text, path, scenarios=scenarios)
+    return _Compiler(source, loader, stack or (path,)).compile()
 
 
 def load(path: str | Path) -> m.ProcessDefinition:

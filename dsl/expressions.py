@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from procflow.dsl.diagnostics import Span
-from procflow.dsl.quick import quicken
 from procflow.errors import ExpressionError
 
 MAX_NODES = 500
@@ -470,6 +469,3 @@ def _compile_binary(expr: Binary) -> Evaluator:
 def evaluate(expr: Expr, scope: Scope) -> Json:
     """Evaluate an expression once (compiles it first; hot paths keep the compiled form)."""
     return compile_expr(expr)(scope)
-
-
-quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

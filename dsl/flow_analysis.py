@@ -24,7 +24,6 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
-from procflow.dsl.quick import quicken
 
 STEP_PREFIX = "steps."
 """Facts about completed steps are keyed `steps.<name>`; bound names are keyed by the name."""
@@ -507,6 +506,3 @@ def _can_fail(definition: m.ProcessDefinition, process: str) -> bool:
             return True
         stack.extend(called.called.values())
     return False
-
-
-quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

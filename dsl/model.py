@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
-from procflow.dsl.quick import quicken
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -455,6 +454,3 @@ def build_graph(definition: ProcessDefinition) -> nx.MultiDiGraph:
         for way in successors(definition.nodes[node_id]):
             graph.add_edge(node_id, way.target, key=way.key, kind=way.kind, label=way.label)
     return graph
-
-
-quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

@@ -20,7 +20,6 @@ from procflow.dsl import flow_analysis as fa
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
-from procflow.dsl.parser import collection_paused
 
 LIMIT_NAMES = ("participants", "computation")
 """The thresholds a process may set with `limit NAME N` (defaults: `validate.DEFAULT_LIMITS`)."""
@@ -833,9 +832,8 @@ def run_all(definition: m.ProcessDefinition, limits: Mapping[str, int]) -> list[
     """Run every rule and collect what they find (never stopping at the first)."""
     facts = Facts(definition, limits)
     found: list[Diagnostic] = []
-    with collection_paused():
-        for rule in RULES:
-            found.extend(rule(facts))
+    for rule in RULES:
+        found.extend(rule(facts))
     return found
 
 

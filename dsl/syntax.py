@@ -1,6 +1,7 @@
 """The syntax tree of a .proc file: what the author wrote, with a span on every node.
 
-The parser builds these; the compiler reads them. Nothing here knows about lark.
+The parser builds these (`dsl/transformer.py`); the compiler reads them, and the printer
+(`dsl/printer.py`) writes them back as text. Nothing here knows about lark.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any
 
 from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import Expr, ObjectExpr
-from procflow.dsl.quick import quicken
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,8 @@ class Step:
     nothing_to_undo: str | None = None  # the reason, "" when none is given
     nothing_to_undo_span: Span | None = None
     wait: Wait | None = None
-    duplicates: list[tuple[str, Span]] = field(default_factory=list)
+    duplicates: list[tuple[str, Span]] = field(default_factory=list)  # (item, where) of an item given again
+    duplicate_items: list[Any] = field(default_factory=list)  # what each of `duplicates` said, for the printer
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +301,8 @@ class Process:
     events: list[EventDecl] = field(default_factory=list)
     body: list[Statement] = field(default_factory=list)
     header_spans: dict[str, Span] = field(default_factory=dict)
-    duplicates: list[tuple[str, Span]] = field(default_factory=list)
+    duplicates: list[tuple[str, Span]] = field(default_factory=list)  # (header, where) of a header given again
+    duplicate_items: list[Any] = field(default_factory=list)  # what each of `duplicates` said, for the printer
 
 
 # ---------------------------------------------------------------- scenarios
@@ -363,6 +365,3 @@ class SourceFile:
     path: str
     text: str
     pending_scenarios: str | None = None  # scenario text not parsed yet (see parser.parse)
-
-
-quicken(globals())  # every frozen record above gets the faster __init__ (see quick.py)

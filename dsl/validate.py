@@ -14,7 +14,7 @@ from procflow.dsl import rules
 from procflow.dsl.compiler import compile_source, default_loader
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.model import ProcessDefinition
-from procflow.dsl.parser import decode_source
+from procflow.dsl.source import decode_source
 from procflow.errors import SourceError
 
 DEFAULT_LIMITS: Mapping[str, int] = {"participants": 7, "computation": 2}

@@ -152,7 +152,7 @@ def test_wheel_installs_in_a_clean_venv_and_works_outside_the_tree(tmp_path: Pat
     assert check.returncode == 0, check.stdout + check.stderr
     assert "1 file(s) valid" in check.stdout
     where = subprocess.run(
-        [str(python), "-c", "import procflow, procflow.dsl.parser as p; print(procflow.__file__); print(len(p.grammar_text()))"],
+        [str(python), "-c", "import procflow, procflow.dsl.grammar as g; print(procflow.__file__); print(len(g.grammar_text()))"],
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
     )
     assert str(env_dir) in where.stdout and str(ROOT) not in where.stdout

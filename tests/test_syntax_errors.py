@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from procflow.dsl import parser
+from procflow.dsl import grammar, syntax_errors
 from procflow.dsl.diagnostics import Diagnostic, render
 from procflow.dsl.validate import check_file, check_source
+from procflow.limits import SOURCE_BYTES
 
 GOOD = """process pay {
   correlate by input.orderId
@@ -75,9 +76,13 @@ MISTAKES: dict[str, tuple[str, str, str, int, int, str]] = {
     "missing process name": ("process pay {", "process {", "E003", 1, 9, "expected a name or a process name"),
     "trailing comma in a call": ("amount: input.amount }", "amount: min(input.amount,) }", "E003", 7, 76, "expected a value"),
     "process in capitals": ("process pay {", "Process pay {", "E003", 1, 1, "did you mean `process`?"),
+    "misspelled send": ("    send payment.charge", "    sned payment.charge", "E003", 7, 5, "did you mean `send`?"),
+    "keyword run into a name": ("  step charge {", "  stepcharge {", "E003", 6, 3, "a space may be missing: `step charge`"),
+    "keyword run into a number": ("    await charged within 1m", "    await charged within1m", "E003", 8, 19,
+                                  "a space may be missing: `within 1m`"),
 }
 
-TERMINALS = sorted({t.name for t in parser._parser().terminals} | {"$END"}, key=len, reverse=True)
+TERMINALS = sorted({t.name for t in grammar.reading_parser().terminals} | {"$END"}, key=len, reverse=True)
 TERMINAL = re.compile(r"(?<![\w$])(?:__ANON\w*|" + "|".join(re.escape(t) for t in TERMINALS) + r")(?!\w)")
 
 
@@ -117,10 +122,10 @@ def test_empty_and_blank_files() -> None:
 
 
 def test_every_token_kind_has_words() -> None:
-    for terminal in parser._parser().terminals:
-        words = parser.describe_token(terminal.name)
+    for terminal in grammar.reading_parser().terminals:
+        words = syntax_errors.describe_token(terminal.name)
         assert not TERMINAL.search(words), (terminal.name, words)
-    assert parser.describe_token("$END") == "the end of the file"
+    assert syntax_errors.describe_token("$END") == "the end of the file"
 
 
 def test_every_prefix_of_a_good_file_reads_in_words() -> None:
@@ -139,7 +144,7 @@ def test_nesting_too_deep_is_refused_before_parsing() -> None:
 
 
 def test_a_very_long_chain_is_refused_not_crashed() -> None:
-    """The fast reader reads the chain (a loop, not recursion); the expression limits refuse it."""
+    """The LALR parser reads the chain without recursion; the expression limits refuse it."""
     text = GOOD.replace("amount: input.amount }", "amount: input.amount" + " + 1" * 3000 + " }")
     diagnostic = _first(text)
     assert diagnostic.code == "E106"
@@ -170,12 +175,13 @@ def test_binary_and_non_utf8_files(tmp_path: Path) -> None:
         _assert_in_words(diagnostic)
 
 
-def test_a_file_over_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parser, "MAX_SOURCE_BYTES", 100)
+def test_a_file_over_the_size_limit(tmp_path: Path) -> None:
     big = tmp_path / "big.proc"
-    big.write_text(GOOD, encoding="utf-8")
+    big.write_text(GOOD + "#" * SOURCE_BYTES.value, encoding="utf-8")
     _, diagnostics, _ = check_file(big)
-    assert [d.code for d in diagnostics] == ["E001"]
+    assert [(d.code, d.message) for d in diagnostics] == [
+        ("E001", f"the file is {len(GOOD) + SOURCE_BYTES.value} bytes, over the `source_bytes` limit of {SOURCE_BYTES.value} bytes")
+    ]
 
 
 def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
@@ -232,9 +238,7 @@ def test_input_contract_files(tmp_path: Path) -> None:
 
 
 def test_the_grammar_builds_without_conflicts_in_strict_mode() -> None:
-    from procflow.dsl.parser import build_parser
-
-    assert build_parser(strict=True) is not None
+    assert grammar.build_parser(strict=True) is not None
 
 
 def test_scenarios_are_parsed_when_first_used_and_report_their_errors() -> None:
