@@ -1,14 +1,14 @@
 """Rules about undoing completed work when a process fails.
 
-W201 a step that commands something, has no `compensate`, and a failure can still follow it;
-W204 a compensation that awaits no reply, so the undo cannot be confirmed.
+W201 a step that commands something, has no `compensate`, and a failure can still follow it
+(found on the graph: `FlowProofs.failure_after`, or a failure in a parallel branch running
+beside it); W204 a compensation that awaits no reply, so the undo cannot be confirmed.
 """
 
 from __future__ import annotations
 
-from procflow.dsl import flow_analysis as fa
-from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Diagnostic
+from procflow.dsl.flow_proofs import FlowProofs
 from procflow.dsl.rule_facts import Facts
 
 
@@ -22,12 +22,12 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
     ]
     if not bare:  # every step that commands something says how it is undone: nothing to search
         return []
-    witness = fa.failure_witness(definition)
-    member = facts.branches
+    flow = facts.flow
+    witness = flow.failure_after
     names = {s.name.text: s.name.span for s in facts.steps}
     found = []
     for node, command in bare:
-        fail_id = witness.get(node.next) or _failing_sibling(definition, member, witness, node.id)
+        fail_id = witness.get(definition.follow(node.id, "next")) or _failing_sibling(flow, witness, node.id)
         if fail_id is None:
             continue
         fail = definition.nodes[fail_id]
@@ -39,19 +39,12 @@ def missing_compensation(facts: Facts) -> list[Diagnostic]:
     return found
 
 
-def _failing_sibling(
-    definition: m.ProcessDefinition, member: dict[str, tuple[str, int]], witness: dict[str, str], node_id: str
-) -> str | None:
-    """A fail node in a parallel branch running beside the node (it may fail after the node)."""
-    current = member.get(node_id)
-    while current is not None:
-        fork_id, index = current
-        fork = definition.nodes[fork_id]
-        assert isinstance(fork, m.ForkNode)
-        for other, (_, first) in enumerate(fork.branches):
-            if other != index and first in witness:
-                return witness[first]
-        current = member.get(fork_id)
+def _failing_sibling(flow: FlowProofs, witness: dict[str, str], node_id: str) -> str | None:
+    """A failure in a parallel branch running beside the node (it may fail after the node)."""
+    for branch in flow.enclosing(node_id):
+        for other in flow.branches(branch.fork):
+            if other.first != branch.first and other.first in witness:
+                return witness[other.first]
     return None
 
 

@@ -1,13 +1,6 @@
-"""Analyses of the compiled graph that the flow rules share. Nothing here makes a diagnostic.
-
-Everything is linear (or close) in the size of the process and iterative: a process of
-50,000 steps is walked with explicit stacks and work lists, never by recursion per node.
-
-- `completion`: which statements can finish and let the process go on (for unreachable
-  statements and parallel joins that never fire).
-- `Bindings`: a must-be-bound and a may-be-bound dataflow over the node table, for the names
-  bound with `as` and for `steps.<name>` (a step that has completed).
-- `failure_witness`: for every node, a failure that can still happen after it.
+"""`Bindings`: a must-be-bound and a may-be-bound dataflow over the node table, for the names
+bound with `as` and for `steps.<name>` (a step that has completed). Nothing here makes a
+diagnostic. Iterative: a process of 50,000 steps is solved with work lists.
 """
 
 from __future__ import annotations
@@ -16,51 +9,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 
 from procflow.dsl import model as m
-from procflow.dsl import syntax as sx
 from procflow.dsl.expression_reads import STEP_PREFIX
-from procflow.dsl.statement_walk import child_blocks
-
-
-def completion(body: Sequence[sx.Statement], exhaustive: frozenset[int] = frozenset()) -> dict[int, bool]:
-    """`id(statement)` -> True when the statement can finish and let the next one run.
-
-    `fail` and `end` never finish; a step, a call and a timer always can (on success); an
-    `if` or `switch` can when one of its arms can or when it has no else (a switch whose id
-    is in `exhaustive` names every value its subject can take, so it needs none); a race
-    when one of its arms can; a loop when its body can (the `until` is then reached); a
-    parallel block only when every branch can, since its join waits for all of them.
-    """
-    done: dict[int, bool] = {}
-    stack: list[tuple[sx.Statement, bool]] = [(s, False) for s in body]
-    while stack:
-        stmt, children_done = stack.pop()
-        inner = child_blocks(stmt)
-        if not children_done and inner:
-            stack.append((stmt, True))
-            stack.extend((s, False) for block in inner for s in block)
-            continue
-        done[id(stmt)] = _completes(stmt, inner, done, exhaustive)
-    return done
-
-
-def _completes(
-    stmt: sx.Statement, inner: list[tuple[sx.Statement, ...]], done: dict[int, bool], exhaustive: frozenset[int]
-) -> bool:
-    if isinstance(stmt, sx.Fail | sx.End):
-        return False
-    finishing = [all(done[id(s)] for s in block) for block in inner]
-    if isinstance(stmt, sx.If):
-        return any(finishing) or stmt.otherwise is None
-    if isinstance(stmt, sx.Switch):
-        return any(finishing) or (stmt.default is None and id(stmt) not in exhaustive)
-    if isinstance(stmt, sx.Race):
-        return any(finishing)
-    if isinstance(stmt, sx.Parallel | sx.Repeat):
-        return all(finishing)
-    return True
-
-
-# ---------------------------------------------------------------- the graph
 
 
 def out_edges(node: m.AnyNode, ways: tuple[m.Way, ...]) -> list[tuple[str, tuple[str, ...]]]:
@@ -244,48 +193,3 @@ class Bindings:
             if owner is not None and owner[0] == fork.id:
                 per_branch[owner[1]] = per_branch[owner[1]] and (gen or (inside and must[source]))
         return any(per_branch), new_may
-
-
-def failure_witness(definition: m.ProcessDefinition) -> dict[str, str]:
-    """node id -> a fail node (or a call of a process that can fail) reachable from it.
-
-    One breadth-first search backwards from every such node at once, so the whole map costs
-    one pass over the graph; each node gets the closest one.
-    """
-    preds: dict[str, list[str]] = {node_id: [] for node_id in definition.nodes}
-    for node_id in definition.nodes:
-        for target, *_ in definition.ways_out(node_id):
-            preds[target].append(node_id)
-    witness: dict[str, str] = {}
-    work: deque[str] = deque()
-    for node in definition.in_order:
-        node_id = node.id
-        if isinstance(node, m.FailNode) or (isinstance(node, m.CallNode) and _can_fail(definition, node.process)):
-            witness[node_id] = node_id
-            work.append(node_id)
-    while work:
-        current = work.popleft()
-        for source in preds[current]:
-            if source not in witness:
-                witness[source] = witness[current]
-                work.append(source)
-    return witness
-
-
-def _can_fail(definition: m.ProcessDefinition, process: str) -> bool:
-    """True when a called process (or one it calls) has a way to fail."""
-    try:
-        stack = [definition.definition_of(process)]
-    except KeyError:
-        return True
-    seen: set[str] = set()
-    while stack:
-        called = stack.pop()
-        if called.name in seen:
-            continue
-        seen.add(called.name)
-        if any(isinstance(n, m.FailNode) for n in called.nodes.values()):
-            return True
-        stack.extend(called.called.values())
-    return False
-

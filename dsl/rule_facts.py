@@ -17,6 +17,7 @@ from procflow.dsl import flow_analysis as fa
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.dsl.flow_proofs import FlowProofs
 from procflow.dsl.statement_walk import walk_statements
 
 LIMIT_NAMES = ("participants", "computation")
@@ -105,8 +106,13 @@ class Facts:
         return found
 
     @cached_property
+    def flow(self) -> FlowProofs:
+        """The proofs about the process's flow, on its graph."""
+        return FlowProofs(self.definition, self.exhaustive_nodes)
+
+    @cached_property
     def branches(self) -> dict[str, tuple[str, int]]:
-        """node id -> (fork id, branch index) of its innermost parallel branch."""
+        """node id -> (fork id, branch index) of its innermost parallel branch (for `Bindings`)."""
         return fa.branch_membership(self.definition)
 
     @cached_property
