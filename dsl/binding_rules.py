@@ -1,14 +1,17 @@
 """E114: a name bound with `as` (or `steps.<name>`) read where some path to it has not bound
-it. The dataflow is `flow_analysis.Bindings`; this module finds the reads and words the
+it. The proof is `procflow.dsl.binding_proofs`; this module finds the reads and words the
 finding (which binding, which line, a parallel branch running beside the read)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from procflow.dsl import expression_reads as er
 from procflow.dsl import expressions as ex
-from procflow.dsl import flow_analysis as fa
 from procflow.dsl import model as m
+from procflow.dsl.binding_proofs import BindingProofs
 from procflow.dsl.diagnostics import Diagnostic
+from procflow.dsl.flow_proofs import FlowProofs
 from procflow.dsl.rule_facts import Facts, name_span
 
 
@@ -30,15 +33,14 @@ def unbound_reads(facts: Facts) -> list[Diagnostic]:
     for use, key, _ in reads:
         if use.node is not None:
             at.setdefault(key, []).append(use.node)
-    facts_at = fa.Bindings(definition, at, facts.exhaustive_nodes, facts.branches)
-    member = facts.branches
+    proofs = BindingProofs(facts.flow, at)
     sites = _binding_sites(definition)
     found = []
     for use, key, expr in reads:
         if use.node is None:
             always = sometimes = False
         else:
-            always, sometimes = facts_at.holds(use.node, key, use.after)
+            always, sometimes = proofs.holds(use.node, key, use.after)
         is_step = key.startswith(er.STEP_PREFIX)
         if always or (is_step and sometimes):  # `steps.x` is null until x runs: testing that is fine
             continue
@@ -46,7 +48,7 @@ def unbound_reads(facts: Facts) -> list[Diagnostic]:
         shown = f"steps.{name}" if is_step else name
         line = steps[name].span.line if is_step else _first_line(facts, name, sites)
         span = name_span(expr, name) if is_step else expr.span
-        sibling = _sibling_branch(definition, member, use.node, [s for s, _ in sites.get(key, [])])
+        sibling = _sibling_branch(facts.flow, use.node, [s for s, _ in sites.get(key, [])])
         later = line > expr.span.line
         if sibling is not None and not sometimes:
             message = f"`{shown}` is bound in parallel branch `{sibling}`, which may not have finished here"
@@ -75,6 +77,7 @@ def unbound_reads(facts: Facts) -> list[Diagnostic]:
 
 
 def _binding_sites(definition: m.ProcessDefinition) -> dict[str, list[tuple[str, str]]]:
+    """key -> (node id, how it binds) for every node that binds it, in document order."""
     sites: dict[str, list[tuple[str, str]]] = {}
     for node in definition.in_order:
         node_id = node.id
@@ -97,24 +100,13 @@ def _first_line(facts: Facts, name: str, sites: dict[str, list[tuple[str, str]]]
     return facts.definition.nodes[sites[name][0][0]].span.line
 
 
-def _sibling_branch(
-    definition: m.ProcessDefinition, member: dict[str, tuple[str, int]], use: str | None, binders: list[str]
-) -> str | None:
+def _sibling_branch(flow: FlowProofs, use: str | None, binders: Iterable[str]) -> str | None:
     """The name of a parallel branch running beside `use` that holds one of `binders`."""
     if use is None:
         return None
-    enclosing: dict[str, int] = {}
-    current = member.get(use)
-    while current is not None:
-        enclosing[current[0]] = current[1]
-        current = member.get(current[0])
+    enclosing = {branch.fork: branch.first for branch in flow.enclosing(use)}
     for binder in binders:
-        current = member.get(binder)
-        while current is not None:
-            fork, index = current
-            if fork in enclosing and enclosing[fork] != index:
-                node = definition.nodes[fork]
-                assert isinstance(node, m.ForkNode)
-                return node.branches[index][0]
-            current = member.get(fork)
+        for branch in flow.enclosing(binder):
+            if branch.fork in enclosing and enclosing[branch.fork] != branch.first:
+                return branch.name
     return None

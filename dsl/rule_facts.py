@@ -13,7 +13,6 @@ from typing import Any
 
 from procflow.dsl import expression_reads as er
 from procflow.dsl import expressions as ex
-from procflow.dsl import flow_analysis as fa
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
@@ -109,11 +108,6 @@ class Facts:
     def flow(self) -> FlowProofs:
         """The proofs about the process's flow, on its graph."""
         return FlowProofs(self.definition, self.exhaustive_nodes)
-
-    @cached_property
-    def branches(self) -> dict[str, tuple[str, int]]:
-        """node id -> (fork id, branch index) of its innermost parallel branch (for `Bindings`)."""
-        return fa.branch_membership(self.definition)
 
     @cached_property
     def bound_names(self) -> dict[str, list[tuple[str, Span | None]]]:
