@@ -313,13 +313,16 @@ class _Cursor:
 
 
 class _Structure:
-    """Block exits and loop tails of a definition, computed once per definition."""
+    """Block exits and loop tails of the definitions one walk meets (the process and those it
+    calls), each worked out once. Keyed by fingerprint: a fingerprint covers the process's text
+    and those of the processes it calls, so two definitions with one fingerprint have one
+    structure."""
 
     def __init__(self) -> None:
-        self.cache: dict[int, tuple[dict[str, str | None], dict[str, str]]] = {}
+        self.cache: dict[str, tuple[dict[str, str | None], dict[str, str]]] = {}
 
     def of(self, definition: m.ProcessDefinition) -> tuple[dict[str, str | None], dict[str, str]]:
-        key = id(definition)
+        key = definition.fingerprint
         if key not in self.cache:
             self.cache[key] = (block_exits(definition), loop_tails(definition))
         return self.cache[key]

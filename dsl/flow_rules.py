@@ -1,0 +1,115 @@
+"""Rules about where a process can go, each answered by a proof on its graph
+(`procflow.dsl.flow_proofs`) and worded against the statements the author wrote.
+
+E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
+parallel branch, E117 a wait with no way out, E124 a loop without a bound.
+"""
+
+from __future__ import annotations
+
+from procflow.dsl import syntax as sx
+from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.dsl.rule_facts import Facts
+from procflow.dsl.statement_walk import blocks
+
+
+def reachability(facts: Facts) -> list[Diagnostic]:
+    """E116 a statement no path reaches; E119 a parallel join that can never fire;
+    W206 `end` inside a parallel branch (it ends the whole instance).
+
+    A statement is unreachable when the one before it cannot finish: no path on the flow
+    view leads from that statement's first node to this one's. Only the first of a block is
+    reported. A path from a block's first statement to its last passes every statement
+    between, so one search answers for a block in which every statement can finish."""
+    if facts.process is None:
+        return []
+    flow = facts.flow
+    found = []
+    for block in blocks(facts.process.body):
+        if len(block) < 2 or flow.goes_on(flow.first_node(block[0].span), flow.first_node(block[-1].span)):
+            continue
+        for index, stmt in enumerate(block[:-1]):
+            if flow.goes_on(flow.first_node(stmt.span), flow.first_node(block[index + 1].span)):
+                continue
+            if not isinstance(stmt, sx.Parallel):  # a join that never fires is E119's finding
+                what, span = _describe(block[index + 1])
+                found.append(facts.diagnostic("E116", f"{what} is unreachable: {_blocker(stmt)}", span,
+                                              "remove it, or move it before what stops the process"))
+            break
+    for stmt, branches in facts.statements:
+        if isinstance(stmt, sx.Parallel):
+            label = f"parallel block `{stmt.name.text}`" if stmt.name else "this parallel block"
+            fork = flow.first_node(stmt.span)
+            join = flow.join_of[fork]
+            for branch in stmt.branches:
+                first = flow.first_node(branch.body[0].span) if branch.body else join
+                if not flow.arrives[(fork, first)]:
+                    found.append(facts.diagnostic("E119", f"{label} can never join: branch `{branch.name.text}`"
+                                                  " always fails or ends", branch.name.span,
+                                                  "a join waits for every branch; let this one finish on some path"))
+        elif isinstance(stmt, sx.End) and branches:
+            found.append(facts.diagnostic("W206", f"`end` in branch `{branches[-1].name.text}` ends the whole instance,"
+                                          " not just the branch", stmt.span, "let the branch finish instead"))
+    return found
+
+
+def _describe(stmt: sx.Statement) -> tuple[str, Span]:
+    if isinstance(stmt, sx.Step):
+        return f"step `{stmt.name.text}`", stmt.name.span
+    if isinstance(stmt, sx.Call):
+        return f"the call of `{stmt.process.text}`", stmt.span
+    if isinstance(stmt, sx.Parallel | sx.Race | sx.Repeat) and stmt.name is not None:
+        kind = {sx.Parallel: "parallel block", sx.Race: "race", sx.Repeat: "loop"}[type(stmt)]
+        return f"{kind} `{stmt.name.text}`", stmt.name.span
+    keyword = {sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.Fail: "fail", sx.End: "end"}
+    return f"this `{keyword.get(type(stmt), 'statement')}`", stmt.span
+
+
+def _blocker(stmt: sx.Statement) -> str:
+    line = stmt.span.line
+    if isinstance(stmt, sx.Fail | sx.End):
+        return f"the `{'fail' if isinstance(stmt, sx.Fail) else 'end'}` on line {line} stops every path before it"
+    if isinstance(stmt, sx.Race):
+        return f"every arm of race `{stmt.name.text}` (line {line}) stops the process"
+    if isinstance(stmt, sx.Repeat):
+        return f"the loop on line {line} never reaches its `until`"
+    word = "if" if isinstance(stmt, sx.If) else "switch"
+    return f"every arm of the `{word}` on line {line} stops the process"
+
+
+def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
+    """E117: a wait that nothing ends when the awaited message never comes: a step or a race
+    with no way out that time takes (a `within`, a timer arm) and no process `deadline`; or
+    a compensation awaiting its confirmation without `within` (the deadline does not cover it)."""
+    found = []
+    deadline = facts.definition.deadline_seconds is not None
+    flow = facts.flow
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Step) and stmt.wait is None:
+            if stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+                found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",
+                                              stmt.await_.span, "add `within D` (with `retry` or `on timeout`), or a `deadline`"))
+            comp = stmt.compensate
+            if comp is not None and comp.replies and comp.timeout is None:
+                found.append(facts.diagnostic("E117", f"the compensation of `{stmt.name.text}` may wait forever: no `within`",
+                                              comp.replies[0].span, "add `within D retry N` after the awaited reply"))
+        elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+            found.append(facts.diagnostic("E117", f"race `{stmt.name.text}` may wait forever: no `on timer` arm and no process `deadline`",
+                                          stmt.name.span, "add an arm `on timer D { ... }`, or a `deadline`"))
+    return found
+
+
+def unbounded_loops(facts: Facts) -> list[Diagnostic]:
+    """E124: a `repeat` without `max` that can come round again: its repetition is a cycle of
+    the graph that no bound stops."""
+    unbounded = facts.flow.unbounded_loops
+    if not unbounded:
+        return []
+    found = []
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Repeat) and facts.flow.first_node(stmt.span) in unbounded:
+            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+            span = stmt.name.span if stmt.name else stmt.span
+            found.append(facts.diagnostic("E124", f"{what} has no `max`: it may repeat forever", span,
+                                          "bound it: `repeat max 5 { ... } until ...`"))
+    return found
