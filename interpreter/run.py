@@ -313,7 +313,7 @@ class RunCore:
             node = definition.nodes[token.node]
             match node:
                 case m.StepNode():
-                    self._enter_step(token, node, frame)
+                    self._enter_step(token, node, frame, definition)
                     return
                 case m.StartNode():
                     token.node = definition.follow(node.id, "next")
@@ -341,7 +341,7 @@ class RunCore:
                     self.state.joins = without(self.state.joins, fork_key)
                     token.node = definition.follow(node.id, "next")
                 case m.RaceNode():
-                    self._enter_race(token, node, frame)
+                    self._enter_race(token, node, frame, definition)
                     return
                 case m.UntilNode():
                     self._until(token, node, frame, definition)
@@ -397,7 +397,7 @@ class RunCore:
                 return f"arm:{index}"
         return "default"
 
-    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame) -> None:
+    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame, definition: m.ProcessDefinition) -> None:
         if node.is_timer:
             if node.timer_seconds is not None:
                 timer_at = self._due(node.timer_seconds)
@@ -413,7 +413,7 @@ class RunCore:
             return
         timeout = node.timeout
         timeout_at = instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
-        expects = self._definition(frame.process).expects[node.id]
+        expects = definition.expects[node.id]
         command = node.command
         if command is not None:
             self._send(command, frame, node.name, 1, token)
@@ -421,8 +421,8 @@ class RunCore:
         else:
             self._add_wait(token, node.name, node.id, frame, "event", expects, None, 1, timeout_at)
 
-    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame) -> None:
-        expects = self._definition(frame.process).expects[node.id]
+    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+        expects = definition.expects[node.id]
         best: tuple[float, Stamp] | None = None
         for arm in node.arms:
             if arm.timer_seconds is not None:
