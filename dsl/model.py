@@ -403,16 +403,17 @@ class ProcessDefinition:
         return input_field(self.correlate.expr) if self.correlate is not None else None
 
     @cached_property
-    def expects(self) -> Mapping[str, tuple[str, ...]]:
-        """For each step and race: the replies and events that end a wait there (a step's
-        successes, then its failure replies; every message arm of a race)."""
-        found: dict[str, tuple[str, ...]] = {}
+    def waits(self) -> Mapping[str, WaitSpec]:
+        """For each step and race: what a wait there needs (one value per node, which every
+        wait on it shares)."""
+        found: dict[str, WaitSpec] = {}
         for node in self.in_order:
             match node:
                 case StepNode():
-                    found[node.id] = node.replies + tuple(r for r in node.failure_replies if r not in node.replies)
+                    expects = node.replies + tuple(r for r in node.failure_replies if r not in node.replies)
+                    found[node.id] = WaitSpec(expects, node.command.name if node.command else None)
                 case RaceNode():
-                    found[node.id] = tuple(name for arm in node.arms for name in arm.messages)
+                    found[node.id] = WaitSpec(tuple(name for arm in node.arms for name in arm.messages), None)
         return found
 
     def worked_out(self, kind: type[T], work: Callable[[ProcessDefinition], T]) -> T:
@@ -470,6 +471,17 @@ class ProcessDefinition:
     def definition_of(self, process: str) -> ProcessDefinition:
         """This process or one it calls (directly or not), by name."""
         return self.processes[process]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """What a wait at a step or a race needs."""
+
+    expects: tuple[str, ...]
+    """The replies and events that end it: a step's successes then its failure replies, or
+    every message arm of a race."""
+    command_name: str | None
+    """The commandName the step sends (None for a race, a timer or a step awaiting an event)."""
 
 
 class Way(NamedTuple):

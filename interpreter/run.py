@@ -413,16 +413,15 @@ class RunCore:
             return
         timeout = node.timeout
         timeout_at = instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
-        expects = definition.expects[node.id]
-        command = node.command
-        if command is not None:
-            self._send(command, frame, node.name, 1, token)
-            self._add_wait(token, node.name, node.id, frame, "reply", expects, command.name, 1, timeout_at)
+        spec = definition.waits[node.id]  # (its values are shared by every wait on the step)
+        if node.command is not None:
+            self._send(node.command, frame, node.name, 1, token, spec.command_name)
+            self._add_wait(token, node.name, node.id, frame, "reply", spec.expects, spec.command_name, 1, timeout_at)
         else:
-            self._add_wait(token, node.name, node.id, frame, "event", expects, None, 1, timeout_at)
+            self._add_wait(token, node.name, node.id, frame, "event", spec.expects, None, 1, timeout_at)
 
     def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame, definition: m.ProcessDefinition) -> None:
-        expects = definition.expects[node.id]
+        expects = definition.waits[node.id].expects
         best: tuple[float, Stamp] | None = None
         for arm in node.arms:
             if arm.timer_seconds is not None:
