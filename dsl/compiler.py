@@ -1,4 +1,8 @@
-"""Syntax tree -> `ProcessDefinition`: node table, compiled expressions, called processes.
+"""Syntax tree -> `ProcessDefinition`: its graph of nodes and ways out, compiled expressions,
+called processes.
+
+Statements are linked back to front (each learns the node it leads to from the statement after
+it); as each node is made, its ways out become the graph's edges (see `procflow.dsl.model`).
 
 Compilation stops only where a definition cannot be built (two steps with one name, a call
 that cannot be resolved); every other finding is the validator's (`procflow.dsl.validate`).
@@ -12,6 +16,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import networkx as nx
 
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
@@ -68,7 +74,7 @@ def _condition(expr: ex.Expr) -> m.Condition:
 
 
 def _mapping(expr: ex.ObjectExpr | None) -> m.Mapping_ | None:
-    return m.Mapping_(expr, _evaluator(expr)) if expr is not None else None
+    return m.Mapping_(expr, _evaluator(expr), m.input_fields(expr)) if expr is not None else None
 
 
 def _timeout(timeout: sx.Timeout | None) -> m.TimeoutSpec | None:
@@ -92,9 +98,11 @@ class _Compiler:
         self.loader = loader
         self.stack = stack
         self.nodes: dict[str, m.AnyNode] = {}
+        self.ways: dict[str, list[m.Way]] = {}  # node id -> its ways out, in the order written
+        self.partners: dict[str, dict[str, str]] = {}  # node id -> the other end of its block
         self.order: list[str] = []
         self.counters: dict[str, int] = {}
-        self.ids: dict[int, tuple[str, ...]] = {}
+        self.ids: dict[Span, tuple[str, ...]] = {}  # a statement's span -> the ids of its nodes
         self.diagnostics: list[Diagnostic] = []
         self.called: dict[str, m.ProcessDefinition] = {}
 
@@ -107,52 +115,62 @@ class _Compiler:
         self.diagnostics.append(Diagnostic(code, "error", message, span, hint, self.path))
 
     def _assign_ids(self, statements: Sequence[sx.Statement]) -> None:
+        """Give every statement's nodes their ids, in document order (linking runs back to front)."""
         work: list[sx.Statement] = list(reversed(statements))
         step_spans: dict[str, Span] = {}
         while work:
             stmt = work.pop()
-            if isinstance(stmt, sx.Step):
-                name = stmt.name.text
-                if name in step_spans or name in ("start", "end"):
-                    first = step_spans.get(name)
-                    where = f" (first at line {first.line})" if first else ""
-                    self._error("E101", f"the step name `{name}` is used twice{where}", stmt.name.span,
-                                "give every step its own name")
-                    name = f"{name}__{stmt.name.span.line}"
-                else:
-                    step_spans[name] = stmt.name.span
-                self.ids[id(stmt)] = (name,)
-            elif isinstance(stmt, sx.If | sx.Switch):
-                self.ids[id(stmt)] = (self._new_id("xor"),)
-                bodies: list[tuple[sx.Statement, ...]] = (
-                    [body for _, body in stmt.arms] if isinstance(stmt, sx.If) else [c.body for c in stmt.cases]
-                )
-                otherwise = stmt.otherwise if isinstance(stmt, sx.If) else stmt.default
-                if otherwise is not None:
-                    bodies.append(otherwise)
-                for body in reversed(bodies):
-                    work.extend(reversed(body))
-            elif isinstance(stmt, sx.Parallel):
-                self.ids[id(stmt)] = (self._new_id("fork"), self._new_id("join"))
-                for branch in reversed(stmt.branches):
-                    work.extend(reversed(branch.body))
-            elif isinstance(stmt, sx.Race):
-                self.ids[id(stmt)] = (self._new_id("race"),)
-                for arm in reversed(stmt.arms):
-                    work.extend(reversed(arm.body))
-            elif isinstance(stmt, sx.Repeat):
-                self.ids[id(stmt)] = (self._new_id("loop"), self._new_id("until"))
-                work.extend(reversed(stmt.body))
-            elif isinstance(stmt, sx.Call):
-                self.ids[id(stmt)] = (self._new_id("call"),)
-            elif isinstance(stmt, sx.Fail):
-                self.ids[id(stmt)] = (self._new_id("fail"),)
-            elif isinstance(stmt, sx.End):
-                self.ids[id(stmt)] = (self._new_id("end"),)
+            match stmt:
+                case sx.Step():
+                    name = stmt.name.text
+                    if name in step_spans or name in ("start", "end"):
+                        first = step_spans.get(name)
+                        where = f" (first at line {first.line})" if first else ""
+                        self._error("E101", f"the step name `{name}` is used twice{where}", stmt.name.span,
+                                    "give every step its own name")
+                        name = f"{name}__{stmt.name.span.line}"
+                    else:
+                        step_spans[name] = stmt.name.span
+                    ids: tuple[str, ...] = (name,)
+                case sx.If():
+                    ids = (self._new_id("xor"),)
+                    bodies = [body for _, body in stmt.arms] + ([stmt.otherwise] if stmt.otherwise is not None else [])
+                    for body in reversed(bodies):
+                        work.extend(reversed(body))
+                case sx.Switch():
+                    ids = (self._new_id("xor"),)
+                    bodies = [case.body for case in stmt.cases] + ([stmt.default] if stmt.default is not None else [])
+                    for body in reversed(bodies):
+                        work.extend(reversed(body))
+                case sx.Parallel():
+                    ids = (self._new_id("fork"), self._new_id("join"))
+                    for branch in reversed(stmt.branches):
+                        work.extend(reversed(branch.body))
+                case sx.Race():
+                    ids = (self._new_id("race"),)
+                    for arm in reversed(stmt.arms):
+                        work.extend(reversed(arm.body))
+                case sx.Repeat():
+                    ids = (self._new_id("loop"), self._new_id("until"))
+                    work.extend(reversed(stmt.body))
+                case sx.Call():
+                    ids = (self._new_id("call"),)
+                case sx.Fail():
+                    ids = (self._new_id("fail"),)
+                case sx.End():
+                    ids = (self._new_id("end"),)
+            self.ids[stmt.span] = ids
 
-    def _add(self, node: m.AnyNode) -> str:
+    def _add(self, node: m.AnyNode, *ways: m.Way) -> str:
+        """Add a node and its ways out (the graph's edges from it); return its id."""
         self.nodes[node.id] = node
+        self.ways[node.id] = list(ways)
         return node.id
+
+    def _pair(self, first: str, first_role: str, second: str, second_role: str) -> None:
+        """Note the two ends of a block on each other (a fork and its join, a loop and its until)."""
+        self.partners[first] = {second_role: second}
+        self.partners[second] = {first_role: first}
 
     # ---- statements, linked back to front
     def block(self, statements: Sequence[sx.Statement], next_id: str) -> str:
@@ -161,76 +179,89 @@ class _Compiler:
         return next_id
 
     def statement(self, stmt: sx.Statement, next_id: str) -> str:
-        ids = self.ids[id(stmt)]
-        if isinstance(stmt, sx.Step):
-            return self.step(stmt, ids[0], next_id)
-        if isinstance(stmt, sx.If):
-            arms = tuple(
-                m.XorArm(_condition(cond), (), self.block(body, next_id), _text(cond)) for cond, body in stmt.arms
-            )
-            default = self.block(stmt.otherwise, next_id) if stmt.otherwise is not None else next_id
-            return self._add(m.XorNode(ids[0], stmt.span, arms, default, stmt.otherwise is not None))
-        if isinstance(stmt, sx.Switch):
-            arms = tuple(
-                m.XorArm(None, case.values, self.block(case.body, next_id), ", ".join(_value_text(v) for v in case.values))
-                for case in stmt.cases
-            )
-            default = self.block(stmt.default, next_id) if stmt.default is not None else next_id
-            return self._add(
-                m.XorNode(ids[0], stmt.span, arms, default, stmt.default is not None, subject=_condition(stmt.subject))
-            )
-        if isinstance(stmt, sx.Parallel):
-            fork_id, join_id = ids
-            name = stmt.name.text if stmt.name else fork_id
-            self._add(m.JoinNode(join_id, stmt.span, name, len(stmt.branches), next_id))
-            branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
-            return self._add(m.ForkNode(fork_id, stmt.span, name, branches, join_id))
-        if isinstance(stmt, sx.Race):
-            race_arms: list[m.RaceArmSpec] = []
-            for arm in stmt.arms:
-                target = self.block(arm.body, next_id)
-                if arm.messages:
-                    label = " | ".join(n.text for n in arm.messages)
-                elif arm.after is not None:
-                    label = f"after {arm.after.text}"
-                else:
-                    assert arm.at is not None
-                    label = f"at {_text(arm.at)}"
-                race_arms.append(
-                    m.RaceArmSpec(
-                        tuple(n.text for n in arm.messages),
-                        arm.bind.text if arm.bind else None,
-                        arm.after.seconds if arm.after else None,
-                        _condition(arm.at) if arm.at is not None else None,
-                        target,
-                        label,
-                    )
+        ids = self.ids[stmt.span]
+        match stmt:
+            case sx.Step():
+                return self.step(stmt, ids[0], next_id)
+            case sx.If():
+                arms = tuple(
+                    m.XorArm(_condition(cond), (), self.block(body, next_id), _text(cond)) for cond, body in stmt.arms
                 )
-            return self._add(m.RaceNode(ids[0], stmt.span, stmt.name.text, tuple(race_arms)))
-        if isinstance(stmt, sx.Repeat):
-            loop_id, until_id = ids
-            name = stmt.name.text if stmt.name else loop_id
-            body = self.block(stmt.body, until_id)
-            self._add(m.UntilNode(until_id, stmt.span, name, loop_id, _condition(stmt.until), body, next_id))
-            return self._add(m.LoopNode(loop_id, stmt.span, name, body, stmt.max))
-        if isinstance(stmt, sx.Call):
-            process = self.callee(stmt)
-            return self._add(
-                m.CallNode(
-                    ids[0],
-                    stmt.span,
-                    stmt.bind.text if stmt.bind else stmt.process.text,
-                    process,
-                    _mapping(stmt.data),
-                    stmt.bind.text if stmt.bind else None,
-                    next_id,
+                default = self.block(stmt.otherwise, next_id) if stmt.otherwise is not None else next_id
+                return self._add_xor(m.XorNode(ids[0], stmt.span, arms, default, stmt.otherwise is not None))
+            case sx.Switch():
+                arms = tuple(
+                    m.XorArm(None, case.values, self.block(case.body, next_id), ", ".join(_value_text(v) for v in case.values))
+                    for case in stmt.cases
                 )
-            )
-        if isinstance(stmt, sx.Fail):
-            return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
-        if isinstance(stmt, sx.End):
-            return self._add(m.EndNode(ids[0], stmt.span))
+                default = self.block(stmt.default, next_id) if stmt.default is not None else next_id
+                return self._add_xor(
+                    m.XorNode(ids[0], stmt.span, arms, default, stmt.default is not None, subject=_condition(stmt.subject))
+                )
+            case sx.Parallel():
+                fork_id, join_id = ids
+                name = stmt.name.text if stmt.name else fork_id
+                self._add(m.JoinNode(join_id, stmt.span, name, len(stmt.branches), next_id), m.Way(next_id, "next", "", "next"))
+                branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
+                self._pair(fork_id, "fork", join_id, "join")
+                return self._add(
+                    m.ForkNode(fork_id, stmt.span, name, branches, join_id),
+                    *(m.Way(target, "branch", branch, f"branch:{branch}") for branch, target in branches),
+                )
+            case sx.Race():
+                return self.race(stmt, ids[0], next_id)
+            case sx.Repeat():
+                loop_id, until_id = ids
+                name = stmt.name.text if stmt.name else loop_id
+                body = self.block(stmt.body, until_id)
+                until = _condition(stmt.until)
+                self._add(
+                    m.UntilNode(until_id, stmt.span, name, loop_id, until, body, next_id),
+                    m.Way(next_id, "exit", "until " + until.text, "exit"),
+                    m.Way(body, "back", "repeat", "back"),
+                )
+                self._pair(loop_id, "loop", until_id, "until")
+                return self._add(m.LoopNode(loop_id, stmt.span, name, body, stmt.max), m.Way(body, "next", "", "body"))
+            case sx.Call():
+                process = self.callee(stmt)
+                bind = stmt.bind.text if stmt.bind else None
+                call = m.CallNode(ids[0], stmt.span, bind or stmt.process.text, process, _mapping(stmt.data), bind, next_id)
+                return self._add(call, m.Way(next_id, "next", "", "next"))
+            case sx.Fail():
+                return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
+            case sx.End():
+                return self._add(m.EndNode(ids[0], stmt.span))
         raise TypeError(type(stmt).__name__)
+
+    def _add_xor(self, node: m.XorNode) -> str:
+        ways = [m.Way(arm.target, "arm", arm.label, f"arm:{index}") for index, arm in enumerate(node.arms)]
+        otherwise = m.Way(node.default, "default", "else" if node.has_else else "otherwise", "default")
+        return self._add(node, *ways, otherwise)
+
+    def race(self, stmt: sx.Race, node_id: str, next_id: str) -> str:
+        race_arms: list[m.RaceArmSpec] = []
+        ways: list[m.Way] = []
+        for index, arm in enumerate(stmt.arms):
+            target = self.block(arm.body, next_id)
+            if arm.messages:
+                label = " | ".join(n.text for n in arm.messages)
+            elif arm.after is not None:
+                label = f"after {arm.after.text}"
+            else:
+                assert arm.at is not None
+                label = f"at {_text(arm.at)}"
+            race_arms.append(
+                m.RaceArmSpec(
+                    tuple(n.text for n in arm.messages),
+                    arm.bind.text if arm.bind else None,
+                    arm.after.seconds if arm.after else None,
+                    _condition(arm.at) if arm.at is not None else None,
+                    target,
+                    label,
+                )
+            )
+            ways.append(m.Way(target, "message" if arm.messages else "timer", label, f"arm:{index}"))
+        return self._add(m.RaceNode(node_id, stmt.span, stmt.name.text, tuple(race_arms)), *ways)
 
     def step(self, stmt: sx.Step, node_id: str, next_id: str) -> str:
         name = stmt.name.text
@@ -277,6 +308,11 @@ class _Compiler:
                 send.participant.span, send.command.span,
             )
         wait = stmt.wait
+        replies = tuple(r.text for r in await_.replies) if await_ else ()
+        ways = [m.Way(next_id, "next", ",".join(replies) if command else "", "next")]
+        ways += [m.Way(target, "failure", reply, f"failure:{reply}") for reply, target in failures.items()]
+        if timeout_fail is not None:
+            ways.append(m.Way(timeout_fail, "timeout", "timeout", "timeout"))
         return self._add(
             m.StepNode(
                 node_id,
@@ -286,7 +322,7 @@ class _Compiler:
                 doc=stmt.doc,
                 status=stmt.status.text if stmt.status else None,
                 command=command,
-                replies=tuple(r.text for r in await_.replies) if await_ else (),
+                replies=replies,
                 bind=await_.bind.text if await_ and await_.bind else None,
                 failures=failures,
                 failure_binds=failure_binds,
@@ -296,7 +332,8 @@ class _Compiler:
                 nothing_to_undo=stmt.nothing_to_undo,
                 timer_seconds=wait.duration.seconds if wait and wait.duration else None,
                 timer_until=_condition(wait.until) if wait and wait.until is not None else None,
-            )
+            ),
+            *ways,
         )
 
     def callee(self, stmt: sx.Call) -> str:
@@ -335,7 +372,7 @@ class _Compiler:
         self._assign_ids(proc.body)
         end = self._add(m.EndNode("end", Span(proc.span.end_line, proc.span.end_column, proc.span.end_line, proc.span.end_column)))
         first = self.block(proc.body, end)
-        start = self._add(m.StartNode("start", proc.name.span, first))
+        start = self._add(m.StartNode("start", proc.name.span, first), m.Way(first, "next", "", "next"))
         self.order = _document_order(self.nodes, start)
         participants: dict[str, m.Participant] = {}
         for p in proc.participants:
@@ -373,10 +410,24 @@ class _Compiler:
             called=self.called,
             limits={k: v for k, (v, _) in proc.limits.items()},
             path=self.path,
+            graph=self.graph(proc.name.text),
             source=text,
             syntax=self.source,
             scenario_loader=partial(parse_scenarios, self.source),
         )
+
+    def graph(self, name: str) -> nx.MultiDiGraph:
+        """The process as its graph: the nodes in document order, then each one's ways out."""
+        graph = nx.MultiDiGraph(name=name)
+        graph.add_nodes_from(
+            (node_id, {**m.node_attributes(self.nodes[node_id]), **self.partners.get(node_id, {})}) for node_id in self.order
+        )
+        graph.add_edges_from(
+            (node_id, way.target, way.key, {"kind": way.kind, "label": way.label})
+            for node_id in self.order
+            for way in self.ways[node_id]
+        )
+        return nx.freeze(graph)
 
     def input_schema(self, proc: sx.Process) -> dict[str, Any] | None:
         if proc.input_record is not None:

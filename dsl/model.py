@@ -1,42 +1,49 @@
-"""The compiled process: an immutable table of nodes, and the networkx graph drawn from it.
+"""The compiled process: a networkx graph whose nodes carry immutable records.
 
-Node kinds (the `kind` of each node, and of each node in `ProcessDefinition.graph`):
+`ProcessDefinition.graph` is a `networkx.MultiDiGraph`, built by the compiler and frozen
+(`networkx.freeze`: a definition never changes; change a copy). Each node is
+one of the kinds in `NODE_KINDS` (the one table of them); its attributes are `record` (the
+node's record below), `kind`, `label` (a step's name, a fail end's reason, a block's name),
+`line`, and for the two ends of a block the id of the other end: `join` on a fork and `fork`
+on its join, `until` on a loop's head and `loop` on its `until`. A step that commands also has
+`participant`, `command` and, when it declares one, `compensation` (the undo's commandName).
 
-==========  ==============================================================================
-``start``   where an instance begins
-``step``    sends a command and awaits a reply, or awaits an event, or waits for a timer
-``xor``     exclusive gateway: the first arm whose condition holds (an `if` or a `switch`)
-``fork``    parallel split: every branch starts
-``join``    parallel join: continues when every branch of its fork has arrived
-``race``    event-based gateway: the first message or timer to arrive wins
-``loop``    head of a bounded `repeat` loop (counts iterations)
-``until``   tail of a `repeat` loop: leaves when the condition holds or the bound is reached
-``call``    runs another process to its end, then continues
-``fail``    the instance fails here and compensates (explicit `fail`, a failure reply, a timeout)
-``end``     the instance completes here
-==========  ==============================================================================
+Each way out of a node is one edge, keyed by its outcome (the key is unique among the node's
+ways out; `ProcessDefinition.follow` finds the edge by it), with attributes `kind` and `label`:
 
-Edge kinds (`kind` attribute of each graph edge): ``next`` (sequence), ``arm`` (a condition
-or case of an xor; `label` holds it), ``default`` (the else of an xor), ``branch`` (fork to a
-branch), ``join`` (a branch's end to its join), ``message`` and ``timer`` (race arms),
-``failure`` (a failure reply to its fail end), ``timeout`` (a step's timeout to its fail end),
-``back`` (loop repetition), ``exit`` (loop exit), ``call`` (a call to the called process's
-start, only in its own graph). Node ids are deterministic: step names for steps, and
-`<kind>_<n>` in document order for the rest.
+=================  =======  =======================================================================
+key                kind     the way out
+=================  =======  =======================================================================
+``next``           next     sequence: a step's success, a start, a join, a call's return
+``failure:<r>``    failure  a step's failure reply `<r>`, to its fail end
+``timeout``        timeout  a step's wait timed out, to its fail end
+``arm:<n>``        arm      the `n`th arm (from 0) of an xor (its condition or case as label)
+``arm:<n>``        message  the `n`th arm of a race that messages win (or ``timer`` for a timer arm)
+``default``        default  the else of an xor, or what follows when no arm holds
+``branch:<name>``  branch   a fork to the first node of its branch `<name>`
+``body``           next     a loop's head to the first node of its body
+``back``           back     an `until` back to the body (the loop repeats)
+``exit``           exit     an `until` out of the loop
+=================  =======  =======================================================================
+
+Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply>` and
+`<step>.timeout` for a step's fail ends, and `<kind>_<n>` in document order for the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
+import networkx as nx
+
+from procflow.dsl import expressions as ex
 from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import Evaluator, Expr, ObjectExpr
 
-if TYPE_CHECKING:
-    import networkx as nx
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,10 @@ class Mapping_:
 
     expr: ObjectExpr
     evaluate: Evaluator
+    copies_input: tuple[tuple[str, str], ...] | None = None
+    """(key, input field) pairs when the mapping only copies fields of the input
+    (`{ orderId: input.orderId }`, the usual payload): the engine then builds it as
+    `{key: input.get(field)}`, which is what evaluating it gives. None for any other."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,25 +123,26 @@ class StartNode(Node):
     """Where an instance begins."""
 
     next: str
-    kind: str = "start"
+    kind: ClassVar[str] = "start"
 
 
 @dataclass(frozen=True, slots=True)
 class EndNode(Node):
     """The instance completes here."""
 
-    kind: str = "end"
+    kind: ClassVar[str] = "end"
 
 
 @dataclass(frozen=True, slots=True)
 class FailNode(Node):
-    """The instance fails here; `cause` is `fail`, `reply` or `timeout`."""
+    """The instance fails here and compensates: an explicit `fail`, a failure reply or a
+    timeout (`cause` is `fail`, `reply` or `timeout`)."""
 
     reason: str
     cause: str = "fail"
     step: str | None = None
     trigger: str | None = None  # the failure reply, for `reply` causes
-    kind: str = "fail"
+    kind: ClassVar[str] = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +164,12 @@ class StepNode(Node):
     nothing_to_undo: str | None = None  # the author says so (a query, a decision): no compensation needed
     timer_seconds: float | None = None
     timer_until: Condition | None = None
-    kind: str = "step"
+    kind: ClassVar[str] = "step"
+
+    @property
+    def failure_replies(self) -> tuple[str, ...]:
+        """The replies that fail the step (each leads to its own fail end)."""
+        return tuple(self.failures)
 
     @property
     def participant(self) -> str | None:
@@ -177,23 +194,29 @@ class XorArm:
 
 @dataclass(frozen=True, slots=True)
 class XorNode(Node):
-    """Exclusive gateway: `if`/`else if`/`else`, or `switch` (when `subject` is set)."""
+    """Exclusive gateway: the first arm whose condition holds (`if`/`else if`/`else`), or whose
+    case is the subject's value (`switch`, when `subject` is set)."""
 
     arms: tuple[XorArm, ...]
     default: str  # where to go when no arm holds (the else, or what follows)
     has_else: bool
     subject: Condition | None = None
-    kind: str = "xor"
+    kind: ClassVar[str] = "xor"
 
 
 @dataclass(frozen=True, slots=True)
 class ForkNode(Node):
-    """Parallel split into named branches."""
+    """Parallel split into named branches: every branch starts."""
 
     name: str
     branches: tuple[tuple[str, str], ...]  # (branch name, first node id)
     join: str
-    kind: str = "fork"
+    kind: ClassVar[str] = "fork"
+
+    @property
+    def branch_names(self) -> tuple[str, ...]:
+        """The branches' names, in the order written (the edge to each is `branch:<name>`)."""
+        return tuple(name for name, _ in self.branches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +226,7 @@ class JoinNode(Node):
     name: str
     expected: int
     next: str
-    kind: str = "join"
+    kind: ClassVar[str] = "join"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,17 +248,17 @@ class RaceNode(Node):
     name: str
     arms: tuple[RaceArmSpec, ...]
     status: str | None = None
-    kind: str = "race"
+    kind: ClassVar[str] = "race"
 
 
 @dataclass(frozen=True, slots=True)
 class LoopNode(Node):
-    """Head of a `repeat` loop."""
+    """Head of a bounded `repeat` loop (it counts the rounds)."""
 
     name: str
     body: str
     max: int | None
-    kind: str = "loop"
+    kind: ClassVar[str] = "loop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +270,7 @@ class UntilNode(Node):
     until: Condition
     body: str
     next: str
-    kind: str = "until"
+    kind: ClassVar[str] = "until"
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +282,17 @@ class CallNode(Node):
     data: Mapping_ | None
     bind: str | None
     next: str
-    kind: str = "call"
+    kind: ClassVar[str] = "call"
 
 
 AnyNode = StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
+
+NODE_KINDS: Mapping[str, type[AnyNode]] = {
+    cls.kind: cls
+    for cls in (StartNode, StepNode, XorNode, ForkNode, JoinNode, RaceNode, LoopNode, UntilNode, CallNode, FailNode, EndNode)
+}
+"""Every kind of node, by name (a record's `kind`, and its graph node's): the one table of them.
+Each record's docstring says what its kind of node does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +337,17 @@ class ProcessDefinition:
     called: Mapping[str, ProcessDefinition]
     limits: Mapping[str, int]
     path: str
+    graph: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph, repr=False, compare=False)
+    """The process as a graph (see the module doc): the compiler builds it. A definition built
+    by hand without one gets it drawn from its node records."""
     source: str = field(repr=False, default="")
     syntax: Any = field(repr=False, default=None)
     scenario_loader: Callable[[], list[Any]] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.graph and self.nodes:
+            # (The documented way for a frozen dataclass to set a field it works out itself.)
+            object.__setattr__(self, "graph", graph_from_records(self.name, [self.nodes[n] for n in self.order]))
 
     # What is worked out from the fields is kept on first use (`cached_property` writes the
     # instance's __dict__, which a frozen dataclass allows): the definition stays immutable.
@@ -337,20 +375,90 @@ class ProcessDefinition:
         """node id -> its index in `order`."""
         return {node_id: index for index, node_id in enumerate(self.order)}
 
+    @cached_property
+    def processes(self) -> Mapping[str, ProcessDefinition]:
+        """This process and every process it calls (directly or not), by name: this one first,
+        then each callee before the ones it calls, in the order they are called."""
+        found: dict[str, ProcessDefinition] = {}
+        stack = [self]
+        while stack:
+            process = stack.pop()
+            if process.name not in found:
+                found[process.name] = process
+                stack.extend(reversed(list(process.called.values())))
+        return found
+
+    @cached_property
+    def declares_payload_schemas(self) -> bool:
+        """True when this process (not the ones it calls) declares the payload of an event or of
+        a participant's reply."""
+        return any(v is not None for v in self.events.values()) or any(
+            v is not None for p in self.participants.values() for v in p.replies.values()
+        )
+
+    @cached_property
+    def correlation_field(self) -> str | None:
+        """The input field the correlation key is (`correlate by input.orderId`), else None."""
+        return input_field(self.correlate.expr) if self.correlate is not None else None
+
+    @cached_property
+    def waits(self) -> Mapping[str, WaitSpec]:
+        """For each step and race: what a wait there needs (one value per node, which every
+        wait on it shares)."""
+        found: dict[str, WaitSpec] = {}
+        for node in self.in_order:
+            match node:
+                case StepNode():
+                    expects = node.replies + tuple(r for r in node.failure_replies if r not in node.replies)
+                    found[node.id] = WaitSpec(expects, node.command.name if node.command else None)
+                case RaceNode():
+                    found[node.id] = WaitSpec(tuple(name for arm in node.arms for name in arm.messages), None)
+        return found
+
+    def worked_out(self, kind: type[T], work: Callable[[ProcessDefinition], T]) -> T:
+        """What a later stage works out once for this definition (the engine's plan): made by
+        `work` on first use and kept with the definition, so it lives exactly as long as the
+        definition does (the model imports none of the stages that use it)."""
+        kept = self._worked_out
+        found: T | None = kept.get(kind)
+        if found is None:
+            found = kept[kind] = work(self)
+        return found
+
+    @cached_property
+    def _worked_out(self) -> dict[type, Any]:
+        return {}
+
     def ways_out(self, node_id: str) -> tuple[Way, ...]:
         """Every way out of a node, read from the graph's edges (each with its outcome key)."""
-        return tuple(
-            Way(target, data["kind"], data["label"], key)
-            for _, target, key, data in self.graph.out_edges(node_id, keys=True, data=True)
-        )
+        return self._ways[node_id]
 
     def follow(self, node_id: str, key: str) -> str:
         """The node reached from `node_id` by the outcome `key` (`next`, `failure:<reply>`,
         `timeout`, `arm:<n>`, `default`, `branch:<name>`, `body`, `back`, `exit`): the graph's edge."""
-        for _, target, edge_key in self.graph.out_edges(node_id, keys=True):
-            if edge_key == key:
-                return target  # type: ignore[no-any-return]
-        raise KeyError(f"{node_id} has no way out `{key}`")
+        try:
+            return self._outcomes[node_id][key]
+        except KeyError:
+            raise KeyError(f"{node_id} has no way out `{key}`") from None
+
+    def outcomes(self, node_id: str) -> Mapping[str, str]:
+        """A node's ways out as outcome key -> the node it leads to (the graph's edges by key)."""
+        return self._outcomes[node_id]
+
+    # The graph's edges indexed once, by node and by outcome: the engine follows one on every
+    # move and the validator reads every node's ways out, and networkx's views, made anew on
+    # each call, cost a fifth of a transition. The graph is frozen, so they cannot go stale.
+
+    @cached_property
+    def _ways(self) -> dict[str, tuple[Way, ...]]:
+        found: dict[str, list[Way]] = {node_id: [] for node_id in self.graph}
+        for source, target, key, data in self.graph.edges(keys=True, data=True):
+            found[source].append(Way(target, data["kind"], data["label"], key))
+        return {node_id: tuple(ways) for node_id, ways in found.items()}
+
+    @cached_property
+    def _outcomes(self) -> dict[str, dict[str, str]]:
+        return {node_id: {way.key: way.target for way in ways} for node_id, ways in self._ways.items()}
 
     def step(self, name: str) -> StepNode:
         """The step called `name` (KeyError when there is none)."""
@@ -359,22 +467,20 @@ class ProcessDefinition:
             raise KeyError(name)
         return node
 
-    @cached_property
-    def graph(self) -> nx.MultiDiGraph:
-        """The process as a networkx MultiDiGraph (built once, on first use)."""
-        return build_graph(self)
-
     def definition_of(self, process: str) -> ProcessDefinition:
         """This process or one it calls (directly or not), by name."""
-        if process == self.name:
-            return self
-        stack = list(self.called.values())
-        while stack:
-            candidate = stack.pop()
-            if candidate.name == process:
-                return candidate
-            stack.extend(candidate.called.values())
-        raise KeyError(process)
+        return self.processes[process]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """What a wait at a step or a race needs."""
+
+    expects: tuple[str, ...]
+    """The replies and events that end it: a step's successes then its failure replies, or
+    every message arm of a race."""
+    command_name: str | None
+    """The commandName the step sends (None for a race, a timer or a step awaiting an event)."""
 
 
 class Way(NamedTuple):
@@ -387,70 +493,106 @@ class Way(NamedTuple):
     key: str
 
 
-def successors(node: AnyNode) -> list[Way]:
-    """Every way out of a node record, in the order written (the compiler draws the graph's edges from these)."""
-    return _SUCCESSORS[type(node)](node)
+def input_field(expr: Expr) -> str | None:
+    """The field of the input an expression is when it is just `input.<field>`, else None."""
+    if isinstance(expr, ex.Field) and isinstance(expr.base, ex.Var) and expr.base.name == "input":
+        return expr.name
+    return None
 
 
-def _step_successors(node: StepNode) -> list[Way]:
-    out = [Way(node.next, "next", ",".join(node.replies) if node.command else "", "next")]
-    for reply, target in node.failures.items():
-        out.append(Way(target, "failure", reply, f"failure:{reply}"))
-    if node.timeout_fail:
-        out.append(Way(node.timeout_fail, "timeout", "timeout", "timeout"))
-    return out
+def input_fields(expr: ObjectExpr) -> tuple[tuple[str, str], ...] | None:
+    """(key, input field) pairs of a mapping that only copies fields of the input, else None
+    (see `Mapping_.copies_input`)."""
+    count, depth = ex.measure(expr)
+    if count > ex.MAX_NODES or depth > ex.MAX_DEPTH:
+        return None  # refused when evaluated (E106): leave it to the evaluator
+    pairs = []
+    for key, value in expr.pairs:
+        name = input_field(value)
+        if name is None:
+            return None
+        pairs.append((key, name))
+    return tuple(pairs)
 
 
-def _xor_successors(node: XorNode) -> list[Way]:
-    out = [Way(arm.target, "arm", arm.label, f"arm:{index}") for index, arm in enumerate(node.arms)]
-    out.append(Way(node.default, "default", "else" if node.has_else else "otherwise", "default"))
-    return out
-
-
-def _next(node: StartNode | JoinNode | CallNode) -> list[Way]:
-    return [Way(node.next, "next", "", "next")]
-
-
-_SUCCESSORS: dict[type, Callable[[Any], list[Way]]] = {
-    StartNode: _next,
-    StepNode: _step_successors,
-    XorNode: _xor_successors,
-    ForkNode: lambda node: [Way(target, "branch", name, f"branch:{name}") for name, target in node.branches],
-    JoinNode: _next,
-    CallNode: _next,
-    RaceNode: lambda node: [
-        Way(arm.target, "timer" if not arm.messages else "message", arm.label, f"arm:{index}") for index, arm in enumerate(node.arms)
-    ],
-    LoopNode: lambda node: [Way(node.body, "next", "", "body")],
-    UntilNode: lambda node: [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")],
-    FailNode: lambda node: [],
-    EndNode: lambda node: [],
-}
-"""Per kind of node, its ways out."""
-
-
-def build_graph(definition: ProcessDefinition) -> nx.MultiDiGraph:
-    """The definition as a MultiDiGraph: node attributes `record` (the node), `kind`, `label`,
-    `line`; one edge per way out, keyed by its outcome, with attributes `kind` and `label`."""
-    import networkx as nx
-
-    graph = nx.MultiDiGraph(name=definition.name)
-    for node_id in definition.order:
-        node = definition.nodes[node_id]
-        attrs: dict[str, Any] = {"record": node, "kind": node.kind, "line": node.span.line}
-        if isinstance(node, StepNode):
+def node_attributes(node: AnyNode) -> dict[str, Any]:
+    """A graph node's attributes but its block partner's id (see the module doc)."""
+    attrs: dict[str, Any] = {"record": node, "kind": node.kind, "line": node.span.line}
+    match node:
+        case StepNode():
             attrs["label"] = node.name
             if node.command:
                 attrs["participant"] = node.command.participant
                 attrs["command"] = node.command.name
             if node.compensation:
                 attrs["compensation"] = node.compensation.command.name
-        elif isinstance(node, FailNode):
+        case FailNode():
             attrs["label"] = node.reason
-        elif isinstance(node, ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode):
+        case XorNode():
+            attrs["label"] = f"switch {node.subject.text}" if node.subject is not None else "if"
+        case StartNode() | EndNode():
+            attrs["label"] = node.kind
+        case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode():
             attrs["label"] = node.name
-        graph.add_node(node_id, **attrs)
-    for node_id in definition.order:
-        for way in successors(definition.nodes[node_id]):
-            graph.add_edge(node_id, way.target, key=way.key, kind=way.kind, label=way.label)
-    return graph
+    return attrs
+
+
+def graph_data(definition: ProcessDefinition) -> dict[str, Any]:
+    """The graph as plain JSON-ready data (what `procflow graph` prints): networkx's node-link
+    form, with each node's attributes but its `record` (the attributes say what it holds)."""
+    data: dict[str, Any] = nx.node_link_data(definition.graph, edges="edges")
+    data["nodes"] = [{key: value for key, value in node.items() if key != "record"} for node in data["nodes"]]
+    return data
+
+
+def graph_from_records(name: str, nodes: Sequence[AnyNode]) -> nx.MultiDiGraph:
+    """The graph of a definition built by hand (the compiler builds its own as it links): drawn
+    from the target fields of the node records, given in document order."""
+    graph = nx.MultiDiGraph(name=name)
+    for node in nodes:
+        attrs = node_attributes(node)
+        match node:
+            case ForkNode():
+                attrs["join"] = node.join
+            case UntilNode():
+                attrs["loop"] = node.loop
+        graph.add_node(node.id, **attrs)
+    for node in nodes:
+        match node:
+            case ForkNode():
+                graph.nodes[node.join]["fork"] = node.id
+            case UntilNode():
+                graph.nodes[node.loop]["until"] = node.id
+        for way in _record_ways(node):
+            graph.add_edge(node.id, way.target, key=way.key, kind=way.kind, label=way.label)
+    return nx.freeze(graph)
+
+
+def _record_ways(node: AnyNode) -> list[Way]:
+    """A node record's ways out, read from its target fields, in the order written."""
+    match node:
+        case StartNode() | JoinNode() | CallNode():
+            return [Way(node.next, "next", "", "next")]
+        case StepNode():
+            ways = [Way(node.next, "next", ",".join(node.replies) if node.command else "", "next")]
+            ways += [Way(target, "failure", reply, f"failure:{reply}") for reply, target in node.failures.items()]
+            if node.timeout_fail:
+                ways.append(Way(node.timeout_fail, "timeout", "timeout", "timeout"))
+            return ways
+        case XorNode():
+            ways = [Way(arm.target, "arm", arm.label, f"arm:{index}") for index, arm in enumerate(node.arms)]
+            return [*ways, Way(node.default, "default", "else" if node.has_else else "otherwise", "default")]
+        case ForkNode():
+            return [Way(target, "branch", name, f"branch:{name}") for name, target in node.branches]
+        case RaceNode():
+            return [
+                Way(arm.target, "message" if arm.messages else "timer", arm.label, f"arm:{index}")
+                for index, arm in enumerate(node.arms)
+            ]
+        case LoopNode():
+            return [Way(node.body, "next", "", "body")]
+        case UntilNode():
+            return [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")]
+        case FailNode() | EndNode():
+            return []
+

@@ -105,9 +105,9 @@ def _inside(inner: Span, outer: Span) -> bool:
     )
 
 
-def forward_successors(node: m.AnyNode) -> list[str]:
-    """Where a node leads on success paths: no failure, timeout or loop-back edges."""
-    return [target for target, kind, *_ in m.successors(node) if kind not in ("failure", "timeout", "back")]
+def forward_successors(definition: m.ProcessDefinition, node_id: str) -> list[str]:
+    """Where a node leads on success paths (the graph's edges but failure, timeout and loop-back ones)."""
+    return [way.target for way in definition.ways_out(node_id) if way.kind not in ("failure", "timeout", "back")]
 
 
 def block_exits(definition: m.ProcessDefinition) -> dict[str, str | None]:
@@ -124,7 +124,7 @@ def block_exits(definition: m.ProcessDefinition) -> dict[str, str | None]:
             continue
         found: str | None = None
         seen = {node_id}
-        queue = forward_successors(node)
+        queue = forward_successors(definition, node_id)
         while queue and found is None:
             candidate = queue.pop(0)
             if candidate in seen:
@@ -134,14 +134,14 @@ def block_exits(definition: m.ProcessDefinition) -> dict[str, str | None]:
             if not _inside(target.span, node.span) or candidate == "end":
                 found = candidate
                 break
-            queue.extend(forward_successors(target))
+            queue.extend(forward_successors(definition, candidate))
         exits[node_id] = found
     return exits
 
 
 def loop_tails(definition: m.ProcessDefinition) -> dict[str, str]:
-    """Loop head id -> the id of its `until` node."""
-    return {n.loop: n.id for n in definition.nodes.values() if isinstance(n, m.UntilNode)}
+    """Loop head id -> the id of its `until` node (the graph notes each on the other)."""
+    return {node_id: until for node_id, until in definition.graph.nodes(data="until") if until is not None}
 
 
 def duration_text(seconds: float) -> str:
@@ -408,145 +408,146 @@ class _Walker:
                 elif top.kind == "branches":
                     assert top.fork is not None
                     following = top.branch + 1
-                    if following < len(top.fork.branches):
-                        branch_name, target = top.fork.branches[following]
+                    if following < len(top.fork.branch_names):
+                        branch_name = top.fork.branch_names[following]
                         events = _push(events, PathEvent("section", definition.name, top.fork.name, branch_name))
                         control = control[:-1] + (_Control("branches", top.node, definition, top.fork, following),)
-                        current = target
+                        current = definition.follow(top.fork.id, f"branch:{branch_name}")
                     else:
                         events = _push(events, PathEvent("close"))
                         control = control[:-1]
-                        join = definition.nodes[current]
-                        assert isinstance(join, m.JoinNode)
-                        current = join.next
+                        current = definition.follow(current, "next")  # on from the join
                 elif top.kind == "loop":
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
-                    tail = definition.nodes[current]
-                    assert isinstance(tail, m.UntilNode)
-                    current = tail.next
+                    current = definition.follow(current, "exit")  # out of the loop's `until`
                 continue
             node = definition.nodes[current]
-            if isinstance(node, m.StartNode | m.JoinNode | m.UntilNode):
-                current = node.next
-            elif isinstance(node, m.LoopNode):
-                tail_id = tails[node.id]
-                tail = definition.nodes[tail_id]
-                assert isinstance(tail, m.UntilNode)
-                bound = f", at most {node.max} times" if node.max is not None else ""
-                label = f"{node.name}: until {tail.until.text}{bound}"
-                events = _push(events, PathEvent("open", definition.name, "loop", label))
-                control = control + (_Control("loop", tail_id, definition),)
-                current = node.body
-            elif isinstance(node, m.StepNode):
-                process = definition.name
-                if node.is_timer:
-                    outcome = timer_text(node)
-                    events = _push(events, PathEvent("step", process, node.name, outcome, "timer"))
-                    steps = _push(steps, (scope, node.name, outcome))
-                    current = node.next
-                    continue
-                sent: tuple[str, ...] = (node.command.name,) if node.command else ()
-                result = "ok" if node.command else "event"
-                completes = (process, node.name, node.compensation.command.name) if node.compensation else None
-                choice = 1
-                for reply in node.replies[1:]:  # every other success reply is an outcome of its own
-                    fork(node.next, extra_events=(PathEvent("step", process, node.name, reply, result),),
-                         step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice,
-                         completes=completes)
-                    choice += 1
-                for reply, fail_id in node.failures.items():
-                    fork(fail_id, extra_events=(PathEvent("step", process, node.name, reply, "failure"),),
-                         step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice)
-                    choice += 1
-                if node.timeout_fail is not None:
-                    attempts = 1 + (node.timeout.retries if node.timeout else 0)
-                    fork(node.timeout_fail, extra_events=(PathEvent("step", process, node.name, "timeout", "timeout"),),
-                         step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice)
-                position += 1
-                success = node.replies[0] if node.replies else "sent"
-                events = _push(events, PathEvent("step", process, node.name, success, result))
-                steps = _push(steps, (scope, node.name, success))
-                for command in sent:
-                    commands = _push(commands, command)
-                if completes is not None:
-                    undo = _push(undo, completes)
-                current = node.next
-            elif isinstance(node, m.XorNode):
-                exit_id = exits[node.id] or ""
-                closer = _Control("close", exit_id, definition)
-                choices = arm_names(node)
-                targets = [arm.target for arm in node.arms] + [node.default]
-                feasible = _feasible_arms(node, _StepReplies(steps, scope))
-                for index in feasible[1:]:
-                    part, label = choices[index]
-                    fork(targets[index], extra_events=(PathEvent("open", definition.name, "alt", label),),
-                         name=part, choice=index, opens=closer)
-                position += 1
-                events = _push(events, PathEvent("open", definition.name, "alt", choices[feasible[0]][1]))
-                control = control + (closer,)
-                current = targets[feasible[0]]
-            elif isinstance(node, m.RaceNode):
-                exit_id = exits[node.id] or ""
-                closer = _Control("close", exit_id, definition)
-                labels = race_names(node)
-                for index, arm in enumerate(node.arms):
-                    part, label = labels[index]
-                    won = PathEvent("race", definition.name, node.name, arm.label, "message" if arm.messages else "timer")
-                    opened = PathEvent("open", definition.name, "alt", label, "race")
-                    if index == 0:
+            match node:
+                case m.StartNode() | m.JoinNode():
+                    current = definition.follow(current, "next")
+                case m.UntilNode():
+                    current = definition.follow(current, "exit")
+                case m.LoopNode():
+                    tail_id = tails[node.id]
+                    tail = definition.nodes[tail_id]
+                    assert isinstance(tail, m.UntilNode)
+                    bound = f", at most {node.max} times" if node.max is not None else ""
+                    label = f"{node.name}: until {tail.until.text}{bound}"
+                    events = _push(events, PathEvent("open", definition.name, "loop", label))
+                    control = control + (_Control("loop", tail_id, definition),)
+                    current = definition.follow(current, "body")
+                case m.StepNode():
+                    process = definition.name
+                    outcomes = definition.outcomes(current)
+                    if node.is_timer:
+                        outcome = timer_text(node)
+                        events = _push(events, PathEvent("step", process, node.name, outcome, "timer"))
+                        steps = _push(steps, (scope, node.name, outcome))
+                        current = outcomes["next"]
                         continue
-                    fork(arm.target, extra_events=(opened, won), step=(node.name, arm.label), name=part,
-                         choice=index, opens=closer)
-                position += 1
-                first = node.arms[0]
-                events = _push(events, PathEvent("open", definition.name, "alt", labels[0][1], "race"))
-                events = _push(events, PathEvent("race", definition.name, node.name, first.label,
-                                                 "message" if first.messages else "timer"))
-                steps = _push(steps, (scope, node.name, first.label))
-                control = control + (closer,)
-                current = first.target
-            elif isinstance(node, m.ForkNode):
-                branch_name, target = node.branches[0]
-                events = _push(events, PathEvent("open", definition.name, "par", branch_name))
-                control = control + (_Control("branches", node.join, definition, node, 0),)
-                current = target
-            elif isinstance(node, m.CallNode):
-                callee = definition.called.get(node.process)
-                if callee is None:  # an unresolved call: the validator reports it
-                    current = node.next
-                    continue
-                events = _push(events, PathEvent("open", definition.name, "call", callee.name))
-                control = control + (_Control("return", "", definition, call=node, scope=scope),)
-                scope = f"{scope}{node.name}: "
-                definition = callee
-                exits, tails = self.structure.of(definition)
-                current = callee.start
-            elif isinstance(node, m.EndNode):
-                returning = next((i for i in range(len(control) - 1, -1, -1) if control[i].kind == "return"), None)
-                if returning is None:
+                    sent: tuple[str, ...] = (node.command.name,) if node.command else ()
+                    result = "ok" if node.command else "event"
+                    completes = (process, node.name, node.compensation.command.name) if node.compensation else None
+                    choice = 1
+                    for reply in node.replies[1:]:  # every other success reply is an outcome of its own
+                        fork(outcomes["next"], extra_events=(PathEvent("step", process, node.name, reply, result),),
+                             step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice,
+                             completes=completes)
+                        choice += 1
+                    for reply in node.failure_replies:
+                        fork(outcomes[f"failure:{reply}"], extra_events=(PathEvent("step", process, node.name, reply, "failure"),),
+                             step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice)
+                        choice += 1
+                    if "timeout" in outcomes:
+                        attempts = 1 + (node.timeout.retries if node.timeout else 0)
+                        fork(outcomes["timeout"], extra_events=(PathEvent("step", process, node.name, "timeout", "timeout"),),
+                             step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice)
+                    position += 1
+                    success = node.replies[0] if node.replies else "sent"
+                    events = _push(events, PathEvent("step", process, node.name, success, result))
+                    steps = _push(steps, (scope, node.name, success))
+                    for command in sent:
+                        commands = _push(commands, command)
+                    if completes is not None:
+                        undo = _push(undo, completes)
+                    current = outcomes["next"]
+                case m.XorNode():
+                    exit_id = exits[node.id] or ""
+                    closer = _Control("close", exit_id, definition)
+                    choices = arm_names(node)
+                    outcomes = definition.outcomes(current)
+                    targets = [outcomes[f"arm:{index}"] for index in range(len(node.arms))] + [outcomes["default"]]
+                    feasible = _feasible_arms(node, _StepReplies(steps, scope))
+                    for index in feasible[1:]:
+                        part, label = choices[index]
+                        fork(targets[index], extra_events=(PathEvent("open", definition.name, "alt", label),),
+                             name=part, choice=index, opens=closer)
+                    position += 1
+                    events = _push(events, PathEvent("open", definition.name, "alt", choices[feasible[0]][1]))
+                    control = control + (closer,)
+                    current = targets[feasible[0]]
+                case m.RaceNode():
+                    exit_id = exits[node.id] or ""
+                    closer = _Control("close", exit_id, definition)
+                    labels = race_names(node)
+                    outcomes = definition.outcomes(current)
+                    for index, arm in enumerate(node.arms):
+                        part, label = labels[index]
+                        won = PathEvent("race", definition.name, node.name, arm.label, "message" if arm.messages else "timer")
+                        opened = PathEvent("open", definition.name, "alt", label, "race")
+                        if index == 0:
+                            continue
+                        fork(outcomes[f"arm:{index}"], extra_events=(opened, won), step=(node.name, arm.label), name=part,
+                             choice=index, opens=closer)
+                    position += 1
+                    first = node.arms[0]
+                    events = _push(events, PathEvent("open", definition.name, "alt", labels[0][1], "race"))
+                    events = _push(events, PathEvent("race", definition.name, node.name, first.label,
+                                                     "message" if first.messages else "timer"))
+                    steps = _push(steps, (scope, node.name, first.label))
+                    control = control + (closer,)
+                    current = outcomes["arm:0"]
+                case m.ForkNode():
+                    branch_name = node.branch_names[0]
+                    join_id: str = definition.graph.nodes[current]["join"]
+                    events = _push(events, PathEvent("open", definition.name, "par", branch_name))
+                    control = control + (_Control("branches", join_id, definition, node, 0),)
+                    current = definition.follow(current, f"branch:{branch_name}")
+                case m.CallNode():
+                    callee = definition.called.get(node.process)
+                    if callee is None:  # an unresolved call: the validator reports it
+                        current = definition.follow(current, "next")
+                        continue
+                    events = _push(events, PathEvent("open", definition.name, "call", callee.name))
+                    control = control + (_Control("return", "", definition, call=node, scope=scope),)
+                    scope = f"{scope}{node.name}: "
+                    definition = callee
+                    exits, tails = self.structure.of(definition)
+                    current = callee.start
+                case m.EndNode():
+                    returning = next((i for i in range(len(control) - 1, -1, -1) if control[i].kind == "return"), None)
+                    if returning is None:
+                        for _ in control:
+                            events = _push(events, PathEvent("close"))
+                        events = _push(events, PathEvent("end", definition.name))
+                        return self.finish(events, steps, commands, None, names, "completed")
+                    for _ in range(len(control) - returning):
+                        events = _push(events, PathEvent("close"))
+                    frame = control[returning]
+                    assert frame.call is not None
+                    control = control[:returning]
+                    definition = frame.definition
+                    exits, tails = self.structure.of(definition)
+                    scope = frame.scope
+                    current = definition.follow(frame.call.id, "next")
+                case m.FailNode():
                     for _ in control:
                         events = _push(events, PathEvent("close"))
-                    events = _push(events, PathEvent("end", definition.name))
-                    return self.finish(events, steps, commands, None, names, "completed")
-                for _ in range(len(control) - returning):
-                    events = _push(events, PathEvent("close"))
-                frame = control[returning]
-                assert frame.call is not None
-                control = control[:returning]
-                definition = frame.definition
-                exits, tails = self.structure.of(definition)
-                scope = frame.scope
-                current = frame.call.next
-            elif isinstance(node, m.FailNode):
-                for _ in control:
-                    events = _push(events, PathEvent("close"))
-                events = _push(events, PathEvent("fail", definition.name, node.step or "", node.reason))
-                if names is None and node.cause == "fail":
-                    names = _push(names, f'{scope}fail "{node.reason}"')
-                return self.finish(events, steps, commands, undo, names, f"failed: {node.reason}")
-            else:  # pragma: no cover - every node kind is handled above
-                raise TypeError(type(node).__name__)
+                    events = _push(events, PathEvent("fail", definition.name, node.step or "", node.reason))
+                    if names is None and node.cause == "fail":
+                        names = _push(names, f'{scope}fail "{node.reason}"')
+                    return self.finish(events, steps, commands, undo, names, f"failed: {node.reason}")
 
     @staticmethod
     def finish(events: _Cons, steps: _Cons, commands: _Cons, undo: _Cons, names: _Cons, outcome: str) -> ProcessPath:

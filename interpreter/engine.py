@@ -29,7 +29,6 @@ from procflow.interpreter.run import MAX_NODES_PER_TRANSITION, Transition, steps
 from procflow.interpreter.state import (
     EMPTY,
     ROOT,
-    SCHEMA_VERSION,
     TERMINAL,
     Abandoned,
     HistoryEntry,
@@ -93,38 +92,18 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
     token = make.token(1, definition.start, ROOT, EMPTY, ())
-    state = shell(_blank(plan))  # what every new instance of the definition starts with, then its own
+    state = shell(plan.blank)  # what every new instance of the definition starts with, then its own
     state.workflowId = workflow_id
     state.correlationId = correlation
     if definition.deadline_seconds:
         state._deadlineAt = instant_of((now + timedelta(seconds=definition.deadline_seconds)).timestamp())
     state.input = input
     state.tokens = (token,)
-    run = _Run(plan, _blank(plan), now, new=state)
+    run = _Run(plan, plan.blank, now, new=state)
     state._startedAt = state._updatedAt = run.now_at  # (see `state.keep_stamps`)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
-
-
-_BLANKS: dict[int, tuple[Plan, InstanceState]] = {}
-
-
-def _blank(plan: Plan) -> InstanceState:
-    """A new instance of the plan's definition before it has an id, input or start time: the
-    fields every new instance starts with (`start` copies it and fills in its own)."""
-    found = _BLANKS.get(id(plan))
-    if found is None or found[0] is not plan:
-        definition = plan.definition
-        blank = InstanceState(
-            workflowId="", type=definition.name, status="running", completedSteps=(), nextAction=None, timeoutAt=None,
-            schemaVersion=SCHEMA_VERSION, definition=plan.ref, correlationId="", startedAt="", updatedAt="",
-            deadlineAt=None, input=EMPTY, seq=1,
-        )
-        if len(_BLANKS) > 256:
-            _BLANKS.clear()
-        found = _BLANKS[id(plan)] = (plan, blank)
-    return found[1]
 
 
 def _check_pinned(plan: Plan, state: InstanceState) -> None:
@@ -229,26 +208,12 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
 
 def _is_reply_of(plan: Plan, abandoned: Abandoned, reply_type: str) -> bool:
     node = plan.process(abandoned.process).nodes.get(abandoned.step)
-    return isinstance(node, m.StepNode) and reply_type in node.failures
-
-
-_HAS_PAYLOAD_SCHEMAS: dict[int, tuple[m.ProcessDefinition, bool]] = {}
-
-
-def _has_payload_schemas(process: m.ProcessDefinition) -> bool:
-    cached = _HAS_PAYLOAD_SCHEMAS.get(id(process))
-    if cached is None or cached[0] is not process:
-        found = any(v is not None for v in process.events.values()) or any(
-            v is not None for p in process.participants.values() for v in p.replies.values()
-        )
-        cached = (process, found)
-        _HAS_PAYLOAD_SCHEMAS[id(process)] = cached
-    return cached[1]
+    return isinstance(node, m.StepNode) and reply_type in node.failure_replies
 
 
 def _payload_schema(plan: Plan, state: InstanceState, wait: Wait, reply_type: str) -> dict[str, Any] | None:
     process = plan.process(state.type if wait.frame == ROOT else state.frames[wait.frame].process)
-    if not _has_payload_schemas(process):
+    if not process.declares_payload_schemas:
         return None
     if wait.commandName and wait.kind != "race":
         participant = process.participants.get(wait.commandName.split(".")[0])

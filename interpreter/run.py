@@ -2,6 +2,11 @@
 moving tokens through the nodes, entering steps, races and called processes, accepting the
 replies and events a wait expects.
 
+The way on from a node is an edge of the definition's graph (`ProcessDefinition.graph`, a
+networkx MultiDiGraph whose edges are keyed by outcome): the engine asks the graph where a
+node's `next`, `failure:<reply>`, `timeout`, `arm:<n>`, `default`, `branch:<name>`, `body`,
+`back` or `exit` leads (`ProcessDefinition.follow`), never a record's fields.
+
 Copy on write: the working copy starts as a new state object that shares every value with the
 state it was made from. The engine never changes a shared value in place: it replaces a
 tuple or a mapping with a new one, and copies a token, a frame or the compensation record
@@ -17,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import networkx as nx
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
@@ -143,7 +150,7 @@ class RunCore:
     """One transition's working copy of a state, and the work it does on it (see the module doc)."""
 
     __slots__ = (
-        "plan", "definition", "root_name", "root_nodes", "now_epoch", "now_at", "before", "state",
+        "plan", "definition", "root_name", "now_epoch", "now_at", "before", "state",
         "main", "frames", "main_scope", "owned", "dispatches", "ready", "visited",
     )
 
@@ -153,7 +160,6 @@ class RunCore:
         self.plan = plan
         self.definition = definition = plan.definition
         self.root_name = definition.name
-        self.root_nodes = definition.nodes
         self.now_epoch = now.timestamp()
         self.now_at = instant_of(self.now_epoch)  # as records keep it (see `state.keep_stamps`)
         # The state the transition started from (never changed: `finish` reads what changed).
@@ -303,85 +309,96 @@ class RunCore:
             if self.visited > MAX_NODES_PER_TRANSITION:
                 raise Failed("error", f"ran {MAX_NODES_PER_TRANSITION} nodes without waiting; a loop never waits", None)
             frame = frames[token.frame]
-            process = frame.process
-            nodes = self.root_nodes if process == self.root_name else self.plan.process(process).nodes
-            node = nodes[token.node]
-            if isinstance(node, m.StepNode):
-                self._enter_step(token, node, frame)
-                return
-            if isinstance(node, m.StartNode):
-                token.node = node.next
-            elif isinstance(node, m.XorNode):
-                token.node = self._choose(node, frame)
-            elif isinstance(node, m.EndNode):
-                if frame.parent is None:
-                    self.complete()
+            definition = self._definition(frame.process)
+            node = definition.nodes[token.node]
+            match node:
+                case m.StepNode():
+                    self._enter_step(token, node, frame, definition)
                     return
-                self._return_from_call(token, frame)
-            elif isinstance(node, m.LoopNode):
-                token.loops = {**token.loops, node.id: 1}
-                token.node = node.body
-            elif isinstance(node, m.ForkNode):
-                fork_key = f"{token.frame}:{node.id}#{self._next_seq()}"
-                self.state.joins = {**self.state.joins, fork_key: 0}
-                self._remove_token(token)
-                for _, target in node.branches:
-                    child = make.token(self._next_seq(), target, token.frame, token.loops, (*token.forks, fork_key))
-                    self._add_token(child)
-                    self.ready.append(child)
-                return
-            elif isinstance(node, m.JoinNode):
-                fork_key = token.forks[-1]
-                token.forks = token.forks[:-1]
-                arrived = self.state.joins.get(fork_key, 0) + 1
-                if arrived < node.expected:
-                    self.state.joins = {**self.state.joins, fork_key: arrived}
-                    self._remove_token(token)
+                case m.StartNode():
+                    token.node = definition.follow(node.id, "next")
+                case m.XorNode():
+                    token.node = definition.follow(node.id, self._choose(node, frame))
+                case m.EndNode():
+                    if frame.parent is None:
+                        self.complete()
+                        return
+                    self._return_from_call(token, frame)
+                case m.LoopNode():
+                    token.loops = {**token.loops, node.id: 1}
+                    token.node = definition.follow(node.id, "body")
+                case m.ForkNode():
+                    self._fork(token, node, definition)
                     return
-                self.state.joins = without(self.state.joins, fork_key)
-                token.node = node.next
-            elif isinstance(node, m.RaceNode):
-                self._enter_race(token, node, frame)
-                return
-            elif isinstance(node, m.UntilNode):
-                done = self._eval(node.until, frame, "condition of `{}`", node.name)
-                if not isinstance(done, bool):
-                    raise Failed("error", f"`until` of `{node.name}` gave {done!r}, not true or false", None)
-                count = token.loops.get(node.loop, 1)
-                loop = self._definition(frame.process).nodes[node.loop]
-                bound = loop.max if isinstance(loop, m.LoopNode) else None
-                if done or (bound is not None and count >= bound):
-                    token.loops = without(token.loops, node.loop)
-                    token.node = node.next
-                else:
-                    token.loops = {**token.loops, node.loop: count + 1}
-                    token.node = node.body
-            elif isinstance(node, m.CallNode):
-                self._enter_call(token, node, frame)
-            elif isinstance(node, m.FailNode):
-                raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
-            else:  # pragma: no cover - every node kind is handled above
-                raise TypeError(type(node).__name__)
+                case m.JoinNode():
+                    fork_key = token.forks[-1]
+                    token.forks = token.forks[:-1]
+                    arrived = self.state.joins.get(fork_key, 0) + 1
+                    if arrived < node.expected:
+                        self.state.joins = {**self.state.joins, fork_key: arrived}
+                        self._remove_token(token)
+                        return
+                    self.state.joins = without(self.state.joins, fork_key)
+                    token.node = definition.follow(node.id, "next")
+                case m.RaceNode():
+                    self._enter_race(token, node, frame, definition)
+                    return
+                case m.UntilNode():
+                    self._until(token, node, frame, definition)
+                case m.CallNode():
+                    self._enter_call(token, node, frame)
+                case m.FailNode():
+                    raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
+
+    def _fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
+        """Every branch starts: the token gives way to one child per branch, in the order written."""
+        fork_key = f"{token.frame}:{node.id}#{self._next_seq()}"
+        self.state.joins = {**self.state.joins, fork_key: 0}
+        self._remove_token(token)
+        for branch in node.branch_names:
+            first = definition.follow(node.id, f"branch:{branch}")
+            child = make.token(self._next_seq(), first, token.frame, token.loops, (*token.forks, fork_key))
+            self._add_token(child)
+            self.ready.append(child)
+
+    def _until(self, token: Token, node: m.UntilNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+        """The end of a loop's body: leave (`exit`) when the condition holds or the bound is
+        reached, else go round again (`back`)."""
+        done = self._eval(node.until, frame, "condition of `{}`", node.name)
+        if not isinstance(done, bool):
+            raise Failed("error", f"`until` of `{node.name}` gave {done!r}, not true or false", None)
+        graph: nx.MultiDiGraph = definition.graph
+        loop_id: str = graph.nodes[node.id]["loop"]  # the loop's head, which counts its rounds
+        count = token.loops.get(loop_id, 1)
+        head = definition.nodes[loop_id]
+        bound = head.max if isinstance(head, m.LoopNode) else None
+        if done or (bound is not None and count >= bound):
+            token.loops = without(token.loops, loop_id)
+            token.node = definition.follow(node.id, "exit")
+        else:
+            token.loops = {**token.loops, loop_id: count + 1}
+            token.node = definition.follow(node.id, "back")
 
     def _choose(self, node: m.XorNode, frame: Frame) -> str:
+        """The way an exclusive gateway takes: `arm:<n>` for the first arm that holds (or whose
+        case is the subject's value), else `default`."""
         if node.subject is not None:
             value = self._eval(node.subject, frame, "switch subject")
-            for arm in node.arms:
+            for index, arm in enumerate(node.arms):
                 if any(value == v and isinstance(value, bool) == isinstance(v, bool) for v in arm.values):
-                    return arm.target
-            return node.default
-        for arm in node.arms:
+                    return f"arm:{index}"
+            return "default"
+        for index, arm in enumerate(node.arms):
             assert arm.condition is not None
             holds = self._eval(arm.condition, frame, "condition `{}`", arm.label)
             if not isinstance(holds, bool):
                 raise Failed("error", f"condition `{arm.label}` gave {holds!r}, not true or false", None)
             if holds:
-                return arm.target
-        return node.default
+                return f"arm:{index}"
+        return "default"
 
-    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame) -> None:
-        step = self.plan.step(node)
-        if step.is_timer:
+    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+        if node.is_timer:
             if node.timer_seconds is not None:
                 timer_at = self._due(node.timer_seconds)
             else:
@@ -396,14 +413,15 @@ class RunCore:
             return
         timeout = node.timeout
         timeout_at = instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
+        spec = definition.waits[node.id]  # (its values are shared by every wait on the step)
         if node.command is not None:
-            self._send(node.command, frame, node.name, 1, token, step.command_name)
-            self._add_wait(token, node.name, node.id, frame, "reply", step.expects, step.command_name, 1, timeout_at)
+            self._send(node.command, frame, node.name, 1, token, spec.command_name)
+            self._add_wait(token, node.name, node.id, frame, "reply", spec.expects, spec.command_name, 1, timeout_at)
         else:
-            self._add_wait(token, node.name, node.id, frame, "event", step.expects, None, 1, timeout_at)
+            self._add_wait(token, node.name, node.id, frame, "event", spec.expects, None, 1, timeout_at)
 
-    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame) -> None:
-        expects = tuple(name for arm in node.arms for name in arm.messages)
+    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+        expects = definition.waits[node.id].expects
         best: tuple[float, Stamp] | None = None
         for arm in node.arms:
             if arm.timer_seconds is not None:
@@ -482,12 +500,13 @@ class RunCore:
     def _return_from_call(self, token: Token, frame: Frame) -> None:
         assert frame.parent is not None and frame.call is not None
         parent = self.frames[frame.parent]
-        call = self._definition(parent.process).nodes[frame.call]
+        definition = self._definition(parent.process)
+        call = definition.nodes[frame.call]
         assert isinstance(call, m.CallNode)
         if call.bind:
             self._bind(parent, call.bind, {**frame.data, "steps": steps_of(self.state.completed, token.frame)})
         token.frame = frame.parent
-        token.node = call.next
+        token.node = definition.follow(call.id, "next")
 
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
@@ -502,33 +521,34 @@ class RunCore:
             self._undo_confirmed()
             return
         token = self._token(wait.token)
-        node = self._definition(frame.process).nodes[wait.node]
-        if isinstance(node, m.RaceNode):
-            arm = next(a for a in node.arms if reply.type in a.messages)
-            if arm.bind:
-                self._bind(frame, arm.bind, reply.data)
-            token.node = arm.target
-            self.run(token)
-            return
-        assert isinstance(node, m.StepNode)
-        if reply.type in node.failures and reply.type not in node.replies:
-            bind = node.failure_binds.get(reply.type)
-            if bind:
-                self._bind(frame, bind, reply.data)
-            token.node = node.failures[reply.type]
-            self.run(token)
-            return
-        if node.bind:
-            self._bind(frame, node.bind, reply.data)
-        try:
-            undo = self._undo_for(node, frame, rounds_of(token) if token.loops else "")
-        except Failed as failed:
-            self.fail(failed.cause, failed.reason, node.name)
-            return
-        state = self.state
-        state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_at, undo))
-        state.completedSteps = appended(state.completedSteps, reply.type)
-        token.node = node.next
+        definition = self._definition(frame.process)
+        node = definition.nodes[wait.node]
+        match node:
+            case m.RaceNode():
+                index = next(i for i, arm in enumerate(node.arms) if reply.type in arm.messages)
+                bind = node.arms[index].bind
+                if bind:
+                    self._bind(frame, bind, reply.data)
+                token.node = definition.follow(node.id, f"arm:{index}")
+            case m.StepNode() if reply.type not in node.replies and reply.type in node.failure_replies:
+                bind = node.failure_binds.get(reply.type)
+                if bind:
+                    self._bind(frame, bind, reply.data)
+                token.node = definition.follow(node.id, f"failure:{reply.type}")
+            case m.StepNode():
+                if node.bind:
+                    self._bind(frame, node.bind, reply.data)
+                try:
+                    undo = self._undo_for(node, frame, rounds_of(token) if token.loops else "")
+                except Failed as failed:
+                    self.fail(failed.cause, failed.reason, node.name)
+                    return
+                state = self.state
+                state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_at, undo))
+                state.completedSteps = appended(state.completedSteps, reply.type)
+                token.node = definition.follow(node.id, "next")
+            case _:  # pragma: no cover - only steps and races wait for messages
+                raise TypeError(f"{type(node).__name__} does not wait for messages")
         self.run(token)
 
     def _undo_confirmed(self) -> None:

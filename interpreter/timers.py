@@ -31,23 +31,34 @@ class Timed(Compensating):
             self._fire_compensation(wait)
             return
         token = self._token(wait.token)
-        node = self._definition(frame.process).nodes[wait.node]
-        if isinstance(node, m.RaceNode):
-            timed = [a for a in node.arms if not a.messages]
-            arm = timed[0]
-            if len(timed) > 1:
-                arm = min(timed, key=lambda a: self._arm_due(a, frame, wait))
-            token.node = arm.target
-            self.run(token)
-            return
-        assert isinstance(node, m.StepNode)
-        if wait.kind == "timer":
-            state = self.state
-            state.completed = appended(state.completed, make.completion(node.name, wait.frame, node.name, self.now_at, None))
-            state.completedSteps = appended(state.completedSteps, node.name)
-            token.node = node.next
-            self.run(token)
-            return
+        definition = self._definition(frame.process)
+        node = definition.nodes[wait.node]
+        match node:
+            case m.RaceNode():
+                self._race_timer(token, node, frame, wait, definition)
+            case m.StepNode() if wait.kind == "timer":
+                state = self.state
+                state.completed = appended(state.completed, make.completion(node.name, wait.frame, node.name, self.now_at, None))
+                state.completedSteps = appended(state.completedSteps, node.name)
+                token.node = definition.follow(node.id, "next")
+                self.run(token)
+            case m.StepNode():
+                self._no_reply(token, node, frame, wait, definition)
+            case _:  # pragma: no cover - only steps and races wait for time
+                raise TypeError(f"{type(node).__name__} does not wait for time")
+
+    def _race_timer(self, token: Token, node: m.RaceNode, frame: Frame, wait: Wait, definition: m.ProcessDefinition) -> None:
+        """A race's timer arm wins (the earliest due, when it has several)."""
+        timed = [index for index, arm in enumerate(node.arms) if not arm.messages]
+        index = timed[0]
+        if len(timed) > 1:
+            index = min(timed, key=lambda i: self._arm_due(node.arms[i], frame, wait))
+        token.node = definition.follow(node.id, f"arm:{index}")
+        self.run(token)
+
+    def _no_reply(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, definition: m.ProcessDefinition) -> None:
+        """A step's wait timed out (its command is sent again, after its backoff, while it has
+        retries left, then the step takes its `timeout` way), or its backoff is over."""
         timeout = node.timeout
         if wait.kind == "backoff":
             assert node.command is not None and timeout is not None
@@ -62,8 +73,7 @@ class Timed(Compensating):
             return
         if wait.commandName:
             self._abandon(wait)
-        assert node.timeout_fail is not None
-        token.node = node.timeout_fail
+        token.node = definition.follow(node.id, "timeout")
         self.run(token)
 
     def _resend(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:

@@ -192,10 +192,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     """The compiled graph in networkx node-link form."""
     definition = _load(args.file)
-    import networkx as nx  # only this command needs it; importing it costs 0.2 s
-
-    data = nx.node_link_data(definition.graph, edges="edges")
-    print(json.dumps(data, indent=2, sort_keys=True))
+    print(json.dumps(m.graph_data(definition), indent=2, sort_keys=True))
     return 0
 
 

@@ -329,7 +329,7 @@ class DemoTransport(InProcessTransport):
         super().__init__({})
         self.answers: dict[str, str] = {}
         for definition in definitions:
-            for process in _with_called(definition):
+            for process in definition.processes.values():
                 for node in process.nodes.values():
                     if not isinstance(node, m.StepNode):
                         continue
@@ -348,13 +348,6 @@ class DemoTransport(InProcessTransport):
                 type=answer, correlationId=command.correlationId, workflowId=command.workflowId,
                 messageId=f"demo:{dispatch.dedupKey}",
             ))
-
-
-def _with_called(definition: m.ProcessDefinition) -> list[m.ProcessDefinition]:
-    found = [definition]
-    for child in definition.called.values():
-        found.extend(_with_called(child))
-    return found
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

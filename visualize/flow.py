@@ -16,7 +16,6 @@ from procflow.dsl.paths import (
     ProcessPath,
     arm_names,
     forward_successors,
-    loop_tails,
     race_names,
     timer_text,
 )
@@ -74,61 +73,80 @@ def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
 def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], list[FlowEdge]]:
     nodes: list[FlowNode] = []
     edges: list[FlowEdge] = []
+    graph = definition.graph
     for node_id in definition.order:
         node = definition.nodes[node_id]
-        outgoing = [(way.target, way.kind, way.label) for way in m.successors(node)]
-        if isinstance(node, m.StartNode):
-            nodes.append(FlowNode(node_id, "start", "start"))
-        elif isinstance(node, m.EndNode):
-            nodes.append(FlowNode(node_id, "end", "end"))
-        elif isinstance(node, m.FailNode):
-            # The default reason repeats the step's name, which the diagram shows beside it.
-            default = node.step is not None and node.reason == f"{node.step} timed out"
-            nodes.append(FlowNode(node_id, "fail", "timed out" if default else node.reason))
-        elif isinstance(node, m.StepNode):
-            nodes.append(_step_node(definition, node))
-            labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
-            outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
-            if node.compensation is not None:
-                undo = node.compensation.command
-                participant = definition.participants.get(undo.participant)
-                display = participant.display if participant else undo.participant
-                undo_id = f"{node_id}.undo"
-                nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display,)))
-                edges.append(FlowEdge(node_id, undo_id, "compensation"))
-        elif isinstance(node, m.XorNode):
-            nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
-            labels_by_arm = [label for _, label in arm_names(node)]
-            targets = [arm.target for arm in node.arms] + [node.default]
-            kinds = ["arm"] * len(node.arms) + ["default"]
-            outgoing = list(zip(targets, kinds, labels_by_arm, strict=True))
-        elif isinstance(node, m.ForkNode):
-            nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
-            outgoing = [(t, kind, "") for t, kind, _ in outgoing]
-        elif isinstance(node, m.JoinNode):
-            nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
-        elif isinstance(node, m.RaceNode):
-            nodes.append(FlowNode(node_id, "race", "", (node.name,), sign=SIGNS["race"]))
-            outgoing = []
-            for index, (arm, (_, label)) in enumerate(zip(node.arms, race_names(node), strict=True)):
-                catch_id = f"{node_id}.arm{index + 1}"
-                if arm.messages:
-                    nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["event"]))
-                else:
-                    nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["timer"]))
-                edges.append(FlowEdge(node_id, catch_id, "message" if arm.messages else "timer", label))
-                edges.append(FlowEdge(catch_id, arm.target, "next"))
-        elif isinstance(node, m.LoopNode):
-            nodes.append(FlowNode(node_id, "loop", "", sign=SIGNS["loop"]))
-        elif isinstance(node, m.UntilNode):
-            nodes.append(FlowNode(node_id, "until", "", sign=SIGNS["until"]))
-            # Drawn back to the loop's head (a merge), over the top, as BPMN draws a loop.
-            outgoing = [(node.loop if kind == "back" else t, kind, label) for t, kind, label in outgoing]
-        elif isinstance(node, m.CallNode):
-            nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
+        outgoing = [(way.target, way.kind, way.label) for way in _ways_as_written(definition, node)]
+        match node:
+            case m.StartNode():
+                nodes.append(FlowNode(node_id, "start", "start"))
+            case m.EndNode():
+                nodes.append(FlowNode(node_id, "end", "end"))
+            case m.FailNode():
+                # The default reason repeats the step's name, which the diagram shows beside it.
+                default = node.step is not None and node.reason == f"{node.step} timed out"
+                nodes.append(FlowNode(node_id, "fail", "timed out" if default else node.reason))
+            case m.StepNode():
+                nodes.append(_step_node(definition, node))
+                labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
+                outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
+                if node.compensation is not None:
+                    undo = node.compensation.command
+                    participant = definition.participants.get(undo.participant)
+                    display = participant.display if participant else undo.participant
+                    undo_id = f"{node_id}.undo"
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display,)))
+                    edges.append(FlowEdge(node_id, undo_id, "compensation"))
+            case m.XorNode():
+                nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
+                labels_by_arm = [label for _, label in arm_names(node)]
+                outgoing = [(t, kind, label) for (t, kind, _), label in zip(outgoing, labels_by_arm, strict=True)]
+            case m.ForkNode():
+                nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
+                outgoing = [(t, kind, "") for t, kind, _ in outgoing]
+            case m.JoinNode():
+                nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
+            case m.RaceNode():
+                nodes.append(FlowNode(node_id, "race", "", (node.name,), sign=SIGNS["race"]))
+                for index, ((target, kind, _), (_, label)) in enumerate(zip(outgoing, race_names(node), strict=True)):
+                    catch_id = f"{node_id}.arm{index + 1}"
+                    nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["event" if kind == "message" else "timer"]))
+                    edges.append(FlowEdge(node_id, catch_id, kind, label))
+                    edges.append(FlowEdge(catch_id, target, "next"))
+                outgoing = []
+            case m.LoopNode():
+                nodes.append(FlowNode(node_id, "loop", "", sign=SIGNS["loop"]))
+            case m.UntilNode():
+                nodes.append(FlowNode(node_id, "until", "", sign=SIGNS["until"]))
+                # Drawn back to the loop's head (a merge), over the top, as BPMN draws a loop.
+                head = graph.nodes[node_id]["loop"]
+                outgoing = [(head if kind == "back" else t, kind, label) for t, kind, label in outgoing]
+            case m.CallNode():
+                nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
         for target, kind, label in outgoing:
             edges.append(FlowEdge(node_id, target, kind, label))
     return nodes, edges
+
+
+def _ways_as_written(definition: m.ProcessDefinition, node: m.AnyNode) -> list[m.Way]:
+    """A node's ways out (the graph's edges) in the order the text gives them: an xor's arms
+    then its default, a race's arms, a fork's branches, a step's success, failures, timeout."""
+    ways = definition.ways_out(node.id)
+    match node:
+        case m.XorNode():
+            order = [f"arm:{index}" for index in range(len(node.arms))] + ["default"]
+        case m.RaceNode():
+            order = [f"arm:{index}" for index in range(len(node.arms))]
+        case m.ForkNode():
+            order = [f"branch:{name}" for name in node.branch_names]
+        case m.StepNode():
+            order = ["next", *(f"failure:{reply}" for reply in node.failure_replies), "timeout"]
+        case m.UntilNode():
+            order = ["exit", "back"]
+        case _:
+            return list(ways)
+    rank = {key: index for index, key in enumerate(order)}
+    return sorted(ways, key=lambda way: rank[way.key])
 
 
 # ---------------------------------------------------------------- clusters
@@ -147,31 +165,32 @@ def _members(definition: m.ProcessDefinition, first: str, stop: str, include_sto
                 seen.add(node_id)
             continue
         seen.add(node_id)
-        node = definition.nodes[node_id]
-        work.extend(target for target, kind, *_ in m.successors(node) if kind != "back")
-        if isinstance(node, m.StepNode) and node.compensation is not None:
-            seen.add(f"{node_id}.undo")
-        if isinstance(node, m.RaceNode):
-            seen.update(f"{node_id}.arm{i + 1}" for i in range(len(node.arms)))
+        work.extend(way.target for way in definition.ways_out(node_id) if way.kind != "back")
+        match definition.nodes[node_id]:
+            case m.StepNode(compensation=m.CompensationSpec()):
+                seen.add(f"{node_id}.undo")
+            case m.RaceNode(arms=arms):
+                seen.update(f"{node_id}.arm{i + 1}" for i in range(len(arms)))
     return seen
 
 
 def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowCluster], dict[str, str]]:
     """Clusters for parallel branches and loop bodies, nested as the text nests them."""
     found: list[tuple[str, str, str, set[str]]] = []  # (id, kind, label, members)
-    tails = loop_tails(definition)
+    graph = definition.graph
     for node_id in definition.order:
         node = definition.nodes[node_id]
-        if isinstance(node, m.ForkNode):
-            for index, (branch, target) in enumerate(node.branches):
-                members = _members(definition, target, node.join, include_stop=False)
-                found.append((f"{node_id}.branch{index + 1}", "branch", f"branch {branch}", members))
-        elif isinstance(node, m.LoopNode):
-            tail = definition.nodes[tails[node_id]]
-            assert isinstance(tail, m.UntilNode)
-            members = _members(definition, node_id, tail.id, include_stop=True)
-            bound = f", at most {node.max} times" if node.max is not None else ""
-            found.append((f"{node_id}.body", "loop", f"repeat {words(node.name)}{bound}", members))
+        match node:
+            case m.ForkNode():
+                join = graph.nodes[node_id]["join"]
+                for index, branch in enumerate(node.branch_names):
+                    first = definition.follow(node_id, f"branch:{branch}")
+                    members = _members(definition, first, join, include_stop=False)
+                    found.append((f"{node_id}.branch{index + 1}", "branch", f"branch {branch}", members))
+            case m.LoopNode():
+                members = _members(definition, node_id, graph.nodes[node_id]["until"], include_stop=True)
+                bound = f", at most {node.max} times" if node.max is not None else ""
+                found.append((f"{node_id}.body", "loop", f"repeat {words(node.name)}{bound}", members))
     # Smaller sets nest inside larger ones; a node belongs to the smallest set holding it.
     by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), i))
     owner: dict[str, str] = {}
@@ -360,7 +379,7 @@ def _spine(definition: m.ProcessDefinition) -> list[str]:
         seen.add(current)
         spine.append(current)
         node = definition.nodes[current]
-        ways = forward_successors(node)
+        ways = forward_successors(definition, current)
         if isinstance(node, m.RaceNode) and node.arms:
             spine.append(f"{current}.arm1")
         current = ways[0] if ways else None

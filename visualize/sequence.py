@@ -107,9 +107,9 @@ class _Cast:
                     continue
                 if node.command is not None:
                     target = self.alias.get(node.command.participant, ORCHESTRATOR)
-                    for reply in (*node.replies, *node.failures):
+                    for reply in (*node.replies, *node.failure_replies):
                         self.sender.setdefault(reply, target)
-                    self.failure_replies.update(node.failures)
+                    self.failure_replies.update(node.failure_replies)
                     self.command_label.setdefault(node.command.name, words(node.name))
                     self.command_target.setdefault(node.command.name, target)
                 if node.compensation is not None:
@@ -198,7 +198,7 @@ def _step_of(cast: _Cast, process: str, name: str) -> m.StepNode:
 def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
     """Every arm of every gateway, every branch, each loop once: the success picture."""
     items: list[SequenceItem] = []
-    structure: dict[int, tuple[dict[str, str | None], dict[str, str]]] = {}
+    structure: dict[str, tuple[dict[str, str | None], dict[str, str]]] = {}  # process name -> its block exits and loop tails
     # A task is an item to emit, or a region to walk: (definition, first node, node that ends it).
     tasks: list[SequenceItem | tuple[m.ProcessDefinition, str, str | None]] = [(root, root.start, None)]
     while tasks:
@@ -207,78 +207,93 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
             items.append(task)
             continue
         definition, current, stop = task
-        if id(definition) not in structure:
-            structure[id(definition)] = (block_exits(definition), loop_tails(definition))
-        exits, tails = structure[id(definition)]
+        if definition.name not in structure:
+            structure[definition.name] = (block_exits(definition), loop_tails(definition))
+        exits, tails = structure[definition.name]
         while current != stop:
             node = definition.nodes[current]
-            if isinstance(node, m.StartNode | m.JoinNode | m.UntilNode):
-                current = node.next
-            elif isinstance(node, m.StepNode):
-                items.extend(_ok_messages(cast, node, " | ".join(node.replies) if node.replies else None))
-                current = node.next
-            elif isinstance(node, m.XorNode | m.RaceNode):
-                exit_id = exits[node.id]
-                if exit_id is not None:
-                    tasks.append((definition, exit_id, stop))
-                tasks.append(BlockEnd())
-                kind = "alt"
-                if isinstance(node, m.XorNode):
-                    labels = [label for _, label in arm_names(node)]
-                    targets = [arm.target for arm in node.arms] + [node.default]
-                    arms: list[tuple[str, str, list[SequenceItem]]] = [
-                        (label, target, []) for label, target in zip(labels, targets, strict=True)
-                    ]
-                    if not node.has_else and node.default == exit_id:
-                        arms.pop()  # nothing happens otherwise: an `opt` block, or an `alt` without `else`
-                        kind = "opt" if len(arms) == 1 else "alt"
-                else:
-                    arms = [
-                        (words(label), arm.target, _race_arm(cast, arm))
-                        for (_, label), arm in zip(race_names(node), node.arms, strict=True)
-                    ]
-                for index in range(len(arms) - 1, -1, -1):
-                    label, target, first_items = arms[index]
-                    tasks.append((definition, target, exit_id))
-                    tasks.extend(reversed(first_items))
-                    tasks.append(BlockSection(label) if index else BlockStart(kind, label))
-                break
-            elif isinstance(node, m.ForkNode):
-                tasks.append((definition, node.join, stop))
-                tasks.append(BlockEnd())
-                for index in range(len(node.branches) - 1, -1, -1):
-                    branch, target = node.branches[index]
-                    tasks.append((definition, target, node.join))
-                    tasks.append(BlockSection(branch) if index else BlockStart("par", branch))
-                break
-            elif isinstance(node, m.LoopNode):
-                tail = definition.nodes[tails[node.id]]
-                assert isinstance(tail, m.UntilNode)
-                tasks.append((definition, tail.next, stop))
-                tasks.append(BlockEnd())
-                tasks.append((definition, node.body, tail.id))
-                tasks.append(BlockStart("loop", _loop_label(node, tail)))
-                break
-            elif isinstance(node, m.CallNode):
-                callee = definition.called.get(node.process)
-                if callee is None:
-                    current = node.next
-                    continue
-                tasks.append((definition, node.next, stop))
-                tasks.append(BlockEnd())
-                tasks.append((callee, callee.start, None))
-                tasks.append(BlockStart("call", f"call {callee.name}"))
-                break
-            elif isinstance(node, m.EndNode):
-                if node.id != "end":
-                    items.append(Note((ORCHESTRATOR,), "the process completes here", "status"))
-                break
-            elif isinstance(node, m.FailNode):
-                items.append(Note((ORCHESTRATOR,), f"fails: {node.reason}", "fail"))
-                break
-            else:  # pragma: no cover - every node kind is handled above
-                raise TypeError(type(node).__name__)
+            outcomes = definition.outcomes(current)
+            match node:
+                case m.StartNode() | m.JoinNode():
+                    current = outcomes["next"]
+                case m.UntilNode():
+                    current = outcomes["exit"]
+                case m.StepNode():
+                    items.extend(_ok_messages(cast, node, " | ".join(node.replies) if node.replies else None))
+                    current = outcomes["next"]
+                case m.XorNode() | m.RaceNode():
+                    _open_alternatives(cast, definition, node, exits[node.id], stop, tasks)
+                    break
+                case m.ForkNode():
+                    join = definition.graph.nodes[current]["join"]
+                    tasks.append((definition, join, stop))
+                    tasks.append(BlockEnd())
+                    branches = node.branch_names
+                    for index in range(len(branches) - 1, -1, -1):
+                        tasks.append((definition, outcomes[f"branch:{branches[index]}"], join))
+                        tasks.append(BlockSection(branches[index]) if index else BlockStart("par", branches[index]))
+                    break
+                case m.LoopNode():
+                    tail = definition.nodes[tails[node.id]]
+                    assert isinstance(tail, m.UntilNode)
+                    tasks.append((definition, definition.follow(tail.id, "exit"), stop))
+                    tasks.append(BlockEnd())
+                    tasks.append((definition, outcomes["body"], tail.id))
+                    tasks.append(BlockStart("loop", _loop_label(node, tail)))
+                    break
+                case m.CallNode():
+                    callee = definition.called.get(node.process)
+                    if callee is None:
+                        current = outcomes["next"]
+                        continue
+                    tasks.append((definition, outcomes["next"], stop))
+                    tasks.append(BlockEnd())
+                    tasks.append((callee, callee.start, None))
+                    tasks.append(BlockStart("call", f"call {callee.name}"))
+                    break
+                case m.EndNode():
+                    if node.id != "end":
+                        items.append(Note((ORCHESTRATOR,), "the process completes here", "status"))
+                    break
+                case m.FailNode():
+                    items.append(Note((ORCHESTRATOR,), f"fails: {node.reason}", "fail"))
+                    break
     return items
+
+
+def _open_alternatives(
+    cast: _Cast,
+    definition: m.ProcessDefinition,
+    node: m.XorNode | m.RaceNode,
+    exit_id: str | None,
+    stop: str | None,
+    tasks: list[SequenceItem | tuple[m.ProcessDefinition, str, str | None]],
+) -> None:
+    """Queue an `alt` (or `opt`) block with one section per arm of a gateway or race, then what follows it."""
+    if exit_id is not None:
+        tasks.append((definition, exit_id, stop))
+    tasks.append(BlockEnd())
+    kind = "alt"
+    outcomes = definition.outcomes(node.id)
+    if isinstance(node, m.XorNode):
+        labels = [label for _, label in arm_names(node)]
+        keys = [f"arm:{index}" for index in range(len(node.arms))] + ["default"]
+        arms: list[tuple[str, str, list[SequenceItem]]] = [
+            (label, outcomes[key], []) for label, key in zip(labels, keys, strict=True)
+        ]
+        if not node.has_else and outcomes["default"] == exit_id:
+            arms.pop()  # nothing happens otherwise: an `opt` block, or an `alt` without `else`
+            kind = "opt" if len(arms) == 1 else "alt"
+    else:
+        arms = [
+            (words(label), outcomes[f"arm:{index}"], _race_arm(cast, arm))
+            for index, ((_, label), arm) in enumerate(zip(race_names(node), node.arms, strict=True))
+        ]
+    for index in range(len(arms) - 1, -1, -1):
+        label, target, first_items = arms[index]
+        tasks.append((definition, target, exit_id))
+        tasks.extend(reversed(first_items))
+        tasks.append(BlockSection(label) if index else BlockStart(kind, label))
 
 
 def _loop_label(node: m.LoopNode, tail: m.UntilNode) -> str:
