@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from procflow.dsl.model import ProcessDefinition
 from procflow.errors import (
     ConcurrencyError,
+    DamagedRecord,
     DuplicateMessage,
     MessageRefused,
     ProcflowError,
@@ -39,6 +40,7 @@ from procflow.errors import (
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import InstanceState, instant_epoch
+from procflow.strict_json import digest
 
 Clock = Callable[[], datetime]
 """Returns the current moment (aware, UTC). The engine never calls it; the runtime does."""
@@ -127,10 +129,18 @@ class Store(Protocol):
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
-        """Write a transition: state, outbox, inbox entry; `expected_version` None means a new instance.
-        Returns the new version; raises ConcurrencyError when the version moved and
-        DuplicateMessage when the inbox already holds `message_id`."""
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        """Write a transition: state, outbox, inbox entry (the message id with the digest of
+        the message); `expected_version` None means a new instance. Returns the new version;
+        raises ConcurrencyError when the version moved and DuplicateMessage when the inbox
+        already holds `message_id`."""
 
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
@@ -143,6 +153,10 @@ class Store(Protocol):
 
     def seen(self, message_id: str) -> bool:
         """True when a message with this id was already applied."""
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id (None when none was, or when it was
+        applied before the store kept digests)."""
 
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """All instances (or those with one status)."""
@@ -162,7 +176,7 @@ class InMemoryStore:
         self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
         self._outbox: dict[int, Dispatch] = {}
         self._next_outbox = 1
-        self._inbox: set[str] = set()
+        self._inbox: dict[str, str | None] = {}  # message id -> digest of the message
         self._pinned: dict[str, PinnedDefinition] = {}
 
     def get(self, workflow_id: str) -> Stored | None:
@@ -178,7 +192,14 @@ class InMemoryStore:
             and correlation_id in row.state.correlation_ids()
         ]
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
         if message_id is not None and message_id in self._inbox:
             raise DuplicateMessage(f"message {message_id} was already applied")
@@ -199,8 +220,8 @@ class InMemoryStore:
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
             self._next_outbox += 1
-        if message_id:
-            self._inbox.add(message_id)
+        if message_id is not None:
+            self._inbox[message_id] = message_digest
         return version
 
     def due(self, now: datetime) -> list[str]:
@@ -220,6 +241,10 @@ class InMemoryStore:
     def seen(self, message_id: str) -> bool:
         """True when the message was applied before."""
         return message_id in self._inbox
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id, or None."""
+        return self._inbox.get(message_id)
 
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance, or those with `status`."""
@@ -313,6 +338,8 @@ class Orchestrator:
         self.clock = clock
         self.compile_pinned = compile_pinned
         self.auto_dispatch = auto_dispatch
+        self.damaged: dict[str, str] = {}
+        """Instances a tick left alone because their stored record could not be read: id -> why."""
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -398,8 +425,18 @@ class Orchestrator:
         return self.state(transition.state.workflowId)
 
     def receive(self, reply: Reply | Mapping[str, Any]) -> engine.Transition:
-        """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late)."""
-        message = reply if isinstance(reply, Reply) else engine.validate_reply(dict(reply))
+        """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late).
+
+        The message is checked before it is routed (`engine.check_message`: ids, strict JSON,
+        limits). A `messageId` seen before is a duplicate when the message is the same, and
+        refused (MessageRefused) when it is another message under a reused id."""
+        if isinstance(reply, Reply):
+            engine.check_message(reply)
+            message = reply
+        elif isinstance(reply, Mapping):
+            message = engine.validate_reply(dict(reply))
+        else:
+            raise MessageRefused(f"a message is a Reply or a mapping (JSON object), not {type(reply).__name__}")
         transition = self._apply(message)
         if self.auto_dispatch:
             self.pump()
@@ -407,15 +444,36 @@ class Orchestrator:
 
     def _apply(self, message: Reply) -> engine.Transition:
         workflow_id = self.route(message)
+        message_id = message.messageId
+        message_digest = digest(message.model_dump(mode="json")) if message_id is not None else None
 
         def decide(row: Stored) -> engine.Transition:
-            if message.messageId is not None and self.store.seen(message.messageId):
-                return engine.Transition(row.state, [], "duplicate", f"message {message.messageId} was already handled")
+            if message_id is not None and self.store.seen(message_id):
+                self._refuse_reused(message, message_digest)
+                return engine.Transition(row.state, [], "duplicate", f"message {message_id} was already handled")
             return engine.deliver(self.definition_of(row.state), row.state, message, self.clock())
 
-        return self._transact(workflow_id, decide, message.messageId)
+        return self._transact(workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest))
 
-    def _transact(self, workflow_id: str, decide: Decide, message_id: str | None = None) -> engine.Transition:
+    def _refuse_reused(self, message: Reply, message_digest: str | None) -> None:
+        """MessageRefused when the inbox holds the message's id for another message (a store
+        that kept no digest for it cannot tell: the message is taken as the same one)."""
+        assert message.messageId is not None
+        kept = self.store.digest_of(message.messageId)
+        if kept is not None and kept != message_digest:
+            raise MessageRefused(
+                f"the messageId `{message.messageId}` was already used for another message; `{message.type}` under "
+                "the same id is refused (a message id names one message: give a new message a new id)",
+            )
+
+    def _transact(
+        self,
+        workflow_id: str,
+        decide: Decide,
+        message_id: str | None = None,
+        message_digest: str | None = None,
+        on_duplicate: Callable[[], None] | None = None,
+    ) -> engine.Transition:
         """Read, decide, write; when another writer got there first, read again and decide again."""
         for _ in range(MAX_CONFLICTS):
             row = self.store.get(workflow_id)
@@ -425,8 +483,10 @@ class Orchestrator:
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
-                self.store.save(transition.state, row.version, transition.dispatches, message_id)
+                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest)
             except DuplicateMessage as duplicate:
+                if on_duplicate is not None:
+                    on_duplicate()  # another writer applied the id first: the same message, or refused
                 return engine.Transition(row.state, [], "duplicate", str(duplicate))
             except ConcurrencyError:
                 continue
@@ -434,7 +494,9 @@ class Orchestrator:
         raise ConcurrencyError(f"instance {workflow_id} kept changing under {MAX_CONFLICTS} attempts; try again")
 
     def tick(self, now: datetime | None = None) -> list[InstanceState]:
-        """Fire every timer that is due; returns the instances that changed."""
+        """Fire every timer that is due; returns the instances that changed. An instance whose
+        stored record is damaged is left as it is (its id and why are kept in `damaged`): the
+        others still move."""
         moment = now or self.clock()
         changed = []
         for workflow_id in self.store.due(moment):
@@ -444,6 +506,9 @@ class Orchestrator:
                 )
             except MessageRefused:
                 continue  # removed meanwhile
+            except DamagedRecord as damaged:
+                self.damaged[workflow_id] = str(damaged)
+                continue
             if transition.outcome != "idle":
                 changed.append(transition.state)
         if self.auto_dispatch:
