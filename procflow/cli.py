@@ -25,7 +25,7 @@ from procflow.dsl.diagnostics import render as render_diagnostic
 from procflow.dsl.diagnostics import to_json as diagnostics_json
 from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.validate import check_file
-from procflow.errors import InputError, ProcflowError, SourceError
+from procflow.errors import InputError, InstantError, ProcflowError, SourceError
 from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
 from procflow.operator_args import add_operator_commands
@@ -118,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         _fail("--input must be a JSON object, e.g. '{\"orderId\": \"ord_441\"}'")
     try:
         now = parse_instant(args.now) if args.now else None
+    except InstantError as error:
+        _fail(f"--now: {error}", 2)
     except ValueError:
         _fail(f"--now must be an ISO-8601 instant such as 2026-03-23T16:00:00Z, not `{args.now}`", 2)
     problem = instant_problem(now) if now is not None else None

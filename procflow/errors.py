@@ -79,9 +79,10 @@ class MessageRefused(ProcflowError):
         return (MessageRefused, (self.reason, self.workflow_id, self.step))
 
 
-class InstantError(ProcflowError):
+class InstantError(ProcflowError, ValueError):
     """An instant is outside what procflow represents (the `instant_year_min` and
-    `instant_year_max` limits), so no due time computed from it could be written down."""
+    `instant_year_max` limits), so no due time computed from it could be written down. Also a
+    ValueError, as a malformed instant is: code that reads instants catches both at once."""
 
 
 class FileRefused(ProcflowError):
