@@ -54,7 +54,7 @@ from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL, InstanceState
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
-from procflow.terminal import printable, printable_lines
+from procflow.terminal import printable
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -227,12 +227,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             "outbox": [{"dispatch": e.dispatch.model_dump(mode="json"), "createdAt": e.created_at, "sentAt": e.sent_at, "emitted": e.emitted} for e in outbox],
         }, indent=2))
         return 0
-    print(printable_lines(inspect_text(state, row.version, outbox)), end="")
+    print(inspect_text(state, row.version, outbox), end="")
     return 0
 
 
 def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ()) -> str:
-    """An instance as an operator reads it: the lesson's record, then the details, then the history."""
+    """An instance as an operator reads it: the lesson's record, then the details, then the
+    history; each line with its control characters escaped (`procflow.terminal`)."""
     ref = state.definition
     lines = [
         f"workflowId      {state.workflowId}",
@@ -288,7 +289,7 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
         if entry.note:
             detail.append(entry.note)
         lines.append(f"  {entry.seq:>3}  {entry.at}  {what:<28} {'; '.join(detail)}".rstrip())
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # a line break inside a field is shown as `\n`
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
