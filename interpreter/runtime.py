@@ -33,10 +33,12 @@ from procflow.errors import (
     ConcurrencyError,
     DamagedRecord,
     DuplicateMessage,
+    InputError,
     MessageRefused,
     ProcflowError,
     StoreError,
 )
+from procflow.ids import check_id, id_problem
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import InstanceState, instant_epoch
@@ -344,6 +346,9 @@ class Orchestrator:
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
         """The current state of an instance (MessageRefused when there is none)."""
+        problem = id_problem(workflow_id)
+        if problem:  # no instance can have it: ids are checked when instances start
+            raise MessageRefused(f"there is no such instance: the workflow id {problem}")
         row = self.store.get(workflow_id)
         if row is None:
             raise MessageRefused(f"no instance {workflow_id} in this store", workflow_id)
@@ -376,6 +381,7 @@ class Orchestrator:
     # ---- acting
     def start(self, workflow_id: str, input: dict[str, Any], process: str | None = None) -> InstanceState:
         """Start an instance (starting the same id again returns it and sends nothing)."""
+        check_id(workflow_id, "the workflow id", InputError)
         existing = self.store.get(workflow_id)
         if existing is not None:
             return existing.state
@@ -517,6 +523,7 @@ class Orchestrator:
 
     def resume(self, workflow_id: str) -> InstanceState:
         """An operator resumes a compensation_failed instance."""
+        self.state(workflow_id)  # MessageRefused when there is no such instance
         self._transact(workflow_id, lambda row: engine.resume(self.definition_of(row.state), row.state, self.clock()))
         if self.auto_dispatch:
             self.pump()

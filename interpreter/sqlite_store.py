@@ -180,6 +180,8 @@ class SqliteStore:
             return self._db().execute(sql, args).fetchall()
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -193,6 +195,8 @@ class SqliteStore:
                 connection.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -209,12 +213,22 @@ class SqliteStore:
                 raise
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     def _commit(self, connection: sqlite3.Connection) -> None:
         # Its own method so a profile shows what the commit (the fsync with FULL) costs.
         connection.execute("COMMIT")
 
+    def _unbindable(self, error: Exception) -> StoreError:
+        return StoreError(
+            f"a value given to the store {self.path} cannot be kept in SQLite ({type(error).__name__}: {error}); "
+            "nothing was read or written. Ids are text without control characters (see procflow.ids)."
+        )
+
     def _error(self, error: sqlite3.DatabaseError) -> StoreError:
+        if isinstance(error, sqlite3.ProgrammingError):  # a value SQLite cannot bind: the caller's, not the file's
+            return self._unbindable(error)
         if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
             return StoreError(
                 f"the store {self.path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS:.0f}s; "
@@ -514,6 +528,9 @@ class SqliteStore:
                 f"the state of instance {workflow_id} in {self.path} is damaged ({why}). {_DAMAGED_HINT}"
             ) from None
 
+
+_UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)
+"""What SQLite raises for a value it cannot bind (a lone surrogate, an integer past 64 bits)."""
 
 _DAMAGED_HINT = (
     "Nothing was changed; the other instances are unaffected. Restore the store from a backup, "
