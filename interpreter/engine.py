@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
-from procflow.ids import check_id
+from procflow.ids import check_id, is_id
 from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.derive import derive, history_entry
@@ -179,14 +179,31 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
     message_id = reply.messageId
     if message_id is not None and message_id in state.seenMessageIds:
         return Transition(state, [], "duplicate", f"message {message_id} was already handled")
-    overdue = advance(definition, state, now)
-    if overdue.outcome == "idle":
+    if not _overdue(state, now.timestamp()):  # the usual case: nothing is due, the message applies as it is
         return _apply(definition, state, reply, now)
+    overdue = advance(definition, state, now)
     applied = _apply(definition, overdue.state, reply, now)
     if applied.outcome == "duplicate":  # nothing to apply: the timers fire at the next tick, as they would have
         return Transition(state, [], "duplicate", applied.note)
     note = f"first, what was due: {overdue.note}" + (f"; then {applied.note}" if applied.note else "")
     return Transition(applied.state, overdue.dispatches + applied.dispatches, applied.outcome, note)
+
+
+def _overdue(state: InstanceState, now_epoch: float) -> bool:
+    """True when a wait or the deadline of the instance is due by `now_epoch` (what `advance`
+    would act on; a quick look, so a message finds out cheaply that nothing is)."""
+    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
+    for wait in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
+        due = wait.due
+        if due is not None and due <= now_epoch:
+            return True
+    deadline = state._deadlineAt
+    return (
+        deadline is not None
+        and epoch_of(deadline) <= now_epoch
+        and state.status not in TERMINAL
+        and state.status != "compensating"
+    )
 
 
 def _not_before(state: InstanceState, now: datetime) -> datetime:
@@ -196,17 +213,22 @@ def _not_before(state: InstanceState, now: datetime) -> datetime:
 
 
 def check_message(reply: Reply) -> None:
-    """MessageRefused unless the message's ids are ids (`procflow.ids`) and it is strict JSON
-    within the `message_bytes` and `nesting` limits (`procflow.strict_json`)."""
-    check_id(reply.type, "the message's `type`", MessageRefused)
-    check_id(reply.correlationId, "the message's `correlationId`", MessageRefused)
-    if reply.workflowId is not None:
-        check_id(reply.workflowId, "the message's `workflowId`", MessageRefused)
-    if reply.messageId is not None:
-        check_id(reply.messageId, "the message's `messageId`", MessageRefused)
-    whole = {"type": reply.type, "correlationId": reply.correlationId, "workflowId": reply.workflowId,
-             "messageId": reply.messageId, "data": reply.data}
-    check_value(whole, what=f"the message `{reply.type}`", limit=MESSAGE_BYTES, refuse=MessageRefused)
+    """MessageRefused unless the message's ids are ids (`procflow.ids`) and its data is strict
+    JSON within the `nesting` limit (counted from the message: its `data` is level 2) and the
+    `message_bytes` limit (`procflow.strict_json`)."""
+    workflow_id, message_id = reply.workflowId, reply.messageId
+    if not (
+        is_id(reply.type) and is_id(reply.correlationId)
+        and (workflow_id is None or is_id(workflow_id)) and (message_id is None or is_id(message_id))
+    ):
+        check_id(reply.type, "the message's `type`", MessageRefused)
+        check_id(reply.correlationId, "the message's `correlationId`", MessageRefused)
+        check_id(workflow_id if workflow_id is not None else "-", "the message's `workflowId`", MessageRefused)
+        check_id(message_id if message_id is not None else "-", "the message's `messageId`", MessageRefused)
+    if reply.data:
+        check_value(
+            reply.data, what=f"the data of `{reply.type}`", limit=MESSAGE_BYTES, refuse=MessageRefused, level=2
+        )
 
 
 def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, now: datetime) -> Transition:

@@ -483,11 +483,14 @@ class SqliteStore:
     def _encode_dispatch(dispatch: Dispatch) -> str:
         return dispatch.model_dump_json()
 
-    def _decode_dispatch(self, text: str) -> Dispatch:
+    @staticmethod
+    def _decode_dispatch(text: str) -> Dispatch:
+        what = "a command in the store's outbox"
         try:
-            return Dispatch.model_validate(self._json(text, "a command in the outbox"))
+            data = strict_loads(text, what=what, limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
+            return Dispatch.model_validate(data)
         except ValidationError as error:
-            raise DamagedRecord(f"a command in the outbox of {self.path} is damaged ({error.errors()[0]['msg']}). {_DAMAGED_HINT}") from None
+            raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {_DAMAGED_HINT}") from None
 
     @staticmethod
     def _encode(state: InstanceState) -> str:

@@ -15,11 +15,16 @@ from procflow.errors import ProcflowError
 from procflow.limits import ID_LENGTH
 from procflow.strict_json import limit_text, shown
 
-__all__ = ["UNPRINTABLE", "check_id", "id_problem"]
+__all__ = ["UNPRINTABLE", "check_id", "id_problem", "is_id"]
 
 UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 """Characters that would move the cursor, start an escape sequence, break a line, reorder
 the text around them, or cannot be written as UTF-8."""
+
+
+def is_id(value: object) -> bool:
+    """True when `value` is a valid id (the quick test; `id_problem` says what is wrong)."""
+    return isinstance(value, str) and 0 < len(value) <= ID_LENGTH.value and UNPRINTABLE.search(value) is None
 
 
 def id_problem(value: object) -> str | None:
@@ -41,7 +46,7 @@ def id_problem(value: object) -> str | None:
 
 def check_id(value: object, what: str, refuse: type[ProcflowError] = ProcflowError) -> None:
     """Refuse (`refuse(reason)`) a value that is not a valid id; `what` names it (e.g. "the workflow id")."""
-    if isinstance(value, str) and 0 < len(value) <= ID_LENGTH.value and UNPRINTABLE.search(value) is None:
+    if is_id(value):
         return  # the usual case, at the cost of one search
     problem = id_problem(value)
     if problem:

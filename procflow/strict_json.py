@@ -166,20 +166,23 @@ def check_value(
     limit: Limit,
     refuse: Refuse = ProcflowError,
     depth: int = NESTING.value,
+    level: int = 1,
 ) -> None:
-    """Check a Python value by the rules of `loads` (`refuse(reason)` when it breaks one)."""
-    problem = _value_problem(value, depth, limit)
+    """Check a Python value by the rules of `loads` (`refuse(reason)` when it breaks one).
+    `level` is how deep the value sits in the document it belongs to (a message's `data` is
+    at level 2): the depth is counted from the document."""
+    problem = _value_problem(value, depth, limit, level)
     if problem:
         raise refuse(f"{what} {problem}")
 
 
-def _value_problem(value: Any, depth: int, limit: Limit | None) -> str | None:
+def _value_problem(value: Any, depth: int, limit: Limit | None, level: int = 1) -> str | None:
     """What is wrong with a value as strict JSON, or None. Walks without recursion, so a
     value nested (or cyclic) beyond any depth is refused, never a RecursionError."""
     # The size of the compact JSON text, bounded from above as the walk goes (a string costs at
     # most 6 bytes a character, escaped); written out only when the bound passes the limit.
     bound = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, level)]
     while stack:
         item, level = stack.pop()
         kind = item.__class__
