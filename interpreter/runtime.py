@@ -40,6 +40,7 @@ from procflow.errors import (
 )
 from procflow.ids import check_id, id_problem
 from procflow.interpreter import engine
+from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import InstanceState, instant_epoch
 from procflow.strict_json import digest
@@ -503,7 +504,7 @@ class Orchestrator:
         """Fire every timer that is due; returns the instances that changed. An instance whose
         stored record is damaged is left as it is (its id and why are kept in `damaged`): the
         others still move."""
-        moment = now or self.clock()
+        moment = check_instant(now or self.clock(), "the time of a tick")
         changed = []
         for workflow_id in self.store.due(moment):
             try:

@@ -24,7 +24,7 @@ from procflow.errors import FileRefused, ProcflowError
 from procflow.limits import FILE_BYTES, Limit
 from procflow.strict_json import limit_text
 
-__all__ = ["confined_loader", "read_at_most", "read_confined", "read_json_argument", "read_limited"]
+__all__ = ["confined_loader", "read_at_most", "read_confined", "read_json_argument"]
 
 _CHUNK = 1 << 16
 
@@ -50,15 +50,6 @@ def read_at_most(path: str | Path, most: int) -> bytes:
         return _read_fd(fd, most)
     finally:
         os.close(fd)
-
-
-def read_limited(path: str | Path, limit: Limit, what: str) -> bytes:
-    """A whole file of at most `limit` bytes; `FileRefused` when it is longer (reading stops
-    one byte past the limit). OSError when it cannot be read."""
-    data = read_at_most(path, limit.value + 1)
-    if len(data) > limit.value:
-        raise FileRefused(f"{what} {path} is larger than {limit_text(limit)}")
-    return data
 
 
 def confined_loader(process_path: str | Path, limit: Limit = FILE_BYTES) -> Callable[[str], bytes]:
