@@ -452,7 +452,13 @@ class Orchestrator:
     def _apply(self, message: Reply) -> engine.Transition:
         workflow_id = self.route(message)
         message_id = message.messageId
-        message_digest = digest(message.model_dump(mode="json")) if message_id is not None else None
+        # What the message says (not how it is addressed): a sender that learned the workflow id
+        # and sends the same reply again with it is sending the same message.
+        message_digest = (
+            digest({"type": message.type, "correlationId": message.correlationId, "data": message.data})
+            if message_id is not None
+            else None
+        )
 
         def decide(row: Stored) -> engine.Transition:
             if message_id is not None and self.store.seen(message_id):

@@ -438,6 +438,7 @@ def test_a_message_id_reused_for_another_message_is_refused(kind: str, tmp_path:
     kept = stored(store)
     assert orch.receive(dict(first)).outcome == "duplicate"  # the same message again: silent
     assert orch.receive({"data": {"reservationId": "r-1"}, "messageId": "m-1", "correlationId": "ord_1", "type": "inventory_reserved"}).outcome == "duplicate"
+    assert orch.receive(dict(first, workflowId="wf_1")).outcome == "duplicate"  # addressed more exactly, still the same message
     with pytest.raises(MessageRefused, match="`m-1` was already used for another message"):
         orch.receive(dict(first, data={"reservationId": "r-2"}))
     with pytest.raises(MessageRefused, match="already used for another message"):
