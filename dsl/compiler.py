@@ -25,7 +25,10 @@ from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
-from procflow.errors import ExpressionError, SourceError
+from procflow.errors import ExpressionError, FileRefused, SourceError
+from procflow.files import confined_loader, read_at_most
+from procflow.limits import FILE_BYTES, SOURCE_BYTES
+from procflow.strict_json import loads as strict_loads
 
 Loader = Callable[[str], bytes]
 """Reads a file named relative to the process being compiled."""
@@ -349,6 +352,10 @@ class _Compiler:
             return stmt.process.text
         try:
             data = self.loader(target)
+        except FileRefused as refused:
+            self._error("E121", f"cannot read the process `{stmt.process.text}`: {refused}", stmt.process.span,
+                        "put it in the folder of this process")
+            return stmt.process.text
         except OSError:
             self._error("E121", f"cannot find the process `{stmt.process.text}` (looked for {file_name})",
                         stmt.process.span, "put it beside this file or name its file with `from \"file.proc\"`")
@@ -439,12 +446,17 @@ class _Compiler:
         try:
             if self.loader is None:
                 raise OSError
-            schema = json.loads(self.loader(target).decode("utf-8"))
+            data = self.loader(target)
+        except FileRefused as refused:
+            self._error("E123", f"cannot read the input contract: {refused}", span, "put the JSON Schema file beside the process")
+            return None
         except OSError:
             self._error("E123", f"cannot read the input contract {file_name}", span, "put the JSON Schema file beside the process")
             return None
-        except (ValueError, UnicodeDecodeError) as error:
-            self._error("E123", f"the input contract {file_name} is not valid JSON: {error}", span)
+        try:
+            schema = strict_loads(data, what=f"the input contract {file_name}", limit=FILE_BYTES, refuse=FileRefused)
+        except FileRefused as refused:
+            self._error("E123", str(refused), span)
             return None
         if not isinstance(schema, dict):
             self._error("E123", f"the input contract {file_name} must be a JSON object (a JSON Schema)", span)
@@ -485,9 +497,18 @@ def _document_order(nodes: dict[str, m.AnyNode], start: str) -> list[str]:
     return sorted(nodes, key=key)
 
 
-def default_loader(path: str) -> bytes:
-    """Read a file from disk (the loader used for files given on the command line)."""
-    return Path(path).read_bytes()
+def file_loader(process_path: str) -> Loader:
+    """How a process read from `process_path` reads the files it names (`input from`,
+    `call ... from`): regular files inside its folder only, of at most `file_bytes`
+    (`procflow.files.confined_loader`)."""
+    return confined_loader(process_path)
+
+
+def read_source(path: str) -> bytes:
+    """The bytes of a .proc file named by the caller: no more than one byte past the
+    `source_bytes` limit is read (the parser refuses a longer text), so a device such as
+    /dev/zero cannot take the machine's memory. OSError when it cannot be read."""
+    return read_at_most(path, SOURCE_BYTES.value + 1)
 
 
 def compile_source(
@@ -509,9 +530,9 @@ def load(path: str | Path) -> m.ProcessDefinition:
     """Read, parse and compile a .proc file (and the processes it calls)."""
     file = str(path)
     try:
-        data = Path(file).read_bytes()
+        data = read_source(file)
     except OSError as error:
         raise SourceError(
             [Diagnostic("E001", "error", f"cannot read the file: {error.strerror or error}", Span(1, 1, 1, 2), None, file)]
         ) from None
-    return compile_source(decode_source(data, file), file, default_loader)
+    return compile_source(decode_source(data, file), file, file_loader(file))

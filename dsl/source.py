@@ -28,7 +28,7 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 def decode_source(data: bytes, path: str) -> str:
     """Bytes of a .proc file -> text, or a `SourceError` saying why the file is not text."""
     if len(data) > SOURCE_BYTES.value:
-        raise SourceError([_too_large(len(data), path)])
+        raise SourceError([_too_large(path)])
     if b"\x00" in data:
         raise SourceError(
             [Diagnostic("E001", "error", "the file holds binary data (a NUL byte), not process text", Span(1, 1, 1, 2), "is this the right file?", path)]
@@ -58,18 +58,19 @@ def check_size(text: str, path: str) -> None:
     """Refuse text longer than the `source_bytes` limit (in UTF-8) before anything reads it."""
     limit = SOURCE_BYTES.value
     if len(text) > limit:  # every character takes at least one byte
-        raise SourceError([_too_large(len(text.encode("utf-8", "surrogatepass")), path)])
+        raise SourceError([_too_large(path)])
     if len(text) * 4 > limit:  # only then can the encoded text be over the limit
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > limit:
-            raise SourceError([_too_large(size, path)])
+            raise SourceError([_too_large(path)])
 
 
-def _too_large(size: int, path: str) -> Diagnostic:
+def _too_large(path: str) -> Diagnostic:
     return Diagnostic(
         "E001",
         "error",
-        f"the file is {size} bytes, over the `{SOURCE_BYTES.name}` limit of {SOURCE_BYTES.value} bytes",
+        # A file is read no further than one byte past the limit, so its full size is not known.
+        f"the file is over the `{SOURCE_BYTES.name}` limit of {SOURCE_BYTES.value} bytes",
         Span(1, 1, 1, 2),
         "split the process into called processes",
         path,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from procflow.dsl import rules
-from procflow.dsl.compiler import compile_source, default_loader
+from procflow.dsl.compiler import compile_source, file_loader, read_source
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.model import ProcessDefinition
 from procflow.dsl.source import decode_source
@@ -35,7 +35,7 @@ def validate(definition: ProcessDefinition, limits: Mapping[str, int] | None = N
 def check_source(text: str, path: str = "<text>", limits: Mapping[str, int] | None = None) -> tuple[ProcessDefinition | None, list[Diagnostic]]:
     """Parse, compile and validate text; every problem comes back as a diagnostic."""
     try:
-        definition = compile_source(text, path, default_loader if not path.startswith("<") else None, scenarios=True)
+        definition = compile_source(text, path, file_loader(path) if not path.startswith("<") else None, scenarios=True)
     except SourceError as error:
         return None, error.diagnostics
     return definition, validate(definition, limits)
@@ -45,7 +45,7 @@ def check_file(path: str | Path, limits: Mapping[str, int] | None = None) -> tup
     """Read and check a file: (definition or None, diagnostics, source text)."""
     file = str(path)
     try:
-        data = Path(file).read_bytes()
+        data = read_source(file)
     except OSError as error:
         reason = error.strerror or str(error)
         return None, [Diagnostic("E001", "error", f"cannot read the file: {reason}", Span(1, 1, 1, 2), None, file)], ""

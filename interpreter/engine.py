@@ -13,6 +13,7 @@ worked out once per definition) and `contracts.py` (input and payload schemas).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,9 +21,11 @@ from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
+from procflow.ids import check_id, is_id
 from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.derive import derive, history_entry
+from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
 from procflow.interpreter.run import MAX_NODES_PER_TRANSITION, Transition, steps_of
@@ -43,8 +46,13 @@ from procflow.interpreter.state import (
     single,
 )
 from procflow.interpreter.timers import Timed
+from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
+from procflow.strict_json import check_value
 
-__all__ = ["MAX_NODES_PER_TRANSITION", "Transition", "advance", "deliver", "resume", "start", "steps_of", "validate_reply"]
+__all__ = [
+    "MAX_NODES_PER_TRANSITION", "Transition", "advance", "check_message", "deliver", "resume", "start", "steps_of",
+    "validate_reply",
+]
 
 
 class _Run(Timed):
@@ -73,9 +81,12 @@ class _Run(Timed):
 
 
 def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, Any], now: datetime) -> Transition:
-    """A new instance: check the input, send the first commands, wait."""
+    """A new instance: check the id, the time and the input, send the first commands, wait."""
+    check_id(workflow_id, "the workflow id", InputError)
+    check_instant(now, f"the start of instance {workflow_id}")
     if not isinstance(input, dict):
         raise InputError(f"the input of `{definition.name}` must be a JSON object, not {type(input).__name__}")
+    check_value(input, what=f"the input of `{definition.name}`", limit=INPUT_BYTES, refuse=InputError)
     if definition.input_schema is not None:
         problem = schema_problem(input, definition.input_schema)
         if problem:
@@ -91,6 +102,7 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         if value is None:
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
+        check_id(correlation, f"the correlation key `{definition.correlate.text}`", InputError)
     token = make.token(1, definition.start, ROOT, EMPTY, ())
     state = shell(plan.blank)  # what every new instance of the definition starts with, then its own
     state.workflowId = workflow_id
@@ -133,7 +145,74 @@ def _expected_text(state: InstanceState) -> str:
 
 
 def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, now: datetime) -> Transition:
-    """A reply or event for this instance. Refused (MessageRefused, state untouched) when nobody waits for it."""
+    """A reply or event for this instance. Refused (MessageRefused, state untouched) when it is
+    not a valid message or nobody waits for it.
+
+    Time only runs forward: a message whose `now` is earlier than the instance's last update
+    is applied at that last instant. And what was due comes first: the timeouts, retries,
+    timers and deadline due by `now` fire before the message is applied, so a reply that
+    arrives after its step's time is over is a late reply whether or not a worker ticked in
+    between (the outcome does not depend on how often timers are fired)."""
+    check_message(reply)
+    now = _not_before(state, check_instant(now, f"the time of `{reply.type}`"))
+    message_id = reply.messageId
+    if message_id is not None and message_id in state.seenMessageIds:
+        return Transition(state, [], "duplicate", f"message {message_id} was already handled")
+    if not _overdue(state, now.timestamp()):  # the usual case: nothing is due, the message applies as it is
+        return _apply(definition, state, reply, now)
+    overdue = advance(definition, state, now)
+    applied = _apply(definition, overdue.state, reply, now)
+    if applied.outcome == "duplicate":  # nothing to apply: the timers fire at the next tick, as they would have
+        return Transition(state, [], "duplicate", applied.note)
+    note = f"first, what was due: {overdue.note}" + (f"; then {applied.note}" if applied.note else "")
+    return Transition(applied.state, overdue.dispatches + applied.dispatches, applied.outcome, note)
+
+
+def _overdue(state: InstanceState, now_epoch: float) -> bool:
+    """True when a wait or the deadline of the instance is due by `now_epoch` (what `advance`
+    would act on; a quick look, so a message finds out cheaply that nothing is)."""
+    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
+    for wait in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
+        due = wait.due
+        if due is not None and due <= now_epoch:
+            return True
+    deadline = state._deadlineAt
+    return (
+        deadline is not None
+        and epoch_of(deadline) <= now_epoch
+        and state.status not in TERMINAL
+        and state.status != "compensating"
+    )
+
+
+def _not_before(state: InstanceState, now: datetime) -> datetime:
+    """`now`, or the instance's last instant when `now` is earlier (time never runs backwards)."""
+    last = epoch_of(state._updatedAt)
+    return now if now.timestamp() >= last else from_epoch(last)
+
+
+def check_message(reply: Reply) -> None:
+    """MessageRefused unless the message's ids are ids (`procflow.ids`) and its data is strict
+    JSON within the `nesting` limit (counted from the message: its `data` is level 2) and the
+    `message_bytes` limit (`procflow.strict_json`)."""
+    workflow_id, message_id = reply.workflowId, reply.messageId
+    if not (
+        is_id(reply.type) and is_id(reply.correlationId)
+        and (workflow_id is None or is_id(workflow_id)) and (message_id is None or is_id(message_id))
+    ):
+        check_id(reply.type, "the message's `type`", MessageRefused)
+        check_id(reply.correlationId, "the message's `correlationId`", MessageRefused)
+        check_id(workflow_id if workflow_id is not None else "-", "the message's `workflowId`", MessageRefused)
+        check_id(message_id if message_id is not None else "-", "the message's `messageId`", MessageRefused)
+    if reply.data:
+        check_value(
+            reply.data, what=f"the data of `{reply.type}`", limit=MESSAGE_BYTES, refuse=MessageRefused, level=2
+        )
+
+
+def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, now: datetime) -> Transition:
+    """Apply a checked message at `now` (nothing is due): to the wait that expects it, as a
+    late reply, as a duplicate; or MessageRefused."""
     plan = plan_of(definition)
     if state.definition is not plan.ref:
         _check_pinned(plan, state)
@@ -234,9 +313,12 @@ def _due_now(waits: tuple[Wait, ...], now_epoch: float) -> list[Wait]:
 
 
 def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime) -> Transition:
-    """Time has passed: fire every timer, timeout, retry and deadline that is due, in order."""
+    """Time has passed: fire every timer, timeout, retry and deadline that is due, in order,
+    each at the moment it was due (so one late tick gives the same outcome as many on time).
+    A `now` earlier than the instance's last update is taken as that last instant."""
     plan = plan_of(definition)
     _check_pinned(plan, state)
+    now = _not_before(state, check_instant(now, f"the time of a tick of instance {state.workflowId}"))
     now_epoch = now.timestamp()
     deadline = epoch_of(state._deadlineAt)
     deadline_due = (
@@ -247,7 +329,8 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     )
     if not deadline_due and not _due_now(state.waits, now_epoch):
         return Transition(state, [], "idle", None)
-    run = _Run(plan, state, now)
+    # The run's clock starts at the instance's last instant: each timer fires when it was due.
+    run = _Run(plan, state, from_epoch(epoch_of(state._updatedAt)))
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
         pending = _due_now(run.state.waits, now_epoch)
@@ -291,6 +374,7 @@ def resume(definition: m.ProcessDefinition, state: InstanceState, now: datetime)
     """An operator resumes a `compensation_failed` instance: the failed undo is sent again."""
     plan = plan_of(definition)
     _check_pinned(plan, state)
+    now = _not_before(state, check_instant(now, f"the time instance {state.workflowId} resumes"))
     if state.status != "compensation_failed" or state.compensation is None or not state.compensation.pending:
         raise MessageRefused(
             f"instance {state.workflowId} is {state.status}; only a compensation_failed instance can be resumed",
@@ -304,9 +388,14 @@ def resume(definition: m.ProcessDefinition, state: InstanceState, now: datetime)
 
 
 def validate_reply(data: Any) -> Reply:
-    """A reply from JSON data, or MessageRefused saying what is wrong with it."""
+    """A reply from JSON data (strict JSON within the limits, see `check_message`), or
+    MessageRefused saying what is wrong with it."""
+    if isinstance(data, Mapping):
+        check_value(data, what="the message", limit=MESSAGE_BYTES, refuse=MessageRefused)
     try:
-        return Reply.model_validate(data)
+        reply = Reply.model_validate(data)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in error.errors())
         raise MessageRefused(f"not a valid reply: {problems}") from None
+    check_message(reply)
+    return reply

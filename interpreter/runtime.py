@@ -31,14 +31,19 @@ from typing import Any, Protocol
 from procflow.dsl.model import ProcessDefinition
 from procflow.errors import (
     ConcurrencyError,
+    DamagedRecord,
     DuplicateMessage,
+    InputError,
     MessageRefused,
     ProcflowError,
     StoreError,
 )
+from procflow.ids import check_id, id_problem
 from procflow.interpreter import engine
+from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import InstanceState, instant_epoch
+from procflow.strict_json import digest
 
 Clock = Callable[[], datetime]
 """Returns the current moment (aware, UTC). The engine never calls it; the runtime does."""
@@ -127,10 +132,18 @@ class Store(Protocol):
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
-        """Write a transition: state, outbox, inbox entry; `expected_version` None means a new instance.
-        Returns the new version; raises ConcurrencyError when the version moved and
-        DuplicateMessage when the inbox already holds `message_id`."""
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        """Write a transition: state, outbox, inbox entry (the message id with the digest of
+        the message); `expected_version` None means a new instance. Returns the new version;
+        raises ConcurrencyError when the version moved and DuplicateMessage when the inbox
+        already holds `message_id`."""
 
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
@@ -143,6 +156,10 @@ class Store(Protocol):
 
     def seen(self, message_id: str) -> bool:
         """True when a message with this id was already applied."""
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id (None when none was, or when it was
+        applied before the store kept digests)."""
 
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """All instances (or those with one status)."""
@@ -162,7 +179,7 @@ class InMemoryStore:
         self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
         self._outbox: dict[int, Dispatch] = {}
         self._next_outbox = 1
-        self._inbox: set[str] = set()
+        self._inbox: dict[str, str | None] = {}  # message id -> digest of the message
         self._pinned: dict[str, PinnedDefinition] = {}
 
     def get(self, workflow_id: str) -> Stored | None:
@@ -178,7 +195,14 @@ class InMemoryStore:
             and correlation_id in row.state.correlation_ids()
         ]
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
         if message_id is not None and message_id in self._inbox:
             raise DuplicateMessage(f"message {message_id} was already applied")
@@ -199,8 +223,8 @@ class InMemoryStore:
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
             self._next_outbox += 1
-        if message_id:
-            self._inbox.add(message_id)
+        if message_id is not None:
+            self._inbox[message_id] = message_digest
         return version
 
     def due(self, now: datetime) -> list[str]:
@@ -220,6 +244,10 @@ class InMemoryStore:
     def seen(self, message_id: str) -> bool:
         """True when the message was applied before."""
         return message_id in self._inbox
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id, or None."""
+        return self._inbox.get(message_id)
 
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance, or those with `status`."""
@@ -313,10 +341,15 @@ class Orchestrator:
         self.clock = clock
         self.compile_pinned = compile_pinned
         self.auto_dispatch = auto_dispatch
+        self.damaged: dict[str, str] = {}
+        """Instances a tick left alone because their stored record could not be read: id -> why."""
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
         """The current state of an instance (MessageRefused when there is none)."""
+        problem = id_problem(workflow_id)
+        if problem:  # no instance can have it: ids are checked when instances start
+            raise MessageRefused(f"there is no such instance: the workflow id {problem}")
         row = self.store.get(workflow_id)
         if row is None:
             raise MessageRefused(f"no instance {workflow_id} in this store", workflow_id)
@@ -349,6 +382,7 @@ class Orchestrator:
     # ---- acting
     def start(self, workflow_id: str, input: dict[str, Any], process: str | None = None) -> InstanceState:
         """Start an instance (starting the same id again returns it and sends nothing)."""
+        check_id(workflow_id, "the workflow id", InputError)
         existing = self.store.get(workflow_id)
         if existing is not None:
             return existing.state
@@ -398,8 +432,18 @@ class Orchestrator:
         return self.state(transition.state.workflowId)
 
     def receive(self, reply: Reply | Mapping[str, Any]) -> engine.Transition:
-        """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late)."""
-        message = reply if isinstance(reply, Reply) else engine.validate_reply(dict(reply))
+        """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late).
+
+        The message is checked before it is routed (`engine.check_message`: ids, strict JSON,
+        limits). A `messageId` seen before is a duplicate when the message is the same, and
+        refused (MessageRefused) when it is another message under a reused id."""
+        if isinstance(reply, Reply):
+            engine.check_message(reply)
+            message = reply
+        elif isinstance(reply, Mapping):
+            message = engine.validate_reply(dict(reply))
+        else:
+            raise MessageRefused(f"a message is a Reply or a mapping (JSON object), not {type(reply).__name__}")
         transition = self._apply(message)
         if self.auto_dispatch:
             self.pump()
@@ -407,15 +451,42 @@ class Orchestrator:
 
     def _apply(self, message: Reply) -> engine.Transition:
         workflow_id = self.route(message)
+        message_id = message.messageId
+        # What the message says (not how it is addressed): a sender that learned the workflow id
+        # and sends the same reply again with it is sending the same message.
+        message_digest = (
+            digest({"type": message.type, "correlationId": message.correlationId, "data": message.data})
+            if message_id is not None
+            else None
+        )
 
         def decide(row: Stored) -> engine.Transition:
-            if message.messageId is not None and self.store.seen(message.messageId):
-                return engine.Transition(row.state, [], "duplicate", f"message {message.messageId} was already handled")
+            if message_id is not None and self.store.seen(message_id):
+                self._refuse_reused(message, message_digest)
+                return engine.Transition(row.state, [], "duplicate", f"message {message_id} was already handled")
             return engine.deliver(self.definition_of(row.state), row.state, message, self.clock())
 
-        return self._transact(workflow_id, decide, message.messageId)
+        return self._transact(workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest))
 
-    def _transact(self, workflow_id: str, decide: Decide, message_id: str | None = None) -> engine.Transition:
+    def _refuse_reused(self, message: Reply, message_digest: str | None) -> None:
+        """MessageRefused when the inbox holds the message's id for another message (a store
+        that kept no digest for it cannot tell: the message is taken as the same one)."""
+        assert message.messageId is not None
+        kept = self.store.digest_of(message.messageId)
+        if kept is not None and kept != message_digest:
+            raise MessageRefused(
+                f"the messageId `{message.messageId}` was already used for another message; `{message.type}` under "
+                "the same id is refused (a message id names one message: give a new message a new id)",
+            )
+
+    def _transact(
+        self,
+        workflow_id: str,
+        decide: Decide,
+        message_id: str | None = None,
+        message_digest: str | None = None,
+        on_duplicate: Callable[[], None] | None = None,
+    ) -> engine.Transition:
         """Read, decide, write; when another writer got there first, read again and decide again."""
         for _ in range(MAX_CONFLICTS):
             row = self.store.get(workflow_id)
@@ -425,8 +496,10 @@ class Orchestrator:
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
-                self.store.save(transition.state, row.version, transition.dispatches, message_id)
+                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest)
             except DuplicateMessage as duplicate:
+                if on_duplicate is not None:
+                    on_duplicate()  # another writer applied the id first: the same message, or refused
                 return engine.Transition(row.state, [], "duplicate", str(duplicate))
             except ConcurrencyError:
                 continue
@@ -434,8 +507,10 @@ class Orchestrator:
         raise ConcurrencyError(f"instance {workflow_id} kept changing under {MAX_CONFLICTS} attempts; try again")
 
     def tick(self, now: datetime | None = None) -> list[InstanceState]:
-        """Fire every timer that is due; returns the instances that changed."""
-        moment = now or self.clock()
+        """Fire every timer that is due; returns the instances that changed. An instance whose
+        stored record is damaged is left as it is (its id and why are kept in `damaged`): the
+        others still move."""
+        moment = check_instant(now or self.clock(), "the time of a tick")
         changed = []
         for workflow_id in self.store.due(moment):
             try:
@@ -444,6 +519,9 @@ class Orchestrator:
                 )
             except MessageRefused:
                 continue  # removed meanwhile
+            except DamagedRecord as damaged:
+                self.damaged[workflow_id] = str(damaged)
+                continue
             if transition.outcome != "idle":
                 changed.append(transition.state)
         if self.auto_dispatch:
@@ -452,6 +530,7 @@ class Orchestrator:
 
     def resume(self, workflow_id: str) -> InstanceState:
         """An operator resumes a compensation_failed instance."""
+        self.state(workflow_id)  # MessageRefused when there is no such instance
         self._transact(workflow_id, lambda row: engine.resume(self.definition_of(row.state), row.state, self.clock()))
         if self.auto_dispatch:
             self.pump()

@@ -16,8 +16,9 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.dsl.expressions import ObjectExpr, compile_expr
-from procflow.errors import ExpressionError, InputError, MessageRefused, ScenarioError
+from procflow.errors import ExpressionError, InputError, InstantError, MessageRefused, ScenarioError
 from procflow.interpreter import engine
+from procflow.interpreter.instants import instant_problem
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.state import InstanceState, from_epoch, iso, parse_instant
 
@@ -125,9 +126,15 @@ def scenario_start(scenario: m.Scenario | None) -> datetime:
     """The moment a scenario's clock starts."""
     text = scenario.syntax.start_at[0] if scenario and scenario.syntax.start_at else DEFAULT_START
     try:
-        return parse_instant(text)
+        moment = parse_instant(text)
+    except InstantError as error:
+        raise ScenarioError(f"`start at \"{text}\"`: {error}") from None
     except ValueError:
         raise ScenarioError(f"`start at \"{text}\"` is not an ISO-8601 instant") from None
+    problem = instant_problem(moment)
+    if problem:
+        raise ScenarioError(f"`start at \"{text}\"`: {problem}")
+    return moment
 
 
 class _Simulation:

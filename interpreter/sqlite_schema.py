@@ -89,6 +89,14 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    (
+        2,
+        (
+            # The digest of each applied message: a message id reused for another message is
+            # refused, not dropped as a duplicate. Rows written before it have none (NULL).
+            "ALTER TABLE inbox ADD COLUMN digest TEXT",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

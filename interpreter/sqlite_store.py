@@ -10,7 +10,8 @@
     outbox       commands to send, one row per dedupKey (unique), sent_at once the transport took it;
                  ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row
     timers       workflow_id -> the earliest moment it acts by itself (waits and deadline), indexed
-    inbox        message_id -> the instance it was applied to: a redelivered reply is a no-op
+    inbox        message_id -> the instance it was applied to and the digest of the message: a
+                 redelivered reply is a no-op, another message under a used id is refused
 
 The file is WAL-journaled; every write transaction opens with `BEGIN IMMEDIATE`, so two
 processes on one file queue for the write lock instead of failing half way. `save` checks
@@ -35,7 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
+from pydantic import ValidationError
+
+from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.runtime import (
     PinnedDefinition,
@@ -60,6 +63,12 @@ from procflow.interpreter.state import (
     parse_instant,
     shell,
 )
+from procflow.limits import NESTING
+from procflow.strict_json import loads as strict_loads
+
+RECORD_NESTING = 2 * NESTING.value
+"""How deep a stored record may nest: a state holds inputs and payloads (each at most
+`nesting` deep) a few levels down."""
 
 __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "Synchronous", "current_schema_version"]
 
@@ -171,6 +180,8 @@ class SqliteStore:
             return self._db().execute(sql, args).fetchall()
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -184,6 +195,8 @@ class SqliteStore:
                 connection.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -200,12 +213,22 @@ class SqliteStore:
                 raise
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
+        except _UNBINDABLE as error:
+            raise self._unbindable(error) from None
 
     def _commit(self, connection: sqlite3.Connection) -> None:
         # Its own method so a profile shows what the commit (the fsync with FULL) costs.
         connection.execute("COMMIT")
 
+    def _unbindable(self, error: Exception) -> StoreError:
+        return StoreError(
+            f"a value given to the store {self.path} cannot be kept in SQLite ({type(error).__name__}: {error}); "
+            "nothing was read or written. Ids are text without control characters (see procflow.ids)."
+        )
+
     def _error(self, error: sqlite3.DatabaseError) -> StoreError:
+        if isinstance(error, sqlite3.ProgrammingError):  # a value SQLite cannot bind: the caller's, not the file's
+            return self._unbindable(error)
         if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
             return StoreError(
                 f"the store {self.path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS:.0f}s; "
@@ -241,9 +264,17 @@ class SqliteStore:
             )
         return [str(r[0]) for r in rows]
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
         """Write one transition in one transaction: instance row (version checked), new history
-        entries, outbox rows, the timer row, correlations and the inbox entry."""
+        entries, outbox rows, the timer row, correlations and the inbox entry (with the digest
+        of the message)."""
         workflow_id = state.workflowId
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
@@ -291,8 +322,8 @@ class SqliteStore:
             self._set_timer(connection, state)
             if message_id is not None:
                 connection.execute(
-                    "INSERT INTO inbox (message_id, workflow_id, received_at) VALUES (?, ?, ?)",
-                    (message_id, workflow_id, state.updatedAt),
+                    "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?)",
+                    (message_id, workflow_id, state.updatedAt, message_digest),
                 )
         return version
 
@@ -367,6 +398,12 @@ class SqliteStore:
         """True when the inbox holds the message id."""
         return bool(self._rows("SELECT 1 FROM inbox WHERE message_id = ?", (message_id,)))
 
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id (None when none was, or when it was
+        applied before the store kept digests)."""
+        rows = self._rows("SELECT digest FROM inbox WHERE message_id = ?", (message_id,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
@@ -392,7 +429,10 @@ class SqliteStore:
         if not rows:
             return None
         row = rows[0]
-        return PinnedDefinition(str(row[0]), int(row[1]), fingerprint, str(row[2]), json.loads(row[3]))
+        sources = self._json(row[3], f"the pinned text of `{row[0]}` ({fingerprint})")
+        if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+            raise DamagedRecord(f"the pinned text of `{row[0]}` ({fingerprint}) in {self.path} is damaged: not a map of file texts")
+        return PinnedDefinition(str(row[0]), int(row[1]), fingerprint, str(row[2]), sources)
 
     # ---------------------------------------------------------------- for operators
     def pinned_definitions(self) -> list[PinnedDefinition]:
@@ -407,7 +447,12 @@ class SqliteStore:
         rows = self._rows(f"SELECT workflow_id, process, status, version, state FROM instances {where} ORDER BY rowid", args)
         out = []
         for workflow_id, process, row_status, version, text in rows:
-            data = json.loads(text)
+            try:
+                data = self._json(text, f"instance {workflow_id}")
+            except DamagedRecord:
+                data = None
+            if not isinstance(data, dict):  # one damaged row is listed as such; the others as they are
+                data = {"nextAction": "(damaged record)"}
             out.append(
                 InstanceSummary(
                     str(workflow_id), str(process), str(row_status), int(version),
@@ -440,7 +485,12 @@ class SqliteStore:
 
     @staticmethod
     def _decode_dispatch(text: str) -> Dispatch:
-        return Dispatch.model_validate_json(text)
+        what = "a command in the store's outbox"
+        try:
+            data = strict_loads(text, what=what, limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
+            return Dispatch.model_validate(data)
+        except ValidationError as error:
+            raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {_DAMAGED_HINT}") from None
 
     @staticmethod
     def _encode(state: InstanceState) -> str:
@@ -450,17 +500,45 @@ class SqliteStore:
         without_history.history = ()
         return without_history.model_dump_json()
 
+    def _json(self, text: object, what: str) -> Any:
+        """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
+        if not isinstance(text, str | bytes):
+            raise DamagedRecord(f"{what} in {self.path} is damaged: it is not text. {_DAMAGED_HINT}")
+        # No size limit: a store reads back what it wrote, at any size.
+        return strict_loads(text, what=f"{what} in {self.path}", limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
+
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
-        data: dict[str, Any] = json.loads(text)
+        """The state of an instance from its row and its history rows; DamagedRecord (worded,
+        naming the instance) when they cannot be read back as the record procflow wrote."""
+        data = self._json(text, f"the state of instance {workflow_id}")
+        if not isinstance(data, dict):
+            raise DamagedRecord(f"the state of instance {workflow_id} in {self.path} is damaged: not a JSON object. {_DAMAGED_HINT}")
         stored = data.get("schemaVersion", STATE_SCHEMA_VERSION)
         if isinstance(stored, int) and stored > STATE_SCHEMA_VERSION:
             raise StoreError(
                 f"instance {workflow_id} in {self.path} has state schema {stored}, newer than this procflow reads "
                 f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
             )
-        data = migrate_state(data)
-        data["history"] = [migrate_history_entry(json.loads(entry)) for entry in entries]
-        return InstanceState.model_validate(data)
+        history = [self._json(entry, f"a history entry of instance {workflow_id}") for entry in entries]
+        try:
+            data = migrate_state(data)
+            data["history"] = [migrate_history_entry(entry) for entry in history]
+            return InstanceState.model_validate(data)
+        except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
+            first = error.errors()[0] if isinstance(error, ValidationError) else None
+            why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
+            raise DamagedRecord(
+                f"the state of instance {workflow_id} in {self.path} is damaged ({why}). {_DAMAGED_HINT}"
+            ) from None
+
+
+_UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)
+"""What SQLite raises for a value it cannot bind (a lone surrogate, an integer past 64 bits)."""
+
+_DAMAGED_HINT = (
+    "Nothing was changed; the other instances are unaffected. Restore the store from a backup, "
+    "or remove the instance's row if it is lost."
+)
 
 
 def _now_text() -> str:

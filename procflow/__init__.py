@@ -14,6 +14,7 @@ or let an `Orchestrator` keep the state, send the commands and fire the timers.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +28,26 @@ if TYPE_CHECKING:
     from procflow.interpreter.simulate import simulate
     from procflow.interpreter.sqlite_store import SqliteStore
     from procflow.interpreter.state import InstanceState
+
+
+def _from_the_source_tree() -> None:
+    """Find `procflow.dsl`, `.interpreter`, `.visualize` and `.processes` in the repository's
+    top-level folders when this package is imported from the repository itself.
+
+    The installation maps those folders under `procflow` (pyproject's `package-dir`). Python
+    run in the repository's root (`python -m procflow`, `python -c "import procflow"`) finds
+    this folder before the installed package, and without this would then miss its
+    subpackages: so, when the folders beside this one are procflow's own, they are searched
+    too. An installed package has no such neighbours and is left as it is."""
+    root = Path(__file__).resolve().parent.parent
+    if str(root) in __path__:
+        return
+    if (root / "pyproject.toml").is_file() and all((root / name / "__init__.py").is_file() for name in _SOURCE_FOLDERS):
+        __path__.append(str(root))
+
+
+_SOURCE_FOLDERS = ("dsl", "interpreter", "visualize", "processes")
+_from_the_source_tree()
 
 # Each name is imported on first use (PEP 562): `import procflow.dsl.validate`, or a command
 # that only reads processes, does not pay for the interpreter, pydantic and SQLite.

@@ -1,27 +1,35 @@
-"""The `procflow` command line. Exit codes: 0 success, 1 the input is bad or a check failed, 2 usage.
+"""The `procflow` command line. Exit codes: 0 success, 1 the input is bad or a check failed, 2 usage,
+70 a bug in procflow (said as such, without a traceback), 141 the reader of the output went away
+(`procflow ... | head`: quietly, as a Unix filter stops on SIGPIPE), 130 interrupted.
 
 Bad input never shows a traceback: every expected failure is a `ProcflowError` (or an OS
-error on a file) and is printed as one clear message.
+error on a file) and is printed as one clear message, its control characters escaped
+(`procflow.terminal`): nothing a message or an id carries reaches the terminal raw.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
+from procflow import __version__
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.diagnostics import render as render_diagnostic
 from procflow.dsl.diagnostics import to_json as diagnostics_json
 from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.validate import check_file
-from procflow.errors import ProcflowError, SourceError
+from procflow.errors import InputError, InstantError, ProcflowError, SourceError
+from procflow.files import read_json_argument
+from procflow.limits import INPUT_BYTES, STATE_BYTES
 from procflow.operator_args import add_operator_commands
+from procflow.terminal import printable, printable_lines
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
 # that use them: `validate`, `paths` and `graph` start without them.
@@ -41,7 +49,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    print(f"procflow: error: {message}", file=sys.stderr)
+    print(f"procflow: error: {printable(message)}", file=sys.stderr)
     raise _Exit(code)
 
 
@@ -61,8 +69,8 @@ def _load(path: str, limits: dict[str, int] | None = None) -> m.ProcessDefinitio
     errors = [d for d in diagnostics if d.is_error]
     if definition is None or errors:
         for diagnostic in errors or diagnostics:
-            print(render_diagnostic(diagnostic, text or None), file=sys.stderr)
-        print(f"procflow: {path} has {len(errors) or 1} error(s); fix them and try again", file=sys.stderr)
+            print(printable_lines(render_diagnostic(diagnostic, text or None)), file=sys.stderr)
+        print(printable(f"procflow: {path} has {len(errors) or 1} error(s); fix them and try again"), file=sys.stderr)
         raise _Exit(1)
     return definition
 
@@ -85,7 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(diagnostics_json(every))
     else:
         for diagnostic in every:
-            print(render_diagnostic(diagnostic, texts.get(diagnostic.file) or None))
+            print(printable_lines(render_diagnostic(diagnostic, texts.get(diagnostic.file) or None)))
             print()
         files = len(args.files)
         if errors:
@@ -97,35 +105,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        _fail(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}")
-
-
-def _read_json_arg(value: str, what: str) -> Any:
-    if value.startswith("@"):
-        try:
-            return _parse_json(Path(value[1:]).read_text(encoding="utf-8"), what)
-        except OSError as error:
-            _fail(f"cannot read {what} file {value[1:]}: {error.strerror}")
-    return _parse_json(value, what)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate one instance and print its trace (or the JSON document)."""
-    from procflow.interpreter.instants import parse_instant
+    from procflow.interpreter.instants import instant_problem, parse_instant
     from procflow.interpreter.simulate import simulate
 
     definition = _load(args.file)
-    input_data = _read_json_arg(args.input, "--input") if args.input is not None else None
+    input_data = read_json_argument(args.input, "--input", INPUT_BYTES, InputError) if args.input is not None else None
     if input_data is not None and not isinstance(input_data, dict):
         _fail("--input must be a JSON object, e.g. '{\"orderId\": \"ord_441\"}'")
     try:
         now = parse_instant(args.now) if args.now else None
+    except InstantError as error:
+        _fail(f"--now: {error}", 2)
     except ValueError:
         _fail(f"--now must be an ISO-8601 instant such as 2026-03-23T16:00:00Z, not `{args.now}`", 2)
+    problem = instant_problem(now) if now is not None else None
+    if problem:
+        _fail(f"--now: {problem}", 2)
     if args.stop_at is not None and args.stop_at not in {s.name for s in definition.steps} | {
         n.name for n in definition.nodes.values() if isinstance(n, m.RaceNode)
     }:
@@ -143,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        print(result.trace_text(), end="")
+        print(printable_lines(result.trace_text()), end="")
     return 0
 
 
@@ -164,16 +163,16 @@ def cmd_test(args: argparse.Namespace) -> int:
             total += 1
             outcome = check_scenario(definition, scenario)
             if outcome.passed:
-                print(f"PASS  {path}::{scenario.name}")
+                print(printable(f"PASS  {path}::{scenario.name}"))
                 continue
             failed += 1
-            print(f"FAIL  {path}::{scenario.name}")
+            print(printable(f"FAIL  {path}::{scenario.name}"))
             for difference in outcome.differences:
-                print("      " + difference.replace("\n", "\n      "))
+                print("      " + printable_lines(difference).replace("\n", "\n      "))
             if outcome.result is not None:
                 print("      trace:")
                 for line in outcome.result.trace_text().rstrip().splitlines():
-                    print("        " + line)
+                    print("        " + printable(line))
     print(f"{total - failed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -185,7 +184,7 @@ def cmd_paths(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(paths_json(paths), indent=2))
     else:
-        print(paths_text(paths), end="")
+        print(printable_lines(paths_text(paths)), end="")
     return 0
 
 
@@ -208,7 +207,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             _fail("--store needs --instance ID (the instance to draw)", 2)
         definition, instance = instance_for_render(args.store, args.instance, definition)
     elif args.instance:
-        instance = _read_json_arg("@" + args.instance, "--instance")
+        instance = read_json_argument("@" + args.instance, "--instance", STATE_BYTES, ProcflowError)
         if isinstance(instance, dict) and "state" in instance and isinstance(instance["state"], dict):
             instance = instance["state"]
         if not isinstance(instance, dict) or "workflowId" not in instance:
@@ -297,6 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `procflow` program."""
     parser = _Parser(prog="procflow", description="Write, check, see and run orchestrated business processes.")
+    parser.add_argument("--version", action="version", version=f"procflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("validate", help="check .proc files; exit 1 when any has an error")
@@ -354,27 +354,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BUG = 70
+"""A bug in procflow (EX_SOFTWARE): said in one line, with how to report it."""
+
+EXIT_PIPE = 128 + 13
+"""The reader of the output went away (SIGPIPE): what a shell reports for a filter it stopped."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `procflow` program."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         code: int = args.handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
         return code
     except _Exit as done:
         return done.code
     except SourceError as error:
         for diagnostic in error.diagnostics:
-            print(render_diagnostic(diagnostic, error.source or None), file=sys.stderr)
+            print(printable_lines(render_diagnostic(diagnostic, error.source or None)), file=sys.stderr)
         return 1
     except ProcflowError as error:
-        print(f"procflow: error: {error}", file=sys.stderr)
+        print(f"procflow: error: {printable(str(error))}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        return _reader_gone()
     except OSError as error:
-        print(f"procflow: error: {error.strerror or error}: {error.filename or ''}", file=sys.stderr)
+        print(printable(f"procflow: error: {error.strerror or error}: {error.filename or ''}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug: say so in one line, never with a traceback
+        if os.environ.get("PROCFLOW_TRACEBACK"):
+            raise
+        print(
+            printable(
+                f"procflow: internal error (a bug in procflow {__version__}): {type(error).__name__}: {error}. "
+                "Please report it with the command that caused it; set PROCFLOW_TRACEBACK=1 to see where it happened."
+            ),
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _reader_gone() -> int:
+    """The output's reader closed the pipe (`procflow instances | head`): stop quietly. What
+    is still buffered goes to /dev/null, so the interpreter's flush at exit cannot fail too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # no file descriptor behind stdout (a test's capture): nothing will be flushed to a pipe
+    return EXIT_PIPE
 
 
 if __name__ == "__main__":

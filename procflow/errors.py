@@ -5,14 +5,17 @@
     ProcflowError
     ├── SourceError            a .proc text cannot be read, parsed or compiled (carries diagnostics)
     ├── ExpressionError        an expression failed while it was evaluated (type mismatch, limits)
-    ├── InputError             an instance's input breaks the process's input contract
+    ├── InputError             an instance's input or id is refused (contract, JSON, limits)
     ├── MessageRefused         a reply or event was refused; the instance state is untouched
+    ├── InstantError           an instant outside the range procflow represents
+    ├── FileRefused            a file may not be read (outside the folder, not regular, too big)
     ├── ScenarioError          a scenario cannot be run as written
     ├── DiagramError           a diagram cannot be made as asked
     │   └── GraphvizMissing    Graphviz's `dot` is not installed
     └── StoreError             the durable store cannot be used (corrupt, foreign, newer schema)
         ├── ConcurrencyError   another writer changed the instance first
-        └── DuplicateMessage   the inbox already holds this message id
+        ├── DuplicateMessage   the inbox already holds this message id
+        └── DamagedRecord      one stored record cannot be read back; the others can
 
 Every exception carries plain data only, so it pickles and crosses process boundaries. Every
 module of the package imports its errors from here; nothing else escapes the public API.
@@ -59,7 +62,8 @@ class ExpressionError(ProcflowError):
 
 
 class InputError(ProcflowError):
-    """The input of a new instance breaks the process's input contract."""
+    """What a new instance is started with is refused: its input breaks the process's input
+    contract or is not strict JSON within the limits, or its workflow id is not a valid id."""
 
 
 class MessageRefused(ProcflowError):
@@ -73,6 +77,17 @@ class MessageRefused(ProcflowError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (MessageRefused, (self.reason, self.workflow_id, self.step))
+
+
+class InstantError(ProcflowError, ValueError):
+    """An instant is outside what procflow represents (the `instant_year_min` and
+    `instant_year_max` limits), so no due time computed from it could be written down. Also a
+    ValueError, as a malformed instant is: code that reads instants catches both at once."""
+
+
+class FileRefused(ProcflowError):
+    """A file may not be read: it lies outside the process's folder, is not a regular file
+    (a device, a pipe, a folder), or is larger than its limit."""
 
 
 class ScenarioError(ProcflowError):
@@ -89,6 +104,11 @@ class ConcurrencyError(StoreError):
 
 class DuplicateMessage(StoreError):
     """The inbox already holds this message id: the message was applied before."""
+
+
+class DamagedRecord(StoreError):
+    """One record of the store (an instance's state or history) cannot be read back: it is not
+    strict JSON or not a record procflow wrote. The rest of the store is still readable."""
 
 
 class DiagramError(ProcflowError):

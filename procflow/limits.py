@@ -35,8 +35,9 @@ INSTANT_YEAR_MAX = Limit("instant_year_max", 9000, "year", "latest instant accep
 LOOP_BOUND = Limit("loop_bound", 10_000, "rounds", "the `max` of a `repeat` loop")
 MESSAGE_BYTES = Limit("message_bytes", 1024 * 1024, "bytes", "one reply or event, as JSON")
 INPUT_BYTES = Limit("input_bytes", 1024 * 1024, "bytes", "one instance's input, as JSON")
-ID_LENGTH = Limit("id_length", 200, "characters", "a workflow id, a correlation id or a message id")
+ID_LENGTH = Limit("id_length", 200, "characters", "a workflow id, a correlation id, a message id or a message's type (none may be empty or hold a control character)")
 FILE_BYTES = Limit("file_bytes", 1024 * 1024, "bytes", "a file read by `input from` or `call ... from`")
+STATE_BYTES = Limit("state_bytes", 64 * 1024 * 1024, "bytes", "a state record read from a file (`render --instance STATE.json`)")
 
 LIMITS: tuple[Limit, ...] = (
     SOURCE_BYTES,
@@ -51,5 +52,6 @@ LIMITS: tuple[Limit, ...] = (
     INPUT_BYTES,
     ID_LENGTH,
     FILE_BYTES,
+    STATE_BYTES,
 )
 """The table, in the order the README lists it."""

@@ -28,12 +28,19 @@ def _operator(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _instant(text: str) -> datetime:
-    from procflow.interpreter.instants import parse_instant
+    from procflow.errors import InstantError
+    from procflow.interpreter.instants import instant_problem, parse_instant
 
     try:
-        return parse_instant(text)
+        moment = parse_instant(text)
+    except InstantError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 instant such as 2026-03-23T16:00:00Z: `{text}`") from None
+    problem = instant_problem(moment)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return moment
 
 
 def _seconds(text: str) -> float:

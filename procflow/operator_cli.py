@@ -17,7 +17,8 @@ with: the store keeps that text, and `deliver`, `tick`, `retry` and `worker` run
 there even when the file changed since.
 
 Expected failures raise `ProcflowError` (printed as one line by `procflow.cli.main`, exit 1);
-a malformed option value is a usage error (exit 2).
+a malformed option value is a usage error (exit 2). What is printed for people has its
+control characters escaped (`procflow.terminal`): an id or a name cannot forge a line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source
 from procflow.dsl.validate import check_file
-from procflow.errors import InputError, ProcflowError, SourceError, StoreError
+from procflow.errors import InputError, MessageRefused, ProcflowError, SourceError, StoreError
+from procflow.files import read_json_argument
 from procflow.interpreter import engine
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.runtime import (
@@ -50,7 +52,9 @@ from procflow.interpreter.runtime import (
 )
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
+from procflow.terminal import printable
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -60,18 +64,9 @@ def store_path(value: str | None) -> Path:
     return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
-def _json_arg(value: str, what: str) -> Any:
-    """JSON text, or `@file` holding it."""
-    text = value
-    if value.startswith("@"):
-        try:
-            text = Path(value[1:]).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ProcflowError(f"cannot read the {what} file {value[1:]}: {error.strerror or error}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ProcflowError(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
+def _say(text: str) -> None:
+    """Print a line for people, its control characters escaped."""
+    print(printable(text))
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> SqliteStore:
@@ -132,49 +127,49 @@ def _status_line(state: InstanceState) -> str:
 def cmd_start(args: argparse.Namespace) -> int:
     """Start an instance in the store; starting an existing id changes nothing."""
     definition = _load(args.file)
-    input_data = _json_arg(args.input, "--input")
+    input_data = read_json_argument(args.input, "--input", INPUT_BYTES, InputError)
     if not isinstance(input_data, dict):
         raise InputError('--input must be a JSON object, e.g. \'{"orderId": "ord_441", "amount": 180.0}\'')
     with _open(args, create=True) as store:
         existing = store.get(args.workflow_id)
         if existing is not None:
             state = existing.state
-            print(f"instance {args.workflow_id} already exists ({_status_line(state)}); nothing new was sent")
+            _say(f"instance {args.workflow_id} already exists ({_status_line(state)}); nothing new was sent")
             ref = state.definition
             if ref.fingerprint != definition.fingerprint:
-                print(
+                _say(
                     f"note: it runs `{ref.name}` version {ref.version} ({ref.fingerprint}), pinned in the store; "
                     f"{args.file} is now version {definition.version} ({definition.fingerprint})"
                 )
             return 0
         orchestrator = _orchestrator(store, _clock(args), [definition])
         state = orchestrator.start(args.workflow_id, input_data)
-        print(f"started {state.workflowId}: {state.type} version {definition.version} ({definition.fingerprint}), correlationId {state.correlationId}")
-        print(f"  {_status_line(state)}")
+        _say(f"started {state.workflowId}: {state.type} version {definition.version} ({definition.fingerprint}), correlationId {state.correlationId}")
+        _say(f"  {_status_line(state)}")
         queued = _queued(store, state.workflowId)
         if queued:
-            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+            _say(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
     return 0
 
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Apply a reply or an event to the instance it correlates with."""
-    reply = engine.validate_reply(_json_arg(args.message, "--message"))
+    reply = engine.validate_reply(read_json_argument(args.message, "--message", MESSAGE_BYTES, MessageRefused))
     with _open(args) as store:
         orchestrator = _orchestrator(store, _clock(args))
         before = store.get(orchestrator.route(reply))
         transition = orchestrator.receive(reply)
         state = transition.state
         if transition.outcome == "duplicate":
-            print(f"duplicate: {transition.note}; {state.workflowId} is unchanged ({state.status})")
+            _say(f"duplicate: {transition.note}; {state.workflowId} is unchanged ({state.status})")
             return 0
         was = before.state.status if before else "?"
-        print(f"{transition.outcome}: `{reply.type}` -> {state.workflowId}: {was} -> {state.status}")
+        _say(f"{transition.outcome}: `{reply.type}` -> {state.workflowId}: {was} -> {state.status}")
         if transition.note:
-            print(f"  {transition.note}")
+            _say(f"  {transition.note}")
         queued = [f"{d.command.commandName}#{d.attempt}" for d in transition.dispatches]
         if queued:
-            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+            _say(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
     return 0
 
 
@@ -182,12 +177,15 @@ def cmd_tick(args: argparse.Namespace) -> int:
     """Fire the timers that are due now (or at --now)."""
     clock = _clock(args)
     with _open(args) as store:
-        changed = _orchestrator(store, clock).tick(clock())
+        orchestrator = _orchestrator(store, clock)
+        changed = orchestrator.tick(clock())
+        for workflow_id, why in orchestrator.damaged.items():
+            print(printable(f"procflow: warning: {workflow_id} was left as it is: {why}"), file=sys.stderr)
         if not changed:
             print("no timer was due")
         for state in changed:
             note = state.history[-1].note if state.history else None
-            print(f"{state.workflowId}: {note or 'timer fired'} -> {state.status}")
+            _say(f"{state.workflowId}: {note or 'timer fired'} -> {state.status}")
     return 0
 
 
@@ -203,11 +201,12 @@ def cmd_instances(args: argparse.Namespace) -> int:
         ], indent=2))
         return 0
     if not rows:
-        print("no instances" + (f" with status {args.status}" if args.status else ""))
+        _say("no instances" + (f" with status {args.status}" if args.status else ""))
         return 0
     header = ("WORKFLOW", "PROCESS", "STATUS", "NEXT", "TIMEOUT AT", "UPDATED")
     table = [header] + [
-        (r.workflow_id, r.process, r.status, r.next_action or "-", r.timeout_at or "-", r.updated_at) for r in rows
+        tuple(printable(cell) for cell in (r.workflow_id, r.process, r.status, r.next_action or "-", r.timeout_at or "-", r.updated_at))
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
@@ -233,7 +232,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ()) -> str:
-    """An instance as an operator reads it: the lesson's record, then the details, then the history."""
+    """An instance as an operator reads it: the lesson's record, then the details, then the
+    history; each line with its control characters escaped (`procflow.terminal`)."""
     ref = state.definition
     lines = [
         f"workflowId      {state.workflowId}",
@@ -289,7 +289,7 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
         if entry.note:
             detail.append(entry.note)
         lines.append(f"  {entry.seq:>3}  {entry.at}  {what:<28} {'; '.join(detail)}".rstrip())
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # a line break inside a field is shown as `\n`
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -306,10 +306,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
             raise ProcflowError(f"instance {state.workflowId} is still running ({state.status}); there is nothing to retry")
         orchestrator = _orchestrator(store, _clock(args))
         resumed = orchestrator.resume(state.workflowId)
-        print(f"resumed {resumed.workflowId}: {state.status} -> {resumed.status}")
+        _say(f"resumed {resumed.workflowId}: {state.status} -> {resumed.status}")
         queued = _queued(store, resumed.workflowId)
         if queued:
-            print(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
+            _say(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
     return 0
 
 
@@ -364,7 +364,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         def report(done: WorkerRound) -> None:
             fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
-            print(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}", file=sys.stderr, flush=True)
+            print(printable(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}"), file=sys.stderr, flush=True)
 
         worker(orchestrator, once=args.once, interval=args.interval, report=report)
         if args.once:
@@ -391,8 +391,10 @@ def instance_for_render(path: str, workflow_id: str, definition: m.ProcessDefini
                 f"(version {definition.version}, {definition.fingerprint}), and the store keeps no text for it"
             )
     print(
-        f"note: instance {workflow_id} runs `{ref.name}` version {ref.version} ({ref.fingerprint}); the file is "
-        f"version {definition.version} ({definition.fingerprint}); drawing the version it runs",
+        printable(
+            f"note: instance {workflow_id} runs `{ref.name}` version {ref.version} ({ref.fingerprint}); the file is "
+            f"version {definition.version} ({definition.fingerprint}); drawing the version it runs"
+        ),
         file=sys.stderr,
     )
     return compile_pinned_definition(pinned, compile_source), state.to_json()

@@ -8,9 +8,12 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
+
+from procflow import __version__
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
@@ -123,7 +126,11 @@ def test_demo_runs_the_main_job(tmp_path: Path) -> None:
     assert "status          completed" in result.stdout
     assert "compensation    payment.void -> inventory.release" in result.stdout
     written = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert "order_fulfillment-flow.svg" in written and "order_fulfillment-sequence.svg" in written
+    assert "order_fulfillment-flow.dot" in written and "order_fulfillment-sequence.mmd" in written
+    if shutil.which("dot") is None:  # images are optional: the demo says it skipped them
+        assert "images skipped: Graphviz's `dot` program is not installed" in result.stdout
+    else:
+        assert "order_fulfillment-flow.svg" in written and "order_fulfillment-sequence.svg" in written
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to copy the tracked tree")
@@ -135,6 +142,10 @@ def test_wheel_installs_in_a_clean_venv_and_works_outside_the_tree(tmp_path: Pat
     )
     assert build.returncode == 0, build.stderr
     wheel = next(dist.glob("procflow-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "procflow/py.typed" in names, "the wheel carries its types (PEP 561)"
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), "the wheel carries its license"
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
@@ -156,3 +167,12 @@ def test_wheel_installs_in_a_clean_venv_and_works_outside_the_tree(tmp_path: Pat
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120,
     )
     assert str(env_dir) in where.stdout and str(ROOT) not in where.stdout
+    # From the repository's root, its `procflow/` folder comes first on sys.path and shadows the
+    # installed package: `python -m procflow` still finds its subpackages there.
+    from_root = subprocess.run(
+        [str(python), "-m", "procflow", "validate", "processes/order_fulfillment.proc"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120,
+    )
+    assert from_root.returncode == 0 and "1 file(s) valid" in from_root.stdout, from_root.stdout + from_root.stderr
+    version = subprocess.run([str(python), "-m", "procflow", "--version"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert version.returncode == 0 and version.stdout.strip() == f"procflow {__version__}", version.stderr

@@ -43,3 +43,22 @@ def test_public_api_is_pinned() -> None:
     ])
     for name in procflow.__all__:
         assert getattr(procflow, name) is not None
+
+
+def _limits_table() -> list[list[str]]:
+    section = README.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [[cell.strip() for cell in row.strip().strip("|").split("|")] for row in rows]
+
+
+def test_the_limits_table_in_the_readme_is_the_one_in_the_code() -> None:
+    from procflow.limits import LIMITS
+
+    table = _limits_table()
+    assert [row[0] for row in table] == [f"`{limit.name}`" for limit in LIMITS], "one row per limit, in the table's order"
+    for (name, value, bounds, change), limit in zip(table, LIMITS, strict=True):
+        number = re.search(r"\d[\d,]*", value)
+        assert number is not None and int(number.group().replace(",", "")) == limit.value, f"{name}: {value} is not {limit.value}"
+        assert limit.unit in value, f"{name}: the value {value!r} does not say its unit ({limit.unit})"
+        assert bounds == limit.bounds, f"{name}: the README says it bounds {bounds!r}; the code, {limit.bounds!r}"
+        assert change == limit.change, f"{name}: the README says {change!r} about changing it; the code, {limit.change!r}"

@@ -204,7 +204,9 @@ def test_timers_are_rows_and_due_is_an_index_lookup(store: SqliteStore, order: P
 def test_a_timer_that_fires_late_or_twice_changes_nothing_it_should_not(store: SqliteStore, order: ProcessDefinition) -> None:
     orchestrator = started(store, order)
     orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
-    much_later = T0 + timedelta(days=3)  # the payment's hour passed long ago
+    # The payment's hour has passed, the undo's minute not yet (each timer fires when it was due,
+    # so a tick days later would also see the undo go unanswered).
+    much_later = T0 + timedelta(hours=1, seconds=30)
     [changed] = orchestrator.tick(much_later)
     assert changed.status == "compensating" and changed.failure is not None
     assert changed.failure.reason == "authorize_payment timed out"
@@ -343,7 +345,7 @@ def test_a_database_with_our_id_but_foreign_tables_is_refused(tmp_path: Path) ->
     connection.execute("CREATE TABLE extra (x)")
     connection.commit()
     connection.close()
-    _refused(path, "tables a procflow store of schema 1 does not have (extra)")
+    _refused(path, f"tables a procflow store of schema {current_schema_version()} does not have (extra)")
 
 
 def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path, order: ProcessDefinition) -> None:
@@ -443,21 +445,22 @@ def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, order: Proces
     with SqliteStore(path) as store:
         started(store, order)
     ran: list[int] = []
+    now = current_schema_version()
 
     def backfill(connection: sqlite3.Connection) -> None:
-        ran.append(3)
+        ran.append(now + 2)
         connection.execute("UPDATE notes SET text = 'backfilled'")
 
     later = (
         *sqlite_schema.MIGRATIONS,
-        (2, ("CREATE TABLE notes (workflow_id TEXT PRIMARY KEY, text TEXT)", "INSERT INTO notes SELECT workflow_id, '' FROM instances")),
-        (3, (backfill,)),
+        (now + 1, ("CREATE TABLE notes (workflow_id TEXT PRIMARY KEY, text TEXT)", "INSERT INTO notes SELECT workflow_id, '' FROM instances")),
+        (now + 2, (backfill,)),
     )
     monkeypatch.setattr(sqlite_schema, "MIGRATIONS", later)
     sqlite_schema.tables_at.cache_clear()
     try:
         with SqliteStore(path) as store:
-            assert store.schema_version == 3 and ran == [3]
+            assert store.schema_version == now + 2 and ran == [now + 2]
             row = store.get("wf_1")
             assert row is not None and row.state.status == "waiting_for_inventory"
         raw = sqlite3.connect(path)
@@ -466,7 +469,7 @@ def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, order: Proces
         finally:
             raw.close()
         with SqliteStore(path) as store:  # already current: nothing runs again
-            assert ran == [3]
+            assert ran == [now + 2]
     finally:
         sqlite_schema.tables_at.cache_clear()
 
@@ -475,7 +478,8 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path: Path, order: P
     path = tmp_path / "store.sqlite"
     with SqliteStore(path) as store:
         started(store, order)
-    later = (*sqlite_schema.MIGRATIONS, (2, ("CREATE TABLE notes (x)", "THIS IS NOT SQL")))
+    now = current_schema_version()
+    later = (*sqlite_schema.MIGRATIONS, (now + 1, ("CREATE TABLE notes (x)", "THIS IS NOT SQL")))
     monkeypatch.setattr(sqlite_schema, "MIGRATIONS", later)
     sqlite_schema.tables_at.cache_clear()
     try:
@@ -485,7 +489,7 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path: Path, order: P
         sqlite_schema.tables_at.cache_clear()
     monkeypatch.undo()
     with SqliteStore(path) as store:
-        assert store.schema_version == 1 and store.version_of("wf_1") == 1
+        assert store.schema_version == now and store.version_of("wf_1") == 1
 
 
 # ---------------------------------------------------------------- two processes, one file

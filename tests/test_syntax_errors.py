@@ -180,7 +180,7 @@ def test_a_file_over_the_size_limit(tmp_path: Path) -> None:
     big.write_text(GOOD + "#" * SOURCE_BYTES.value, encoding="utf-8")
     _, diagnostics, _ = check_file(big)
     assert [(d.code, d.message) for d in diagnostics] == [
-        ("E001", f"the file is {len(GOOD) + SOURCE_BYTES.value} bytes, over the `source_bytes` limit of {SOURCE_BYTES.value} bytes")
+        ("E001", f"the file is over the `source_bytes` limit of {SOURCE_BYTES.value} bytes")
     ]
 
 

@@ -61,7 +61,7 @@ def _regen() -> ModuleType:
 REGEN = _regen()
 CASES = REGEN.golden_cases()
 SOURCES: list[Path] = REGEN.sources()
-needs_dot = pytest.mark.skipif(not visualize.dot_available(), reason="Graphviz's dot is not installed")
+needs_dot = pytest.mark.needs_dot  # skipped, saying why, where dot is missing (tests/conftest.py)
 
 
 def _lines(text: str) -> list[str]:

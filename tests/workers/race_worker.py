@@ -32,8 +32,15 @@ class LoggedStore(SqliteStore):
 
     log_fd: int
 
-    def save(self, state: InstanceState, expected_version: int | None, dispatches: list[Dispatch], message_id: str | None = None) -> int:
-        version = super().save(state, expected_version, dispatches, message_id)
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        version = super().save(state, expected_version, dispatches, message_id, message_digest)
         os.write(self.log_fd, f"{state.workflowId} {expected_version or 0} {version} {os.getpid()}\n".encode())
         return version
 
