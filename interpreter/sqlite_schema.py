@@ -89,6 +89,17 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    (
+        # Many workers on one file: a worker claims the commands it sends and the timers it
+        # fires until a lease runs out (seconds since the epoch), so no two send one command.
+        2,
+        (
+            "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE outbox ADD COLUMN claimed_until REAL",
+            "ALTER TABLE timers ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE timers ADD COLUMN claimed_until REAL",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;
