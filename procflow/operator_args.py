@@ -50,7 +50,11 @@ def add_operator_commands(subparsers: Any) -> None:
     """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
 
     def store_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", metavar="PATH", help=f"the store file (default: ${STORE_ENV}, else {DEFAULT_STORE})")
+        p.add_argument(
+            "--store", metavar="PATH|URL",
+            help=f"the store: a file path or sqlite:///path (SQLite), or postgresql://user@host:port/database "
+                 f"(default: ${STORE_ENV}, else {DEFAULT_STORE})",
+        )
 
     def now_option(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--now", type=_instant, metavar="ISO-8601", help=f"{what} (default: the system clock)")

@@ -10,7 +10,9 @@
     procflow retry ID                                     resume a compensation_failed instance
     procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
 
-Every command takes `--store PATH` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here).
+Every command takes `--store PATH|URL` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here):
+a file path or `sqlite:///path` is the embedded SQLite store, `postgresql://user@host/db`
+the PostgreSQL store (`procflow.interpreter.stores.open_store` chooses).
 Commands that change instances write to the store and leave the commands they cause in its
 outbox; `procflow worker` sends them. An instance always runs the definition it started
 with: the store keeps that text, and `deliver`, `tick`, `retry` and `worker` run it from
@@ -48,16 +50,17 @@ from procflow.interpreter.runtime import (
     system_clock,
     worker,
 )
-from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.interpreter.stores import DurableStore, open_store
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
 
 # ---------------------------------------------------------------- shared pieces
 
 
-def store_path(value: str | None) -> Path:
-    """Where the store is: `--store`, else `$PROCFLOW_STORE`, else `procflow.sqlite` in the working folder."""
-    return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+def store_path(value: str | None) -> str:
+    """Where the store is (a path or a URL): `--store`, else `$PROCFLOW_STORE`, else
+    `procflow.sqlite` in the working folder."""
+    return value or os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
 def _json_arg(value: str, what: str) -> Any:
@@ -74,8 +77,8 @@ def _json_arg(value: str, what: str) -> Any:
         raise ProcflowError(f"{what} is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
 
 
-def _open(args: argparse.Namespace, create: bool = False) -> SqliteStore:
-    return SqliteStore(store_path(args.store), create=create)
+def _open(args: argparse.Namespace, create: bool = False) -> DurableStore:
+    return open_store(store_path(args.store), create=create)
 
 
 def _clock(args: argparse.Namespace) -> Clock:
@@ -85,7 +88,7 @@ def _clock(args: argparse.Namespace) -> Clock:
     return lambda: moment
 
 
-def _orchestrator(store: SqliteStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None) -> Orchestrator:
+def _orchestrator(store: DurableStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None) -> Orchestrator:
     """Runs each instance on its pinned definition; leaves the outbox to `procflow worker`
     unless it is the worker (given a transport)."""
     return Orchestrator(
@@ -106,14 +109,14 @@ def _load(path: str) -> m.ProcessDefinition:
     return definition
 
 
-def _row(store: SqliteStore, workflow_id: str) -> Stored:
+def _row(store: DurableStore, workflow_id: str) -> Stored:
     row = store.get(workflow_id)
     if row is None:
-        raise ProcflowError(f"no instance {workflow_id} in the store {store.path}; `procflow instances` lists those it holds")
+        raise ProcflowError(f"no instance {workflow_id} in the store {store.location}; `procflow instances` lists those it holds")
     return row
 
 
-def _queued(store: SqliteStore, workflow_id: str) -> list[str]:
+def _queued(store: DurableStore, workflow_id: str) -> list[str]:
     return [f"{e.dispatch.command.commandName}#{e.dispatch.attempt}" for e in store.outbox_of(workflow_id) if e.sent_at is None]
 
 
@@ -386,7 +389,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def instance_for_render(path: str, workflow_id: str, definition: m.ProcessDefinition) -> tuple[m.ProcessDefinition, dict[str, Any]]:
     """The state of an instance from a store, and the definition to draw it on: the given one,
     or (with a note on stderr) the pinned one when the file changed since the instance started."""
-    with SqliteStore(store_path(path), create=False) as store:
+    with open_store(store_path(path), create=False) as store:
         state = _row(store, workflow_id).state
         ref = state.definition
         if ref.fingerprint == definition.fingerprint:
