@@ -91,7 +91,7 @@ class PostgresStore:
             url,
             min_size=1,
             max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "fallback_application_name": "procflow"},
             timeout=POOL_TIMEOUT_SECONDS,
             name="procflow",
             open=False,
@@ -112,7 +112,9 @@ class PostgresStore:
     def _open_checked(self, create: bool) -> None:
         """Connect once by itself: a refusal here says exactly why (the pool would only time out)."""
         try:
-            connection = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            connection = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
+            )
         except psycopg.OperationalError as error:
             raise self._connect_error(error) from None
         except psycopg.ProgrammingError as error:  # a URL libpq cannot read

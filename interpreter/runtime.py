@@ -262,7 +262,7 @@ class InMemoryStore:
 
     def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
         now = time.monotonic()
-        claimed = []
+        claimed: list[tuple[_K, _V]] = []
         for key, value in candidates:
             if len(claimed) >= limit:
                 break

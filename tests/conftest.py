@@ -44,6 +44,12 @@ def postgres_schema() -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_server() -> str:
+    """The URL of the test database itself (for what a test does around the store)."""
+    return POSTGRES
+
+
+@pytest.fixture
 def postgres_url(postgres_schema: str) -> str:
     """The URL of a PostgreSQL store in a schema of its own (see `postgres_schema`)."""
     return in_schema(POSTGRES, postgres_schema)
