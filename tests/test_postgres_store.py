@@ -8,6 +8,8 @@ What every store does is in tests/test_store_contract.py.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from procflow.interpreter.stores import open_store, redact, sqlite_path, store_k
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = str(ROOT / "processes" / "order_fulfillment.proc")
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+POSTGRES_IN_README = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -279,3 +282,20 @@ def test_procflow_render_reads_an_instance_from_postgresql(postgres_url: str) ->
     )
     assert done.returncode == 0, done.stderr
     assert "reserve_inventory" in done.stdout
+
+
+def test_the_readme_store_example_runs(postgres_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Choosing a store", 1)[1].split("\n## ", 1)[0]
+    [block] = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    monkeypatch.chdir(ROOT)
+    lines = block.strip().splitlines()
+    name, _, url = lines[0].removeprefix("export ").partition("=")
+    assert name == "PROCFLOW_STORE" and url == POSTGRES_IN_README
+    monkeypatch.setenv(name, postgres_url)  # the same server, in a schema of the test's own
+    for line in lines[1:]:
+        argv = shlex.split(line)
+        assert argv[0] == "procflow"
+        code, out, err = run(capsys, *argv[1:])
+        assert code == 0, (line, err)
+    assert "wf_pg_1" in out and "completed" in out
