@@ -86,6 +86,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             )""",
             "CREATE INDEX procflow_outbox_unsent ON procflow_outbox (id) WHERE sent_at IS NULL",
             "CREATE INDEX procflow_outbox_by_instance ON procflow_outbox (workflow_id)",
+            "CREATE INDEX procflow_outbox_claimed ON procflow_outbox (claimed_by) WHERE claimed_by IS NOT NULL",
             """CREATE TABLE procflow_timers (
                 workflow_id text PRIMARY KEY,
                 next_due double precision NOT NULL,
@@ -95,6 +96,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
                 claimed_until timestamptz
             )""",
             "CREATE INDEX procflow_timers_by_due ON procflow_timers (next_due)",
+            "CREATE INDEX procflow_timers_claimed ON procflow_timers (claimed_by) WHERE claimed_by IS NOT NULL",
             # `digest`: the hash of the message body, so that a reused message id with another
             # body can be told from a redelivery (nullable: rows written before it have none).
             """CREATE TABLE procflow_inbox (

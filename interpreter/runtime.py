@@ -167,6 +167,10 @@ class Store(Protocol):
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
 
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name (what a worker restarted under the same
+        name does first: its previous run died holding them)."""
+
     def seen(self, message_id: str) -> bool:
         """True when a message with this id was already applied."""
 
@@ -284,6 +288,11 @@ class InMemoryStore:
             if self._claims.get(key, ("",))[0] == worker:
                 del self._claims[key]
 
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name."""
+        for key in [k for k, (who, _) in self._claims.items() if who == worker]:
+            del self._claims[key]
+
     def seen(self, message_id: str) -> bool:
         """True when the message was applied before."""
         return message_id in self._inbox
@@ -356,7 +365,9 @@ class Orchestrator:
     `compile_pinned` (e.g. `procflow.load_text`) lets it run instances whose definition it
     was not given, from the text the store pinned; `auto_dispatch=False` leaves the outbox
     to a `worker` (what the operator's command line does). `worker_id` names it in the
-    claims it takes on commands and timers (default: host, process id and a random tag).
+    claims it takes on commands and timers (default: host, process id and a random tag). A
+    worker restarted under the same name takes back at once what its previous run held
+    (before its first claim); two running workers must never share a name.
     """
 
     def __init__(
@@ -383,6 +394,7 @@ class Orchestrator:
         self.compile_pinned = compile_pinned
         self.auto_dispatch = auto_dispatch
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._recovered = worker_id is None  # a new random name has held nothing before
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -507,6 +519,7 @@ class Orchestrator:
         """Fire every timer that is due; returns the instances that changed."""
         moment = now or self.clock()
         changed = []
+        self._recover()
         for workflow_id in self._claimed_timers(moment):
             try:
                 transition = self._transact(
@@ -523,6 +536,12 @@ class Orchestrator:
         if self.auto_dispatch:
             self.pump()
         return changed
+
+    def _recover(self) -> None:
+        """Before the first claim under a given name: take back what a previous run of it held."""
+        if not self._recovered:
+            self.store.release_all(self.worker_id)
+            self._recovered = True
 
     def _claimed_timers(self, moment: datetime) -> Iterable[str]:
         """Due instances, claimed a batch at a time (each batch is worked before the next is taken)."""
@@ -554,6 +573,7 @@ class Orchestrator:
         command another worker holds is left to it."""
         handled = 0
         replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
+        self._recover()
         while handled < limit:
             batch = self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:

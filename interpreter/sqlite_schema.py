@@ -98,6 +98,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "ALTER TABLE outbox ADD COLUMN claimed_until REAL",
             "ALTER TABLE timers ADD COLUMN claimed_by TEXT",
             "ALTER TABLE timers ADD COLUMN claimed_until REAL",
+            "CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL",
+            "CREATE INDEX timers_claimed ON timers (claimed_by) WHERE claimed_by IS NOT NULL",
         ),
     ),
 )

@@ -88,7 +88,10 @@ def _clock(args: argparse.Namespace) -> Clock:
     return lambda: moment
 
 
-def _orchestrator(store: DurableStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None) -> Orchestrator:
+def _orchestrator(
+    store: DurableStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None,
+    worker_id: str | None = None,
+) -> Orchestrator:
     """Runs each instance on its pinned definition; leaves the outbox to `procflow worker`
     unless it is the worker (given a transport)."""
     return Orchestrator(
@@ -98,6 +101,7 @@ def _orchestrator(store: DurableStore, clock: Clock, definitions: Iterable[m.Pro
         clock=clock,
         compile_pinned=compile_source,
         auto_dispatch=transport is not None,
+        worker_id=worker_id,
     )
 
 
@@ -370,7 +374,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             transport = DemoTransport(pinned)
         else:
             transport = PrintTransport()
-        orchestrator = _orchestrator(store, clock, transport=transport)
+        orchestrator = _orchestrator(store, clock, transport=transport, worker_id=args.worker_id)
 
         def report(done: WorkerRound) -> None:
             fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""

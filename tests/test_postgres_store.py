@@ -299,3 +299,16 @@ def test_the_readme_store_example_runs(postgres_url: str, capsys: pytest.Capture
         code, out, err = run(capsys, *argv[1:])
         assert code == 0, (line, err)
     assert "wf_pg_1" in out and "completed" in out
+
+
+def test_a_named_worker_restarted_takes_back_what_it_held(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with open_store(postgres_url) as store:
+        started(store)
+        [(outbox_id, _)] = store.claim_outbox("orders-worker-1")  # then it died
+    code, out, err = run(capsys, "worker", "--once", "--participants", "demo", "--store", postgres_url, "--now", "2026-01-01T09:00:00Z")
+    assert code == 0 and "1 instance(s) not finished" in err  # another worker waits for the lease
+    code, out, err = run(capsys, "worker", "--once", "--participants", "demo", "--store", postgres_url,
+                         "--now", "2026-01-01T09:00:00Z", "--worker-id", "orders-worker-1")
+    assert code == 0 and "0 instance(s) not finished" in err, err
+    with open_store(postgres_url) as store:
+        assert store.outbox() == [] and store.outbox_of("wf_1")[0].id == outbox_id

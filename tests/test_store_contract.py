@@ -317,6 +317,21 @@ def test_a_claim_whose_lease_ran_out_is_taken_by_another_worker(store: Store, or
     assert store.claim_outbox("dies") == []  # the one that died does not get it back
 
 
+def test_a_worker_restarted_under_its_name_takes_back_its_claims_at_once(backend: Backend, order: ProcessDefinition) -> None:
+    store = backend.open()
+    started(store, order)
+    moment = T0 + timedelta(seconds=30)
+    [(outbox_id, _)] = store.claim_outbox("worker-1")
+    assert store.claim_due(moment, "worker-1") == ["wf_1"]
+    # worker-1 dies holding both; it comes back under the same name, another worker beside it.
+    other = Orchestrator(order, store=backend.open(), clock=Clock(moment), auto_dispatch=False, worker_id="worker-2")
+    assert other.tick(moment) == [] and other.store.claim_outbox("worker-2") == []
+    again = Orchestrator(order, store=backend.open(), clock=Clock(moment), auto_dispatch=False, worker_id="worker-1")
+    [fired] = again.tick(moment)
+    assert fired.workflowId == "wf_1"
+    assert [i for i, _ in store.claim_outbox("worker-1")][:1] == [outbox_id]
+
+
 def test_a_released_claim_can_be_taken_at_once(store: Store, order: ProcessDefinition) -> None:
     started(store, order)
     [(outbox_id, _)] = store.claim_outbox("gives up")

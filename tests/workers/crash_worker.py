@@ -258,7 +258,11 @@ def drive(job: Job, run: int) -> None:
     mailbox = Mailbox(job.mailbox)
     clock = Clock(start)
     transport = ScenarioTransport(plan, definitions, mailbox, clock, log)
-    orchestrator = Orchestrator(list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source)
+    # Every run is the same worker restarted (the same name): it takes back what a killed run held.
+    orchestrator = Orchestrator(
+        list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source,
+        worker_id="crash-worker",
+    )
 
     # Start every instance at the start moment; an instance started before returns as it is.
     for workflow_id, instance in plan.items():
