@@ -6,7 +6,8 @@ A PostgreSQL database is shared with other programs, so every table procflow mak
 `public` unless the URL says `?options=-csearch_path%3Dname`). `procflow_meta` says whose
 tables they are (`application` = `procflow`) and their `schema_version`.
 
-`migrate` runs in one transaction under an advisory lock (two workers opening a new database
+`refused_connection` says why a server refused to connect (unreachable, no such user, wrong
+password, no such database), each in its own words. `migrate` runs in one transaction under an advisory lock (two workers opening a new database
 at once do not both create it). Before it writes anything it refuses, with a `StoreError`
 that says what, where and what to do: a schema that does not exist, `procflow_*` tables that
 procflow did not make, and tables of a newer procflow. Older schemas are brought up to date
@@ -19,6 +20,7 @@ import re
 from collections.abc import Callable
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -214,3 +216,43 @@ def newer(where: str, version: int) -> StoreError:
         f"{where} is a procflow store of schema version {version}, written by a newer procflow; this one reads up to "
         f"version {current_schema_version()}. Nothing was written to it. Upgrade procflow to use this store."
     )
+
+
+def refused_connection(error: psycopg.OperationalError, url: str, where: str) -> StoreError:
+    """Why libpq refused to connect, in words, with what to do (`where`: the URL without its password)."""
+    text = str(error)
+    parts = urlsplit(url)
+    host = parts.hostname or "the local socket"
+    port = parts.port or 5432
+    database = (parts.path or "/").lstrip("/") or parts.username or "(the user's name)"
+    user = parts.username or "(the login name)"
+    if "does not exist" in text and 'database "' in text:
+        return StoreError(
+            f"the PostgreSQL server at {host}:{port} has no database `{database}` ({where}). Nothing was "
+            f"written. Create it (`createdb -h {host} -p {port} {database}`) or name an existing database in the URL."
+        )
+    if "password authentication failed" in text or "no password supplied" in text:
+        return StoreError(
+            f"the PostgreSQL server at {host}:{port} refused the password of user `{user}` ({where}). "
+            "Nothing was written. Check the password in the URL (or in ~/.pgpass / PGPASSWORD)."
+        )
+    if 'role "' in text and "does not exist" in text:
+        return StoreError(
+            f"the PostgreSQL server at {host}:{port} has no user `{user}` ({where}). Nothing was written. "
+            "Name an existing user in the URL (postgresql://USER@host/database) or create it (CREATE ROLE)."
+        )
+    if "no pg_hba.conf entry" in text or "permission denied" in text:
+        return StoreError(
+            f"the PostgreSQL server at {host}:{port} does not let user `{user}` into database `{database}` "
+            f"({where}): {first_line(text)}. Nothing was written. Ask its administrator for access."
+        )
+    return StoreError(
+        f"cannot reach the PostgreSQL server at {host}:{port} ({where}): {first_line(text)}. Nothing was "
+        f"written. Check that the server runs (`pg_isready -h {host} -p {port}`) and that the host and port in "
+        "--store (or PROCFLOW_STORE) are right."
+    )
+
+
+def first_line(text: str) -> str:
+    """The first line of a driver's message, its runs of spaces made one."""
+    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else text

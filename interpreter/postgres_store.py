@@ -40,7 +40,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import psycopg_pool
@@ -48,7 +47,12 @@ from psycopg import errors as pg_errors
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.postgres_schema import current_schema_version, migrate
+from procflow.interpreter.postgres_schema import (
+    current_schema_version,
+    first_line,
+    migrate,
+    refused_connection,
+)
 from procflow.interpreter.runtime import LEASE_SECONDS, PinnedDefinition, Stored
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
@@ -116,7 +120,7 @@ class PostgresStore:
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
             )
         except psycopg.OperationalError as error:
-            raise self._connect_error(error) from None
+            raise refused_connection(error, self.url, self.location) from None
         except psycopg.ProgrammingError as error:  # a URL libpq cannot read
             raise StoreError(f"--store {self.location} is not a PostgreSQL URL libpq can read ({error})") from None
         try:
@@ -125,39 +129,6 @@ class PostgresStore:
             raise self._error(error) from None
         finally:
             connection.close()
-
-    def _connect_error(self, error: psycopg.OperationalError) -> StoreError:
-        text = str(error)
-        parts = urlsplit(self.url)
-        host = parts.hostname or "the local socket"
-        port = parts.port or 5432
-        database = (parts.path or "/").lstrip("/") or parts.username or "(the user's name)"
-        user = parts.username or "(the login name)"
-        if "does not exist" in text and "database" in text:
-            return StoreError(
-                f"the PostgreSQL server at {host}:{port} has no database `{database}` ({self.location}). Nothing was "
-                f"written. Create it (`createdb -h {host} -p {port} {database}`) or name an existing database in the URL."
-            )
-        if "password authentication failed" in text or "no password supplied" in text:
-            return StoreError(
-                f"the PostgreSQL server at {host}:{port} refused the password of user `{user}` ({self.location}). "
-                "Nothing was written. Check the password in the URL (or in ~/.pgpass / PGPASSWORD)."
-            )
-        if "role" in text and "does not exist" in text:
-            return StoreError(
-                f"the PostgreSQL server at {host}:{port} has no user `{user}` ({self.location}). Nothing was written. "
-                "Name an existing user in the URL (postgresql://USER@host/database) or create it (CREATE ROLE)."
-            )
-        if "no pg_hba.conf entry" in text or "permission denied" in text:
-            return StoreError(
-                f"the PostgreSQL server at {host}:{port} does not let user `{user}` into database `{database}` "
-                f"({self.location}): {_first_line(text)}. Nothing was written. Ask its administrator for access."
-            )
-        return StoreError(
-            f"cannot reach the PostgreSQL server at {host}:{port} ({self.location}): {_first_line(text)}. Nothing was "
-            f"written. Check that the server runs (`pg_isready -h {host} -p {port}`) and that the host and port in "
-            "--store (or PROCFLOW_STORE) are right."
-        )
 
     def close(self) -> None:
         """Close the pool's connections (a closed store cannot be used again)."""
@@ -207,10 +178,10 @@ class PostgresStore:
 
     def _error(self, error: psycopg.Error) -> StoreError:
         if isinstance(error, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
-            return ConcurrencyError(f"another writer got in the way ({_first_line(str(error))}); nothing was written")
+            return ConcurrencyError(f"another writer got in the way ({first_line(str(error))}); nothing was written")
         if isinstance(error, pg_errors.InsufficientPrivilege):
             return StoreError(
-                f"the user of {self.location} may not do this ({_first_line(str(error))}); nothing was written. "
+                f"the user of {self.location} may not do this ({first_line(str(error))}); nothing was written. "
                 "Grant it the rights on procflow's tables (or on the schema, to create them)."
             )
         if isinstance(error, pg_errors.ReadOnlySqlTransaction):
@@ -220,11 +191,11 @@ class PostgresStore:
             )
         if isinstance(error, psycopg.OperationalError):
             return StoreError(
-                f"lost the connection to {self.location} ({_first_line(str(error))}). A transition in flight was either "
+                f"lost the connection to {self.location} ({first_line(str(error))}). A transition in flight was either "
                 "committed whole or not at all; running the command again is safe (versions and the inbox keep it from "
                 "applying twice)."
             )
-        return StoreError(f"the PostgreSQL store {self.location} refused a statement: {_first_line(str(error))}")
+        return StoreError(f"the PostgreSQL store {self.location} refused a statement: {first_line(str(error))}")
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
@@ -501,10 +472,6 @@ class PostgresStore:
         """The stored version of an instance, or None."""
         rows = self._rows("SELECT version FROM procflow_instances WHERE workflow_id = %s", (workflow_id,))
         return int(rows[0][0]) if rows else None
-
-
-def _first_line(text: str) -> str:
-    return " ".join(text.strip().splitlines()[0].split()) if text.strip() else text
 
 
 def _now_text() -> str:
