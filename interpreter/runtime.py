@@ -10,6 +10,11 @@ Delivery is at least once, effect exactly once: a command is marked sent only af
 transport took it (a crash in between sends it again, under the same `dedupKey`), and a
 reply whose `messageId` the store's inbox already holds changes nothing.
 
+Many workers on one store: each takes unsent commands and due timers by a claim
+(`claim_outbox`, `claim_due`) that holds them for a lease (`LEASE_SECONDS`) in its name, so
+no two workers send one command; a worker that dies loses its claims when the lease runs
+out. A transition on an instance another worker changed first is computed again.
+
 Definition pinning: an instance runs the definition it started with (its `definition`
 fingerprint). The orchestrator pins the text of every definition it starts in the store;
 given `compile_pinned` (e.g. `procflow.load_text`) it rebuilds that text when the instance's
@@ -20,13 +25,16 @@ names both fingerprints. It never runs an instance under a changed definition.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from procflow.dsl.model import ProcessDefinition
 from procflow.errors import (
@@ -54,6 +62,13 @@ CompileSource = Callable[[str, str, Callable[[str], bytes]], ProcessDefinition]
 
 MAX_CONFLICTS = 50
 """How often one transition is recomputed when other writers keep changing the instance."""
+
+LEASE_SECONDS = 60.0
+"""How long a worker holds the commands and timers it claimed: long enough to send a batch and
+apply its in-process replies; when it runs out (the worker died), another worker takes them."""
+
+CLAIM_BATCH = 20
+"""How many commands or timers a worker claims at once: small, so that other workers find work."""
 
 
 def system_clock() -> datetime:
@@ -148,11 +163,26 @@ class Store(Protocol):
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
 
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Like `due`, but only timers no other worker holds, now held by `worker` for `lease`
+        seconds (or until the instance's next save sets its timer anew)."""
+
     def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
         """Commands not yet marked sent, oldest first."""
 
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
+        for `lease` seconds (or until marked sent)."""
+
     def mark_sent(self, outbox_id: int) -> None:
-        """A command was handed to the transport."""
+        """A command was handed to the transport (its claim ends)."""
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name (what a worker restarted under the same
+        name does first: its previous run died holding them)."""
 
     def seen(self, message_id: str) -> bool:
         """True when a message with this id was already applied."""
@@ -171,6 +201,10 @@ class Store(Protocol):
         """The kept text of a definition, or None."""
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
 class InMemoryStore:
     """A store in a Python dict: for tests, simulations and services that keep nothing."""
 
@@ -178,6 +212,8 @@ class InMemoryStore:
         self._rows: dict[str, Stored] = {}
         self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
         self._outbox: dict[int, Dispatch] = {}
+        # What a worker holds: (kind, key) -> (worker, until, on the monotonic clock).
+        self._claims: dict[tuple[str, object], tuple[str, float]] = {}
         self._next_outbox = 1
         self._inbox: dict[str, str | None] = {}  # message id -> digest of the message
         self._pinned: dict[str, PinnedDefinition] = {}
@@ -220,6 +256,7 @@ class InMemoryStore:
             self._next_due[state.workflowId] = min(moments)
         else:
             self._next_due.pop(state.workflowId, None)
+        self._claims.pop(("timer", state.workflowId), None)  # a new timer: nobody holds it yet
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
             self._next_outbox += 1
@@ -233,13 +270,52 @@ class InMemoryStore:
         next_due = self._next_due
         return [wid for wid in self._rows if next_due.get(wid, epoch + 1) <= epoch]
 
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Due instances no other worker holds, now held by `worker`."""
+        epoch = now.timestamp()
+        due = sorted((at, wid) for wid, at in self._next_due.items() if at <= epoch)
+        return [wid for _, wid in self._claim("timer", [(wid, wid) for _, wid in due], worker, limit, lease)]
+
+    def next_due(self) -> float | None:
+        """The earliest timer (seconds since the epoch), or None."""
+        return min(self._next_due.values(), default=None)
+
     def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent, oldest first."""
         return sorted(self._outbox.items())[:limit]
 
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that no other worker holds, now held by `worker`."""
+        return self._claim("outbox", sorted(self._outbox.items()), worker, limit, lease)
+
+    def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
+        now = time.monotonic()
+        claimed: list[tuple[_K, _V]] = []
+        for key, value in candidates:
+            if len(claimed) >= limit:
+                break
+            held = self._claims.get((kind, key))
+            if held is None or held[1] <= now:
+                self._claims[(kind, key)] = (worker, now + lease)
+                claimed.append((key, value))
+        return claimed
+
     def mark_sent(self, outbox_id: int) -> None:
         """Forget a sent command."""
         self._outbox.pop(outbox_id, None)
+        self._claims.pop(("outbox", outbox_id), None)
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers."""
+        keys = [("outbox", i) for i in outbox_ids] + [("timer", w) for w in workflow_ids]
+        for key in keys:
+            if self._claims.get(key, ("",))[0] == worker:
+                del self._claims[key]
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name."""
+        for key in [k for k, (who, _) in self._claims.items() if who == worker]:
+            del self._claims[key]
 
     def seen(self, message_id: str) -> bool:
         """True when the message was applied before."""
@@ -316,7 +392,10 @@ class Orchestrator:
 
     `compile_pinned` (e.g. `procflow.load_text`) lets it run instances whose definition it
     was not given, from the text the store pinned; `auto_dispatch=False` leaves the outbox
-    to a `worker` (what the operator's command line does).
+    to a `worker` (what the operator's command line does). `worker_id` names it in the
+    claims it takes on commands and timers (default: host, process id and a random tag). A
+    worker restarted under the same name takes back at once what its previous run held
+    (before its first claim); two running workers must never share a name.
     """
 
     def __init__(
@@ -329,6 +408,7 @@ class Orchestrator:
         clock: Clock = system_clock,
         compile_pinned: CompileSource | None = None,
         auto_dispatch: bool = True,
+        worker_id: str | None = None,
     ) -> None:
         defs = [definitions] if isinstance(definitions, ProcessDefinition) else list(definitions)
         self.definitions: dict[str, ProcessDefinition] = {d.name: d for d in defs}
@@ -343,6 +423,8 @@ class Orchestrator:
         self.auto_dispatch = auto_dispatch
         self.damaged: dict[str, str] = {}
         """Instances a tick left alone because their stored record could not be read: id -> why."""
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._recovered = worker_id is None  # a new random name has held nothing before
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -512,7 +594,8 @@ class Orchestrator:
         others still move."""
         moment = check_instant(now or self.clock(), "the time of a tick")
         changed = []
-        for workflow_id in self.store.due(moment):
+        self._recover()
+        for workflow_id in self._claimed_timers(moment):
             try:
                 transition = self._transact(
                     workflow_id, lambda row: engine.advance(self.definition_of(row.state), row.state, moment)
@@ -521,12 +604,34 @@ class Orchestrator:
                 continue  # removed meanwhile
             except DamagedRecord as damaged:
                 self.damaged[workflow_id] = str(damaged)
+                self.store.release(self.worker_id, workflow_ids=[workflow_id])
                 continue
+            except BaseException:
+                # Let another tick (or worker) try it at once rather than after the lease.
+                self.store.release(self.worker_id, workflow_ids=[workflow_id])
+                raise
             if transition.outcome != "idle":
                 changed.append(transition.state)
         if self.auto_dispatch:
             self.pump()
         return changed
+
+    def _recover(self) -> None:
+        """Before the first claim under a given name: take back what a previous run of it held."""
+        if not self._recovered:
+            self.store.release_all(self.worker_id)
+            self._recovered = True
+
+    def _claimed_timers(self, moment: datetime) -> Iterable[str]:
+        """Due instances, claimed a batch at a time (each batch is worked before the next is taken)."""
+        fired: set[str] = set()
+        while True:
+            batch = self.store.claim_due(moment, self.worker_id, CLAIM_BATCH)
+            fresh = [w for w in batch if w not in fired]  # a timer is fired once a tick, whatever the store says
+            fired.update(fresh)
+            yield from fresh
+            if len(batch) < CLAIM_BATCH or not fresh:
+                return
 
     def resume(self, workflow_id: str) -> InstanceState:
         """An operator resumes a compensation_failed instance."""
@@ -542,16 +647,25 @@ class Orchestrator:
         Each command is marked sent only after the transport took it and after the replies it
         produced in this process were applied: those replies live only in memory, so a crash
         before they are stored must leave the command unsent (it is sent again, the participant
-        answers again, the inbox drops what was already applied) rather than lose them."""
+        answers again, the inbox drops what was already applied) rather than lose them.
+
+        Commands are claimed in small batches in this orchestrator's name (`worker_id`): a
+        command another worker holds is left to it."""
         handled = 0
         replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
+        self._recover()
         while handled < limit:
-            batch = self.store.outbox()
+            batch = self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
                 break
-            for outbox_id, dispatch in batch:
-                self.transport.send(dispatch)
-                handled += 1 + self._apply_replies(replies)
+            for position, (outbox_id, dispatch) in enumerate(batch):
+                try:
+                    self.transport.send(dispatch)
+                    handled += 1 + self._apply_replies(replies)
+                except BaseException:
+                    # Not sent (or its replies not kept): give the rest of the batch back at once.
+                    self.store.release(self.worker_id, outbox_ids=[i for i, _ in batch[position:]])
+                    raise
                 self.store.mark_sent(outbox_id)
             handled += self._apply_replies(replies)
         return handled

@@ -97,6 +97,19 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "ALTER TABLE inbox ADD COLUMN digest TEXT",
         ),
     ),
+    (
+        # Many workers on one file: a worker claims the commands it sends and the timers it
+        # fires until a lease runs out (seconds since the epoch), so no two send one command.
+        3,
+        (
+            "ALTER TABLE outbox ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE outbox ADD COLUMN claimed_until REAL",
+            "ALTER TABLE timers ADD COLUMN claimed_by TEXT",
+            "ALTER TABLE timers ADD COLUMN claimed_until REAL",
+            "CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL",
+            "CREATE INDEX timers_claimed ON timers (claimed_by) WHERE claimed_by IS NOT NULL",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

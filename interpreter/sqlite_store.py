@@ -8,8 +8,10 @@
     correlations (process, correlationId, workflow_id): routes replies by business key
     history      (workflow_id, seq) -> one history entry as JSON
     outbox       commands to send, one row per dedupKey (unique), sent_at once the transport took it;
-                 ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row
-    timers       workflow_id -> the earliest moment it acts by itself (waits and deadline), indexed
+                 ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row;
+                 claimed_by/claimed_until while a worker sends it
+    timers       workflow_id -> the earliest moment it acts by itself (waits and deadline), indexed;
+                 claimed like the outbox
     inbox        message_id -> the instance it was applied to and the digest of the message: a
                  redelivered reply is a no-op, another message under a used id is refused
 
@@ -18,6 +20,11 @@ processes on one file queue for the write lock instead of failing half way. `sav
 the inbox, bumps the instance's version only if it is still the one the caller read
 (optimistic concurrency: `ConcurrencyError` otherwise), and writes the history, outbox,
 timer and inbox rows in the same transaction: a crash keeps all of a transition or none.
+
+Many workers on one file share the outbox and the timers by claims: a worker takes a batch
+of rows that nobody holds (or whose lease ran out) in one `BEGIN IMMEDIATE` transaction and
+marks them `claimed_by` itself `claimed_until` a lease runs out (this machine's clock); the
+write lock makes the claim atomic, and a worker that dies loses its claims with its lease.
 
 Opening checks the file read-only first (is it SQLite, is it ours, is its schema one we
 know, is it intact) and writes nothing to a file it refuses: `StoreError` says what is
@@ -29,18 +36,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.runtime import (
+    LEASE_SECONDS,
     PinnedDefinition,
     Stored,
 )
@@ -53,48 +59,24 @@ from procflow.interpreter.sqlite_schema import (
     migrate,
     rollback,
 )
-from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
-    TERMINAL,
     HistoryEntry,
     InstanceState,
-    migrate_history_entry,
-    migrate_state,
     parse_instant,
-    shell,
 )
-from procflow.limits import NESTING
-from procflow.strict_json import loads as strict_loads
-
-RECORD_NESTING = 2 * NESTING.value
-"""How deep a stored record may nest: a state holds inputs and payloads (each at most
-`nesting` deep) a few levels down."""
+from procflow.interpreter.stores import (
+    InstanceSummary,
+    OutboxEntry,
+    decode_dispatch,
+    decode_state,
+    encode_dispatch,
+    encode_entries,
+    encode_state,
+    read_stored_json,
+    timer_of,
+)
 
 __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "Synchronous", "current_schema_version"]
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSummary:
-    """One line of `procflow instances`: read without building the whole state."""
-
-    workflow_id: str
-    process: str
-    status: str
-    version: int
-    next_action: str | None
-    timeout_at: str | None
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A command in the outbox, sent or not."""
-
-    id: int
-    dispatch: Dispatch
-    created_at: str
-    sent_at: str | None
-    emitted: int
 
 
 Synchronous = Literal["FULL", "NORMAL"]
@@ -149,6 +131,11 @@ class SqliteStore:
             connection.close()
             raise
         return connection
+
+    @property
+    def location(self) -> str:
+        """The file's path."""
+        return str(self.path)
 
     def close(self) -> None:
         """Close the file (a closed store cannot be used again)."""
@@ -355,27 +342,34 @@ class SqliteStore:
 
     @staticmethod
     def _set_timer(connection: sqlite3.Connection, state: InstanceState) -> None:
-        dues = [w.due for w in state.waits if w.due is not None]
-        wait_due = min(dues) if dues else None
-        deadline = None
-        # The same condition under which the engine's `advance` acts on a deadline.
-        if state.deadlineAt is not None and state.status not in TERMINAL and state.status != "compensating":
-            deadline = parse_instant(state.deadlineAt).timestamp()
-        moments = [m for m in (wait_due, deadline) if m is not None]
-        if not moments:
+        timer = timer_of(state)
+        if timer is None:
             connection.execute("DELETE FROM timers WHERE workflow_id = ?", (state.workflowId,))
             return
+        # A new moment is a new timer: whoever claimed the old one no longer holds it.
         connection.execute(
             "INSERT INTO timers (workflow_id, next_due, wait_due, deadline) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (workflow_id) DO UPDATE SET next_due = excluded.next_due, "
-            "wait_due = excluded.wait_due, deadline = excluded.deadline",
-            (state.workflowId, min(moments), wait_due, deadline),
+            "wait_due = excluded.wait_due, deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
+            (state.workflowId, *timer),
         )
 
     def due(self, now: datetime) -> list[str]:
         """Instances with a timer (timeout, backoff, timer step, deadline) due at or before `now`."""
         rows = self._rows("SELECT workflow_id FROM timers WHERE next_due <= ? ORDER BY next_due, workflow_id", (now.timestamp(),))
         return [str(r[0]) for r in rows]
+
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Instances with a timer due at or before `now` that no other worker holds, now held by
+        `worker` for `lease` seconds (until the instance's next save sets its timer anew)."""
+        with self._write() as connection:
+            rows = connection.execute(
+                "UPDATE timers SET claimed_by = ?, claimed_until = ? WHERE workflow_id IN ("
+                "SELECT workflow_id FROM timers WHERE next_due <= ? AND (claimed_until IS NULL OR claimed_until < ?) "
+                "ORDER BY next_due, workflow_id LIMIT ?) RETURNING workflow_id, next_due",
+                (worker, time.time() + lease, now.timestamp(), time.time(), limit),
+            ).fetchall()
+        return [str(w) for w, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
     def next_due(self) -> float | None:
         """The earliest timer of the store (seconds since the epoch), or None."""
@@ -387,11 +381,48 @@ class SqliteStore:
         rows = self._rows("SELECT id, dispatch FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?", (limit,))
         return [(int(i), self._decode_dispatch(text)) for i, text in rows]
 
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Unsent commands that no other worker holds (or whose lease ran out), oldest first, now
+        held by `worker` for `lease` seconds."""
+        with self._write() as connection:
+            rows = connection.execute(
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+                "SELECT id FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) "
+                "ORDER BY id LIMIT ?) RETURNING id, dispatch",
+                (worker, time.time() + lease, time.time(), limit),
+            ).fetchall()
+        return sorted((int(i), self._decode_dispatch(text)) for i, text in rows)
+
     def mark_sent(self, outbox_id: int) -> None:
-        """The transport took the command (its own small transaction)."""
+        """The transport took the command (its own small transaction); the claim ends with it."""
         with self._write() as connection:
             connection.execute(
-                "UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", (_now_text(), outbox_id)
+                "UPDATE outbox SET sent_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ? AND sent_at IS NULL",
+                (_now_text(), outbox_id),
+            )
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
+        ids, workflows = list(outbox_ids), list(workflow_ids)
+        with self._write() as connection:
+            connection.executemany(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND claimed_by = ? AND sent_at IS NULL",
+                [(i, worker) for i in ids],
+            )
+            connection.executemany(
+                "UPDATE timers SET claimed_by = NULL, claimed_until = NULL WHERE workflow_id = ? AND claimed_by = ?",
+                [(w, worker) for w in workflows],
+            )
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name (a worker restarted under the same name
+        takes back what its previous run held, without waiting for the lease)."""
+        with self._write() as connection:
+            connection.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?", (worker,)
+            )
+            connection.execute(
+                "UPDATE timers SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?", (worker,)
             )
 
     def seen(self, message_id: str) -> bool:
@@ -474,71 +505,33 @@ class SqliteStore:
         return int(rows[0][0]) if rows else None
 
     # ---------------------------------------------------------------- encoding
-    # Small methods of their own so a benchmark or a profile can tell JSON time from SQL time.
+    # Small methods of their own so a benchmark or a profile can tell JSON time from SQL time;
+    # the text is the same in every store (`procflow.interpreter.stores`).
     @staticmethod
     def _encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
-        return [(entry.seq, entry.model_dump_json()) for entry in entries]
+        return encode_entries(entries)
 
     @staticmethod
     def _encode_dispatch(dispatch: Dispatch) -> str:
-        return dispatch.model_dump_json()
+        return encode_dispatch(dispatch)
 
-    @staticmethod
-    def _decode_dispatch(text: str) -> Dispatch:
-        what = "a command in the store's outbox"
-        try:
-            data = strict_loads(text, what=what, limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
-            return Dispatch.model_validate(data)
-        except ValidationError as error:
-            raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {_DAMAGED_HINT}") from None
+    def _decode_dispatch(self, text: str) -> Dispatch:
+        return decode_dispatch(text, str(self.path))
 
     @staticmethod
     def _encode(state: InstanceState) -> str:
-        """The state as JSON without its history (history entries are rows of their own, so a
-        transition writes its new entries, not the whole history again)."""
-        without_history = shell(state)
-        without_history.history = ()
-        return without_history.model_dump_json()
+        return encode_state(state)
 
     def _json(self, text: object, what: str) -> Any:
         """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
-        if not isinstance(text, str | bytes):
-            raise DamagedRecord(f"{what} in {self.path} is damaged: it is not text. {_DAMAGED_HINT}")
-        # No size limit: a store reads back what it wrote, at any size.
-        return strict_loads(text, what=f"{what} in {self.path}", limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
+        return read_stored_json(text, f"{what} in {self.path}")
 
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
-        """The state of an instance from its row and its history rows; DamagedRecord (worded,
-        naming the instance) when they cannot be read back as the record procflow wrote."""
-        data = self._json(text, f"the state of instance {workflow_id}")
-        if not isinstance(data, dict):
-            raise DamagedRecord(f"the state of instance {workflow_id} in {self.path} is damaged: not a JSON object. {_DAMAGED_HINT}")
-        stored = data.get("schemaVersion", STATE_SCHEMA_VERSION)
-        if isinstance(stored, int) and stored > STATE_SCHEMA_VERSION:
-            raise StoreError(
-                f"instance {workflow_id} in {self.path} has state schema {stored}, newer than this procflow reads "
-                f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
-            )
-        history = [self._json(entry, f"a history entry of instance {workflow_id}") for entry in entries]
-        try:
-            data = migrate_state(data)
-            data["history"] = [migrate_history_entry(entry) for entry in history]
-            return InstanceState.model_validate(data)
-        except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
-            first = error.errors()[0] if isinstance(error, ValidationError) else None
-            why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
-            raise DamagedRecord(
-                f"the state of instance {workflow_id} in {self.path} is damaged ({why}). {_DAMAGED_HINT}"
-            ) from None
+        return decode_state(workflow_id, text, entries, str(self.path))
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)
 """What SQLite raises for a value it cannot bind (a lone surrogate, an integer past 64 bits)."""
-
-_DAMAGED_HINT = (
-    "Nothing was changed; the other instances are unaffected. Restore the store from a backup, "
-    "or remove the instance's row if it is lost."
-)
 
 
 def _now_text() -> str:

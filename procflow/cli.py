@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT")
     p.add_argument("--path", metavar="NAME", help="sequence view of this path (see `procflow paths`)")
     p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state (with --store: an instance id)")
-    p.add_argument("--store", metavar="PATH", help="read the --instance ID from this store")
+    p.add_argument("--store", metavar="PATH|URL", help="read the --instance ID from this store (a file path, or sqlite:///... or postgresql://...)")
     p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
     p.set_defaults(handler=cmd_render)
 

@@ -57,7 +57,11 @@ def add_operator_commands(subparsers: Any) -> None:
     """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
 
     def store_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", metavar="PATH", help=f"the store file (default: ${STORE_ENV}, else {DEFAULT_STORE})")
+        p.add_argument(
+            "--store", metavar="PATH|URL",
+            help=f"the store: a file path or sqlite:///path (SQLite), or postgresql://user@host:port/database "
+                 f"(default: ${STORE_ENV}, else {DEFAULT_STORE})",
+        )
 
     def now_option(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--now", type=_instant, metavar="ISO-8601", help=f"{what} (default: the system clock)")
@@ -104,6 +108,9 @@ def add_operator_commands(subparsers: Any) -> None:
     p.add_argument("--participants", choices=("demo", "print"), default="print",
                    help="demo: in-process participants that say yes to everything; print: print each command as JSON")
     p.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds to sleep when a round did nothing")
+    p.add_argument("--worker-id", metavar="NAME",
+                   help="this worker's name in the claims it takes (default: host, pid and a random tag); a worker "
+                        "restarted under the same name takes back at once what it held; never run two under one name")
     store_option(p)
     now_option(p, "a fixed moment for every round (virtual time)")
     p.set_defaults(handler=_operator("cmd_worker"))

@@ -10,7 +10,9 @@
     procflow retry ID                                     resume a compensation_failed instance
     procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
 
-Every command takes `--store PATH` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here).
+Every command takes `--store PATH|URL` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here):
+a file path or `sqlite:///path` is the embedded SQLite store, `postgresql://user@host/db`
+the PostgreSQL store (`procflow.interpreter.stores.open_store` chooses).
 Commands that change instances write to the store and leave the commands they cause in its
 outbox; `procflow worker` sends them. An instance always runs the definition it started
 with: the store keeps that text, and `deliver`, `tick`, `retry` and `worker` run it from
@@ -29,7 +31,6 @@ import os
 import sys
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from procflow.dsl import model as m
@@ -50,8 +51,8 @@ from procflow.interpreter.runtime import (
     system_clock,
     worker,
 )
-from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.interpreter.stores import DurableStore, open_store
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
 from procflow.terminal import printable
@@ -59,9 +60,10 @@ from procflow.terminal import printable
 # ---------------------------------------------------------------- shared pieces
 
 
-def store_path(value: str | None) -> Path:
-    """Where the store is: `--store`, else `$PROCFLOW_STORE`, else `procflow.sqlite` in the working folder."""
-    return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+def store_path(value: str | None) -> str:
+    """Where the store is (a path or a URL): `--store`, else `$PROCFLOW_STORE`, else
+    `procflow.sqlite` in the working folder."""
+    return value or os.environ.get(STORE_ENV) or DEFAULT_STORE
 
 
 def _say(text: str) -> None:
@@ -69,8 +71,8 @@ def _say(text: str) -> None:
     print(printable(text))
 
 
-def _open(args: argparse.Namespace, create: bool = False) -> SqliteStore:
-    return SqliteStore(store_path(args.store), create=create)
+def _open(args: argparse.Namespace, create: bool = False) -> DurableStore:
+    return open_store(store_path(args.store), create=create)
 
 
 def _clock(args: argparse.Namespace) -> Clock:
@@ -80,7 +82,10 @@ def _clock(args: argparse.Namespace) -> Clock:
     return lambda: moment
 
 
-def _orchestrator(store: SqliteStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None) -> Orchestrator:
+def _orchestrator(
+    store: DurableStore, clock: Clock, definitions: Iterable[m.ProcessDefinition] = (), transport: Transport | None = None,
+    worker_id: str | None = None,
+) -> Orchestrator:
     """Runs each instance on its pinned definition; leaves the outbox to `procflow worker`
     unless it is the worker (given a transport)."""
     return Orchestrator(
@@ -90,6 +95,7 @@ def _orchestrator(store: SqliteStore, clock: Clock, definitions: Iterable[m.Proc
         clock=clock,
         compile_pinned=compile_source,
         auto_dispatch=transport is not None,
+        worker_id=worker_id,
     )
 
 
@@ -101,14 +107,14 @@ def _load(path: str) -> m.ProcessDefinition:
     return definition
 
 
-def _row(store: SqliteStore, workflow_id: str) -> Stored:
+def _row(store: DurableStore, workflow_id: str) -> Stored:
     row = store.get(workflow_id)
     if row is None:
-        raise ProcflowError(f"no instance {workflow_id} in the store {store.path}; `procflow instances` lists those it holds")
+        raise ProcflowError(f"no instance {workflow_id} in the store {store.location}; `procflow instances` lists those it holds")
     return row
 
 
-def _queued(store: SqliteStore, workflow_id: str) -> list[str]:
+def _queued(store: DurableStore, workflow_id: str) -> list[str]:
     return [f"{e.dispatch.command.commandName}#{e.dispatch.attempt}" for e in store.outbox_of(workflow_id) if e.sent_at is None]
 
 
@@ -360,7 +366,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             transport = DemoTransport(pinned)
         else:
             transport = PrintTransport()
-        orchestrator = _orchestrator(store, clock, transport=transport)
+        orchestrator = _orchestrator(store, clock, transport=transport, worker_id=args.worker_id)
 
         def report(done: WorkerRound) -> None:
             fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
@@ -379,7 +385,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def instance_for_render(path: str, workflow_id: str, definition: m.ProcessDefinition) -> tuple[m.ProcessDefinition, dict[str, Any]]:
     """The state of an instance from a store, and the definition to draw it on: the given one,
     or (with a note on stderr) the pinned one when the file changed since the instance started."""
-    with SqliteStore(store_path(path), create=False) as store:
+    with open_store(store_path(path), create=False) as store:
         state = _row(store, workflow_id).state
         ref = state.definition
         if ref.fingerprint == definition.fingerprint:

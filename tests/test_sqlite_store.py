@@ -18,18 +18,15 @@ import pytest
 
 import procflow
 from procflow.dsl.model import ProcessDefinition
-from procflow.errors import ConcurrencyError, DuplicateMessage, ProcflowError, StoreError
-from procflow.interpreter import engine, sqlite_schema
-from procflow.interpreter.messages import Command, Dispatch, Reply
+from procflow.errors import ProcflowError, StoreError
+from procflow.interpreter import sqlite_schema
+from procflow.interpreter.messages import Command
 from procflow.interpreter.runtime import (
-    InMemoryStore,
     Orchestrator,
     Store,
     pinned_definition,
-    worker,
 )
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
-from procflow.operator_cli import DemoTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
@@ -89,110 +86,21 @@ def test_a_new_store_is_wal_with_our_application_id(tmp_path: Path) -> None:
         connection.close()
 
 
-def test_state_and_history_round_trip(store: SqliteStore, order: ProcessDefinition) -> None:
+def test_history_entries_are_rows_of_their_own(store: SqliteStore, order: ProcessDefinition) -> None:
+    # (The store contract, tests/test_store_contract.py, checks what any store keeps; this is how SQLite keeps it.)
     orchestrator = started(store, order)
     orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
-    row = store.get("wf_1")
-    assert row is not None and row.version == 2
-    assert row.state == orchestrator.store.get("wf_1").state  # type: ignore[union-attr]
-    assert [e.event for e in row.state.history] == ["started", "reply"]
-    assert row.state.status == "waiting_for_payment"
-    # History entries are rows of their own: the instance row holds the state without them.
     raw = sqlite3.connect(store.path)
     try:
         assert json.loads(raw.execute("SELECT state FROM instances").fetchone()[0])["history"] == []
         assert raw.execute("SELECT count(*) FROM history").fetchone()[0] == 2
     finally:
         raw.close()
-    assert store.get("nobody") is None
-    assert store.find("order-fulfillment", "ord_1") == ["wf_1"] == store.find(None, "ord_1")
-    assert store.instances("waiting_for_payment")[0].workflowId == "wf_1"
-    assert store.instances("completed") == []
-
-
-def test_a_stale_version_is_refused_and_changes_nothing(tmp_path: Path, order: ProcessDefinition) -> None:
-    path = tmp_path / "store.sqlite"
-    with SqliteStore(path) as first, SqliteStore(path) as second:
-        started(first, order)
-        row_a, row_b = first.get("wf_1"), second.get("wf_1")
-        assert row_a is not None and row_b is not None
-        late = T0 + timedelta(seconds=31)
-        step_a = engine.advance(order, row_a.state, late)
-        step_b = engine.advance(order, row_b.state, late)
-        assert first.save(step_a.state, row_a.version, step_a.dispatches) == 2
-        with pytest.raises(ConcurrencyError):
-            second.save(step_b.state, row_b.version, step_b.dispatches)
-        again = second.get("wf_1")
-        assert again is not None and again.version == 2 and len(again.state.history) == 2
-        with pytest.raises(ConcurrencyError):
-            second.save(step_b.state, None, [])  # it exists already
-
-
-def test_a_redelivered_reply_is_a_no_op(store: SqliteStore, order: ProcessDefinition) -> None:
-    orchestrator = started(store, order)
-    reply = {"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m-7"}
-    assert orchestrator.receive(reply).outcome == "applied"
-    version, outbox = store.version_of("wf_1"), store.outbox()
-    again = orchestrator.receive(reply)
-    assert again.outcome == "duplicate" and again.dispatches == []
-    assert store.version_of("wf_1") == version and store.outbox() == outbox
-    assert store.seen("m-7") and not store.seen("m-8")
-    # The inbox check sits inside the transaction too: a writer that did not look first is refused.
-    row = store.get("wf_1")
-    assert row is not None
-    with pytest.raises(DuplicateMessage):
-        store.save(row.state, row.version, [], "m-7")
-    assert store.version_of("wf_1") == version
-
-
-def test_the_outbox_is_sent_at_least_once_and_marked_after(store: SqliteStore, order: ProcessDefinition) -> None:
-    orchestrator = started(store, order)
-    [(outbox_id, dispatch)] = store.outbox()
-    assert dispatch.dedupKey == "ord_1:inventory.reserve:reserve_inventory#1"
-    sent: list[str] = []
-
-    class Refusing:
-        def send(self, dispatch: Dispatch) -> None:
-            sent.append(dispatch.dedupKey)
-            raise ConnectionError("broker down")
-
-    orchestrator.transport = Refusing()
-    with pytest.raises(ConnectionError):
-        orchestrator.pump()
-    assert store.outbox() == [(outbox_id, dispatch)]  # not taken: still to send
-    orchestrator.transport = procflow.InProcessTransport({"inventory": yes, "payment": yes, "shipping": yes})
-    orchestrator.pump()
-    assert store.outbox() == []
-    state = orchestrator.state("wf_1")
-    assert state.status == "completed"
-    entries = store.outbox_of("wf_1")
-    assert [e.dispatch.command.commandName for e in entries] == ["inventory.reserve", "payment.authorize", "shipping.create"]
-    assert all(e.sent_at for e in entries)
-
-
-def test_a_business_key_belongs_to_one_instance(store: SqliteStore, order: ProcessDefinition) -> None:
-    started(store, order, "wf_1", "ord_1")
-    with pytest.raises(StoreError, match=r"dedup key ord_1:inventory.reserve:reserve_inventory#1, which instance wf_1 already used"):
-        started(store, order, "wf_2", "ord_1")
-    assert store.get("wf_2") is None and len(store.outbox()) == 1
-
-
-def test_the_same_instance_asking_for_a_key_again_sends_it_again(store: SqliteStore, order: ProcessDefinition) -> None:
-    started(store, order)
-    row = store.get("wf_1")
-    assert row is not None
-    [(first_id, dispatch)] = store.outbox()
-    store.mark_sent(first_id)
-    store.save(row.state, row.version, [dispatch])
-    [entry] = store.outbox_of("wf_1")
-    assert entry.emitted == 2 and entry.sent_at is None and entry.id > first_id
 
 
 def test_timers_are_rows_and_due_is_an_index_lookup(store: SqliteStore, order: ProcessDefinition) -> None:
     started(store, order)
-    assert store.due(T0 + timedelta(seconds=29)) == []
     assert store.due(T0 + timedelta(seconds=30)) == ["wf_1"]
-    assert store.next_due() == (T0 + timedelta(seconds=30)).timestamp()
     raw = sqlite3.connect(store.path)
     try:
         plan = " ".join(str(r) for r in raw.execute("EXPLAIN QUERY PLAN SELECT workflow_id FROM timers WHERE next_due <= 1 ORDER BY next_due, workflow_id"))
@@ -201,65 +109,7 @@ def test_timers_are_rows_and_due_is_an_index_lookup(store: SqliteStore, order: P
     assert "timers_by_due" in plan
 
 
-def test_a_timer_that_fires_late_or_twice_changes_nothing_it_should_not(store: SqliteStore, order: ProcessDefinition) -> None:
-    orchestrator = started(store, order)
-    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
-    # The payment's hour has passed, the undo's minute not yet (each timer fires when it was due,
-    # so a tick days later would also see the undo go unanswered).
-    much_later = T0 + timedelta(hours=1, seconds=30)
-    [changed] = orchestrator.tick(much_later)
-    assert changed.status == "compensating" and changed.failure is not None
-    assert changed.failure.reason == "authorize_payment timed out"
-    version, outbox = store.version_of("wf_1"), store.outbox()
-    assert orchestrator.tick(much_later) == []  # twice: nothing
-    assert store.version_of("wf_1") == version and store.outbox() == outbox
-    assert [d.command.commandName for _, d in outbox] == ["inventory.reserve", "payment.authorize", "inventory.release"]
-
-
-def test_terminal_instances_leave_no_timer(store: SqliteStore, order: ProcessDefinition) -> None:
-    orchestrator = Orchestrator(order, store=store, participants={"inventory": yes, "payment": yes, "shipping": yes}, clock=Clock())
-    assert orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 1.0}).status == "completed"
-    assert store.next_due() is None and store.due(T0 + timedelta(days=365)) == []
-
-
-def test_a_worker_round_dispatches_and_fires(store: SqliteStore, order: ProcessDefinition) -> None:
-    clock = Clock()
-    orchestrator = Orchestrator(order, store=store, transport=DemoTransport([order]), clock=clock)
-    orchestrator.auto_dispatch = False
-    orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 1.0})
-    assert worker(orchestrator, once=True) == 1
-    assert orchestrator.state("wf_1").status == "completed"
-
-
 # ---------------------------------------------------------------- pinned definitions
-
-
-def changed_copy(tmp_path: Path) -> Path:
-    path = tmp_path / "order_fulfillment.proc"
-    path.write_text(ORDER.read_text(encoding="utf-8"), encoding="utf-8")
-    return path
-
-
-def test_a_changed_definition_is_refused_or_the_pinned_one_runs(tmp_path: Path) -> None:
-    path = changed_copy(tmp_path)
-    original = procflow.load(path)
-    with SqliteStore(tmp_path / "store.sqlite") as store:
-        started(store, original)
-        path.write_text(path.read_text(encoding="utf-8").replace("within 1h", "within 2h").replace("version 1", "version 2"), encoding="utf-8")
-        changed = procflow.load(path)
-        assert changed.fingerprint != original.fingerprint
-        reply = {"type": "inventory_reserved", "correlationId": "ord_1"}
-        refusing = Orchestrator(changed, store=store, clock=Clock())
-        with pytest.raises(ProcflowError) as refused:
-            refusing.receive(reply)
-        text = str(refused.value)
-        assert "started with `order-fulfillment` version 1" in text and "version 2" in text and "compile_pinned" in text
-        assert store.version_of("wf_1") == 1
-        pinned = Orchestrator(changed, store=store, clock=Clock(), compile_pinned=procflow.load_text, auto_dispatch=False)
-        state = pinned.deliver(reply)
-        assert state.status == "waiting_for_payment" and state.timeoutAt == "2026-01-01T10:00:00Z"  # the pinned hour
-        kept = store.pinned(original.fingerprint)
-        assert kept is not None and kept.version == 1 and "within 1h" in kept.sources[str(path)]
 
 
 def test_pinning_keeps_called_processes_and_input_contracts() -> None:
@@ -273,15 +123,6 @@ def test_pinning_keeps_called_processes_and_input_contracts() -> None:
         from procflow.interpreter.runtime import compile_pinned_definition
 
         assert compile_pinned_definition(pinned, procflow.load_text).fingerprint == definition.fingerprint
-
-
-def test_the_in_memory_store_follows_the_same_protocol(order: ProcessDefinition) -> None:
-    store = InMemoryStore()
-    orchestrator = started(store, order)
-    reply = Reply(type="inventory_reserved", correlationId="ord_1", messageId="m1")
-    assert orchestrator.receive(reply).outcome == "applied"
-    assert orchestrator.receive(reply).outcome == "duplicate"
-    assert store.pinned(order.fingerprint) is not None and store.find(None, "ord_1") == ["wf_1"]
 
 
 # ---------------------------------------------------------------- refusing files, never writing to them
@@ -359,16 +200,6 @@ def test_a_store_of_a_newer_schema_is_refused(tmp_path: Path, order: ProcessDefi
     _refused(path, f"schema version {current_schema_version() + 1}", "newer procflow", "Upgrade procflow")
 
 
-def test_an_instance_of_a_newer_state_schema_is_refused(store: SqliteStore, order: ProcessDefinition) -> None:
-    started(store, order)
-    raw = sqlite3.connect(store.path)
-    raw.execute("UPDATE instances SET state = json_set(state, '$.schemaVersion', 99)")
-    raw.commit()
-    raw.close()
-    with pytest.raises(StoreError, match="state schema 99, newer than this procflow reads"):
-        store.get("wf_1")
-
-
 def test_an_instance_written_under_state_schema_1_runs_on(store: SqliteStore, order: ProcessDefinition) -> None:
     orchestrator = started(store, order, "wf_401", "ord_441")
     old = json.loads((ROOT / "tests" / "cases" / "state_v1_waiting.json").read_text(encoding="utf-8"))
@@ -438,58 +269,24 @@ def test_read_only_commands_do_not_create_a_store(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- migrations
+# (Migrations in order, and a failing one, are in the store contract: tests/test_store_contract.py.)
 
 
-def test_migrations_run_in_order_and_keep_the_data(tmp_path: Path, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "store.sqlite"
+def test_a_store_of_schema_1_gains_the_claims_of_schema_2(tmp_path: Path, order: ProcessDefinition) -> None:
+    path = tmp_path / "old.sqlite"
+    connection = sqlite3.connect(path, isolation_level=None)
+    for step in dict(sqlite_schema.MIGRATIONS)[1]:
+        sqlite_schema.run_step(connection, step)
+    connection.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    connection.close()
     with SqliteStore(path) as store:
+        assert store.schema_version == current_schema_version() >= 2
         started(store, order)
-    ran: list[int] = []
-    now = current_schema_version()
-
-    def backfill(connection: sqlite3.Connection) -> None:
-        ran.append(now + 2)
-        connection.execute("UPDATE notes SET text = 'backfilled'")
-
-    later = (
-        *sqlite_schema.MIGRATIONS,
-        (now + 1, ("CREATE TABLE notes (workflow_id TEXT PRIMARY KEY, text TEXT)", "INSERT INTO notes SELECT workflow_id, '' FROM instances")),
-        (now + 2, (backfill,)),
-    )
-    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", later)
-    sqlite_schema.tables_at.cache_clear()
-    try:
-        with SqliteStore(path) as store:
-            assert store.schema_version == now + 2 and ran == [now + 2]
-            row = store.get("wf_1")
-            assert row is not None and row.state.status == "waiting_for_inventory"
-        raw = sqlite3.connect(path)
-        try:
-            assert raw.execute("SELECT text FROM notes").fetchall() == [("backfilled",)]
-        finally:
-            raw.close()
-        with SqliteStore(path) as store:  # already current: nothing runs again
-            assert ran == [now + 2]
-    finally:
-        sqlite_schema.tables_at.cache_clear()
-
-
-def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path: Path, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "store.sqlite"
-    with SqliteStore(path) as store:
-        started(store, order)
-    now = current_schema_version()
-    later = (*sqlite_schema.MIGRATIONS, (now + 1, ("CREATE TABLE notes (x)", "THIS IS NOT SQL")))
-    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", later)
-    sqlite_schema.tables_at.cache_clear()
-    try:
-        with pytest.raises(StoreError):
-            SqliteStore(path)
-    finally:
-        sqlite_schema.tables_at.cache_clear()
-    monkeypatch.undo()
-    with SqliteStore(path) as store:
-        assert store.schema_version == now and store.version_of("wf_1") == 1
+        [(outbox_id, _)] = store.claim_outbox("worker-a")
+        assert store.claim_outbox("worker-b") == []
+        store.mark_sent(outbox_id)
+        assert store.outbox() == []
 
 
 # ---------------------------------------------------------------- two processes, one file

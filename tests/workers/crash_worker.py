@@ -40,7 +40,7 @@ from procflow.dsl.compiler import compile_source, load
 from procflow.dsl.expressions import compile_expr
 from procflow.errors import MessageRefused
 from procflow.interpreter.messages import Dispatch, Reply
-from procflow.interpreter.runtime import InProcessTransport, Orchestrator
+from procflow.interpreter.runtime import LEASE_SECONDS, InProcessTransport, Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore, Synchronous
 from procflow.interpreter.state import TERMINAL, from_epoch, parse_instant
 
@@ -111,8 +111,8 @@ class LoggedStore(SqliteStore):
     log: Log
     keys: dict[int, str]
 
-    def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
-        rows = super().outbox(limit)
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        rows = super().claim_outbox(worker, limit, lease)
         self.keys.update({outbox_id: d.dedupKey for outbox_id, d in rows})
         return rows
 
@@ -258,7 +258,11 @@ def drive(job: Job, run: int) -> None:
     mailbox = Mailbox(job.mailbox)
     clock = Clock(start)
     transport = ScenarioTransport(plan, definitions, mailbox, clock, log)
-    orchestrator = Orchestrator(list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source)
+    # Every run is the same worker restarted (the same name): it takes back what a killed run held.
+    orchestrator = Orchestrator(
+        list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source,
+        worker_id="crash-worker",
+    )
 
     # Start every instance at the start moment; an instance started before returns as it is.
     for workflow_id, instance in plan.items():

@@ -1,0 +1,492 @@
+"""The store beyond one machine: PostgreSQL, one transaction per transition, many workers.
+
+::
+
+    procflow_meta          key -> value: `application` = procflow, `schema_version`
+    procflow_definitions   fingerprint -> the text of a pinned definition (every file it read)
+    procflow_instances     workflow_id -> state JSON (without history), version, status, process,
+                           and what `procflow instances` shows (next action, timeout, updated)
+    procflow_correlations  (process, correlationId, workflow_id): routes replies by business key
+    procflow_history       (workflow_id, seq) -> one history entry as JSON
+    procflow_outbox        commands to send, one row per dedupKey (unique), sent_at once the transport
+                           took it, claimed_by/claimed_until while a worker sends it
+    procflow_timers        workflow_id -> the earliest moment it acts by itself, claimed like the outbox
+    procflow_inbox         message_id -> the instance it was applied to (and the body's digest)
+
+The same tables, the same JSON text and the same meaning as the SQLite store
+(`procflow.interpreter.sqlite_store`); the contract suite runs against both. `save` writes
+the inbox entry first (a second writer of the same message id waits on it, then is refused
+as a duplicate), then moves the instance row from the version the caller read to the next
+(`ConcurrencyError` when another writer moved it first), then the history, outbox, timer and
+correlation rows: one transaction, all or nothing.
+
+Many workers share the outbox and the timers by claims: a worker takes a batch of rows with
+`FOR UPDATE SKIP LOCKED` (two workers never wait for, nor take, the same rows) and marks them
+claimed until a lease runs out (`claimed_until`, the server's clock). A worker that dies
+loses its claims when the lease runs out; another takes them then. A row lock is not held
+while a command is sent: the replies it brings are applied in other transactions, which may
+need that very row (a step run again by a loop sends the same dedup key again).
+
+Connections come from a `psycopg_pool.ConnectionPool` (autocommit; a write is an explicit
+transaction). Opening connects once by itself first, so that an unreachable server, an
+unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
+their own message (`StoreError`: what, where, what to do) before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+
+from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
+from procflow.interpreter.messages import Dispatch
+from procflow.interpreter.postgres_schema import (
+    current_schema_version,
+    first_line,
+    migrate,
+    refused_connection,
+)
+from procflow.interpreter.runtime import LEASE_SECONDS, PinnedDefinition, Stored
+from procflow.interpreter.state import InstanceState, parse_instant
+from procflow.interpreter.stores import (
+    InstanceSummary,
+    OutboxEntry,
+    decode_dispatch,
+    decode_state,
+    encode_dispatch,
+    encode_entries,
+    encode_state,
+    redact,
+    timer_of,
+)
+
+__all__ = ["PostgresStore", "current_schema_version"]
+
+CONNECT_TIMEOUT_SECONDS = 10
+"""How long opening waits for the server to answer."""
+
+POOL_TIMEOUT_SECONDS = 30.0
+"""How long a transition waits for a pooled connection (the server may be restarting)."""
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+class PostgresStore:
+    """The durable store in a PostgreSQL database (see the module docstring for the tables).
+
+    `url` is a libpq URL (`postgresql://user:password@host:port/database`, with libpq's
+    options, e.g. `?options=-csearch_path%3Dorders` for a schema of its own). `create=False`
+    refuses to make the tables (for read-only commands). `pool_size` bounds the connections
+    one store holds; a worker uses one at a time.
+    """
+
+    def __init__(self, url: str, *, create: bool = True, pool_size: int = 4) -> None:
+        self.url = url
+        self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
+        self._open_checked(create)
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "fallback_application_name": "procflow"},
+            timeout=POOL_TIMEOUT_SECONDS,
+            name="procflow",
+            open=False,
+        )
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg_pool.PoolTimeout:
+            self._pool.close()
+            self._pool = None
+            raise StoreError(f"cannot connect to {self.location}: the server stopped answering while the store opened") from None
+
+    @property
+    def location(self) -> str:
+        """The URL, without its password."""
+        return redact(self.url)
+
+    # ---------------------------------------------------------------- opening
+    def _open_checked(self, create: bool) -> None:
+        """Connect once by itself: a refusal here says exactly why (the pool would only time out)."""
+        try:
+            connection = psycopg.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
+            )
+        except psycopg.OperationalError as error:
+            raise refused_connection(error, self.url, self.location) from None
+        except psycopg.ProgrammingError as error:  # a URL libpq cannot read
+            raise StoreError(f"--store {self.location} is not a PostgreSQL URL libpq can read ({error})") from None
+        try:
+            migrate(connection, self.location, create)
+        except psycopg.Error as error:
+            raise self._error(error) from None
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        """Close the pool's connections (a closed store cannot be used again)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the store's tables."""
+        [(value,)] = self._rows("SELECT value FROM procflow_meta WHERE key = 'schema_version'")
+        return int(value)
+
+    # ---------------------------------------------------------------- transactions
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection (autocommit: each statement alone is its own transaction);
+        PostgreSQL's errors come out as StoreError (ConcurrencyError for a lost race)."""
+        if self._pool is None:
+            raise StoreError(f"the store {self.location} is closed")
+        try:
+            with self._pool.connection() as connection:
+                yield connection
+        except psycopg_pool.PoolTimeout:
+            raise StoreError(
+                f"no connection to {self.location} within {POOL_TIMEOUT_SECONDS:.0f}s: the server is unreachable or "
+                "every connection of the pool is busy. Nothing more was written; try again when the server answers."
+            ) from None
+        except psycopg.Error as error:
+            raise self._error(error) from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction; anything raised inside rolls all of it back."""
+        with self._connection() as connection, connection.transaction():
+            yield connection
+
+    def _rows(self, sql: Any, args: Sequence[Any] = ()) -> list[Any]:
+        with self._connection() as connection:
+            return connection.execute(sql, args).fetchall()
+
+    def _error(self, error: psycopg.Error) -> StoreError:
+        if isinstance(error, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+            return ConcurrencyError(f"another writer got in the way ({first_line(str(error))}); nothing was written")
+        if isinstance(error, pg_errors.InsufficientPrivilege):
+            return StoreError(
+                f"the user of {self.location} may not do this ({first_line(str(error))}); nothing was written. "
+                "Grant it the rights on procflow's tables (or on the schema, to create them)."
+            )
+        if isinstance(error, pg_errors.ReadOnlySqlTransaction):
+            return StoreError(
+                f"{self.location} is read-only (a standby, or default_transaction_read_only); nothing was written. "
+                "Point --store at the primary server."
+            )
+        if isinstance(error, psycopg.OperationalError):
+            return StoreError(
+                f"lost the connection to {self.location} ({first_line(str(error))}). A transition in flight was either "
+                "committed whole or not at all; running the command again is safe (versions and the inbox keep it from "
+                "applying twice)."
+            )
+        return StoreError(f"the PostgreSQL store {self.location} refused a statement: {first_line(str(error))}")
+
+    # ---------------------------------------------------------------- the Store protocol
+    def get(self, workflow_id: str) -> Stored | None:
+        """The instance (state with its history, and version), or None: one statement, one snapshot."""
+        rows = self._rows(
+            "SELECT i.state, i.version, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
+            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
+            "WHERE i.workflow_id = %s GROUP BY i.workflow_id",
+            (workflow_id,),
+        )
+        if not rows:
+            return None
+        state, version, entries = rows[0]
+        return Stored(decode_state(workflow_id, state, entries or [], self.location), int(version))
+
+    def find(self, process: str | None, correlation_id: str) -> list[str]:
+        """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
+        if process is None:
+            rows = self._rows(
+                "SELECT c.workflow_id FROM procflow_correlations c JOIN procflow_instances i USING (workflow_id) "
+                "WHERE c.correlation_id = %s GROUP BY c.workflow_id ORDER BY min(i.started)",
+                (correlation_id,),
+            )
+        else:
+            rows = self._rows(
+                "SELECT c.workflow_id FROM procflow_correlations c JOIN procflow_instances i USING (workflow_id) "
+                "WHERE c.process = %s AND c.correlation_id = %s ORDER BY i.started",
+                (process, correlation_id),
+            )
+        return [str(r[0]) for r in rows]
+
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        """Write one transition in one transaction: inbox entry (with the digest of the
+        message), instance row (version checked), new history entries, outbox rows, the timer
+        row and correlations."""
+        workflow_id = state.workflowId
+        state_json = encode_state(state)
+        queued = [(d, encode_dispatch(d)) for d in dispatches]
+        updated = parse_instant(state.updatedAt).timestamp()
+        row_values = (
+            state.status, state.definition.fingerprint, len(state.history), updated,
+            state.nextAction, state.timeoutAt, state.updatedAt, state_json,
+        )
+        with self._write() as connection:
+            if message_id is not None:
+                # First: a concurrent writer of the same message id waits here for this one.
+                inserted = connection.execute(
+                    "INSERT INTO procflow_inbox (message_id, workflow_id, received_at, digest) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (message_id) DO NOTHING",
+                    (message_id, workflow_id, state.updatedAt, message_digest),
+                )
+                if inserted.rowcount != 1:
+                    raise DuplicateMessage(f"message {message_id} was already applied")
+            if expected_version is None:
+                version, stored_entries = 1, 0
+                created = connection.execute(
+                    "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
+                    "updated, next_action, timeout_at, updated_at, state) "
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
+                    (workflow_id, state.type, *row_values),
+                )
+                if created.rowcount != 1:
+                    raise ConcurrencyError(f"instance {workflow_id} already exists")
+            else:
+                version = expected_version + 1
+                # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
+                moved = connection.execute(
+                    "WITH before AS (SELECT history_count FROM procflow_instances "
+                    "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
+                    "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, updated = %s, "
+                    "next_action = %s, timeout_at = %s, updated_at = %s, state = %s, version = %s "
+                    "FROM before WHERE procflow_instances.workflow_id = %s RETURNING before.history_count",
+                    (workflow_id, expected_version, *row_values, version, workflow_id),
+                ).fetchall()
+                if len(moved) != 1:
+                    raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
+                stored_entries = int(moved[0][0])
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
+                    [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored_entries:])],
+                )
+                cursor.executemany(
+                    "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                )
+            for dispatch, text in queued:
+                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
+            self._set_timer(connection, state)
+        return version
+
+    def _enqueue(self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
+        inserted = connection.execute(
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (dedup_key) DO NOTHING",
+            (workflow_id, dispatch.dedupKey, text, at),
+        )
+        if inserted.rowcount == 1:
+            return
+        [(owner, emitted)] = connection.execute(
+            "SELECT workflow_id, emitted FROM procflow_outbox WHERE dedup_key = %s FOR UPDATE", (dispatch.dedupKey,)
+        ).fetchall()
+        if owner != workflow_id:
+            raise StoreError(
+                f"instance {workflow_id} would send `{dispatch.command.commandName}` under the dedup key "
+                f"{dispatch.dedupKey}, which instance {owner} already used: participants would drop it as a "
+                f"duplicate. The correlationId `{dispatch.command.correlationId}` must belong to one instance; "
+                "nothing was written."
+            )
+        # The same instance asks for the same key again (a step run again by a loop): send it
+        # again, after what is queued now (a new id), and count how often it was asked for.
+        connection.execute("DELETE FROM procflow_outbox WHERE dedup_key = %s", (dispatch.dedupKey,))
+        connection.execute(
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted) VALUES (%s, %s, %s, %s, %s)",
+            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1),
+        )
+
+    @staticmethod
+    def _set_timer(connection: Connection, state: InstanceState) -> None:
+        timer = timer_of(state)
+        if timer is None:
+            connection.execute("DELETE FROM procflow_timers WHERE workflow_id = %s", (state.workflowId,))
+            return
+        # A new moment is a new timer: whoever claimed the old one no longer holds it.
+        connection.execute(
+            "INSERT INTO procflow_timers (workflow_id, next_due, wait_due, deadline) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (workflow_id) DO UPDATE SET next_due = excluded.next_due, wait_due = excluded.wait_due, "
+            "deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
+            (state.workflowId, *timer),
+        )
+
+    def due(self, now: datetime) -> list[str]:
+        """Instances with a timer (timeout, backoff, timer step, deadline) due at or before `now`."""
+        rows = self._rows(
+            "SELECT workflow_id FROM procflow_timers WHERE next_due <= %s ORDER BY next_due, workflow_id", (now.timestamp(),)
+        )
+        return [str(r[0]) for r in rows]
+
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Instances with a timer due at or before `now` that no other worker holds, now held by
+        `worker` for `lease` seconds (until the instance's next save replaces the timer)."""
+        with self._write() as connection:
+            rows = connection.execute(
+                "UPDATE procflow_timers SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE workflow_id IN (SELECT workflow_id FROM procflow_timers WHERE next_due <= %s "
+                "AND (claimed_until IS NULL OR claimed_until < clock_timestamp()) "
+                "ORDER BY next_due, workflow_id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING workflow_id, next_due",
+                (worker, lease, now.timestamp(), limit),
+            ).fetchall()
+        return [str(w) for w, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
+
+    def next_due(self) -> float | None:
+        """The earliest timer of the store (seconds since the epoch), or None."""
+        [row] = self._rows("SELECT min(next_due) FROM procflow_timers")
+        return None if row[0] is None else float(row[0])
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet marked sent, oldest first (claimed or not)."""
+        rows = self._rows("SELECT id, dispatch FROM procflow_outbox WHERE sent_at IS NULL ORDER BY id LIMIT %s", (limit,))
+        return [(int(i), decode_dispatch(text, self.location)) for i, text in rows]
+
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Unsent commands that no other worker holds, oldest first, now held by `worker` for
+        `lease` seconds: the rows are locked only while they are claimed (SKIP LOCKED: a second
+        worker takes the next ones instead of waiting)."""
+        with self._write() as connection:
+            rows = connection.execute(
+                "UPDATE procflow_outbox SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
+                "WHERE id IN (SELECT id FROM procflow_outbox WHERE sent_at IS NULL "
+                "AND (claimed_until IS NULL OR claimed_until < clock_timestamp()) "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, dispatch",
+                (worker, lease, limit),
+            ).fetchall()
+        return sorted((int(i), decode_dispatch(text, self.location)) for i, text in rows)
+
+    def mark_sent(self, outbox_id: int) -> None:
+        """The transport took the command (its own small transaction); the claim ends with it."""
+        with self._write() as connection:
+            connection.execute(
+                "UPDATE procflow_outbox SET sent_at = %s, claimed_by = NULL, claimed_until = NULL "
+                "WHERE id = %s AND sent_at IS NULL",
+                (_now_text(), outbox_id),
+            )
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
+        ids, workflows = list(outbox_ids), list(workflow_ids)
+        with self._write() as connection:
+            if ids:
+                connection.execute(
+                    "UPDATE procflow_outbox SET claimed_by = NULL, claimed_until = NULL "
+                    "WHERE id = ANY(%s) AND claimed_by = %s AND sent_at IS NULL",
+                    (ids, worker),
+                )
+            if workflows:
+                connection.execute(
+                    "UPDATE procflow_timers SET claimed_by = NULL, claimed_until = NULL "
+                    "WHERE workflow_id = ANY(%s) AND claimed_by = %s",
+                    (workflows, worker),
+                )
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name (a worker restarted under the same name
+        takes back what its previous run held, without waiting for the lease)."""
+        with self._write() as connection:
+            connection.execute(
+                "UPDATE procflow_outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = %s", (worker,)
+            )
+            connection.execute(
+                "UPDATE procflow_timers SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = %s", (worker,)
+            )
+
+    def seen(self, message_id: str) -> bool:
+        """True when the inbox holds the message id."""
+        return bool(self._rows("SELECT 1 FROM procflow_inbox WHERE message_id = %s", (message_id,)))
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id (None when none was)."""
+        rows = self._rows("SELECT digest FROM procflow_inbox WHERE message_id = %s", (message_id,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def instances(self, status: str | None = None) -> list[InstanceState]:
+        """Every instance (or those with `status`), in the order they started."""
+        rows = self._rows(
+            "SELECT i.workflow_id, i.state, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
+            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
+            "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
+            (status, status),
+        )
+        return [decode_state(str(wid), text, entries or [], self.location) for wid, text, entries in rows]
+
+    def pin(self, pinned: PinnedDefinition) -> None:
+        """Keep the text of a definition, once per fingerprint."""
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO procflow_definitions (fingerprint, name, version, path, sources) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (fingerprint) DO NOTHING",
+                (pinned.fingerprint, pinned.name, pinned.version, pinned.path, json.dumps(dict(pinned.sources))),
+            )
+
+    def pinned(self, fingerprint: str) -> PinnedDefinition | None:
+        """The kept text of a definition, or None."""
+        rows = self._rows(
+            "SELECT name, version, path, sources FROM procflow_definitions WHERE fingerprint = %s", (fingerprint,)
+        )
+        if not rows:
+            return None
+        name, version, path, sources = rows[0]
+        return PinnedDefinition(str(name), int(version), fingerprint, str(path), json.loads(sources))
+
+    # ---------------------------------------------------------------- for operators
+    def pinned_definitions(self) -> list[PinnedDefinition]:
+        """Every definition the store keeps."""
+        rows = self._rows(
+            "SELECT fingerprint, name, version, path, sources FROM procflow_definitions ORDER BY name, version, fingerprint"
+        )
+        return [PinnedDefinition(str(n), int(v), str(fp), str(p), json.loads(s)) for fp, n, v, p, s in rows]
+
+    def summaries(self, status: str | None = None) -> list[InstanceSummary]:
+        """One line per instance (or per instance with `status`), in the order they started."""
+        rows = self._rows(
+            "SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at FROM procflow_instances "
+            "WHERE %s::text IS NULL OR status = %s ORDER BY started",
+            (status, status),
+        )
+        return [
+            InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u)) for w, p, s, v, n, t, u in rows
+        ]
+
+    def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
+        """The commands an instance asked for, sent or not, in order."""
+        rows = self._rows(
+            "SELECT id, dispatch, created_at, sent_at, emitted FROM procflow_outbox WHERE workflow_id = %s ORDER BY id",
+            (workflow_id,),
+        )
+        return [OutboxEntry(int(i), decode_dispatch(d, self.location), str(c), s, int(e)) for i, d, c, s, e in rows]
+
+    def version_of(self, workflow_id: str) -> int | None:
+        """The stored version of an instance, or None."""
+        rows = self._rows("SELECT version FROM procflow_instances WHERE workflow_id = %s", (workflow_id,))
+        return int(rows[0][0]) if rows else None
+
+
+def _now_text() -> str:
+    # When the transport took a command: shown to operators, never used in a decision.
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

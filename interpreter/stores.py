@@ -1,0 +1,268 @@
+"""Choosing a durable store by URL, and what every durable store shares.
+
+::
+
+    open_store("procflow.sqlite")                     SqliteStore (a plain path: the embedded default)
+    open_store("sqlite:///orders.sqlite")             SqliteStore, relative path (sqlite:////abs/path: absolute)
+    open_store("postgresql://user@host:5432/db")      PostgresStore (also postgres://)
+
+`DurableStore` is what the operator's commands use of a store beyond the runtime's `Store`
+protocol (listing, inspecting, closing); both durable stores implement it, and both run the
+same contract suite (`tests/test_store_contract.py`). The rows they read back are
+`InstanceSummary` and `OutboxEntry`; the JSON text they keep is made and read by the
+functions below, so the two stores keep the same text for the same state.
+
+The PostgreSQL store needs the `postgres` extra (`pip install 'procflow[postgres]'`); it is
+imported only when a `postgresql://` URL is opened, so the embedded default pays nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import ValidationError
+
+from procflow.errors import DamagedRecord, StoreError
+from procflow.interpreter.messages import Dispatch
+from procflow.interpreter.runtime import PinnedDefinition, Store
+from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
+from procflow.interpreter.state import (
+    TERMINAL,
+    HistoryEntry,
+    InstanceState,
+    migrate_history_entry,
+    migrate_state,
+    parse_instant,
+    shell,
+)
+from procflow.limits import NESTING
+from procflow.strict_json import loads as strict_loads
+
+__all__ = [
+    "DurableStore",
+    "InstanceSummary",
+    "OutboxEntry",
+    "open_store",
+    "redact",
+    "store_kind",
+]
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """One line of `procflow instances`: read without building the whole state."""
+
+    workflow_id: str
+    process: str
+    status: str
+    version: int
+    next_action: str | None
+    timeout_at: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A command in the outbox, sent or not."""
+
+    id: int
+    dispatch: Dispatch
+    created_at: str
+    sent_at: str | None
+    emitted: int
+
+
+class DurableStore(Store, Protocol):
+    """A store the operator's commands can open, list, inspect and close (SQLite or PostgreSQL)."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, as an operator would name it (a path, or a URL without its password)."""
+
+    def summaries(self, status: str | None = None) -> list[InstanceSummary]:
+        """One line per instance (or per instance with `status`), in the order they started."""
+
+    def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
+        """The commands an instance asked for, sent or not, in order."""
+
+    def version_of(self, workflow_id: str) -> int | None:
+        """The stored version of an instance, or None."""
+
+    def pinned_definitions(self) -> list[PinnedDefinition]:
+        """Every definition the store keeps."""
+
+    def next_due(self) -> float | None:
+        """The earliest timer of the store (seconds since the epoch), or None."""
+
+    def close(self) -> None:
+        """Let go of the file or the connections."""
+
+    def __enter__(self) -> DurableStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# ---------------------------------------------------------------- choosing
+
+
+def store_kind(target: str | Path) -> str:
+    """`sqlite` or `postgresql`: which store `target` (a path or a URL) names; StoreError for
+    a URL of any other kind."""
+    match = _URL.match(str(target))
+    if match is None:
+        return "sqlite"
+    scheme = match.group(1).lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in POSTGRES_SCHEMES:
+        return "postgresql"
+    raise StoreError(
+        f"--store {redact(str(target))}: procflow keeps instances in SQLite (a file path, or sqlite:///path) or in "
+        f"PostgreSQL (postgresql://user@host:port/database), not in `{scheme}://`"
+    )
+
+
+def sqlite_path(target: str | Path) -> Path:
+    """The file a path or a `sqlite:///` URL names (`sqlite:///x` is relative, `sqlite:////x` absolute)."""
+    text = str(target)
+    if not _URL.match(text):
+        return Path(text)
+    rest = text.split("://", 1)[1]
+    if not rest.startswith("/") or rest == "/":
+        raise StoreError(
+            f"--store {text}: an SQLite URL names a file after three slashes: sqlite:///relative/path.sqlite or "
+            "sqlite:////absolute/path.sqlite"
+        )
+    return Path(rest[1:])
+
+
+def open_store(target: str | Path, *, create: bool = True) -> DurableStore:
+    """Open the store `target` names: a path or `sqlite:///...` (SQLite), or `postgresql://...`.
+
+    `create=False` refuses to make a new store (for commands that only read). Every refusal is
+    a `StoreError` that says what is wrong, where, and what to do."""
+    if store_kind(target) == "postgresql":
+        try:
+            module = importlib.import_module("procflow.interpreter.postgres_store")
+        except ImportError as missing:
+            raise StoreError(
+                f"--store {redact(str(target))} needs the PostgreSQL driver, which is not installed ({missing}); "
+                "install it with `pip install 'procflow[postgres]'`"
+            ) from None
+        store: DurableStore = module.PostgresStore(str(target), create=create)
+        return store
+    from procflow.interpreter.sqlite_store import SqliteStore
+
+    return SqliteStore(sqlite_path(target), create=create)
+
+
+def redact(url: str) -> str:
+    """A URL fit to print: its password replaced by `***`."""
+    if not _URL.match(url):
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+# ---------------------------------------------------------------- what both stores keep
+
+
+def encode_state(state: InstanceState) -> str:
+    """The state as JSON without its history (history entries are rows of their own, so a
+    transition writes its new entries, not the whole history again)."""
+    without_history = shell(state)
+    without_history.history = ()
+    return without_history.model_dump_json()
+
+
+def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
+    """History entries as (seq, JSON text)."""
+    return [(entry.seq, entry.model_dump_json()) for entry in entries]
+
+
+def encode_dispatch(dispatch: Dispatch) -> str:
+    """An outbox row's command (with its dedup key) as JSON text."""
+    return dispatch.model_dump_json()
+
+
+def decode_dispatch(text: object, where: str) -> Dispatch:
+    """A stored command back, read strictly; DamagedRecord (worded) when it cannot be."""
+    what = f"a command in the outbox of {where}"
+    data = read_stored_json(text, what)
+    try:
+        return Dispatch.model_validate(data)
+    except ValidationError as error:
+        raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {DAMAGED_HINT}") from None
+
+
+def decode_state(workflow_id: str, text: object, entries: Sequence[object], where: str) -> InstanceState:
+    """A stored state and its history entries back as one state, migrated from older state
+    schemas; StoreError for a state written by a newer procflow, DamagedRecord (worded, naming
+    the instance) when they cannot be read back as the record procflow wrote."""
+    data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
+    if not isinstance(data, dict):
+        raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
+    stored = data.get("schemaVersion", STATE_SCHEMA_VERSION)
+    if isinstance(stored, int) and stored > STATE_SCHEMA_VERSION:
+        raise StoreError(
+            f"instance {workflow_id} in {where} has state schema {stored}, newer than this procflow reads "
+            f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
+        )
+    history = [read_stored_json(entry, f"a history entry of instance {workflow_id} in {where}") for entry in entries]
+    try:
+        data = migrate_state(data)
+        data["history"] = [migrate_history_entry(entry) for entry in history]
+        return InstanceState.model_validate(data)
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
+        first = error.errors()[0] if isinstance(error, ValidationError) else None
+        why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
+        raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
+
+
+RECORD_NESTING = 2 * NESTING.value
+"""How deep a stored record may nest: a state holds inputs and payloads (each at most
+`nesting` deep) a few levels down."""
+
+DAMAGED_HINT = (
+    "Nothing was changed; the other instances are unaffected. Restore the store from a backup, "
+    "or remove the instance's row if it is lost."
+)
+
+
+def read_stored_json(text: object, what: str) -> Any:
+    """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not.
+    No size limit: a store reads back what it wrote, at any size."""
+    if not isinstance(text, str | bytes):
+        raise DamagedRecord(f"{what} is damaged: it is not text. {DAMAGED_HINT}")
+    return strict_loads(text, what=what, limit=None, refuse=DamagedRecord, depth=RECORD_NESTING)
+
+
+def timer_of(state: InstanceState) -> tuple[float, float | None, float | None] | None:
+    """(next due, wait due, deadline) in seconds since the epoch, or None when the instance
+    will not act by itself."""
+    dues = [w.due for w in state.waits if w.due is not None]
+    wait_due = min(dues) if dues else None
+    deadline = None
+    # The same condition under which the engine's `advance` acts on a deadline.
+    if state.deadlineAt is not None and state.status not in TERMINAL and state.status != "compensating":
+        deadline = parse_instant(state.deadlineAt).timestamp()
+    moments = [m for m in (wait_due, deadline) if m is not None]
+    if not moments:
+        return None
+    return min(moments), wait_due, deadline

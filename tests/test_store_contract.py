@@ -1,0 +1,561 @@
+"""One contract, every store: what the runtime's `Store` protocol promises, checked on the
+in-memory, SQLite and PostgreSQL stores alike; and what the durable ones promise besides
+(reopening, operators' reads, versioned schemas and their migrations).
+
+What only one store does (SQLite's file checks, PostgreSQL's diagnoses) is tested beside it,
+in tests/test_sqlite_store.py and tests/test_postgres_store.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import procflow
+from procflow.dsl.model import ProcessDefinition
+from procflow.errors import ConcurrencyError, DuplicateMessage, ProcflowError, StoreError
+from procflow.interpreter import engine, postgres_schema, sqlite_schema
+from procflow.interpreter.messages import Command, Dispatch, Reply
+from procflow.interpreter.postgres_store import PostgresStore
+from procflow.interpreter.runtime import InMemoryStore, Orchestrator, Store, worker
+from procflow.interpreter.sqlite_store import SqliteStore
+from procflow.interpreter.stores import DurableStore
+from procflow.operator_cli import DemoTransport
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ROOT / "processes" / "order_fulfillment.proc"
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- the stores under test
+
+
+@dataclass
+class Backend:
+    """One kind of store: how to open it (again) and how to reach its database around it."""
+
+    kind: str
+    opener: Callable[[bool], Store]
+    raw: Callable[[str, tuple[Any, ...]], list[Any]] = lambda sql, args: []
+    prefix: str = ""
+    opened: list[Store] = field(default_factory=list)
+
+    def open(self, create: bool = True) -> Any:
+        store = self.opener(create)
+        self.opened.append(store)
+        return store
+
+    def table(self, name: str) -> str:
+        return self.prefix + name
+
+    def close(self) -> None:
+        for store in self.opened:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+
+def _sqlite_raw(path: Path) -> Callable[[str, tuple[Any, ...]], list[Any]]:
+    def raw(sql: str, args: tuple[Any, ...]) -> list[Any]:
+        connection = sqlite3.connect(path)
+        try:
+            rows = connection.execute(sql.replace("%s", "?"), args).fetchall()
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
+
+    return raw
+
+
+def _postgres_raw(url: str) -> Callable[[str, tuple[Any, ...]], list[Any]]:
+    def raw(sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with psycopg.connect(url, autocommit=True) as connection:
+            cursor = connection.execute(sql.encode(), args)
+            return cursor.fetchall() if cursor.description else []
+
+    return raw
+
+
+def _backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if kind == "memory":
+        memory = InMemoryStore()
+        return Backend(kind, lambda create: memory)
+    if kind == "sqlite":
+        path = tmp_path / "store.sqlite"
+        return Backend(kind, lambda create: SqliteStore(path, create=create), _sqlite_raw(path))
+    url: str = request.getfixturevalue("postgres_url")
+    return Backend(kind, lambda create: PostgresStore(url, create=create), _postgres_raw(url), "procflow_")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    opened = _backend(request.param, request, tmp_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def durable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    opened = _backend(request.param, request, tmp_path)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Any:
+    return backend.open()
+
+
+@pytest.fixture(scope="module")
+def order() -> ProcessDefinition:
+    return procflow.load(ORDER)
+
+
+class Clock:
+    def __init__(self, moment: datetime = T0) -> None:
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+def yes(command: Command) -> dict[str, Any] | None:
+    answers = {
+        "inventory.reserve": "inventory_reserved", "payment.authorize": "payment_authorized",
+        "shipping.create": "shipment_created", "inventory.release": "inventory_released", "payment.void": "payment_voided",
+    }
+    return {"type": answers[command.commandName]}
+
+
+def started(store: Store, order: ProcessDefinition, workflow_id: str = "wf_1", order_id: str = "ord_1") -> Orchestrator:
+    orchestrator = Orchestrator(order, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    orchestrator.start(workflow_id, {"orderId": order_id, "amount": 10.0})
+    return orchestrator
+
+
+# ---------------------------------------------------------------- the Store protocol, on every store
+
+
+def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    applied = orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    row = store.get("wf_1")
+    assert row is not None and row.version == 2
+    assert row.state == applied.state
+    assert [e.event for e in row.state.history] == ["started", "reply"]
+    assert row.state.status == "waiting_for_payment"
+    assert store.get("nobody") is None
+    assert store.find("order-fulfillment", "ord_1") == ["wf_1"] == store.find(None, "ord_1")
+    assert store.find("another-process", "ord_1") == [] and store.find(None, "ord_2") == []
+    assert [s.workflowId for s in store.instances("waiting_for_payment")] == ["wf_1"]
+    assert store.instances("completed") == []
+
+
+def test_instances_come_in_the_order_they_started(store: Store, order: ProcessDefinition) -> None:
+    for i in (3, 1, 2):
+        started(store, order, f"wf_{i}", f"ord_{i}")
+    assert [s.workflowId for s in store.instances()] == ["wf_3", "wf_1", "wf_2"]
+    assert all(len(s.history) == 1 for s in store.instances())
+
+
+def test_a_stale_version_is_refused_and_changes_nothing(backend: Backend, order: ProcessDefinition) -> None:
+    first, second = backend.open(), backend.open()
+    started(first, order)
+    row_a, row_b = first.get("wf_1"), second.get("wf_1")
+    assert row_a is not None and row_b is not None
+    late = T0 + timedelta(seconds=31)
+    step_a = engine.advance(order, row_a.state, late)
+    step_b = engine.advance(order, row_b.state, late)
+    assert first.save(step_a.state, row_a.version, step_a.dispatches) == 2
+    outbox = first.outbox()
+    with pytest.raises(ConcurrencyError):
+        second.save(step_b.state, row_b.version, step_b.dispatches)
+    again = second.get("wf_1")
+    assert again is not None and again.version == 2 and len(again.state.history) == 2
+    with pytest.raises(ConcurrencyError):
+        second.save(step_b.state, None, [])  # it exists already
+    assert second.outbox() == outbox  # the loser wrote nothing
+
+
+def test_a_redelivered_reply_is_a_no_op(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    reply = {"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m-7"}
+    assert orchestrator.receive(reply).outcome == "applied"
+    before, outbox = store.get("wf_1"), store.outbox()
+    again = orchestrator.receive(reply)
+    assert again.outcome == "duplicate" and again.dispatches == []
+    assert store.get("wf_1") == before and store.outbox() == outbox
+    assert store.seen("m-7") and not store.seen("m-8")
+    # The inbox check sits inside the transaction too: a writer that did not look first is refused.
+    assert before is not None
+    with pytest.raises(DuplicateMessage):
+        store.save(before.state, before.version, [], "m-7")
+    assert store.get("wf_1") == before
+
+
+def test_the_outbox_is_sent_at_least_once_and_marked_after(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    [(outbox_id, dispatch)] = store.outbox()
+    assert dispatch.dedupKey == "ord_1:inventory.reserve:reserve_inventory#1"
+
+    class Refusing:
+        def send(self, dispatch: Dispatch) -> None:
+            raise ConnectionError("broker down")
+
+    orchestrator.transport = Refusing()
+    with pytest.raises(ConnectionError):
+        orchestrator.pump()
+    assert store.outbox() == [(outbox_id, dispatch)]  # not taken: still to send
+    orchestrator.transport = procflow.InProcessTransport({"inventory": yes, "payment": yes, "shipping": yes})
+    orchestrator.pump()
+    assert store.outbox() == []
+    assert orchestrator.state("wf_1").status == "completed"
+    sent = orchestrator.transport.sent  # type: ignore[attr-defined]
+    assert [d.command.commandName for d in sent] == ["inventory.reserve", "payment.authorize", "shipping.create"]
+
+
+def test_a_due_timer_is_found_at_its_moment(store: Store, order: ProcessDefinition) -> None:
+    started(store, order)
+    assert store.due(T0 + timedelta(seconds=29)) == []
+    assert store.due(T0 + timedelta(seconds=30)) == ["wf_1"]
+    assert store.next_due() == (T0 + timedelta(seconds=30)).timestamp()  # type: ignore[attr-defined]
+
+
+def test_a_timer_that_fires_late_or_twice_changes_nothing_it_should_not(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    # The payment's hour has passed, the undo's minute not yet (each timer fires when it was due,
+    # so a tick days later would also see the undo go unanswered).
+    much_later = T0 + timedelta(hours=1, seconds=30)
+    [changed] = orchestrator.tick(much_later)
+    assert changed.status == "compensating" and changed.failure is not None
+    assert changed.failure.reason == "authorize_payment timed out"
+    before, outbox = store.get("wf_1"), store.outbox()
+    assert orchestrator.tick(much_later) == []  # twice: nothing
+    assert store.get("wf_1") == before and store.outbox() == outbox
+    assert [d.command.commandName for _, d in outbox] == ["inventory.reserve", "payment.authorize", "inventory.release"]
+
+
+def test_terminal_instances_leave_no_timer(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = Orchestrator(order, store=store, participants={"inventory": yes, "payment": yes, "shipping": yes}, clock=Clock())
+    assert orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 1.0}).status == "completed"
+    assert store.next_due() is None and store.due(T0 + timedelta(days=365)) == []  # type: ignore[attr-defined]
+
+
+def test_a_worker_round_dispatches_and_fires(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = Orchestrator(order, store=store, transport=DemoTransport([order]), clock=Clock(), auto_dispatch=False)
+    orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 1.0})
+    assert worker(orchestrator, once=True) == 1
+    assert orchestrator.state("wf_1").status == "completed"
+
+
+def test_a_definition_is_pinned_once(store: Store, order: ProcessDefinition) -> None:
+    assert store.pinned(order.fingerprint) is None
+    started(store, order)
+    kept = store.pinned(order.fingerprint)
+    assert kept is not None and kept.name == "order-fulfillment" and kept.version == order.version
+    assert kept.sources[kept.path] == order.source
+    store.pin(kept)  # again: nothing changes
+    assert store.pinned(order.fingerprint) == kept
+
+
+def test_a_changed_definition_is_refused_or_the_pinned_one_runs(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "order_fulfillment.proc"
+    path.write_text(ORDER.read_text(encoding="utf-8"), encoding="utf-8")
+    original = procflow.load(path)
+    started(store, original)
+    path.write_text(path.read_text(encoding="utf-8").replace("within 1h", "within 2h").replace("version 1", "version 2"), encoding="utf-8")
+    changed = procflow.load(path)
+    assert changed.fingerprint != original.fingerprint
+    reply = {"type": "inventory_reserved", "correlationId": "ord_1"}
+    with pytest.raises(ProcflowError) as refused:
+        Orchestrator(changed, store=store, clock=Clock()).receive(reply)
+    text = str(refused.value)
+    assert "started with `order-fulfillment` version 1" in text and "version 2" in text and "compile_pinned" in text
+    assert store.get("wf_1").version == 1  # type: ignore[union-attr]
+    pinned = Orchestrator(changed, store=store, clock=Clock(), compile_pinned=procflow.load_text, auto_dispatch=False)
+    state = pinned.deliver(reply)
+    assert state.status == "waiting_for_payment" and state.timeoutAt == "2026-01-01T10:00:00Z"  # the pinned hour
+
+
+# ---------------------------------------------------------------- claims: many workers, each command once
+
+
+def test_a_claimed_command_is_left_to_its_worker(store: Store, order: ProcessDefinition) -> None:
+    started(store, order, "wf_1", "ord_1")
+    started(store, order, "wf_2", "ord_2")
+    first = store.claim_outbox("worker-a", limit=1)
+    assert [d.command.workflowId for _, d in first] == ["wf_1"]
+    second = store.claim_outbox("worker-b")
+    assert [d.command.workflowId for _, d in second] == ["wf_2"]
+    assert store.claim_outbox("worker-c") == []
+    assert len(store.outbox()) == 2  # claimed is not sent
+    store.mark_sent(first[0][0])
+    store.mark_sent(second[0][0])
+    assert store.outbox() == [] and store.claim_outbox("worker-c") == []
+
+
+def test_a_claim_whose_lease_ran_out_is_taken_by_another_worker(store: Store, order: ProcessDefinition) -> None:
+    started(store, order)
+    [(outbox_id, _)] = store.claim_outbox("dies", lease=0.2)
+    assert store.claim_outbox("waits") == []
+    time.sleep(0.3)
+    [(again, _)] = store.claim_outbox("takes over")
+    assert again == outbox_id
+    assert store.claim_outbox("dies") == []  # the one that died does not get it back
+
+
+def test_a_worker_restarted_under_its_name_takes_back_its_claims_at_once(backend: Backend, order: ProcessDefinition) -> None:
+    store = backend.open()
+    started(store, order)
+    moment = T0 + timedelta(seconds=30)
+    [(outbox_id, _)] = store.claim_outbox("worker-1")
+    assert store.claim_due(moment, "worker-1") == ["wf_1"]
+    # worker-1 dies holding both; it comes back under the same name, another worker beside it.
+    other = Orchestrator(order, store=backend.open(), clock=Clock(moment), auto_dispatch=False, worker_id="worker-2")
+    assert other.tick(moment) == [] and other.store.claim_outbox("worker-2") == []
+    again = Orchestrator(order, store=backend.open(), clock=Clock(moment), auto_dispatch=False, worker_id="worker-1")
+    [fired] = again.tick(moment)
+    assert fired.workflowId == "wf_1"
+    assert [i for i, _ in store.claim_outbox("worker-1")][:1] == [outbox_id]
+
+
+def test_a_released_claim_can_be_taken_at_once(store: Store, order: ProcessDefinition) -> None:
+    started(store, order)
+    [(outbox_id, _)] = store.claim_outbox("gives up")
+    store.release("someone else", outbox_ids=[outbox_id])  # only the holder can release it
+    assert store.claim_outbox("other") == []
+    store.release("gives up", outbox_ids=[outbox_id])
+    assert [i for i, _ in store.claim_outbox("other")] == [outbox_id]
+
+
+def test_a_due_timer_is_claimed_by_one_worker(store: Store, order: ProcessDefinition) -> None:
+    started(store, order, "wf_1", "ord_1")
+    started(store, order, "wf_2", "ord_2")
+    moment = T0 + timedelta(seconds=30)
+    assert store.claim_due(T0, "worker-a") == []  # nothing due yet
+    assert store.claim_due(moment, "worker-a", limit=1) == ["wf_1"]
+    assert store.claim_due(moment, "worker-b") == ["wf_2"]
+    assert store.claim_due(moment, "worker-c") == []
+    assert store.due(moment) == ["wf_1", "wf_2"]  # claimed is still due
+    store.release("worker-b", workflow_ids=["wf_2"])
+    assert store.claim_due(moment, "worker-c") == ["wf_2"]
+
+
+def test_a_saved_transition_frees_the_timer_it_replaced(store: Store, order: ProcessDefinition) -> None:
+    started(store, order)
+    moment = T0 + timedelta(seconds=30)
+    assert store.claim_due(moment, "worker-a") == ["wf_1"]
+    row = store.get("wf_1")
+    assert row is not None
+    retried = engine.advance(order, row.state, moment)  # timeout: retry after a backoff
+    store.save(retried.state, row.version, retried.dispatches)
+    later = T0 + timedelta(days=1)
+    assert store.claim_due(later, "worker-b") == ["wf_1"]  # the new timer is nobody's yet
+
+
+def test_two_orchestrators_tick_each_due_timer_once(backend: Backend, order: ProcessDefinition) -> None:
+    one, two = backend.open(), backend.open()
+    for i in range(5):
+        started(one, order, f"wf_{i}", f"ord_{i}")
+    moment = T0 + timedelta(seconds=30)
+    first = Orchestrator(order, store=one, clock=Clock(moment), auto_dispatch=False, worker_id="one")
+    second = Orchestrator(order, store=two, clock=Clock(moment), auto_dispatch=False, worker_id="two")
+    first.store.claim_due(moment, "one", limit=2)  # `one` holds two of them
+    fired = [s.workflowId for s in second.tick(moment)]
+    assert sorted(fired) == ["wf_2", "wf_3", "wf_4"]
+    assert second.tick(moment) == []  # fired: their next timers are later
+    first.store.release("one", workflow_ids=["wf_0", "wf_1"])
+    assert sorted(s.workflowId for s in first.tick(moment)) == ["wf_0", "wf_1"]
+
+
+# ---------------------------------------------------------------- what the durable stores add
+
+
+def test_a_business_key_belongs_to_one_instance(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    started(store, order, "wf_1", "ord_1")
+    with pytest.raises(StoreError, match=r"dedup key ord_1:inventory.reserve:reserve_inventory#1, which instance wf_1 already used"):
+        started(store, order, "wf_2", "ord_1")
+    assert store.get("wf_2") is None and len(store.outbox()) == 1
+
+
+def test_the_same_instance_asking_for_a_key_again_sends_it_again(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    started(store, order)
+    row = store.get("wf_1")
+    assert row is not None
+    [(first_id, dispatch)] = store.outbox()
+    store.mark_sent(first_id)
+    store.save(row.state, row.version, [dispatch])
+    [entry] = store.outbox_of("wf_1")
+    assert entry.emitted == 2 and entry.sent_at is None and entry.id > first_id
+
+
+def test_operators_read_summaries_commands_and_versions(durable: Backend, order: ProcessDefinition) -> None:
+    store: DurableStore = durable.open()
+    orchestrator = started(store, order, "wf_1", "ord_1")
+    orchestrator.transport = procflow.InProcessTransport({"inventory": yes, "payment": yes, "shipping": yes})
+    orchestrator.pump()
+    started(store, order, "wf_2", "ord_2")
+    [done] = store.summaries("completed")
+    assert (done.workflow_id, done.process, done.status, done.version) == ("wf_1", "order-fulfillment", "completed", 4)
+    [waiting] = store.summaries("waiting_for_inventory")
+    assert waiting.next_action == "reserve_inventory" and waiting.timeout_at == "2026-01-01T09:00:30Z"
+    assert waiting.updated_at == "2026-01-01T09:00:00Z"
+    assert [s.workflow_id for s in store.summaries()] == ["wf_1", "wf_2"]
+    entries = store.outbox_of("wf_1")
+    assert [e.dispatch.command.commandName for e in entries] == ["inventory.reserve", "payment.authorize", "shipping.create"]
+    assert all(e.sent_at and e.emitted == 1 and e.created_at == "2026-01-01T09:00:00Z" for e in entries)
+    assert store.version_of("wf_1") == 4 and store.version_of("nobody") is None
+    assert [p.fingerprint for p in store.pinned_definitions()] == [order.fingerprint]
+
+
+def test_a_store_opened_again_holds_what_was_written(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    orchestrator = started(store, order)
+    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    before = store.get("wf_1")
+    store.close()
+    with durable.open(create=False) as again:
+        assert again.get("wf_1") == before and again.seen("m1")
+        assert again.pinned(order.fingerprint) is not None
+        assert [d.dedupKey for _, d in again.outbox()] == [
+            "ord_1:inventory.reserve:reserve_inventory#1", "ord_1:payment.authorize:authorize_payment#1",
+        ]
+        assert again.location == store.location
+
+
+def test_a_closed_store_says_so(durable: Backend) -> None:
+    store = durable.open()
+    store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        store.get("wf_1")
+    store.close()  # twice: nothing
+
+
+def test_a_read_only_command_does_not_create_a_store(durable: Backend) -> None:
+    with pytest.raises(StoreError, match="there is no (procflow )?store"):
+        durable.open(create=False)
+    store = durable.open()  # now it is made
+    store.close()
+    durable.open(create=False).close()
+
+
+def test_an_instance_of_a_newer_state_schema_is_refused(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    started(store, order)
+    state = json.loads(durable.raw(f"SELECT state FROM {durable.table('instances')}", ())[0][0])
+    durable.raw(f"UPDATE {durable.table('instances')} SET state = %s", (json.dumps({**state, "schemaVersion": 99}),))
+    with pytest.raises(StoreError, match="state schema 99, newer than this procflow reads"):
+        store.get("wf_1")
+
+
+# ---------------------------------------------------------------- versioned schemas
+
+
+def _schema_of(backend: Backend) -> Any:
+    return sqlite_schema if backend.kind == "sqlite" else postgres_schema
+
+
+def _set_schema_version(backend: Backend, version: int) -> None:
+    backend.raw(f"UPDATE {backend.table('meta')} SET value = %s WHERE key = 'schema_version'", (str(version),))
+
+
+def test_a_new_store_has_the_current_schema(durable: Backend) -> None:
+    store = durable.open()
+    assert store.schema_version == _schema_of(durable).current_schema_version()
+
+
+def test_a_store_of_a_newer_schema_is_refused(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    started(store, order)
+    store.close()
+    newer = _schema_of(durable).current_schema_version() + 1
+    _set_schema_version(durable, newer)
+    with pytest.raises(StoreError) as refused:
+        durable.open()
+    message = str(refused.value)
+    assert f"schema version {newer}" in message and "newer procflow" in message and "Upgrade procflow" in message
+    assert "Nothing was written" in message
+    assert durable.raw(f"SELECT value FROM {durable.table('meta')} WHERE key = 'schema_version'", ()) == [(str(newer),)]
+
+
+def test_migrations_run_in_order_and_keep_the_data(durable: Backend, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = durable.open()
+    started(store, order)
+    store.close()
+    schema = _schema_of(durable)
+    current = schema.current_schema_version()
+    ran: list[int] = []
+    notes, instances = durable.table("notes"), durable.table("instances")
+
+    def backfill(connection: Any) -> None:
+        ran.append(current + 2)
+        connection.execute(f"UPDATE {notes} SET text = 'backfilled'".encode() if durable.kind == "postgres" else f"UPDATE {notes} SET text = 'backfilled'")
+
+    later = (
+        *schema.MIGRATIONS,
+        (current + 1, (f"CREATE TABLE {notes} (workflow_id TEXT PRIMARY KEY, text TEXT)", f"INSERT INTO {notes} SELECT workflow_id, '' FROM {instances}")),
+        (current + 2, (backfill,)),
+    )
+    monkeypatch.setattr(schema, "MIGRATIONS", later)
+    schema.tables_at.cache_clear()
+    try:
+        with durable.open() as migrated:
+            assert migrated.schema_version == current + 2 and ran == [current + 2]
+            row = migrated.get("wf_1")
+            assert row is not None and row.state.status == "waiting_for_inventory"
+        assert durable.raw(f"SELECT text FROM {notes}", ()) == [("backfilled",)]
+        with durable.open():  # already current: nothing runs again
+            assert ran == [current + 2]
+    finally:
+        schema.tables_at.cache_clear()
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(durable: Backend, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = durable.open()
+    started(store, order)
+    store.close()
+    schema = _schema_of(durable)
+    current = schema.current_schema_version()
+    later = (*schema.MIGRATIONS, (current + 1, (f"CREATE TABLE {durable.table('notes')} (x TEXT)", "THIS IS NOT SQL")))
+    monkeypatch.setattr(schema, "MIGRATIONS", later)
+    schema.tables_at.cache_clear()
+    try:
+        with pytest.raises(StoreError):
+            durable.open()
+    finally:
+        schema.tables_at.cache_clear()
+    monkeypatch.undo()
+    with durable.open() as again:
+        assert again.schema_version == current and again.version_of("wf_1") == 1
+    names = (
+        durable.raw("SELECT name FROM sqlite_master WHERE type = 'table'", ()) if durable.kind == "sqlite"
+        else durable.raw("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()", ())
+    )
+    assert durable.table("notes") not in {n for (n,) in names}
+
+
+def test_the_same_state_is_kept_as_the_same_text_in_both_stores(tmp_path: Path, postgres_url: str, order: ProcessDefinition) -> None:
+    with SqliteStore(tmp_path / "store.sqlite") as lite, PostgresStore(postgres_url) as pg:
+        for store in (lite, pg):
+            started(store, order).receive(Reply(type="inventory_reserved", correlationId="ord_1", messageId="m1"))
+        assert lite.get("wf_1") == pg.get("wf_1")
+    state_lite = _sqlite_raw(tmp_path / "store.sqlite")("SELECT state FROM instances", ())
+    state_pg = _postgres_raw(postgres_url)("SELECT state FROM procflow_instances", ())
+    assert state_lite == state_pg
