@@ -503,15 +503,14 @@ def input_field(expr: Expr) -> str | None:
 def input_fields(expr: ObjectExpr) -> tuple[tuple[str, str], ...] | None:
     """(key, input field) pairs of a mapping that only copies fields of the input, else None
     (see `Mapping_.copies_input`)."""
-    count, depth = ex.measure(expr)
-    if count > ex.MAX_NODES or depth > ex.MAX_DEPTH:
-        return None  # refused when evaluated (E106): leave it to the evaluator
     pairs = []
     for key, value in expr.pairs:
         name = input_field(value)
         if name is None:
             return None
         pairs.append((key, name))
+    if 1 + 2 * len(pairs) > ex.MAX_NODES:  # its nodes: the object, and a field of `input` per pair
+        return None  # refused when evaluated (E106): leave it to the evaluator
     return tuple(pairs)
 
 
