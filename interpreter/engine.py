@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
-from procflow.interpreter import make
 from procflow.interpreter.contracts import schema_problem
 from procflow.interpreter.derive import derive, history_entry
 from procflow.interpreter.messages import Reply
@@ -32,16 +31,15 @@ from procflow.interpreter.state import (
     SCHEMA_VERSION,
     TERMINAL,
     Abandoned,
-    HistoryEntry,
     InstanceState,
+    Token,
     Wait,
     appended,
     epoch_of,
     from_epoch,
-    instant_of,
+    iso,
     parse_instant,
-    shell,
-    single,
+    remember_message,
 )
 from procflow.interpreter.timers import Timed
 
@@ -63,10 +61,8 @@ class _Run(Timed):
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)
-        state._updatedAt = self.now_at  # (times as records keep them, see `state.keep_stamps`)
-        entry = history_entry(state, self.before, self.now_at, event, message, note, self.dispatches)
-        kept = state._history  # a single entry is kept as itself (see `state.keep_single`)
-        state._history = appended(single(kept, HistoryEntry), entry) if kept else entry
+        state.updatedAt = self.now_at
+        state.history = appended(state.history, history_entry(state, self.before, self.now_at, event, message, note, self.dispatches))
         return Transition(state, self.dispatches, "applied", note)
 
 
@@ -92,16 +88,15 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         if value is None:
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
-    token = make.token(1, definition.start, ROOT, EMPTY, ())
-    state = shell(_blank(plan))  # what every new instance of the definition starts with, then its own
-    state.workflowId = workflow_id
-    state.correlationId = correlation
-    if definition.deadline_seconds:
-        state._deadlineAt = instant_of((now + timedelta(seconds=definition.deadline_seconds)).timestamp())
-    state.input = input
-    state.tokens = (token,)
+    token = Token(id=1, node=definition.start, frame=ROOT, loops=EMPTY, forks=())
+    began = iso(now)
+    state = InstanceState(
+        workflowId=workflow_id, type=definition.name, status="running", completedSteps=(), nextAction=None, timeoutAt=None,
+        definition=plan.ref, correlationId=correlation, startedAt=began, updatedAt=began,
+        deadlineAt=iso(now + timedelta(seconds=definition.deadline_seconds)) if definition.deadline_seconds else None,
+        input=input, tokens=(token,), seq=1,
+    )
     run = _Run(plan, _blank(plan), now, new=state)
-    state._startedAt = state._updatedAt = run.now_at  # (see `state.keep_stamps`)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
@@ -163,13 +158,12 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
             f"`{reply.type}` is addressed to instance {reply.workflowId}, not {state.workflowId}", state.workflowId
         )
     message_id = reply.messageId
-    if message_id is not None and message_id in state.seenMessageIds:
+    if message_id is not None and message_id in state.seenMessageIds:  # (the last few only: the store's inbox has them all)
         return Transition(state, [], "duplicate", f"message {message_id} was already handled")
     reply_type = reply.type
     correlation = reply.correlationId
     wait = None
-    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
-    for candidate in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
+    for candidate in state.waits:
         if reply_type in candidate.expects and candidate.correlationId == correlation:
             wait = candidate
             break
@@ -195,7 +189,7 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
                 )
         run = _Run(plan, state, now)
         if message_id is not None:
-            run.state.seenMessageIds = run.state.seenMessageIds + (message_id,)
+            run.state.seenMessageIds = remember_message(run.state.seenMessageIds, message_id)
         run.accept(wait, reply)
         return run.finish("event" if wait.kind in ("event", "race") else "reply", reply)
     abandoned = next(
@@ -209,7 +203,7 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
     if abandoned is not None:
         run = _Run(plan, state, now)
         if reply.messageId is not None:
-            run.state.seenMessageIds = run.state.seenMessageIds + (reply.messageId,)
+            run.state.seenMessageIds = remember_message(run.state.seenMessageIds, reply.messageId)
         action = run.late(abandoned, reply)
         note = (
             f"late `{reply.type}` for `{abandoned.step}`: "
@@ -273,7 +267,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     plan = plan_of(definition)
     _check_pinned(plan, state)
     now_epoch = now.timestamp()
-    deadline = epoch_of(state._deadlineAt)
+    deadline = epoch_of(state.deadlineAt)
     deadline_due = (
         deadline is not None
         and deadline <= now_epoch
@@ -286,7 +280,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
         pending = _due_now(run.state.waits, now_epoch)
-        deadline = epoch_of(run.state._deadlineAt)
+        deadline = epoch_of(run.state.deadlineAt)
         deadline_now = (
             deadline is not None
             and deadline <= now_epoch

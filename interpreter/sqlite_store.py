@@ -26,6 +26,7 @@ wrong, where, and what to do. Older schemas are migrated, in order, in one trans
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -58,7 +59,6 @@ from procflow.interpreter.state import (
     migrate_history_entry,
     migrate_state,
     parse_instant,
-    shell,
 )
 
 __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "Synchronous", "current_schema_version"]
@@ -446,9 +446,7 @@ class SqliteStore:
     def _encode(state: InstanceState) -> str:
         """The state as JSON without its history (history entries are rows of their own, so a
         transition writes its new entries, not the whole history again)."""
-        without_history = shell(state)
-        without_history.history = ()
-        return without_history.model_dump_json()
+        return dataclasses.replace(state, history=()).model_dump_json()
 
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
         data: dict[str, Any] = json.loads(text)
