@@ -80,8 +80,8 @@ class Log(Sequence[T]):
 
 def appended(entries: Sequence[T], item: T) -> Sequence[T]:
     """`entries` with `item` after them: a tuple while short, then a `Log`."""
+    if isinstance(entries, tuple):  # (first: asking whether a tuple is a `Log`, an abstract `Sequence`, costs ten times this)
+        return (*entries, item) if len(entries) + 1 < LOG_FROM else Log([*entries, item], len(entries) + 1)
     if isinstance(entries, Log):
         return entries.appended(item)
-    if len(entries) + 1 < LOG_FROM:
-        return (*entries, item)
-    return Log([*entries, item], len(entries) + 1)
+    return appended(tuple(entries), item)

@@ -293,7 +293,7 @@ class InstanceState(Record):
     def _serializable(self) -> InstanceState:
         """This state with its logs as the tuples they stand for (what pydantic writes)."""
         history, completed, steps = self.history, self.completed, self.completedSteps
-        if not (isinstance(history, Log) or isinstance(completed, Log) or isinstance(steps, Log)):
+        if isinstance(history, tuple) and isinstance(completed, tuple) and isinstance(steps, tuple):
             return self
         return dataclasses.replace(self, history=tuple(history), completed=tuple(completed), completedSteps=tuple(steps))
 
