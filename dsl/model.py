@@ -27,6 +27,7 @@ start, only in its own graph). Node ids are deterministic: step names for steps,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -287,6 +288,11 @@ class Scenario:
     syntax: Any  # procflow.dsl.syntax.Scenario
 
 
+def canonical_json(value: Any) -> str:
+    """`value` as canonical JSON text (sorted keys, no spaces): equal values give equal texts."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class ProcessDefinition:
     """An immutable, compiled process. Build with `procflow.dsl.load` / `compile_source`."""
@@ -337,6 +343,12 @@ class ProcessDefinition:
     def position(self) -> Mapping[str, int]:
         """node id -> its index in `order`."""
         return {node_id: index for index, node_id in enumerate(self.order)}
+
+    @cached_property
+    def input_schema_text(self) -> str | None:
+        """`input_schema` as canonical JSON text: what the interpreter builds the input's
+        validator from and finds it again by (`contracts.schema_text_problem`)."""
+        return None if self.input_schema is None else canonical_json(self.input_schema)
 
     def ways_out(self, node_id: str) -> tuple[Way, ...]:
         """Every way out of a node, read from the graph's edges (each with its outcome key)."""

@@ -17,6 +17,8 @@ import functools
 import json
 from typing import TYPE_CHECKING, Any
 
+from procflow.dsl.model import canonical_json
+
 if TYPE_CHECKING:
     import jsonschema_rs
 
@@ -26,7 +28,13 @@ VALIDATORS_KEPT = 256
 
 def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
     """None when `value` satisfies `schema`; else its first problem, in words."""
-    validator = validator_for(json.dumps(schema, sort_keys=True, separators=(",", ":")))
+    return schema_text_problem(value, canonical_json(schema))
+
+
+def schema_text_problem(value: Any, schema_text: str) -> str | None:
+    """`schema_problem` for the schema whose canonical JSON text is `schema_text` (a definition
+    keeps its input schema's: `ProcessDefinition.input_schema_text`)."""
+    validator = validator_for(schema_text)
     if validator.is_valid(value):
         return None
     error = next(validator.iter_errors(value))
@@ -36,7 +44,7 @@ def schema_problem(value: Any, schema: dict[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=VALIDATORS_KEPT)
 def validator_for(schema_text: str) -> jsonschema_rs.Validator:
-    """The validator of the schema whose canonical JSON text (sorted keys, no spaces) is `schema_text`."""
+    """The validator of the schema whose canonical JSON text (`canonical_json`) is `schema_text`."""
     import jsonschema_rs  # here, not at the top: a command that checks no data does not load it
 
     return jsonschema_rs.Draft202012Validator(json.loads(schema_text), validate_formats=False, offline=True)

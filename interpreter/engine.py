@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
-from procflow.interpreter.contracts import schema_problem
+from procflow.interpreter.contracts import schema_problem, schema_text_problem
 from procflow.interpreter.derive import derive, history_entry
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
@@ -73,8 +73,8 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
     """A new instance: check the input, send the first commands, wait."""
     if not isinstance(input, dict):
         raise InputError(f"the input of `{definition.name}` must be a JSON object, not {type(input).__name__}")
-    if definition.input_schema is not None:
-        problem = schema_problem(input, definition.input_schema)
+    if definition.input_schema_text is not None:
+        problem = schema_text_problem(input, definition.input_schema_text)
         if problem:
             raise InputError(f"the input breaks the contract of `{definition.name}`: {problem}")
     plan = plan_of(definition)

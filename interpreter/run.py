@@ -21,7 +21,7 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
-from procflow.interpreter.contracts import schema_problem
+from procflow.interpreter.contracts import schema_text_problem
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.plan import Plan
 from procflow.interpreter.state import (
@@ -440,8 +440,8 @@ class RunCore:
     def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:
         child_def = self._definition(node.process)
         child_input = self._eval(node.data, frame, "input of call `{}`", node.name) if node.data else {}
-        if child_def.input_schema is not None:
-            problem = schema_problem(child_input, child_def.input_schema)
+        if child_def.input_schema_text is not None:
+            problem = schema_text_problem(child_input, child_def.input_schema_text)
             if problem:
                 raise Failed("error", f"call `{node.name}`: input breaks the contract of `{child_def.name}`: {problem}", None)
         frame_id = f"{token.frame}/{node.name}#{self._next_seq()}"

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import procflow
+from procflow.dsl.model import canonical_json
 from procflow.interpreter.contracts import schema_problem, validator_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ORDER_INPUT: dict[str, Any] = {
     "type": "object",
@@ -37,3 +42,10 @@ def test_one_validator_per_schema_whatever_dict_holds_it() -> None:
         assert schema_problem({"orderId": "o", "amount": 1}, schema) is None
     info = validator_for.cache_info()
     assert info.misses == 1 and info.hits == 2
+
+
+def test_a_definition_keeps_its_input_schema_as_the_text_its_validator_is_found_by() -> None:
+    first, second = (procflow.load(ROOT / "processes" / "order_fulfillment.proc") for _ in range(2))
+    assert first.input_schema_text == second.input_schema_text == canonical_json(ORDER_INPUT)
+    assert first.input_schema_text is first.input_schema_text  # worked out once
+    assert validator_for(first.input_schema_text) is validator_for(canonical_json(copy.deepcopy(ORDER_INPUT)))
