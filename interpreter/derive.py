@@ -57,6 +57,9 @@ def derive(plan: Plan, state: InstanceState) -> None:
         wait = waits[0]
         state.status = status_part(plan, state, wait)
         state.nextAction = wait.step
+        if state.deadlineAt is None:
+            state.timeoutAt = wait.timeoutAt
+            return
     elif waits:
         parts = list(dict.fromkeys(status_part(plan, state, wait) for wait in waits))
         state.status = parts[0] if len(parts) == 1 else "waiting_for_" + "_and_".join(p.removeprefix("waiting_for_") for p in parts)
@@ -72,8 +75,6 @@ def earliest_time(waits: tuple[Wait, ...], deadline: str | None) -> str | None:
     times = [wait.timeoutAt for wait in waits if wait.timeoutAt is not None]
     if deadline is not None:
         times.append(deadline)
-    if len(times) == 1:  # the usual case: no instants to compare
-        return times[0]
     return min(times, key=epoch_of, default=None)
 
 
