@@ -1,10 +1,11 @@
-# Two commands do everything: `make demo` (the main job) and `make test` (the suite).
-# Both create .venv and install the project with its dev tools on first use.
+# Two commands do everything: `make demo` (the main job) and `make test` (the suite);
+# `make bench` compares procflow with SpiffWorkflow and prints the speed floors.
+# Each creates .venv and installs the project with its dev tools on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test setup lint clean
+.PHONY: demo test bench setup lint clean
 
 setup: $(VENV)/.setup-stamp
 
@@ -22,13 +23,16 @@ demo: setup
 # the folders map onto `procflow.*` only through the installation.
 lint: setup
 	$(BIN)/ruff check .
-	rm -rf build/typecheck
+	rm -rf build  # setuptools would reuse a stale build/lib
 	$(BIN)/python -m pip install --quiet --no-deps --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p procflow
 
 test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check
 	$(BIN)/pytest
+
+# Printed, not asserted: a shared machine's figures drift (see bench/README.md).
+bench: setup
 	$(BIN)/python bench/compare.py --quick
 
 clean:

@@ -1,7 +1,14 @@
 """procflow beside SpiffWorkflow on the same order process, in one run on one machine.
 
     python bench/compare.py           # the full comparison (several minutes: SpiffWorkflow is slow at 1,000 steps)
-    python bench/compare.py --quick   # a smoke check under a minute (smaller counts, no 1,000-step SpiffWorkflow run)
+    python bench/compare.py --quick   # under a minute (smaller counts, no 1,000-step SpiffWorkflow run): `make bench`
+
+After the table come the speed floors procflow keeps (issue 12), each with its measured
+figure and whether it holds: the happy path, in memory and with the state's JSON round trip
+after every step, at least 30 times SpiffWorkflow's throughput in the same run; a parked
+instance at most a sixth of SpiffWorkflow's memory; loading (parse, compile, validate) the
+order process in at most 30 ms warm, and a generated 500-step process in at most 1.5 s. They
+are printed, not asserted: the figures of a shared machine drift, and a reader judges them.
 
 Each figure is the median of several repeats; procflow and SpiffWorkflow alternate within
 every repeat to cancel drift. The table comes first, then one JSON line per figure:
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import procflow
+from procflow.dsl.validate import check_source
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.state import InstanceState
 
@@ -85,6 +93,14 @@ def linear_text(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def procflow_load(text: str, path: str) -> procflow.ProcessDefinition:
+    """Load a process as `procflow validate` does: parse, compile and validate it."""
+    definition, diagnostics = check_source(text, path)
+    errors = [d for d in diagnostics if d.severity == "error"]
+    assert definition is not None and not errors, errors
+    return definition
+
+
 def procflow_linear(definition: procflow.ProcessDefinition, steps: int) -> int:
     """Drive a linear instance to its end; returns the replies delivered."""
     state = procflow.start(definition, "wf_linear", {}, NOW).state
@@ -133,6 +149,7 @@ class Figures:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self.floors: list[dict[str, Any]] = []
 
     def add(self, metric: str, unit: str, ours: list[float], theirs: list[float] | None, higher_is_better: bool, note: str = "") -> None:
         p = statistics.median(ours)
@@ -142,6 +159,17 @@ class Figures:
             ratio = p / s if higher_is_better else s / p
         self.rows.append({"metric": metric, "unit": unit, "procflow": p, "spiffworkflow": s, "ratio": ratio, "note": note})
 
+    def row(self, metric: str) -> dict[str, Any]:
+        return next(row for row in self.rows if row["metric"] == metric)
+
+    def floor(self, name: str, measured: float | None, limit: float, at_least: bool, shown: str, says: str) -> None:
+        """A floor: `measured` must be at least (or at most) `limit`; None when it could not be
+        measured. `shown` formats the figure for the table (`{}` for the number), `says` is the floor in words."""
+        holds = None if measured is None else (measured >= limit if at_least else measured <= limit)
+        self.floors.append(
+            {"floor": name, "measured": measured, "limit": limit, "at_least": at_least, "holds": holds, "shown": shown, "says": says}
+        )
+
     def print(self) -> None:
         print(f"{'metric':<44} {'unit':<16} {'procflow':>14} {'SpiffWorkflow':>14} {'ratio':>8}")
         for row in self.rows:
@@ -149,8 +177,16 @@ class Figures:
             r = f"{row['ratio']:>7.1f}x" if row["ratio"] is not None else f"{'-':>8}"
             print(f"{row['metric']:<44} {row['unit']:<16} {row['procflow']:>14.2f} {s} {r}" + (f"  {row['note']}" if row["note"] else ""))
         print()
+        print(f"{'speed floor (issue 12)':<44} {'measured':>28}   {'floor':<36} holds")
+        for floor in self.floors:
+            measured = floor["shown"].format(f"{floor['measured']:.3g}") if floor["measured"] is not None else "not measured"
+            verdict = {True: "yes", False: "NO", None: "-"}[floor["holds"]]
+            print(f"{floor['floor']:<44} {measured:>28}   {floor['says']:<36} {verdict}")
+        print()
         for row in self.rows:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k in ("metric", "procflow", "spiffworkflow", "ratio")}))
+        for floor in self.floors:
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in floor.items() if k != "shown"}))
 
 
 def measure(quick: bool) -> Figures:
@@ -244,7 +280,38 @@ def measure(quick: bool) -> Figures:
     durable = durable_figures(quick)
     for name, value in durable:
         figures.add(name, "transitions/s", [value], None, higher_is_better=True)
+
+    order_ms, big_s = loading_figures()
+    figures.add("load (parse, compile, validate) the order process, warm", "ms", [order_ms], None, higher_is_better=False)
+    figures.add("load a generated process of 500 steps", "s", [big_s], None, higher_is_better=False)
+    floors(figures, order_ms, big_s, parked)
     return figures
+
+
+def loading_figures() -> tuple[float, float]:
+    """Milliseconds to load the order process once the parser is built (median of 21), and
+    seconds to load a generated 500-step process (median of 5), each as `procflow validate` does."""
+    from dsl_scale import generate  # type: ignore[import-not-found]  # bench/ is on sys.path above
+
+    big = generate(500)
+    procflow_load(ORDER_TEXT, str(ORDER_PATH))  # warm: the grammar and the imports
+    order = [timed(lambda: procflow_load(ORDER_TEXT, str(ORDER_PATH))) * 1000 for _ in range(21)]
+    steps = [timed(lambda: procflow_load(big, "<generated>")) for _ in range(5)]
+    return statistics.median(order), statistics.median(steps)
+
+
+def floors(figures: Figures, order_ms: float, big_s: float, parked: int) -> None:
+    """The speed floors of issue 12 (Must-show 4), from the figures of this run."""
+    for metric, name in (("happy path, in memory", "happy path, in memory"), ("happy path, state JSON round trip per step", "happy path, JSON round trip per step")):
+        figures.floor(name, figures.row(metric)["ratio"], 30, True, "{}x SpiffWorkflow's rate", "at least 30x SpiffWorkflow's rate")
+    for metric, name in (
+        (f"memory per instance parked at first wait ({parked:,})", "memory of a parked instance, one instant"),
+        (f"the same, each parked at its own instant ({parked:,})", "memory of a parked instance, own instants"),
+    ):
+        # "At most a sixth of SpiffWorkflow's": SpiffWorkflow's bytes are at least 6 times procflow's.
+        figures.floor(name, figures.row(metric)["ratio"], 6, True, "1/{} of SpiffWorkflow's", "at most 1/6 of SpiffWorkflow's")
+    figures.floor("load the order process (warm)", order_ms, 30, False, "{} ms", "at most 30 ms")
+    figures.floor("load a generated 500-step process", big_s, 1.5, False, "{} s", "at most 1.5 s")
 
 
 def durable_figures(quick: bool) -> list[tuple[str, float]]:

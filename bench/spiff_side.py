@@ -1,5 +1,10 @@
 """SpiffWorkflow side of the procflow benchmark (order fulfillment saga).
 
+(Why one module of about 600 lines: it has one job, the SpiffWorkflow half of
+``compare.py``, kept whole so that everything done on that side can be read and
+checked in one place; a sixth of it is ``SPIFF_LIMITATIONS``, the text that
+``compare.py`` prints, and ``main`` at the end runs this side alone.)
+
 Plain functions, no procflow imports.  The benchmark calls them to compare
 SpiffWorkflow 3 (the "spiff" BPMN flavour, ``SpiffBpmnParser``) with procflow
 on the same process: ``bench/order_fulfillment.bpmn`` is the BPMN twin of

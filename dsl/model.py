@@ -32,6 +32,7 @@ Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -316,6 +317,11 @@ class Scenario:
     syntax: Any  # procflow.dsl.syntax.Scenario
 
 
+def canonical_json(value: Any) -> str:
+    """`value` as canonical JSON text (sorted keys, no spaces): equal values give equal texts."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class ProcessDefinition:
     """An immutable, compiled process. Build with `procflow.dsl.load` / `compile_source`."""
@@ -428,6 +434,12 @@ class ProcessDefinition:
     @cached_property
     def _worked_out(self) -> dict[type, Any]:
         return {}
+
+    @cached_property
+    def input_schema_text(self) -> str | None:
+        """`input_schema` as canonical JSON text: what the interpreter builds the input's
+        validator from and finds it again by (`contracts.schema_text_problem`)."""
+        return None if self.input_schema is None else canonical_json(self.input_schema)
 
     def ways_out(self, node_id: str) -> tuple[Way, ...]:
         """Every way out of a node, read from the graph's edges (each with its outcome key)."""

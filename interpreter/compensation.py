@@ -6,18 +6,21 @@ compensation record is the run's own copy, its tuples and mappings are replaced,
 
 from __future__ import annotations
 
+import dataclasses
+
 from procflow.dsl import model as m
-from procflow.interpreter import make
-from procflow.interpreter.messages import Reply
+from procflow.interpreter.messages import Command, Reply
 from procflow.interpreter.run import Failed, RunCore, frame_id_of
 from procflow.interpreter.state import (
     EMPTY,
     ROOT,
     Abandoned,
     Compensation,
+    Failure,
     FailureCause,
     Frame,
     LateAction,
+    LateReply,
     UndoCommand,
     Wait,
 )
@@ -52,15 +55,16 @@ class Compensating(RunCore):
                 undo = self._undo_for(node, frame)
             except Failed:
                 undo = None
-        abandoned = make.abandoned(
-            node.name, wait.frame, frame.process, wait.commandName or "", wait.correlationId, tuple(node.replies), undo, self.now_at
+        abandoned = Abandoned(
+            step=node.name, frame=wait.frame, process=frame.process, commandName=wait.commandName or "", correlationId=wait.correlationId,
+            successes=tuple(node.replies), undo=undo, at=self.now_at,
         )
         self.state.abandoned = self.state.abandoned + (abandoned,)
 
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         self._cancel_all(abandon=True)
-        self.state.failure = make.failure(cause, reason, step, self.now_at)
+        self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_at)
         pending = tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
         self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
         self._next_undo()
@@ -89,9 +93,9 @@ class Compensating(RunCore):
             self._send_undo(undo, attempt)
             if spec is not None and spec.replies:
                 timeout_at = self._due_or_none(spec.timeout)
-                wait = make.wait(
-                    0, f"undo:{undo.step}", undo.step, undo.frame, "compensation", tuple(spec.replies),
-                    undo.correlationId, undo.commandName, attempt, self.now_at, timeout_at,
+                wait = Wait(
+                    token=0, step=f"undo:{undo.step}", node=undo.step, frame=undo.frame, kind="compensation", expects=tuple(spec.replies),
+                    correlationId=undo.correlationId, commandName=undo.commandName, attempt=attempt, since=self.now_at, timeoutAt=timeout_at,
                 )
                 self._park(wait)
                 self.state.status = "compensating"
@@ -123,7 +127,7 @@ class Compensating(RunCore):
 
     def _send_undo(self, undo: UndoCommand, attempt: int) -> None:
         reply_to = self._definition(undo.process).reply_to
-        command = make.command(undo.commandName, self.state.workflowId, undo.correlationId, reply_to, undo.data)
+        command = Command(commandName=undo.commandName, workflowId=self.state.workflowId, correlationId=undo.correlationId, replyTo=reply_to, data=undo.data)
         self._dispatch(command, f"undo:{undo.step}", attempt, undo.round)
 
     def _undo_spec(self, undo: UndoCommand) -> m.CompensationSpec | None:
@@ -136,7 +140,9 @@ class Compensating(RunCore):
             return None
         data = self._mapping(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
         frame_id = ROOT if frame is self.main else frame_id_of(self.frames, frame)
-        return make.undo_command(node.name, frame_id, frame.process, comp.command.name, frame.correlationId, data, rounds)
+        return UndoCommand(
+            step=node.name, frame=frame_id, process=frame.process, commandName=comp.command.name, correlationId=frame.correlationId, data=data, round=rounds
+        )
 
     # ---------------------------------------------------------------- late replies
     def late(self, abandoned: Abandoned, reply: Reply) -> LateAction:
@@ -145,7 +151,7 @@ class Compensating(RunCore):
         success = reply.type in abandoned.successes
         undo = self._late_undo(abandoned, reply) if success else None
         action: LateAction = "compensated" if undo is not None else "recorded"
-        self.state.lateReplies = self.state.lateReplies + (make.late_reply(reply.type, abandoned.step, self.now_at, action),)
+        self.state.lateReplies = (*self.state.lateReplies, LateReply(type=reply.type, step=abandoned.step, at=self.now_at, action=action))
         if undo is not None:
             comp = self.state.compensation
             if comp is None:
@@ -199,18 +205,12 @@ class Compensating(RunCore):
             if wait.kind == "compensation":
                 delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
                 if delay > 0:
-                    backoff = make.wait(
-                        wait.token, wait.step, wait.node, wait.frame, "compensation_backoff", wait.expects,
-                        wait.correlationId, wait.commandName, wait.attempt, self.now_at, self._due(delay),
-                    )
+                    backoff = dataclasses.replace(wait, kind="compensation_backoff", since=self.now_at, timeoutAt=self._due(delay))
                     self._park(backoff)
                     return
             attempt = self._count_undo_attempt(undo)
             self._send_undo(undo, attempt)
-            again = make.wait(
-                wait.token, wait.step, wait.node, wait.frame, "compensation", wait.expects,
-                wait.correlationId, wait.commandName, attempt, self.now_at, self._due_or_none(timeout),
-            )
+            again = dataclasses.replace(wait, kind="compensation", attempt=attempt, since=self.now_at, timeoutAt=self._due_or_none(timeout))
             self._park(again)
             return
         comp.failed = undo

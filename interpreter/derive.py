@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from procflow.dsl import model as m
@@ -14,13 +13,9 @@ from procflow.interpreter.state import (
     TERMINAL,
     HistoryEntry,
     InstanceState,
-    Stamp,
     Wait,
     epoch_of,
-    single,
 )
-
-_new = object.__new__
 
 
 def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
@@ -47,52 +42,40 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
 
 def derive(plan: Plan, state: InstanceState) -> None:
     """Fill the lesson's fields (status, nextAction, timeoutAt) from the detailed record."""
-    # The waits and times as the state keeps them (see `state.keep_single`, `state.keep_stamps`):
-    # a single wait by itself, times copied as they are and compared as epochs.
-    kept = state._waits
-    deadline: Stamp | None = None
-    if kept.__class__ is Wait and state.status != "compensating":
-        # The usual case, without the lists of the general one below (same result).
-        wait: Wait = kept
-        state.status = status_part(plan, state, wait)
-        state.nextAction = wait.step
-        deadline = state._deadlineAt
-        if deadline is None:
-            state._timeoutAt = wait._timeoutAt
-            return
-        waits: Sequence[Wait] = (wait,)
-    elif state.status in TERMINAL and not kept:
+    waits = state.waits
+    if not waits and state.status in TERMINAL:
         comp = state.compensation
         state.nextAction = f"undo_{comp.failed.step}" if state.status == "compensation_failed" and comp and comp.failed else None
-        state._timeoutAt = None
+        state.timeoutAt = None
         return
-    elif state.status == "compensating":
-        waits = single(kept, Wait)
+    if state.status == "compensating":
         current = next((w for w in waits if w.kind.startswith("compensation")), None)
         state.nextAction = f"undo_{current.node}" if current else None
+        state.timeoutAt = earliest_time(waits, None)
+        return
+    if len(waits) == 1:  # the usual case, and what the general one below gives for it
+        wait = waits[0]
+        state.status = status_part(plan, state, wait)
+        state.nextAction = wait.step
+        if state.deadlineAt is None:
+            state.timeoutAt = wait.timeoutAt
+            return
+    elif waits:
+        parts = list(dict.fromkeys(status_part(plan, state, wait) for wait in waits))
+        state.status = parts[0] if len(parts) == 1 else "waiting_for_" + "_and_".join(p.removeprefix("waiting_for_") for p in parts)
+        state.nextAction = ", ".join(dict.fromkeys(wait.step for wait in waits))
     else:
-        waits = single(kept, Wait)
-        parts: list[str] = []
-        for wait in waits:
-            part = status_part(plan, state, wait)
-            if part not in parts:
-                parts.append(part)
-        if len(parts) == 1:
-            state.status = parts[0]
-        elif parts:
-            state.status = "waiting_for_" + "_and_".join(p.removeprefix("waiting_for_") for p in parts)
-        steps = list(dict.fromkeys(w.step for w in waits))
-        state.nextAction = ", ".join(steps) if steps else None
-        deadline = state._deadlineAt
-    dues = [due for w in waits if (due := w.due) is not None]
+        state.nextAction = None
+    state.timeoutAt = earliest_time(waits, state.deadlineAt)
+
+
+def earliest_time(waits: tuple[Wait, ...], deadline: str | None) -> str | None:
+    """The earliest of the waits' times and the deadline, as the text that names it (a wait's
+    before the deadline's when they name the same instant)."""
+    times = [wait.timeoutAt for wait in waits if wait.timeoutAt is not None]
     if deadline is not None:
-        dues.append(epoch_of(deadline))
-    if dues:
-        earliest = min(dues)
-        found = next((w._timeoutAt for w in waits if w.due == earliest), None)
-        state._timeoutAt = found if found is not None else deadline
-    else:
-        state._timeoutAt = None
+        times.append(deadline)
+    return min(times, key=epoch_of, default=None)
 
 
 def message_summary(message: Reply) -> dict[str, Any]:
@@ -106,10 +89,9 @@ def message_summary(message: Reply) -> dict[str, Any]:
 
 
 def history_entry(
-    state: InstanceState, before: InstanceState, at: Stamp, event: str, message: Reply | None, note: str | None, dispatches: list[Dispatch]
+    state: InstanceState, before: InstanceState, at: str, event: str, message: Reply | None, note: str | None, dispatches: list[Dispatch]
 ) -> HistoryEntry:
-    """The entry of a transition from `before` to `state`: only what it changed (`at` as a
-    record keeps it, see `state.keep_stamps`)."""
+    """The entry of a transition from `before` to `state`: only what it changed."""
     status = state.status
     failure = state.failure
     comp = state.compensation
@@ -118,16 +100,15 @@ def history_entry(
         done_before = len(before.compensation.undone) if before.compensation is not None else 0
         if len(comp.undone) > done_before:
             undone = tuple(u.commandName for u in comp.undone[done_before:])
-    entry: HistoryEntry = _new(HistoryEntry)  # field by field, as in make.py (this is the hot path)
-    history = state._history  # a single entry is kept as itself (see `state.keep_single`)
-    entry.seq = 2 if history.__class__ is HistoryEntry else len(history) + 1  # type: ignore[arg-type]
-    entry._at = at
-    entry.event = event
-    entry.message = message_summary(message) if message is not None else None
-    entry.status = status if status != before.status else None
-    entry.completedSteps = tuple(state.completedSteps[len(before.completedSteps) :])  # (a tuple already)
-    entry.failure = failure.reason if failure is not None and before.failure is None else None
-    entry.undone = undone
-    entry.sent = sent_texts(dispatches)
-    entry.note = note
-    return entry
+    return HistoryEntry(
+        seq=len(state.history) + 1,
+        at=at,
+        event=event,
+        message=message_summary(message) if message is not None else None,
+        status=status if status != before.status else None,
+        completedSteps=tuple(state.completedSteps[len(before.completedSteps) :]),
+        failure=failure.reason if failure is not None and before.failure is None else None,
+        undone=undone,
+        sent=sent_texts(dispatches),
+        note=note,
+    )

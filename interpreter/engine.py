@@ -22,8 +22,7 @@ from pydantic import ValidationError
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
 from procflow.ids import check_id, is_id
-from procflow.interpreter import make
-from procflow.interpreter.contracts import schema_problem
+from procflow.interpreter.contracts import schema_problem, schema_text_problem
 from procflow.interpreter.derive import derive, history_entry
 from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Reply
@@ -34,16 +33,15 @@ from procflow.interpreter.state import (
     ROOT,
     TERMINAL,
     Abandoned,
-    HistoryEntry,
     InstanceState,
+    Token,
     Wait,
     appended,
     epoch_of,
     from_epoch,
-    instant_of,
+    iso,
     parse_instant,
-    shell,
-    single,
+    remember_message,
 )
 from procflow.interpreter.timers import Timed
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
@@ -70,10 +68,8 @@ class _Run(Timed):
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)
-        state._updatedAt = self.now_at  # (times as records keep them, see `state.keep_stamps`)
-        entry = history_entry(state, self.before, self.now_at, event, message, note, self.dispatches)
-        kept = state._history  # a single entry is kept as itself (see `state.keep_single`)
-        state._history = appended(single(kept, HistoryEntry), entry) if kept else entry
+        state.updatedAt = self.now_at
+        state.history = appended(state.history, history_entry(state, self.before, self.now_at, event, message, note, self.dispatches))
         return Transition(state, self.dispatches, "applied", note)
 
 
@@ -87,8 +83,8 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
     if not isinstance(input, dict):
         raise InputError(f"the input of `{definition.name}` must be a JSON object, not {type(input).__name__}")
     check_value(input, what=f"the input of `{definition.name}`", limit=INPUT_BYTES, refuse=InputError)
-    if definition.input_schema is not None:
-        problem = schema_problem(input, definition.input_schema)
+    if definition.input_schema_text is not None:
+        problem = schema_text_problem(input, definition.input_schema_text)
         if problem:
             raise InputError(f"the input breaks the contract of `{definition.name}`: {problem}")
     plan = plan_of(definition)
@@ -103,16 +99,15 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
             raise InputError(f"the correlation key `{definition.correlate.text}` is missing from the input")
         correlation = value if isinstance(value, str) else str(value)
         check_id(correlation, f"the correlation key `{definition.correlate.text}`", InputError)
-    token = make.token(1, definition.start, ROOT, EMPTY, ())
-    state = shell(plan.blank)  # what every new instance of the definition starts with, then its own
-    state.workflowId = workflow_id
-    state.correlationId = correlation
-    if definition.deadline_seconds:
-        state._deadlineAt = instant_of((now + timedelta(seconds=definition.deadline_seconds)).timestamp())
-    state.input = input
-    state.tokens = (token,)
+    token = Token(id=1, node=definition.start, frame=ROOT, loops=EMPTY, forks=())
+    began = iso(now)
+    state = InstanceState(
+        workflowId=workflow_id, type=definition.name, status="running", completedSteps=(), nextAction=None, timeoutAt=None,
+        definition=plan.ref, correlationId=correlation, startedAt=began, updatedAt=began,
+        deadlineAt=iso(now + timedelta(seconds=definition.deadline_seconds)) if definition.deadline_seconds else None,
+        input=input, tokens=(token,), seq=1,
+    )
     run = _Run(plan, plan.blank, now, new=state)
-    state._startedAt = state._updatedAt = run.now_at  # (see `state.keep_stamps`)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
@@ -171,12 +166,11 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
 def _overdue(state: InstanceState, now_epoch: float) -> bool:
     """True when a wait or the deadline of the instance is due by `now_epoch` (what `advance`
     would act on; a quick look, so a message finds out cheaply that nothing is)."""
-    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
-    for wait in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
+    for wait in state.waits:
         due = wait.due
         if due is not None and due <= now_epoch:
             return True
-    deadline = state._deadlineAt
+    deadline = state.deadlineAt
     return (
         deadline is not None
         and epoch_of(deadline) <= now_epoch
@@ -187,7 +181,7 @@ def _overdue(state: InstanceState, now_epoch: float) -> bool:
 
 def _not_before(state: InstanceState, now: datetime) -> datetime:
     """`now`, or the instance's last instant when `now` is earlier (time never runs backwards)."""
-    last = epoch_of(state._updatedAt)
+    last = epoch_of(state.updatedAt)
     return now if now.timestamp() >= last else from_epoch(last)
 
 
@@ -221,13 +215,12 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
             f"`{reply.type}` is addressed to instance {reply.workflowId}, not {state.workflowId}", state.workflowId
         )
     message_id = reply.messageId
-    if message_id is not None and message_id in state.seenMessageIds:
+    if message_id is not None and message_id in state.seenMessageIds:  # (the last few only: the store's inbox has them all)
         return Transition(state, [], "duplicate", f"message {message_id} was already handled")
     reply_type = reply.type
     correlation = reply.correlationId
     wait = None
-    kept = state._waits  # a single wait is kept as itself (see `state.keep_single`)
-    for candidate in (kept,) if kept.__class__ is Wait else kept:  # type: ignore[union-attr]
+    for candidate in state.waits:
         if reply_type in candidate.expects and candidate.correlationId == correlation:
             wait = candidate
             break
@@ -253,7 +246,7 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
                 )
         run = _Run(plan, state, now)
         if message_id is not None:
-            run.state.seenMessageIds = run.state.seenMessageIds + (message_id,)
+            run.state.seenMessageIds = remember_message(run.state.seenMessageIds, message_id)
         run.accept(wait, reply)
         return run.finish("event" if wait.kind in ("event", "race") else "reply", reply)
     abandoned = next(
@@ -267,7 +260,7 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
     if abandoned is not None:
         run = _Run(plan, state, now)
         if reply.messageId is not None:
-            run.state.seenMessageIds = run.state.seenMessageIds + (reply.messageId,)
+            run.state.seenMessageIds = remember_message(run.state.seenMessageIds, reply.messageId)
         action = run.late(abandoned, reply)
         note = (
             f"late `{reply.type}` for `{abandoned.step}`: "
@@ -320,7 +313,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     _check_pinned(plan, state)
     now = _not_before(state, check_instant(now, f"the time of a tick of instance {state.workflowId}"))
     now_epoch = now.timestamp()
-    deadline = epoch_of(state._deadlineAt)
+    deadline = epoch_of(state.deadlineAt)
     deadline_due = (
         deadline is not None
         and deadline <= now_epoch
@@ -330,11 +323,11 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     if not deadline_due and not _due_now(state.waits, now_epoch):
         return Transition(state, [], "idle", None)
     # The run's clock starts at the instance's last instant: each timer fires when it was due.
-    run = _Run(plan, state, from_epoch(epoch_of(state._updatedAt)))
+    run = _Run(plan, state, from_epoch(epoch_of(state.updatedAt)))
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
         pending = _due_now(run.state.waits, now_epoch)
-        deadline = epoch_of(run.state._deadlineAt)
+        deadline = epoch_of(run.state.deadlineAt)
         deadline_now = (
             deadline is not None
             and deadline <= now_epoch

@@ -1,8 +1,8 @@
 """Slotted dataclass records with pydantic's validation, JSON and JSON Schema (via TypeAdapter).
 
-A record costs what a plain object costs to build and to keep, and still offers the pydantic
-calls people expect: `model_validate`, `model_validate_json`, `model_dump`, `model_dump_json`,
-`model_json_schema`, `model_copy`.
+A record is built by its dataclass constructor and kept as a plain slotted object, and still
+offers the pydantic calls people expect: `model_validate`, `model_validate_json`,
+`model_dump`, `model_dump_json`, `model_json_schema`, `model_copy`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
 
 
 def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    """The pydantic adapter of a record class (built on first use: building one takes milliseconds)."""
     adapter = _ADAPTERS.get(cls)
     if adapter is None:
         adapter = _ADAPTERS[cls] = TypeAdapter(cls)

@@ -18,6 +18,7 @@ Compensation (`compensation.py`), timers (`timers.py`) and the visible record
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,8 +28,7 @@ import networkx as nx
 
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
-from procflow.interpreter import make
-from procflow.interpreter.contracts import schema_problem
+from procflow.interpreter.contracts import schema_text_problem
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.plan import Plan
 from procflow.interpreter.state import (
@@ -38,18 +38,16 @@ from procflow.interpreter.state import (
     FailureCause,
     Frame,
     InstanceState,
-    Stamp,
     Token,
     UndoCommand,
     Wait,
     WaitKind,
     appended,
-    as_kept,
     epoch_of,
-    instant_of,
+    iso,
+    iso_epoch,
     parse_instant,
     shell,
-    single,
 )
 
 MAX_NODES_PER_TRANSITION = 200_000
@@ -57,8 +55,6 @@ MAX_NODES_PER_TRANSITION = 200_000
 that never waits would otherwise spin forever)."""
 
 _FAIL_CAUSES: dict[str, FailureCause] = {"fail": "fail", "reply": "reply", "timeout": "timeout"}
-
-_new = object.__new__
 
 
 @dataclass(slots=True)
@@ -161,7 +157,7 @@ class RunCore:
         self.definition = definition = plan.definition
         self.root_name = definition.name
         self.now_epoch = now.timestamp()
-        self.now_at = instant_of(self.now_epoch)  # as records keep it (see `state.keep_stamps`)
+        self.now_at = iso_epoch(self.now_epoch)  # the time records of this transition say
         # The state the transition started from (never changed: `finish` reads what changed).
         self.before = state
         if new is not None:
@@ -172,12 +168,12 @@ class RunCore:
                 self.state.compensation = state.compensation.model_copy()
         # The working frames: the main process's (a view of the instance's own input and data)
         # and copies of the called ones; `finish` writes them back.
-        self.main = make.frame(state.type, state.input, state.data, state.correlationId, None, None)
+        self.main = Frame(process=state.type, input=state.input, data=state.data, correlationId=state.correlationId)
         self.frames: dict[str, Frame] = {ROOT: self.main}
         self.main_scope: Scope | None = None
         if state.frames:
             for key, f in state.frames.items():
-                self.frames[key] = make.frame(f.process, f.input, f.data, f.correlationId, f.parent, f.call)
+                self.frames[key] = dataclasses.replace(f)
         self.owned: set[int] = set()
         self.dispatches: list[Dispatch] = []
         self.ready: list[Token] = []
@@ -199,7 +195,7 @@ class RunCore:
     def set_now(self, now: datetime) -> None:
         """Move this run's clock (used when several timers fire in one advance)."""
         self.now_epoch = now.timestamp()
-        self.now_at = instant_of(self.now_epoch)
+        self.now_at = iso_epoch(self.now_epoch)
 
     def _next_seq(self) -> int:
         self.state.seq += 1
@@ -215,7 +211,7 @@ class RunCore:
             if token.id == token_id:
                 if token_id in self.owned:
                     return token
-                own = make.token(token.id, token.node, token.frame, token.loops, token.forks)
+                own = Token(id=token.id, node=token.node, frame=token.frame, loops=token.loops, forks=token.forks)
                 self.state.tokens = (own,) if len(tokens) == 1 else (*tokens[:index], own, *tokens[index + 1 :])
                 self.owned.add(token_id)
                 return own
@@ -263,32 +259,23 @@ class RunCore:
     ) -> None:
         payload = self._mapping(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
         process = frame.process
-        # The command and its dispatch are built here, field by field (see make.py): the hot path.
-        command: Command = _new(Command)
-        command.commandName = command_name = name or spec.name
-        command.workflowId = self.state.workflowId
-        command.correlationId = correlation = frame.correlationId
-        command.replyTo = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
-        command.data = payload
-        rounds = rounds_of(token) if token is not None and token.loops else ""
-        dispatch: Dispatch = _new(Dispatch)
-        dispatch.command = command
-        dispatch.step = step
-        dispatch.attempt = attempt
-        dispatch.dedupKey = f"{correlation}:{command_name}:{step}{rounds}#{attempt}"  # see _dispatch
-        self.dispatches.append(dispatch)
+        reply_to = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
+        command = Command(
+            commandName=name or spec.name, workflowId=self.state.workflowId, correlationId=frame.correlationId, replyTo=reply_to, data=payload
+        )
+        self._dispatch(command, step, attempt, rounds_of(token))
 
     def _dispatch(self, command: Command, step: str, attempt: int, rounds: str = "") -> None:
         # `rounds` tells apart the entries of one step in the iterations of a `repeat`.
         key = f"{command.correlationId}:{command.commandName}:{step}{rounds}#{attempt}"
-        self.dispatches.append(make.dispatch(command, step, attempt, key))
+        self.dispatches.append(Dispatch(command=command, step=step, attempt=attempt, dedupKey=key))
 
-    def _due(self, seconds: float) -> Stamp:
-        """The instant `seconds` from now, as records keep it (see `state.keep_stamps`)."""
-        return instant_of(self.now_epoch + seconds)
+    def _due(self, seconds: float) -> str:
+        """The instant `seconds` from now, as ISO-8601 text."""
+        return iso_epoch(self.now_epoch + seconds)
 
-    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> Stamp | None:
-        return instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
+    def _due_or_none(self, timeout: m.TimeoutSpec | None) -> str | None:
+        return iso_epoch(self.now_epoch + timeout.seconds) if timeout is not None else None
 
     # ---------------------------------------------------------------- running tokens
     def run(self, first: Token | None = None) -> None:
@@ -357,7 +344,7 @@ class RunCore:
         self._remove_token(token)
         for branch in node.branch_names:
             first = definition.follow(node.id, f"branch:{branch}")
-            child = make.token(self._next_seq(), first, token.frame, token.loops, (*token.forks, fork_key))
+            child = Token(id=self._next_seq(), node=first, frame=token.frame, loops=token.loops, forks=(*token.forks, fork_key))
             self._add_token(child)
             self.ready.append(child)
 
@@ -408,11 +395,11 @@ class RunCore:
                     moment = parse_instant(str(value))
                 except ValueError:
                     raise Failed("error", f"`wait until` of `{node.name}` gave {value!r}, not an ISO-8601 instant", node.name) from None
-                timer_at = instant_of(moment.timestamp())
+                timer_at = iso(moment)
             self._add_wait(token, node.name, node.id, frame, "timer", (), None, 1, timer_at)
             return
         timeout = node.timeout
-        timeout_at = instant_of(self.now_epoch + timeout.seconds) if timeout is not None else None
+        timeout_at = self._due(timeout.seconds) if timeout is not None else None
         spec = definition.waits[node.id]  # (its values are shared by every wait on the step)
         if node.command is not None:
             self._send(node.command, frame, node.name, 1, token, spec.command_name)
@@ -422,7 +409,7 @@ class RunCore:
 
     def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame, definition: m.ProcessDefinition) -> None:
         expects = definition.waits[node.id].expects
-        best: tuple[float, Stamp] | None = None
+        best: tuple[float, str] | None = None
         for arm in node.arms:
             if arm.timer_seconds is not None:
                 timeout_at = self._due(arm.timer_seconds)
@@ -432,7 +419,7 @@ class RunCore:
                     moment = parse_instant(str(value))
                 except ValueError:
                     raise Failed("error", f"timer of race `{node.name}` gave {value!r}, not an ISO-8601 instant", None) from None
-                timeout_at = instant_of(moment.timestamp())
+                timeout_at = iso(moment)
             else:
                 continue
             due = epoch_of(timeout_at)
@@ -450,42 +437,29 @@ class RunCore:
         expects: tuple[str, ...],
         command_name: str | None,
         attempt: int,
-        timeout_at: Stamp | None,
+        timeout_at: str | None,
     ) -> None:
         token.node = node_id
-        wait: Wait = _new(Wait)  # field by field (see make.py): the hot path
-        wait.token = token.id
-        wait.step = step
-        wait.node = node_id
-        wait.frame = token.frame
-        wait.kind = kind
-        wait.expects = expects
-        wait.correlationId = frame.correlationId
-        wait.commandName = command_name
-        wait.attempt = attempt
-        wait._since = self.now_at  # (times as records keep them, see `state.keep_stamps`)
-        wait._timeoutAt = timeout_at
-        state = self.state
-        kept = state._waits  # (`_park`, written out: the hot path)
-        state._waits = (*single(kept, Wait), wait) if kept else wait
+        self._park(
+            Wait(
+                token=token.id, step=step, node=node_id, frame=token.frame, kind=kind, expects=expects, correlationId=frame.correlationId,
+                commandName=command_name, attempt=attempt, since=self.now_at, timeoutAt=timeout_at,
+            )
+        )
 
     def _park(self, wait: Wait) -> None:
-        """Add `wait` to the state's waits (a single one is kept as itself, see `state.keep_single`)."""
-        state = self.state
-        kept = state._waits
-        state._waits = (*single(kept, Wait), wait) if kept else wait
+        """Add `wait` to the state's waits."""
+        self.state.waits = (*self.state.waits, wait)
 
     def _unpark(self, wait: Wait) -> None:
         """Remove `wait` from the state's waits."""
-        state = self.state
-        kept = state._waits
-        state._waits = () if kept is wait else as_kept(tuple(w for w in single(kept, Wait) if w is not wait))
+        self.state.waits = tuple(w for w in self.state.waits if w is not wait)
 
     def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:
         child_def = self._definition(node.process)
         child_input = self._eval(node.data, frame, "input of call `{}`", node.name) if node.data else {}
-        if child_def.input_schema is not None:
-            problem = schema_problem(child_input, child_def.input_schema)
+        if child_def.input_schema_text is not None:
+            problem = schema_text_problem(child_input, child_def.input_schema_text)
             if problem:
                 raise Failed("error", f"call `{node.name}`: input breaks the contract of `{child_def.name}`: {problem}", None)
         frame_id = f"{token.frame}/{node.name}#{self._next_seq()}"
@@ -493,7 +467,7 @@ class RunCore:
         if child_def.correlate is not None:
             value = self._eval(child_def.correlate, Frame(process=child_def.name, input=child_input, correlationId=""), "correlation key")
             correlation = value if isinstance(value, str) else str(value)
-        self.frames[frame_id] = make.frame(child_def.name, child_input, EMPTY, correlation, token.frame, node.id)
+        self.frames[frame_id] = Frame(process=child_def.name, input=child_input, data=EMPTY, correlationId=correlation, parent=token.frame, call=node.id)
         token.frame = frame_id
         token.node = child_def.start
 
@@ -511,11 +485,7 @@ class RunCore:
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
-        state = self.state
-        if state._waits is wait:  # its only wait, kept as itself (`_unpark`, the usual case)
-            state._waits = ()
-        else:
-            self._unpark(wait)
+        self._unpark(wait)
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
             self._undo_confirmed()
@@ -544,7 +514,7 @@ class RunCore:
                     self.fail(failed.cause, failed.reason, node.name)
                     return
                 state = self.state
-                state.completed = appended(state.completed, make.completion(node.name, wait.frame, reply.type, self.now_at, undo))
+                state.completed = appended(state.completed, Completion(step=node.name, frame=wait.frame, outcome=reply.type, at=self.now_at, undo=undo))
                 state.completedSteps = appended(state.completedSteps, reply.type)
                 token.node = definition.follow(node.id, "next")
             case _:  # pragma: no cover - only steps and races wait for messages

@@ -18,6 +18,7 @@ imported only when a `postgresql://` URL is opened, so the embedded default pays
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import re
 from collections.abc import Sequence
@@ -39,7 +40,6 @@ from procflow.interpreter.state import (
     migrate_history_entry,
     migrate_state,
     parse_instant,
-    shell,
 )
 from procflow.limits import NESTING
 from procflow.strict_json import loads as strict_loads
@@ -186,9 +186,7 @@ def redact(url: str) -> str:
 def encode_state(state: InstanceState) -> str:
     """The state as JSON without its history (history entries are rows of their own, so a
     transition writes its new entries, not the whole history again)."""
-    without_history = shell(state)
-    without_history.history = ()
-    return without_history.model_dump_json()
+    return dataclasses.replace(state, history=()).model_dump_json()
 
 
 def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:

@@ -5,10 +5,10 @@ is sent again (after its backoff) or the step gives up, an undo is retried.
 from __future__ import annotations
 
 from procflow.dsl import model as m
-from procflow.interpreter import make
 from procflow.interpreter.compensation import Compensating
 from procflow.interpreter.run import Failed
 from procflow.interpreter.state import (
+    Completion,
     Frame,
     Token,
     Wait,
@@ -38,7 +38,7 @@ class Timed(Compensating):
                 self._race_timer(token, node, frame, wait, definition)
             case m.StepNode() if wait.kind == "timer":
                 state = self.state
-                state.completed = appended(state.completed, make.completion(node.name, wait.frame, node.name, self.now_at, None))
+                state.completed = appended(state.completed, Completion(step=node.name, frame=wait.frame, outcome=node.name, at=self.now_at))
                 state.completedSteps = appended(state.completedSteps, node.name)
                 token.node = definition.follow(node.id, "next")
                 self.run(token)
@@ -87,7 +87,7 @@ class Timed(Compensating):
         self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due(timeout.seconds))
 
     def _arm_due(self, arm: m.RaceArmSpec, frame: Frame, wait: Wait) -> float:
-        since = epoch_of(wait._since)
+        since = epoch_of(wait.since)
         if arm.timer_seconds is not None:
             return since + arm.timer_seconds
         assert arm.timer_at is not None

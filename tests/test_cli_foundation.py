@@ -117,7 +117,7 @@ def test_bad_inputs_give_one_clear_message(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr, result.stderr
         assert result.stderr.strip(), args
     missing_amount = procflow("run", str(ORDER), "--input", '{"orderId": "o"}')
-    assert "the input breaks the contract of `order-fulfillment`: 'amount' is a required property" in missing_amount.stderr
+    assert "the input breaks the contract of `order-fulfillment`: \"amount\" is a required property" in missing_amount.stderr
 
 
 def test_demo_runs_the_main_job(tmp_path: Path) -> None:

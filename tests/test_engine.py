@@ -70,7 +70,7 @@ def test_invalid_payload_is_refused_and_the_state_is_untouched() -> None:
         procflow.deliver(definition, state, Reply(type="payment_authorized", correlationId="ord_441", data={"authorizationId": 7}), NOW)
     assert str(refused.value) == (
         "instance wf_401: the payload of `payment_authorized` for step `authorize_payment` breaks its declared schema: "
-        "7 is not of type 'string' (at `authorizationId`)"
+        "7 is not of type \"string\" (at `authorizationId`)"
     )
     accepted = procflow.deliver(definition, state, Reply(type="payment_authorized", correlationId="ord_441", data={"authorizationId": "a1"}), NOW)
     assert accepted.state.status == "waiting_for_shipping"
