@@ -32,8 +32,9 @@ from typing import Any
 
 import procflow
 from procflow.interpreter import engine
+from procflow.interpreter.memory_store import InMemoryStore, Store
 from procflow.interpreter.messages import Command
-from procflow.interpreter.runtime import InMemoryStore, Orchestrator, Store
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,10 +82,9 @@ def timed_store(path: Path, synchronous: str, timings: Timings) -> SqliteStore:
             with timed(timings, "json encode"):
                 return SqliteStore._encode_dispatch(dispatch)
 
-        @staticmethod
-        def _decode_dispatch(text: str) -> Any:
+        def _decode_dispatch(self, text: str) -> Any:
             with timed(timings, "json decode"):
-                return SqliteStore._decode_dispatch(text)
+                return super()._decode_dispatch(text)
 
         def _decode(self, workflow_id: str, text: str, entries: Any) -> Any:
             with timed(timings, "json decode"):

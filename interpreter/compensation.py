@@ -10,7 +10,6 @@ import dataclasses
 
 from procflow.dsl import model as m
 from procflow.interpreter.messages import Command, Reply
-from procflow.interpreter.run import Failed, RunCore, frame_id_of
 from procflow.interpreter.state import (
     EMPTY,
     ROOT,
@@ -24,6 +23,7 @@ from procflow.interpreter.state import (
     UndoCommand,
     Wait,
 )
+from procflow.interpreter.transition import Failed, RunCore, frame_id_of
 
 
 class Compensating(RunCore):

@@ -27,7 +27,6 @@ from procflow.interpreter.derive import derive, history_entry
 from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
-from procflow.interpreter.run import MAX_NODES_PER_TRANSITION, Transition, steps_of
 from procflow.interpreter.state import (
     EMPTY,
     ROOT,
@@ -44,6 +43,7 @@ from procflow.interpreter.state import (
     remember_message,
 )
 from procflow.interpreter.timers import Timed
+from procflow.interpreter.transition import MAX_NODES_PER_TRANSITION, Transition, steps_of
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.strict_json import check_value
 

@@ -46,6 +46,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
+from procflow.interpreter.memory_store import LEASE_SECONDS, PinnedDefinition, Stored
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.postgres_schema import (
     current_schema_version,
@@ -53,7 +54,6 @@ from procflow.interpreter.postgres_schema import (
     migrate,
     refused_connection,
 )
-from procflow.interpreter.runtime import LEASE_SECONDS, PinnedDefinition, Stored
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
     InstanceSummary,

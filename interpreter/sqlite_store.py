@@ -44,12 +44,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
+from procflow.interpreter.memory_store import LEASE_SECONDS, PinnedDefinition, Stored
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.runtime import (
-    LEASE_SECONDS,
-    PinnedDefinition,
-    Stored,
-)
 from procflow.interpreter.sqlite_schema import (
     APPLICATION_ID,
     BUSY_TIMEOUT_SECONDS,

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
+from procflow.interpreter.memory_store import PinnedDefinition, Store
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.runtime import PinnedDefinition, Store
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
     TERMINAL,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
-from procflow.interpreter.run import Failed
 from procflow.interpreter.state import (
     Completion,
     Frame,
@@ -16,6 +15,7 @@ from procflow.interpreter.state import (
     epoch_of,
     parse_instant,
 )
+from procflow.interpreter.transition import Failed
 
 
 class Timed(Compensating):

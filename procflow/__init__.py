@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from procflow.dsl.model import ProcessDefinition
     from procflow.errors import InputError, MessageRefused, ProcflowError, SourceError
     from procflow.interpreter.engine import Transition, advance, deliver, resume, start
+    from procflow.interpreter.memory_store import InMemoryStore
     from procflow.interpreter.messages import Command, Reply
-    from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
+    from procflow.interpreter.orchestrator import InProcessTransport, Orchestrator
     from procflow.interpreter.simulate import simulate
     from procflow.interpreter.sqlite_store import SqliteStore
     from procflow.interpreter.state import InstanceState
@@ -66,9 +67,9 @@ _WHERE = {
     "start": ("procflow.interpreter.engine", "start"),
     "Command": ("procflow.interpreter.messages", "Command"),
     "Reply": ("procflow.interpreter.messages", "Reply"),
-    "InMemoryStore": ("procflow.interpreter.runtime", "InMemoryStore"),
-    "InProcessTransport": ("procflow.interpreter.runtime", "InProcessTransport"),
-    "Orchestrator": ("procflow.interpreter.runtime", "Orchestrator"),
+    "InMemoryStore": ("procflow.interpreter.memory_store", "InMemoryStore"),
+    "InProcessTransport": ("procflow.interpreter.orchestrator", "InProcessTransport"),
+    "Orchestrator": ("procflow.interpreter.orchestrator", "Orchestrator"),
     "simulate": ("procflow.interpreter.simulate", "simulate"),
     "SqliteStore": ("procflow.interpreter.sqlite_store", "SqliteStore"),
     "InstanceState": ("procflow.interpreter.state", "InstanceState"),

@@ -39,15 +39,14 @@ from procflow.dsl.validate import check_file
 from procflow.errors import InputError, MessageRefused, ProcflowError, SourceError, StoreError
 from procflow.files import read_json_argument
 from procflow.interpreter import engine
+from procflow.interpreter.memory_store import Stored, compile_pinned_definition
 from procflow.interpreter.messages import Dispatch, Reply
-from procflow.interpreter.runtime import (
+from procflow.interpreter.orchestrator import (
     Clock,
     InProcessTransport,
     Orchestrator,
-    Stored,
     Transport,
     WorkerRound,
-    compile_pinned_definition,
     system_clock,
     worker,
 )

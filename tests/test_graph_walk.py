@@ -19,7 +19,7 @@ import pytest
 import procflow
 from procflow.cli import main
 from procflow.dsl import model as m
-from procflow.interpreter import run
+from procflow.interpreter import transition
 from procflow.interpreter.messages import Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_a_failure_reply_and_a_timeout_follow_their_edges() -> None:
 
 
 def test_the_engine_module_walks_a_networkx_graph() -> None:
-    assert run.nx is nx
+    assert transition.nx is nx
     definition = procflow.load_text(THREE_STEPS)
     assert isinstance(definition.graph, nx.MultiDiGraph) and nx.is_frozen(definition.graph)
     assert definition.ways_out("first") == (

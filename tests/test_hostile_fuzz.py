@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 import procflow
 from procflow.cli import main
 from procflow.errors import MessageRefused, ProcflowError
-from procflow.interpreter.runtime import Orchestrator
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.limits import MESSAGE_BYTES
 from procflow.strict_json import loads

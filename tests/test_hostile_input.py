@@ -31,7 +31,8 @@ from procflow.errors import (
     ProcflowError,
     StoreError,
 )
-from procflow.interpreter.runtime import InMemoryStore, Orchestrator, Store
+from procflow.interpreter.memory_store import InMemoryStore, Store
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import shell
 from procflow.limits import ID_LENGTH, INPUT_BYTES, MESSAGE_BYTES, NESTING

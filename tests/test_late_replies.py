@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import procflow
 from procflow.errors import MessageRefused
 from procflow.interpreter import engine
-from procflow.interpreter.runtime import InMemoryStore, InProcessTransport, Orchestrator
+from procflow.interpreter.memory_store import InMemoryStore
+from procflow.interpreter.orchestrator import InProcessTransport, Orchestrator
 from procflow.interpreter.state import InstanceState
 
 ORDER = procflow.load("processes/order_fulfillment.proc")

@@ -19,7 +19,8 @@ import pytest
 
 import procflow
 from procflow.dsl.model import ProcessDefinition
-from procflow.interpreter.runtime import InMemoryStore, Orchestrator
+from procflow.interpreter.memory_store import InMemoryStore
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.stores import open_store
 from procflow.operator_cli import DemoTransport
 

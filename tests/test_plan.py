@@ -9,9 +9,9 @@ import pytest
 import procflow
 from procflow.dsl import model as m
 from procflow.interpreter.plan import plan_of
-from procflow.interpreter.run import Scope
 from procflow.interpreter.simulate import scenario_input
 from procflow.interpreter.state import Frame, InstanceState
+from procflow.interpreter.transition import Scope
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "processes").glob("*.proc"))

@@ -23,9 +23,9 @@ import pytest
 import procflow
 from procflow.cli import main
 from procflow.errors import StoreError
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.postgres_schema import current_schema_version
 from procflow.interpreter.postgres_store import PostgresStore
-from procflow.interpreter.runtime import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.stores import open_store, redact, sqlite_path, store_kind
 

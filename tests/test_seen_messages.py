@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 import procflow
+from procflow.interpreter.memory_store import InMemoryStore, Store
 from procflow.interpreter.messages import Reply
-from procflow.interpreter.runtime import InMemoryStore, Orchestrator, Store
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import SEEN_WINDOW, InstanceState
 

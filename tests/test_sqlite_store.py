@@ -20,12 +20,9 @@ import procflow
 from procflow.dsl.model import ProcessDefinition
 from procflow.errors import ProcflowError, StoreError
 from procflow.interpreter import sqlite_schema
+from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.messages import Command
-from procflow.interpreter.runtime import (
-    Orchestrator,
-    Store,
-    pinned_definition,
-)
+from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +117,7 @@ def test_pinning_keeps_called_processes_and_input_contracts() -> None:
             continue
         pinned = pinned_definition(definition)
         assert set(pinned.sources) >= {definition.path} | {c.path for c in definition.called.values()}
-        from procflow.interpreter.runtime import compile_pinned_definition
+        from procflow.interpreter.memory_store import compile_pinned_definition
 
         assert compile_pinned_definition(pinned, procflow.load_text).fingerprint == definition.fingerprint
 

@@ -24,9 +24,10 @@ import procflow
 from procflow.dsl.model import ProcessDefinition
 from procflow.errors import ConcurrencyError, DuplicateMessage, ProcflowError, StoreError
 from procflow.interpreter import engine, postgres_schema, sqlite_schema
+from procflow.interpreter.memory_store import InMemoryStore, Store
 from procflow.interpreter.messages import Command, Dispatch, Reply
+from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_store import PostgresStore
-from procflow.interpreter.runtime import InMemoryStore, Orchestrator, Store, worker
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_cli import DemoTransport

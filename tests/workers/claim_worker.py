@@ -15,8 +15,9 @@ from collections.abc import Iterable
 
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source
+from procflow.interpreter.memory_store import compile_pinned_definition
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.runtime import Orchestrator, compile_pinned_definition, worker
+from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.state import TERMINAL, parse_instant
 from procflow.interpreter.stores import open_store
 from procflow.operator_cli import DemoTransport

@@ -39,8 +39,9 @@ from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source, load
 from procflow.dsl.expressions import compile_expr
 from procflow.errors import MessageRefused
+from procflow.interpreter.memory_store import LEASE_SECONDS
 from procflow.interpreter.messages import Dispatch, Reply
-from procflow.interpreter.runtime import LEASE_SECONDS, InProcessTransport, Orchestrator
+from procflow.interpreter.orchestrator import InProcessTransport, Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore, Synchronous
 from procflow.interpreter.state import TERMINAL, from_epoch, parse_instant
 

@@ -16,12 +16,9 @@ import sys
 from procflow.dsl.compiler import compile_source
 from procflow.errors import ConcurrencyError
 from procflow.interpreter import engine
+from procflow.interpreter.memory_store import compile_pinned_definition
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.runtime import (
-    Orchestrator,
-    compile_pinned_definition,
-    worker,
-)
+from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL, InstanceState, from_epoch, parse_instant
 from procflow.operator_cli import DemoTransport

@@ -1,0 +1,296 @@
+"""The store interface (`Store`), what it keeps (`Stored`, `PinnedDefinition`), and the store
+that keeps it in a Python dict (`InMemoryStore`): for tests, simulations and services that
+keep nothing. The durable stores (`sqlite_store`, `postgres_store`) implement the same
+interface; `stores.open_store` chooses one by URL.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from procflow.dsl.model import ProcessDefinition
+from procflow.errors import (
+    ConcurrencyError,
+    DuplicateMessage,
+    StoreError,
+)
+from procflow.interpreter.messages import Dispatch
+from procflow.interpreter.state import InstanceState, instant_epoch
+
+CompileSource = Callable[[str, str, Callable[[str], bytes]], ProcessDefinition]
+"""`compile_source(text, path, loader)`: how a pinned text becomes a definition again
+(`procflow.load_text`; the interpreter never imports the parser itself)."""
+LEASE_SECONDS = 60.0
+"""How long a worker holds the commands and timers it claimed: long enough to send a batch and
+apply its in-process replies; when it runs out (the worker died), another worker takes them."""
+
+CLAIM_BATCH = 20
+"""How many commands or timers a worker claims at once: small, so that other workers find work."""
+
+@dataclass(slots=True)
+class Stored:
+    """An instance as the store keeps it: its state and its version (for optimistic concurrency)."""
+
+    state: InstanceState
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinnedDefinition:
+    """The text a definition was compiled from: its own file and every file it read (called
+    processes, input contracts), keyed by the path the compiler asked for."""
+
+    name: str
+    version: int
+    fingerprint: str
+    path: str
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def pinned_definition(definition: ProcessDefinition) -> PinnedDefinition:
+    """What to keep of a definition so the same definition can be built again later."""
+    sources: dict[str, str] = {}
+
+    def add(current: ProcessDefinition) -> None:
+        if current.path in sources:
+            return
+        sources[current.path] = current.source
+        # An input contract read from a JSON file is part of what the text means.
+        input_file = getattr(getattr(current.syntax, "process", None), "input_file", None)
+        if isinstance(input_file, tuple) and input_file and current.input_schema is not None:
+            name = str(input_file[0])
+            target = name if current.path.startswith("<") else str(Path(current.path).parent / name)
+            sources.setdefault(target, json.dumps(current.input_schema, indent=2))
+        for child in current.called.values():
+            add(child)
+
+    add(definition)
+    return PinnedDefinition(definition.name, definition.version, definition.fingerprint, definition.path, sources)
+
+
+def compile_pinned_definition(pinned: PinnedDefinition, compile_source: CompileSource) -> ProcessDefinition:
+    """Build a pinned definition from the kept text alone (no file on disk is read)."""
+
+    def loader(path: str) -> bytes:
+        text = pinned.sources.get(path)
+        if text is None:
+            raise FileNotFoundError(path)
+        return text.encode("utf-8")
+
+    text = pinned.sources.get(pinned.path)
+    if not text:
+        raise StoreError(f"the store keeps no text for `{pinned.name}` version {pinned.version} ({pinned.fingerprint})")
+    definition = compile_source(text, pinned.path, loader)
+    if definition.fingerprint != pinned.fingerprint:
+        raise StoreError(
+            f"the pinned text of `{pinned.name}` version {pinned.version} now compiles to {definition.fingerprint}, "
+            f"not {pinned.fingerprint}; this procflow reads it differently. Run the instance with the procflow that started it."
+        )
+    return definition
+
+
+class Store(Protocol):
+    """Where instances live. One call of `save` is one atomic transition."""
+
+    def get(self, workflow_id: str) -> Stored | None:
+        """The instance, or None."""
+
+    def find(self, process: str | None, correlation_id: str) -> list[str]:
+        """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
+
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        """Write a transition: state, outbox, inbox entry (the message id with the digest of
+        the message); `expected_version` None means a new instance. Returns the new version;
+        raises ConcurrencyError when the version moved and DuplicateMessage when the inbox
+        already holds `message_id`."""
+
+    def due(self, now: datetime) -> list[str]:
+        """Workflow ids with a timer due at or before `now`."""
+
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Like `due`, but only timers no other worker holds, now held by `worker` for `lease`
+        seconds (or until the instance's next save sets its timer anew)."""
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet marked sent, oldest first."""
+
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
+        for `lease` seconds (or until marked sent)."""
+
+    def mark_sent(self, outbox_id: int) -> None:
+        """A command was handed to the transport (its claim ends)."""
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name (what a worker restarted under the same
+        name does first: its previous run died holding them)."""
+
+    def seen(self, message_id: str) -> bool:
+        """True when a message with this id was already applied."""
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id (None when none was, or when it was
+        applied before the store kept digests)."""
+
+    def instances(self, status: str | None = None) -> list[InstanceState]:
+        """All instances (or those with one status)."""
+
+    def pin(self, pinned: PinnedDefinition) -> None:
+        """Keep the text of a definition (once per fingerprint)."""
+
+    def pinned(self, fingerprint: str) -> PinnedDefinition | None:
+        """The kept text of a definition, or None."""
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class InMemoryStore:
+    """A store in a Python dict: for tests, simulations and services that keep nothing."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, Stored] = {}
+        self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
+        self._outbox: dict[int, Dispatch] = {}
+        # What a worker holds: (kind, key) -> (worker, until, on the monotonic clock).
+        self._claims: dict[tuple[str, object], tuple[str, float]] = {}
+        self._next_outbox = 1
+        self._inbox: dict[str, str | None] = {}  # message id -> digest of the message
+        self._pinned: dict[str, PinnedDefinition] = {}
+
+    def get(self, workflow_id: str) -> Stored | None:
+        """The instance, or None."""
+        return self._rows.get(workflow_id)
+
+    def find(self, process: str | None, correlation_id: str) -> list[str]:
+        """Instances (of `process`) that correlate by `correlation_id` (also in called processes)."""
+        return [
+            wid
+            for wid, row in self._rows.items()
+            if (process is None or row.state.type == process)
+            and correlation_id in row.state.correlation_ids()
+        ]
+
+    def save(
+        self,
+        state: InstanceState,
+        expected_version: int | None,
+        dispatches: list[Dispatch],
+        message_id: str | None = None,
+        message_digest: str | None = None,
+    ) -> int:
+        """Write one transition atomically (a dict update cannot be half done)."""
+        if message_id is not None and message_id in self._inbox:
+            raise DuplicateMessage(f"message {message_id} was already applied")
+        current = self._rows.get(state.workflowId)
+        if expected_version is None and current is not None:
+            raise ConcurrencyError(f"instance {state.workflowId} already exists")
+        if expected_version is not None and (current is None or current.version != expected_version):
+            raise ConcurrencyError(f"instance {state.workflowId} changed since version {expected_version}")
+        version = (current.version if current else 0) + 1
+        self._rows[state.workflowId] = Stored(state, version)
+        moments = [w.due for w in state.waits if w.due is not None]
+        if state.deadlineAt and not state.is_terminal:
+            moments.append(instant_epoch(state.deadlineAt))
+        if moments:
+            self._next_due[state.workflowId] = min(moments)
+        else:
+            self._next_due.pop(state.workflowId, None)
+        self._claims.pop(("timer", state.workflowId), None)  # a new timer: nobody holds it yet
+        for dispatch in dispatches:
+            self._outbox[self._next_outbox] = dispatch
+            self._next_outbox += 1
+        if message_id is not None:
+            self._inbox[message_id] = message_digest
+        return version
+
+    def due(self, now: datetime) -> list[str]:
+        """Instances whose next timer (or deadline) is due (worked out when each was saved)."""
+        epoch = now.timestamp()
+        next_due = self._next_due
+        return [wid for wid in self._rows if next_due.get(wid, epoch + 1) <= epoch]
+
+    def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
+        """Due instances no other worker holds, now held by `worker`."""
+        epoch = now.timestamp()
+        due = sorted((at, wid) for wid, at in self._next_due.items() if at <= epoch)
+        return [wid for _, wid in self._claim("timer", [(wid, wid) for _, wid in due], worker, limit, lease)]
+
+    def next_due(self) -> float | None:
+        """The earliest timer (seconds since the epoch), or None."""
+        return min(self._next_due.values(), default=None)
+
+    def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent, oldest first."""
+        return sorted(self._outbox.items())[:limit]
+
+    def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that no other worker holds, now held by `worker`."""
+        return self._claim("outbox", sorted(self._outbox.items()), worker, limit, lease)
+
+    def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
+        now = time.monotonic()
+        claimed: list[tuple[_K, _V]] = []
+        for key, value in candidates:
+            if len(claimed) >= limit:
+                break
+            held = self._claims.get((kind, key))
+            if held is None or held[1] <= now:
+                self._claims[(kind, key)] = (worker, now + lease)
+                claimed.append((key, value))
+        return claimed
+
+    def mark_sent(self, outbox_id: int) -> None:
+        """Forget a sent command."""
+        self._outbox.pop(outbox_id, None)
+        self._claims.pop(("outbox", outbox_id), None)
+
+    def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
+        """Give up `worker`'s claims on these commands and timers."""
+        keys = [("outbox", i) for i in outbox_ids] + [("timer", w) for w in workflow_ids]
+        for key in keys:
+            if self._claims.get(key, ("",))[0] == worker:
+                del self._claims[key]
+
+    def release_all(self, worker: str) -> None:
+        """Give up every claim held in `worker`'s name."""
+        for key in [k for k, (who, _) in self._claims.items() if who == worker]:
+            del self._claims[key]
+
+    def seen(self, message_id: str) -> bool:
+        """True when the message was applied before."""
+        return message_id in self._inbox
+
+    def digest_of(self, message_id: str) -> str | None:
+        """The digest of the message applied under this id, or None."""
+        return self._inbox.get(message_id)
+
+    def instances(self, status: str | None = None) -> list[InstanceState]:
+        """Every instance, or those with `status`."""
+        return [r.state for r in self._rows.values() if status is None or r.state.status == status]
+
+    def pin(self, pinned: PinnedDefinition) -> None:
+        """Keep the text of a definition."""
+        self._pinned.setdefault(pinned.fingerprint, pinned)
+
+    def pinned(self, fingerprint: str) -> PinnedDefinition | None:
+        """The kept text of a definition, or None."""
+        return self._pinned.get(fingerprint)
+
