@@ -87,6 +87,28 @@ def check_duration(text: str, span: Span) -> None:
         )
 
 
+def check_wait_total(within: float, retries: int, backoff: float, factor: float, span: Span) -> None:
+    """Refuse a wait whose attempts and backoffs add up to more than the `duration` limit
+    (`within 1h retry 2000 backoff 1s x2` waits 2^1999 seconds before its last attempt): every
+    due time the engine computes from it must stay representable, as for a single duration."""
+    if retries <= 0:
+        return
+    if backoff == 0 or factor == 1:
+        total = (retries + 1) * within + retries * backoff
+    elif factor > 1 and retries * math.log(factor) > math.log(DURATION.value / backoff * (factor - 1) + 1):
+        total = math.inf  # the backoffs alone pass the limit; f**n itself may not be representable
+    else:
+        total = (retries + 1) * within + backoff * (factor**retries - 1) / (factor - 1)
+    if total > DURATION.value:
+        raise BadLiteral(
+            "E009",
+            f"this wait's attempts and backoffs add up to more than the `{DURATION.name}` limit of {DURATION.value}"
+            f" seconds (about {round(DURATION.value / _SECONDS_A_YEAR)} years)",
+            span,
+            "retry fewer times, or with a smaller backoff or factor",
+        )
+
+
 def _seconds(parts: list[tuple[str, str]]) -> float:
     return sum(int(digits) * _UNITS[unit] for digits, unit in parts)
 

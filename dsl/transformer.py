@@ -140,7 +140,11 @@ class ToSyntax(ExpressionRules):
     @rule
     def timeout(self, span: Span, parts: list[Any]) -> sx.Timeout:
         duration, *retry = parts
-        return sx.Timeout(_duration(duration), retry[0] if retry else None, span)
+        timeout = sx.Timeout(_duration(duration), retry[0] if retry else None, span)
+        if timeout.retry is not None:
+            backoff = timeout.retry.backoff.seconds if timeout.retry.backoff is not None else 0.0
+            build.check_wait_total(timeout.duration.seconds, timeout.retry.count, backoff, timeout.retry.factor, span)
+        return timeout
 
     @rule
     def retry(self, span: Span, parts: list[Token]) -> sx.Retry:

@@ -206,6 +206,10 @@ LIMITS = {
     "a long within": ("step s { send shop.x await y within 1000000000000000000000000000000s }", "E009", 3, 39, "`duration` limit"),
     "a long backoff": ("step s { send shop.x await y within 1s retry 2 backoff 5300000w }", "E009", 3, 58, "`duration` limit"),
     "a long timer": ("race r { on timer 200000000h { end } on y { end } }", "E009", 3, 21, "`duration` limit"),
+    # Each duration within the limit, but the retries' backoffs double past it (2^1999 s).
+    "a doubling backoff": ("step s { send shop.x await y within 1s retry 2000 backoff 1s x2 }", "E009", 3, 32,
+                           "attempts and backoffs add up to more than the `duration` limit"),
+    "many long attempts": ("step s { send shop.x await y within 1000w retry 100000 }", "E009", 3, 32, "add up to more"),
     "a long loop": ("repeat max 10001 { end } until x", "E010", 3, 14, "`loop_bound` limit of 10000 rounds"),
     "a long string": ('fail "' + "x" * (STRING_LITERAL.value + 1) + '"', "E007", 3, 8, "`string_literal` limit of 65536"),
 }
@@ -217,6 +221,12 @@ def test_a_literal_over_a_limit_is_refused_where_it_stands(name: str) -> None:
     found = _refusal(BASE.format(body=body))
     assert found[:3] == (code, line, column)
     assert words in found[3]
+
+
+def test_a_wait_whose_retries_stay_within_the_limit_is_accepted() -> None:
+    text = BASE.format(body="step s { send shop.x await y within 1h retry 20 backoff 1s x2 }")
+    step = parse(text).process.body[0]
+    assert step.await_.timeout.retry.count == 20  # type: ignore[union-attr]
 
 
 def test_the_largest_values_under_the_limits_are_accepted() -> None:
