@@ -37,9 +37,8 @@ from procflow.interpreter.state import (
     Wait,
     appended,
     epoch_of,
-    from_epoch,
     iso,
-    parse_instant,
+    iso_epoch,
     remember_message,
 )
 from procflow.interpreter.timers import Timed
@@ -100,14 +99,15 @@ def start(definition: m.ProcessDefinition, workflow_id: str, input: dict[str, An
         correlation = value if isinstance(value, str) else str(value)
         check_id(correlation, f"the correlation key `{definition.correlate.text}`", InputError)
     token = Token(id=1, node=definition.start, frame=ROOT, loops=EMPTY, forks=())
-    began = iso(now)
+    now_epoch = now.timestamp()
+    began = iso_epoch(now_epoch)
     state = InstanceState(
         workflowId=workflow_id, type=definition.name, status="running", completedSteps=(), nextAction=None, timeoutAt=None,
         definition=plan.ref, correlationId=correlation, startedAt=began, updatedAt=began,
         deadlineAt=iso(now + timedelta(seconds=definition.deadline_seconds)) if definition.deadline_seconds else None,
         input=input, tokens=(token,), seq=1,
     )
-    run = _Run(plan, plan.blank, now, new=state)
+    run = _Run(plan, plan.blank, now_epoch, new=state)
     run.owned.add(token.id)
     run.run(token)
     return run.finish("started", None)
@@ -149,14 +149,14 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
     arrives after its step's time is over is a late reply whether or not a worker ticked in
     between (the outcome does not depend on how often timers are fired)."""
     check_message(reply)
-    now = _not_before(state, check_instant(now, f"the time of `{reply.type}`"))
+    now_epoch = _not_before(state, check_instant(now, f"the time of `{reply.type}`"))
     message_id = reply.messageId
     if message_id is not None and message_id in state.seenMessageIds:
         return Transition(state, [], "duplicate", f"message {message_id} was already handled")
-    if not _overdue(state, now.timestamp()):  # the usual case: nothing is due, the message applies as it is
-        return _apply(definition, state, reply, now)
+    if not _overdue(state, now_epoch):  # the usual case: nothing is due, the message applies as it is
+        return _apply(definition, state, reply, now_epoch)
     overdue = advance(definition, state, now)
-    applied = _apply(definition, overdue.state, reply, now)
+    applied = _apply(definition, overdue.state, reply, now_epoch)
     if applied.outcome == "duplicate":  # nothing to apply: the timers fire at the next tick, as they would have
         return Transition(state, [], "duplicate", applied.note)
     note = f"first, what was due: {overdue.note}" + (f"; then {applied.note}" if applied.note else "")
@@ -179,10 +179,10 @@ def _overdue(state: InstanceState, now_epoch: float) -> bool:
     )
 
 
-def _not_before(state: InstanceState, now: datetime) -> datetime:
-    """`now`, or the instance's last instant when `now` is earlier (time never runs backwards)."""
-    last = epoch_of(state.updatedAt)
-    return now if now.timestamp() >= last else from_epoch(last)
+def _not_before(state: InstanceState, now: datetime) -> float:
+    """`now` as seconds since the epoch, or the instance's last instant when `now` is earlier
+    (time never runs backwards)."""
+    return max(now.timestamp(), epoch_of(state.updatedAt))
 
 
 def check_message(reply: Reply) -> None:
@@ -204,8 +204,8 @@ def check_message(reply: Reply) -> None:
         )
 
 
-def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, now: datetime) -> Transition:
-    """Apply a checked message at `now` (nothing is due): to the wait that expects it, as a
+def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, now_epoch: float) -> Transition:
+    """Apply a checked message at `now_epoch` (nothing is due): to the wait that expects it, as a
     late reply, as a duplicate; or MessageRefused."""
     plan = plan_of(definition)
     if state.definition is not plan.ref:
@@ -244,7 +244,7 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
                     state.workflowId,
                     wait.step,
                 )
-        run = _Run(plan, state, now)
+        run = _Run(plan, state, now_epoch)
         if message_id is not None:
             run.state.seenMessageIds = remember_message(run.state.seenMessageIds, message_id)
         run.accept(wait, reply)
@@ -258,7 +258,7 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
             None,
         )
     if abandoned is not None:
-        run = _Run(plan, state, now)
+        run = _Run(plan, state, now_epoch)
         if reply.messageId is not None:
             run.state.seenMessageIds = remember_message(run.state.seenMessageIds, reply.messageId)
         action = run.late(abandoned, reply)
@@ -311,8 +311,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     A `now` earlier than the instance's last update is taken as that last instant."""
     plan = plan_of(definition)
     _check_pinned(plan, state)
-    now = _not_before(state, check_instant(now, f"the time of a tick of instance {state.workflowId}"))
-    now_epoch = now.timestamp()
+    now_epoch = _not_before(state, check_instant(now, f"the time of a tick of instance {state.workflowId}"))
     deadline = epoch_of(state.deadlineAt)
     deadline_due = (
         deadline is not None
@@ -323,7 +322,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     if not deadline_due and not _due_now(state.waits, now_epoch):
         return Transition(state, [], "idle", None)
     # The run's clock starts at the instance's last instant: each timer fires when it was due.
-    run = _Run(plan, state, from_epoch(epoch_of(state.updatedAt)))
+    run = _Run(plan, state, epoch_of(state.updatedAt))
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
         pending = _due_now(run.state.waits, now_epoch)
@@ -338,7 +337,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
             fired.append("the deadline passed")
             deadline_at = run.state.deadlineAt
             assert deadline_at is not None
-            run.set_now(parse_instant(deadline_at))
+            run.set_now(epoch_of(deadline_at))
             run.fail("deadline", f"the deadline of `{definition.name}` passed", None)
             continue
         if not pending:
@@ -346,9 +345,9 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
         wait = pending[0]
         fired.append(_fired_text(wait))
         # Fire at the moment the timer was due, so a long jump gives the same history as small ticks.
-        run.set_now(from_epoch(max(wait.due or now_epoch, run.now_epoch)))
+        run.set_now(max(wait.due or now_epoch, run.now_epoch))
         run.fire(wait)
-    run.set_now(now)
+    run.set_now(now_epoch)
     event = "deadline" if "the deadline passed" in fired else "timer"
     return run.finish(event, None, "; ".join(fired))
 
@@ -367,13 +366,13 @@ def resume(definition: m.ProcessDefinition, state: InstanceState, now: datetime)
     """An operator resumes a `compensation_failed` instance: the failed undo is sent again."""
     plan = plan_of(definition)
     _check_pinned(plan, state)
-    now = _not_before(state, check_instant(now, f"the time instance {state.workflowId} resumes"))
+    now_epoch = _not_before(state, check_instant(now, f"the time instance {state.workflowId} resumes"))
     if state.status != "compensation_failed" or state.compensation is None or not state.compensation.pending:
         raise MessageRefused(
             f"instance {state.workflowId} is {state.status}; only a compensation_failed instance can be resumed",
             state.workflowId,
         )
-    run = _Run(plan, state, now)
+    run = _Run(plan, state, now_epoch)
     comp = run._comp()
     comp.failed = None
     run._next_undo()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import networkx as nx
@@ -150,14 +149,15 @@ class RunCore:
         "main", "frames", "main_scope", "owned", "dispatches", "ready", "visited",
     )
 
-    def __init__(self, plan: Plan, state: InstanceState, now: datetime, new: InstanceState | None = None) -> None:
-        """A run from `state`; or, with `new`, a run of the new state `new` (the run's own, as
+    def __init__(self, plan: Plan, state: InstanceState, now_epoch: float, new: InstanceState | None = None) -> None:
+        """A run from `state` at `now_epoch` (seconds since the epoch: the run's clock, read
+        once by the caller); or, with `new`, a run of the new state `new` (the run's own, as
         `start` makes it) for which `state` is what it was before it began."""
         self.plan = plan
         self.definition = definition = plan.definition
         self.root_name = definition.name
-        self.now_epoch = now.timestamp()
-        self.now_at = iso_epoch(self.now_epoch)  # the time records of this transition say
+        self.now_epoch = now_epoch
+        self.now_at = iso_epoch(now_epoch)  # the time records of this transition say
         # The state the transition started from (never changed: `finish` reads what changed).
         self.before = state
         if new is not None:
@@ -192,10 +192,10 @@ class RunCore:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
-    def set_now(self, now: datetime) -> None:
-        """Move this run's clock (used when several timers fire in one advance)."""
-        self.now_epoch = now.timestamp()
-        self.now_at = iso_epoch(self.now_epoch)
+    def set_now(self, now_epoch: float) -> None:
+        """Move this run's clock to `now_epoch` (used when several timers fire in one advance)."""
+        self.now_epoch = now_epoch
+        self.now_at = iso_epoch(now_epoch)
 
     def _next_seq(self) -> int:
         self.state.seq += 1
