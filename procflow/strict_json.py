@@ -187,7 +187,7 @@ def _value_problem(value: Any, depth: int, limit: Limit | None, level: int = 1) 
         item, level = stack.pop()
         kind = item.__class__
         if kind is str or isinstance(item, str):
-            if _SURROGATE.search(item):
+            if not item.isascii() and _SURROGATE.search(item):  # (ASCII text holds no surrogate)
                 return _surrogate_problem(item, raw=False)
             bound += 6 * len(item) + 3
         elif kind is bool or item is None:
@@ -201,13 +201,15 @@ def _value_problem(value: Any, depth: int, limit: Limit | None, level: int = 1) 
             if not math.isfinite(item):
                 return f"holds the number {item!r}, which JSON cannot hold (no NaN or infinity)"
             bound += 26
-        elif isinstance(item, Mapping):
+        elif kind is dict or isinstance(item, Mapping):  # (a dict first: asking an ABC costs more)
             if level > depth:
                 return f"nests objects and lists more than {depth} deep, {limit_text(NESTING)}"
             for key, inner in item.items():
                 if not isinstance(key, str):
                     return f"has the key {shown(repr(key))}, not a string (JSON keys are strings)"
-                stack.append((key, level))
+                if not key.isascii() and _SURROGATE.search(key):
+                    return _surrogate_problem(key, raw=False)
+                bound += 6 * len(key) + 3
                 stack.append((inner, level + 1))
             bound += 2
         elif isinstance(item, list | tuple):
