@@ -23,8 +23,14 @@ the text around them, or cannot be written as UTF-8."""
 
 
 def is_id(value: object) -> bool:
-    """True when `value` is a valid id (the quick test; `id_problem` says what is wrong)."""
-    return isinstance(value, str) and 0 < len(value) <= ID_LENGTH.value and UNPRINTABLE.search(value) is None
+    """True when `value` is a valid id (the quick test; `id_problem` says what is wrong).
+    An ASCII id, the usual one, is asked `isprintable`: the ASCII characters it refuses are
+    exactly the ASCII characters of `UNPRINTABLE` (U+0000 to U+001F and U+007F)."""
+    if not isinstance(value, str) or not 0 < len(value) <= ID_LENGTH.value:
+        return False
+    if value.isascii():
+        return value.isprintable()
+    return UNPRINTABLE.search(value) is None
 
 
 def id_problem(value: object) -> str | None:
