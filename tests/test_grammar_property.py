@@ -7,10 +7,9 @@ or a located refusal too.
 
 from __future__ import annotations
 
-import dataclasses
 import re
+import sys
 from pathlib import Path
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,11 +17,8 @@ from hypothesis.extra.lark import from_lark
 from lark.lexer import PatternStr
 
 from procflow.dsl import grammar
-from procflow.dsl import syntax as sx
 from procflow.dsl.compiler import compile_source
-from procflow.dsl.diagnostics import Span
 from procflow.dsl.expressions import FUNCTIONS
-from procflow.dsl.model import ProcessDefinition
 from procflow.dsl.parser import parse
 from procflow.dsl.printer import format_source
 from procflow.errors import SourceError
@@ -31,40 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = {path.name: path.read_text(encoding="utf-8") for path in sorted((ROOT / "processes").glob("*.proc"))}
 
 
-def without_spans(value: Any) -> Any:
-    """A syntax tree as plain tuples, every span left out (and a file's own text and path)."""
-    if isinstance(value, Span):
-        return None
-    if isinstance(value, sx.SourceFile):
-        return without_spans((value.process, value.scenarios))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, *(without_spans(getattr(value, f.name)) for f in dataclasses.fields(value)))
-    if isinstance(value, list | tuple):
-        return tuple(without_spans(item) for item in value)
-    if isinstance(value, dict):
-        return tuple(sorted((key, without_spans(item)) for key, item in value.items()))
-    return value
-
-
-def definition_shape(definition: ProcessDefinition) -> tuple[Any, ...]:
-    """What a definition means, where it stands in the text aside: its header and its graph."""
-    graph = definition.graph
-    return (
-        definition.name,
-        definition.version,
-        definition.title,
-        definition.doc,
-        definition.reply_to,
-        definition.deadline_seconds,
-        definition.input_schema,
-        dict(definition.events),
-        dict(definition.limits),
-        sorted(definition.participants),
-        definition.start,
-        definition.order,
-        sorted((node, data["kind"]) for node, data in graph.nodes(data=True)),
-        sorted((u, v, key, data["kind"], data["label"]) for u, v, key, data in graph.edges(keys=True, data=True)),
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from syntax_shape import definition_shape, without_spans  # noqa: E402
 
 
 def check_reads_and_prints_back(text: str) -> bool:

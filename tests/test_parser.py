@@ -8,11 +8,9 @@ The property test over programs generated from the grammar is `test_grammar_prop
 from __future__ import annotations
 
 import ast
-import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,7 +18,6 @@ from procflow.dsl import grammar, transformer
 from procflow.dsl import syntax as sx
 from procflow.dsl.compiler import compile_source
 from procflow.dsl.diagnostics import Span
-from procflow.dsl.model import ProcessDefinition
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.printer import format_source
 from procflow.errors import SourceError
@@ -33,41 +30,8 @@ CASE_FILES = sorted((ROOT / "tests" / "cases").glob("**/*.proc"))
 sys.path.insert(0, str(ROOT / "bench"))
 from dsl_scale import generate  # noqa: E402
 
-
-def without_spans(value: Any) -> Any:
-    """A syntax tree as plain tuples, every span left out (and a file's own text and path)."""
-    if isinstance(value, Span):
-        return None
-    if isinstance(value, sx.SourceFile):
-        return without_spans((value.process, value.scenarios))
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, *(without_spans(getattr(value, f.name)) for f in dataclasses.fields(value)))
-    if isinstance(value, list | tuple):
-        return tuple(without_spans(item) for item in value)
-    if isinstance(value, dict):
-        return tuple(sorted((key, without_spans(item)) for key, item in value.items()))
-    return value
-
-
-def definition_shape(definition: ProcessDefinition) -> tuple[Any, ...]:
-    """What a definition means, where it stands in the text aside: its header and its graph."""
-    graph = definition.graph
-    return (
-        definition.name,
-        definition.version,
-        definition.title,
-        definition.doc,
-        definition.reply_to,
-        definition.deadline_seconds,
-        definition.input_schema,
-        dict(definition.events),
-        dict(definition.limits),
-        sorted(definition.participants),
-        definition.start,
-        definition.order,
-        sorted((node, data["kind"]) for node, data in graph.nodes(data=True)),
-        sorted((u, v, key, data["kind"], data["label"]) for u, v, key, data in graph.edges(keys=True, data=True)),
-    )
+sys.path.insert(0, str(ROOT / "tests"))
+from syntax_shape import definition_shape, without_spans  # noqa: E402
 
 
 def assert_prints_back(text: str) -> sx.SourceFile:
