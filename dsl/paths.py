@@ -13,6 +13,10 @@ those with two, and so on. A path's name lists its deviations, e.g.
 `authorize_payment.payment_declined`, `create_shipment.timeout`, `if input.amount > 1000`,
 `paperwork: after 7d`. The walk is iterative (a process of any length works) and stops
 after `max_paths` paths; the list says so in `truncated`.
+
+Why one module of about 600 lines: the walk that enumerates paths and the saga table it
+fills are one state machine (cursor, branch and loop handling share its state); the table's
+rendering is a small part of it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ before it changes one (`_token`, the frames in `frames`, `Compensating`). So a t
 costs what it changes, not the size of the state, and the state given is never touched.
 Compensation (`compensation.py`), timers (`timers.py`) and the visible record
 (`derive.py`) build on this class.
+
+Why one module of about 500 lines: `RunCore`'s token moves (steps, gateways, forks and
+joins, races, loops, calls, accepting replies) are one state machine over one working copy;
+compensation and timers, which build on it, are their own modules.
 """
 
 from __future__ import annotations
