@@ -22,7 +22,13 @@ import pytest
 
 import procflow
 from procflow.dsl.model import ProcessDefinition
-from procflow.errors import ConcurrencyError, DuplicateMessage, ProcflowError, StoreError
+from procflow.errors import (
+    ConcurrencyError,
+    DuplicateMessage,
+    MessageRefused,
+    ProcflowError,
+    StoreError,
+)
 from procflow.interpreter import engine, postgres_schema, sqlite_schema
 from procflow.interpreter.memory_store import InMemoryStore, Store
 from procflow.interpreter.messages import Command, Dispatch, Reply
@@ -164,6 +170,18 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     assert store.find("another-process", "ord_1") == [] and store.find(None, "ord_2") == []
     assert [s.workflowId for s in store.instances("waiting_for_payment")] == ["wf_1"]
     assert store.instances("completed") == []
+
+
+def test_a_message_id_reused_for_another_message_is_refused_and_changes_nothing(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    first = {"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m-1", "data": {"reservationId": "r-1"}}
+    assert orchestrator.receive(first).outcome == "applied"
+    assert store.digest_of("m-1") is not None and store.digest_of("m-2") is None
+    before, outbox = store.get("wf_1"), store.outbox()
+    assert orchestrator.receive(dict(first, workflowId="wf_1")).outcome == "duplicate"  # the same message
+    with pytest.raises(MessageRefused, match="`m-1` was already used for another message"):
+        orchestrator.receive(dict(first, data={"reservationId": "r-2"}))
+    assert store.get("wf_1") == before and store.outbox() == outbox
 
 
 def test_instances_come_in_the_order_they_started(store: Store, order: ProcessDefinition) -> None:
