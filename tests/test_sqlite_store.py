@@ -10,9 +10,8 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,14 +20,13 @@ from procflow.dsl.model import ProcessDefinition
 from procflow.errors import ProcflowError, StoreError
 from procflow.interpreter import sqlite_schema
 from procflow.interpreter.memory_store import Store, pinned_definition
-from procflow.interpreter.messages import Command
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
 
-ROOT = Path(__file__).resolve().parent.parent
-ORDER = ROOT / "processes" / "order_fulfillment.proc"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from order_helpers import ORDER, ROOT, T0, Clock  # noqa: E402
+
 RACE_WORKER = ROOT / "tests" / "workers" / "race_worker.py"
-T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +38,6 @@ def order() -> ProcessDefinition:
 def store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore(tmp_path / "store.sqlite") as opened:
         yield opened
-
-
-class Clock:
-    def __init__(self, moment: datetime = T0) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-def yes(command: Command) -> dict[str, Any] | None:
-    answers = {
-        "inventory.reserve": "inventory_reserved", "payment.authorize": "payment_authorized",
-        "shipping.create": "shipment_created", "inventory.release": "inventory_released", "payment.void": "payment_voided",
-    }
-    return {"type": answers[command.commandName]}
 
 
 def sha(path: Path) -> str:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,15 @@ from procflow.errors import (
 )
 from procflow.interpreter import engine, postgres_schema, sqlite_schema
 from procflow.interpreter.memory_store import InMemoryStore, Store
-from procflow.interpreter.messages import Command, Dispatch, Reply
+from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_store import PostgresStore
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_cli import DemoTransport
 
-ROOT = Path(__file__).resolve().parent.parent
-ORDER = ROOT / "processes" / "order_fulfillment.proc"
-T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from order_helpers import ORDER, T0, Clock, yes  # noqa: E402
 
 # ---------------------------------------------------------------- the stores under test
 
@@ -130,22 +129,6 @@ def store(backend: Backend) -> Any:
 @pytest.fixture(scope="module")
 def order() -> ProcessDefinition:
     return procflow.load(ORDER)
-
-
-class Clock:
-    def __init__(self, moment: datetime = T0) -> None:
-        self.moment = moment
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-
-def yes(command: Command) -> dict[str, Any] | None:
-    answers = {
-        "inventory.reserve": "inventory_reserved", "payment.authorize": "payment_authorized",
-        "shipping.create": "shipment_created", "inventory.release": "inventory_released", "payment.void": "payment_voided",
-    }
-    return {"type": answers[command.commandName]}
 
 
 def started(store: Store, order: ProcessDefinition, workflow_id: str = "wf_1", order_id: str = "ord_1") -> Orchestrator:
