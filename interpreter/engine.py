@@ -164,8 +164,8 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
 
 
 def _overdue(state: InstanceState, now_epoch: float) -> bool:
-    """True when a wait or the deadline of the instance is due by `now_epoch` (what `advance`
-    would act on; a quick look, so a message finds out cheaply that nothing is)."""
+    """True when a wait or the deadline of the instance is due by `now_epoch`: what `advance`
+    acts on (and how a message finds out cheaply that nothing is)."""
     for wait in state.waits:
         due = wait.due
         if due is not None and due <= now_epoch:
@@ -312,14 +312,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     plan = plan_of(definition)
     _check_pinned(plan, state)
     now_epoch = _not_before(state, check_instant(now, f"the time of a tick of instance {state.workflowId}"))
-    deadline = epoch_of(state.deadlineAt)
-    deadline_due = (
-        deadline is not None
-        and deadline <= now_epoch
-        and state.status not in TERMINAL
-        and state.status != "compensating"
-    )
-    if not deadline_due and not _due_now(state.waits, now_epoch):
+    if not _overdue(state, now_epoch):
         return Transition(state, [], "idle", None)
     # The run's clock starts at the instance's last instant: each timer fires when it was due.
     run = _Run(plan, state, epoch_of(state.updatedAt))
