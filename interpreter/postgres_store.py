@@ -46,7 +46,13 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
-from procflow.interpreter.memory_store import LEASE_SECONDS, PAGE_LIMIT, PageCursor, PinnedDefinition, Stored
+from procflow.interpreter.memory_store import (
+    LEASE_SECONDS,
+    PAGE_LIMIT,
+    PageCursor,
+    PinnedDefinition,
+    Stored,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.postgres_schema import (
     current_schema_version,

@@ -52,7 +52,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
-from procflow.interpreter.memory_store import LEASE_SECONDS, PAGE_LIMIT, PageCursor, PinnedDefinition, Stored
+from procflow.interpreter.memory_store import (
+    LEASE_SECONDS,
+    PAGE_LIMIT,
+    PageCursor,
+    PinnedDefinition,
+    Stored,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.sqlite_schema import (
     APPLICATION_ID,

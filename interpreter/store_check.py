@@ -25,7 +25,14 @@ from typing import Any, Protocol
 
 from procflow.errors import StoreError
 from procflow.interpreter.sqlite_schema import check_existing, diagnose, read_only_connection
-from procflow.interpreter.stores import decode_dispatch, decode_state, read_stored_json, redact, sqlite_path, store_kind
+from procflow.interpreter.stores import (
+    decode_dispatch,
+    decode_state,
+    read_stored_json,
+    redact,
+    sqlite_path,
+    store_kind,
+)
 
 __all__ = ["CheckReport", "check_store"]
 

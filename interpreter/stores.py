@@ -30,7 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.memory_store import PAGE_LIMIT, InstanceSummary, PageCursor, PinnedDefinition, Store
+from procflow.interpreter.memory_store import (
+    PAGE_LIMIT,
+    InstanceSummary,
+    PageCursor,
+    PinnedDefinition,
+    Store,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
@@ -115,7 +121,8 @@ def page_query(
     """The WHERE ... ORDER BY ... LIMIT of a page of instances, the same on both stores (`mark`:
     the driver's placeholder). A row value `(updated, workflow_id) > (?, ?)` is one range of the
     indexes on (status or process, updated, workflow_id): the database reads `limit` rows."""
-    conditions, args = [], []
+    conditions: list[str] = []
+    args: list[Any] = []
     if status is not None:
         conditions.append(f"status = {mark}")
         args.append(status)

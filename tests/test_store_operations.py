@@ -32,7 +32,6 @@ from procflow.errors import StoreError
 from procflow.interpreter import sqlite_schema, sqlite_store
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
-from procflow.interpreter.store_check import check_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from order_helpers import ORDER, ROOT, Clock  # noqa: E402
