@@ -31,6 +31,10 @@ Connections come from a `psycopg_pool.ConnectionPool` (autocommit; a write is an
 transaction). Opening connects once by itself first, so that an unreachable server, an
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
+
+Why one module of a little over 500 lines: it is one class, the store interface on
+PostgreSQL; its schema and migrations are already `postgres_schema.py`, the JSON text both
+stores keep is `stores.py`, and the full check is `store_check.py`.
 """
 
 from __future__ import annotations
