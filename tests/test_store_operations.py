@@ -5,20 +5,24 @@ store can fail gets its own diagnosis (issue 13, must-show 5).
 Every failure below is made for real, never simulated by raising the error ourselves: a file
 made immutable with `chattr +i` (the tests run as root, who ignores file modes, but not the
 immutable flag), a full tmpfs mounted for the test, another connection holding the write
-lock, bytes overwritten in the file, a file deleted or replaced under a running worker. The
-PostgreSQL diagnoses (unreachable server: a port nothing listens on; missing database;
-unknown user) are in tests/test_postgres_store.py.
+lock, bytes overwritten in the file, a file deleted or replaced under a running worker, and
+a PostgreSQL server of the test's own that asks for a password (the shared one trusts every
+local connection). The other PostgreSQL diagnoses (unreachable server: a port nothing
+listens on; missing database; unknown user) are in tests/test_postgres_store.py.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +337,56 @@ def test_a_worker_whose_store_is_replaced_stops_without_writing_to_either(filled
     message = stopped(worker)
     assert f"the store {filled} was replaced by another file" in message, message
     assert sha(filled) == after
+
+
+# ---------------------------------------------------------------- a wrong password, on a server of our own
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def password_server() -> Iterator[str]:
+    """A PostgreSQL cluster of this test's own (initdb, scram-sha-256, user `owner`, password
+    `secret`) on a free port, stopped and removed afterwards: the shared server is left alone."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert binaries, "initdb is not installed (the postgresql package): the wrong-password test needs it"
+    bin_dir = Path(binaries[-1]).parent
+    folder = Path(tempfile.mkdtemp(prefix="procflow-pg-"))  # not under pytest's root-only folder: postgres must enter it
+    password = folder / "password"
+    password.write_text("secret\n")
+    shutil.chown(folder, "postgres")
+    shutil.chown(password, "postgres")
+    data, port = folder / "data", free_port()
+
+    def as_postgres(*argv: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+
+    try:
+        as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "owner", "--auth=scram-sha-256", f"--pwfile={password}", "-N")
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
+                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        yield f"127.0.0.1:{port}"
+    finally:
+        if (data / "postmaster.pid").exists():
+            as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_wrong_password_is_called_a_wrong_password_and_never_printed(password_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    wrong = f"postgresql://owner:hunter2@{password_server}/postgres"
+    for argv in (["instances", "--store", wrong], start_argv(wrong), ["store", "check", "--store", wrong]):
+        code, out, err = run(capsys, *argv)
+        one_line_error(code, err, f"the PostgreSQL server at {password_server} refused the password of user `owner`",
+                       "Nothing was written", "Check the password")
+        assert "hunter2" not in err + out and "owner:***@" in err
+    right = f"postgresql://owner:secret@{password_server}/postgres"
+    code, _, err = run(capsys, *start_argv(right))
+    assert code == 0, err
+    with psycopg.connect(right) as connection:
+        assert connection.execute("SELECT count(*) FROM procflow_instances").fetchall() == [(1,)]
