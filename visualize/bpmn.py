@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from procflow import __version__
 from procflow.dsl import model as m
-from procflow.dsl.paths import duration_text
 from procflow.visualize import bpmn_layout as lay
+from procflow.visualize.bpmn_words import process_doc, step_doc, wait_words
 from procflow.visualize.flow import flow_diagram
 from procflow.visualize.ir import FlowDiagram, FlowEdge, FlowNode, words
 
@@ -160,54 +160,6 @@ def _timer(parent: ET.Element, seconds: float | None, instant: str | None) -> No
         ET.SubElement(timer, _tag("timeDate"), attrs).text = instant or ""
 
 
-# ---------------------------------------------------------------- words for what BPMN cannot say
-
-
-def _wait_words(timeout: m.TimeoutSpec | None) -> str:
-    if timeout is None:
-        return ""
-    text = f"waits {timeout.text}"
-    if timeout.retries:
-        backoff = f", {duration_text(timeout.backoff_seconds)} apart" if timeout.backoff_seconds else ""
-        growth = f" (each wait {timeout.factor:g} times the last)" if timeout.factor != 1 else ""
-        text += (
-            f"; without a reply the command is sent again, up to {timeout.retries} more time(s){backoff}{growth}: "
-            "BPMN has no retry, so the timer stands for the last attempt's timeout"
-        )
-    return text
-
-
-def _step_doc(definition: m.ProcessDefinition, node: m.StepNode) -> list[str]:
-    lines = [node.doc or ""]
-    if node.command is not None:
-        participant = definition.participants.get(node.command.participant)
-        display = participant.display if participant else node.command.participant
-        lines.append(f"procflow step `{node.name}`: sends command `{node.command.name}` to {display} (commandName, "
-                     f"workflowId, correlationId, replyTo `{definition.reply_to}`, data).")
-    lines.append(_wait_words(node.timeout))
-    if node.bind:
-        lines.append(f"The reply's data is bound as `{node.bind}`.")
-    if node.status:
-        lines.append(f"Status while waiting: {node.status}.")
-    if node.nothing_to_undo:
-        lines.append(f"Nothing to undo: {node.nothing_to_undo}.")
-    return lines
-
-
-def _process_doc(definition: m.ProcessDefinition) -> list[str]:
-    lines = [definition.doc or "", f"procflow process `{definition.name}` version {definition.version}."]
-    if definition.correlate is not None:
-        lines.append(f"Correlated by {definition.correlate.text}; replies arrive on `{definition.reply_to}`.")
-    if definition.deadline_seconds is not None:
-        lines.append(f"Deadline {duration_text(definition.deadline_seconds)}: an instance not done by then fails and "
-                     "compensates (not drawn: BPMN would need an event subprocess around every element).")
-    if definition.input_schema is not None:
-        lines.append("Input (JSON Schema): " + json.dumps(definition.input_schema, sort_keys=True))
-    lines.append("A failure anywhere, also in a parallel branch or a called process, fails the whole instance and "
-                 "undoes the completed steps in reverse order of completion.")
-    return lines
-
-
 # ---------------------------------------------------------------- flow nodes
 
 
@@ -238,9 +190,8 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
     receive_x = box.x
     if node.command is not None:
         send_id = export.new_id(f"send_{safe}")
-        send = export.element("sendTask", words(node.name), _step_doc(definition, node), id=send_id,
-                              messageRef=export.message(node.command.name))
-        del send
+        export.element("sendTask", words(node.name), step_doc(definition, node), id=send_id,
+                       messageRef=export.message(node.command.name))
         send_box = lay.Box(box.x, box.y, lay.TASK_WIDTH, lay.TASK_HEIGHT)
         export.shape(send_id, send_box)
         export.entry[node.id] = send_id
@@ -251,7 +202,7 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
                                 _to_pool(send_box, pool, 0))
     awaited = " or ".join(node.replies) or "an event"
     receive_id = export.new_id(f"receive_{safe}")
-    receive_doc = [] if node.command is not None else _step_doc(definition, node)
+    receive_doc = [] if node.command is not None else step_doc(definition, node)
     if len(node.replies) > 1:
         receive_doc.append(f"Completes on any of: {', '.join(node.replies)} (the others as message boundary events).")
     receive_name = f"await {awaited}" if node.command is not None else words(node.name)
@@ -274,7 +225,7 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
         event_id = export.new_id(f"{kind}_{safe}_{what}" if kind in ("success", "failure") else f"{kind}_{safe}")
         doc: list[str] = []
         if kind == "timeout":
-            doc.append(_wait_words(node.timeout))
+            doc.append(wait_words(node.timeout))
         name = {"success": what, "failure": what, "timeout": node.timeout.text if node.timeout else "timeout",
                 "compensation": ""}[kind]
         event = export.element("boundaryEvent", name or None, doc, id=event_id, attachedToRef=receive_id)
@@ -297,7 +248,7 @@ def _undo(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
     undo = node.compensation
     doc = [f"Undoes step `{node.name}` when a later step fails: sends `{undo.command.name}`"
            + (f" and awaits {' or '.join(undo.replies)}" if undo.replies else "")
-           + (f"; {_wait_words(undo.timeout)}" if undo.timeout else "") + ".",
+           + (f"; {wait_words(undo.timeout)}" if undo.timeout else "") + ".",
            "When the undo cannot complete the instance is `compensation_failed` until an operator retries it."]
     undo_id = export.new_id(f"undo_{_safe(node.id)}")
     export.element("sendTask", flow_node.title, doc, id=undo_id, isForCompensation="true",
@@ -346,7 +297,7 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
     match flow_node.kind:
         case "start":
             element_id = export.new_id("start")
-            export.element("startEvent", "start", _process_doc(definition)[:1], id=element_id)
+            export.element("startEvent", "start", process_doc(definition)[:1], id=element_id)
         case "end":
             element_id = export.new_id(f"end_{_safe(flow_node.id)}")
             export.element("endEvent", "end", ["procflow `end`: the whole instance completes here."], id=element_id)
@@ -365,7 +316,7 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
         case "timer":
             assert isinstance(node, m.StepNode)
             element_id = export.new_id(f"timer_{_safe(flow_node.id)}")
-            event = export.element("intermediateCatchEvent", flow_node.title, _step_doc(definition, node), id=element_id)
+            event = export.element("intermediateCatchEvent", flow_node.title, step_doc(definition, node), id=element_id)
             _timer(event, node.timer_seconds, node.timer_until.text if node.timer_until else None)
         case "catch":
             assert isinstance(node, m.RaceNode)
@@ -510,7 +461,7 @@ def bpmn_xml(definition: m.ProcessDefinition) -> str:
     collaboration = ET.Element(_tag("collaboration"), {"id": f"collaboration_{process_id}"})
     process = ET.Element(_tag("process"), {"id": process_id, "name": definition.title or definition.name,
                                            "isExecutable": "true"})
-    _document(process, _process_doc(definition))
+    _document(process, process_doc(definition))
     export = _Export(definition, root, process, collaboration, (POOL_BAND, participants_top), pool_of)
     export.ids.update({process_id, collaboration.get("id", ""), "diagram", "plane", root.get("id", "")})
     orchestrator_id = export.new_id(f"pool_{process_id}")
