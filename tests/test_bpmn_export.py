@@ -7,6 +7,7 @@ And `--format mermaid-flow`: the flow view's golden Mermaid file.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from SpiffWorkflow.spiff.specs.event_definitions import MessageEventDefinition
 from SpiffWorkflow.util.task import TaskState
 
 import procflow
+from procflow.cli import main
 from procflow.dsl import model as m
 from procflow.interpreter.simulate import simulate
 from procflow.visualize.bpmn import bpmn_xml, iso_duration
@@ -274,33 +276,49 @@ def test_spiffworkflow_runs_the_order_export_in_procflows_order(scenario: str) -
 # ---------------------------------------------------------------- the command line and Mermaid
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "procflow", *args], capture_output=True, text=True, cwd=ROOT)
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`procflow ARGS` run in this process: exit code, standard output, standard error."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_export_command_writes_the_file(tmp_path: Path) -> None:
+def test_export_command_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "order.bpmn"
-    done = _cli("export", str(ORDER), "--format", "bpmn", "-o", str(out))
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == f"wrote {out}\n"
+    code, stdout, stderr = _cli(capsys, "export", str(ORDER), "--format", "bpmn", "-o", str(out))
+    assert code == 0, stderr
+    assert stdout == f"wrote {out}\n"
     assert out.read_text(encoding="utf-8") == _export(ORDER)[1]
 
 
-def test_export_command_refuses_bad_input_without_a_traceback(tmp_path: Path) -> None:
+def test_export_command_refuses_bad_input_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.proc"
     broken.write_text("process broken {\n  step a { sned x.y }\n}\n", encoding="utf-8")
-    done = _cli("export", str(broken), "--format", "bpmn")
-    assert done.returncode == 1 and "Traceback" not in done.stderr and "broken.proc:2" in done.stderr
-    done = _cli("export", str(ORDER), "--format", "visio")
-    assert done.returncode == 2 and "invalid choice: 'visio'" in done.stderr
+    code, _, stderr = _cli(capsys, "export", str(broken), "--format", "bpmn")
+    assert code == 1 and "Traceback" not in stderr and "broken.proc:2" in stderr
+    code, _, stderr = _cli(capsys, "export", str(ORDER), "--format", "visio")
+    assert code == 2 and "invalid choice: 'visio'" in stderr
+
+
+def test_export_without_graphviz_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PATH"}
+    env["PATH"] = str(tmp_path)  # no `dot` here
+    out = tmp_path / "order.bpmn"
+    done = subprocess.run([sys.executable, "-m", "procflow", "export", str(ORDER), "--format", "bpmn", "-o", str(out)],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
+    assert "apt-get install graphviz" in done.stderr and not out.exists()
+    mermaid = subprocess.run([sys.executable, "-m", "procflow", "export", str(ORDER), "--format", "mermaid-flow"],
+                             capture_output=True, text=True, env=env, cwd=ROOT)
+    assert mermaid.returncode == 0 and mermaid.stdout.startswith("flowchart LR")
 
 
 GOLDEN = ROOT / "tests" / "cases" / "diagrams"
 
 
 @pytest.mark.parametrize("source", sorted((ROOT / "processes").glob("*.proc")), ids=lambda p: p.stem)
-def test_mermaid_flow_export_is_the_golden_flow_view(source: Path) -> None:
-    done = _cli("export", str(source), "--format", "mermaid-flow")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == (GOLDEN / f"{source.stem}-flow.mmd").read_text(encoding="utf-8")
-    assert done.stdout.startswith("flowchart LR\n")
+def test_mermaid_flow_export_is_the_golden_flow_view(source: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = _cli(capsys, "export", str(source), "--format", "mermaid-flow")
+    assert code == 0, stderr
+    assert stdout == (GOLDEN / f"{source.stem}-flow.mmd").read_text(encoding="utf-8")
+    assert stdout.startswith("flowchart LR\n")
