@@ -174,12 +174,9 @@ def _boundary_kinds(node: m.StepNode) -> list[tuple[str, str]]:
     return kinds
 
 
-def _participant_pool(export: _Export, participant: str) -> lay.Box | None:
-    return export.pool_of.get(participant)
-
-
-def _to_pool(box: lay.Box, pool: lay.Box, shift: float) -> list[tuple[float, float]]:
-    x = box.x + box.width / 2 + shift
+def _to_pool(box: lay.Box, pool: lay.Box) -> list[tuple[float, float]]:
+    """A message flow's route: straight up from the shape's top to the participant's pool."""
+    x = box.x + box.width / 2
     return [(x, box.y), (x, pool.y + pool.height)]
 
 
@@ -196,10 +193,10 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
         export.shape(send_id, send_box)
         export.entry[node.id] = send_id
         receive_x = box.x + lay.TASK_WIDTH + lay.TASK_GAP
-        pool = _participant_pool(export, node.command.participant)
+        pool = export.pool_of.get(node.command.participant)
         if pool is not None:
             export.message_flow(send_id, export.participant_ids[node.command.participant], node.command.name,
-                                _to_pool(send_box, pool, 0))
+                                _to_pool(send_box, pool))
     awaited = " or ".join(node.replies) or "an event"
     receive_id = export.new_id(f"receive_{safe}")
     receive_doc = [] if node.command is not None else step_doc(definition, node)
@@ -215,10 +212,10 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
     if node.command is not None:
         export.flow(export.entry[node.id], receive_id, [(box.x + lay.TASK_WIDTH, box.y + lay.TASK_HEIGHT / 2),
                                                         (receive_x, box.y + lay.TASK_HEIGHT / 2)])
-        pool = _participant_pool(export, node.command.participant)
+        pool = export.pool_of.get(node.command.participant)
         if pool is not None and node.replies:
             export.message_flow(export.participant_ids[node.command.participant], receive_id, node.replies[0],
-                                list(reversed(_to_pool(receive_box, pool, 0))))
+                                list(reversed(_to_pool(receive_box, pool))))
     for index, (kind, what) in enumerate(kinds):
         centre_x = receive_x + lay.BOUNDARY_PITCH * (index + 1)
         event_box = lay.Box(centre_x - lay.EVENT / 2, box.y + lay.TASK_HEIGHT - lay.EVENT / 2, lay.EVENT, lay.EVENT)
@@ -231,10 +228,10 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
         event = export.element("boundaryEvent", name or None, doc, id=event_id, attachedToRef=receive_id)
         if kind in ("success", "failure"):
             ET.SubElement(event, _tag("messageEventDefinition"), {"messageRef": export.message(what)})
-            pool = _participant_pool(export, node.command.participant) if node.command else None
+            pool = export.pool_of.get(node.command.participant) if node.command else None
             if pool is not None and node.command is not None:
                 export.message_flow(export.participant_ids[node.command.participant], event_id, what,
-                                    list(reversed(_to_pool(event_box, pool, 0))))
+                                    list(reversed(_to_pool(event_box, pool))))
         elif kind == "timeout":
             _timer(event, node.timeout.seconds if node.timeout else 0.0, None)
         else:
@@ -255,14 +252,14 @@ def _undo(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
                    messageRef=export.message(undo.command.name))
     export.shape(undo_id, box)
     export.entry[flow_node.id] = export.exit[flow_node.id] = undo_id
-    pool = _participant_pool(export, undo.command.participant)
+    pool = export.pool_of.get(undo.command.participant)
     if pool is not None:
         export.message_flow(undo_id, export.participant_ids[undo.command.participant], undo.command.name,
-                            _to_pool(box, pool, 0))
+                            _to_pool(box, pool))
 
 
 def _fail(export: _Export, node: m.FailNode, box: lay.Box, compensates: bool) -> None:
-    doc = [f"procflow `fail \"{node.reason}\"`: the instance fails"
+    doc = [f"The instance fails ({node.reason})"
            + (" after the completed steps are undone, in reverse order (the compensation throw before it)."
               if compensates else ".")]
     end_box = box
