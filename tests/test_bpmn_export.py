@@ -120,6 +120,37 @@ def test_every_step_and_construct_has_its_bpmn_element(source: Path) -> None:
             assert document.find(f".//bpmn:callActivity[@id='call_{node.id}']", NS).get("calledElement") == node.process
 
 
+BRANCH_END = """
+process branch-end {
+  correlate by input.id
+  input { id: string, quick: boolean }
+  participant a "A"
+  parallel checks {
+    branch one {
+      step s1 { send a.x { id: input.id } await x_done within 1h nothing to undo "a query" }
+      if input.quick { end }
+    }
+    branch two {
+      step s2 { send a.y { id: input.id } await y_done within 1h nothing to undo "a query" }
+    }
+  }
+  step s3 { send a.z { id: input.id } await z_done within 1h nothing to undo "a query" }
+}
+"""
+
+
+def test_end_in_a_parallel_branch_terminates_the_whole_instance(schema: etree.XMLSchema) -> None:
+    definition = procflow.load_text(BRANCH_END)
+    xml = bpmn_xml(definition)
+    document = etree.fromstring(xml.encode("utf-8"))
+    assert schema.validate(document), "\n".join(str(error) for error in schema.error_log)
+    ends = {e.get("id"): e.find("bpmn:terminateEventDefinition", NS) is not None
+            for e in document.iterfind(".//bpmn:endEvent", NS) if e.find("bpmn:errorEventDefinition", NS) is None}
+    # The `end` inside branch `one` terminates; the process's own end after s3 is a plain end.
+    assert sorted(ends.values()) == [False, True]
+    assert _spiff_spec(xml, "branch-end") is not None
+
+
 def test_what_bpmn_cannot_say_is_documentation() -> None:
     _, xml = _export(ORDER)
     document = etree.fromstring(xml.encode("utf-8"))

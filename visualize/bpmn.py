@@ -68,6 +68,7 @@ class _Export:
     """What is being built: the XML elements, and the shapes and edges of the diagram."""
 
     definition: m.ProcessDefinition
+    diagram: FlowDiagram
     root: ET.Element
     process: ET.Element
     collaboration: ET.Element
@@ -281,6 +282,17 @@ def _fail(export: _Export, node: m.FailNode, box: lay.Box, compensates: bool) ->
         export.flow(export.entry[node.id], end_id, [(box.x + lay.EVENT, y), (end_box.x, y)])
 
 
+def _in_branch(diagram: FlowDiagram, node: FlowNode) -> bool:
+    """Whether the node is inside a parallel branch (at any depth)."""
+    clusters = {cluster.id: cluster for cluster in diagram.clusters}
+    current = clusters.get(node.cluster) if node.cluster else None
+    while current is not None:
+        if current.kind == "branch":
+            return True
+        current = clusters.get(current.parent) if current.parent else None
+    return False
+
+
 _GATEWAYS = {"xor": "exclusiveGateway", "loop": "exclusiveGateway", "until": "exclusiveGateway",
              "fork": "parallelGateway", "join": "parallelGateway", "race": "eventBasedGateway"}
 
@@ -297,7 +309,10 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
             export.element("startEvent", "start", process_doc(definition)[:1], id=element_id)
         case "end":
             element_id = export.new_id(f"end_{_safe(flow_node.id)}")
-            export.element("endEvent", "end", ["procflow `end`: the whole instance completes here."], id=element_id)
+            end = export.element("endEvent", "end", ["procflow `end`: the whole instance completes here."], id=element_id)
+            if _in_branch(export.diagram, flow_node):
+                # `end` in a parallel branch completes the whole instance: BPMN's terminate end.
+                ET.SubElement(end, _tag("terminateEventDefinition"))
         case "fail":
             assert isinstance(node, m.FailNode)
             _fail(export, node, box, compensates)
@@ -459,7 +474,7 @@ def bpmn_xml(definition: m.ProcessDefinition) -> str:
     process = ET.Element(_tag("process"), {"id": process_id, "name": definition.title or definition.name,
                                            "isExecutable": "true"})
     _document(process, process_doc(definition))
-    export = _Export(definition, root, process, collaboration, (POOL_BAND, participants_top), pool_of)
+    export = _Export(definition, diagram, root, process, collaboration, (POOL_BAND, participants_top), pool_of)
     export.ids.update({process_id, collaboration.get("id", ""), "diagram", "plane", root.get("id", "")})
     orchestrator_id = export.new_id(f"pool_{process_id}")
     ET.SubElement(collaboration, _tag("participant"), {"id": orchestrator_id, "name": definition.title or definition.name,
