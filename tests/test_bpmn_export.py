@@ -160,6 +160,9 @@ def test_what_bpmn_cannot_say_is_documentation() -> None:
     assert timer.text == "PT30S"
     undo = document.find(".//bpmn:sendTask[@id='undo_authorize_payment']/bpmn:documentation", NS)
     assert "awaits payment_voided; waits 1m" in undo.text and "compensation_failed" in undo.text
+    send = document.find(".//bpmn:sendTask[@id='send_authorize_payment']/bpmn:documentation", NS)
+    assert "As written: `send payment.authorize { orderId: input.orderId, amount: input.amount }`" in send.text
+    assert "As written: `compensate payment.void { orderId: input.orderId } awaiting payment_voided within 1m retry 3`" in undo.text
 
 
 def test_iso_durations() -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from procflow import __version__
 from procflow.dsl import model as m
 from procflow.visualize import bpmn_layout as lay
-from procflow.visualize.bpmn_words import process_doc, step_doc, wait_words
+from procflow.visualize.bpmn_words import process_doc, source_text, step_doc, wait_words
 from procflow.visualize.flow import flow_diagram
 from procflow.visualize.ir import FlowDiagram, FlowEdge, FlowNode, words
 
@@ -248,6 +248,8 @@ def _undo(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
            + (f" and awaits {' or '.join(undo.replies)}" if undo.replies else "")
            + (f"; {wait_words(undo.timeout)}" if undo.timeout else "") + ".",
            "When the undo cannot complete the instance is `compensation_failed` until an operator retries it."]
+    written = source_text(export.definition, undo.span)
+    doc.append(f"As written: `{written}`" if written else "")
     undo_id = export.new_id(f"undo_{_safe(node.id)}")
     export.element("sendTask", flow_node.title, doc, id=undo_id, isForCompensation="true",
                    messageRef=export.message(undo.command.name))

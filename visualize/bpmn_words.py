@@ -7,7 +7,21 @@ from __future__ import annotations
 import json
 
 from procflow.dsl import model as m
+from procflow.dsl.diagnostics import Span
 from procflow.dsl.paths import duration_text
+
+
+def source_text(definition: m.ProcessDefinition, span: Span | None) -> str:
+    """The text of the process at a span, on one line (empty when the source is not kept)."""
+    lines = definition.source.splitlines()
+    if span is None or not 0 < span.line <= span.end_line <= len(lines):
+        return ""
+    if span.line == span.end_line:
+        text = lines[span.line - 1][span.column - 1 : span.end_column - 1]
+    else:
+        parts = [lines[span.line - 1][span.column - 1 :], *lines[span.line : span.end_line - 1]]
+        text = "\n".join([*parts, lines[span.end_line - 1][: span.end_column - 1]])
+    return " ".join(text.split())
 
 
 def wait_words(timeout: m.TimeoutSpec | None) -> str:
@@ -33,6 +47,8 @@ def step_doc(definition: m.ProcessDefinition, node: m.StepNode) -> list[str]:
         display = participant.display if participant else node.command.participant
         lines.append(f"procflow step `{node.name}`: sends command `{node.command.name}` to {display} (commandName, "
                      f"workflowId, correlationId, replyTo `{definition.reply_to}`, data).")
+        written = source_text(definition, node.command.span)
+        lines.append(f"As written: `{written}`" if written else "")
     lines.append(wait_words(node.timeout))
     if node.bind:
         lines.append(f"The reply's data is bound as `{node.bind}`.")
