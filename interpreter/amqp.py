@@ -26,7 +26,6 @@ not acked, so nothing is lost, and the inbox makes a reply delivered again a no-
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -48,54 +47,17 @@ from procflow.errors import (
     TransportError,
 )
 from procflow.interpreter import engine
+from procflow.interpreter.amqp_topology import QUEUE_HEADER, REASON_HEADER, Topology
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
 from procflow.interpreter.stores import redact
 from procflow.limits import MESSAGE_BYTES
 from procflow.strict_json import loads
 
-DEFAULT_PREFIX = "procflow"
-REASON_HEADER = "x-procflow-reason"
-QUEUE_HEADER = "x-procflow-queue"
 PREFETCH = 200
 """Replies a worker holds unacknowledged at once (it works them, then acks each)."""
 
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _BROKER_TROUBLE = (pika.exceptions.AMQPError, OSError)
-
-
-def check_prefix(prefix: str) -> str:
-    """The prefix, or TransportError saying what a prefix may hold."""
-    if not _NAME.fullmatch(prefix):
-        raise TransportError(
-            f"the AMQP prefix `{prefix}` is not a name: use 1 to 100 letters, digits and `_ . : -` (e.g. `procflow` or `orders-test`)"
-        )
-    return prefix
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """The names of the exchange and queues, all under one prefix (tests use their own)."""
-
-    prefix: str = DEFAULT_PREFIX
-
-    @property
-    def commands_exchange(self) -> str:
-        """The topic exchange every command is published to."""
-        return f"{self.prefix}.commands"
-
-    @property
-    def dead_letters(self) -> str:
-        """The queue of messages that can never apply."""
-        return f"{self.prefix}.dead-letters"
-
-    def participant_queue(self, participant: str) -> str:
-        """The queue a participant's commands wait in."""
-        return f"{self.prefix}.commands.{participant}"
-
-    def reply_queue(self, reply_to: str) -> str:
-        """The queue behind a process's `reply to` channel."""
-        return f"{self.prefix}.replies.{reply_to}"
 
 
 @dataclass(slots=True)

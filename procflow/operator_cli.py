@@ -358,6 +358,13 @@ class DemoTransport(InProcessTransport):
 def cmd_worker(args: argparse.Namespace) -> int:
     """Send the outbox through a transport, apply in-process replies, fire due timers; loop."""
     clock = _clock(args)
+    if args.transport is not None:
+        if args.participants is not None:
+            raise ProcflowError("give --transport or --participants, not both: with a broker, the participants are services of their own")
+        from procflow.amqp_cli import amqp_worker_command  # pika is an extra, imported only here
+
+        with _open(args) as store:
+            return amqp_worker_command(args, store, _orchestrator(store, clock, worker_id=args.worker_id))
     with _open(args) as store:
         transport: Transport
         if args.participants == "demo":

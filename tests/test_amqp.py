@@ -1,0 +1,156 @@
+"""The AMQP transport on a real RabbitMQ (issue 14): what goes on the wire, replies applied
+once, poison replies dead-lettered with their reason, a participant that honours the dedup key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import procflow
+from procflow.interpreter.amqp import AmqpTransport, BrokerLink, ReplyCounts, receive_replies
+from procflow.interpreter.amqp_participant import DemoParticipants, ParticipantServer
+from procflow.interpreter.amqp_topology import REASON_HEADER, Topology
+from procflow.interpreter.memory_store import InMemoryStore
+from procflow.interpreter.orchestrator import Orchestrator
+from procflow.interpreter.sqlite_store import SqliteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from amqp_helpers import AMQP, drain, fresh_topology, publish  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ROOT / "processes" / "order_fulfillment.proc"
+T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)
+
+CONTRACTED = textwrap.dedent("""
+    process poison-check {
+      correlate by input.orderId
+      reply to "poison-replies"
+      input { orderId: string }
+      participant payment "Payment" { reply payment_authorized { authorizationId: string } }
+      step authorize {
+        send payment.authorize { orderId: input.orderId }
+        await payment_authorized within 1h
+        nothing to undo "the test ends here"
+      }
+    }
+""")
+
+
+@pytest.fixture
+def topology() -> Iterator[Topology]:
+    yield from fresh_topology()
+
+
+def _wait_for(link: BrokerLink, orchestrator: Orchestrator, counts: ReplyCounts, total: int) -> None:
+    for _ in range(100):
+        receive_replies(orchestrator, link, counts, wait=0.1)
+        if counts.applied + counts.duplicates + counts.dead >= total:
+            return
+    raise AssertionError(f"only {counts} of {total} replies arrived")
+
+
+def test_a_command_on_the_wire_is_the_lesson_s_five_fields_with_amqp_properties(topology: Topology) -> None:
+    order = procflow.load(ORDER)
+    link = BrokerLink(AMQP, topology)
+    orchestrator = Orchestrator(order, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_wire", {"orderId": "ord_wire", "amount": 180.0})
+    orchestrator.pump()
+    link.close()
+    [(properties, body)] = drain(topology.participant_queue("inventory"))
+    assert json.loads(body) == {
+        "commandName": "inventory.reserve", "workflowId": "wf_wire", "correlationId": "ord_wire",
+        "replyTo": "workflow-replies", "data": {"orderId": "ord_wire"},
+    }
+    assert properties.message_id == "ord_wire:inventory.reserve:reserve_inventory#1"  # the dedup key
+    assert properties.correlation_id == "ord_wire"
+    assert properties.reply_to == topology.reply_queue("workflow-replies")
+    assert properties.content_type == "application/json"
+    assert properties.delivery_mode == 2  # persistent
+    assert orchestrator.store.outbox() == []  # marked sent: the broker confirmed it
+
+
+def test_a_command_that_cannot_be_published_stays_in_the_outbox(tmp_path: Path, topology: Topology) -> None:
+    order = procflow.load(ORDER)
+    with SqliteStore(tmp_path / "s.sqlite") as store:
+        link = BrokerLink("amqp://guest:guest@127.0.0.1:1/", topology)  # nothing listens there
+        orchestrator = Orchestrator(order, store=store, transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+        orchestrator.start("wf_down", {"orderId": "ord_down", "amount": 1.0})
+        with pytest.raises(procflow.ProcflowError, match="cannot connect to the broker"):
+            orchestrator.pump()
+        assert [d.dedupKey for _, d in store.outbox()] == ["ord_down:inventory.reserve:reserve_inventory#1"]
+
+
+def test_a_poison_reply_lands_in_the_dead_letter_queue_with_its_reason_and_changes_nothing(tmp_path: Path, topology: Topology) -> None:
+    definition = procflow.load_text(CONTRACTED, "poison.proc")
+    with SqliteStore(tmp_path / "s.sqlite") as store:
+        link = BrokerLink(AMQP, topology, consume_replies=True)
+        orchestrator = Orchestrator(definition, store=store, transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+        orchestrator.start("wf_p", {"orderId": "ord_p"})
+        orchestrator.pump()  # declares the reply queue and consumes it
+        before = store.get("wf_p")
+        assert before is not None and before.state.status == "waiting_for_payment"
+        queue = topology.reply_queue("poison-replies")
+        poison = [
+            (b'{"type": "payment_authorized", "correlationId": ', "not valid JSON"),
+            (json.dumps({"type": "payment_authorized", "correlationId": "ord_nobody", "data": {"authorizationId": "a"}}).encode(),
+             "no instance correlates by `ord_nobody`"),
+            (json.dumps({"type": "payment_authorized", "correlationId": "ord_p", "messageId": "m-bad", "data": {"authorizationId": 5}}).encode(),
+             "breaks its declared schema"),
+        ]
+        for body, _ in poison:
+            publish(queue, body, content_type="application/json")
+        counts = ReplyCounts()
+        _wait_for(link, orchestrator, counts, len(poison))
+        assert counts == ReplyCounts(applied=0, duplicates=0, dead=3)
+        after = store.get("wf_p")
+        assert after is not None and after.version == before.version
+        assert after.state.to_json() == before.state.to_json()
+        assert not store.seen("m-bad")
+
+        dead = drain(topology.dead_letters)
+        assert [body for _, body in dead] == [body for body, _ in poison]
+        for (properties, _), (_, reason) in zip(dead, poison, strict=True):
+            assert reason in properties.headers[REASON_HEADER], properties.headers[REASON_HEADER]
+
+        # The worker goes on: a good reply after them applies.
+        good = {"type": "payment_authorized", "correlationId": "ord_p", "messageId": "m-good", "data": {"authorizationId": "a-1"}}
+        publish(queue, json.dumps(good).encode())
+        publish(queue, json.dumps(good).encode())  # delivered twice: the second is a no-op
+        counts = ReplyCounts()
+        _wait_for(link, orchestrator, counts, 2)
+        assert counts == ReplyCounts(applied=1, duplicates=1, dead=0)
+        assert orchestrator.state("wf_p").status == "completed"
+        assert drain(queue) == []  # both acked
+        link.close()
+
+
+def test_the_participant_side_answers_once_per_dedup_key(topology: Topology) -> None:
+    order = procflow.load(ORDER)
+    demo = DemoParticipants([order])
+    received = []
+    server = ParticipantServer(BrokerLink(AMQP, topology), demo.participants(), received.append)
+    server.start()
+    link = BrokerLink(AMQP, topology, consume_replies=True)
+    orchestrator = Orchestrator(order, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_twice", {"orderId": "ord_twice", "amount": 1.0})
+    [(_, dispatch)] = orchestrator.store.outbox()
+    orchestrator.pump()
+    orchestrator.transport.send(dispatch)  # the same command again (a resend after a lost confirm)
+    for _ in range(50):
+        server.link.wait(0.05)
+        if len(received) == 2:
+            break
+    assert [(r.dedup_key, r.again) for r in received] == [(dispatch.dedupKey, False), (dispatch.dedupKey, True)]
+    counts = ReplyCounts()
+    _wait_for(link, orchestrator, counts, 2)
+    assert counts.applied == 1 and counts.duplicates == 1  # the same answer, under the same message id
+    assert orchestrator.state("wf_twice").status == "waiting_for_payment"
+    server.link.close()
+    link.close()
