@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +28,7 @@ from procflow.dsl.validate import check_file
 from procflow.errors import InputError, InstantError, ProcflowError, SourceError
 from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
-from procflow.operator_args import add_operator_commands
+from procflow.operator_args import AMQP_PREFIX_ENV, add_operator_commands, amqp_prefix_option
 from procflow.terminal import printable, printable_lines
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
@@ -195,6 +195,32 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exporters(args: argparse.Namespace) -> dict[str, Callable[[m.ProcessDefinition], str]]:
+    """`procflow export`'s formats: each a function from a definition to the text it writes."""
+    from procflow.asyncapi import asyncapi_text
+    from procflow.interpreter.amqp_topology import DEFAULT_PREFIX
+
+    prefix = args.amqp_prefix or os.environ.get(AMQP_PREFIX_ENV) or DEFAULT_PREFIX
+    return {
+        "asyncapi": lambda definition: asyncapi_text(definition, prefix),
+    }
+
+
+EXPORT_FORMATS = ("asyncapi",)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a process in another format (to -o FILE, else standard output)."""
+    definition = _load(args.file)
+    text = _exporters(args)[args.format](definition)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(printable(f"wrote {args.output}"), file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Draw a process (or an instance of it)."""
     from procflow import visualize
@@ -345,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="JSON Schema of what participants exchange")
     p.add_argument("kind", choices=("command", "reply", "state"))
     p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("export", help="write a process in another format (asyncapi: its messages over AMQP)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    p.add_argument("-o", "--output", metavar="OUT", help="write to this file (default: standard output)")
+    amqp_prefix_option(p)
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("demo", help="validate, run and draw the lesson's order process")
     p.add_argument("--out", default="out/demo", metavar="DIR")
