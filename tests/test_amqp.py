@@ -5,12 +5,18 @@ once, poison replies dead-lettered with their reason, a participant that honours
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pika
+import pika.exceptions
 import pytest
 
 import procflow
@@ -22,7 +28,7 @@ from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import SqliteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from amqp_helpers import AMQP, drain, fresh_topology, publish  # noqa: E402
+from amqp_helpers import AMQP, connect, drain, fresh_topology, publish  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
@@ -154,3 +160,40 @@ def test_the_participant_side_answers_once_per_dedup_key(topology: Topology) -> 
     assert orchestrator.state("wf_twice").status == "waiting_for_payment"
     server.link.close()
     link.close()
+
+
+def test_the_readme_participant_answers_commands_and_honours_the_dedup_key(topology: Topology, tmp_path: Path) -> None:
+    [example] = re.findall(r"```py\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    script = tmp_path / "inventory_service.py"
+    script.write_text(example, encoding="utf-8")
+    service = subprocess.Popen(
+        [sys.executable, str(script)], env={**os.environ, "PROCFLOW_AMQP_PREFIX": topology.prefix},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        connection = connect()
+        channel = connection.channel()
+        for _ in range(300):  # until the service consumes its queue
+            try:
+                if channel.queue_declare(topology.participant_queue("inventory"), passive=True).method.consumer_count:
+                    break
+            except pika.exceptions.ChannelClosedByBroker:
+                channel = connection.channel()  # not declared yet
+            assert service.poll() is None, service.communicate()[1]
+            time.sleep(0.1)
+        connection.close()
+        order = procflow.load(ORDER)
+        link = BrokerLink(AMQP, topology, consume_replies=True)
+        orchestrator = Orchestrator(order, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+        orchestrator.start("wf_readme", {"orderId": "ord_readme", "amount": 1.0})
+        [(_, dispatch)] = orchestrator.store.outbox()
+        orchestrator.pump()
+        orchestrator.transport.send(dispatch)  # the same command again
+        counts = ReplyCounts()
+        _wait_for(link, orchestrator, counts, 2)
+        assert counts == ReplyCounts(applied=1, duplicates=1, dead=0)
+        assert orchestrator.state("wf_readme").status == "waiting_for_payment"
+        link.close()
+    finally:
+        service.terminate()
+        service.communicate(timeout=30)
