@@ -47,7 +47,7 @@ def amqp_prefix_option(p: argparse.ArgumentParser) -> None:
 
 def _instant(text: str) -> datetime:
     from procflow.errors import InstantError
-    from procflow.interpreter.instants import instant_problem, parse_instant
+    from procflow.instants import instant_problem, parse_instant
 
     try:
         moment = parse_instant(text)
