@@ -97,6 +97,15 @@ def broker_trouble(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: the broker could route it to no queue") from None
     except pika.exceptions.NackError:
         raise TransportError(f"{what}: the broker refused it (nack)") from None
+    except pika.exceptions.ProbableAuthenticationError:
+        raise TransportError(f"{what}: the broker refused the user name or password") from None
+    except pika.exceptions.ProbableAccessDeniedError:
+        raise TransportError(f"{what}: the user may not use this virtual host (rabbitmqctl set_permissions)") from None
+    except pika.exceptions.AMQPConnectionError as error:
+        detail = f" ({error})" if str(error) else ""
+        raise TransportError(
+            f"{what}: no answer{detail}; is RabbitMQ running there? (`rabbitmqctl status` says; `rabbitmq-server -detached` starts it)"
+        ) from None
     except pika.exceptions.ChannelClosedByBroker as closed:
         raise TransportError(f"{what}: the broker closed the channel ({closed.reply_code} {closed.reply_text})") from None
     except _BROKER_TROUBLE as error:
@@ -371,11 +380,13 @@ def amqp_worker(
                 handled += receive_replies(orchestrator, link, counts, wait=interval)
         except TransportError as error:
             link.drop()
+            if once:
+                raise
+            if stop():
+                return rounds
             delay = backoff.next()
             if trouble is not None:
                 trouble(error, delay)
-            if once or stop():
-                raise
             sleep(delay)
             continue
         backoff.reset()

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from importlib import resources
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -57,7 +58,7 @@ def _stop_on_sigterm() -> list[bool]:
     return stopped
 
 
-def _trouble(who: str) -> object:
+def _trouble(who: str) -> Callable[[TransportError, float], None]:
     def say(error: TransportError, delay: float) -> None:
         print(printable(f"{who}: {error}; trying again in {delay:g} s"), file=sys.stderr, flush=True)
 
@@ -73,7 +74,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
     orchestrator.auto_dispatch = False  # the loop sends, in its own order
     for pinned in store.pinned_definitions():  # consume the reply queues of the processes the store runs
         for process in compile_pinned_definition(pinned, compile_source).processes.values():
-            link.declare_replies(process.reply_to)
+            link.reply_queues.add(process.reply_to)  # declared and consumed when the link connects
     stopped = _stop_on_sigterm()
     counts = ReplyCounts()
 
@@ -87,7 +88,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
     try:
         amqp_worker(
             orchestrator, link, once=args.once, interval=args.interval, report=report,
-            trouble=_trouble("worker"),  # type: ignore[arg-type]
+            trouble=_trouble("worker"),
             stop=lambda: stopped[0],
             counts=counts,
         )
@@ -133,7 +134,7 @@ def cmd_participant(args: argparse.Namespace) -> int:
         f"participant: serving {', '.join(demo.names)} on {link.location} (queues {link.topology.participant_queue('*')})"
     ), file=sys.stderr, flush=True)
     try:
-        serve(link, demo.participants(), on_command=echo, trouble=_trouble("participant"),  # type: ignore[arg-type]
+        serve(link, demo.participants(), on_command=echo, trouble=_trouble("participant"),
               stop=lambda: stopped[0])
     finally:
         link.close()

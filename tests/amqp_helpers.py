@@ -31,18 +31,22 @@ def connect() -> pika.BlockingConnection:
         pytest.fail(f"RabbitMQ does not answer at {AMQP} ({error!r}); start it (`rabbitmq-server -detached`, `.ci/run` does) and run again")
 
 
+PARTICIPANTS = ("inventory", "payment", "shipping")
+REPLY_CHANNELS = ("workflow-replies", "poison-replies")
+
+
 def fresh_topology() -> Iterator[Topology]:
-    """A prefix no other test uses; its queues and exchange are deleted afterwards."""
+    """A prefix no other test uses; its queues (those of the order process and of the poison
+    test's process: deleting a queue that is not there is no error) and its exchange are
+    deleted afterwards."""
     topology = Topology(f"pf-test-{uuid.uuid4().hex[:10]}")
     connect().close()
     yield topology
-    ensure_broker_running()
     connection = connect()
     channel = connection.channel()
-    listed = subprocess.run(["rabbitmqctl", "list_queues", "-q", "name"], capture_output=True, text=True, check=False)
-    for name in listed.stdout.split():
-        if name.startswith(topology.prefix + "."):
-            channel.queue_delete(name)
+    names = [topology.dead_letters, *map(topology.participant_queue, PARTICIPANTS), *map(topology.reply_queue, REPLY_CHANNELS)]
+    for name in names:
+        channel.queue_delete(name)
     channel.exchange_delete(topology.commands_exchange)
     connection.close()
 

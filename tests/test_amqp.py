@@ -20,7 +20,13 @@ import pika.exceptions
 import pytest
 
 import procflow
-from procflow.interpreter.amqp import AmqpTransport, BrokerLink, ReplyCounts, receive_replies
+from procflow.interpreter.amqp import (
+    AmqpTransport,
+    BrokerLink,
+    ReplyCounts,
+    amqp_worker,
+    receive_replies,
+)
 from procflow.interpreter.amqp_participant import DemoParticipants, ParticipantServer
 from procflow.interpreter.amqp_topology import REASON_HEADER, Topology
 from procflow.interpreter.memory_store import InMemoryStore
@@ -197,3 +203,47 @@ def test_the_readme_participant_answers_commands_and_honours_the_dedup_key(topol
     finally:
         service.terminate()
         service.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["worker", "--transport", AMQP, "--participants", "demo"], "give --transport or --participants, not both"),
+        (["worker", "--transport", "http://127.0.0.1:5672/"], "not an AMQP URL"),
+        (["worker", "--transport", AMQP, "--amqp-prefix", "two words"], "is not a name"),
+        (["worker", "--once", "--transport", "amqp://guest:secret@127.0.0.1:1/"], "cannot connect to the broker at amqp://guest:***@127.0.0.1:1/"),
+        (["participant", "demo", "--transport", AMQP, "--refuse", "shipping.nothing"], "cannot refuse shipping.nothing"),
+    ],
+)
+def test_the_broker_commands_refuse_bad_input_in_one_line(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from procflow.cli import main
+
+    SqliteStore(tmp_path / "s.sqlite").close()
+    store = ["--store", str(tmp_path / "s.sqlite")] if argv[0] == "worker" else []
+    assert main([*argv, *store]) == 1
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and "secret" not in err, err
+
+
+def test_a_worker_waits_for_a_broker_that_is_down_with_backoff_and_keeps_its_outbox(tmp_path: Path, topology: Topology) -> None:
+    order = procflow.load(ORDER)
+    with SqliteStore(tmp_path / "s.sqlite") as store:
+        link = BrokerLink("amqp://guest:guest@127.0.0.1:1/", topology, consume_replies=True)  # nothing listens there
+        orchestrator = Orchestrator(order, store=store, transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+        orchestrator.start("wf_wait", {"orderId": "ord_wait", "amount": 1.0})
+        delays: list[float] = []
+        amqp_worker(
+            orchestrator, link, trouble=lambda error, delay: delays.append(delay), sleep=lambda seconds: None,
+            stop=lambda: len(delays) >= 6,
+        )
+        assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+        assert [d.dedupKey for _, d in store.outbox()] == ["ord_wait:inventory.reserve:reserve_inventory#1"]
+        # The broker is back (the real one): the next run sends it, confirmed.
+        link.parameters = BrokerLink(AMQP, topology).parameters
+        amqp_worker(orchestrator, link, once=True)
+        assert store.outbox() == []
+        [(properties, _)] = drain(topology.participant_queue("inventory"))
+        assert properties.message_id == "ord_wait:inventory.reserve:reserve_inventory#1"
+        link.close()
