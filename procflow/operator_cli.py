@@ -9,6 +9,8 @@
     procflow inspect ID [--json]                          one instance: state record and history
     procflow retry ID                                     resume a compensation_failed instance
     procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
+    procflow worker --transport amqp://...                the same over RabbitMQ (`amqp_cli.py`)
+    procflow participant demo --transport amqp://...      the sample participants as a service (`amqp_cli.py`)
 
 Every command takes `--store PATH|URL` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here):
 a file path or `sqlite:///path` is the embedded SQLite store, `postgresql://user@host/db`

@@ -14,12 +14,14 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pika
 import pika.exceptions
 import pytest
 
 import procflow
+from procflow.errors import StoreError
 from procflow.interpreter.amqp import (
     AmqpTransport,
     BrokerLink,
@@ -247,3 +249,40 @@ def test_a_worker_waits_for_a_broker_that_is_down_with_backoff_and_keeps_its_out
         [(properties, _)] = drain(topology.participant_queue("inventory"))
         assert properties.message_id == "ord_wait:inventory.reserve:reserve_inventory#1"
         link.close()
+
+
+class FailingSaves(InMemoryStore):
+    """An in-memory store whose next `failures` saves fail as a store that went away does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def save(self, *args: Any, **kwargs: Any) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("the store is down (a test)")
+        return super().save(*args, **kwargs)
+
+
+def test_a_reply_is_acked_only_after_its_transition_is_committed(topology: Topology) -> None:
+    order = procflow.load(ORDER)
+    store = FailingSaves()
+    link = BrokerLink(AMQP, topology, consume_replies=True)
+    orchestrator = Orchestrator(order, store=store, transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_ack", {"orderId": "ord_ack", "amount": 1.0})
+    orchestrator.pump()
+    reply = {"type": "inventory_reserved", "correlationId": "ord_ack", "messageId": "m-ack"}
+    publish(topology.reply_queue("workflow-replies"), json.dumps(reply).encode())
+    store.failures = 1
+    with pytest.raises(StoreError):
+        for _ in range(100):
+            receive_replies(orchestrator, link, ReplyCounts(), wait=0.1)
+    assert orchestrator.state("wf_ack").status == "waiting_for_inventory"
+    link.drop()  # as the worker would, after the store's trouble
+    # Not acked, so not lost: the broker gives it again, and now it applies.
+    counts = ReplyCounts()
+    _wait_for(link, orchestrator, counts, 1)
+    assert counts == ReplyCounts(applied=1, duplicates=0, dead=0)
+    assert orchestrator.state("wf_ack").status == "waiting_for_payment"
+    link.close()
