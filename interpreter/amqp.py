@@ -150,18 +150,22 @@ class BrokerLink:
         if self.connected:
             return
         self.drop()
-        with broker_trouble(f"cannot connect to the broker at {self.location}"):
-            connection = pika.BlockingConnection(self.parameters)
-            self._connection = connection
-            self._publisher = connection.channel()
-            self._publisher.confirm_delivery()
-            self._publisher.exchange_declare(self.topology.commands_exchange, exchange_type="topic", durable=True)
-            self._publisher.queue_declare(self.topology.dead_letters, durable=True)
-            if self.consume_replies:
-                self._consumer = connection.channel()
-                self._consumer.basic_qos(prefetch_count=PREFETCH)
-        for reply_to in sorted(self.reply_queues):
-            self._declare_replies(reply_to)
+        try:
+            with broker_trouble(f"cannot connect to the broker at {self.location}"):
+                connection = pika.BlockingConnection(self.parameters)
+                self._connection = connection
+                self._publisher = connection.channel()
+                self._publisher.confirm_delivery()
+                self._publisher.exchange_declare(self.topology.commands_exchange, exchange_type="topic", durable=True)
+                self._publisher.queue_declare(self.topology.dead_letters, durable=True)
+                if self.consume_replies:
+                    self._consumer = connection.channel()
+                    self._consumer.basic_qos(prefetch_count=PREFETCH)
+            for reply_to in sorted(self.reply_queues):
+                self._declare_replies(reply_to)
+        except TransportError:
+            self.drop()  # half set up (a declaration refused): connect from scratch next time
+            raise
 
     def drop(self) -> None:
         """Forget the connection (closing it if it still answers); unacked messages go back to

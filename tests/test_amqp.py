@@ -286,3 +286,14 @@ def test_a_reply_is_acked_only_after_its_transition_is_committed(topology: Topol
     assert counts == ReplyCounts(applied=1, duplicates=0, dead=0)
     assert orchestrator.state("wf_ack").status == "waiting_for_payment"
     link.close()
+
+
+def test_a_topology_that_clashes_with_the_broker_s_is_refused_with_the_broker_s_reason(topology: Topology) -> None:
+    connection = connect()
+    connection.channel().exchange_declare(topology.commands_exchange, exchange_type="direct", durable=True)
+    connection.close()
+    link = BrokerLink(AMQP, topology)
+    with pytest.raises(procflow.ProcflowError, match="inequivalent arg 'type' for exchange") as refused:
+        link.connect()
+    assert "PRECONDITION_FAILED" in str(refused.value)
+    assert not link.connected  # not left half set up: the next attempt starts from scratch
