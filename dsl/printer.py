@@ -5,18 +5,25 @@ it on programs generated from the grammar). The layout is fixed: two spaces a le
 process its header, limits, participants and events first, then its statements; in a step
 its items in one order (`doc`, `status`, `send`, `await`, `on`, `on timeout`,
 `compensate`, `nothing to undo`, `wait`), an item given twice last (the validator reports
-it); expressions with only the parentheses their meaning needs. Comments are not kept yet.
+it); expressions with only the parentheses their meaning needs.
+
+Each printed line is a `Line` that remembers where what it prints stood in the source, so
+that `formatter.py` can put every comment back beside the line that prints what the comment
+stood beside. A new construct needs only its printing here: the formatter reads positions,
+never the syntax tree.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from procflow.dsl import build
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
+from procflow.dsl.diagnostics import Span
 
 INDENT = "  "
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -36,11 +43,45 @@ _BINARY_LEVEL = {
 }
 
 
+Position = tuple[int, int]
+"""A 1-based line and column in the source text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One printed line, and where what it prints stood in the source.
+
+    `start` and `end` bound the source text the line prints (`end` only for a line that prints
+    a whole node: an item, a header, a statement without a block). A line that starts with a
+    word or a brace whose position the tree does not keep (`}` closing a block of statements,
+    `default {`) says instead what to look for and after where (`seek`): the first such token
+    after that position, outside strings and comments. A blank line has no text."""
+
+    indent: str
+    text: str
+    start: Position | None = None
+    end: Position | None = None
+    seek: tuple[str, Position] | None = None
+
+    def __str__(self) -> str:
+        return self.indent + self.text if self.text else ""
+
+
+BLANK = Line("", "")
+"""The blank line the layout itself puts between parts (headers and statements, blocks)."""
+
+
 def format_source(source: sx.SourceFile) -> str:
     """A parsed file (with its scenarios: parse it with `scenarios=True`) as canonical text."""
-    parts = [format_process(source.process)]
-    parts += [format_scenario(scenario) for scenario in source.scenarios]
-    return "\n".join(parts)
+    return "\n".join(str(line) for line in layout_source(source)) + "\n"
+
+
+def layout_source(source: sx.SourceFile) -> list[Line]:
+    """The canonical lines of a parsed file: the process, then each scenario after a blank line."""
+    lines = layout_process(source.process)
+    for scenario in source.scenarios:
+        lines += [BLANK, *layout_scenario(scenario)]
+    return lines
 
 
 # ---------------------------------------------------------------- literals
@@ -184,29 +225,100 @@ def _type(schema: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the process
 
 
+def _start(span: Span) -> Position:
+    return (span.line, span.column)
+
+
+def _end(span: Span) -> Position:
+    return (span.end_line, span.end_column)
+
+
+def _whole(indent: str, text: str, span: Span) -> Line:
+    """A line that prints the whole node at `span` (broken over lines when it is too wide)."""
+    return Line(indent, wrap(text, indent), _start(span), _end(span))
+
+
+WIDTH = 100
+"""Lines longer than this are broken at their first `{ ... }` or `[ ... ]`, an entry a line."""
+
+_PAIRS = {"{": "}", "[": "]", "(": ")"}
+
+
+def wrap(text: str, indent: str) -> str:
+    """`text` (at `indent`) as it fits: when too wide, its first braced or bracketed group
+    holds one entry a line, one level deeper, each entry wrapped the same way. Works on the
+    printed text, so every construct that prints a mapping, record or list is wrapped alike."""
+    if "\n" in text or len(indent) + len(text) <= WIDTH:
+        return text
+    group = _first_group(text)
+    if group is None:
+        return text
+    opening, closing, commas = group
+    inner = indent + INDENT
+    cuts = [opening, *commas, closing]
+    entries = [text[begin + 1 : end].strip() for begin, end in zip(cuts, cuts[1:], strict=False)]
+    body = [inner + wrap(entry + ("," if index < len(entries) - 1 else ""), inner) for index, entry in enumerate(entries)]
+    return "\n".join([text[: opening + 1], *body, indent + text[closing:]])
+
+
+def _first_group(text: str) -> tuple[int, int, list[int]] | None:
+    """The first `{`/`[` group outside strings with something inside: where it opens and
+    closes, and its own commas (not those of a group inside it)."""
+    stack: list[tuple[int, str, list[int]]] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == '"':  # a string: skip to its closing quote (the printer escapes `"` and `\\`)
+            index += 1
+            while text[index] != '"':
+                index += 2 if text[index] == "\\" else 1
+        elif char in _PAIRS:
+            stack.append((index, char, []))
+        elif char in _PAIRS.values() and stack:
+            opening, kind, commas = stack.pop()
+            if not stack and kind != "(" and text[opening + 1 : index].strip():
+                return opening, index, commas
+        elif char == "," and stack:
+            stack[-1][2].append(index)
+        index += 1
+    return None
+
+
+def _closing(indent: str, span: Span, text: str = "}") -> Line:
+    """The `}` that ends the node at `span` (its last character)."""
+    return Line(indent, text, (span.end_line, span.end_column - 1))
+
+
 def format_process(process: sx.Process) -> str:
     """`process name { ... }`."""
-    lines = [f"process {process.name.text} {{"]
+    return "\n".join(str(line) for line in layout_process(process)) + "\n"
+
+
+def layout_process(process: sx.Process) -> list[Line]:
+    """The lines of `process name { ... }`."""
+    lines = [Line("", f"process {process.name.text} {{", _start(process.span))]
     body = INDENT
-    headers: list[tuple[str, Any]] = [(key, getattr(process, key)) for key in _HEADERS if key in process.header_spans]
+    headers: list[tuple[str, Any, Span]] = [
+        (key, getattr(process, key), process.header_spans[key]) for key in _HEADERS if key in process.header_spans
+    ]
     if "input_record" in process.header_spans:
-        headers.append(("input_record", process.input_record))
+        headers.append(("input_record", process.input_record, process.header_spans["input_record"]))
     if "input_file" in process.header_spans and process.input_file is not None:
-        headers.append(("input_file", process.input_file[0]))
-    headers += [(key, value) for (key, _), value in zip(process.duplicates, process.duplicate_items, strict=True)]
-    lines += [body + _header(key, value, body) for key, value in headers]
-    lines += [f"{body}limit {name} {value}" for name, (value, _) in process.limits.items()]
+        headers.append(("input_file", process.input_file[0], process.header_spans["input_file"]))
+    headers += [(key, value, span) for (key, span), value in zip(process.duplicates, process.duplicate_items, strict=True)]
+    lines += [_whole(body, _header(key, value, body), span) for key, value, span in headers]
+    lines += [_whole(body, f"limit {name} {value}", span) for name, (value, span) in process.limits.items()]
     for participant in process.participants:
         lines += _participant(participant, body)
     for event in process.events:
-        line = f"{body}event {event.name.text}"
-        lines.append(f"{line} {format_record(event.payload)}" if event.payload is not None else line)
+        line = f"event {event.name.text}"
+        lines.append(_whole(body, f"{line} {format_record(event.payload)}" if event.payload is not None else line, event.span))
     if process.body and len(lines) > 1:
-        lines.append("")
+        lines.append(BLANK)
     for statement in process.body:
         lines += _statement(statement, body)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines.append(_closing("", process.span))
+    return lines
 
 
 _HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline")
@@ -228,85 +340,93 @@ def _header(key: str, value: Any, indent: str) -> str:
     return f"input from {string_literal(value)}"
 
 
-def _participant(participant: sx.Participant, indent: str) -> list[str]:
-    head = f"{indent}participant {participant.name.text}"
+def _participant(participant: sx.Participant, indent: str) -> list[Line]:
+    head = f"participant {participant.name.text}"
     if participant.display is not None:
         head += f" {string_literal(participant.display)}"
     if not participant.contracts:
-        return [head]
-    lines = [head + " {"]
+        return [_whole(indent, head, participant.span)]
+    lines = [Line(indent, head + " {", _start(participant.span))]
     for contract in participant.contracts:
-        line = f"{indent}{INDENT}{contract.kind} {contract.name.text}"
-        lines.append(f"{line} {format_record(contract.payload)}" if contract.payload is not None else line)
-    return [*lines, indent + "}"]
+        line = f"{contract.kind} {contract.name.text}"
+        text = f"{line} {format_record(contract.payload)}" if contract.payload is not None else line
+        lines.append(_whole(indent + INDENT, text, contract.span))
+    return [*lines, _closing(indent, participant.span)]
 
 
 # ---------------------------------------------------------------- statements
 
 
-def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[str]:
+def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[Line]:
     """The statements of a block, between the braces the caller writes."""
-    lines: list[str] = []
+    lines: list[Line] = []
     for statement in statements:
         lines += _statement(statement, indent + INDENT)
     return lines
 
 
-def _braced(head: str, statements: tuple[sx.Statement, ...], indent: str, tail: str = "") -> list[str]:
-    """`head { statements }tail`, on lines of its own."""
+def _braced(head: str, statements: tuple[sx.Statement, ...], indent: str, opener: Line, tail: str = "") -> list[Line]:
+    """`head { statements }tail`, on lines of its own; `opener` says where the head stood."""
     if not statements:
-        return [f"{indent}{head} {{}}{tail}"]
-    return [f"{indent}{head} {{", *_block(statements, indent), f"{indent}}}{tail}"]
+        return [Line(indent, f"{head} {{}}{tail}", opener.start, None, opener.seek)]
+    closing = Line(indent, f"}}{tail}", seek=("}", _end(statements[-1].span)))
+    return [Line(indent, f"{head} {{", opener.start, None, opener.seek), *_block(statements, indent), closing]
 
 
-def _statement(statement: sx.Statement, indent: str) -> list[str]:
+def _statement(statement: sx.Statement, indent: str) -> list[Line]:
+    at = Line(indent, "", _start(statement.span))
     match statement:
         case sx.Step():
             return _step(statement, indent)
         case sx.If(arms=arms, otherwise=otherwise):
-            lines: list[str] = []
+            lines: list[Line] = []
             for index, (condition, body) in enumerate(arms):
                 head = f"if {format_expr(condition)}"
-                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent)
+                opener = at if index == 0 else Line(indent, "", _start(condition.span))
+                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent, opener)
             if otherwise is not None:
-                lines += _joined(lines, "else", otherwise, indent)
+                lines += _joined(lines, "else", otherwise, indent, at)
             return lines
         case sx.Switch(subject=subject, cases=cases, default=default):
-            lines = [f"{indent}switch {format_expr(subject)} {{"]
+            lines = [Line(indent, f"switch {format_expr(subject)} {{", _start(statement.span))]
+            inner = indent + INDENT
             for case in cases:
-                lines += _braced("case " + ", ".join(_value(value) for value in case.values), case.body, indent + INDENT)
+                head = "case " + ", ".join(_value(value) for value in case.values)
+                lines += _braced(head, case.body, inner, Line(inner, "", _start(case.span)))
             if default is not None:
-                lines += _braced("default", default, indent + INDENT)
-            return [*lines, indent + "}"]
+                after = _end(cases[-1].span)
+                lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
+            return [*lines, _closing(indent, statement.span)]
         case sx.Parallel(name=name, branches=branches):
-            lines = [f"{indent}parallel {name.text} {{" if name else f"{indent}parallel {{"]
+            lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
             for branch in branches:
-                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT)
-            return [*lines, indent + "}"]
-        case sx.Race(name=name, arms=arms):
-            lines = [f"{indent}race {name.text} {{"]
-            for arm in arms:
-                lines += _braced(_race_arm(arm), arm.body, indent + INDENT)
-            return [*lines, indent + "}"]
+                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, Line(indent, "", _start(branch.span)))
+            return [*lines, _closing(indent, statement.span)]
+        case sx.Race(name=name, arms=race_arms):
+            lines = [Line(indent, f"race {name.text} {{", _start(statement.span))]
+            for arm in race_arms:
+                lines += _braced(_race_arm(arm), arm.body, indent + INDENT, Line(indent, "", _start(arm.span)))
+            return [*lines, _closing(indent, statement.span)]
         case sx.Repeat(name=name, max=bound, body=body, until=until):
             head = "repeat" + (f" {name.text}" if name else "") + (f" max {bound}" if bound is not None else "")
-            return _braced(head, body, indent, f" until {format_expr(until)}")
+            return _braced(head, body, indent, at, f" until {format_expr(until)}")
         case sx.Call(process=process, path=path, data=data, bind=bind):
             line = f"call {process.text}" + (f" from {string_literal(path)}" if path is not None else "")
             line = _with_data(line, data) + (f" as {bind.text}" if bind else "")
-            return [indent + line]
+            return [_whole(indent, line, statement.span)]
         case sx.Fail(reason=reason):
-            return [f"{indent}fail {string_literal(reason)}"]
+            return [_whole(indent, f"fail {string_literal(reason)}", statement.span)]
         case sx.End():
-            return [f"{indent}end"]
+            return [_whole(indent, "end", statement.span)]
     raise TypeError(f"not a statement: {statement!r}")
 
 
-def _joined(lines: list[str], head: str, body: tuple[sx.Statement, ...], indent: str) -> list[str]:
+def _joined(lines: list[Line], head: str, body: tuple[sx.Statement, ...], indent: str, opener: Line) -> list[Line]:
     """An `if` arm, or the `else` after one: on the line of the `}` before it, if any."""
-    arm = _braced(head, body, indent)
+    arm = _braced(head, body, indent, opener)
     if lines:
-        lines[-1] += " " + arm[0].lstrip()
+        before = lines[-1]
+        lines[-1] = Line(before.indent, f"{before.text} {arm[0].text}", before.start, None, before.seek)
         return arm[1:]
     return arm
 
@@ -319,31 +439,33 @@ def _race_arm(arm: sx.RaceArm) -> str:
     return "on " + ", ".join(name.text for name in arm.messages) + (f" as {arm.bind.text}" if arm.bind else "")
 
 
-def _step(step: sx.Step, indent: str) -> list[str]:
+def _step(step: sx.Step, indent: str) -> list[Line]:
     inner = indent + INDENT
-    items: list[tuple[str, Any]] = [
-        (key, value)
-        for key, value in (
-            ("doc", step.doc),
-            ("status", step.status),
-            ("send", step.send),
-            ("await", step.await_),
+    items: list[tuple[str, Any, Span | None]] = [
+        (key, value, span)
+        for key, value, span in (
+            ("doc", step.doc, step.doc_span),
+            ("status", step.status, step.status.span if step.status else None),
+            ("send", step.send, step.send.span if step.send else None),
+            ("await", step.await_, step.await_.span if step.await_ else None),
         )
         if value is not None
     ]
-    items += [("on", on) for on in step.on_replies]
+    items += [("on", on, on.span) for on in step.on_replies]
     if step.timeout_reason is not None:
-        items.append(("on timeout", step.timeout_reason))
+        items.append(("on timeout", step.timeout_reason, step.timeout_span))
     if step.compensate is not None:
-        items.append(("compensate", step.compensate))
+        items.append(("compensate", step.compensate, step.compensate.span))
     if step.nothing_to_undo is not None:
-        items.append(("nothing to undo", step.nothing_to_undo))
+        items.append(("nothing to undo", step.nothing_to_undo, step.nothing_to_undo_span))
     if step.wait is not None:
-        items.append(("wait", step.wait))
-    items += [(key, value) for (key, _), value in zip(step.duplicates, step.duplicate_items, strict=True)]
-    lines = [f"{indent}step {step.name.text} {{"]
-    lines += [inner + _step_item(key, value, inner) for key, value in items]
-    return [*lines, indent + "}"]
+        items.append(("wait", step.wait, step.wait.span))
+    items += [(key, value, span) for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True)]
+    lines = [Line(indent, f"step {step.name.text} {{", _start(step.span))]
+    for key, value, span in items:
+        text = _step_item(key, value, inner)
+        lines.append(_whole(inner, text, span) if span is not None else Line(inner, text))
+    return [*lines, _closing(indent, step.span)]
 
 
 def _step_item(key: str, value: Any, indent: str) -> str:
@@ -393,23 +515,29 @@ def _timeout(timeout: sx.Timeout | None) -> str:
 
 def format_scenario(scenario: sx.Scenario) -> str:
     """`scenario name "description" { ... }`."""
+    return "\n".join(str(line) for line in layout_scenario(scenario)) + "\n"
+
+
+def layout_scenario(scenario: sx.Scenario) -> list[Line]:
+    """The lines of `scenario name "description" { ... }`."""
     head = f"scenario {scenario.name.text}" + (f" {string_literal(scenario.description)}" if scenario.description is not None else "")
-    lines = [head + " {"]
+    lines = [Line("", head + " {", _start(scenario.span))]
     body = INDENT
     if scenario.input is not None:
-        lines.append(f"{body}input {format_mapping(scenario.input)}")
+        lines.append(_whole(body, f"input {format_mapping(scenario.input)}", scenario.input.span))
     if scenario.start_at is not None:
-        lines.append(f"{body}start at {string_literal(scenario.start_at[0])}")
-    for rule in scenario.rules:
-        lines.append(body + _when(rule))
+        lines.append(_whole(body, f"start at {string_literal(scenario.start_at[0])}", scenario.start_at[1]))
+    lines += [_whole(body, _when(rule), rule.span) for rule in scenario.rules]
     for delivery in scenario.deliveries:
-        lines.append(body + _with_data(f"deliver {delivery.event.text}", delivery.data) + f" after {delivery.after.text}")
+        text = _with_data(f"deliver {delivery.event.text}", delivery.data) + f" after {delivery.after.text}"
+        lines.append(_whole(body, text, delivery.span))
     if scenario.silenced:
-        lines.append(f"{body}no event " + ", ".join(name.text for name in scenario.silenced))
-    for expectation in scenario.expectations:
-        lines.append(body + _expectation(expectation))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        first, last = scenario.silenced[0].span, scenario.silenced[-1].span
+        text = "no event " + ", ".join(name.text for name in scenario.silenced)
+        lines.append(Line(body, text, _start(first), _end(last)))
+    lines += [_whole(body, _expectation(expectation), expectation.span) for expectation in scenario.expectations]
+    lines.append(_closing("", scenario.span))
+    return lines
 
 
 def _when(rule: sx.WhenRule) -> str:

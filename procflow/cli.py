@@ -29,6 +29,7 @@ from procflow.errors import InputError, InstantError, ProcflowError, SourceError
 from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
 from procflow.operator_args import add_operator_commands
+from procflow.tool_commands import add_tool_commands
 from procflow.terminal import printable, printable_lines
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", metavar="DIR")
     p.set_defaults(handler=cmd_demo)
 
+    add_tool_commands(sub)
     add_operator_commands(sub)
     return parser
 
