@@ -557,3 +557,13 @@ def _expectation(expectation: sx.Expectation) -> str:
     if kind == "failure":
         return f"expect failure {string_literal(value)}"
     return f"expect {kind} [{', '.join(value)}]"
+
+
+def step_text(step: sx.Step) -> str:
+    """A step as canonical text (the language server shows it on hover)."""
+    return "\n".join(str(line) for line in _step(step, ""))
+
+
+def participant_text(participant: sx.Participant) -> str:
+    """A participant and its contracts as canonical text (shown on hover)."""
+    return "\n".join(str(line) for line in _participant(participant, ""))
