@@ -24,8 +24,9 @@ import re
 from dataclasses import dataclass, field
 
 from procflow.dsl import syntax as sx
+from procflow.dsl.lines import INDENT, Line, Position
 from procflow.dsl.parser import parse
-from procflow.dsl.printer import INDENT, Line, Position, layout_source
+from procflow.dsl.printer import layout_source
 
 __all__ = ["format_text", "format_tree"]
 

@@ -29,8 +29,8 @@ from procflow.errors import InputError, InstantError, ProcflowError, SourceError
 from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
 from procflow.operator_args import add_operator_commands
-from procflow.tool_commands import add_tool_commands
 from procflow.terminal import printable, printable_lines
+from procflow.tool_commands import add_tool_commands
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
 # that use them: `validate`, `paths` and `graph` start without them.

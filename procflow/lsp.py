@@ -104,15 +104,15 @@ def build_server() -> LanguageServer:
     def did_save(params: types.DidSaveTextDocumentParams) -> None:
         check(params.text_document.uri)
 
-    def under_cursor(params: types.TextDocumentPositionParams) -> tuple[TextDocument, SymbolIndex, tuple[str, str] | None]:
-        document = server.workspace.get_text_document(params.text_document.uri)
+    def under_cursor(uri: str, position: types.Position) -> tuple[TextDocument, SymbolIndex, tuple[str, str] | None]:
+        document = server.workspace.get_text_document(uri)
         index = _read(document).index
-        found = index.at(*_position(document, params.position))
+        found = index.at(*_position(document, position))
         return document, index, (found.kind, found.name) if found else None
 
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
     def definition(params: types.DefinitionParams) -> list[types.Location] | None:
-        document, index, symbol = under_cursor(params)
+        document, index, symbol = under_cursor(params.text_document.uri, params.position)
         if symbol is None:
             return None
         places = index.declarations(*symbol)
@@ -120,7 +120,7 @@ def build_server() -> LanguageServer:
 
     @server.feature(types.TEXT_DOCUMENT_REFERENCES)
     def references(params: types.ReferenceParams) -> list[types.Location] | None:
-        document, index, symbol = under_cursor(params)
+        document, index, symbol = under_cursor(params.text_document.uri, params.position)
         if symbol is None:
             return None
         places = index.references(*symbol, include_declarations=params.context.include_declaration)
@@ -128,7 +128,7 @@ def build_server() -> LanguageServer:
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     def hover(params: types.HoverParams) -> types.Hover | None:
-        document, index, symbol = under_cursor(params)
+        document, index, symbol = under_cursor(params.text_document.uri, params.position)
         if symbol is None:
             return None
         details = [place.detail for place in index.declarations(*symbol)]

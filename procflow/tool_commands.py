@@ -11,17 +11,18 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from procflow.dsl.compiler import read_source
 from procflow.dsl.diagnostics import render
 from procflow.dsl.formatter import format_text
 from procflow.dsl.source import decode_source
-from procflow.errors import SourceError
+from procflow.errors import ProcflowError, SourceError
 from procflow.terminal import printable, printable_lines
 
 
-def add_tool_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `fmt` and `lsp` on the `procflow` parser."""
+def add_tool_commands(sub: Any) -> None:
+    """Register `fmt` and `lsp` on the `procflow` parser (its `add_subparsers()` object)."""
     p = sub.add_parser("fmt", help="write .proc files in their canonical layout, comments kept")
     p.add_argument("files", nargs="+", metavar="FILE", help="files to format (`-`: read standard input, write standard output)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when a file would change")
@@ -86,7 +87,11 @@ def _replace(path: Path, text: str) -> None:
 
 def cmd_lsp(args: argparse.Namespace) -> int:
     """Serve the Language Server Protocol on standard input and output until the editor stops it."""
-    from procflow.lsp import serve
-
+    try:
+        from procflow.lsp import serve
+    except ImportError as missing:
+        raise ProcflowError(
+            f"the language server needs pygls, which is not installed ({missing.name}): pip install 'procflow[lsp]'"
+        ) from None
     serve()
     return 0

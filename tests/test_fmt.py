@@ -159,3 +159,20 @@ def test_a_file_that_does_not_parse_is_left_as_it_is(tmp_path: Path, capsys: pyt
 def test_a_missing_file_is_said_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fmt", str(tmp_path / "nowhere.proc")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_the_pre_commit_hooks_run_validate_and_fmt_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8")
+    hooks = dict(zip(re.findall(r"^- id: (\S+)$", text, re.M), re.findall(r"^  entry: (.+)$", text, re.M), strict=True))
+    assert hooks == {"procflow-validate": "procflow validate", "procflow-fmt": "procflow fmt --check"}
+    assert text.count(r"files: \.proc$") == 2
+    unformatted = tmp_path / "p.proc"
+    unformatted.write_text(LAYOUT_IN, encoding="utf-8")
+    formatted = tmp_path / "q.proc"
+    formatted.write_text(LAYOUT_OUT, encoding="utf-8")
+    for entry in hooks.values():
+        program, *arguments = entry.split()
+        assert program == "procflow"
+        assert main([*arguments, str(formatted)]) == 0
+    assert main([*hooks["procflow-fmt"].split()[1:], str(unformatted)]) == 1
+    capsys.readouterr()
