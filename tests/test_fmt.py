@@ -168,8 +168,8 @@ def test_the_pre_commit_hooks_run_validate_and_fmt_check(tmp_path: Path, capsys:
     assert text.count(r"files: \.proc$") == 2
     unformatted = tmp_path / "p.proc"
     unformatted.write_text(LAYOUT_IN, encoding="utf-8")
-    formatted = tmp_path / "q.proc"
-    formatted.write_text(LAYOUT_OUT, encoding="utf-8")
+    formatted = tmp_path / "order.proc"  # valid, and in its canonical layout
+    formatted.write_text(format_text((ROOT / "processes" / "order_fulfillment.proc").read_text(encoding="utf-8")), encoding="utf-8")
     for entry in hooks.values():
         program, *arguments = entry.split()
         assert program == "procflow"
