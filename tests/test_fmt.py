@@ -6,12 +6,19 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from procflow.cli import main
 from procflow.dsl.formatter import format_text
+from procflow.dsl.parser import parse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from syntax_shape import without_spans  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = sorted([*ROOT.glob("processes/*.proc"), *ROOT.glob("tests/cases/**/*.proc")])
@@ -176,3 +183,29 @@ def test_the_pre_commit_hooks_run_validate_and_fmt_check(tmp_path: Path, capsys:
         assert main([*arguments, str(formatted)]) == 0
     assert main([*hooks["procflow-fmt"].split()[1:], str(unformatted)]) == 1
     capsys.readouterr()
+
+
+SAMPLE_TEXTS = [path.read_text(encoding="utf-8") for path in sorted(ROOT.glob("processes/*.proc"))]
+
+
+@st.composite
+def _commented(draw: st.DrawFn) -> str:
+    """A sample with comments put at random places: on lines of their own and after code."""
+    lines = draw(st.sampled_from(SAMPLE_TEXTS)).split("\n")
+    for number in range(draw(st.integers(1, 6))):
+        where = draw(st.integers(0, len(lines) - 1))
+        if draw(st.booleans()):
+            lines[where] += f"  # after {number}"
+        else:
+            indent = draw(st.sampled_from(["", "  ", "    "]))
+            lines.insert(where, f"{indent}# alone {number}")
+    return "\n".join(lines)
+
+
+@given(_commented())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_comments_anywhere_are_kept_and_the_layout_is_a_fixed_point(text: str) -> None:
+    formatted = format_text(text)
+    assert format_text(formatted) == formatted
+    assert _comments(formatted) == _comments(text)
+    assert without_spans(parse(formatted)) == without_spans(parse(text))
