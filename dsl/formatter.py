@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from procflow.dsl import syntax as sx
-from procflow.dsl.lines import INDENT, Line, Position
+from procflow.dsl.lines import INDENT, Line, Position, joined
 from procflow.dsl.parser import parse
 from procflow.dsl.printer import layout_source
 
@@ -99,7 +99,17 @@ def format_tree(source: sx.SourceFile, text: str) -> str:
     """A parsed file (parsed with its scenarios) in its canonical layout, with the comments of
     `text`, the text it was parsed from."""
     reading = _Text(text)
-    placed = [_Placed(line, line.start or (reading.seek(*line.seek) if line.seek else None)) for line in layout_source(source)]
+    placed: list[_Placed] = []
+    previous: Position | None = None
+    for line in layout_source(source):
+        start = line.start
+        if start is None and line.seek is not None:
+            word, after = line.seek
+            if after is None and previous is not None:  # just after the line before
+                after = (previous[0], previous[1] + 1)
+            start = reading.seek(word, after) if after is not None else None
+        placed.append(_Placed(line, start))
+        previous = start or previous
     at_end = _attach(reading.comments(), placed)
     return _write(placed, at_end, reading.blank_lines)
 
@@ -142,7 +152,8 @@ def _write(placed: list[_Placed], at_end: list[Comment], blank_lines: set[int]) 
             if out and out[-1] and not out[-1].endswith("{"):
                 out.append("")
 
-    for item in placed:
+    waiting: Line | None = None  # an empty block's head, written with the `}` after it
+    for number, item in enumerate(placed):
         line = item.line
         if not line.text:  # the layout's own blank line
             if out and out[-1]:
@@ -153,7 +164,14 @@ def _write(placed: list[_Placed], at_end: list[Comment], blank_lines: set[int]) 
         for comment in sorted(item.before, key=lambda c: c.position):
             blank_before(comment.position[0], closing)
             out.append(comment_indent + comment.text)
-        blank_before(item.start[0] if item.start else None, closing)
+        if waiting is not None:
+            line, waiting = joined(waiting, line), None
+        else:
+            blank_before(item.start[0] if item.start else None, closing)
+        following = placed[number + 1] if number + 1 < len(placed) else None
+        if line.joins_next and not item.after and following is not None and not following.before:
+            waiting = line  # nothing stands inside the empty block: `head {}`
+            continue
         text = str(line)
         out.append(text + "  " + item.after[0].text if item.after else text)
     for comment in at_end:

@@ -23,16 +23,40 @@ class Line:
     a whole node: an item, a header, a statement without a block). A line that starts with a
     word or a brace whose position the tree does not keep (`}` closing a block of statements,
     `default {`) says instead what to look for and after where (`seek`): the first such token
-    after that position, outside strings and comments. A blank line has no text."""
+    after that position (no position: just after where the line before it stands), outside
+    strings and comments. A blank line has no text.
+
+    An empty block is printed as two lines, `head {` (`joins_next`) and `}`, written as one
+    (`head {}`) unless a comment stands between them: so a comment inside an empty block
+    stays inside it."""
 
     indent: str
     text: str
     start: Position | None = None
     end: Position | None = None
-    seek: tuple[str, Position] | None = None
+    seek: tuple[str, Position | None] | None = None
+    joins_next: bool = False
 
     def __str__(self) -> str:
         return self.indent + self.text if self.text else ""
+
+
+def joined(first: Line, second: Line) -> Line:
+    """`head {` and the `}...` after it as one line, `head {}...`, placed as the second."""
+    return Line(first.indent, first.text + second.text, second.start, second.end, second.seek, second.joins_next)
+
+
+def text_of(lines: list[Line]) -> str:
+    """The lines as text, every empty block on one line."""
+    out: list[str] = []
+    waiting: Line | None = None
+    for line in lines:
+        if waiting is not None:
+            line = joined(waiting, line)
+        waiting = line if line.joins_next else None
+        if waiting is None:
+            out.append(str(line))
+    return "\n".join(out) + "\n"
 
 
 BLANK = Line("", "")

@@ -23,7 +23,7 @@ from procflow.dsl import build
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Span
-from procflow.dsl.lines import BLANK, INDENT, Line, Position, wrap
+from procflow.dsl.lines import BLANK, INDENT, Line, Position, text_of, wrap
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPE_NAMES = {"string", "number", "integer", "boolean", "object", "array"}
@@ -44,7 +44,7 @@ _BINARY_LEVEL = {
 
 def format_source(source: sx.SourceFile) -> str:
     """A parsed file (with its scenarios: parse it with `scenarios=True`) as canonical text."""
-    return "\n".join(str(line) for line in layout_source(source)) + "\n"
+    return text_of(layout_source(source))
 
 
 def layout_source(source: sx.SourceFile) -> list[Line]:
@@ -216,7 +216,7 @@ def _closing(indent: str, span: Span, text: str = "}") -> Line:
 
 def format_process(process: sx.Process) -> str:
     """`process name { ... }`."""
-    return "\n".join(str(line) for line in layout_process(process)) + "\n"
+    return text_of(layout_process(process))
 
 
 def layout_process(process: sx.Process) -> list[Line]:
@@ -290,12 +290,15 @@ def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[Line]:
     return lines
 
 
-def _braced(head: str, statements: tuple[sx.Statement, ...], indent: str, opener: Line, tail: str = "") -> list[Line]:
-    """`head { statements }tail`, on lines of its own; `opener` says where the head stood."""
-    if not statements:
-        return [Line(indent, f"{head} {{}}{tail}", opener.start, None, opener.seek)]
-    closing = Line(indent, f"}}{tail}", seek=("}", _end(statements[-1].span)))
-    return [Line(indent, f"{head} {{", opener.start, None, opener.seek), *_block(statements, indent), closing]
+def _braced(
+    head: str, statements: tuple[sx.Statement, ...], indent: str, opener: Line, tail: str = "", close: Position | None = None
+) -> list[Line]:
+    """`head { statements }tail`, on lines of its own; `opener` says where the head stood,
+    `close` where its `}` stands when the tree knows it (else it is looked for)."""
+    after = _end(statements[-1].span) if statements else None  # an empty block: just after its head
+    closing = Line(indent, f"}}{tail}", close, seek=None if close else ("}", after))
+    head_line = Line(indent, f"{head} {{", opener.start, None, opener.seek, joins_next=not statements)
+    return [head_line, *_block(statements, indent), closing]
 
 
 def _statement(statement: sx.Statement, indent: str) -> list[Line]:
@@ -305,19 +308,21 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
             return _step(statement, indent)
         case sx.If(arms=arms, otherwise=otherwise):
             lines: list[Line] = []
+            last = _closing(indent, statement.span).start  # the `}` of the last arm ends the statement
             for index, (condition, body) in enumerate(arms):
                 head = f"if {format_expr(condition)}"
                 opener = at if index == 0 else Line(indent, "", _start(condition.span))
-                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent, opener)
+                close = last if index == len(arms) - 1 and otherwise is None else None
+                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent, opener, close)
             if otherwise is not None:
-                lines += _joined(lines, "else", otherwise, indent, at)
+                lines += _joined(lines, "else", otherwise, indent, at, last)
             return lines
         case sx.Switch(subject=subject, cases=cases, default=default):
             lines = [Line(indent, f"switch {format_expr(subject)} {{", _start(statement.span))]
             inner = indent + INDENT
             for case in cases:
                 head = "case " + ", ".join(_value(value) for value in case.values)
-                lines += _braced(head, case.body, inner, Line(inner, "", _start(case.span)))
+                lines += _braced(head, case.body, inner, Line(inner, "", _start(case.span)), close=_closing(inner, case.span).start)
             if default is not None:
                 after = _end(cases[-1].span)
                 lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
@@ -325,12 +330,14 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
         case sx.Parallel(name=name, branches=branches):
             lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
             for branch in branches:
-                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, Line(indent, "", _start(branch.span)))
+                opener = Line(indent, "", _start(branch.span))
+                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, opener, close=_closing(indent, branch.span).start)
             return [*lines, _closing(indent, statement.span)]
         case sx.Race(name=name, arms=race_arms):
             lines = [Line(indent, f"race {name.text} {{", _start(statement.span))]
             for arm in race_arms:
-                lines += _braced(_race_arm(arm), arm.body, indent + INDENT, Line(indent, "", _start(arm.span)))
+                opener = Line(indent, "", _start(arm.span))
+                lines += _braced(_race_arm(arm), arm.body, indent + INDENT, opener, close=_closing(indent, arm.span).start)
             return [*lines, _closing(indent, statement.span)]
         case sx.Repeat(name=name, max=bound, body=body, until=until):
             head = "repeat" + (f" {name.text}" if name else "") + (f" max {bound}" if bound is not None else "")
@@ -346,12 +353,14 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
     raise TypeError(f"not a statement: {statement!r}")
 
 
-def _joined(lines: list[Line], head: str, body: tuple[sx.Statement, ...], indent: str, opener: Line) -> list[Line]:
+def _joined(
+    lines: list[Line], head: str, body: tuple[sx.Statement, ...], indent: str, opener: Line, close: Position | None
+) -> list[Line]:
     """An `if` arm, or the `else` after one: on the line of the `}` before it, if any."""
-    arm = _braced(head, body, indent, opener)
+    arm = _braced(head, body, indent, opener, close=close)
     if lines:
-        before = lines[-1]
-        lines[-1] = Line(before.indent, f"{before.text} {arm[0].text}", before.start, None, before.seek)
+        before, first = lines[-1], arm[0]
+        lines[-1] = Line(before.indent, f"{before.text} {first.text}", before.start, None, before.seek, first.joins_next)
         return arm[1:]
     return arm
 
@@ -440,7 +449,7 @@ def _timeout(timeout: sx.Timeout | None) -> str:
 
 def format_scenario(scenario: sx.Scenario) -> str:
     """`scenario name "description" { ... }`."""
-    return "\n".join(str(line) for line in layout_scenario(scenario)) + "\n"
+    return text_of(layout_scenario(scenario))
 
 
 def layout_scenario(scenario: sx.Scenario) -> list[Line]:
@@ -486,9 +495,9 @@ def _expectation(expectation: sx.Expectation) -> str:
 
 def step_text(step: sx.Step) -> str:
     """A step as canonical text (the language server shows it on hover)."""
-    return "\n".join(str(line) for line in _step(step, ""))
+    return text_of(_step(step, "")).rstrip("\n")
 
 
 def participant_text(participant: sx.Participant) -> str:
     """A participant and its contracts as canonical text (shown on hover)."""
-    return "\n".join(str(line) for line in _participant(participant, ""))
+    return text_of(_participant(participant, "")).rstrip("\n")

@@ -128,6 +128,16 @@ def test_the_canonical_layout_puts_each_comment_beside_what_it_stood_beside() ->
     assert format_text(LAYOUT_OUT) == LAYOUT_OUT
 
 
+def test_an_empty_block_is_one_line_unless_a_comment_stands_inside_it() -> None:
+    text = "process p {\n  if input.x { } else {\n  # not decided yet\n  }\n  parallel { branch a { } branch b {} }\n}\n"
+    expected = (
+        "process p {\n  if input.x {} else {\n    # not decided yet\n  }\n"
+        "  parallel {\n    branch a {}\n    branch b {}\n  }\n}\n"
+    )
+    assert format_text(text) == expected
+    assert format_text(expected) == expected
+
+
 def test_a_line_too_wide_is_broken_an_entry_a_line() -> None:
     text = 'process p {\n  participant s "S"\n  step a { send s.go { ' + ", ".join(f"field{n}: input.value{n}" for n in range(8)) + " } }\n}\n"
     formatted = format_text(text)
