@@ -104,6 +104,11 @@ def build_server() -> LanguageServer:
     def did_save(params: types.DidSaveTextDocumentParams) -> None:
         check(params.text_document.uri)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(params: types.DidCloseTextDocumentParams) -> None:
+        # A closed file's findings leave the editor's problem list with it.
+        server.text_document_publish_diagnostics(types.PublishDiagnosticsParams(params.text_document.uri, []))
+
     def under_cursor(uri: str, position: types.Position) -> tuple[TextDocument, SymbolIndex, tuple[str, str] | None]:
         document = server.workspace.get_text_document(uri)
         index = _read(document).index

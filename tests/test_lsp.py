@@ -82,6 +82,11 @@ async def test_a_mistake_is_reported_as_you_type_with_its_code_and_range(client:
     assert syntax.code == "E003"
     assert syntax.range.start == _at(broken, "awiat")
 
+    # Closed, the file's findings leave the editor's list.
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri)))
+    await client.wait_for_notification(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    assert list(client.diagnostics[uri]) == []
+
 
 @pytest.mark.asyncio
 async def test_go_to_definition_of_a_step_and_find_its_references(client: LanguageClient) -> None:
