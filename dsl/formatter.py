@@ -115,27 +115,25 @@ def format_tree(source: sx.SourceFile, text: str) -> str:
 
 
 def _attach(comments: list[Comment], placed: list[_Placed]) -> list[Comment]:
-    """Give each comment to the line it goes beside; the comments after every line come back."""
-    anchored = [item for item in placed if item.start is not None]
+    """Give each comment to the line it goes beside; the comments after every line come back.
+
+    Lines print disjoint parts of the source, so the line a comment stands in or after is
+    the one that starts last before it (found by bisection: a file may hold thousands)."""
+    anchored = sorted(((item.start, item) for item in placed if item.start is not None), key=lambda pair: pair[0])
+    starts = [start for start, _ in anchored]
     at_end: list[Comment] = []
     for comment in comments:
         spot = comment.position
-        inside = [item for item in anchored if item.line.end is not None and item.start <= spot < item.line.end]  # type: ignore[operator]
-        if inside:
-            target = max(inside, key=lambda item: item.start)  # type: ignore[arg-type,return-value]
-            (target.after if comment.after_code else target.before).append(comment)
+        after = bisect.bisect_right(starts, spot)  # the lines before it are anchored[:after]
+        before_it = anchored[after - 1][1] if after else None
+        if before_it is not None and before_it.line.end is not None and spot < before_it.line.end:
+            (before_it.after if comment.after_code else before_it.before).append(comment)  # inside what it prints
         elif comment.after_code:
-            earlier = [item for item in anchored if item.start <= spot]  # type: ignore[operator]
-            if earlier:
-                max(earlier, key=lambda item: item.start).after.append(comment)  # type: ignore[arg-type,return-value]
-            else:
-                anchored[0].before.append(comment)
+            (before_it.after if before_it is not None else anchored[0][1].before).append(comment)
+        elif after < len(anchored):
+            anchored[after][1].before.append(comment)
         else:
-            later = [item for item in anchored if item.start > spot]  # type: ignore[operator]
-            if later:
-                min(later, key=lambda item: item.start).before.append(comment)  # type: ignore[arg-type,return-value]
-            else:
-                at_end.append(comment)
+            at_end.append(comment)
     for item in placed:
         if len(item.after) > 1:  # a line holds one comment after its code: the others go above it
             item.before += item.after[1:]
