@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from procflow.cli import main
+from procflow.dsl import model as m
+from procflow.dsl.compiler import compile_source, file_loader
 from procflow.dsl.formatter import format_text
 from procflow.dsl.parser import parse
 
@@ -29,17 +31,19 @@ def _comments(text: str) -> list[str]:
     return sorted(match.group(1).rstrip() for match in COMMENT.finditer(text) if match.group(1))
 
 
-def _graph(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, object]:
-    """`procflow graph --format json` of the file: its exit code and its graph, the nodes'
+def _graph(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, object, object]:
+    """`procflow graph --format json` of the file: its exit code and its graph, and the graph
+    it prints when the validator lets it (a fixture with a finding is refused), the nodes'
     `line` left out (where a node stands in the text is what formatting changes)."""
     code = main(["graph", str(path), "--format", "json"])
     out = capsys.readouterr().out
-    if code != 0:
-        return code, out
-    graph = json.loads(out)
-    for node in graph["nodes"]:
-        node.pop("line", None)
-    return code, graph
+    text = path.read_text(encoding="utf-8")
+    compiled = m.graph_data(compile_source(text, str(path), file_loader(str(path)), scenarios=True))
+    printed = json.loads(out) if code == 0 else {"nodes": []}
+    for graph in (compiled, printed):
+        for node in graph["nodes"]:
+            node.pop("line", None)
+    return code, printed if code == 0 else out, compiled
 
 
 def test_every_sample_and_fixture_is_found() -> None:
