@@ -30,6 +30,7 @@ from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
 from procflow.operator_args import AMQP_PREFIX_ENV, add_operator_commands, amqp_prefix_option
 from procflow.terminal import printable, printable_lines
+from procflow.tool_commands import add_tool_commands
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
 # that use them: `validate`, `paths` and `graph` start without them.
@@ -397,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", metavar="DIR")
     p.set_defaults(handler=cmd_demo)
 
+    add_tool_commands(sub)
     add_operator_commands(sub)
     return parser
 
