@@ -33,16 +33,12 @@ def _comments(text: str) -> list[str]:
 
 def _graph(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, object, object]:
     """`procflow graph --format json` of the file: its exit code and its graph, and the graph
-    it prints when the validator lets it (a fixture with a finding is refused), the nodes'
-    `line` left out (where a node stands in the text is what formatting changes)."""
+    it prints when the validator lets it (a fixture with a finding is refused)."""
     code = main(["graph", str(path), "--format", "json"])
     out = capsys.readouterr().out
     text = path.read_text(encoding="utf-8")
     compiled = m.graph_data(compile_source(text, str(path), file_loader(str(path)), scenarios=True))
     printed = json.loads(out) if code == 0 else {"nodes": []}
-    for graph in (compiled, printed):
-        for node in graph["nodes"]:
-            node.pop("line", None)
     return code, printed if code == 0 else out, compiled
 
 
