@@ -21,7 +21,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, overload
 
 from pydantic import ConfigDict, Field, with_config
 
@@ -132,6 +132,28 @@ class Frame(Record):
     correlationId: str
     parent: str | None = None
     call: str | None = None
+
+
+class FrameView(Protocol):
+    """What the engine reads and writes of the frame a token runs in: a called process's
+    `Frame`, or, for the main process, the instance state itself (its `input`, `data` and
+    `correlationId` are the main frame's, so a transition builds no frame for it)."""
+
+    input: dict[str, Any]
+    data: dict[str, Any]
+    correlationId: str
+
+    @property
+    def process(self) -> str:
+        """The name of the process that runs in the frame."""
+
+    @property
+    def parent(self) -> str | None:
+        """The frame of the caller (None for the main process)."""
+
+    @property
+    def call(self) -> str | None:
+        """The call node of the caller that started this frame (None for the main process)."""
 
 
 @_strict_record
@@ -296,6 +318,22 @@ class InstanceState(Record):
         if isinstance(history, tuple) and isinstance(completed, tuple) and isinstance(steps, tuple):
             return self
         return dataclasses.replace(self, history=tuple(history), completed=tuple(completed), completedSteps=tuple(steps))
+
+    # The main process's frame is the instance itself (`FrameView`): these three complete it.
+    @property
+    def process(self) -> str:
+        """The process the main frame runs: the instance's `type`."""
+        return self.type
+
+    @property
+    def parent(self) -> None:
+        """The main frame has no caller."""
+        return None
+
+    @property
+    def call(self) -> None:
+        """The main frame was started by no call node."""
+        return None
 
     def frame(self, frame_id: str) -> Frame:
         """The frame `frame_id`: a called process's, or (`main`) a view of the instance's own."""
