@@ -141,9 +141,8 @@ class Compensating(RunCore):
             return None
         data = self._mapping(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
         frame_id = ROOT if frame is self.state else frame_id_of(self.frames, frame)
-        return UndoCommand(
-            step=node.name, frame=frame_id, process=frame.process, commandName=comp.command.name, correlationId=frame.correlationId, data=data, round=rounds
-        )
+        # In order: step, frame, process, commandName, correlationId, data, round (cheaper than keywords).
+        return UndoCommand(node.name, frame_id, frame.process, comp.command.name, frame.correlationId, data, rounds)
 
     # ---------------------------------------------------------------- late replies
     def late(self, abandoned: Abandoned, reply: Reply) -> LateAction:
