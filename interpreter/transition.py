@@ -444,8 +444,8 @@ class RunCore:
     ) -> None:
         token.node = node_id
         self._park(
-            Wait(
-                token=token.id, step=step, node=node_id, frame=token.frame, kind=kind, expects=expects, correlationId=frame.correlationId,
+            Wait(  # (token, step, node, frame, kind, expects, correlationId: in order, see `Wait`)
+                token.id, step, node_id, token.frame, kind, expects, frame.correlationId,
                 commandName=command_name, attempt=attempt, since=self.now_at, timeoutAt=timeout_at,
             )
         )

@@ -21,6 +21,7 @@ from procflow.interpreter.state import (
     InstanceState,
     Log,
     UndoCommand,
+    Wait,
     appended,
     migrate_history_entry,
     migrate_state,
@@ -102,7 +103,15 @@ def test_the_records_the_engine_builds_hold_each_value_in_its_field() -> None:
         correlationId="ord_441", data={"orderId": "ord_441"}, round="",
     )
     assert state.completed[1] == Completion(step="authorize_payment", frame="main", outcome="payment_authorized", at=NOW_TEXT, undo=undo)
-    sent = procflow.start(ORDER, "wf_3", {"orderId": "o3", "amount": 2.5}, NOW).dispatches
+    started = procflow.start(ORDER, "wf_3", {"orderId": "o3", "amount": 2.5}, NOW)
+    assert started.state.waits == (
+        Wait(
+            token=1, step="reserve_inventory", node="reserve_inventory", frame="main", kind="reply",
+            expects=("inventory_reserved", "inventory_unavailable"), correlationId="o3", commandName="inventory.reserve",
+            attempt=1, since=NOW_TEXT, timeoutAt="2026-03-23T16:00:30Z",
+        ),
+    )
+    sent = started.dispatches
     command = Command(
         commandName="inventory.reserve", workflowId="wf_3", correlationId="o3", replyTo="workflow-replies", data={"orderId": "o3"}
     )
