@@ -5,15 +5,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench setup lint clean
+.PHONY: demo demo-distributed test bench setup lint clean
 
 setup: $(VENV)/.setup-stamp
+	sh scripts/ensure_asyncapi_specs.sh $(VENV)/npm
 
 $(VENV)/.setup-stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	sh scripts/ensure_graphviz.sh
+	sh scripts/ensure_browser.sh
 	touch $@
 
 demo: setup
@@ -23,7 +25,7 @@ demo: setup
 # the folders map onto `procflow.*` only through the installation.
 lint: setup
 	$(BIN)/ruff check .
-	rm -rf build  # setuptools would reuse a stale build/lib
+	rm -rf build/lib build/typecheck  # setuptools would reuse a stale build/lib (build/npm holds bpmn-js)
 	$(BIN)/python -m pip install --quiet --no-deps --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p procflow
 
@@ -31,9 +33,14 @@ test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check
 	$(BIN)/pytest
 
+# Two workers on PostgreSQL, the demo participants on RabbitMQ, 100 orders (see README).
+demo-distributed: setup
+	$(BIN)/python scripts/demo_distributed.py
+
 # Printed, not asserted: a shared machine's figures drift (see bench/README.md).
 bench: setup
 	$(BIN)/python bench/compare.py --quick
+	$(BIN)/python bench/amqp_bench.py
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -290,6 +290,14 @@ class CallNode(Node):
     kind: ClassVar[str] = "call"
 
 
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
+"""Statuses after which an instance does nothing more by itself (an operator may resume
+`compensation_failed`; a late success may still reopen compensation)."""
+
+BUILTIN_STATUSES = TERMINAL_STATUSES | {"running", "compensating"}
+"""Every status an instance can have besides the ones its steps and races name (`status ...`)."""
+
+
 AnyNode = StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
 
 NODE_KINDS: Mapping[str, type[AnyNode]] = {
@@ -554,9 +562,11 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
 
 def graph_data(definition: ProcessDefinition) -> dict[str, Any]:
     """The graph as plain JSON-ready data (what `procflow graph` prints): networkx's node-link
-    form, with each node's attributes but its `record` (the attributes say what it holds)."""
+    form, with each node's attributes but its `record` (the attributes say what it holds) and
+    its `line` (where it is written is not what the process is: `procflow fmt`, or a comment
+    added above, leaves the printed graph as it was)."""
     data: dict[str, Any] = nx.node_link_data(definition.graph, edges="edges")
-    data["nodes"] = [{key: value for key, value in node.items() if key != "record"} for node in data["nodes"]]
+    data["nodes"] = [{key: value for key, value in node.items() if key not in ("record", "line")} for node in data["nodes"]]
     return data
 
 
