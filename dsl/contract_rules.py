@@ -6,8 +6,9 @@ than the process's `deadline`; W151 a `within` (with its retries) longer than th
 
 A name bound with `as` holds the payload of the message that completed its step or won its
 race arm. When every message that can bind the name has a declared record, a read of a field
-none of those records has can only ever give null: at run time it shows up far from its cause
-("cannot compare null > number"), so it is an error here, where it is written. A message
+none of those records has relies on data no contract promises: when it is missing it is null,
+and the failure shows up at run time far from its cause ("cannot compare null > number"). As
+for the input contract (E125), it is an error here, where it is written. A message
 declared without a record, or a name also bound by a `call`, has open fields: not checked.
 """
 
@@ -138,10 +139,10 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
         article = "an" if types[0][0] in "aeiou" else "a"
         whose = _whose([c for c, _ in parents])  # the contracts that declare `where`
         message = f"`{where}` is {article} {' or '.join(types)} in {whose}; it has no field `{name}`"
-        return facts.diagnostic(code, message, span, "a field the contract does not declare is always null")
+        return facts.diagnostic(code, message, span, "read a field the contract declares, or declare the one you need")
     message = f"`{where}` has no field `{name}` in {_whose(known)}" + suggestion(name, fields)
     declared = f"declares: {', '.join(fields)}" if fields else "declares no fields"
-    hint = f"`{where}` {declared}; a field the contract does not declare is always null"
+    hint = f"`{where}` {declared}; read one of them, or declare the field in the contract"
     return facts.diagnostic(code, message, span, hint)
 
 

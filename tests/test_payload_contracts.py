@@ -63,7 +63,7 @@ def test_the_issues_example_is_an_error_before_it_fails_at_run_time() -> None:
     ]
     _, found = check_source(text, "pay.proc")
     assert found[0].hint == (
-        "`auth` declares: authorizationId, card, extra, retryAfter; a field the contract does not declare is always null"
+        "`auth` declares: authorizationId, card, extra, retryAfter; read one of them, or declare the field in the contract"
     )
 
 
