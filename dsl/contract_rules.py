@@ -1,8 +1,8 @@
 """Rules that see data and time through what the process declares.
 
 E150 a field of a bound reply's payload that its reply contract does not declare; E151 the
-same for an event's payload contract; W150 a timer (`wait D`, a race's `on timer D`) longer
-than the process's `deadline`; W151 a `within` (with its retries) longer than the deadline.
+same for an event's payload contract; W150 a timer (`wait D`, a race's `on timer D`) that ends
+after the process's `deadline`; W151 a `within` (with its retries) that ends after it.
 
 A name bound with `as` holds the payload of the message that completed its step or won its
 race arm. When every message that can bind the name has a declared record, a read of a field
@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
+
 from procflow.dsl import expression_reads as er
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
-from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.paths import duration_text
 from procflow.dsl.rule_facts import Facts, name_span, suggestion
 
@@ -156,9 +158,10 @@ def _whose(contracts: list[Contract]) -> str:
 
 
 def waits_past_deadline(facts: Facts) -> list[Diagnostic]:
-    """W150: a timer longer than the deadline; W151: a step's `within` whose attempts, with
-    their retries and backoff, wait longer than the deadline (the deadline ends the instance
-    first, so the timer or the timeout never fires)."""
+    """W150: a timer that ends after the deadline; W151: a step's `within` whose attempts,
+    with their retries and backoff, end after the deadline (the deadline fails the instance
+    first, so the timer or the timeout never fires). Each is counted from the earliest time
+    a run can reach it (`earliest_arrival`), which is the start for most."""
     deadline = facts.definition.deadline_seconds
     if deadline is None or facts.process is None:
         return []
@@ -166,25 +169,60 @@ def waits_past_deadline(facts: Facts) -> list[Diagnostic]:
     said = f"the process's `deadline {written.text if written else duration_text(deadline)}`"
     if written is not None:
         said += f" (line {written.span.line})"
+    earliest = earliest_arrival(facts.definition)
+    ids = {node.name: node.id for node in facts.definition.in_order if isinstance(node, m.StepNode | m.RaceNode)}
     found: list[Diagnostic] = []
     for stmt, _ in facts.statements:
+        if not isinstance(stmt, sx.Step | sx.Race) or ids.get(stmt.name.text) not in earliest:
+            continue  # a node no run reaches has E116 instead
+        reached = earliest[ids[stmt.name.text]]
+        if reached >= deadline:
+            continue  # reached only after the deadline: the wait that crosses it is reported
         timers: list[sx.Duration] = []
         if isinstance(stmt, sx.Step):
             if stmt.wait is not None and stmt.wait.duration is not None:
                 timers.append(stmt.wait.duration)
             timeout = stmt.await_.timeout if stmt.await_ else None
-            if timeout is not None:
-                total = _total_wait(timeout)
-                if total > deadline:
-                    found.append(_late_timeout(facts, timeout, total, said))
-        elif isinstance(stmt, sx.Race):
+            if timeout is not None and reached + _total_wait(timeout) > deadline:
+                found.append(_late_timeout(facts, timeout, reached, said))
+        else:
             timers.extend(arm.after for arm in stmt.arms if arm.after is not None)
         for timer in timers:
-            if timer.seconds > deadline:
+            if reached + timer.seconds > deadline:
+                what = f"the timer `{timer.text}`"
+                if reached:
+                    what += f", which starts {duration_text(reached)} after the instance at the earliest,"
                 found.append(facts.diagnostic(
-                    "W150", f"the timer `{timer.text}` is longer than {said}: it can never fire",
-                    timer.span, "the deadline fails the instance first; shorten the timer or lengthen the deadline"))
+                    "W150", f"{what} ends after {said}: it can never fire", timer.span,
+                    "the deadline fails the instance first; shorten the waits or lengthen the deadline"))
     return found
+
+
+def earliest_arrival(definition: m.ProcessDefinition) -> dict[str, float]:
+    """node id -> the least time after the start at which a run can reach it (reachable nodes
+    only). Timers on the way cannot be cut short (a `wait D`, a race's timer arm, a step's
+    timeout after all its attempts); every message may arrive at once. A lower bound: a join
+    counts as reached when its first branch arrives, a call as returning at once."""
+
+    def weight(source: str, _: str, edges: dict[str, Any]) -> float:
+        return min(_edge_seconds(definition.nodes[source], key) for key in edges)
+
+    lengths: dict[str, float] = nx.single_source_dijkstra_path_length(definition.graph, definition.start, weight=weight)
+    return lengths
+
+
+def _edge_seconds(node: m.AnyNode, key: str) -> float:
+    """The least time a run spends at `node` before leaving it by the way out `key`."""
+    if isinstance(node, m.StepNode):
+        if key == "next" and node.timer_seconds is not None:
+            return node.timer_seconds
+        if key == "timeout" and node.timeout is not None:
+            spec = node.timeout
+            backoff = sum(spec.backoff_before(attempt) for attempt in range(2, spec.retries + 2))
+            return spec.seconds * (spec.retries + 1) + backoff
+    if isinstance(node, m.RaceNode) and key.startswith("arm:"):
+        return node.arms[int(key.removeprefix("arm:"))].timer_seconds or 0.0
+    return 0.0
 
 
 def _total_wait(timeout: sx.Timeout) -> float:
@@ -199,12 +237,12 @@ def _total_wait(timeout: sx.Timeout) -> float:
     return timeout.duration.seconds * (retry.count + 1) + backoff
 
 
-def _late_timeout(facts: Facts, timeout: sx.Timeout, total: float, said: str) -> Diagnostic:
-    span: Span = timeout.span
-    if timeout.retry is None:
-        message = f"`within {timeout.duration.text}` is longer than {said}: the step can never time out"
-    else:
-        message = (f"`within {timeout.duration.text}` with {timeout.retry.count} retries waits up to "
-                   f"{duration_text(total)}, longer than {said}: the last attempt can never time out")
-    return facts.diagnostic("W151", message, span,
-                            "the deadline fails the instance first; shorten the wait or lengthen the deadline")
+def _late_timeout(facts: Facts, timeout: sx.Timeout, reached: float, said: str) -> Diagnostic:
+    what = f"`within {timeout.duration.text}`"
+    if timeout.retry is not None:
+        what += f" with {timeout.retry.count} retries waits up to {duration_text(_total_wait(timeout))} and"
+    if reached:
+        what += f", on a step reached {duration_text(reached)} after the instance starts at the earliest,"
+    last = "the last attempt" if timeout.retry is not None else "the step"
+    return facts.diagnostic("W151", f"{what} ends after {said}: {last} can never time out", timeout.span,
+                            "the deadline fails the instance first; shorten the waits or lengthen the deadline")

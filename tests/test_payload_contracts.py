@@ -169,26 +169,54 @@ def _deadline_findings(within: str = "1h", wait: str = "1h", timer: str = "1h") 
 
 def test_waits_within_the_deadline_are_fine_and_a_compensations_wait_is_not_compared() -> None:
     assert _deadline_findings() == []
-    assert _deadline_findings(within="6h retry 2 backoff 1h", wait="1d", timer="1d") == []  # 3 x 6h + 2h = 20h
+    # 3 x 6h + 2 x 1h = 20h; then 1h, then 23h: the race's timer ends at the deadline, not after it.
+    assert _deadline_findings(within="6h retry 2 backoff 1h", wait="1h", timer="23h") == []
 
 
-def test_a_timer_longer_than_the_deadline_is_a_warning() -> None:
+def test_a_timer_that_ends_after_the_deadline_is_a_warning() -> None:
     said = "the process's `deadline 1d` (line 5)"
-    assert _deadline_findings(wait="2d", timer="1d1s") == [
-        ("W150", 14, f"the timer `2d` is longer than {said}: it can never fire"),
-        ("W150", 17, f"the timer `1d1s` is longer than {said}: it can never fire"),
+    assert _deadline_findings(wait="2d") == [
+        ("W150", 14, f"the timer `2d` ends after {said}: it can never fire"),
+    ]  # (the race after it is reached only after the deadline: one warning, at the wait that crosses it)
+    assert _deadline_findings(wait="20h", timer="5h") == [
+        ("W150", 17, f"the timer `5h`, which starts 20h after the instance at the earliest, ends after {said}: "
+                     "it can never fire"),
     ]
 
 
-def test_a_within_longer_than_the_deadline_counts_its_retries_and_backoff() -> None:
+def test_a_within_that_ends_after_the_deadline_counts_its_retries_and_backoff() -> None:
     said = "the process's `deadline 1d` (line 5)"
     assert _deadline_findings(within="2d") == [
-        ("W151", 11, f"`within 2d` is longer than {said}: the step can never time out"),
+        ("W151", 11, f"`within 2d` ends after {said}: the step can never time out"),
     ]
     # 4 attempts of 5h and backoffs of 1h, 2h, 4h: 27h.
     assert _deadline_findings(within="5h retry 3 backoff 1h x2") == [
-        ("W151", 11, f"`within 5h` with 3 retries waits up to 1d3h, longer than {said}: the last attempt can never time out"),
+        ("W151", 11, f"`within 5h` with 3 retries waits up to 1d3h and ends after {said}: "
+                     "the last attempt can never time out"),
     ]
+
+
+def test_a_wait_is_counted_from_the_earliest_time_its_step_is_reached() -> None:
+    text = """
+process pay {
+  correlate by input.orderId
+  input { orderId: string }
+  deadline 7d
+  participant payment "Payment"
+
+  step cooling_off { wait 5d }
+  step charge {
+    send payment.charge { orderId: input.orderId }
+    await charged within 3d
+    nothing to undo "an example"
+  }
+}
+"""
+    assert _findings(text) == [
+        ("W151", 11, 19, "`within 3d`, on a step reached 5d after the instance starts at the earliest, ends after "
+                         "the process's `deadline 7d` (line 5): the step can never time out"),
+    ]
+    assert _findings(text.replace("wait 5d", "wait 4d")) == []
 
 
 def test_without_a_deadline_nothing_is_compared() -> None:
