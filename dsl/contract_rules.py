@@ -66,7 +66,7 @@ def bound_contracts(definition: m.ProcessDefinition) -> dict[str, list[Contract]
             known = found.setdefault(name, [])
             if contract is None or known is None:
                 found[name] = None
-            else:
+            elif contract not in known:  # the same reply bound to the name twice counts once
                 known.append(contract)
 
     for node in definition.in_order:

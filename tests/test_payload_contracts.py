@@ -229,3 +229,21 @@ def test_warnings_do_not_make_the_process_invalid() -> None:
     definition, found = check_source(text, "pay.proc")
     assert definition is not None
     assert [(d.code, d.severity) for d in found] == [("W150", "warning")]
+
+
+def test_a_name_bound_by_two_steps_is_read_through_both_contracts() -> None:
+    text = PAY.replace("READ", "auth.amount").replace(
+        "  if auth.amount",
+        "  step again {\n    send payment.authorize { orderId: input.orderId, amount: 1 }\n"
+        "    await payment_authorized as auth within 1h\n    nothing to undo \"an example\"\n  }\n  if auth.amount",
+    )
+    assert [f[3] for f in _findings(text)] == [
+        "`auth` has no field `amount` in the contracts of replies `payment_authorized`, `payment_pending`"
+    ]
+    voided = text.replace("await payment_authorized as auth within 1h\n    nothing", "await payment_voided as auth within 1h\n    nothing")
+    assert _findings(voided) == []  # `payment_voided` has no record: `auth` is open
+    other = voided.replace("reply payment_voided", "reply payment_voided { reference: string }")
+    assert [f[3] for f in _findings(other)] == [
+        "`auth` has no field `amount` in the contracts of replies `payment_authorized`, `payment_pending`, `payment_voided`"
+    ]
+    assert _findings(voided.replace("reply payment_voided", "reply payment_voided { amount: number }")) == []
