@@ -101,6 +101,11 @@ class Store(Protocol):
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
 
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance as its next transition needs it, or None: a durable store leaves the
+        history entries it holds unread (the state's `history` is a `Tail` of them), so a
+        transition costs the same at the 1,000th step as at the first."""
+
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
 
@@ -177,6 +182,10 @@ class InMemoryStore:
 
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
+        return self._rows.get(workflow_id)
+
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance, or None (in memory the history costs nothing to hand over)."""
         return self._rows.get(workflow_id)
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:

@@ -237,8 +237,12 @@ class Orchestrator:
         matches = self.store.find(None, reply.correlationId)
         if not matches:
             raise MessageRefused(f"no instance correlates by `{reply.correlationId}` (reply `{reply.type}`)")
-        live = [w for w in matches if not self.state(w).is_terminal]
+        live = [w for w in matches if not self._is_terminal(w)]
         return (live or matches)[0]
+
+    def _is_terminal(self, workflow_id: str) -> bool:
+        row = self.store.load(workflow_id)
+        return row is None or row.state.is_terminal
 
     def deliver(self, reply: Reply | Mapping[str, Any]) -> InstanceState:
         """Apply a reply or event to the instance it correlates with; then send what follows."""
@@ -247,6 +251,8 @@ class Orchestrator:
 
     def receive(self, reply: Reply | Mapping[str, Any]) -> engine.Transition:
         """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late).
+        On a durable store the transition's state carries only the history entries it appended
+        (a `Tail`; `state(id)` reads the whole history).
 
         The message is checked before it is routed (`engine.check_message`: ids, strict JSON,
         limits). A `messageId` seen before is a duplicate when the message is the same, and
@@ -303,7 +309,8 @@ class Orchestrator:
     ) -> engine.Transition:
         """Read, decide, write; when another writer got there first, read again and decide again."""
         for _ in range(MAX_CONFLICTS):
-            row = self.store.get(workflow_id)
+            # Without its history: a transition appends to it and never reads it back.
+            row = self.store.load(workflow_id)
             if row is None:
                 raise MessageRefused(f"there is no instance {workflow_id} in this store", workflow_id)
             transition = decide(row)

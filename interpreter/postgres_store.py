@@ -59,6 +59,7 @@ from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
     decode_dispatch,
+    decode_for_transition,
     decode_state,
     encode_dispatch,
     encode_entries,
@@ -210,6 +211,16 @@ class PostgresStore:
             return None
         state, version, entries = rows[0]
         return Stored(decode_state(workflow_id, state, entries or [], self.location), int(version))
+
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+        rows = self._rows(
+            "SELECT state, version, history_count FROM procflow_instances WHERE workflow_id = %s", (workflow_id,)
+        )
+        if not rows:
+            return None
+        state, version, count = rows[0]
+        return Stored(decode_for_transition(workflow_id, state, int(count), self.location), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""

@@ -68,6 +68,7 @@ from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
     decode_dispatch,
+    decode_for_transition,
     decode_state,
     encode_dispatch,
     encode_entries,
@@ -234,6 +235,14 @@ class SqliteStore:
                 "SELECT entry FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
             ).fetchall()
         return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries]), int(row[1]))
+
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+        rows = self._rows("SELECT state, version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,))
+        if not rows:
+            return None
+        text, version, count = rows[0]
+        return Stored(self._decode_for_transition(workflow_id, text, int(count)), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -528,6 +537,9 @@ class SqliteStore:
 
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
         return decode_state(workflow_id, text, entries, str(self.path))
+
+    def _decode_for_transition(self, workflow_id: str, text: str, history_count: int) -> InstanceState:
+        return decode_for_transition(workflow_id, text, history_count, str(self.path))
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)

@@ -8,6 +8,7 @@ in tests/test_sqlite_store.py and tests/test_postgres_store.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -145,7 +146,9 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     applied = orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
     row = store.get("wf_1")
     assert row is not None and row.version == 2
-    assert row.state == applied.state
+    # The transition's state carries the entry it appended (on a durable store, not the ones before).
+    assert dataclasses.replace(row.state, history=()) == dataclasses.replace(applied.state, history=())
+    assert len(applied.state.history) == 2 and applied.state.history[-1] == row.state.history[-1]
     assert [e.event for e in row.state.history] == ["started", "reply"]
     assert row.state.status == "waiting_for_payment"
     assert store.get("nobody") is None
@@ -153,6 +156,23 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     assert store.find("another-process", "ord_1") == [] and store.find(None, "ord_2") == []
     assert [s.workflowId for s in store.instances("waiting_for_payment")] == ["wf_1"]
     assert store.instances("completed") == []
+
+
+def test_a_transition_reads_the_state_without_its_history_and_appends_to_it(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    whole, loaded = store.get("wf_1"), store.load("wf_1")
+    assert whole is not None and loaded is not None and loaded.version == whole.version == 2
+    assert dataclasses.replace(loaded.state, history=()) == dataclasses.replace(whole.state, history=())
+    assert len(loaded.state.history) == 2
+    # A transition made from the loaded state numbers its entry after the stored ones, and the
+    # store keeps the whole history in order.
+    transition = engine.deliver(order, loaded.state, Reply(type="payment_authorized", correlationId="ord_1"), T0)
+    store.save(transition.state, loaded.version, transition.dispatches)
+    again = store.get("wf_1")
+    assert again is not None
+    assert [(e.seq, e.event) for e in again.state.history] == [(1, "started"), (2, "reply"), (3, "reply")]
+    assert again.state.status == "waiting_for_shipping" and store.load("nobody") is None
 
 
 def test_a_message_id_reused_for_another_message_is_refused_and_changes_nothing(store: Store, order: ProcessDefinition) -> None:
