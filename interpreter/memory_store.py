@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -116,11 +116,13 @@ class Store(Protocol):
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
     ) -> int:
         """Write a transition: state, outbox, inbox entry (the message id with the digest of
-        the message); `expected_version` None means a new instance. Returns the new version;
-        raises ConcurrencyError when the version moved and DuplicateMessage when the inbox
-        already holds `message_id`."""
+        the message), and `sent`, the outbox ids of commands the transport took (their "sent"
+        mark rides along: one commit for both); `expected_version` None means a new instance.
+        Returns the new version; raises ConcurrencyError when the version moved and
+        DuplicateMessage when the inbox already holds `message_id`."""
 
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
@@ -136,8 +138,12 @@ class Store(Protocol):
         """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
         for `lease` seconds (or until marked sent)."""
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """A command was handed to the transport (its claim ends)."""
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """Commands were handed to the transport (their claims end): one transaction for all."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait `timeout` seconds, or less when the store learns of new work (a command queued
+        or a timer set by another process: PostgreSQL's LISTEN/NOTIFY)."""
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
@@ -204,6 +210,7 @@ class InMemoryStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
     ) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
         if message_id is not None and message_id in self._inbox:
@@ -228,6 +235,7 @@ class InMemoryStore:
             self._next_outbox += 1
         if message_id is not None:
             self._inbox[message_id] = message_digest
+        self.mark_sent(*sent)
         return version
 
     def due(self, now: datetime) -> list[str]:
@@ -266,10 +274,15 @@ class InMemoryStore:
                 claimed.append((key, value))
         return claimed
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """Forget a sent command."""
-        self._outbox.pop(outbox_id, None)
-        self._claims.pop(("outbox", outbox_id), None)
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep `timeout` seconds (nobody else writes to a store in this process's memory)."""
+        time.sleep(timeout)
+
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """Forget sent commands."""
+        for outbox_id in outbox_ids:
+            self._outbox.pop(outbox_id, None)
+            self._claims.pop(("outbox", outbox_id), None)
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers."""

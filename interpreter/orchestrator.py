@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -269,7 +268,7 @@ class Orchestrator:
             self.pump()
         return transition
 
-    def _apply(self, message: Reply) -> engine.Transition:
+    def _apply(self, message: Reply, sent: tuple[int, ...] = ()) -> engine.Transition:
         workflow_id = self.route(message)
         message_id = message.messageId
         # What the message says (not how it is addressed): a sender that learned the workflow id
@@ -286,7 +285,9 @@ class Orchestrator:
                 return engine.Transition(row.state, [], "duplicate", f"message {message_id} was already handled")
             return engine.deliver(self.definition_of(row.state), row.state, message, self.clock())
 
-        return self._transact(workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest))
+        return self._transact(
+            workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest), sent
+        )
 
     def _refuse_reused(self, message: Reply, message_digest: str | None) -> None:
         """MessageRefused when the inbox holds the message's id for another message (a store
@@ -306,8 +307,11 @@ class Orchestrator:
         message_id: str | None = None,
         message_digest: str | None = None,
         on_duplicate: Callable[[], None] | None = None,
+        sent: tuple[int, ...] = (),
     ) -> engine.Transition:
-        """Read, decide, write; when another writer got there first, read again and decide again."""
+        """Read, decide, write; when another writer got there first, read again and decide again.
+        `sent`: outbox ids whose "sent" mark rides along with the write (when there is one:
+        outcome `applied` or `late`)."""
         for _ in range(MAX_CONFLICTS):
             # Without its history: a transition appends to it and never reads it back.
             row = self.store.load(workflow_id)
@@ -317,7 +321,7 @@ class Orchestrator:
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
-                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest)
+                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest, sent)
             except DuplicateMessage as duplicate:
                 if on_duplicate is not None:
                     on_duplicate()  # another writer applied the id first: the same message, or refused
@@ -386,7 +390,10 @@ class Orchestrator:
         Each command is marked sent only after the transport took it and after the replies it
         produced in this process were applied: those replies live only in memory, so a crash
         before they are stored must leave the command unsent (it is sent again, the participant
-        answers again, the inbox drops what was already applied) rather than lose them.
+        answers again, the inbox drops what was already applied) rather than lose them. The
+        mark rides along with the transition of the last of those replies (one commit for
+        both); the marks of commands that brought no reply here are written together, one
+        transaction per batch.
 
         Commands are claimed in small batches in this orchestrator's name (`worker_id`): a
         command another worker holds is left to it."""
@@ -397,28 +404,38 @@ class Orchestrator:
             batch = self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
                 break
+            unmarked: list[int] = []
             for position, (outbox_id, dispatch) in enumerate(batch):
                 try:
                     self.transport.send(dispatch)
-                    handled += 1 + self._apply_replies(replies)
+                    applied, carried = self._apply_replies(replies, outbox_id)
                 except BaseException:
-                    # Not sent (or its replies not kept): give the rest of the batch back at once.
+                    # Not sent (or its replies not kept): mark what was, give the rest back at once.
+                    self.store.mark_sent(*unmarked)
                     self.store.release(self.worker_id, outbox_ids=[i for i, _ in batch[position:]])
                     raise
-                self.store.mark_sent(outbox_id)
-            handled += self._apply_replies(replies)
+                handled += 1 + applied
+                if not carried:
+                    unmarked.append(outbox_id)
+            self.store.mark_sent(*unmarked)
+            handled += self._apply_replies(replies)[0]
         return handled
 
-    def _apply_replies(self, replies: deque[Reply] | None) -> int:
+    def _apply_replies(self, replies: deque[Reply] | None, outbox_id: int | None = None) -> tuple[int, bool]:
+        """Apply the queued replies; the last carries the "sent" mark of `outbox_id`. Returns
+        how many were applied and whether the mark was written with one."""
         applied = 0
+        carried = False
         while replies:
             message = replies.popleft()
             applied += 1
+            sent = (outbox_id,) if outbox_id is not None and not replies else ()
             try:
-                self._apply(message)
+                transition = self._apply(message, sent)
             except MessageRefused:
                 continue
-        return applied
+            carried = carried or (bool(sent) and transition.outcome in ("applied", "late"))
+        return applied, carried
 
 
 @dataclass(slots=True)
@@ -436,13 +453,16 @@ def worker(
     once: bool = False,
     interval: float = 1.0,
     rounds: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     report: Callable[[WorkerRound], None] | None = None,
 ) -> int:
     """The loop that keeps instances moving: send the outbox through the transport (at least
-    once), apply in-process replies, fire due timers; sleep `interval` seconds when a round
-    did nothing. `once` runs one round. Time comes from the orchestrator's clock. Returns the
-    number of rounds run."""
+    once), apply in-process replies, fire due timers; when a round did nothing, wait up to
+    `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
+    wakes the worker as soon as another process queues a command or sets a timer; SQLite
+    sleeps the whole interval), or call `sleep` when given. `once` runs one round. Time comes
+    from the orchestrator's clock. Returns the number of rounds run."""
+    wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
         moment = orchestrator.clock()
@@ -455,4 +475,4 @@ def worker(
         if once or (rounds is not None and done >= rounds):
             return done
         if not handled and not fired:
-            sleep(interval)
+            wait(interval)

@@ -73,6 +73,10 @@ __all__ = ["PostgresStore", "current_schema_version"]
 CONNECT_TIMEOUT_SECONDS = 10
 """How long opening waits for the server to answer."""
 
+NOTIFY_CHANNEL = "procflow_work"
+"""What a transition that queued a command or set a timer notifies (database-wide: stores in
+other schemas of the same database wake each other too, which costs a look, nothing more)."""
+
 POOL_TIMEOUT_SECONDS = 30.0
 """How long a transition waits for a pooled connection (the server may be restarting)."""
 
@@ -91,6 +95,7 @@ class PostgresStore:
     def __init__(self, url: str, *, create: bool = True, pool_size: int = 4) -> None:
         self.url = url
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
+        self._listener: Connection | None = None
         self._open_checked(create)
         self._pool = psycopg_pool.ConnectionPool(
             url,
@@ -133,6 +138,9 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the pool's connections (a closed store cannot be used again)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -245,10 +253,11 @@ class PostgresStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
     ) -> int:
         """Write one transition in one transaction: inbox entry (with the digest of the
         message), instance row (version checked), new history entries, outbox rows, the timer
-        row and correlations."""
+        row, correlations and the "sent" marks of the commands `sent`."""
         workflow_id = state.workflowId
         state_json = encode_state(state)
         queued = [(d, encode_dispatch(d)) for d in dispatches]
@@ -303,7 +312,10 @@ class PostgresStore:
                 )
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
-            self._set_timer(connection, state)
+            if self._set_timer(connection, state) or queued:
+                # Delivered at the commit, to the workers waiting in `wait_for_work`.
+                connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            self._mark(connection, sent)
         return version
 
     def _enqueue(self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
@@ -333,11 +345,12 @@ class PostgresStore:
         )
 
     @staticmethod
-    def _set_timer(connection: Connection, state: InstanceState) -> None:
+    def _set_timer(connection: Connection, state: InstanceState) -> bool:
+        """Write the instance's timer row; True when it has one."""
         timer = timer_of(state)
         if timer is None:
             connection.execute("DELETE FROM procflow_timers WHERE workflow_id = %s", (state.workflowId,))
-            return
+            return False
         # A new moment is a new timer: whoever claimed the old one no longer holds it.
         connection.execute(
             "INSERT INTO procflow_timers (workflow_id, next_due, wait_due, deadline) VALUES (%s, %s, %s, %s) "
@@ -345,6 +358,30 @@ class PostgresStore:
             "deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
             (state.workflowId, *timer),
         )
+        return True
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for a transition that queued a command or set a timer
+        (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
+        first call and goes on between calls, so a notice sent while the worker was busy
+        ends the next wait at once."""
+        listener = self._listener
+        if listener is None:
+            try:
+                listener = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
+                )
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.Error as error:
+                raise self._error(error) from None
+            self._listener = listener
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            self._listener = None
+            listener.close()
+            raise self._error(error) from None
 
     def due(self, now: datetime) -> list[str]:
         """Instances with a timer (timeout, backoff, timer step, deadline) due at or before `now`."""
@@ -390,13 +427,19 @@ class PostgresStore:
             ).fetchall()
         return sorted((int(i), decode_dispatch(text, self.location)) for i, text in rows)
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """The transport took the command (its own small transaction); the claim ends with it."""
-        with self._write() as connection:
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """The transport took the commands (one small transaction for all); their claims end with it."""
+        if outbox_ids:
+            with self._write() as connection:
+                self._mark(connection, outbox_ids)
+
+    @staticmethod
+    def _mark(connection: Connection, outbox_ids: Sequence[int]) -> None:
+        if outbox_ids:
             connection.execute(
                 "UPDATE procflow_outbox SET sent_at = %s, claimed_by = NULL, claimed_until = NULL "
-                "WHERE id = %s AND sent_at IS NULL",
-                (_now_text(), outbox_id),
+                "WHERE id = ANY(%s) AND sent_at IS NULL",
+                (_now_text(), list(outbox_ids)),
             )
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:

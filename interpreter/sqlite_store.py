@@ -267,10 +267,11 @@ class SqliteStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
     ) -> int:
         """Write one transition in one transaction: instance row (version checked), new history
-        entries, outbox rows, the timer row, correlations and the inbox entry (with the digest
-        of the message)."""
+        entries, outbox rows, the timer row, correlations, the inbox entry (with the digest
+        of the message) and the "sent" marks of the commands `sent`."""
         workflow_id = state.workflowId
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
@@ -321,6 +322,7 @@ class SqliteStore:
                     "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?)",
                     (message_id, workflow_id, state.updatedAt, message_digest),
                 )
+            self._mark(connection, sent)
         return version
 
     def _enqueue(self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
@@ -402,13 +404,23 @@ class SqliteStore:
             ).fetchall()
         return sorted((int(i), self._decode_dispatch(text)) for i, text in rows)
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """The transport took the command (its own small transaction); the claim ends with it."""
-        with self._write() as connection:
-            connection.execute(
-                "UPDATE outbox SET sent_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ? AND sent_at IS NULL",
-                (_now_text(), outbox_id),
-            )
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """The transport took the commands (one small transaction for all); their claims end with it."""
+        if outbox_ids:
+            with self._write() as connection:
+                self._mark(connection, outbox_ids)
+
+    @staticmethod
+    def _mark(connection: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
+        at = _now_text()
+        connection.executemany(
+            "UPDATE outbox SET sent_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ? AND sent_at IS NULL",
+            [(at, i) for i in outbox_ids],
+        )
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep `timeout` seconds: SQLite tells no other process of a write, so workers poll."""
+        time.sleep(timeout)
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""

@@ -130,28 +130,46 @@ class Clock:
 
 
 def log_marks(store: DurableStore, log: Log) -> None:
-    """Log each command marked sent (after the mark is committed)."""
+    """Log each command marked sent, after the mark is committed: on its own, or riding along
+    with the transition of the last reply it brought."""
     keys: dict[int, str] = {}
-    claim, mark = store.claim_outbox, store.mark_sent
+    claim, mark, save = store.claim_outbox, store.mark_sent, store.save
 
     def claim_outbox(worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         rows = claim(worker, limit, lease)
         keys.update({outbox_id: d.dedupKey for outbox_id, d in rows})
         return rows
 
-    def mark_sent(outbox_id: int) -> None:
-        mark(outbox_id)
-        log.line("mark", keys.pop(outbox_id, "?"))
+    def mark_sent(*outbox_ids: int) -> None:
+        mark(*outbox_ids)
+        for outbox_id in outbox_ids:
+            log.line("mark", keys.pop(outbox_id, "?"))
+
+    def save_logged(*args: Any, **kwargs: Any) -> int:
+        version = save(*args, **kwargs)
+        sent = kwargs.get("sent", args[5] if len(args) > 5 else ())
+        for outbox_id in sent:
+            log.line("mark", keys.pop(outbox_id, "?"))
+        return version
 
     store.claim_outbox = claim_outbox  # type: ignore[method-assign]
     store.mark_sent = mark_sent  # type: ignore[method-assign]
+    store.save = save_logged  # type: ignore[method-assign]
 
 
 class ScenarioTransport(InProcessTransport):
-    """Participants that answer as each instance's scenario says (by default: the step's first reply)."""
+    """Participants that answer as each instance's scenario says (by default: the step's first reply).
 
-    def __init__(self, plan: dict[str, dict[str, Any]], definitions: dict[str, m.ProcessDefinition], mailbox: Mailbox, clock: Clock, log: Log) -> None:
+    With `mail_all`, a reply due at once goes to the mailbox too instead of being applied in
+    the process that sent the command: several workers then apply the replies to one
+    instance's commands in the mailbox's order, not in the order their sends happened to finish."""
+
+    def __init__(
+        self, plan: dict[str, dict[str, Any]], definitions: dict[str, m.ProcessDefinition], mailbox: Mailbox, clock: Clock,
+        log: Log, mail_all: bool = False,
+    ) -> None:
         super().__init__({})
+        self.mail_all = mail_all
         self.plan = plan
         self.definitions = definitions
         self.mailbox = mailbox
@@ -185,7 +203,7 @@ class ScenarioTransport(InProcessTransport):
             messageId=f"{dispatch.dedupKey}:{reaction.reply}", data=reaction.data,
         )
         copies = 2 if reaction.twice else 1
-        if reaction.after == 0:
+        if reaction.after == 0 and not self.mail_all:
             self.replies.extend([reply] * copies)
             return
         at = self.clock().timestamp() + reaction.after
@@ -261,6 +279,7 @@ class Job:
     mailbox: str
     log: str
     name: str
+    mail_all: bool
     synchronous: Synchronous
     start: datetime
     plan: dict[str, dict[str, Any]]
@@ -273,7 +292,7 @@ def load_job(args: argparse.Namespace) -> Job:
     plan: dict[str, dict[str, Any]] = {i["workflowId"]: i for i in document["instances"]}
     definitions = {file: load(file) for file in sorted({i["file"] for i in plan.values()})}
     synchronous: Synchronous = "NORMAL" if args.synchronous == "NORMAL" else "FULL"
-    return Job(args.store, args.mailbox, args.log, args.name, synchronous, parse_instant(document["start"]), plan, definitions)
+    return Job(args.store, args.mailbox, args.log, args.name, args.mail_all, synchronous, parse_instant(document["start"]), plan, definitions)
 
 
 def open_job_store(job: Job) -> DurableStore:
@@ -291,7 +310,7 @@ def drive(job: Job, run: int) -> None:
     log_marks(store, log)
     mailbox = Mailbox(job.mailbox, start)
     clock = Clock(mailbox)
-    transport = ScenarioTransport(plan, definitions, mailbox, clock, log)
+    transport = ScenarioTransport(plan, definitions, mailbox, clock, log, job.mail_all)
     # Every run is the same worker restarted (the same name): it takes back what a killed run held.
     orchestrator = Orchestrator(
         list(definitions.values()), store=store, transport=transport, clock=clock, compile_pinned=compile_source,
@@ -399,6 +418,7 @@ def main() -> int:
     parser.add_argument("--serve", action="store_true", help="wait for `run N` / `kill` / `wait` / `quit` on stdin")
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--name", default="w0", help="the worker's name (its claims are taken in it)")
+    parser.add_argument("--mail-all", action="store_true", help="replies due at once go to the mailbox too (many workers)")
     args = parser.parse_args()
     job = load_job(args)
     print("ready", flush=True)
