@@ -305,11 +305,12 @@ class PostgresStore:
                     "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
                     [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored_entries:])],
                 )
-                cursor.executemany(
-                    "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
-                )
+                if expected_version is None or state.frames:  # an instance's own key never changes
+                    cursor.executemany(
+                        "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                    )
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
             if self._set_timer(connection, state) or queued:
@@ -393,7 +394,8 @@ class PostgresStore:
     def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
         """Instances with a timer due at or before `now` that no other worker holds, now held by
         `worker` for `lease` seconds (until the instance's next save replaces the timer)."""
-        with self._write() as connection:
+        # One statement is one transaction (autocommit): no BEGIN and COMMIT round trips.
+        with self._connection() as connection:
             rows = connection.execute(
                 "UPDATE procflow_timers SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE workflow_id IN (SELECT workflow_id FROM procflow_timers WHERE next_due <= %s "
@@ -417,7 +419,8 @@ class PostgresStore:
         """Unsent commands that no other worker holds, oldest first, now held by `worker` for
         `lease` seconds: the rows are locked only while they are claimed (SKIP LOCKED: a second
         worker takes the next ones instead of waiting)."""
-        with self._write() as connection:
+        # One statement is one transaction (autocommit): no BEGIN and COMMIT round trips.
+        with self._connection() as connection:
             rows = connection.execute(
                 "UPDATE procflow_outbox SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE id IN (SELECT id FROM procflow_outbox WHERE sent_at IS NULL "
@@ -430,7 +433,7 @@ class PostgresStore:
     def mark_sent(self, *outbox_ids: int) -> None:
         """The transport took the commands (one small transaction for all); their claims end with it."""
         if outbox_ids:
-            with self._write() as connection:
+            with self._connection() as connection:  # one statement: its own transaction
                 self._mark(connection, outbox_ids)
 
     @staticmethod

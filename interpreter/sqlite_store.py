@@ -310,10 +310,11 @@ class SqliteStore:
                 "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
                 [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored_entries:])],
             )
-            connection.executemany(
-                "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [(state.type, c, workflow_id) for c in state.correlation_ids()],
-            )
+            if expected_version is None or state.frames:  # an instance's own key never changes
+                connection.executemany(
+                    "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                )
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
             self._set_timer(connection, state)

@@ -236,8 +236,18 @@ def scenario_of(definitions: dict[str, m.ProcessDefinition], instance: dict[str,
     return next(s for s in definition.scenarios if s.name == instance["scenario"])
 
 
+_HAS_EVENTS: dict[str, bool] = {}
+
+
 def has_events(definition: m.ProcessDefinition) -> bool:
     """True when the process (or one it calls) waits for an event that is not a reply."""
+    known = _HAS_EVENTS.get(definition.fingerprint)
+    if known is None:
+        known = _HAS_EVENTS[definition.fingerprint] = _has_events(definition)
+    return known
+
+
+def _has_events(definition: m.ProcessDefinition) -> bool:
     return any(
         isinstance(node, m.RaceNode) or (isinstance(node, m.StepNode) and node.command is None and not node.is_timer)
         for process in _with_called(definition)
@@ -253,7 +263,7 @@ def post_events(store: DurableStore, mailbox: Mailbox, definitions: dict[str, m.
         instance = plan[summary.workflow_id]
         if summary.status in TERMINAL or not has_events(definitions[instance["file"]]):
             continue
-        row = store.get(summary.workflow_id)
+        row = store.load(summary.workflow_id)
         assert row is not None
         state = row.state
         syntax = scenario_of(definitions, instance).syntax
