@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench setup lint clean
+.PHONY: demo test bench bench-store setup lint clean
 
 setup: $(VENV)/.setup-stamp
 
@@ -34,6 +34,10 @@ test: setup lint
 # Printed, not asserted: a shared machine's figures drift (see bench/README.md).
 bench: setup
 	$(BIN)/python bench/compare.py --quick
+
+# The durable stores (SQLite and PostgreSQL on 127.0.0.1:5432) and issue 13's floors: a few minutes.
+bench-store: setup
+	$(BIN)/python bench/store_bench.py --quick
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -117,10 +117,13 @@ class Store(Protocol):
         message_id: str | None = None,
         message_digest: str | None = None,
         sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write a transition: state, outbox, inbox entry (the message id with the digest of
         the message), and `sent`, the outbox ids of commands the transport took (their "sent"
-        mark rides along: one commit for both); `expected_version` None means a new instance.
+        mark rides along: one commit for both); `claim_for` names the worker that will send
+        the commands queued now (they are born claimed by it for a lease, so it sends them
+        without a claim of its own: `held_outbox`); `expected_version` None means a new instance.
         Returns the new version; raises ConcurrencyError when the version moved and
         DuplicateMessage when the inbox already holds `message_id`."""
 
@@ -137,6 +140,10 @@ class Store(Protocol):
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
         for `lease` seconds (or until marked sent)."""
+
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that `worker` holds (its lease still running), oldest first:
+        those its own transitions queued for it (`save(claim_for=...)`). A read, no write."""
 
     def mark_sent(self, *outbox_ids: int) -> None:
         """Commands were handed to the transport (their claims end): one transaction for all."""
@@ -211,6 +218,7 @@ class InMemoryStore:
         message_id: str | None = None,
         message_digest: str | None = None,
         sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
         if message_id is not None and message_id in self._inbox:
@@ -232,6 +240,8 @@ class InMemoryStore:
         self._claims.pop(("timer", state.workflowId), None)  # a new timer: nobody holds it yet
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
+            if claim_for is not None:
+                self._claims[("outbox", self._next_outbox)] = (claim_for, time.monotonic() + LEASE_SECONDS)
             self._next_outbox += 1
         if message_id is not None:
             self._inbox[message_id] = message_digest
@@ -261,6 +271,13 @@ class InMemoryStore:
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent that no other worker holds, now held by `worker`."""
         return self._claim("outbox", sorted(self._outbox.items()), worker, limit, lease)
+
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that `worker` holds, oldest first."""
+        now = time.monotonic()
+        claims = self._claims
+        held = [(i, d) for i, d in sorted(self._outbox.items()) if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] > now]
+        return held[:limit]
 
     def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
         now = time.monotonic()

@@ -156,6 +156,7 @@ class Orchestrator:
         """Instances a tick left alone because their stored record could not be read: id -> why."""
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._recovered = worker_id is None  # a new random name has held nothing before
+        self._pumping = False
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -209,7 +210,7 @@ class Orchestrator:
         transition = engine.start(definition, workflow_id, input, self.clock())
         self._pin(definition)
         try:
-            self.store.save(transition.state, None, transition.dispatches)
+            self.store.save(transition.state, None, transition.dispatches, claim_for=self._sender())
         except ConcurrencyError:
             raced = self.store.get(workflow_id)
             if raced is None:
@@ -238,6 +239,12 @@ class Orchestrator:
             raise MessageRefused(f"no instance correlates by `{reply.correlationId}` (reply `{reply.type}`)")
         live = [w for w in matches if not self._is_terminal(w)]
         return (live or matches)[0]
+
+    def _sender(self) -> str | None:
+        """This worker's name when it sends the commands it queues next (auto_dispatch, or a
+        transition made while it pumps): they are born claimed by it, so it sends them with no
+        claim of their own (one commit per transition); else None (another worker sends them)."""
+        return self.worker_id if self.auto_dispatch or self._pumping else None
 
     def _is_terminal(self, workflow_id: str) -> bool:
         row = self.store.load(workflow_id)
@@ -321,7 +328,9 @@ class Orchestrator:
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
-                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest, sent)
+                self.store.save(
+                    transition.state, row.version, transition.dispatches, message_id, message_digest, sent, self._sender()
+                )
             except DuplicateMessage as duplicate:
                 if on_duplicate is not None:
                     on_duplicate()  # another writer applied the id first: the same message, or refused
@@ -396,12 +405,22 @@ class Orchestrator:
         transaction per batch.
 
         Commands are claimed in small batches in this orchestrator's name (`worker_id`): a
-        command another worker holds is left to it."""
-        handled = 0
+        command another worker holds is left to it. The commands its own transitions queue
+        while it pumps (or always, with `auto_dispatch`) are born claimed by it, in the
+        transition's commit: it sends them without a claim transaction."""
         replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
         self._recover()
+        self._pumping = True
+        try:
+            return self._pump(replies, limit)
+        finally:
+            self._pumping = False
+
+    def _pump(self, replies: deque[Reply] | None, limit: int) -> int:
+        handled = 0
         while handled < limit:
-            batch = self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
+            # What its own transitions queued first (already its own), then what nobody holds.
+            batch = self.store.held_outbox(self.worker_id, CLAIM_BATCH) or self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
                 break
             unmarked: list[int] = []

@@ -254,10 +254,12 @@ class PostgresStore:
         message_id: str | None = None,
         message_digest: str | None = None,
         sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition in one transaction: inbox entry (with the digest of the
-        message), instance row (version checked), new history entries, outbox rows, the timer
-        row, correlations and the "sent" marks of the commands `sent`."""
+        message), instance row (version checked), new history entries, outbox rows (claimed by
+        `claim_for` when given), the timer row, correlations and the "sent" marks of the
+        commands `sent`."""
         workflow_id = state.workflowId
         state_json = encode_state(state)
         queued = [(d, encode_dispatch(d)) for d in dispatches]
@@ -312,18 +314,21 @@ class PostgresStore:
                         [(state.type, c, workflow_id) for c in state.correlation_ids()],
                     )
             for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
+                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim_for)
             if self._set_timer(connection, state) or queued:
                 # Delivered at the commit, to the workers waiting in `wait_for_work`.
                 connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             self._mark(connection, sent)
         return version
 
-    def _enqueue(self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
+    def _enqueue(
+        self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str, claim_for: str | None
+    ) -> None:
         inserted = connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at),
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => %s) END) ON CONFLICT (dedup_key) DO NOTHING",
+            (workflow_id, dispatch.dedupKey, text, at, claim_for, claim_for, LEASE_SECONDS),
         )
         if inserted.rowcount == 1:
             return
@@ -341,8 +346,10 @@ class PostgresStore:
         # again, after what is queued now (a new id), and count how often it was asked for.
         connection.execute("DELETE FROM procflow_outbox WHERE dedup_key = %s", (dispatch.dedupKey,))
         connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted) VALUES (%s, %s, %s, %s, %s)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1),
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => %s) END)",
+            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, claim_for, claim_for, LEASE_SECONDS),
         )
 
     @staticmethod
@@ -429,6 +436,15 @@ class PostgresStore:
                 (worker, lease, limit),
             ).fetchall()
         return sorted((int(i), decode_dispatch(text, self.location)) for i, text in rows)
+
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        rows = self._rows(
+            "SELECT id, dispatch FROM procflow_outbox WHERE claimed_by = %s AND sent_at IS NULL "
+            "AND claimed_until >= clock_timestamp() ORDER BY id LIMIT %s",
+            (worker, limit),
+        )
+        return [(int(i), decode_dispatch(text, self.location)) for i, text in rows]
 
     def mark_sent(self, *outbox_ids: int) -> None:
         """The transport took the commands (one small transaction for all); their claims end with it."""

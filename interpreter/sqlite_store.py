@@ -268,10 +268,12 @@ class SqliteStore:
         message_id: str | None = None,
         message_digest: str | None = None,
         sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition in one transaction: instance row (version checked), new history
-        entries, outbox rows, the timer row, correlations, the inbox entry (with the digest
-        of the message) and the "sent" marks of the commands `sent`."""
+        entries, outbox rows (claimed by `claim_for` when given), the timer row, correlations,
+        the inbox entry (with the digest of the message) and the "sent" marks of the commands
+        `sent`."""
         workflow_id = state.workflowId
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
@@ -315,8 +317,9 @@ class SqliteStore:
                     "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     [(state.type, c, workflow_id) for c in state.correlation_ids()],
                 )
+            claim = (claim_for, time.time() + LEASE_SECONDS) if claim_for is not None else (None, None)
             for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
+                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim)
             self._set_timer(connection, state)
             if message_id is not None:
                 connection.execute(
@@ -326,11 +329,14 @@ class SqliteStore:
             self._mark(connection, sent)
         return version
 
-    def _enqueue(self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
+    def _enqueue(
+        self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str,
+        claim: tuple[str | None, float | None],
+    ) -> None:
         inserted = connection.execute(
-            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at),
+            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+            (workflow_id, dispatch.dedupKey, text, at, *claim),
         )
         if inserted.rowcount == 1:
             return
@@ -348,8 +354,9 @@ class SqliteStore:
         # again, after what is queued now, and count how often it was asked for.
         connection.execute("DELETE FROM outbox WHERE dedup_key = ?", (dispatch.dedupKey,))
         connection.execute(
-            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, emitted) VALUES (?, ?, ?, ?, ?)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1),
+            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, *claim),
         )
 
     @staticmethod
@@ -374,6 +381,11 @@ class SqliteStore:
     def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
         """Instances with a timer due at or before `now` that no other worker holds, now held by
         `worker` for `lease` seconds (until the instance's next save sets its timer anew)."""
+        if not self._rows(  # a read first, as in `claim_outbox`
+            "SELECT 1 FROM timers WHERE next_due <= ? AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1",
+            (now.timestamp(), time.time()),
+        ):
+            return []
         with self._write() as connection:
             rows = connection.execute(
                 "UPDATE timers SET claimed_by = ?, claimed_until = ? WHERE workflow_id IN ("
@@ -396,6 +408,12 @@ class SqliteStore:
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         """Unsent commands that no other worker holds (or whose lease ran out), oldest first, now
         held by `worker` for `lease` seconds."""
+        # A read first: when nothing is there to claim (an idle worker, the end of a pump), no
+        # write lock is taken and nothing is committed.
+        if not self._rows(
+            "SELECT 1 FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1", (time.time(),)
+        ):
+            return []
         with self._write() as connection:
             rows = connection.execute(
                 "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
@@ -404,6 +422,14 @@ class SqliteStore:
                 (worker, time.time() + lease, time.time(), limit),
             ).fetchall()
         return sorted((int(i), self._decode_dispatch(text)) for i, text in rows)
+
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        rows = self._rows(
+            "SELECT id, dispatch FROM outbox WHERE claimed_by = ? AND sent_at IS NULL AND claimed_until >= ? ORDER BY id LIMIT ?",
+            (worker, time.time(), limit),
+        )
+        return [(int(i), self._decode_dispatch(text)) for i, text in rows]
 
     def mark_sent(self, *outbox_ids: int) -> None:
         """The transport took the commands (one small transaction for all); their claims end with it."""

@@ -331,6 +331,23 @@ def test_a_claimed_command_is_left_to_its_worker(store: Store, order: ProcessDef
     assert store.outbox() == [] and store.claim_outbox("worker-c") == []
 
 
+def test_commands_a_worker_queues_are_born_claimed_by_it(store: Store, order: ProcessDefinition) -> None:
+    """A worker that will send what its transition queues holds it from the transition's own
+    commit: no other worker can take it, and it needs no claim of its own."""
+    started(store, order, "wf_1", "ord_1")  # queued for any worker
+    sender = Orchestrator(order, store=store, clock=Clock(), auto_dispatch=True, worker_id="sender", transport=DemoTransport([]))
+    transition = engine.start(order, "wf_2", {"orderId": "ord_2", "amount": 1.0}, T0)
+    store.save(transition.state, None, transition.dispatches, claim_for=sender.worker_id)
+    assert [d.command.workflowId for _, d in store.held_outbox("sender")] == ["wf_2"]
+    assert store.held_outbox("another") == []
+    taken = store.claim_outbox("another")
+    assert [d.command.workflowId for _, d in taken] == ["wf_1"]  # not the one born claimed
+    assert len(store.outbox()) == 2
+    held = store.held_outbox("sender")
+    store.mark_sent(held[0][0])
+    assert store.held_outbox("sender") == [] and [d.command.workflowId for _, d in store.outbox()] == ["wf_1"]
+
+
 def test_a_claim_whose_lease_ran_out_is_taken_by_another_worker(store: Store, order: ProcessDefinition) -> None:
     started(store, order)
     [(outbox_id, _)] = store.claim_outbox("dies", lease=0.2)

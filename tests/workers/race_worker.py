@@ -38,8 +38,9 @@ class LoggedStore(SqliteStore):
         message_id: str | None = None,
         message_digest: str | None = None,
         sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
-        version = super().save(state, expected_version, dispatches, message_id, message_digest, sent)
+        version = super().save(state, expected_version, dispatches, message_id, message_digest, sent, claim_for)
         os.write(self.log_fd, f"{state.workflowId} {expected_version or 0} {version} {os.getpid()}\n".encode())
         return version
 
