@@ -31,6 +31,14 @@ Connections come from a `psycopg_pool.ConnectionPool` (autocommit; a write is an
 transaction). Opening connects once by itself first, so that an unreachable server, an
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
+
+A transition reads the instance row alone (`load`: the history stays in its table), and a
+save that queues a command or sets a timer sends `NOTIFY procflow_work`, which wakes the
+workers waiting in `wait_for_work` (LISTEN on a connection of their own).
+
+Why one module of about 570 lines: it is one class, the store interface on PostgreSQL; its
+schema, migrations and connection diagnoses are already `postgres_schema.py`, and the JSON
+text both stores keep is `stores.py`.
 """
 
 from __future__ import annotations

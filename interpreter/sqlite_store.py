@@ -31,7 +31,7 @@ know, is it intact) and writes nothing to a file it refuses: `StoreError` says w
 wrong, where, and what to do. Older schemas are migrated, in order, in one transaction
 (`procflow.interpreter.sqlite_schema` holds the schema, the migrations and those checks).
 
-Why one module of about 500 lines: it is one class, the store interface on SQLite; its
+Why one module of about 600 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
 both stores keep is `stores.py`.
 """
