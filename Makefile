@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench bench-store setup lint clean
+.PHONY: demo demo-distributed test bench bench-million bench-store setup lint clean
 
 setup: $(VENV)/.setup-stamp
+	sh scripts/ensure_asyncapi_specs.sh $(VENV)/npm
 
 $(VENV)/.setup-stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +33,19 @@ test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check
 	$(BIN)/pytest
 
+# Two workers on PostgreSQL, the demo participants on RabbitMQ, 100 orders (see README).
+demo-distributed: setup
+	$(BIN)/python scripts/demo_distributed.py
+
 # Printed, not asserted: a shared machine's figures drift (see bench/README.md).
 bench: setup
 	$(BIN)/python bench/compare.py --quick
+	$(BIN)/python bench/amqp_bench.py
+
+# A store of 1,000,000 parked instances (about 2 GB of SQLite, minutes to build): its own
+# target, so `make bench` stays short. Prints open, tick and first-page times on both stores.
+bench-million: setup
+	$(BIN)/python bench/million.py --postgres $${PROCFLOW_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432/test}
 
 # The durable stores (SQLite and PostgreSQL on 127.0.0.1:5432) and issue 13's floors: a few minutes.
 bench-store: setup
