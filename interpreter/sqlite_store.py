@@ -35,7 +35,7 @@ write. Older schemas are migrated, in order, in one transaction
 Every use first checks that the path still names the file opened (its device and inode): a
 store deleted or replaced under a running worker stops it instead of being written on.
 
-Why one module of about 600 lines: it is one class, the store interface on SQLite; its
+Why one module of about 630 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
 both stores keep is `stores.py`.
 """
