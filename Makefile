@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo demo-distributed test bench bench-million setup lint clean
+.PHONY: demo demo-distributed test bench bench-million bench-store setup lint clean
 
 setup: $(VENV)/.setup-stamp
 	sh scripts/ensure_asyncapi_specs.sh $(VENV)/npm
@@ -46,6 +46,10 @@ bench: setup
 # target, so `make bench` stays short. Prints open, tick and first-page times on both stores.
 bench-million: setup
 	$(BIN)/python bench/million.py --postgres $${PROCFLOW_TEST_POSTGRES:-postgresql://postgres@127.0.0.1:5432/test}
+
+# The durable stores (SQLite and PostgreSQL on 127.0.0.1:5432) and issue 13's floors: a few minutes.
+bench-store: setup
+	$(BIN)/python bench/store_bench.py --quick
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -7,10 +7,12 @@ in-memory store, on the order process's happy path, and where the time goes.
 
 An `Orchestrator` with in-process participants that say yes runs each instance: one start and
 three replies, i.e. four transitions, each one transaction (instance row, history, outbox,
-timer, inbox) plus one small transaction per command marked sent. The store methods are
+timer, inbox, and the sent mark of the command whose reply it applies). The store methods are
 timed in parts (engine decisions, JSON encode, JSON decode, COMMIT, the other SQL) with
 `perf_counter` around the store's own small methods, so the split costs almost nothing.
-The figures end with one JSON line per store.
+The figures end with one JSON line per store. Then come issue 13's durable floors, on
+SQLite and PostgreSQL (`durable_floors.py`; `--no-floors` leaves them out). `make bench-store`
+runs `--quick`.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def timed_store(path: Path, synchronous: str, timings: Timings) -> SqliteStore:
 
 def wrap_store(store: Any, timings: Timings) -> None:
     """Time every call of the Store protocol (the whole of the store's share)."""
-    for name in ("get", "find", "save", "due", "outbox", "mark_sent", "seen", "pin", "pinned"):
+    for name in ("get", "load", "find", "save", "due", "outbox", "mark_sent", "seen", "pin", "pinned"):
         method = getattr(store, name)
 
         def call(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
@@ -152,7 +154,8 @@ def run(kind: str, instances: int, folder: Path, definition: procflow.ProcessDef
     if sqlite is not None:
         sqlite.close()
     transitions = instances * TRANSITIONS_PER_INSTANCE
-    commits = instances * (TRANSITIONS_PER_INSTANCE + 3) if sqlite is not None else 0  # + one per command marked sent
+    # One per transition: a command's "sent" mark rides along with its reply's transition.
+    commits = instances * TRANSITIONS_PER_INSTANCE if sqlite is not None else 0
     store_time = timings["store"]
     json_time = timings["json encode"] + timings["json decode"]
     parts = {
@@ -217,7 +220,7 @@ def explain(results: dict[str, dict[str, Any]], fsync_ms: tuple[float, float]) -
     return "\n".join([
         "NORMAL survives a crash of the process (at commit the WAL is in the operating system's hands); FULL also",
         "survives a power cut (the WAL is synced to the disk at every commit). In-memory keeps nothing.",
-        f"Each transition is one transaction, and each command marked sent one more: {full['commits'] / full['transitions']:.2f} commits",
+        f"Each transition is one transaction (a command's sent mark rides along with its reply's): {full['commits'] / full['transitions']:.2f} commits",
         f"per transition. A commit costs {per_commit(full):.3f} ms with FULL, {per_commit(normal):.3f} ms with NORMAL; one bare",
         f"page append + fdatasync on this disk takes {fsync_ms[0]:.3f} ms on average (median {fsync_ms[1]:.3f} ms): a FULL commit",
         "syncs the WAL (several pages), and each checkpoint (every 1000 WAL pages) syncs the database file too.",
@@ -235,6 +238,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per store; the median is shown")
     parser.add_argument("--quick", action="store_true", help="60 instances per store, one run")
     parser.add_argument("--folder", help="where the SQLite files go (default: a temporary folder)")
+    parser.add_argument("--no-floors", action="store_true", help="leave out issue 13's durable floors (they need PostgreSQL)")
     args = parser.parse_args()
     instances, repeats = (60, 1) if args.quick else (args.instances, max(1, args.repeats))
     definition = procflow.load(ORDER)
@@ -268,7 +272,13 @@ def main() -> int:
         r = results[kind]
         print(json.dumps({"metric": "durable_transitions_per_second", "store": kind, "value": round(r["transitions_per_second"], 1),
                           "ms_per_transition": {k: round(v, 4) for k, v in r["ms_per_transition"].items()}}))
-    return 0
+    if args.no_floors:
+        return 0
+    print()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import durable_floors  # type: ignore[import-not-found]  # (a script beside this one, not a package)
+
+    return int(durable_floors.main(args.quick))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ A state's history, its completions and its milestones grow by an entry a step an
 changed. As tuples, a step would copy them whole (a step at the 10,000th step cost four times
 one at the first, and a 50,000-step process took 50 s instead of 3); as a `Log`, a step
 appends to a list the states share, each state seeing its first `len` entries.
+
+A durable store does not read an instance's history back to make its next transition (that
+would cost more the older the instance is): it hands the engine a `Tail`, which knows how
+many entries the store holds and keeps only those appended since. The engine needs no more:
+it numbers the next entry and appends it; the store writes what follows the stored ones.
 """
 
 from __future__ import annotations
@@ -78,10 +83,65 @@ class Log(Sequence[T]):
         return Log(own, length + 1)
 
 
+class Tail(Sequence[T]):
+    """A sequence whose first `stored` entries are kept elsewhere (in a store) and were not
+    read: only its length and the entries appended since are here. Reading one of the stored
+    entries is a programming error (`LookupError`): whoever needs the whole history asks the
+    store for it (`Store.get`)."""
+
+    __slots__ = ("_new", "stored")
+
+    def __init__(self, stored: int, new: tuple[T, ...] = ()) -> None:
+        self.stored = stored
+        self._new = new
+
+    def __len__(self) -> int:
+        return self.stored + len(self._new)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
+        length = len(self)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(length)
+            if start < self.stored and start < stop:
+                raise LookupError(f"entries {start} to {self.stored - 1} are in the store, not read")
+            return self._new[start - self.stored : stop - self.stored : step] if start < stop else ()
+        position = index + length if index < 0 else index
+        if not 0 <= position < length:
+            raise IndexError("tail index out of range")
+        if position < self.stored:
+            raise LookupError(f"entry {position} is in the store, not read")
+        return self._new[position - self.stored]
+
+    def __iter__(self) -> Iterator[T]:
+        if self.stored:
+            raise LookupError(f"the first {self.stored} entries are in the store, not read")
+        return iter(self._new)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Tail):
+            return self.stored == other.stored and self._new == other._new
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Tail({self.stored}, {self._new!r})"
+
+    def appended(self, item: T) -> Tail[T]:
+        """This tail with `item` after its entries."""
+        return Tail(self.stored, (*self._new, item))
+
+
 def appended(entries: Sequence[T], item: T) -> Sequence[T]:
-    """`entries` with `item` after them: a tuple while short, then a `Log`."""
+    """`entries` with `item` after them: a tuple while short, then a `Log` (a `Tail` stays one)."""
     if isinstance(entries, tuple):  # (first: asking whether a tuple is a `Log`, an abstract `Sequence`, costs ten times this)
         return (*entries, item) if len(entries) + 1 < LOG_FROM else Log([*entries, item], len(entries) + 1)
-    if isinstance(entries, Log):
+    if isinstance(entries, Log | Tail):
         return entries.appended(item)
     return appended(tuple(entries), item)

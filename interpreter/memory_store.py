@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -148,6 +148,11 @@ class Store(Protocol):
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
 
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance as its next transition needs it, or None: a durable store leaves the
+        history entries it holds unread (the state's `history` is a `Tail` of them), so a
+        transition costs the same at the 1,000th step as at the first."""
+
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
 
@@ -158,11 +163,16 @@ class Store(Protocol):
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write a transition: state, outbox, inbox entry (the message id with the digest of
-        the message); `expected_version` None means a new instance. Returns the new version;
-        raises ConcurrencyError when the version moved and DuplicateMessage when the inbox
-        already holds `message_id`."""
+        the message), and `sent`, the outbox ids of commands the transport took (their "sent"
+        mark rides along: one commit for both); `claim_for` names the worker that will send
+        the commands queued now (they are born claimed by it for a lease, so it sends them
+        without a claim of its own: `held_outbox`); `expected_version` None means a new instance.
+        Returns the new version; raises ConcurrencyError when the version moved and
+        DuplicateMessage when the inbox already holds `message_id`."""
 
     def due(self, now: datetime) -> list[str]:
         """Workflow ids with a timer due at or before `now`."""
@@ -178,8 +188,16 @@ class Store(Protocol):
         """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
         for `lease` seconds (or until marked sent)."""
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """A command was handed to the transport (its claim ends)."""
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that `worker` holds (its lease still running), oldest first:
+        those its own transitions queued for it (`save(claim_for=...)`). A read, no write."""
+
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """Commands were handed to the transport (their claims end): one transaction for all."""
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait `timeout` seconds, or less when the store learns of new work (a command queued
+        or a timer set by another process: PostgreSQL's LISTEN/NOTIFY)."""
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
@@ -235,6 +253,10 @@ class InMemoryStore:
         """The instance, or None."""
         return self._rows.get(workflow_id)
 
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance, or None (in memory the history costs nothing to hand over)."""
+        return self._rows.get(workflow_id)
+
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`) that correlate by `correlation_id` (also in called processes)."""
         return [
@@ -251,6 +273,8 @@ class InMemoryStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition atomically (a dict update cannot be half done)."""
         if message_id is not None and message_id in self._inbox:
@@ -272,9 +296,12 @@ class InMemoryStore:
         self._claims.pop(("timer", state.workflowId), None)  # a new timer: nobody holds it yet
         for dispatch in dispatches:
             self._outbox[self._next_outbox] = dispatch
+            if claim_for is not None:
+                self._claims[("outbox", self._next_outbox)] = (claim_for, time.monotonic() + LEASE_SECONDS)
             self._next_outbox += 1
         if message_id is not None:
             self._inbox[message_id] = message_digest
+        self.mark_sent(*sent)
         return version
 
     def due(self, now: datetime) -> list[str]:
@@ -301,6 +328,13 @@ class InMemoryStore:
         """Commands not yet sent that no other worker holds, now held by `worker`."""
         return self._claim("outbox", sorted(self._outbox.items()), worker, limit, lease)
 
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Commands not yet sent that `worker` holds, oldest first."""
+        now = time.monotonic()
+        claims = self._claims
+        held = [(i, d) for i, d in sorted(self._outbox.items()) if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] > now]
+        return held[:limit]
+
     def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
         now = time.monotonic()
         claimed: list[tuple[_K, _V]] = []
@@ -313,10 +347,15 @@ class InMemoryStore:
                 claimed.append((key, value))
         return claimed
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """Forget a sent command."""
-        self._outbox.pop(outbox_id, None)
-        self._claims.pop(("outbox", outbox_id), None)
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep `timeout` seconds (nobody else writes to a store in this process's memory)."""
+        time.sleep(timeout)
+
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """Forget sent commands."""
+        for outbox_id in outbox_ids:
+            self._outbox.pop(outbox_id, None)
+            self._claims.pop(("outbox", outbox_id), None)
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers."""

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -157,6 +156,7 @@ class Orchestrator:
         """Instances a tick left alone because their stored record could not be read: id -> why."""
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._recovered = worker_id is None  # a new random name has held nothing before
+        self._pumping = False
 
     # ---- reading
     def state(self, workflow_id: str) -> InstanceState:
@@ -210,7 +210,7 @@ class Orchestrator:
         transition = engine.start(definition, workflow_id, input, self.clock())
         self._pin(definition)
         try:
-            self.store.save(transition.state, None, transition.dispatches)
+            self.store.save(transition.state, None, transition.dispatches, claim_for=self._sender())
         except ConcurrencyError:
             raced = self.store.get(workflow_id)
             if raced is None:
@@ -237,8 +237,18 @@ class Orchestrator:
         matches = self.store.find(None, reply.correlationId)
         if not matches:
             raise MessageRefused(f"no instance correlates by `{reply.correlationId}` (reply `{reply.type}`)")
-        live = [w for w in matches if not self.state(w).is_terminal]
+        live = [w for w in matches if not self._is_terminal(w)]
         return (live or matches)[0]
+
+    def _sender(self) -> str | None:
+        """This worker's name when it sends the commands it queues next (auto_dispatch, or a
+        transition made while it pumps): they are born claimed by it, so it sends them with no
+        claim of their own (one commit per transition); else None (another worker sends them)."""
+        return self.worker_id if self.auto_dispatch or self._pumping else None
+
+    def _is_terminal(self, workflow_id: str) -> bool:
+        row = self.store.load(workflow_id)
+        return row is None or row.state.is_terminal
 
     def deliver(self, reply: Reply | Mapping[str, Any]) -> InstanceState:
         """Apply a reply or event to the instance it correlates with; then send what follows."""
@@ -247,6 +257,8 @@ class Orchestrator:
 
     def receive(self, reply: Reply | Mapping[str, Any]) -> engine.Transition:
         """Like `deliver`, but returns the transition (`outcome`: applied, duplicate or late).
+        On a durable store the transition's state carries only the history entries it appended
+        (a `Tail`; `state(id)` reads the whole history).
 
         The message is checked before it is routed (`engine.check_message`: ids, strict JSON,
         limits). A `messageId` seen before is a duplicate when the message is the same, and
@@ -263,7 +275,7 @@ class Orchestrator:
             self.pump()
         return transition
 
-    def _apply(self, message: Reply) -> engine.Transition:
+    def _apply(self, message: Reply, sent: tuple[int, ...] = ()) -> engine.Transition:
         workflow_id = self.route(message)
         message_id = message.messageId
         # What the message says (not how it is addressed): a sender that learned the workflow id
@@ -280,7 +292,9 @@ class Orchestrator:
                 return engine.Transition(row.state, [], "duplicate", f"message {message_id} was already handled")
             return engine.deliver(self.definition_of(row.state), row.state, message, self.clock())
 
-        return self._transact(workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest))
+        return self._transact(
+            workflow_id, decide, message_id, message_digest, lambda: self._refuse_reused(message, message_digest), sent
+        )
 
     def _refuse_reused(self, message: Reply, message_digest: str | None) -> None:
         """MessageRefused when the inbox holds the message's id for another message (a store
@@ -300,17 +314,23 @@ class Orchestrator:
         message_id: str | None = None,
         message_digest: str | None = None,
         on_duplicate: Callable[[], None] | None = None,
+        sent: tuple[int, ...] = (),
     ) -> engine.Transition:
-        """Read, decide, write; when another writer got there first, read again and decide again."""
+        """Read, decide, write; when another writer got there first, read again and decide again.
+        `sent`: outbox ids whose "sent" mark rides along with the write (when there is one:
+        outcome `applied` or `late`)."""
         for _ in range(MAX_CONFLICTS):
-            row = self.store.get(workflow_id)
+            # Without its history: a transition appends to it and never reads it back.
+            row = self.store.load(workflow_id)
             if row is None:
                 raise MessageRefused(f"there is no instance {workflow_id} in this store", workflow_id)
             transition = decide(row)
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
-                self.store.save(transition.state, row.version, transition.dispatches, message_id, message_digest)
+                self.store.save(
+                    transition.state, row.version, transition.dispatches, message_id, message_digest, sent, self._sender()
+                )
             except DuplicateMessage as duplicate:
                 if on_duplicate is not None:
                     on_duplicate()  # another writer applied the id first: the same message, or refused
@@ -379,39 +399,62 @@ class Orchestrator:
         Each command is marked sent only after the transport took it and after the replies it
         produced in this process were applied: those replies live only in memory, so a crash
         before they are stored must leave the command unsent (it is sent again, the participant
-        answers again, the inbox drops what was already applied) rather than lose them.
+        answers again, the inbox drops what was already applied) rather than lose them. The
+        mark rides along with the transition of the last of those replies (one commit for
+        both); the marks of commands that brought no reply here are written together, one
+        transaction per batch.
 
         Commands are claimed in small batches in this orchestrator's name (`worker_id`): a
-        command another worker holds is left to it."""
-        handled = 0
+        command another worker holds is left to it. The commands its own transitions queue
+        while it pumps (or always, with `auto_dispatch`) are born claimed by it, in the
+        transition's commit: it sends them without a claim transaction."""
         replies = self.transport.replies if isinstance(self.transport, InProcessTransport) else None
         self._recover()
+        self._pumping = True
+        try:
+            return self._pump(replies, limit)
+        finally:
+            self._pumping = False
+
+    def _pump(self, replies: deque[Reply] | None, limit: int) -> int:
+        handled = 0
         while handled < limit:
-            batch = self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
+            # What its own transitions queued first (already its own), then what nobody holds.
+            batch = self.store.held_outbox(self.worker_id, CLAIM_BATCH) or self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
                 break
+            unmarked: list[int] = []
             for position, (outbox_id, dispatch) in enumerate(batch):
                 try:
                     self.transport.send(dispatch)
-                    handled += 1 + self._apply_replies(replies)
+                    applied, carried = self._apply_replies(replies, outbox_id)
                 except BaseException:
-                    # Not sent (or its replies not kept): give the rest of the batch back at once.
+                    # Not sent (or its replies not kept): mark what was, give the rest back at once.
+                    self.store.mark_sent(*unmarked)
                     self.store.release(self.worker_id, outbox_ids=[i for i, _ in batch[position:]])
                     raise
-                self.store.mark_sent(outbox_id)
-            handled += self._apply_replies(replies)
+                handled += 1 + applied
+                if not carried:
+                    unmarked.append(outbox_id)
+            self.store.mark_sent(*unmarked)
+            handled += self._apply_replies(replies)[0]
         return handled
 
-    def _apply_replies(self, replies: deque[Reply] | None) -> int:
+    def _apply_replies(self, replies: deque[Reply] | None, outbox_id: int | None = None) -> tuple[int, bool]:
+        """Apply the queued replies; the last carries the "sent" mark of `outbox_id`. Returns
+        how many were applied and whether the mark was written with one."""
         applied = 0
+        carried = False
         while replies:
             message = replies.popleft()
             applied += 1
+            sent = (outbox_id,) if outbox_id is not None and not replies else ()
             try:
-                self._apply(message)
+                transition = self._apply(message, sent)
             except MessageRefused:
                 continue
-        return applied
+            carried = carried or (bool(sent) and transition.outcome in ("applied", "late"))
+        return applied, carried
 
 
 @dataclass(slots=True)
@@ -429,13 +472,16 @@ def worker(
     once: bool = False,
     interval: float = 1.0,
     rounds: int | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     report: Callable[[WorkerRound], None] | None = None,
 ) -> int:
     """The loop that keeps instances moving: send the outbox through the transport (at least
-    once), apply in-process replies, fire due timers; sleep `interval` seconds when a round
-    did nothing. `once` runs one round. Time comes from the orchestrator's clock. Returns the
-    number of rounds run."""
+    once), apply in-process replies, fire due timers; when a round did nothing, wait up to
+    `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
+    wakes the worker as soon as another process queues a command or sets a timer; SQLite
+    sleeps the whole interval), or call `sleep` when given. `once` runs one round. Time comes
+    from the orchestrator's clock. Returns the number of rounds run."""
+    wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
         moment = orchestrator.clock()
@@ -448,4 +494,4 @@ def worker(
         if once or (rounds is not None and done >= rounds):
             return done
         if not handled and not fired:
-            sleep(interval)
+            wait(interval)

@@ -32,9 +32,13 @@ transaction). Opening connects once by itself first, so that an unreachable serv
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
 
-Why one module of a little over 500 lines: it is one class, the store interface on
-PostgreSQL; its schema and migrations are already `postgres_schema.py`, the JSON text both
-stores keep is `stores.py`, and the full check is `store_check.py`.
+A transition reads the instance row alone (`load`: the history stays in its table), and a
+save that queues a command or sets a timer sends `NOTIFY procflow_work`, which wakes the
+workers waiting in `wait_for_work` (LISTEN on a connection of their own).
+
+Why one module of about 600 lines: it is one class, the store interface on PostgreSQL; its
+schema and migrations are already `postgres_schema.py`, the JSON text both stores keep is
+`stores.py`, and the full check is `store_check.py`.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
     decode_dispatch,
+    decode_for_transition,
     decode_state,
     encode_dispatch,
     encode_entries,
@@ -82,6 +87,10 @@ __all__ = ["PostgresStore", "current_schema_version"]
 
 CONNECT_TIMEOUT_SECONDS = 10
 """How long opening waits for the server to answer."""
+
+NOTIFY_CHANNEL = "procflow_work"
+"""What a transition that queued a command or set a timer notifies (database-wide: stores in
+other schemas of the same database wake each other too, which costs a look, nothing more)."""
 
 POOL_TIMEOUT_SECONDS = 30.0
 """How long a transition waits for a pooled connection (the server may be restarting)."""
@@ -101,6 +110,7 @@ class PostgresStore:
     def __init__(self, url: str, *, create: bool = True, pool_size: int = 4) -> None:
         self.url = url
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
+        self._listener: Connection | None = None
         self._open_checked(create)
         self._pool = psycopg_pool.ConnectionPool(
             url,
@@ -143,6 +153,9 @@ class PostgresStore:
 
     def close(self) -> None:
         """Close the pool's connections (a closed store cannot be used again)."""
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -222,6 +235,16 @@ class PostgresStore:
         state, version, entries = rows[0]
         return Stored(decode_state(workflow_id, state, entries or [], self.location), int(version))
 
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+        rows = self._rows(
+            "SELECT state, version, history_count FROM procflow_instances WHERE workflow_id = %s", (workflow_id,)
+        )
+        if not rows:
+            return None
+        state, version, count = rows[0]
+        return Stored(decode_for_transition(workflow_id, state, int(count), self.location), int(version))
+
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
         if process is None:
@@ -245,10 +268,13 @@ class PostgresStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition in one transaction: inbox entry (with the digest of the
-        message), instance row (version checked), new history entries, outbox rows, the timer
-        row and correlations."""
+        message), instance row (version checked), new history entries, outbox rows (claimed by
+        `claim_for` when given), the timer row, correlations and the "sent" marks of the
+        commands `sent`."""
         workflow_id = state.workflowId
         state_json = encode_state(state)
         queued = [(d, encode_dispatch(d)) for d in dispatches]
@@ -296,21 +322,28 @@ class PostgresStore:
                     "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
                     [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored_entries:])],
                 )
-                cursor.executemany(
-                    "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
-                    "ON CONFLICT DO NOTHING",
-                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
-                )
+                if expected_version is None or state.frames:  # an instance's own key never changes
+                    cursor.executemany(
+                        "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
+                        "ON CONFLICT DO NOTHING",
+                        [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                    )
             for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
-            self._set_timer(connection, state)
+                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim_for)
+            if self._set_timer(connection, state) or queued:
+                # Delivered at the commit, to the workers waiting in `wait_for_work`.
+                connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            self._mark(connection, sent)
         return version
 
-    def _enqueue(self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
+    def _enqueue(
+        self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str, claim_for: str | None
+    ) -> None:
         inserted = connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at),
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => %s) END) ON CONFLICT (dedup_key) DO NOTHING",
+            (workflow_id, dispatch.dedupKey, text, at, claim_for, claim_for, LEASE_SECONDS),
         )
         if inserted.rowcount == 1:
             return
@@ -328,16 +361,19 @@ class PostgresStore:
         # again, after what is queued now (a new id), and count how often it was asked for.
         connection.execute("DELETE FROM procflow_outbox WHERE dedup_key = %s", (dispatch.dedupKey,))
         connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted) VALUES (%s, %s, %s, %s, %s)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1),
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+            "ELSE clock_timestamp() + make_interval(secs => %s) END)",
+            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, claim_for, claim_for, LEASE_SECONDS),
         )
 
     @staticmethod
-    def _set_timer(connection: Connection, state: InstanceState) -> None:
+    def _set_timer(connection: Connection, state: InstanceState) -> bool:
+        """Write the instance's timer row; True when it has one."""
         timer = timer_of(state)
         if timer is None:
             connection.execute("DELETE FROM procflow_timers WHERE workflow_id = %s", (state.workflowId,))
-            return
+            return False
         # A new moment is a new timer: whoever claimed the old one no longer holds it.
         connection.execute(
             "INSERT INTO procflow_timers (workflow_id, next_due, wait_due, deadline) VALUES (%s, %s, %s, %s) "
@@ -345,6 +381,30 @@ class PostgresStore:
             "deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
             (state.workflowId, *timer),
         )
+        return True
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for a transition that queued a command or set a timer
+        (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
+        first call and goes on between calls, so a notice sent while the worker was busy
+        ends the next wait at once."""
+        listener = self._listener
+        if listener is None:
+            try:
+                listener = psycopg.connect(
+                    self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
+                )
+                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.Error as error:
+                raise self._error(error) from None
+            self._listener = listener
+        try:
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error as error:
+            self._listener = None
+            listener.close()
+            raise self._error(error) from None
 
     def due(self, now: datetime) -> list[str]:
         """Instances with a timer (timeout, backoff, timer step, deadline) due at or before `now`."""
@@ -356,7 +416,8 @@ class PostgresStore:
     def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
         """Instances with a timer due at or before `now` that no other worker holds, now held by
         `worker` for `lease` seconds (until the instance's next save replaces the timer)."""
-        with self._write() as connection:
+        # One statement is one transaction (autocommit): no BEGIN and COMMIT round trips.
+        with self._connection() as connection:
             rows = connection.execute(
                 "UPDATE procflow_timers SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE workflow_id IN (SELECT workflow_id FROM procflow_timers WHERE next_due <= %s "
@@ -380,7 +441,8 @@ class PostgresStore:
         """Unsent commands that no other worker holds, oldest first, now held by `worker` for
         `lease` seconds: the rows are locked only while they are claimed (SKIP LOCKED: a second
         worker takes the next ones instead of waiting)."""
-        with self._write() as connection:
+        # One statement is one transaction (autocommit): no BEGIN and COMMIT round trips.
+        with self._connection() as connection:
             rows = connection.execute(
                 "UPDATE procflow_outbox SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE id IN (SELECT id FROM procflow_outbox WHERE sent_at IS NULL "
@@ -390,13 +452,28 @@ class PostgresStore:
             ).fetchall()
         return sorted((int(i), decode_dispatch(text, self.location)) for i, text in rows)
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """The transport took the command (its own small transaction); the claim ends with it."""
-        with self._write() as connection:
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        rows = self._rows(
+            "SELECT id, dispatch FROM procflow_outbox WHERE claimed_by = %s AND sent_at IS NULL "
+            "AND claimed_until >= clock_timestamp() ORDER BY id LIMIT %s",
+            (worker, limit),
+        )
+        return [(int(i), decode_dispatch(text, self.location)) for i, text in rows]
+
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """The transport took the commands (one small transaction for all); their claims end with it."""
+        if outbox_ids:
+            with self._connection() as connection:  # one statement: its own transaction
+                self._mark(connection, outbox_ids)
+
+    @staticmethod
+    def _mark(connection: Connection, outbox_ids: Sequence[int]) -> None:
+        if outbox_ids:
             connection.execute(
                 "UPDATE procflow_outbox SET sent_at = %s, claimed_by = NULL, claimed_until = NULL "
-                "WHERE id = %s AND sent_at IS NULL",
-                (_now_text(), outbox_id),
+                "WHERE id = ANY(%s) AND sent_at IS NULL",
+                (_now_text(), list(outbox_ids)),
             )
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:

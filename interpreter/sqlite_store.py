@@ -35,7 +35,7 @@ write. Older schemas are migrated, in order, in one transaction
 Every use first checks that the path still names the file opened (its device and inode): a
 store deleted or replaced under a running worker stops it instead of being written on.
 
-Why one module of about 500 lines: it is one class, the store interface on SQLite; its
+Why one module of about 630 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
 both stores keep is `stores.py`.
 """
@@ -80,6 +80,7 @@ from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
     decode_dispatch,
+    decode_for_transition,
     decode_state,
     encode_dispatch,
     encode_entries,
@@ -252,6 +253,14 @@ class SqliteStore:
             ).fetchall()
         return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries]), int(row[1]))
 
+    def load(self, workflow_id: str) -> Stored | None:
+        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+        rows = self._rows("SELECT state, version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,))
+        if not rows:
+            return None
+        text, version, count = rows[0]
+        return Stored(self._decode_for_transition(workflow_id, text, int(count)), int(version))
+
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
         if process is None:
@@ -275,10 +284,13 @@ class SqliteStore:
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
         """Write one transition in one transaction: instance row (version checked), new history
-        entries, outbox rows, the timer row, correlations and the inbox entry (with the digest
-        of the message)."""
+        entries, outbox rows (claimed by `claim_for` when given), the timer row, correlations,
+        the inbox entry (with the digest of the message) and the "sent" marks of the commands
+        `sent`."""
         workflow_id = state.workflowId
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
@@ -317,25 +329,31 @@ class SqliteStore:
                 "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
                 [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored_entries:])],
             )
-            connection.executemany(
-                "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                [(state.type, c, workflow_id) for c in state.correlation_ids()],
-            )
+            if expected_version is None or state.frames:  # an instance's own key never changes
+                connection.executemany(
+                    "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                )
+            claim = (claim_for, time.time() + LEASE_SECONDS) if claim_for is not None else (None, None)
             for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt)
+                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim)
             self._set_timer(connection, state)
             if message_id is not None:
                 connection.execute(
                     "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?)",
                     (message_id, workflow_id, state.updatedAt, message_digest),
                 )
+            self._mark(connection, sent)
         return version
 
-    def _enqueue(self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str) -> None:
+    def _enqueue(
+        self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str,
+        claim: tuple[str | None, float | None],
+    ) -> None:
         inserted = connection.execute(
-            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at),
+            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING",
+            (workflow_id, dispatch.dedupKey, text, at, *claim),
         )
         if inserted.rowcount == 1:
             return
@@ -353,8 +371,9 @@ class SqliteStore:
         # again, after what is queued now, and count how often it was asked for.
         connection.execute("DELETE FROM outbox WHERE dedup_key = ?", (dispatch.dedupKey,))
         connection.execute(
-            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, emitted) VALUES (?, ?, ?, ?, ?)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1),
+            "INSERT INTO outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, *claim),
         )
 
     @staticmethod
@@ -379,6 +398,11 @@ class SqliteStore:
     def claim_due(self, now: datetime, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[str]:
         """Instances with a timer due at or before `now` that no other worker holds, now held by
         `worker` for `lease` seconds (until the instance's next save sets its timer anew)."""
+        if not self._rows(  # a read first, as in `claim_outbox`
+            "SELECT 1 FROM timers WHERE next_due <= ? AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1",
+            (now.timestamp(), time.time()),
+        ):
+            return []
         with self._write() as connection:
             rows = connection.execute(
                 "UPDATE timers SET claimed_by = ?, claimed_until = ? WHERE workflow_id IN ("
@@ -401,6 +425,12 @@ class SqliteStore:
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         """Unsent commands that no other worker holds (or whose lease ran out), oldest first, now
         held by `worker` for `lease` seconds."""
+        # A read first: when nothing is there to claim (an idle worker, the end of a pump), no
+        # write lock is taken and nothing is committed.
+        if not self._rows(
+            "SELECT 1 FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1", (time.time(),)
+        ):
+            return []
         with self._write() as connection:
             rows = connection.execute(
                 "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
@@ -410,13 +440,31 @@ class SqliteStore:
             ).fetchall()
         return sorted((int(i), self._decode_dispatch(text)) for i, text in rows)
 
-    def mark_sent(self, outbox_id: int) -> None:
-        """The transport took the command (its own small transaction); the claim ends with it."""
-        with self._write() as connection:
-            connection.execute(
-                "UPDATE outbox SET sent_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ? AND sent_at IS NULL",
-                (_now_text(), outbox_id),
-            )
+    def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
+        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        rows = self._rows(
+            "SELECT id, dispatch FROM outbox WHERE claimed_by = ? AND sent_at IS NULL AND claimed_until >= ? ORDER BY id LIMIT ?",
+            (worker, time.time(), limit),
+        )
+        return [(int(i), self._decode_dispatch(text)) for i, text in rows]
+
+    def mark_sent(self, *outbox_ids: int) -> None:
+        """The transport took the commands (one small transaction for all); their claims end with it."""
+        if outbox_ids:
+            with self._write() as connection:
+                self._mark(connection, outbox_ids)
+
+    @staticmethod
+    def _mark(connection: sqlite3.Connection, outbox_ids: Sequence[int]) -> None:
+        at = _now_text()
+        connection.executemany(
+            "UPDATE outbox SET sent_at = ?, claimed_by = NULL, claimed_until = NULL WHERE id = ? AND sent_at IS NULL",
+            [(at, i) for i in outbox_ids],
+        )
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep `timeout` seconds: SQLite tells no other process of a write, so workers poll."""
+        time.sleep(timeout)
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
@@ -563,6 +611,9 @@ class SqliteStore:
 
     def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
         return decode_state(workflow_id, text, entries, str(self.path))
+
+    def _decode_for_transition(self, workflow_id: str, text: str, history_count: int) -> InstanceState:
+        return decode_for_transition(workflow_id, text, history_count, str(self.path))
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)

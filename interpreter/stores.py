@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
+from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
     InstanceSummary,
@@ -257,6 +258,15 @@ def decode_state(workflow_id: str, text: object, entries: Sequence[object], wher
         first = error.errors()[0] if isinstance(error, ValidationError) else None
         why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
+
+
+def decode_for_transition(workflow_id: str, text: object, history_count: int, where: str) -> InstanceState:
+    """A stored state as its next transition needs it: its history entries stay in the store
+    (a `Tail` that knows how many there are), so reading it costs the same however old the
+    instance is."""
+    state = decode_state(workflow_id, text, (), where)
+    state.history = Tail(history_count)
+    return state
 
 
 RECORD_NESTING = 2 * NESTING.value

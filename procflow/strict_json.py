@@ -22,6 +22,7 @@ A breach raises the error class the caller gives (`MessageRefused` for a message
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -37,7 +38,9 @@ Refuse = type[ProcflowError]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string (skipped whole, escapes included) or a bracket: what the depth scan looks at.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_NESTING_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _CONSTANTS = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}
 _INT_BOUND = 10**NUMBER_LITERAL.value
 
@@ -90,19 +93,15 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _too_deep(text: str, depth: int) -> bool:
-    """True when objects and lists nest more than `depth` deep (a scan, no parsing)."""
+    """True when objects and lists nest more than `depth` deep (a scan, no parsing): the
+    strings dropped (a bracket inside one does not nest), the brackets kept, and the deepest
+    level is the largest running sum of +1 per opening and -1 per closing one. Done by `re`
+    and `itertools` rather than a loop over every string and bracket: a store reads its
+    rows back with this at every transition, and a long row holds thousands of strings."""
     if text.count("[") + text.count("{") <= depth:
         return False
-    level = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            level += 1
-            if level > depth:
-                return True
-        elif token in ("]", "}"):
-            level -= 1
-    return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(itertools.accumulate(map(_NESTING_STEP.__getitem__, brackets)), default=0) > depth
 
 
 def _surrogate_problem(text: str, raw: bool) -> str | None:

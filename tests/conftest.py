@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -74,3 +74,24 @@ def postgres_server() -> str:
 def postgres_url(postgres_schema: str) -> str:
     """The URL of a PostgreSQL store in a schema of its own (see `postgres_schema`)."""
     return in_schema(POSTGRES, postgres_schema)
+
+
+@pytest.fixture
+def new_postgres_url() -> Iterator[Callable[[], str]]:
+    """Makes PostgreSQL stores, each in a new schema of its own (all dropped afterwards), for
+    a test that needs more than one."""
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"pf_test_{uuid.uuid4().hex[:12]}"
+        with _admin() as admin:
+            admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        made.append(schema)
+        return in_schema(POSTGRES, schema)
+
+    try:
+        yield make
+    finally:
+        with _admin() as admin:
+            for schema in made:
+                admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,11 +24,13 @@ import pytest
 import procflow
 from procflow.cli import main
 from procflow.errors import StoreError
-from procflow.interpreter.orchestrator import Orchestrator
+from procflow.interpreter.messages import Dispatch
+from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_schema import current_schema_version
 from procflow.interpreter.postgres_store import PostgresStore
 from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.stores import open_store, redact, sqlite_path, store_kind
+from procflow.operator_cli import DemoTransport
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = str(ROOT / "processes" / "order_fulfillment.proc")
@@ -312,3 +315,38 @@ def test_a_named_worker_restarted_takes_back_what_it_held(postgres_url: str, cap
     assert code == 0 and "0 instance(s) not finished" in err, err
     with open_store(postgres_url) as store:
         assert store.outbox() == [] and store.outbox_of("wf_1")[0].id == outbox_id
+
+
+def test_a_waiting_worker_wakes_when_another_process_queues_a_command(postgres_url: str) -> None:
+    """LISTEN/NOTIFY: a worker that found nothing to do and waits for a whole minute takes a
+    command another process queued within a few seconds of it being queued, not a minute later."""
+    order = procflow.load(ORDER)
+    sent: list[str] = []
+    woke = threading.Event()
+
+    class Recording(DemoTransport):
+        def send(self, dispatch: Dispatch) -> None:
+            sent.append(dispatch.command.commandName)
+            woke.set()
+
+    interval = 60.0
+    with open_store(postgres_url) as worker_store, open_store(postgres_url) as other_store:
+        waiting = Orchestrator(order, store=worker_store, transport=Recording([order]), clock=lambda: T0, auto_dispatch=False)
+        rounds: list[int] = []
+        thread = threading.Thread(target=lambda: rounds.append(worker(waiting, interval=interval, rounds=2)), daemon=True)
+        thread.start()
+        # The first round finds nothing and waits; another process then starts an instance.
+        deadline = time.monotonic() + 10
+        while worker_store._listener is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker_store._listener is not None, "the worker never began to wait"
+        queued_at = time.monotonic()
+        Orchestrator(order, store=other_store, clock=lambda: T0, auto_dispatch=False).start(
+            "wf_wake", {"orderId": "ord_wake", "amount": 5.0}
+        )
+        assert woke.wait(interval / 4), f"the worker did not take the command within {interval / 4:.0f}s of a {interval:.0f}s wait"
+        took = time.monotonic() - queued_at
+        thread.join(timeout=interval / 4)
+        assert not thread.is_alive() and rounds == [2]
+    assert sent == ["inventory.reserve"]
+    print(f"\nthe waiting worker took the command {1000 * took:.0f} ms after it was queued (its poll interval: {interval:.0f} s)")

@@ -23,6 +23,7 @@ from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
 from procflow.interpreter.store_check import check_store
+from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from order_helpers import ORDER, ROOT, T0, Clock  # noqa: E402
@@ -356,3 +357,24 @@ def test_two_workers_on_one_store_apply_each_version_once(tmp_path: Path, order:
             assert state.status == "completed"
             assert [e.event for e in state.history] == ["started", "reply", "reply", "reply"]
             assert sorted(v for wid, v in applied if wid == state.workflowId) == [1, 2, 3]
+
+
+def test_a_transition_of_a_worker_that_sends_its_own_commands_commits_once(tmp_path: Path, order: ProcessDefinition) -> None:
+    """The happy path of the order process on one worker: four transitions (a start and three
+    replies), four commits: each command is born claimed by the worker and its sent mark rides
+    along with its reply's transition."""
+    commits: list[int] = []
+
+    class Counting(SqliteStore):
+        def _commit(self, connection: sqlite3.Connection) -> None:
+            commits.append(1)
+            super()._commit(connection)
+
+    with Counting(tmp_path / "store.sqlite") as store:
+        orchestrator = Orchestrator(order, store=store, clock=Clock(), transport=DemoTransport([order]))
+        orchestrator.start("wf_warm", {"orderId": "warm", "amount": 1.0})  # pins the definition (a commit of its own, once)
+        commits.clear()
+        state = orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 10.0})
+        assert state.status == "completed" and len(state.history) == 4
+        assert len(commits) == 4
+        assert store.outbox() == []

@@ -8,6 +8,7 @@ in tests/test_sqlite_store.py and tests/test_postgres_store.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -146,7 +147,9 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     applied = orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
     row = store.get("wf_1")
     assert row is not None and row.version == 2
-    assert row.state == applied.state
+    # The transition's state carries the entry it appended (on a durable store, not the ones before).
+    assert dataclasses.replace(row.state, history=()) == dataclasses.replace(applied.state, history=())
+    assert len(applied.state.history) == 2 and applied.state.history[-1] == row.state.history[-1]
     assert [e.event for e in row.state.history] == ["started", "reply"]
     assert row.state.status == "waiting_for_payment"
     assert store.get("nobody") is None
@@ -154,6 +157,23 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     assert store.find("another-process", "ord_1") == [] and store.find(None, "ord_2") == []
     assert [s.workflowId for s in store.instances("waiting_for_payment")] == ["wf_1"]
     assert store.instances("completed") == []
+
+
+def test_a_transition_reads_the_state_without_its_history_and_appends_to_it(store: Store, order: ProcessDefinition) -> None:
+    orchestrator = started(store, order)
+    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    whole, loaded = store.get("wf_1"), store.load("wf_1")
+    assert whole is not None and loaded is not None and loaded.version == whole.version == 2
+    assert dataclasses.replace(loaded.state, history=()) == dataclasses.replace(whole.state, history=())
+    assert len(loaded.state.history) == 2
+    # A transition made from the loaded state numbers its entry after the stored ones, and the
+    # store keeps the whole history in order.
+    transition = engine.deliver(order, loaded.state, Reply(type="payment_authorized", correlationId="ord_1"), T0)
+    store.save(transition.state, loaded.version, transition.dispatches)
+    again = store.get("wf_1")
+    assert again is not None
+    assert [(e.seq, e.event) for e in again.state.history] == [(1, "started"), (2, "reply"), (3, "reply")]
+    assert again.state.status == "waiting_for_shipping" and store.load("nobody") is None
 
 
 def test_a_message_id_reused_for_another_message_is_refused_and_changes_nothing(store: Store, order: ProcessDefinition) -> None:
@@ -344,6 +364,23 @@ def test_a_claimed_command_is_left_to_its_worker(store: Store, order: ProcessDef
     store.mark_sent(first[0][0])
     store.mark_sent(second[0][0])
     assert store.outbox() == [] and store.claim_outbox("worker-c") == []
+
+
+def test_commands_a_worker_queues_are_born_claimed_by_it(store: Store, order: ProcessDefinition) -> None:
+    """A worker that will send what its transition queues holds it from the transition's own
+    commit: no other worker can take it, and it needs no claim of its own."""
+    started(store, order, "wf_1", "ord_1")  # queued for any worker
+    sender = Orchestrator(order, store=store, clock=Clock(), auto_dispatch=True, worker_id="sender", transport=DemoTransport([]))
+    transition = engine.start(order, "wf_2", {"orderId": "ord_2", "amount": 1.0}, T0)
+    store.save(transition.state, None, transition.dispatches, claim_for=sender.worker_id)
+    assert [d.command.workflowId for _, d in store.held_outbox("sender")] == ["wf_2"]
+    assert store.held_outbox("another") == []
+    taken = store.claim_outbox("another")
+    assert [d.command.workflowId for _, d in taken] == ["wf_1"]  # not the one born claimed
+    assert len(store.outbox()) == 2
+    held = store.held_outbox("sender")
+    store.mark_sent(held[0][0])
+    assert store.held_outbox("sender") == [] and [d.command.workflowId for _, d in store.outbox()] == ["wf_1"]
 
 
 def test_a_claim_whose_lease_ran_out_is_taken_by_another_worker(store: Store, order: ProcessDefinition) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 from procflow.dsl.compiler import compile_source
 from procflow.errors import ConcurrencyError
@@ -36,8 +37,10 @@ class LoggedStore(SqliteStore):
         dispatches: list[Dispatch],
         message_id: str | None = None,
         message_digest: str | None = None,
+        sent: Sequence[int] = (),
+        claim_for: str | None = None,
     ) -> int:
-        version = super().save(state, expected_version, dispatches, message_id, message_digest)
+        version = super().save(state, expected_version, dispatches, message_id, message_digest, sent, claim_for)
         os.write(self.log_fd, f"{state.workflowId} {expected_version or 0} {version} {os.getpid()}\n".encode())
         return version
 
