@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import shutil
 import subprocess
@@ -110,7 +111,7 @@ def _png_dpi(source: bytes) -> int:
 
 def dot_to_image(source: str, fmt: str) -> bytes:
     """Run Graphviz's `dot` on DOT text: the only place procflow starts it."""
-    if fmt not in IMAGE_FORMATS:
+    if fmt not in (*IMAGE_FORMATS, "json"):
         raise DiagramError(f"unknown image format `{fmt}`: use one of {', '.join(IMAGE_FORMATS)}")
     if not dot_available():
         raise GraphvizMissing()
@@ -125,6 +126,14 @@ def dot_to_image(source: str, fmt: str) -> bytes:
     except subprocess.CalledProcessError as error:
         detail = (error.stderr or b"").decode("utf-8", "replace").strip().splitlines()
         raise DiagramError(f"Graphviz's dot could not draw the diagram: {detail[-1] if detail else error}") from None
+
+
+def layout_json(source: str) -> dict[str, Any]:
+    """Graphviz's layout of DOT text as JSON (`dot -Tjson`): every shape, curve and text with its
+    coordinates in points, which `procflow.visualize.measure` reads."""
+    data = dot_to_image(source, "json")
+    layout: dict[str, Any] = json.loads(data)
+    return layout
 
 
 def render_image(
