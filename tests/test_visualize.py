@@ -139,7 +139,7 @@ def test_labels_come_from_the_process_names() -> None:
         ("W", "O", "parcel picked", "reply"),
         ("O", "W", "ship parcel", "command"),
         ("W", "O", "parcel lost", "failure"),
-        ("O", "W", "put back warehouse", "undo"),
+        ("O", "W", "warehouse.put_back", "undo"),
         ("W", "O", "parcel returned", "undo_reply"),
     ]
 
@@ -154,9 +154,9 @@ def test_compensation_path_is_the_reverse_sequence() -> None:
     tail = [(i.source, i.target, i.label) for i in items if isinstance(i, Message)][-5:]
     assert tail == [
         ("S", "O", "shipment rejected"),
-        ("O", "P", "void payment"),
+        ("O", "P", "payment.void"),
         ("P", "O", "payment voided"),
-        ("O", "I", "release inventory"),
+        ("O", "I", "inventory.release"),
         ("I", "O", "inventory released"),
     ]
     assert Note(("O",), "failed: shipping refused the order", "fail") in items

@@ -8,9 +8,10 @@ deterministic: the same IR gives the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 
+from procflow.visualize.arrange import Arrangement, arrange, fail_reason_lines, wrap
 from procflow.visualize.ir import (
     NODE_STATES,
     BlockEnd,
@@ -67,17 +68,6 @@ def _html(text: str) -> str:
     return escape(text, quote=False)
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Words in lines of at most `width` characters (a longer word keeps its own line)."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines or [""]
-
-
 # ---------------------------------------------------------------- flow
 
 
@@ -92,9 +82,18 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         attrs = {"shape": "circle", "width": "0.55", "fixedsize": "true", "label": "end", "fontsize": "10",
                  "style": "filled", "fillcolor": "#ffffff", "color": INK, "penwidth": "3"}
     elif kind == "fail":
-        text = "<br/>".join(_html(line) for line in _wrap(node.title, 13))
-        attrs = {"shape": "circle", "width": "0.8", "margin": "0.02", "label": Html(f'<font point-size="9">{text}</font>'), "style": "filled",
-                 "fillcolor": "#fdedec", "color": RED, "fontcolor": RED_INK, "penwidth": "3"}
+        # BPMN's error end event: small, thick and red; its reason is a text beside it (_side_text).
+        attrs = {"shape": "circle", "width": "0.3", "fixedsize": "true", "label": "", "style": "filled",
+                 "fillcolor": "#fdedec", "color": RED, "penwidth": "3"}
+    elif kind == "link":
+        attrs = {"shape": "doublecircle", "width": "0.32", "fixedsize": "true", "label": node.title, "fontsize": "11",
+                 "style": "filled", "fillcolor": "#eaf2f8" if node.sign == "in" else "#1f618d",
+                 "fontcolor": INK if node.sign == "in" else "#ffffff", "color": "#1f618d", "penwidth": "1.2"}
+    elif kind == "collapsed":
+        rows = [f"<b>{_html(node.title)}</b>", *(f'<font point-size="9" color="{MUTED}">{_html(line)}</font>' for line in node.lines)]
+        rows.append('<font point-size="12">⊞</font>')
+        attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e", "penwidth": "1.5",
+                 "margin": "0.14,0.05", "label": Html("<br/>".join(rows) + note)}
     elif kind in ("step", "call", "undo"):
         title = f"<b>{_html(node.title)}</b>" if kind != "undo" else _html(node.title)
         rows = [title]
@@ -112,15 +111,11 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         # BPMN's intermediate event: a small double circle with its marker, its words beside it.
         attrs = {"shape": "doublecircle", "width": "0.42", "fixedsize": "true", "style": "filled", "fillcolor": "#ffffff",
                  "color": MUTED, "penwidth": "1.2", "fontsize": "15", "label": node.sign}
-        if kind != "catch":
-            rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
-            attrs["xlabel"] = Html(f'<font point-size="10">{"<br/>".join(rows)}</font>{note}')
+        # Its words stand beside it (_side_text).
     else:  # gateways: xor, fork, join, race, loop, until
         attrs = {"shape": "diamond", "width": "0.5", "height": "0.5", "fixedsize": "true", "label": node.sign,
                  "fontsize": "16", "style": "filled", "fillcolor": "#fef9e7", "color": "#b7950b", "fontcolor": "#7d6608",
                  "penwidth": "1.5"}
-        if node.lines:
-            attrs["xlabel"] = Html(f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>')
     if node.state in STATE_STYLE:
         attrs.update(STATE_STYLE[node.state])
         if "filled" not in attrs.get("style", ""):
@@ -131,13 +126,32 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
     return attrs
 
 
+def _side_text(node: FlowNode) -> str | None:
+    """The words beside a small shape (a failure's reason, an event's name and wait, a race's name),
+    as a plain text node of their own: Graphviz keeps room for a node, not for an `xlabel`."""
+    if node.kind == "fail":
+        text = "<br/>".join(_html(line) for line in fail_reason_lines(node.title))
+        colour = STATE_STYLE["failed"]["color"] if node.state == "failed" else RED_INK
+        label = f'<font point-size="9" color="{colour}">{text}</font>'
+    elif node.kind in ("timer", "event"):
+        rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
+        note = f'<br/><font point-size="9" color="#1f618d"><i>{_html(node.note)}</i></font>' if node.note else ""
+        label = f'<font point-size="10">{"<br/>".join(rows)}</font>{note}'
+    elif node.kind in ("xor", "fork", "join", "race", "loop", "until") and node.lines:
+        label = f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>'
+    else:
+        return None
+    attrs = {"shape": "plaintext", "margin": "0.02", "height": "0.2", "label": Html(label), "tooltip": node.title or node.kind}
+    return f"{quote(node.id + '.text')} {_attrs(attrs)}"
+
+
 def _edge_attrs(edge: FlowEdge, straight: bool) -> dict[str, str]:
     attrs: dict[str, str] = {}
     if edge.spine and straight:
         attrs.update({"weight": "8", "penwidth": "1.6", "color": "#34495e"})
     if edge.label:
         # A long condition would stretch the whole row: wrap it.
-        attrs["label"] = "\n".join(_wrap(edge.label, 32)) if len(edge.label) > 40 else edge.label
+        attrs["label"] = "\n".join(wrap(edge.label, 32)) if len(edge.label) > 40 else edge.label
     if edge.kind == "failure":
         attrs.update({"color": RED, "fontcolor": RED_INK})
     elif edge.kind == "timeout":
@@ -154,6 +168,8 @@ def _edge_attrs(edge: FlowEdge, straight: bool) -> dict[str, str]:
 
 def _cluster_attrs(cluster: FlowCluster) -> list[str]:
     label = f"label={quote(cluster.label)}"
+    if cluster.kind == "band":
+        return ['label=""', "style=invis", "margin=12"]
     if cluster.kind == "lane":
         return [label, 'style="filled"', 'fillcolor="#f4f6f7"', 'color="#d5d8dc"', "labeljust=l", "fontsize=12"]
     if cluster.kind == "loop":
@@ -205,11 +221,68 @@ def _lane_anchors(diagram: FlowDiagram) -> list[str]:
     return out
 
 
-def flow(diagram: FlowDiagram) -> str:
-    """The flow view as a `digraph`, left to right."""
+def _folded(diagram: FlowDiagram, arrangement: Arrangement) -> tuple[FlowDiagram, list[str]]:
+    """The diagram with its bands as clusters and each cut edge as a pair of link events, and the
+    names of the first node of each band (stood side by side, in order, by `_band_order`)."""
+    if arrangement.band_count < 2:
+        return diagram, []
+    bands = arrangement.bands
+    clusters = [FlowCluster(f"band{b}", "band", "") for b in range(arrangement.band_count)]
+    clusters += [c if c.parent is not None else replace(c, parent=f"band{_cluster_band(diagram, c.id, bands)}")
+                 for c in diagram.clusters]
+    nodes = [n if n.cluster is not None else replace(n, cluster=f"band{bands[n.id]}") for n in diagram.nodes]
+    cut = {link.edge for link in arrangement.links}
+    edges = [e for e in diagram.edges if e not in cut]
+    kept = list(edges)
+    firsts = [next((n.id for n in diagram.nodes if n.kind == "start"), diagram.nodes[0].id)]
+    for link in arrangement.links:
+        edge = link.edge
+        out_id, in_id = f"link.{link.letter}.out", f"link.{link.letter}.in"
+        source_cluster = next(n.cluster for n in nodes if n.id == edge.source)
+        target_cluster = next(n.cluster for n in nodes if n.id == edge.target)
+        nodes.append(FlowNode(out_id, "link", link.letter, cluster=source_cluster, sign="out", spine=edge.spine))
+        nodes.append(FlowNode(in_id, "link", link.letter, cluster=target_cluster, sign="in", spine=edge.spine))
+        edges.append(replace(edge, target=out_id))
+        edges.append(FlowEdge(in_id, edge.target, edge.kind, "", edge.taken, edge.spine))
+        # A band's beginnings (no shape of the band leads to them) stand first, in the links' order.
+        if not any(e.target == edge.target for e in kept):
+            firsts.append(in_id)
+    firsts.sort(key=lambda name: bands.get(name, 0) if name in bands else bands[_link_target(edges, name)])
+    return replace(diagram, nodes=tuple(nodes), edges=tuple(edges), clusters=tuple(clusters)), firsts
+
+
+def _link_target(edges: list[FlowEdge], link_in: str) -> str:
+    return next(e.target for e in edges if e.source == link_in)
+
+
+def _cluster_band(diagram: FlowDiagram, cluster: str, bands: dict[str, int]) -> int:
+    parents = {c.id: c.parent for c in diagram.clusters}
+    for node in diagram.nodes:
+        inner = node.cluster
+        while inner is not None and inner != cluster:
+            inner = parents.get(inner)
+        if inner == cluster:
+            return bands[node.id]
+    return 0
+
+
+def _band_order(firsts: list[str]) -> list[str]:
+    """Bands side by side across the flow, in order: their first nodes share a rank, each after the last."""
+    if len(firsts) < 2:
+        return []
+    names = [quote(name) for name in firsts]
+    return [f"  {{rank=same; {'; '.join(names)}}}", f"  {' -> '.join(names)} [style=invis, weight=0]"]
+
+
+def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
+    """The flow view as a `digraph`: left to right or top to bottom, folded into bands as `arrangement`
+    says (by default, as `procflow.visualize.arrange.arrange` chooses)."""
+    if arrangement is None:
+        arrangement = arrange(diagram)
+    diagram, firsts = _folded(diagram, arrangement)
     out = [
         f"digraph {quote(diagram.name)} {{",
-        f"  graph [rankdir=LR, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
+        f"  graph [rankdir={arrangement.rankdir}, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
         f"label={_title(diagram.title, diagram.legend)}, nodesep=0.3, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
         f'bgcolor="white"]',
         f'  node [fontname={quote(FONT)}, fontsize=11, fontcolor="{INK}"]',
@@ -245,13 +318,25 @@ def flow(diagram: FlowDiagram) -> str:
                 out.append(f'{indent}{quote(cluster.id + "." + end)} [shape=point, style=invis, width=0.01, label=""]')
         for node in members.get(key, []):
             out.append(f"{indent}{quote(node.id)} {_attrs(_node_attrs(node, not lanes))}")
+            side = _side_text(node)
+            if side is not None:
+                out.append(f"{indent}{side}")
+                reason = quote(node.id + ".text")
+                out.append(f"{indent}{{rank=same; {quote(node.id)}; {reason}}}")
+                # A flat edge puts its tail first: left of its head top to bottom, below it left to right.
+                pair = f"{quote(node.id)} -> {reason}" if arrangement.rankdir == "TB" else f"{reason} -> {quote(node.id)}"
+                out.append(f"{indent}{pair} [style=invis]")
         for source, target in beside.get(key, []):
             out.append(f"{indent}{{rank=same; {quote(source)}; {quote(target)}}}")
         for child in reversed(children.get(key, [])):
             work.append((child, depth + 1, True))
     out.extend(_lane_anchors(diagram))
+    out.extend(_band_order(firsts if arrangement.rankdir == "TB" else firsts[::-1]))
+    on_spine = {node.id for node in diagram.nodes if node.spine}
     for edge in diagram.edges:
         attrs = _edge_attrs(edge, not lanes)
+        if not edge.spine and edge.source in on_spine and edge.target in on_spine and edge.kind != "back":
+            attrs["weight"] = "0"  # a way around a block bends freely, out of the block's labels
         tail = f" {_attrs(attrs)}" if attrs else ""
         out.append(f"  {quote(edge.source)} -> {quote(edge.target)}{tail}")
     out.append("}")
@@ -364,7 +449,7 @@ class _SequenceLayout:
 
     def note(self, item: Note) -> None:
         over = [self.xs[a] for a in item.over if a in self.xs] or [min(self.xs.values())]
-        lines = _wrap(item.text, 60)
+        lines = wrap(item.text, 60)
         height = 0.22 + 0.17 * len(lines)
         width = max(_text_width(max(lines, key=len)) + 0.35, max(over) - min(over) + 0.7)
         x0 = min(over) - 0.35 if len(over) > 1 else over[0] - 0.25
