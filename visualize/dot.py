@@ -157,7 +157,7 @@ def _edge_attrs(edge: FlowEdge, straight: bool) -> dict[str, str]:
     elif edge.kind == "timeout":
         attrs.update({"color": RED, "fontcolor": RED_INK, "style": "dashed", "label": "◷ " + attrs.get("label", "")})
     elif edge.kind == "compensation":
-        attrs.update({"style": "dashed", "color": UNDO, "fontcolor": UNDO, "arrowhead": "vee", "constraint": "false"})
+        attrs.update({"style": "dashed", "color": UNDO, "fontcolor": UNDO, "arrowhead": "vee"})
     elif edge.kind == "back":
         attrs.update({"style": "dashed", "constraint": "false", "color": MUTED})
     if edge.taken:
