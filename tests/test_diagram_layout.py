@@ -135,3 +135,24 @@ def test_failure_ends_are_small_with_the_reason_beside() -> None:
     assert 'width="0.3"' in end and 'label=""' in end
     beside = next(line for line in text.splitlines() if '"reserve_inventory.inventory_unavailable.text" [' in line)
     assert "out of stock" in beside and 'shape="plaintext"' in beside
+
+
+def test_paths_that_fail_the_same_way_share_one_end() -> None:
+    text = """
+    process shared-ends {
+      participant bank "Bank"
+      step authorize { send bank.authorize
+        await authorized within 1m
+        on declined fail "payment failed" }
+      step capture { send bank.capture
+        await captured within 1m
+        on refused fail "payment failed" }
+    }
+    """
+    diagram = visualize.extract(compile_source(text), "flow")
+    assert isinstance(diagram, FlowDiagram)
+    ends = [n for n in diagram.nodes if n.kind == "fail"]
+    assert sorted(n.title for n in ends) == ["payment failed", "timed out", "timed out"]
+    shared = next(n.id for n in ends if n.title == "payment failed")
+    assert {(e.source, e.label) for e in diagram.edges if e.target == shared} == {
+        ("authorize", "declined"), ("capture", "refused")}

@@ -16,9 +16,10 @@ Nothing here runs Graphviz, so DOT text stays a pure function of the process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 
-from procflow.visualize.ir import FlowDiagram, FlowEdge, FlowNode
+from procflow.visualize.ir import FlowCluster, FlowDiagram, FlowEdge, FlowNode
 
 DIRECTIONS = ("auto", "lr", "tb")
 
@@ -187,11 +188,7 @@ def _fold(diagram: FlowDiagram, strip: _Strip, count: int) -> dict[str, int]:
         if not candidates:
             break
 
-        def cost(cut: float) -> float:
-            crossing = sum(1 for e in edges if strip.position.get(e.source, 0) < cut <= strip.position.get(e.target, 0))
-            return abs(cut - target) / strip.length + 0.12 * crossing
-
-        cuts.append(min(candidates, key=cost))
+        cuts.append(min(candidates, key=partial(_cut_cost, strip, edges, target=target)))
     band_of_position = {}
     for node in diagram.nodes:
         where = strip.position.get(_anchor(diagram, node), 0.0)
@@ -206,6 +203,12 @@ def _fold(diagram: FlowDiagram, strip: _Strip, count: int) -> dict[str, int]:
         outer = _clusters_of(diagram, node.cluster)
         bands[node.id] = first_band[outer[-1]] if outer else band_of_position[node.id]
     return bands
+
+
+def _cut_cost(strip: _Strip, edges: list[FlowEdge], cut: float, target: float) -> float:
+    """How bad a cut is: its distance from where it should fall, and the edges it cuts (each a link pair)."""
+    crossing = sum(1 for e in edges if strip.position.get(e.source, 0) < cut <= strip.position.get(e.target, 0))
+    return abs(cut - target) / strip.length + 0.12 * crossing
 
 
 def _clusters_of(diagram: FlowDiagram, cluster: str | None) -> list[str]:
@@ -261,3 +264,51 @@ def arrange(diagram: FlowDiagram, direction: str = "auto") -> Arrangement:
     # Fold only when the strip does not fit; of what fits, fewest bands, left to right first.
     _, rankdir, bands = min(options, key=lambda o: o[0])
     return Arrangement(rankdir, bands, _links(diagram, bands))
+
+
+# ---------------------------------------------------------------- folding
+
+
+def fold(diagram: FlowDiagram, arrangement: Arrangement) -> tuple[FlowDiagram, list[str]]:
+    """The diagram with its bands as clusters and each cut edge as a pair of link events, and the
+    names of the first node of each band (stood side by side, in order, by `_band_order`)."""
+    if arrangement.band_count < 2:
+        return diagram, []
+    bands = arrangement.bands
+    clusters = [FlowCluster(f"band{b}", "band", "") for b in range(arrangement.band_count)]
+    clusters += [c if c.parent is not None else replace(c, parent=f"band{_cluster_band(diagram, c.id, bands)}")
+                 for c in diagram.clusters]
+    nodes = [n if n.cluster is not None else replace(n, cluster=f"band{bands[n.id]}") for n in diagram.nodes]
+    cut = {link.edge for link in arrangement.links}
+    edges = [e for e in diagram.edges if e not in cut]
+    kept = list(edges)
+    firsts = [next((n.id for n in diagram.nodes if n.kind == "start"), diagram.nodes[0].id)]
+    for link in arrangement.links:
+        edge = link.edge
+        out_id, in_id = f"link.{link.letter}.out", f"link.{link.letter}.in"
+        source_cluster = next(n.cluster for n in nodes if n.id == edge.source)
+        target_cluster = next(n.cluster for n in nodes if n.id == edge.target)
+        nodes.append(FlowNode(out_id, "link", link.letter, cluster=source_cluster, sign="out", spine=edge.spine))
+        nodes.append(FlowNode(in_id, "link", link.letter, cluster=target_cluster, sign="in", spine=edge.spine))
+        edges.append(replace(edge, target=out_id))
+        edges.append(FlowEdge(in_id, edge.target, edge.kind, "", edge.taken, edge.spine))
+        # A band's beginnings (no shape of the band leads to them) stand first, in the links' order.
+        if not any(e.target == edge.target for e in kept):
+            firsts.append(in_id)
+    firsts.sort(key=lambda name: bands.get(name, 0) if name in bands else bands[_link_target(edges, name)])
+    return replace(diagram, nodes=tuple(nodes), edges=tuple(edges), clusters=tuple(clusters)), firsts
+
+
+def _link_target(edges: list[FlowEdge], link_in: str) -> str:
+    return next(e.target for e in edges if e.source == link_in)
+
+
+def _cluster_band(diagram: FlowDiagram, cluster: str, bands: dict[str, int]) -> int:
+    parents = {c.id: c.parent for c in diagram.clusters}
+    for node in diagram.nodes:
+        inner = node.cluster
+        while inner is not None and inner != cluster:
+            inner = parents.get(inner)
+        if inner == cluster:
+            return bands[node.id]
+    return 0

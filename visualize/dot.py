@@ -8,10 +8,10 @@ deterministic: the same IR gives the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from html import escape
 
-from procflow.visualize.arrange import Arrangement, arrange, fail_reason_lines, wrap
+from procflow.visualize.arrange import Arrangement, arrange, fail_reason_lines, fold, wrap
 from procflow.visualize.ir import (
     NODE_STATES,
     BlockEnd,
@@ -221,51 +221,6 @@ def _lane_anchors(diagram: FlowDiagram) -> list[str]:
     return out
 
 
-def _folded(diagram: FlowDiagram, arrangement: Arrangement) -> tuple[FlowDiagram, list[str]]:
-    """The diagram with its bands as clusters and each cut edge as a pair of link events, and the
-    names of the first node of each band (stood side by side, in order, by `_band_order`)."""
-    if arrangement.band_count < 2:
-        return diagram, []
-    bands = arrangement.bands
-    clusters = [FlowCluster(f"band{b}", "band", "") for b in range(arrangement.band_count)]
-    clusters += [c if c.parent is not None else replace(c, parent=f"band{_cluster_band(diagram, c.id, bands)}")
-                 for c in diagram.clusters]
-    nodes = [n if n.cluster is not None else replace(n, cluster=f"band{bands[n.id]}") for n in diagram.nodes]
-    cut = {link.edge for link in arrangement.links}
-    edges = [e for e in diagram.edges if e not in cut]
-    kept = list(edges)
-    firsts = [next((n.id for n in diagram.nodes if n.kind == "start"), diagram.nodes[0].id)]
-    for link in arrangement.links:
-        edge = link.edge
-        out_id, in_id = f"link.{link.letter}.out", f"link.{link.letter}.in"
-        source_cluster = next(n.cluster for n in nodes if n.id == edge.source)
-        target_cluster = next(n.cluster for n in nodes if n.id == edge.target)
-        nodes.append(FlowNode(out_id, "link", link.letter, cluster=source_cluster, sign="out", spine=edge.spine))
-        nodes.append(FlowNode(in_id, "link", link.letter, cluster=target_cluster, sign="in", spine=edge.spine))
-        edges.append(replace(edge, target=out_id))
-        edges.append(FlowEdge(in_id, edge.target, edge.kind, "", edge.taken, edge.spine))
-        # A band's beginnings (no shape of the band leads to them) stand first, in the links' order.
-        if not any(e.target == edge.target for e in kept):
-            firsts.append(in_id)
-    firsts.sort(key=lambda name: bands.get(name, 0) if name in bands else bands[_link_target(edges, name)])
-    return replace(diagram, nodes=tuple(nodes), edges=tuple(edges), clusters=tuple(clusters)), firsts
-
-
-def _link_target(edges: list[FlowEdge], link_in: str) -> str:
-    return next(e.target for e in edges if e.source == link_in)
-
-
-def _cluster_band(diagram: FlowDiagram, cluster: str, bands: dict[str, int]) -> int:
-    parents = {c.id: c.parent for c in diagram.clusters}
-    for node in diagram.nodes:
-        inner = node.cluster
-        while inner is not None and inner != cluster:
-            inner = parents.get(inner)
-        if inner == cluster:
-            return bands[node.id]
-    return 0
-
-
 def _band_order(firsts: list[str]) -> list[str]:
     """Bands side by side across the flow, in order: their first nodes share a rank, each after the last."""
     if len(firsts) < 2:
@@ -279,7 +234,7 @@ def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
     says (by default, as `procflow.visualize.arrange.arrange` chooses)."""
     if arrangement is None:
         arrangement = arrange(diagram)
-    diagram, firsts = _folded(diagram, arrangement)
+    diagram, firsts = fold(diagram, arrangement)
     out = [
         f"digraph {quote(diagram.name)} {{",
         f"  graph [rankdir={arrangement.rankdir}, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "

@@ -412,6 +412,31 @@ def _spine(definition: m.ProcessDefinition) -> list[str]:
     return spine
 
 
+def _share_failure_ends(nodes: list[FlowNode], edges: list[FlowEdge]) -> tuple[list[FlowNode], list[FlowEdge]]:
+    """Failure ends with the same reason in the same frame become one end that every such path reaches.
+
+    A step's own `timed out` end is not shared: joining every timeout of a process into one
+    end would draw long edges across the picture, and the ◷ arrow says what happened.
+    """
+    first: dict[tuple[str, str | None], FlowNode] = {}
+    merged: dict[str, str] = {}
+    for node in nodes:
+        if node.kind != "fail" or node.title == "timed out":
+            continue
+        key = (node.title, node.cluster)
+        if key in first:
+            merged[node.id] = first[key].id
+            if node.state is not None:
+                first[key] = replace(first[key], state=node.state)
+        else:
+            first[key] = node
+    if not merged:
+        return nodes, edges
+    kept = [first[(n.title, n.cluster)] if n.kind == "fail" and (n.title, n.cluster) in first else n
+            for n in nodes if n.id not in merged]
+    return kept, [replace(e, target=merged.get(e.target, e.target)) for e in edges]
+
+
 def flow_diagram(
     definition: m.ProcessDefinition,
     *,
@@ -440,6 +465,7 @@ def flow_diagram(
         marked.append(replace(node, cluster=owner.get(node.id), state=state, note=note, spine=node.id in spine))
     if overlay is not None:
         edges = _taken_edges(marked, edges)
+    marked, edges = _share_failure_ends(marked, edges)
     if not expand and not swimlanes:
         marked, edges, clusters = collapse(definition, marked, edges, clusters)
     return FlowDiagram(

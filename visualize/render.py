@@ -93,7 +93,8 @@ def render_text(
         raise DiagramError(f"unknown direction `{direction}`: use one of {', '.join(DIRECTIONS)}")
     diagram = extract(definition, view, path_name=path_name, instance=instance, swimlanes=swimlanes, expand=expand)
     if isinstance(diagram, FlowDiagram):
-        return dot.flow(diagram, arrange(diagram, direction)) if fmt == "dot" else mermaid.flow(diagram)
+        arrangement = arrange(diagram, direction)
+        return dot.flow(diagram, arrangement) if fmt == "dot" else mermaid.flow(diagram, arrangement.rankdir)
     return dot.sequence(diagram) if fmt == "dot" else mermaid.sequence(diagram)
 
 
