@@ -129,12 +129,17 @@ def test_lanes_follow_first_use_and_hold_the_gateways_of_their_steps() -> None:
     assert lane["notify_customer.undo"] == "lane.notifications"
 
 
+@needs_dot
 def test_failure_ends_are_small_with_the_reason_beside() -> None:
-    text = visualize.render_text(load(ROOT / "processes" / "order_fulfillment.proc"), "flow", "dot")
-    end = next(line for line in text.splitlines() if line.strip().startswith('"reserve_inventory.inventory_unavailable" '))
-    assert 'width="0.3"' in end and 'label=""' in end
-    beside = next(line for line in text.splitlines() if '"reserve_inventory.inventory_unavailable.text" [' in line)
-    assert "out of stock" in beside and 'shape="plaintext"' in beside
+    layout = layout_json(visualize.render_text(load(ROOT / "processes" / "order_fulfillment.proc"), "flow", "dot"))
+    end = "reserve_inventory.inventory_unavailable"
+    node = next(o for o in layout["objects"] if o.get("name") == end)
+    assert float(node["height"]) * 72 <= 30  # one line high: no big circle holding the words
+    words = next(t for t in measure.texts(layout) if t.owner == f"node:{end}")
+    assert words.text == "out of stock"
+    arrow = next(line for name, line in measure.edge_lines(layout) if name == f"reserve_inventory->{end}")
+    x, y = arrow[-1]
+    assert x < words.box.left and words.box.bottom - 12 < y < words.box.top + 12  # the arrow ends at the ring beside the words
 
 
 def test_paths_that_fail_the_same_way_share_one_end() -> None:

@@ -39,8 +39,8 @@ FITS = 1800.0
 
 # Graphviz spreads side branches (failure ends, arms) wider than one rank's sum and packs
 # top-to-bottom ranks tighter than their sizes add up to; measured on the sample library.
-BREADTH_FACTOR = {"LR": 2.0, "TB": 1.6}
-LENGTH_FACTOR = {"LR": 1.0, "TB": 0.82}
+BREADTH_FACTOR = {"LR": 1.3, "TB": 1.4}
+LENGTH_FACTOR = {"LR": 1.05, "TB": 0.8}
 
 
 @dataclass(frozen=True, slots=True)

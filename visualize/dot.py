@@ -82,9 +82,7 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         attrs = {"shape": "circle", "width": "0.55", "fixedsize": "true", "label": "end", "fontsize": "10",
                  "style": "filled", "fillcolor": "#ffffff", "color": INK, "penwidth": "3"}
     elif kind == "fail":
-        # BPMN's error end event: small, thick and red; its reason is a text beside it (_side_text).
-        attrs = {"shape": "circle", "width": "0.3", "fixedsize": "true", "label": "", "style": "filled",
-                 "fillcolor": "#fdedec", "color": RED, "penwidth": "3"}
+        attrs = {"shape": "plain", "label": _error_end(node)}
     elif kind == "link":
         attrs = {"shape": "doublecircle", "width": "0.32", "fixedsize": "true", "label": node.title, "fontsize": "11",
                  "style": "filled", "fillcolor": "#eaf2f8" if node.sign == "in" else "#1f618d",
@@ -116,7 +114,7 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         attrs = {"shape": "diamond", "width": "0.5", "height": "0.5", "fixedsize": "true", "label": node.sign,
                  "fontsize": "16", "style": "filled", "fillcolor": "#fef9e7", "color": "#b7950b", "fontcolor": "#7d6608",
                  "penwidth": "1.5"}
-    if node.state in STATE_STYLE:
+    if node.state in STATE_STYLE and kind != "fail":  # an error end colours its own circle
         attrs.update(STATE_STYLE[node.state])
         if "filled" not in attrs.get("style", ""):
             attrs["style"] = (attrs.get("style", "") + ",filled").strip(",")
@@ -126,14 +124,22 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
     return attrs
 
 
+def _error_end(node: FlowNode) -> Html:
+    """BPMN's error end event, small, thick and red, with its reason beside it: one node, so the
+    words stay next to their circle (edges end at the circle, its port `end`)."""
+    style = STATE_STYLE["failed"] if node.state == "failed" else {"fillcolor": "#fdedec", "color": RED}
+    text = '<br align="left"/>'.join(_html(line) for line in fail_reason_lines(node.title))
+    circle = (f'<td port="end" width="18" height="18" fixedsize="true" style="rounded" border="3" '
+              f'color="{style["color"]}" bgcolor="{style["fillcolor"]}"></td>')
+    words = f'<td align="left"><font point-size="9" color="{RED_INK}">{text}<br align="left"/></font></td>'
+    return Html(f'<table border="0" cellborder="0" cellspacing="0" cellpadding="0"><tr>{circle}<td width="5"></td>'
+                f"{words}</tr></table>")
+
+
 def _side_text(node: FlowNode) -> str | None:
-    """The words beside a small shape (a failure's reason, an event's name and wait, a race's name),
+    """The words beside a small shape (an event's name and wait, a race's name),
     as a plain text node of their own: Graphviz keeps room for a node, not for an `xlabel`."""
-    if node.kind == "fail":
-        text = "<br/>".join(_html(line) for line in fail_reason_lines(node.title))
-        colour = STATE_STYLE["failed"]["color"] if node.state == "failed" else RED_INK
-        label = f'<font point-size="9" color="{colour}">{text}</font>'
-    elif node.kind in ("timer", "event"):
+    if node.kind in ("timer", "event"):
         rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
         note = f'<br/><font point-size="9" color="#1f618d"><i>{_html(node.note)}</i></font>' if node.note else ""
         label = f'<font point-size="10">{"<br/>".join(rows)}</font>{note}'
@@ -141,7 +147,7 @@ def _side_text(node: FlowNode) -> str | None:
         label = f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>'
     else:
         return None
-    attrs = {"shape": "plaintext", "margin": "0.02", "height": "0.2", "label": Html(label), "tooltip": node.title or node.kind}
+    attrs = {"shape": "plaintext", "margin": "0.02", "width": "0.1", "height": "0.1", "label": Html(label), "tooltip": node.title or node.kind}
     return f"{quote(node.id + '.text')} {_attrs(attrs)}"
 
 
@@ -235,10 +241,12 @@ def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
     if arrangement is None:
         arrangement = arrange(diagram)
     diagram, firsts = fold(diagram, arrangement)
+    # Lanes stand side by side, each as wide as its widest row: shapes of a row sit closer.
+    nodesep = "0.2" if any(c.kind == "lane" for c in diagram.clusters) else "0.3"
     out = [
         f"digraph {quote(diagram.name)} {{",
         f"  graph [rankdir={arrangement.rankdir}, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
-        f"label={_title(diagram.title, diagram.legend)}, nodesep=0.3, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
+        f"label={_title(diagram.title, diagram.legend)}, nodesep={nodesep}, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
         f'bgcolor="white"]',
         f'  node [fontname={quote(FONT)}, fontsize=11, fontcolor="{INK}"]',
         f'  edge [fontname={quote(FONT)}, fontsize=9, color="{MUTED}", fontcolor="#2c3e50", arrowsize=0.7]',
@@ -288,10 +296,13 @@ def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
     out.extend(_lane_anchors(diagram))
     out.extend(_band_order(firsts if arrangement.rankdir == "TB" else firsts[::-1]))
     on_spine = {node.id for node in diagram.nodes if node.spine}
+    error_ends = {node.id for node in diagram.nodes if node.kind == "fail"}
     for edge in diagram.edges:
         attrs = _edge_attrs(edge, not lanes)
         if not edge.spine and edge.source in on_spine and edge.target in on_spine and edge.kind != "back":
             attrs["weight"] = "0"  # a way around a block bends freely, out of the block's labels
+        if edge.target in error_ends:
+            attrs["headport"] = "end:c"  # aimed at the circle's centre, clipped at its ring
         tail = f" {_attrs(attrs)}" if attrs else ""
         out.append(f"  {quote(edge.source)} -> {quote(edge.target)}{tail}")
     out.append("}")
