@@ -63,6 +63,7 @@ def test_every_sample_swimlane_view_keeps_its_aspect_without_clashes(source: Pat
 
 
 @needs_dot
+@pytest.mark.slow
 def test_swimlane_crossings_are_at_most_half_of_before() -> None:
     total = 0
     for source in SAMPLES:
