@@ -275,7 +275,9 @@ def fold(diagram: FlowDiagram, arrangement: Arrangement) -> tuple[FlowDiagram, l
     if arrangement.band_count < 2:
         return diagram, []
     bands = arrangement.bands
-    clusters = [FlowCluster(f"band{b}", "band", "") for b in range(arrangement.band_count)]
+    order = range(arrangement.band_count)
+    # Graphviz stacks left-to-right bands in the reverse of the order it meets them.
+    clusters = [FlowCluster(f"band{b}", "band", "") for b in (reversed(order) if arrangement.rankdir == "LR" else order)]
     clusters += [c if c.parent is not None else replace(c, parent=f"band{_cluster_band(diagram, c.id, bands)}")
                  for c in diagram.clusters]
     nodes = [n if n.cluster is not None else replace(n, cluster=f"band{bands[n.id]}") for n in diagram.nodes]
