@@ -162,3 +162,23 @@ def test_paths_that_fail_the_same_way_share_one_end() -> None:
     shared = next(n.id for n in ends if n.title == "payment failed")
     assert {(e.source, e.label) for e in diagram.edges if e.target == shared} == {
         ("authorize", "declined"), ("capture", "refused")}
+
+
+def _centre(layout: dict[str, object], name: str) -> tuple[float, float]:
+    objects = layout["objects"]
+    assert isinstance(objects, list)
+    node = next(o for o in objects if o.get("name") == name)
+    x, y = (float(v) for v in str(node["pos"]).split(","))
+    return x, y
+
+
+@needs_dot
+def test_bands_read_in_order() -> None:
+    """Folded top to bottom, the bands stand left to right; folded left to right, top to bottom."""
+    sixty = compile_source(BENCH.generate(60), "<generated>")
+    columns = layout_json(visualize.render_text(sixty, "flow", "dot", direction="tb"))
+    assert _centre(columns, "start")[0] < _centre(columns, "end")[0]
+    loan = load(ROOT / "processes" / "loan_processing.proc")
+    rows = layout_json(visualize.render_text(loan, "flow", "dot", direction="lr"))
+    assert _centre(rows, "link.A.out")[1] > _centre(rows, "end")[1]  # Graphviz's y grows upwards
+    assert _centre(rows, "start")[1] > _centre(rows, "end")[1]
