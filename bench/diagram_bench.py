@@ -20,7 +20,7 @@ from pathlib import Path
 from procflow import visualize
 from procflow.dsl import compile_source, load
 from procflow.visualize import measure
-from procflow.visualize.render import layout_json
+from procflow.visualize.render import dot_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def sample_crossings() -> list[tuple[str, str, int, int, str]]:
     for path in sorted((ROOT / "processes").glob("*.proc")):
         definition = load(path)
         for view, swimlanes in (("flow", False), ("swimlanes", True)):
-            layout = layout_json(visualize.render_text(definition, "flow", "dot", swimlanes=swimlanes))
+            layout = dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=swimlanes))
             width, height = measure.layout_size(layout)
             before = CROSSINGS_BEFORE_ISSUE_20[view].get(path.stem, 0)
             rows.append((path.stem, view, measure.crossings(layout), before, f"{width:.0f} x {height:.0f}"))
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "big_flow-flow.png").write_bytes(png)
     total_svg = best["compile"] + best["dot text"] + best["svg"]
     total_png = best["compile"] + best["dot text"] + best["png"]
-    clashes = measure.label_clashes(layout_json(dot_text))
+    clashes = measure.label_clashes(dot_layout(dot_text))
     print(f"steps: {len(definition.steps)}, nodes: {len(definition.nodes)}, best of {args.repeat} runs")
     print("  ".join(f"{stage} {seconds:.3f}s" for stage, seconds in best.items()))
     print(f"text to SVG: {total_svg:.3f}s, text to PNG: {total_png:.3f}s (budget {args.budget:.1f}s each)")

@@ -19,7 +19,7 @@ from procflow import visualize
 from procflow.dsl import compile_source, load
 from procflow.visualize import measure
 from procflow.visualize.ir import FlowDiagram
-from procflow.visualize.render import layout_json
+from procflow.visualize.render import dot_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "processes").glob("*.proc"))
@@ -48,7 +48,7 @@ def test_every_sample_flow_fits_a_page_without_clashes(source: Path) -> None:
     width, height = measure.svg_size(visualize.render_image(definition, "flow", "svg"))
     assert _ratio(width, height) <= 3.0, (source.stem, width, height)
     assert max(width, height) <= 2000, (source.stem, width, height)
-    layout = layout_json(visualize.render_text(definition, "flow", "dot"))
+    layout = dot_layout(visualize.render_text(definition, "flow", "dot"))
     assert measure.label_clashes(layout) == []
 
 
@@ -58,7 +58,7 @@ def test_every_sample_swimlane_view_keeps_its_aspect_without_clashes(source: Pat
     definition = load(source)
     width, height = measure.svg_size(visualize.render_image(definition, "flow", "svg", swimlanes=True))
     assert _ratio(width, height) <= 3.0, (source.stem, width, height)
-    layout = layout_json(visualize.render_text(definition, "flow", "dot", swimlanes=True))
+    layout = dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=True))
     assert measure.label_clashes(layout) == []
 
 
@@ -67,7 +67,7 @@ def test_every_sample_swimlane_view_keeps_its_aspect_without_clashes(source: Pat
 def test_swimlane_crossings_are_at_most_half_of_before() -> None:
     total = 0
     for source in SAMPLES:
-        layout = layout_json(visualize.render_text(load(source), "flow", "dot", swimlanes=True))
+        layout = dot_layout(visualize.render_text(load(source), "flow", "dot", swimlanes=True))
         total += measure.crossings(layout)
     before = sum(BENCH.CROSSINGS_BEFORE_ISSUE_20["swimlanes"].values())
     assert total * 2 <= before, (total, before)
@@ -81,7 +81,7 @@ def test_a_generated_twenty_step_process_fits_a_page() -> None:
     svg = visualize.render_image(definition, "flow", "svg")
     width, height = measure.svg_size(svg)
     assert _ratio(width, height) <= 3.0 and max(width, height) <= 2000, (width, height)
-    assert measure.label_clashes(layout_json(visualize.render_text(definition, "flow", "dot"))) == []
+    assert measure.label_clashes(dot_layout(visualize.render_text(definition, "flow", "dot"))) == []
 
 
 @needs_dot
@@ -98,7 +98,7 @@ def test_sixty_steps_collapse_their_blocks_and_stay_legible() -> None:
     assert sum(n.kind == "step" for n in opened.nodes) == 60
     text = visualize.render_text(definition, "flow", "dot")
     assert '"link.A.out"' in text and '"link.A.in"' in text  # folded into bands, joined by link events
-    assert measure.label_clashes(layout_json(text)) == []
+    assert measure.label_clashes(dot_layout(text)) == []
 
 
 def test_direction_is_chosen_or_given() -> None:
@@ -132,7 +132,7 @@ def test_lanes_follow_first_use_and_hold_the_gateways_of_their_steps() -> None:
 
 @needs_dot
 def test_failure_ends_are_small_with_the_reason_beside() -> None:
-    layout = layout_json(visualize.render_text(load(ROOT / "processes" / "order_fulfillment.proc"), "flow", "dot"))
+    layout = dot_layout(visualize.render_text(load(ROOT / "processes" / "order_fulfillment.proc"), "flow", "dot"))
     end = "reserve_inventory.inventory_unavailable"
     node = next(o for o in layout["objects"] if o.get("name") == end)
     assert float(node["height"]) * 72 <= 30  # one line high: no big circle holding the words
@@ -176,9 +176,9 @@ def _centre(layout: dict[str, object], name: str) -> tuple[float, float]:
 def test_bands_read_in_order() -> None:
     """Folded top to bottom, the bands stand left to right; folded left to right, top to bottom."""
     sixty = compile_source(BENCH.generate(60), "<generated>")
-    columns = layout_json(visualize.render_text(sixty, "flow", "dot", direction="tb"))
+    columns = dot_layout(visualize.render_text(sixty, "flow", "dot", direction="tb"))
     assert _centre(columns, "start")[0] < _centre(columns, "end")[0]
     loan = load(ROOT / "processes" / "loan_processing.proc")
-    rows = layout_json(visualize.render_text(loan, "flow", "dot", direction="lr"))
+    rows = dot_layout(visualize.render_text(loan, "flow", "dot", direction="lr"))
     assert _centre(rows, "link.A.out")[1] > _centre(rows, "end")[1]  # Graphviz's y grows upwards
     assert _centre(rows, "start")[1] > _centre(rows, "end")[1]

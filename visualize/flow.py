@@ -443,11 +443,14 @@ def flow_diagram(
     swimlanes: bool = False,
     overlay: Overlay | None = None,
     expand: bool = False,
+    share_ends: bool = True,
 ) -> FlowDiagram:
     """The flow view of a definition, with clusters (or swimlanes) and an optional overlay.
 
     A flow of more than COLLAPSE_ABOVE steps draws its outermost parallel blocks and loops
-    collapsed (`procflow.visualize.collapse`) unless `expand` is true.
+    collapsed (`procflow.visualize.collapse`) unless `expand` is true; failure ends with the
+    same reason are one end unless `share_ends` is false. The BPMN export asks for both off:
+    it needs every node the model has.
     """
     nodes, edges = _nodes_and_edges(definition)
     if swimlanes:
@@ -465,7 +468,8 @@ def flow_diagram(
         marked.append(replace(node, cluster=owner.get(node.id), state=state, note=note, spine=node.id in spine))
     if overlay is not None:
         edges = _taken_edges(marked, edges)
-    marked, edges = _share_failure_ends(marked, edges)
+    if share_ends:
+        marked, edges = _share_failure_ends(marked, edges)
     if not expand and not swimlanes:
         marked, edges, clusters = collapse(definition, marked, edges, clusters)
     return FlowDiagram(

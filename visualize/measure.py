@@ -1,6 +1,6 @@
 """Measure a drawn diagram from Graphviz's own coordinates: size, edge crossings, label clashes.
 
-Graphviz's JSON output (`dot -Tjson`, see `render.layout_json`) holds, for every node, its
+Graphviz's JSON output (`dot -Tjson`, see `render.dot_layout`) holds, for every node, its
 shape, centre and size; for every edge the Bézier curves it is drawn with; and for every
 text the point it starts from, its alignment, font size and width. These functions read
 that and answer what a reader would see: how big the picture is, how many times two edges
