@@ -1,11 +1,13 @@
-"""Benchmark: draw a 60-step process with branches and parallel blocks, and time it.
+"""Benchmark: draw a 60-step process with branches and parallel blocks, and time it; count
+the edge crossings of every sample's flow and swimlane view beside the count before issue 20.
 
     python bench/diagram_bench.py [--steps 60] [--out out/bench] [--budget 3.0]
 
 Generates the process as .proc text (so the parser and compiler are on the way too), renders
 its flow view to SVG and PNG with Graphviz's `dot`, prints the time of each stage, and exits
-1 when the whole takes longer than the budget (3 s, the issue's bar). Look at the PNG it
-writes to judge legibility: no overlapping labels, reading order left to right.
+1 when the whole takes longer than the budget (3 s, the issue's bar) or labels clash. Look at
+the PNG it writes to judge legibility. Crossings and clashes are read from Graphviz's JSON
+layout by `procflow.visualize.measure`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from procflow import visualize
-from procflow.dsl import compile_source
+from procflow.dsl import compile_source, load
+from procflow.visualize import measure
+from procflow.visualize.render import dot_layout
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PARTICIPANTS = ("orders", "stock", "billing", "shipping", "crm", "risk")
+
+CROSSINGS_BEFORE_ISSUE_20 = {
+    "flow": {"compliance_escalation": 0, "customer_onboarding": 0, "insurance_claim": 5, "kyc_check": 0,
+             "loan_processing": 3, "order_fulfillment": 0, "refund": 1},
+    "swimlanes": {"compliance_escalation": 17, "customer_onboarding": 1, "insurance_claim": 12, "kyc_check": 0,
+                  "loan_processing": 2, "order_fulfillment": 0, "refund": 1},
+}
+"""Edge crossings of each sample as drawn at commit f5026a0 (before issue 20), counted by
+`procflow.visualize.measure.crossings` with Graphviz 2.43: the figure the issue halves."""
 
 
 def _step(name: str, participant: str, index: int) -> str:
@@ -76,47 +90,21 @@ def generate(steps: int) -> str:
     return "\n".join(line for line in out if line) + "\n"
 
 
-SVG = "{http://www.w3.org/2000/svg}"
-
-
-def label_boxes(svg: bytes) -> list[tuple[str, str, float, float, float, float]]:
-    """(owner, text, left, top, right, bottom) of every text in an SVG drawn by Graphviz.
-
-    A text's width is estimated from its length and size (Graphviz writes no widths); the
-    owner is the node or edge whose group holds it.
-    """
-    root = ET.fromstring(svg)
-    boxes = []
-    for group in root.iter(f"{SVG}g"):
-        if group.get("class") not in ("node", "edge", "cluster"):
-            continue
-        owner = group.findtext(f"{SVG}title") or "?"
-        for text in group.iter(f"{SVG}text"):
-            words = "".join(text.itertext())
-            size = float(text.get("font-size", "10"))
-            x, y = float(text.get("x", "0")), float(text.get("y", "0"))
-            width = 0.5 * size * len(words)
-            anchor = text.get("text-anchor", "start")
-            left = x - width / 2 if anchor == "middle" else (x - width if anchor == "end" else x)
-            boxes.append((owner, words, left, y - 0.75 * size, left + width, y + 0.2 * size))
-    return boxes
-
-
-def overlaps(svg: bytes) -> list[tuple[str, str]]:
-    """Pairs of texts of different nodes or edges whose boxes overlap."""
-    boxes = sorted(label_boxes(svg), key=lambda b: b[2])
-    found = []
-    for i, (owner, words, _, top, right, bottom) in enumerate(boxes):
-        for other, other_words, o_left, o_top, _, o_bottom in boxes[i + 1 :]:
-            if o_left >= right:
-                break
-            if other != owner and o_top < bottom and top < o_bottom:
-                found.append((words, other_words))
-    return found
+def sample_crossings() -> list[tuple[str, str, int, int, str]]:
+    """(sample, view, crossings now, crossings before, size now) for every sample process."""
+    rows = []
+    for path in sorted((ROOT / "processes").glob("*.proc")):
+        definition = load(path)
+        for view, swimlanes in (("flow", False), ("swimlanes", True)):
+            layout = dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=swimlanes))
+            width, height = measure.layout_size(layout)
+            before = CROSSINGS_BEFORE_ISSUE_20[view].get(path.stem, 0)
+            rows.append((path.stem, view, measure.crossings(layout), before, f"{width:.0f} x {height:.0f}"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Generate, render, time; exit 1 when over budget."""
+    """Generate, render, time; print the samples' crossings; exit 1 when over budget."""
     parser = argparse.ArgumentParser(description="time the flow diagram of a generated process")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", default="out/bench")
@@ -146,12 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     (out / "big_flow-flow.png").write_bytes(png)
     total_svg = best["compile"] + best["dot text"] + best["svg"]
     total_png = best["compile"] + best["dot text"] + best["png"]
-    clashes = overlaps(svg)
+    clashes = measure.label_clashes(dot_layout(dot_text))
     print(f"steps: {len(definition.steps)}, nodes: {len(definition.nodes)}, best of {args.repeat} runs")
     print("  ".join(f"{stage} {seconds:.3f}s" for stage, seconds in best.items()))
     print(f"text to SVG: {total_svg:.3f}s, text to PNG: {total_png:.3f}s (budget {args.budget:.1f}s each)")
-    print(f"overlapping labels: {len(clashes)}" + "".join(f"\n  {a!r} / {b!r}" for a, b in clashes[:20]))
+    print(f"overlapping labels: {len(clashes)}" + "".join(f"\n  {clash}" for clash in clashes[:20]))
     print(f"wrote {out / 'big_flow-flow.svg'} and {out / 'big_flow-flow.png'}")
+    print(f"\n{'sample':24} {'view':10} {'crossings':>9} {'before':>6}  size (pt)")
+    totals = {"flow": [0, 0], "swimlanes": [0, 0]}
+    for sample, view, now, before, size in sample_crossings():
+        print(f"{sample:24} {view:10} {now:9d} {before:6d}  {size}")
+        totals[view][0] += now
+        totals[view][1] += before
+    for view, (now, before) in totals.items():
+        print(f"{'total':24} {view:10} {now:9d} {before:6d}")
     failed = False
     if max(total_svg, total_png) > args.budget:
         print(f"over budget: {args.budget:.1f}s", file=sys.stderr)

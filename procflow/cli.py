@@ -213,7 +213,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             instance = instance["state"]
         if not isinstance(instance, dict) or "workflowId" not in instance:
             _fail(f"--instance {args.instance} is not a state record (the `state` printed by `procflow run --json`)")
-    options: dict[str, Any] = {"path_name": args.path, "instance": instance, "swimlanes": args.swimlanes}
+    options: dict[str, Any] = {"path_name": args.path, "instance": instance, "swimlanes": args.swimlanes,
+                               "direction": args.direction, "expand": args.expand}
     if args.format in ("dot", "mermaid"):
         text = visualize.render_text(definition, args.view, args.format, **options)
         if args.output:
@@ -356,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state (with --store: an instance id)")
     p.add_argument("--store", metavar="PATH|URL", help="read the --instance ID from this store (a file path, or sqlite:///... or postgresql://...)")
     p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
+    p.add_argument("--direction", choices=("auto", "lr", "tb"), default="auto",
+                   help="flow view: left to right, top to bottom, or whichever fits a page (default)")
+    p.add_argument("--expand", action="store_true", help="flow view: draw every block open, however large the process")
     p.set_defaults(handler=cmd_render)
 
     p = sub.add_parser("export", help="write a process for another tool: BPMN 2.0 (with its diagram), a Mermaid flowchart, AsyncAPI 3.0")

@@ -8,7 +8,8 @@ flow and sequence views as DOT and Mermaid; for the order process also a compens
 swimlanes, and an instance overlay drawn from a committed state record (made by `procflow
 run ... --stop-at authorize_payment --json`).
 
-Images: SVG and PNG of the order process for the docs. Graphviz's output differs between its
+Images: SVG and PNG of the order process for the docs, and of two larger samples (the loan
+process's flow view, the refund's swimlanes). Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -109,6 +110,8 @@ def image_sources() -> dict[str, str]:
             definition, "sequence", "dot", path_name=COMPENSATION_PATH
         ),
         "order_fulfillment-instance": visualize.render_text(definition, "flow", "dot", instance=committed_state()),
+        "loan_processing-flow": visualize.render_text(load(ROOT / "processes" / "loan_processing.proc"), "flow", "dot"),
+        "refund-swimlanes": visualize.render_text(load(ROOT / "processes" / "refund.proc"), "flow", "dot", swimlanes=True),
     }
 
 

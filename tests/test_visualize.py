@@ -139,7 +139,7 @@ def test_labels_come_from_the_process_names() -> None:
         ("W", "O", "parcel picked", "reply"),
         ("O", "W", "ship parcel", "command"),
         ("W", "O", "parcel lost", "failure"),
-        ("O", "W", "put back warehouse", "undo"),
+        ("O", "W", "warehouse.put_back", "undo"),
         ("W", "O", "parcel returned", "undo_reply"),
     ]
 
@@ -154,9 +154,9 @@ def test_compensation_path_is_the_reverse_sequence() -> None:
     tail = [(i.source, i.target, i.label) for i in items if isinstance(i, Message)][-5:]
     assert tail == [
         ("S", "O", "shipment rejected"),
-        ("O", "P", "void payment"),
+        ("O", "P", "payment.void"),
         ("P", "O", "payment voided"),
-        ("O", "I", "release inventory"),
+        ("O", "I", "inventory.release"),
         ("I", "O", "inventory released"),
     ]
     assert Note(("O",), "failed: shipping refused the order", "fail") in items
@@ -327,7 +327,7 @@ def test_overlays_swimlanes_and_png_draw() -> None:
     svg = visualize.render_image(definition, "flow", "svg", instance=state)
     assert "waits until 2026-03-23T17:00:00Z" in _svg_text(svg)
     lanes = _svg_text(visualize.render_image(definition, "flow", "svg", swimlanes=True))
-    assert all(name in lanes for name in ("Orchestrator", "Inventory", "Payment", "Shipping"))
+    assert all(name in lanes for name in ("Inventory", "Payment", "Shipping")) and "Orchestrator" not in lanes
     png = visualize.render_image(definition, "sequence", "png", path_name="create_shipment.shipment_rejected")
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -367,30 +367,3 @@ def test_missing_dot_on_the_command_line(tmp_path: Path) -> None:
 def test_committed_images_are_current() -> None:
     stale = [line for line in REGEN.check() if "procflow run" not in line]
     assert stale == [], "run python scripts/regen_diagrams.py"
-
-
-# ---------------------------------------------------------------- a big process stays legible
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("diagram_bench", ROOT / "bench" / "diagram_bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@needs_dot
-def test_sixty_steps_read_left_to_right_without_overlapping_labels() -> None:
-    bench = _bench()
-    definition = compile_source(bench.generate(60), "<bench>")
-    assert len(definition.steps) == 60
-    svg = visualize.render_image(definition, "flow", "svg")
-    assert bench.overlaps(svg) == []
-    # every step stands to the right of the step before it; start and end at either side
-    boxes = bench.label_boxes(svg)
-    left_of = {owner: left for owner, text, left, *_ in boxes if text == words(owner)}
-    for step in definition.steps:
-        if isinstance(definition.nodes[step.next], m.StepNode):
-            assert left_of[step.next] > left_of[step.id], (step.id, step.next)
-    assert left_of["start"] == min(left_of.values()) and left_of["end"] == max(left_of.values())

@@ -454,7 +454,7 @@ def _bounds(shape: ET.Element, box: lay.Box) -> None:
 
 def bpmn_xml(definition: m.ProcessDefinition) -> str:
     """The process as BPMN 2.0 XML with its diagram (shapes and edges laid out by Graphviz)."""
-    diagram = flow_diagram(definition)
+    diagram = flow_diagram(definition, expand=True, share_ends=False)  # every node the model has
     compensates = any(isinstance(n, m.StepNode) and n.compensation for n in definition.nodes.values())
     sizes: dict[str, tuple[float, float]] = {}
     for flow_node in diagram.nodes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+from procflow.visualize.arrange import Arrangement, arrange, fail_reason_lines, fold, wrap
 from procflow.visualize.ir import (
     NODE_STATES,
     BlockEnd,
@@ -67,17 +68,6 @@ def _html(text: str) -> str:
     return escape(text, quote=False)
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Words in lines of at most `width` characters (a longer word keeps its own line)."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines or [""]
-
-
 # ---------------------------------------------------------------- flow
 
 
@@ -92,9 +82,16 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         attrs = {"shape": "circle", "width": "0.55", "fixedsize": "true", "label": "end", "fontsize": "10",
                  "style": "filled", "fillcolor": "#ffffff", "color": INK, "penwidth": "3"}
     elif kind == "fail":
-        text = "<br/>".join(_html(line) for line in _wrap(node.title, 13))
-        attrs = {"shape": "circle", "width": "0.8", "margin": "0.02", "label": Html(f'<font point-size="9">{text}</font>'), "style": "filled",
-                 "fillcolor": "#fdedec", "color": RED, "fontcolor": RED_INK, "penwidth": "3"}
+        attrs = {"shape": "plain", "label": _error_end(node)}
+    elif kind == "link":
+        attrs = {"shape": "doublecircle", "width": "0.32", "fixedsize": "true", "label": node.title, "fontsize": "11",
+                 "style": "filled", "fillcolor": "#eaf2f8" if node.sign == "in" else "#1f618d",
+                 "fontcolor": INK if node.sign == "in" else "#ffffff", "color": "#1f618d", "penwidth": "1.2"}
+    elif kind == "collapsed":
+        rows = [f"<b>{_html(node.title)}</b>", *(f'<font point-size="9" color="{MUTED}">{_html(line)}</font>' for line in node.lines)]
+        rows.append('<font point-size="12">⊞</font>')
+        attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e", "penwidth": "1.5",
+                 "margin": "0.14,0.05", "label": Html("<br/>".join(rows) + note)}
     elif kind in ("step", "call", "undo"):
         title = f"<b>{_html(node.title)}</b>" if kind != "undo" else _html(node.title)
         rows = [title]
@@ -112,16 +109,12 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         # BPMN's intermediate event: a small double circle with its marker, its words beside it.
         attrs = {"shape": "doublecircle", "width": "0.42", "fixedsize": "true", "style": "filled", "fillcolor": "#ffffff",
                  "color": MUTED, "penwidth": "1.2", "fontsize": "15", "label": node.sign}
-        if kind != "catch":
-            rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
-            attrs["xlabel"] = Html(f'<font point-size="10">{"<br/>".join(rows)}</font>{note}')
+        # Its words stand beside it (_side_text).
     else:  # gateways: xor, fork, join, race, loop, until
         attrs = {"shape": "diamond", "width": "0.5", "height": "0.5", "fixedsize": "true", "label": node.sign,
                  "fontsize": "16", "style": "filled", "fillcolor": "#fef9e7", "color": "#b7950b", "fontcolor": "#7d6608",
                  "penwidth": "1.5"}
-        if node.lines:
-            attrs["xlabel"] = Html(f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>')
-    if node.state in STATE_STYLE:
+    if node.state in STATE_STYLE and kind != "fail":  # an error end colours its own circle
         attrs.update(STATE_STYLE[node.state])
         if "filled" not in attrs.get("style", ""):
             attrs["style"] = (attrs.get("style", "") + ",filled").strip(",")
@@ -131,19 +124,46 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
     return attrs
 
 
+def _error_end(node: FlowNode) -> Html:
+    """BPMN's error end event, small, thick and red, with its reason beside it: one node, so the
+    words stay next to their circle (edges end at the circle, its port `end`)."""
+    style = STATE_STYLE["failed"] if node.state == "failed" else {"fillcolor": "#fdedec", "color": RED}
+    text = '<br align="left"/>'.join(_html(line) for line in fail_reason_lines(node.title))
+    circle = (f'<td port="end" width="18" height="18" fixedsize="true" style="rounded" border="3" '
+              f'color="{style["color"]}" bgcolor="{style["fillcolor"]}"></td>')
+    words = f'<td align="left"><font point-size="9" color="{RED_INK}">{text}<br align="left"/></font></td>'
+    return Html(f'<table border="0" cellborder="0" cellspacing="0" cellpadding="0"><tr>{circle}<td width="5"></td>'
+                f"{words}</tr></table>")
+
+
+def _side_text(node: FlowNode) -> str | None:
+    """The words beside a small shape (an event's name and wait, a race's name),
+    as a plain text node of their own: Graphviz keeps room for a node, not for an `xlabel`."""
+    if node.kind in ("timer", "event"):
+        rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
+        note = f'<br/><font point-size="9" color="#1f618d"><i>{_html(node.note)}</i></font>' if node.note else ""
+        label = f'<font point-size="10">{"<br/>".join(rows)}</font>{note}'
+    elif node.kind in ("xor", "fork", "join", "race", "loop", "until") and node.lines:
+        label = f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>'
+    else:
+        return None
+    attrs = {"shape": "plaintext", "margin": "0.02", "width": "0.1", "height": "0.1", "label": Html(label), "tooltip": node.title or node.kind}
+    return f"{quote(node.id + '.text')} {_attrs(attrs)}"
+
+
 def _edge_attrs(edge: FlowEdge, straight: bool) -> dict[str, str]:
     attrs: dict[str, str] = {}
     if edge.spine and straight:
         attrs.update({"weight": "8", "penwidth": "1.6", "color": "#34495e"})
     if edge.label:
         # A long condition would stretch the whole row: wrap it.
-        attrs["label"] = "\n".join(_wrap(edge.label, 32)) if len(edge.label) > 40 else edge.label
+        attrs["label"] = "\n".join(wrap(edge.label, 32)) if len(edge.label) > 40 else edge.label
     if edge.kind == "failure":
         attrs.update({"color": RED, "fontcolor": RED_INK})
     elif edge.kind == "timeout":
         attrs.update({"color": RED, "fontcolor": RED_INK, "style": "dashed", "label": "◷ " + attrs.get("label", "")})
     elif edge.kind == "compensation":
-        attrs.update({"style": "dashed", "color": UNDO, "fontcolor": UNDO, "arrowhead": "vee", "constraint": "false"})
+        attrs.update({"style": "dashed", "color": UNDO, "fontcolor": UNDO, "arrowhead": "vee"})
     elif edge.kind == "back":
         attrs.update({"style": "dashed", "constraint": "false", "color": MUTED})
     if edge.taken:
@@ -154,6 +174,8 @@ def _edge_attrs(edge: FlowEdge, straight: bool) -> dict[str, str]:
 
 def _cluster_attrs(cluster: FlowCluster) -> list[str]:
     label = f"label={quote(cluster.label)}"
+    if cluster.kind == "band":
+        return ['label=""', "style=invis", "margin=12"]
     if cluster.kind == "lane":
         return [label, 'style="filled"', 'fillcolor="#f4f6f7"', 'color="#d5d8dc"', "labeljust=l", "fontsize=12"]
     if cluster.kind == "loop":
@@ -205,12 +227,26 @@ def _lane_anchors(diagram: FlowDiagram) -> list[str]:
     return out
 
 
-def flow(diagram: FlowDiagram) -> str:
-    """The flow view as a `digraph`, left to right."""
+def _band_order(firsts: list[str]) -> list[str]:
+    """Bands side by side across the flow, in order: their first nodes share a rank, each after the last."""
+    if len(firsts) < 2:
+        return []
+    names = [quote(name) for name in firsts]
+    return [f"  {{rank=same; {'; '.join(names)}}}", f"  {' -> '.join(names)} [style=invis, weight=0]"]
+
+
+def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
+    """The flow view as a `digraph`: left to right or top to bottom, folded into bands as `arrangement`
+    says (by default, as `procflow.visualize.arrange.arrange` chooses)."""
+    if arrangement is None:
+        arrangement = arrange(diagram)
+    diagram, firsts = fold(diagram, arrangement)
+    # Lanes stand side by side, each as wide as its widest row: shapes of a row sit closer.
+    nodesep = "0.2" if any(c.kind == "lane" for c in diagram.clusters) else "0.3"
     out = [
         f"digraph {quote(diagram.name)} {{",
-        f"  graph [rankdir=LR, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
-        f"label={_title(diagram.title, diagram.legend)}, nodesep=0.3, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
+        f"  graph [rankdir={arrangement.rankdir}, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
+        f"label={_title(diagram.title, diagram.legend)}, nodesep={nodesep}, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
         f'bgcolor="white"]',
         f'  node [fontname={quote(FONT)}, fontsize=11, fontcolor="{INK}"]',
         f'  edge [fontname={quote(FONT)}, fontsize=9, color="{MUTED}", fontcolor="#2c3e50", arrowsize=0.7]',
@@ -245,13 +281,28 @@ def flow(diagram: FlowDiagram) -> str:
                 out.append(f'{indent}{quote(cluster.id + "." + end)} [shape=point, style=invis, width=0.01, label=""]')
         for node in members.get(key, []):
             out.append(f"{indent}{quote(node.id)} {_attrs(_node_attrs(node, not lanes))}")
+            side = _side_text(node)
+            if side is not None:
+                out.append(f"{indent}{side}")
+                reason = quote(node.id + ".text")
+                out.append(f"{indent}{{rank=same; {quote(node.id)}; {reason}}}")
+                # A flat edge puts its tail first: left of its head top to bottom, below it left to right.
+                pair = f"{quote(node.id)} -> {reason}" if arrangement.rankdir == "TB" else f"{reason} -> {quote(node.id)}"
+                out.append(f"{indent}{pair} [style=invis]")
         for source, target in beside.get(key, []):
             out.append(f"{indent}{{rank=same; {quote(source)}; {quote(target)}}}")
         for child in reversed(children.get(key, [])):
             work.append((child, depth + 1, True))
     out.extend(_lane_anchors(diagram))
+    out.extend(_band_order(firsts if arrangement.rankdir == "TB" else firsts[::-1]))
+    on_spine = {node.id for node in diagram.nodes if node.spine}
+    error_ends = {node.id for node in diagram.nodes if node.kind == "fail"}
     for edge in diagram.edges:
         attrs = _edge_attrs(edge, not lanes)
+        if not edge.spine and edge.source in on_spine and edge.target in on_spine and edge.kind != "back":
+            attrs["weight"] = "0"  # a way around a block bends freely, out of the block's labels
+        if edge.target in error_ends:
+            attrs["headport"] = "end:c"  # aimed at the circle's centre, clipped at its ring
         tail = f" {_attrs(attrs)}" if attrs else ""
         out.append(f"  {quote(edge.source)} -> {quote(edge.target)}{tail}")
     out.append("}")
@@ -364,7 +415,7 @@ class _SequenceLayout:
 
     def note(self, item: Note) -> None:
         over = [self.xs[a] for a in item.over if a in self.xs] or [min(self.xs.values())]
-        lines = _wrap(item.text, 60)
+        lines = wrap(item.text, 60)
         height = 0.22 + 0.17 * len(lines)
         width = max(_text_width(max(lines, key=len)) + 0.35, max(over) - min(over) + 0.7)
         x0 = min(over) - 0.35 if len(over) > 1 else over[0] - 0.25

@@ -19,6 +19,7 @@ from procflow.dsl.paths import (
     race_names,
     timer_text,
 )
+from procflow.visualize.collapse import collapse
 from procflow.visualize.ir import (
     FlowCluster,
     FlowDiagram,
@@ -206,11 +207,17 @@ def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowClust
     return clusters, owner
 
 
-def _lane_clusters(definition: m.ProcessDefinition, nodes: list[FlowNode]) -> tuple[list[FlowCluster], dict[str, str]]:
-    """Swimlanes: the orchestrator's own shapes on top, then one lane per participant.
+def _lane_clusters(
+    definition: m.ProcessDefinition, nodes: list[FlowNode], edges: list[FlowEdge]
+) -> tuple[list[FlowCluster], dict[str, str]]:
+    """Swimlanes as BPMN draws them: one lane per participant, in the order the process first
+    commands them.
 
-    A participant's lane holds the steps that command it, their failure ends and their undo
-    boxes (an undo box goes to the lane of the participant it commands).
+    A step, its failure ends and its undo box (in the lane of the participant the undo
+    commands) belong to their participant. A shape of the orchestrator's own (a gateway, an
+    event, a timer, a join, the end) stands in the lane of the step it follows, and the start
+    in the lane of the first step, so edges stay short. Only a process without participants
+    gets an `Orchestrator` lane.
     """
     owner: dict[str, str] = {}
     for node in nodes:
@@ -221,11 +228,30 @@ def _lane_clusters(definition: m.ProcessDefinition, nodes: list[FlowNode]) -> tu
         if isinstance(source, m.StepNode) and source.command is not None:
             command = source.compensation.command if node.kind == "undo" and source.compensation else source.command
             owner[node.id] = f"lane.{command.participant}"
-        else:
-            owner[node.id] = "lane"
-    used = set(owner.values())
-    lanes = [FlowCluster("lane", "lane", "Orchestrator")] if "lane" in used else []
-    lanes += [FlowCluster(f"lane.{p.name}", "lane", p.display) for p in definition.participants.values() if f"lane.{p.name}" in used]
+    incoming: dict[str, list[str]] = {}
+    outgoing: dict[str, list[str]] = {}
+    for edge in edges:
+        if edge.kind not in ("back", "compensation"):
+            incoming.setdefault(edge.target, []).append(edge.source)
+            outgoing.setdefault(edge.source, []).append(edge.target)
+    for _ in range(len(nodes)):  # each pass settles at least one more shape along the edges
+        unsettled = [n.id for n in nodes if n.id not in owner]
+        for node_id in unsettled:
+            before = [owner[s] for s in incoming.get(node_id, []) if s in owner]
+            after = [owner[t] for t in outgoing.get(node_id, []) if t in owner]
+            if before or (after and not incoming.get(node_id)):
+                owner[node_id] = (before or after)[0]
+        if not unsettled:
+            break
+    for node in nodes:
+        owner.setdefault(node.id, "lane")
+    first_use: list[str] = []
+    for node in nodes:
+        if node.kind != "undo" and owner[node.id] not in first_use:
+            first_use.append(owner[node.id])
+    first_use += [lane for lane in dict.fromkeys(owner.values()) if lane not in first_use]
+    names = {f"lane.{p.name}": p.display for p in definition.participants.values()}
+    lanes = [FlowCluster(lane, "lane", names.get(lane, "Orchestrator")) for lane in first_use]
     return lanes, owner
 
 
@@ -386,16 +412,49 @@ def _spine(definition: m.ProcessDefinition) -> list[str]:
     return spine
 
 
+def _share_failure_ends(nodes: list[FlowNode], edges: list[FlowEdge]) -> tuple[list[FlowNode], list[FlowEdge]]:
+    """Failure ends with the same reason in the same frame become one end that every such path reaches.
+
+    A step's own `timed out` end is not shared: joining every timeout of a process into one
+    end would draw long edges across the picture, and the ◷ arrow says what happened.
+    """
+    first: dict[tuple[str, str | None], FlowNode] = {}
+    merged: dict[str, str] = {}
+    for node in nodes:
+        if node.kind != "fail" or node.title == "timed out":
+            continue
+        key = (node.title, node.cluster)
+        if key in first:
+            merged[node.id] = first[key].id
+            if node.state is not None:
+                first[key] = replace(first[key], state=node.state)
+        else:
+            first[key] = node
+    if not merged:
+        return nodes, edges
+    kept = [first[(n.title, n.cluster)] if n.kind == "fail" and (n.title, n.cluster) in first else n
+            for n in nodes if n.id not in merged]
+    return kept, [replace(e, target=merged.get(e.target, e.target)) for e in edges]
+
+
 def flow_diagram(
     definition: m.ProcessDefinition,
     *,
     swimlanes: bool = False,
     overlay: Overlay | None = None,
+    expand: bool = False,
+    share_ends: bool = True,
 ) -> FlowDiagram:
-    """The flow view of a definition, with clusters (or swimlanes) and an optional overlay."""
+    """The flow view of a definition, with clusters (or swimlanes) and an optional overlay.
+
+    A flow of more than COLLAPSE_ABOVE steps draws its outermost parallel blocks and loops
+    collapsed (`procflow.visualize.collapse`) unless `expand` is true; failure ends with the
+    same reason are one end unless `share_ends` is false. The BPMN export asks for both off:
+    it needs every node the model has.
+    """
     nodes, edges = _nodes_and_edges(definition)
     if swimlanes:
-        clusters, owner = _lane_clusters(definition, nodes)
+        clusters, owner = _lane_clusters(definition, nodes, edges)
     else:
         clusters, owner = _structure_clusters(definition)
     line = _spine(definition)
@@ -409,6 +468,10 @@ def flow_diagram(
         marked.append(replace(node, cluster=owner.get(node.id), state=state, note=note, spine=node.id in spine))
     if overlay is not None:
         edges = _taken_edges(marked, edges)
+    if share_ends:
+        marked, edges = _share_failure_ends(marked, edges)
+    if not expand and not swimlanes:
+        marked, edges, clusters = collapse(definition, marked, edges, clusters)
     return FlowDiagram(
         name=definition.name,
         title=diagram_title(definition),

@@ -31,6 +31,8 @@ FLOW_NODE_KINDS = frozenset(
         "until",  # tail of a repeat loop
         "call",  # runs another process
         "undo",  # the compensation command of a step
+        "collapsed",  # a parallel block or loop drawn as one shape (`--expand` opens it)
+        "link",  # where a folded flow leaves one band and picks up in the next (title: the link's letter)
     }
 )
 
@@ -173,9 +175,12 @@ def words(name: str) -> str:
 
 
 def undo_label(command_name: str) -> str:
-    """The words of an undo command: `payment.void` -> `void payment`."""
-    participant, _, command = command_name.partition(".")
-    return words(f"{command} {participant}") if command else words(command_name)
+    """The words of an undo command: the command as the process wrote it (`payment.void`).
+
+    Rearranged into words (`void payment`) a longer name read wrongly: `travel.cancel_flight`
+    became "cancel flight travel"; the arrow already points at the participant's lifeline.
+    """
+    return command_name
 
 
 def wait_text(timer: str) -> str:

@@ -147,15 +147,16 @@ def _node_line(node: FlowNode, node_id: str) -> str:
         text = "<br/>".join([f"{node.sign} {title}", *details])
         return f'{node_id}(("{text}"))'
     text = "<br/>".join([f"<b>{title}</b>" if node.kind != "undo" else title, *details])
-    if node.kind == "call":
+    if node.kind in ("call", "collapsed"):  # a sub-process: Mermaid's subroutine shape
         return f'{node_id}[["{text}"]]'
     return f'{node_id}("{text}")'
 
 
-def flow(diagram: FlowDiagram) -> str:
-    """A `flowchart LR`: shapes by node kind, subgraphs for clusters, classes for the overlay."""
+def flow(diagram: FlowDiagram, rankdir: str = "LR") -> str:
+    """A `flowchart LR` (or `TB`, the direction the DOT drawing chose): shapes by node kind,
+    subgraphs for clusters, classes for the overlay. Mermaid lays out and folds nothing itself."""
     ids = _ids(diagram.nodes)
-    lines = ["flowchart LR"]
+    lines = [f"flowchart {rankdir}"]
     lines.append(f"%% {_flow_text(diagram.title)}")
     children: dict[str | None, list[FlowCluster]] = {}
     for group in diagram.clusters:

@@ -16,6 +16,7 @@ from procflow.dsl import model as m
 from procflow.dsl.paths import ProcessPath, enumerate_paths
 from procflow.errors import DiagramError, GraphvizMissing
 from procflow.visualize import dot, mermaid
+from procflow.visualize.arrange import DIRECTIONS, arrange
 from procflow.visualize.flow import Overlay, flow_diagram, instance_overlay, path_overlay
 from procflow.visualize.ir import FlowDiagram, SequenceDiagram
 from procflow.visualize.sequence import sequence_diagram
@@ -50,8 +51,10 @@ def extract(
     path_name: str | None = None,
     instance: Mapping[str, Any] | None = None,
     swimlanes: bool = False,
+    expand: bool = False,
 ) -> FlowDiagram | SequenceDiagram:
-    """The diagram IR of a view, before any printer sees it."""
+    """The diagram IR of a view, before any printer sees it; `expand` keeps every block of a
+    large flow open (by default, parallel blocks and loops collapse past COLLAPSE_ABOVE steps)."""
     path = _path(definition, path_name) if path_name is not None else None
     if view == "flow":
         overlay: Overlay | None = None
@@ -59,7 +62,7 @@ def extract(
             overlay = instance_overlay(definition, instance)
         elif path is not None:
             overlay = path_overlay(definition, path)
-        return flow_diagram(definition, swimlanes=swimlanes, overlay=overlay)
+        return flow_diagram(definition, swimlanes=swimlanes, overlay=overlay, expand=expand)
     if view == "sequence":
         return sequence_diagram(definition, path=path, instance=instance)
     raise DiagramError(f"unknown view `{view}`: use one of {', '.join(VIEWS)}")
@@ -73,18 +76,25 @@ def render_text(
     path_name: str | None = None,
     instance: dict[str, Any] | None = None,
     swimlanes: bool = False,
+    direction: str = "auto",
+    expand: bool = False,
 ) -> str:
     """The `flow` or `sequence` view as `dot` or `mermaid` text; the same input gives the same bytes.
 
     `path_name` picks one path of `procflow paths` (the sequence view shows it, the flow view
     marks it); `instance` is a state record (as `procflow run --json` prints under `state`)
     whose progress the flow view marks and whose history the sequence view tells;
-    `swimlanes` groups the flow view's steps by participant.
+    `swimlanes` groups the flow view's steps by participant; `direction` (`auto`, `lr`, `tb`)
+    says which way the flow view runs (`auto` picks the one that fits a page, folding a long
+    process into bands); `expand` opens the blocks a large flow view collapses.
     """
     _check(view, fmt, TEXT_FORMATS)
-    diagram = extract(definition, view, path_name=path_name, instance=instance, swimlanes=swimlanes)
+    if direction not in DIRECTIONS:
+        raise DiagramError(f"unknown direction `{direction}`: use one of {', '.join(DIRECTIONS)}")
+    diagram = extract(definition, view, path_name=path_name, instance=instance, swimlanes=swimlanes, expand=expand)
     if isinstance(diagram, FlowDiagram):
-        return dot.flow(diagram) if fmt == "dot" else mermaid.flow(diagram)
+        arrangement = arrange(diagram, direction)
+        return dot.flow(diagram, arrangement) if fmt == "dot" else mermaid.flow(diagram, arrangement.rankdir)
     return dot.sequence(diagram) if fmt == "dot" else mermaid.sequence(diagram)
 
 
@@ -153,8 +163,11 @@ def render_image(
     path_name: str | None = None,
     instance: dict[str, Any] | None = None,
     swimlanes: bool = False,
+    direction: str = "auto",
+    expand: bool = False,
 ) -> bytes:
     """The view drawn by Graphviz as `svg` or `png` bytes; `GraphvizMissing` when `dot` is not installed."""
     _check(view, fmt, IMAGE_FORMATS)
-    source = render_text(definition, view, "dot", path_name=path_name, instance=instance, swimlanes=swimlanes)
+    source = render_text(definition, view, "dot", path_name=path_name, instance=instance, swimlanes=swimlanes,
+                         direction=direction, expand=expand)
     return dot_to_image(source, fmt)

@@ -1,0 +1,184 @@
+"""Issue 20: diagrams of real-size processes that a stakeholder reads on one screen.
+
+Every sample's flow view and swimlane view, and generated processes, are drawn by the real
+`dot`; their size comes from the SVG, their crossings and label clashes from Graphviz's JSON
+layout (`procflow.visualize.measure`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from procflow import visualize
+from procflow.dsl import compile_source, load
+from procflow.visualize import measure
+from procflow.visualize.ir import FlowDiagram
+from procflow.visualize.render import dot_layout
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "processes").glob("*.proc"))
+needs_dot = pytest.mark.needs_dot
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("diagram_bench", ROOT / "bench" / "diagram_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _bench()
+
+
+def _ratio(width: float, height: float) -> float:
+    return max(width, height) / min(width, height)
+
+
+@needs_dot
+@pytest.mark.parametrize("source", SAMPLES, ids=[p.stem for p in SAMPLES])
+def test_every_sample_flow_fits_a_page_without_clashes(source: Path) -> None:
+    definition = load(source)
+    width, height = measure.svg_size(visualize.render_image(definition, "flow", "svg"))
+    assert _ratio(width, height) <= 3.0, (source.stem, width, height)
+    assert max(width, height) <= 2000, (source.stem, width, height)
+    layout = dot_layout(visualize.render_text(definition, "flow", "dot"))
+    assert measure.label_clashes(layout) == []
+
+
+@needs_dot
+@pytest.mark.parametrize("source", SAMPLES, ids=[p.stem for p in SAMPLES])
+def test_every_sample_swimlane_view_keeps_its_aspect_without_clashes(source: Path) -> None:
+    definition = load(source)
+    width, height = measure.svg_size(visualize.render_image(definition, "flow", "svg", swimlanes=True))
+    assert _ratio(width, height) <= 3.0, (source.stem, width, height)
+    layout = dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=True))
+    assert measure.label_clashes(layout) == []
+
+
+@needs_dot
+@pytest.mark.slow
+def test_swimlane_crossings_are_at_most_half_of_before() -> None:
+    total = 0
+    for source in SAMPLES:
+        layout = dot_layout(visualize.render_text(load(source), "flow", "dot", swimlanes=True))
+        total += measure.crossings(layout)
+    before = sum(BENCH.CROSSINGS_BEFORE_ISSUE_20["swimlanes"].values())
+    assert total * 2 <= before, (total, before)
+
+
+@needs_dot
+def test_a_generated_twenty_step_process_fits_a_page() -> None:
+    definition = compile_source(BENCH.generate(20), "<generated>")
+    assert len(definition.steps) == 20
+    assert any(node.kind == "fail" for node in definition.nodes.values())
+    svg = visualize.render_image(definition, "flow", "svg")
+    width, height = measure.svg_size(svg)
+    assert _ratio(width, height) <= 3.0 and max(width, height) <= 2000, (width, height)
+    assert measure.label_clashes(dot_layout(visualize.render_text(definition, "flow", "dot"))) == []
+
+
+@needs_dot
+def test_sixty_steps_collapse_their_blocks_and_stay_legible() -> None:
+    definition = compile_source(BENCH.generate(60), "<generated>")
+    diagram = visualize.extract(definition, "flow")
+    assert isinstance(diagram, FlowDiagram)
+    collapsed = [n for n in diagram.nodes if n.kind == "collapsed"]
+    assert collapsed and all("collapsed" in " ".join(n.lines) for n in collapsed)
+    assert sum(n.kind == "step" for n in diagram.nodes) <= 40
+    opened = visualize.extract(definition, "flow", expand=True)
+    assert isinstance(opened, FlowDiagram)
+    assert not any(n.kind == "collapsed" for n in opened.nodes)
+    assert sum(n.kind == "step" for n in opened.nodes) == 60
+    text = visualize.render_text(definition, "flow", "dot")
+    assert '"link.A.out"' in text and '"link.A.in"' in text  # folded into bands, joined by link events
+    assert measure.label_clashes(dot_layout(text)) == []
+
+
+def test_direction_is_chosen_or_given() -> None:
+    definition = load(ROOT / "processes" / "loan_processing.proc")
+    assert "rankdir=TB" in visualize.render_text(definition, "flow", "dot")
+    assert "rankdir=LR" in visualize.render_text(definition, "flow", "dot", direction="lr")
+    assert "rankdir=TB" in visualize.render_text(definition, "flow", "dot", direction="tb")
+    with pytest.raises(visualize.DiagramError, match="unknown direction `diagonal`"):
+        visualize.render_text(definition, "flow", "dot", direction="diagonal")
+
+
+def test_direction_and_expand_on_the_command_line() -> None:
+    command = [sys.executable, "-m", "procflow", "render", str(ROOT / "processes" / "refund.proc"), "--format", "dot"]
+    done = subprocess.run([*command, "--direction", "lr", "--expand"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "rankdir=LR" in done.stdout
+    wrong = subprocess.run([*command, "--direction", "up"], capture_output=True, text=True, check=False)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+
+
+def test_lanes_follow_first_use_and_hold_the_gateways_of_their_steps() -> None:
+    definition = load(ROOT / "processes" / "refund.proc")
+    diagram = visualize.extract(definition, "flow", swimlanes=True)
+    assert isinstance(diagram, FlowDiagram)
+    assert [c.label for c in diagram.clusters] == [
+        "Order Service", "Returns Warehouse", "Inventory", "Customer Notifications", "Payments"]
+    lane = {n.id: n.cluster for n in diagram.nodes}
+    assert lane["start"] == lane["validate_request"] == lane["xor_1"] == "lane.orders"
+    assert lane["end"] == lane["reverse_payment"] == "lane.payments"
+    assert lane["notify_customer.undo"] == "lane.notifications"
+
+
+@needs_dot
+def test_failure_ends_are_small_with_the_reason_beside() -> None:
+    layout = dot_layout(visualize.render_text(load(ROOT / "processes" / "order_fulfillment.proc"), "flow", "dot"))
+    end = "reserve_inventory.inventory_unavailable"
+    node = next(o for o in layout["objects"] if o.get("name") == end)
+    assert float(node["height"]) * 72 <= 30  # one line high: no big circle holding the words
+    words = next(t for t in measure.texts(layout) if t.owner == f"node:{end}")
+    assert words.text == "out of stock"
+    arrow = next(line for name, line in measure.edge_lines(layout) if name == f"reserve_inventory->{end}")
+    x, y = arrow[-1]
+    assert x < words.box.left and words.box.bottom - 12 < y < words.box.top + 12  # the arrow ends at the ring beside the words
+
+
+def test_paths_that_fail_the_same_way_share_one_end() -> None:
+    text = """
+    process shared-ends {
+      participant bank "Bank"
+      step authorize { send bank.authorize
+        await authorized within 1m
+        on declined fail "payment failed" }
+      step capture { send bank.capture
+        await captured within 1m
+        on refused fail "payment failed" }
+    }
+    """
+    diagram = visualize.extract(compile_source(text), "flow")
+    assert isinstance(diagram, FlowDiagram)
+    ends = [n for n in diagram.nodes if n.kind == "fail"]
+    assert sorted(n.title for n in ends) == ["payment failed", "timed out", "timed out"]
+    shared = next(n.id for n in ends if n.title == "payment failed")
+    assert {(e.source, e.label) for e in diagram.edges if e.target == shared} == {
+        ("authorize", "declined"), ("capture", "refused")}
+
+
+def _centre(layout: dict[str, object], name: str) -> tuple[float, float]:
+    objects = layout["objects"]
+    assert isinstance(objects, list)
+    node = next(o for o in objects if o.get("name") == name)
+    x, y = (float(v) for v in str(node["pos"]).split(","))
+    return x, y
+
+
+@needs_dot
+def test_bands_read_in_order() -> None:
+    """Folded top to bottom, the bands stand left to right; folded left to right, top to bottom."""
+    sixty = compile_source(BENCH.generate(60), "<generated>")
+    columns = dot_layout(visualize.render_text(sixty, "flow", "dot", direction="tb"))
+    assert _centre(columns, "start")[0] < _centre(columns, "end")[0]
+    loan = load(ROOT / "processes" / "loan_processing.proc")
+    rows = dot_layout(visualize.render_text(loan, "flow", "dot", direction="lr"))
+    assert _centre(rows, "link.A.out")[1] > _centre(rows, "end")[1]  # Graphviz's y grows upwards
+    assert _centre(rows, "start")[1] > _centre(rows, "end")[1]
