@@ -301,7 +301,10 @@ def step(name: sx.Name, span: Span, items: list[Any]) -> sx.Step:
                 result.status = item[1]
         elif item[0] == "on_timeout":
             if once("on timeout", item[2], item[1]):
-                result.timeout_reason = item[1]
+                if isinstance(item[1], tuple):
+                    result.timeout_handler = item[1]
+                else:
+                    result.timeout_reason = item[1]
                 result.timeout_span = item[2]
         elif item[0] == "nothing_to_undo" and once("nothing to undo", item[2], item[1]):
             result.nothing_to_undo = item[1]

@@ -28,6 +28,7 @@ from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
+from procflow.dsl.statement_walk import child_blocks
 from procflow.errors import ExpressionError, FileRefused, SourceError
 from procflow.files import confined_loader, read_at_most
 from procflow.limits import FILE_BYTES, SOURCE_BYTES
@@ -138,6 +139,8 @@ class _Compiler:
                     else:
                         step_spans[name] = stmt.name.span
                     ids: tuple[str, ...] = (name,)
+                    for body in reversed(child_blocks(stmt)):  # its recovery paths
+                        work.extend(reversed(body))
                 case sx.If():
                     ids = (self._new_id("xor"),)
                     bodies = [body for _, body in stmt.arms] + ([stmt.otherwise] if stmt.otherwise is not None else [])
@@ -236,7 +239,7 @@ class _Compiler:
             case sx.Fail():
                 return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
             case sx.End():
-                return self._add(m.EndNode(ids[0], stmt.span))
+                return self._add(m.EndNode(ids[0], stmt.span, stmt.outcome))
         raise TypeError(type(stmt).__name__)
 
     def _add_xor(self, node: m.XorNode) -> str:
@@ -274,17 +277,23 @@ class _Compiler:
         failures: dict[str, str] = {}
         failure_binds: dict[str, str] = {}
         for on in stmt.on_replies:
+            # A recovery path runs its block, then goes on after the step; `fail` ends in a fail node.
+            recovery = self.block(on.handler, next_id) if on.handler is not None else None
             for reply in on.replies:
                 fail_id = f"{node_id}.{reply.text}"
-                if fail_id not in self.nodes:
-                    self._add(m.FailNode(fail_id, on.span, on.reason, "reply", name, reply.text))
+                if recovery is not None:
+                    fail_id = recovery
+                elif fail_id not in self.nodes:
+                    self._add(m.FailNode(fail_id, on.span, on.reason or "", "reply", name, reply.text))
                 failures[reply.text] = fail_id
                 if on.bind:
                     failure_binds[reply.text] = on.bind.text
         await_ = stmt.await_
         timeout = _timeout(await_.timeout) if await_ else None
         timeout_fail = None
-        if timeout is not None or (stmt.wait is None and stmt.timeout_reason is not None):
+        if stmt.timeout_handler is not None:
+            timeout_fail = self.block(stmt.timeout_handler, next_id)
+        elif timeout is not None or (stmt.wait is None and stmt.timeout_reason is not None):
             timeout_fail = self._add(
                 m.FailNode(
                     f"{node_id}.timeout",

@@ -15,8 +15,8 @@ ways out; `ProcessDefinition.follow` finds the edge by it), with attributes `kin
 key                kind     the way out
 =================  =======  =======================================================================
 ``next``           next     sequence: a step's success, a start, a join, a call's return
-``failure:<r>``    failure  a step's failure reply `<r>`, to its fail end
-``timeout``        timeout  a step's wait timed out, to its fail end
+``failure:<r>``    failure  a step's failure reply `<r>`, to its fail end or its recovery path
+``timeout``        timeout  a step's wait timed out, to its fail end or its recovery path
 ``arm:<n>``        arm      the `n`th arm (from 0) of an xor (its condition or case as label)
 ``arm:<n>``        message  the `n`th arm of a race that messages win (or ``timer`` for a timer arm)
 ``default``        default  the else of an xor, or what follows when no arm holds
@@ -133,8 +133,10 @@ class StartNode(Node):
 
 @dataclass(frozen=True, slots=True)
 class EndNode(Node):
-    """The instance completes here."""
+    """The instance completes here; with an `outcome` (`end "cancelled"`), the state record
+    says so (`InstanceState.outcome`)."""
 
+    outcome: str | None = None
     kind: ClassVar[str] = "end"
 
 
@@ -161,10 +163,10 @@ class StepNode(Node):
     command: CommandSpec | None = None
     replies: tuple[str, ...] = ()  # replies (or events) that complete the step
     bind: str | None = None
-    failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> fail node id
+    failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> its fail node, or its recovery path's first node
     failure_binds: Mapping[str, str] = field(default_factory=dict)  # failure reply -> bound name
     timeout: TimeoutSpec | None = None
-    timeout_fail: str | None = None  # fail node id taken when the wait times out
+    timeout_fail: str | None = None  # where a timeout leads: its fail node, or its recovery path's first node
     compensation: CompensationSpec | None = None
     nothing_to_undo: str | None = None  # the author says so (a query, a decision): no compensation needed
     timer_seconds: float | None = None
@@ -545,7 +547,9 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.reason
         case XorNode():
             attrs["label"] = f"switch {node.subject.text}" if node.subject is not None else "if"
-        case StartNode() | EndNode():
+        case EndNode():
+            attrs["label"] = node.outcome if node.outcome is not None else node.kind
+        case StartNode():
             attrs["label"] = node.kind
         case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode():
             attrs["label"] = node.name

@@ -297,8 +297,8 @@ def _statement(statement: sx.Statement, indent: str) -> list[str]:
             return [indent + line]
         case sx.Fail(reason=reason):
             return [f"{indent}fail {string_literal(reason)}"]
-        case sx.End():
-            return [f"{indent}end"]
+        case sx.End(outcome=outcome):
+            return [f"{indent}end" + (f" {string_literal(outcome)}" if outcome is not None else "")]
     raise TypeError(f"not a statement: {statement!r}")
 
 
@@ -334,6 +334,8 @@ def _step(step: sx.Step, indent: str) -> list[str]:
     items += [("on", on) for on in step.on_replies]
     if step.timeout_reason is not None:
         items.append(("on timeout", step.timeout_reason))
+    if step.timeout_handler is not None:
+        items.append(("on timeout", step.timeout_handler))
     if step.compensate is not None:
         items.append(("compensate", step.compensate))
     if step.nothing_to_undo is not None:
@@ -342,8 +344,24 @@ def _step(step: sx.Step, indent: str) -> list[str]:
         items.append(("wait", step.wait))
     items += [(key, value) for (key, _), value in zip(step.duplicates, step.duplicate_items, strict=True)]
     lines = [f"{indent}step {step.name.text} {{"]
-    lines += [inner + _step_item(key, value, inner) for key, value in items]
+    for key, value in items:
+        handler = _handler(key, value)
+        if handler is None:
+            lines.append(inner + _step_item(key, value, inner))
+        else:  # a recovery path: its block on lines of its own
+            lines += _braced(handler[0], handler[1], inner)
     return [*lines, indent + "}"]
+
+
+def _handler(key: str, value: Any) -> tuple[str, tuple[sx.Statement, ...]] | None:
+    """The head and block of a recovery path (`on r as x { ... }`, `on timeout { ... }`), else None."""
+    match key, value:
+        case "on", sx.OnReply(replies=replies, bind=bind, handler=tuple() as handler):
+            names = ", ".join(name.text for name in replies)
+            return f"on {names}" + (f" as {bind.text}" if bind else ""), handler
+        case "on timeout", tuple():
+            return "on timeout", value
+    return None
 
 
 def _step_item(key: str, value: Any, indent: str) -> str:
@@ -357,7 +375,7 @@ def _step_item(key: str, value: Any, indent: str) -> str:
         case "await", sx.Await(replies=replies, bind=bind, timeout=timeout):
             line = "await " + ", ".join(name.text for name in replies) + (f" as {bind.text}" if bind else "")
             return line + _timeout(timeout)
-        case "on", sx.OnReply(replies=replies, bind=bind, reason=reason):
+        case "on", sx.OnReply(replies=replies, bind=bind, reason=str() as reason):
             names = ", ".join(name.text for name in replies)
             return f"on {names}" + (f" as {bind.text}" if bind else "") + f" fail {string_literal(reason)}"
         case "on timeout", str():

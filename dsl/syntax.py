@@ -96,12 +96,15 @@ class Await:
 
 @dataclass(frozen=True, slots=True)
 class OnReply:
-    """`on reply_x [as bound] fail "reason"`: replies that mean the step failed."""
+    """`on reply_x [as bound] fail "reason"`: replies that mean the step failed; or
+    `on reply_x [as bound] { statements }`: replies that lead to a recovery path instead
+    (`handler`; `reason` is then None)."""
 
     replies: tuple[Name, ...]
     bind: Name | None
-    reason: str
+    reason: str | None
     span: Span
+    handler: tuple[Statement, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ class Step:
     on_replies: list[OnReply] = field(default_factory=list)
     timeout_reason: str | None = None
     timeout_span: Span | None = None
+    timeout_handler: tuple[Statement, ...] | None = None  # `on timeout { ... }`: a recovery path
     compensate: Compensate | None = None
     nothing_to_undo: str | None = None  # the reason, "" when none is given
     nothing_to_undo_span: Span | None = None
@@ -245,9 +249,10 @@ class Fail:
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """`end`: the instance completes here."""
+    """`end`: the instance completes here; `end "cancelled"` completes it with that outcome."""
 
     span: Span
+    outcome: str | None = None
 
 
 Statement = Step | If | Switch | Parallel | Race | Repeat | Call | Fail | End

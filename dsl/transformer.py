@@ -156,16 +156,20 @@ class ToSyntax(ExpressionRules):
     @rule
     def on_reply(self, span: Span, parts: list[Any]) -> sx.OnReply:
         names = tuple(_name(token) for token in _tokens(parts, "NAME"))
-        (reason,) = _tokens(parts, "STRING")
-        return sx.OnReply(names, _first(parts, sx.Name), string_value(reason), span)
+        reasons = _tokens(parts, "STRING")
+        if reasons:
+            return sx.OnReply(names, _first(parts, sx.Name), string_value(reasons[0]), span)
+        handler = next(part for part in parts if isinstance(part, tuple))
+        return sx.OnReply(names, _first(parts, sx.Name), None, span, handler)
 
     @rule
-    def on_timeout(self, span: Span, parts: list[str]) -> tuple[str, str, Span]:
+    def on_timeout(self, span: Span, parts: list[str | tuple[sx.Statement, ...]]) -> tuple[str, str | tuple[sx.Statement, ...], Span]:
         return ("on_timeout", parts[0], span)
 
     @rule
-    def timeout_action(self, span: Span, parts: list[Token]) -> str:
-        return string_value(parts[0])
+    def timeout_action(self, span: Span, parts: list[Any]) -> str | tuple[sx.Statement, ...]:
+        (action,) = parts
+        return action if isinstance(action, tuple) else string_value(action)
 
     @rule
     def compensate(self, span: Span, parts: list[Any]) -> sx.Compensate:
@@ -273,7 +277,8 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def end_stmt(self, span: Span, parts: list[Any]) -> sx.End:
-        return sx.End(span)
+        outcomes = _tokens(parts, "STRING")
+        return sx.End(span, string_value(outcomes[0]) if outcomes else None)
 
     # ---- scenarios
     @rule

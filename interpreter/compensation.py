@@ -31,10 +31,11 @@ class Compensating(RunCore):
 
     __slots__ = ()
 
-    def complete(self) -> None:
-        """The main process reached an end: the instance completed."""
+    def complete(self, outcome: str | None = None) -> None:
+        """The main process reached an end (a named one gives its `outcome`): the instance completed."""
         self._cancel_all(abandon=True)
         self.state.status = "completed"
+        self.state.outcome = outcome
 
     def _cancel_all(self, abandon: bool) -> None:
         for wait in self.state.waits:

@@ -275,6 +275,7 @@ class InstanceState(Record):
     completed: Completions = ()
     compensation: Compensation | None = None
     failure: Failure | None = None
+    outcome: Annotated[str | None, Field(description='how a completed instance ended, when it ended at a named `end "cancelled"`')] = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
@@ -342,6 +343,7 @@ def shell(state: InstanceState) -> InstanceState:
         completed=state.completed,
         compensation=state.compensation,
         failure=state.failure,
+        outcome=state.outcome,
         abandoned=state.abandoned,
         lateReplies=state.lateReplies,
         seenMessageIds=state.seenMessageIds,
