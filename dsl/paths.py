@@ -71,7 +71,7 @@ class ProcessPath:
     """One path from the start to an end, with what it sends and what it undoes."""
 
     name: str
-    outcome: str  # "completed" or "failed: <reason>"
+    outcome: str  # "completed", "completed: <outcome>" (a named end) or "failed: <reason>"
     steps: list[tuple[str, str]]  # (step, reply or outcome), in order
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
@@ -80,7 +80,7 @@ class ProcessPath:
     @property
     def completed(self) -> bool:
         """True when the path reaches an end rather than a failure."""
-        return self.outcome == "completed"
+        return self.outcome == "completed" or self.outcome.startswith("completed: ")
 
 
 class PathList(list[ProcessPath]):
@@ -535,7 +535,8 @@ class _Walker:
                         for _ in control:
                             events = _push(events, PathEvent("close"))
                         events = _push(events, PathEvent("end", definition.name))
-                        return self.finish(events, steps, commands, None, names, "completed")
+                        outcome = "completed" if node.outcome is None else f"completed: {node.outcome}"
+                        return self.finish(events, steps, commands, None, names, outcome)
                     for _ in range(len(control) - returning):
                         events = _push(events, PathEvent("close"))
                     frame = control[returning]

@@ -444,6 +444,6 @@ def _expectation(expectation: sx.Expectation) -> str:
     kind, value = expectation.kind, expectation.value
     if kind == "status":
         return f"expect status {value}"
-    if kind == "failure":
-        return f"expect failure {string_literal(value)}"
+    if kind in ("failure", "outcome"):
+        return f"expect {kind} {string_literal(value)}"
     return f"expect {kind} [{', '.join(value)}]"

@@ -339,7 +339,7 @@ class DeliverRule:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect status|completed|commands|compensation|failure ...`."""
+    """`expect status|completed|commands|compensation|failure|outcome ...`."""
 
     kind: str
     value: Any

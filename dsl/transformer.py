@@ -373,6 +373,10 @@ class ToSyntax(ExpressionRules):
     def expect_failure(self, span: Span, parts: list[Token]) -> sx.Expectation:
         return sx.Expectation("failure", string_value(parts[0]), span)
 
+    @rule
+    def expect_outcome(self, span: Span, parts: list[Token]) -> sx.Expectation:
+        return sx.Expectation("outcome", string_value(parts[0]), span)
+
     # ---- the two start rules
     @rule
     def scenarios(self, span: Span, parts: list[sx.Scenario]) -> list[sx.Scenario]:

@@ -38,6 +38,7 @@ SIGNS = {
     "until": "×",
     "timer": "◷",
     "event": "✉",
+    "error": "⚡",
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
 
@@ -70,6 +71,25 @@ def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
     return FlowNode(node.id, "step", words(node.name), (display, node.command.name))
 
 
+def _recovery_boundaries(
+    definition: m.ProcessDefinition, node: m.StepNode, outgoing: list[tuple[str, str, str]],
+    nodes: list[FlowNode], edges: list[FlowEdge],
+) -> list[tuple[str, str, str]]:
+    """A failure or timeout that leads to a recovery path (not a fail end) is drawn as BPMN
+    draws an error or timer boundary event: the step's arrow to a small catching event, and
+    from it to the recovery path. Returns the ways still drawn straight from the step."""
+    kept = []
+    for target, kind, label in outgoing:
+        if kind not in ("failure", "timeout") or isinstance(definition.nodes[target], m.FailNode):
+            kept.append((target, kind, label))
+            continue
+        catch_id = f"{node.id}.catch.{label.split(' ')[0] if kind == 'failure' else 'timeout'}"
+        nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["error" if kind == "failure" else "timer"]))
+        edges.append(FlowEdge(node.id, catch_id, kind, label))
+        edges.append(FlowEdge(catch_id, target, "next"))
+    return kept
+
+
 def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], list[FlowEdge]]:
     nodes: list[FlowNode] = []
     edges: list[FlowEdge] = []
@@ -81,7 +101,7 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
             case m.StartNode():
                 nodes.append(FlowNode(node_id, "start", "start"))
             case m.EndNode():
-                nodes.append(FlowNode(node_id, "end", "end"))
+                nodes.append(FlowNode(node_id, "end", node.outcome if node.outcome is not None else "end"))
             case m.FailNode():
                 # The default reason repeats the step's name, which the diagram shows beside it.
                 default = node.step is not None and node.reason == f"{node.step} timed out"
@@ -90,6 +110,7 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 nodes.append(_step_node(definition, node))
                 labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
                 outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
+                outgoing = _recovery_boundaries(definition, node, outgoing, nodes, edges)
                 if node.compensation is not None:
                     undo = node.compensation.command
                     participant = definition.participants.get(undo.participant)
