@@ -8,7 +8,10 @@ flow and sequence views as DOT and Mermaid; for the order process also a compens
 swimlanes, and an instance overlay drawn from a committed state record (made by `procflow
 run ... --stop-at authorize_payment --json`).
 
-Images: SVG and PNG of the order process for the docs. Graphviz's output differs between its
+Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
+
+Images: SVG and PNG of the order process, and the flow of the ticket booking (recovery paths
+and named ends), for the docs. Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -28,12 +31,14 @@ from typing import Any
 from procflow import visualize
 from procflow.dsl import load
 from procflow.dsl.model import ProcessDefinition
+from procflow.dsl.paths import enumerate_paths, paths_text
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "cases" / "diagrams"
 IMAGES = ROOT / "docs" / "images"
 MANIFEST = IMAGES / "diagrams.json"
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
+BOOKING = ROOT / "processes" / "ticket_booking.proc"
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -82,6 +87,8 @@ def golden_cases() -> list[tuple[Path, Render]]:
         for view in ("flow", "sequence"):
             for fmt, ext in (("dot", "dot"), ("mermaid", "mmd")):
                 cases.append((GOLDEN / f"{path.stem}-{view}.{ext}", text(path, view, fmt)))
+    for path in sources():
+        cases.append((GOLDEN / f"{path.stem}-paths.txt", saga_table(path)))
     order = ORDER
     for fmt, ext in (("dot", "dot"), ("mermaid", "mmd")):
         cases.append((GOLDEN / f"order_fulfillment-sequence-compensation.{ext}",
@@ -99,10 +106,16 @@ def golden_cases() -> list[tuple[Path, Render]]:
     return cases
 
 
+def saga_table(path: Path) -> Render:
+    """The saga table of a process, as `procflow paths` prints it."""
+    return lambda: paths_text(enumerate_paths(load(path)))
+
+
 def image_sources() -> dict[str, str]:
     """Image name (without extension) -> the DOT text it is drawn from."""
     definition = load(ORDER)
     return {
+        "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(
