@@ -52,6 +52,7 @@ RULES: list[Rule] = [
     binding_rules.unbound_reads,
     flow_rules.reachability,
     compensation_rules.missing_compensation,
+    compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
 ]
 
