@@ -276,7 +276,15 @@ class _Compiler:
         name = stmt.name.text
         failures: dict[str, str] = {}
         failure_binds: dict[str, str] = {}
+        reply_retries: dict[str, m.RetryPolicy] = {}
         for on in stmt.on_replies:
+            if on.retry is not None:
+                retry = on.retry.retry
+                policy = m.RetryPolicy(
+                    retry.count, retry.backoff.seconds if retry.backoff else 0.0, retry.factor,
+                    on.retry.max_delay.seconds if on.retry.max_delay else None, on.retry.jitter,
+                )
+                reply_retries.update((reply.text, policy) for reply in on.replies)
             # A recovery path runs its block, then goes on after the step; `fail` ends in a fail node.
             recovery = self.block(on.handler, next_id) if on.handler is not None else None
             for reply in on.replies:
@@ -341,6 +349,7 @@ class _Compiler:
                 bind=await_.bind.text if await_ and await_.bind else None,
                 failures=failures,
                 failure_binds=failure_binds,
+                reply_retries=reply_retries,
                 timeout=timeout,
                 timeout_fail=timeout_fail,
                 compensation=compensation,

@@ -106,6 +106,30 @@ class TimeoutSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How an error reply is retried: `on busy retry 3 backoff 10s x2 max 1m jitter then ...`.
+    Attempts are counted across the step (with its timeout's retries): the reply is retried
+    while the step has sent its command at most `retries` more times."""
+
+    retries: int
+    backoff_seconds: float = 0.0
+    factor: float = 1.0
+    max_seconds: float | None = None
+    jitter: bool = False
+
+    def backoff_before(self, attempt: int) -> float:
+        """Seconds to wait before sending attempt number `attempt` (2, 3, ...), at most
+        `max_seconds`, before jitter (which the engine draws from the attempt's dedup key)."""
+        delay = self.backoff_seconds * (self.factor ** max(0, attempt - 2))
+        return min(delay, self.max_seconds) if self.max_seconds is not None else delay
+
+    @property
+    def text(self) -> str:
+        """`3 retries`, as diagrams label the error reply's way out."""
+        return f"{self.retries} {'retry' if self.retries == 1 else 'retries'}"
+
+
+@dataclass(frozen=True, slots=True)
 class CompensationSpec:
     """The command that undoes a completed step, and the replies that confirm it."""
 
@@ -165,6 +189,7 @@ class StepNode(Node):
     bind: str | None = None
     failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> its fail node, or its recovery path's first node
     failure_binds: Mapping[str, str] = field(default_factory=dict)  # failure reply -> bound name
+    reply_retries: Mapping[str, RetryPolicy] = field(default_factory=dict)  # failure reply -> its retry, when retried
     timeout: TimeoutSpec | None = None
     timeout_fail: str | None = None  # where a timeout leads: its fail node, or its recovery path's first node
     compensation: CompensationSpec | None = None

@@ -460,8 +460,10 @@ class _Walker:
                              completes=completes)
                         choice += 1
                     for reply in node.failure_replies:
+                        policy = node.reply_retries.get(reply)  # a retried reply: sent again until its retries run out
                         fork(outcomes[f"failure:{reply}"], extra_events=(PathEvent("step", process, node.name, reply, "failure"),),
-                             step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice)
+                             step=(node.name, reply), sent=sent * (1 + (policy.retries if policy else 0)),
+                             name=f"{node.name}.{reply}", choice=choice)
                         choice += 1
                     if "timeout" in outcomes:
                         attempts = 1 + (node.timeout.retries if node.timeout else 0)

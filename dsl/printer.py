@@ -356,9 +356,9 @@ def _step(step: sx.Step, indent: str) -> list[str]:
 def _handler(key: str, value: Any) -> tuple[str, tuple[sx.Statement, ...]] | None:
     """The head and block of a recovery path (`on r as x { ... }`, `on timeout { ... }`), else None."""
     match key, value:
-        case "on", sx.OnReply(replies=replies, bind=bind, handler=tuple() as handler):
+        case "on", sx.OnReply(replies=replies, bind=bind, handler=tuple() as handler, retry=retry):
             names = ", ".join(name.text for name in replies)
-            return f"on {names}" + (f" as {bind.text}" if bind else ""), handler
+            return f"on {names}" + (f" as {bind.text}" if bind else "") + _reply_retry(retry), handler
         case "on timeout", tuple():
             return "on timeout", value
     return None
@@ -375,9 +375,9 @@ def _step_item(key: str, value: Any, indent: str) -> str:
         case "await", sx.Await(replies=replies, bind=bind, timeout=timeout):
             line = "await " + ", ".join(name.text for name in replies) + (f" as {bind.text}" if bind else "")
             return line + _timeout(timeout)
-        case "on", sx.OnReply(replies=replies, bind=bind, reason=str() as reason):
+        case "on", sx.OnReply(replies=replies, bind=bind, reason=str() as reason, retry=retry):
             names = ", ".join(name.text for name in replies)
-            return f"on {names}" + (f" as {bind.text}" if bind else "") + f" fail {string_literal(reason)}"
+            return f"on {names}" + (f" as {bind.text}" if bind else "") + _reply_retry(retry) + f" fail {string_literal(reason)}"
         case "on timeout", str():
             return f"on timeout fail {string_literal(value)}"
         case "compensate", sx.Compensate(participant=participant, command=command, data=data, replies=replies, timeout=timeout):
@@ -395,15 +395,28 @@ def _step_item(key: str, value: Any, indent: str) -> str:
 def _timeout(timeout: sx.Timeout | None) -> str:
     if timeout is None:
         return ""
-    text = f" within {timeout.duration.text}"
-    retry = timeout.retry
-    if retry is not None:
-        text += f" retry {retry.count}"
-        if retry.backoff is not None:
-            text += f" backoff {retry.backoff.text}"
-            if retry.factor != 1.0:
-                text += " " + _factor(retry.factor)
+    return f" within {timeout.duration.text}" + _retry(timeout.retry)
+
+
+def _retry(retry: sx.Retry | None) -> str:
+    if retry is None:
+        return ""
+    text = f" retry {retry.count}"
+    if retry.backoff is not None:
+        text += f" backoff {retry.backoff.text}"
+        if retry.factor != 1.0:
+            text += " " + _factor(retry.factor)
     return text
+
+
+def _reply_retry(retry: sx.ReplyRetry | None) -> str:
+    """` retry N backoff D xF max M jitter then` of an error reply, or nothing."""
+    if retry is None:
+        return ""
+    text = _retry(retry.retry)
+    if retry.max_delay is not None:
+        text += f" max {retry.max_delay.text}"
+    return text + (" jitter" if retry.jitter else "") + " then"
 
 
 # ---------------------------------------------------------------- scenarios

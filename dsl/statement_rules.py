@@ -47,6 +47,10 @@ def step_shape(facts: Facts) -> list[Diagnostic]:
         if timeout is not None and timeout.retry is not None and step.send is None:
             found.append(facts.diagnostic("E130", f"step `{name}` retries but sends nothing to resend", timeout.retry.span,
                                           "drop `retry`, or send a command in this step"))
+        for on in step.on_replies:
+            if on.retry is not None and step.send is None:
+                found.append(facts.diagnostic("E130", f"step `{name}` retries but sends nothing to resend", on.retry.retry.span,
+                                              "drop `retry`, or send a command in this step"))
         if step.timeout_span is not None and timeout is None:
             found.append(facts.diagnostic("E133", f"step `{name}` handles `on timeout` but its `await` has no `within`",
                                           step.timeout_span, "add `within D` to the `await`"))

@@ -66,6 +66,16 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyRetry:
+    """`retry N backoff D xF max M jitter then`: an error reply resends the step's command."""
+
+    retry: Retry
+    max_delay: Duration | None
+    jitter: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Timeout:
     """`within D [retry ...]`."""
 
@@ -105,6 +115,7 @@ class OnReply:
     reason: str | None
     span: Span
     handler: tuple[Statement, ...] | None = None
+    retry: ReplyRetry | None = None  # `on r retry 3 backoff 10s x2 then ...`: resend first
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,10 +157,21 @@ class ToSyntax(ExpressionRules):
     def on_reply(self, span: Span, parts: list[Any]) -> sx.OnReply:
         names = tuple(_name(token) for token in _tokens(parts, "NAME"))
         reasons = _tokens(parts, "STRING")
+        retry = _first(parts, sx.ReplyRetry)
         if reasons:
-            return sx.OnReply(names, _first(parts, sx.Name), string_value(reasons[0]), span)
+            return sx.OnReply(names, _first(parts, sx.Name), string_value(reasons[0]), span, None, retry)
         handler = next(part for part in parts if isinstance(part, tuple))
-        return sx.OnReply(names, _first(parts, sx.Name), None, span, handler)
+        return sx.OnReply(names, _first(parts, sx.Name), None, span, handler, retry)
+
+    @rule
+    def reply_retry(self, span: Span, parts: list[Any]) -> sx.ReplyRetry:
+        retry, *rest = parts
+        durations = _tokens(rest, "DURATION")
+        return sx.ReplyRetry(retry, _duration(durations[0]) if durations else None, True in rest, span)
+
+    @rule
+    def jitter(self, span: Span, parts: list[Any]) -> bool:
+        return True
 
     @rule
     def on_timeout(self, span: Span, parts: list[str | tuple[sx.Statement, ...]]) -> tuple[str, str | tuple[sx.Statement, ...], Span]:

@@ -195,6 +195,10 @@ class RunCore:
     def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
         raise NotImplementedError
 
+    def retry_after_error(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, policy: m.RetryPolicy) -> None:
+        """An error reply the step retries: send its command again after the policy's backoff."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- helpers
     def set_now(self, now_epoch: float) -> None:
         """Move this run's clock to `now_epoch` (used when several timers fire in one advance)."""
@@ -505,6 +509,10 @@ class RunCore:
                     self._bind(frame, bind, reply.data)
                 token.node = definition.follow(node.id, f"arm:{index}")
             case m.StepNode() if reply.type not in node.replies and reply.type in node.failure_replies:
+                policy = node.reply_retries.get(reply.type)
+                if policy is not None and node.command is not None and wait.attempt <= policy.retries:
+                    self.retry_after_error(token, node, frame, wait, policy)
+                    return
                 bind = node.failure_binds.get(reply.type)
                 if bind:
                     self._bind(frame, bind, reply.data)

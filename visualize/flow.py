@@ -71,6 +71,12 @@ def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
     return FlowNode(node.id, "step", words(node.name), (display, node.command.name))
 
 
+def _retried(node: m.StepNode, kind: str, label: str) -> str:
+    """A failure reply's label, with its retries when it is retried (`bank_busy, 2 retries`)."""
+    policy = node.reply_retries.get(label) if kind == "failure" else None
+    return f"{label}, {policy.text}" if policy is not None else label
+
+
 def _recovery_boundaries(
     definition: m.ProcessDefinition, node: m.StepNode, outgoing: list[tuple[str, str, str]],
     nodes: list[FlowNode], edges: list[FlowEdge],
@@ -83,7 +89,7 @@ def _recovery_boundaries(
         if kind not in ("failure", "timeout") or isinstance(definition.nodes[target], m.FailNode):
             kept.append((target, kind, label))
             continue
-        catch_id = f"{node.id}.catch.{label.split(' ')[0] if kind == 'failure' else 'timeout'}"
+        catch_id = f"{node.id}.catch.{label.split(',')[0] if kind == 'failure' else 'timeout'}"
         nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["error" if kind == "failure" else "timer"]))
         edges.append(FlowEdge(node.id, catch_id, kind, label))
         edges.append(FlowEdge(catch_id, target, "next"))
@@ -110,6 +116,7 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 nodes.append(_step_node(definition, node))
                 labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
                 outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
+                outgoing = [(t, kind, _retried(node, kind, label)) for t, kind, label in outgoing]
                 outgoing = _recovery_boundaries(definition, node, outgoing, nodes, edges)
                 if node.compensation is not None:
                     undo = node.compensation.command
