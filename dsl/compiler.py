@@ -322,6 +322,7 @@ class _Compiler:
                 tuple(r.text for r in comp.replies),
                 _timeout(comp.timeout),
                 comp.span,
+                tuple(name.text for name in comp.even_on),
             )
         command = None
         if stmt.send is not None:

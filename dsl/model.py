@@ -137,6 +137,14 @@ class CompensationSpec:
     replies: tuple[str, ...]
     timeout: TimeoutSpec | None
     span: Span
+    even_on: tuple[str, ...] = ()
+    """`... even on timeout, charge_error` (`failure`: on any failure reply or timeout): the
+    command may have taken effect although the step failed so (a payment that charged, then
+    errored, or whose answer was lost), so its undo runs in that case too."""
+
+    def undoes_failure(self, outcome: str) -> bool:
+        """True when the step's undo runs after it failed with `outcome` (a reply, or `timeout`)."""
+        return outcome in self.even_on or "failure" in self.even_on
 
 
 @dataclass(frozen=True, slots=True)

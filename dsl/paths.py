@@ -463,12 +463,13 @@ class _Walker:
                         policy = node.reply_retries.get(reply)  # a retried reply: sent again until its retries run out
                         fork(outcomes[f"failure:{reply}"], extra_events=(PathEvent("step", process, node.name, reply, "failure"),),
                              step=(node.name, reply), sent=sent * (1 + (policy.retries if policy else 0)),
-                             name=f"{node.name}.{reply}", choice=choice)
+                             name=f"{node.name}.{reply}", choice=choice, completes=_undone_anyway(node, completes, reply))
                         choice += 1
                     if "timeout" in outcomes:
                         attempts = 1 + (node.timeout.retries if node.timeout else 0)
                         fork(outcomes["timeout"], extra_events=(PathEvent("step", process, node.name, "timeout", "timeout"),),
-                             step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice)
+                             step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice,
+                             completes=_undone_anyway(node, completes, "timeout"))
                     position += 1
                     success = node.replies[0] if node.replies else "sent"
                     events = _push(events, PathEvent("step", process, node.name, success, result))
@@ -570,6 +571,11 @@ class _Walker:
             compensation=[command for _, _, command in undone],
             events=tuple(_items(events)),
         )
+
+
+def _undone_anyway(node: m.StepNode, completes: tuple[str, str, str] | None, outcome: str) -> tuple[str, str, str] | None:
+    """What a step that failed with `outcome` leaves to undo: its undo when it runs `even on` that."""
+    return completes if node.compensation is not None and node.compensation.undoes_failure(outcome) else None
 
 
 def _unique_names(paths: list[ProcessPath]) -> list[ProcessPath]:

@@ -128,6 +128,7 @@ class Compensate:
     replies: tuple[Name, ...]
     timeout: Timeout | None
     span: Span
+    even_on: tuple[Name, ...] = ()  # `... even on timeout, charge_error` (or `failure`: any): also undo the step then
 
 
 @dataclass(frozen=True, slots=True)

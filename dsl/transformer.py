@@ -186,8 +186,13 @@ class ToSyntax(ExpressionRules):
     def compensate(self, span: Span, parts: list[Any]) -> sx.Compensate:
         participant, command, *rest = parts
         replies = tuple(_name(token) for token in _tokens(rest, "NAME"))
-        data = _first(rest, ex.ObjectExpr)
-        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span)
+        data = _first(rest, ex.ObjectExpr)  # (the names after `even on` come as one tuple)
+        even_on = next((part for part in rest if isinstance(part, tuple)), ())
+        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on)
+
+    @rule
+    def even_on_failure(self, span: Span, parts: list[Token]) -> tuple[sx.Name, ...]:
+        return tuple(_name(token) for token in parts)
 
     @rule
     def wait_for(self, span: Span, parts: list[Token]) -> sx.Wait:

@@ -46,12 +46,14 @@ class Compensating(RunCore):
         self.state.joins = EMPTY
         self.ready = []
 
-    def _abandon(self, wait: Wait) -> None:
+    def _abandon(self, wait: Wait, undo_late: bool = True) -> None:
+        """Keep a step's command that no longer awaits a reply (`abandoned`); a late success is
+        undone unless `undo_late` is False (the step's undo already runs `even on failure`)."""
         frame = self.frames[wait.frame]
         node = self._definition(frame.process).nodes[wait.node]
         assert isinstance(node, m.StepNode)
         undo = None
-        if node.compensation is not None:
+        if node.compensation is not None and undo_late:
             try:
                 undo = self._undo_for(node, frame)
             except Failed:
@@ -175,6 +177,8 @@ class Compensating(RunCore):
         if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
             return abandoned.undo
         comp = node.compensation
+        if comp.undoes_failure("timeout") and abandoned.undo is None:
+            return None  # the step's undo already ran (or runs) for its failure: not twice
         bound = frame
         if node.bind:
             # Bind the late payload in the frame for this one evaluation only.

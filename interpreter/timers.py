@@ -88,8 +88,11 @@ class Timed(Compensating):
                 return
             self._resend(token, node, frame, wait, node.command, timeout)
             return
+        undone_anyway = node.compensation is not None and node.compensation.undoes_failure("timeout")
         if wait.commandName:
-            self._abandon(wait)
+            self._abandon(wait, undo_late=not undone_anyway)
+        if undone_anyway:
+            self.undo_failed_step(token, node, frame, "timeout")
         token.node = definition.follow(node.id, "timeout")
         self.run(token)
 

@@ -490,6 +490,17 @@ class RunCore:
         token.frame = frame.parent
         token.node = definition.follow(call.id, "next")
 
+    def undo_failed_step(self, token: Token, node: m.StepNode, frame: Frame, outcome: str) -> None:
+        """A step whose undo runs `even on failure` failed or timed out (`outcome`): it is
+        recorded as done, with its undo, so a failure of the instance undoes it in its turn
+        (not as a milestone: `completedSteps` shows what succeeded)."""
+        try:
+            undo = self._undo_for(node, frame, rounds_of(token) if token.loops else "")
+        except Failed as failed:
+            raise Failed(failed.cause, failed.reason, node.name) from None
+        state = self.state
+        state.completed = appended(state.completed, Completion(step=node.name, frame=token.frame, outcome=outcome, at=self.now_at, undo=undo))
+
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
@@ -516,6 +527,8 @@ class RunCore:
                 bind = node.failure_binds.get(reply.type)
                 if bind:
                     self._bind(frame, bind, reply.data)
+                if node.compensation is not None and node.compensation.undoes_failure(reply.type):
+                    self.undo_failed_step(token, node, frame, reply.type)
                 token.node = definition.follow(node.id, f"failure:{reply.type}")
             case m.StepNode():
                 if node.bind:

@@ -123,7 +123,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                     participant = definition.participants.get(undo.participant)
                     display = participant.display if participant else undo.participant
                     undo_id = f"{node_id}.undo"
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display,)))
+                    even_on = node.compensation.even_on
+                    anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
