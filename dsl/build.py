@@ -247,7 +247,9 @@ def process(name: sx.Name, span: Span, items: list[Any]) -> sx.Process:
                 proc.duplicate_items.append(value)
                 continue
             proc.header_spans[key] = item_span
-            if key == "input_record":
+            if key == "deadline" and isinstance(value, tuple):  # `deadline 3d { ... }`: with its handler
+                proc.deadline, proc.deadline_handler = value
+            elif key == "input_record":
                 proc.input_record = value
             elif key == "input_file":
                 proc.input_file = (value, item_span)

@@ -398,10 +398,16 @@ class _Compiler:
     # ---- the whole process
     def compile(self) -> m.ProcessDefinition:
         proc = self.source.process
-        self._assign_ids(proc.body)
+        self._assign_ids([*proc.body, *(proc.deadline_handler or ())])
         end = self._add(m.EndNode("end", Span(proc.span.end_line, proc.span.end_column, proc.span.end_line, proc.span.end_column)))
         first = self.block(proc.body, end)
-        start = self._add(m.StartNode("start", proc.name.span, first), m.Way(first, "next", "", "next"))
+        handler = None
+        if proc.deadline_handler is not None and proc.deadline is not None:
+            # Falling off the handler ends the instance `timed_out`, undoing nothing.
+            timed_out = self._add(m.EndNode("deadline_end", proc.deadline.span, None, True))
+            handler = self.block(proc.deadline_handler, timed_out)
+        ways = [m.Way(first, "next", "", "next")] + ([m.Way(handler, "deadline", "deadline", "deadline")] if handler else [])
+        start = self._add(m.StartNode("start", proc.name.span, first, handler), *ways)
         self.order = _document_order(self.nodes, start)
         participants: dict[str, m.Participant] = {}
         for p in proc.participants:

@@ -25,7 +25,7 @@ def reachability(facts: Facts) -> list[Diagnostic]:
         return []
     flow = facts.flow
     found = []
-    for block in blocks(facts.process.body):
+    for block in [*blocks(facts.process.body), *blocks(facts.process.deadline_handler or ())]:
         if len(block) < 2 or flow.goes_on(flow.first_node(block[0].span), flow.first_node(block[-1].span)):
             continue
         for index, stmt in enumerate(block[:-1]):
@@ -79,12 +79,15 @@ def _blocker(stmt: sx.Statement) -> str:
 
 def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
     """E117: a wait that nothing ends when the awaited message never comes: a step or a race
-    with no way out that time takes (a `within`, a timer arm) and no process `deadline`; or
+    with no way out that time takes (a `within`, a timer arm) and no process `deadline` (which
+    does not bound the deadline handler's own waits); or
     a compensation awaiting its confirmation without `within` (the deadline does not cover it)."""
     found = []
     deadline = facts.definition.deadline_seconds is not None
     flow = facts.flow
     for stmt, _ in facts.statements:
+        if stmt.span in facts.in_deadline_handler:  # the deadline has passed when these run
+            deadline = False
         if isinstance(stmt, sx.Step) and stmt.wait is None:
             if stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
                 found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",

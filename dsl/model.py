@@ -20,6 +20,7 @@ key                kind     the way out
 ``arm:<n>``        arm      the `n`th arm (from 0) of an xor (its condition or case as label)
 ``arm:<n>``        message  the `n`th arm of a race that messages win (or ``timer`` for a timer arm)
 ``default``        default  the else of an xor, or what follows when no arm holds
+``deadline``       deadline the start to the first node of the deadline handler (`deadline 3d { ... }`)
 ``branch:<name>``  branch   a fork to the first node of its branch `<name>`
 ``body``           next     a loop's head to the first node of its body
 ``back``           back     an `until` back to the body (the loop repeats)
@@ -157,9 +158,10 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class StartNode(Node):
-    """Where an instance begins."""
+    """Where an instance begins (and where its deadline handler hangs, when it has one)."""
 
     next: str
+    deadline_handler: str | None = None  # the first node of `deadline D { ... }`
     kind: ClassVar[str] = "start"
 
 
@@ -169,6 +171,7 @@ class EndNode(Node):
     says so (`InstanceState.outcome`)."""
 
     outcome: str | None = None
+    timed_out: bool = False  # the end of a deadline handler: the instance ends `timed_out`, nothing undone
     kind: ClassVar[str] = "end"
 
 
@@ -623,7 +626,10 @@ def graph_from_records(name: str, nodes: Sequence[AnyNode]) -> nx.MultiDiGraph:
 def _record_ways(node: AnyNode) -> list[Way]:
     """A node record's ways out, read from its target fields, in the order written."""
     match node:
-        case StartNode() | JoinNode() | CallNode():
+        case StartNode():
+            ways = [Way(node.next, "next", "", "next")]
+            return ways + [Way(node.deadline_handler, "deadline", "deadline", "deadline")] if node.deadline_handler else ways
+        case JoinNode() | CallNode():
             return [Way(node.next, "next", "", "next")]
         case StepNode():
             ways = [Way(node.next, "next", ",".join(node.replies) if node.command else "", "next")]

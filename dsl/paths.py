@@ -7,7 +7,8 @@ the exit); the branches of a parallel block run one after the other in document 
 called process is inlined. A failure compensates the steps completed before it on that
 path, most recent first, whatever branch they ran in.
 
-Paths are listed simplest first: `happy` (the first arm of every gateway, every step
+A deadline handler (`deadline D { ... }`) is listed as its own paths, named `deadline`, as if
+the deadline passed before anything was done. Paths are listed simplest first: `happy` (the first arm of every gateway, every step
 succeeding), then every path with one deviation in the order the deviation occurs, then
 those with two, and so on. A path's name lists its deviations, e.g.
 `authorize_payment.payment_declined`, `create_shipment.timeout`, `if input.amount > 1000`,
@@ -71,7 +72,7 @@ class ProcessPath:
     """One path from the start to an end, with what it sends and what it undoes."""
 
     name: str
-    outcome: str  # "completed", "completed: <outcome>" (a named end) or "failed: <reason>"
+    outcome: str  # "completed", "completed: <outcome>" (a named end), "timed_out" (a deadline handler's end) or "failed: <reason>"
     steps: list[tuple[str, str]]  # (step, reply or outcome), in order
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
@@ -358,6 +359,11 @@ class _Walker:
     def paths(self) -> PathList:
         start = _Cursor(self.root, self.root.start, (), "", None, None, None, None, None, (), 0)
         self.offer(start)
+        handler = self.root.outcomes(self.root.start).get("deadline")
+        if handler is not None:
+            # The deadline can pass anywhere: its handler is listed once, as if it passed before
+            # anything was done (what it undoes, when it fails, is what was done by then).
+            self.offer(_Cursor(self.root, handler, (), "", None, None, None, None, _push(None, "deadline"), ((1 << 30, 0),), 1))
         found: list[ProcessPath] = []
         while self.heap and len(found) < self.max_paths:
             _, _, _, cursor = heapq.heappop(self.heap)
@@ -539,6 +545,8 @@ class _Walker:
                             events = _push(events, PathEvent("close"))
                         events = _push(events, PathEvent("end", definition.name))
                         outcome = "completed" if node.outcome is None else f"completed: {node.outcome}"
+                        if node.timed_out:
+                            outcome = "timed_out"
                         return self.finish(events, steps, commands, None, names, outcome)
                     for _ in range(len(control) - returning):
                         events = _push(events, PathEvent("close"))

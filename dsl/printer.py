@@ -189,6 +189,8 @@ def format_process(process: sx.Process) -> str:
     lines = [f"process {process.name.text} {{"]
     body = INDENT
     headers: list[tuple[str, Any]] = [(key, getattr(process, key)) for key in _HEADERS if key in process.header_spans]
+    if process.deadline_handler is not None:
+        headers = [(key, (value, process.deadline_handler) if key == "deadline" else value) for key, value in headers]
     if "input_record" in process.header_spans:
         headers.append(("input_record", process.input_record))
     if "input_file" in process.header_spans and process.input_file is not None:
@@ -221,6 +223,9 @@ def _header(key: str, value: Any, indent: str) -> str:
         return f"correlate by {format_expr(value)}"
     if key == "reply_to":
         return f"reply to {string_literal(value)}"
+    if key == "deadline" and isinstance(value, tuple):  # with its handler, on lines of its own
+        duration, handler = value
+        return "\n".join(_braced(f"deadline {duration.text}", handler, indent)).removeprefix(indent)
     if key == "deadline":
         return f"deadline {value.text}"
     if key == "input_record":

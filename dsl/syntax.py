@@ -311,6 +311,7 @@ class Process:
     correlate: Expr | None = None
     reply_to: str | None = None
     deadline: Duration | None = None
+    deadline_handler: tuple[Statement, ...] | None = None  # `deadline 3d { ... }`: what runs when it passes
     input_record: RecordType | None = None
     input_file: tuple[str, Span] | None = None
     limits: dict[str, tuple[int, Span]] = field(default_factory=dict)

@@ -70,7 +70,8 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def deadline(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("header", "deadline", _duration(parts[0]), span)
+        duration = _duration(parts[0])
+        return ("header", "deadline", (duration, parts[1]) if len(parts) > 1 else duration, span)
 
     @rule
     def input_decl(self, span: Span, parts: list[Any]) -> tuple[Any, ...]:

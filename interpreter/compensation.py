@@ -19,6 +19,7 @@ from procflow.interpreter.state import (
     FailureCause,
     Frame,
     LateAction,
+    Token,
     LateReply,
     UndoCommand,
     Wait,
@@ -31,11 +32,30 @@ class Compensating(RunCore):
 
     __slots__ = ()
 
-    def complete(self, outcome: str | None = None) -> None:
-        """The main process reached an end (a named one gives its `outcome`): the instance completed."""
+    def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
+        """The main process reached an end (a named one gives its `outcome`): the instance
+        completed; or the end of its deadline handler: it is `timed_out`, nothing undone."""
         self._cancel_all(abandon=True)
-        self.state.status = "completed"
         self.state.outcome = outcome
+        if timed_out:
+            self.state.status = "timed_out"
+            self.state.failure = Failure(cause="deadline", reason=f"the deadline of `{self.root_name}` passed", step=None, at=self.now_at)
+            return
+        self.state.status = "completed"
+
+    def deadline_passed(self, reason: str) -> None:
+        """The instance's deadline passed: it fails and compensates, or, when the process has a
+        deadline handler (`deadline D { ... }`), everything it waits for is abandoned and the
+        handler runs in the main process, without a deadline (its waits bound themselves)."""
+        handler = self.definition.outcomes(self.definition.start).get("deadline")
+        if handler is None:
+            self.fail("deadline", reason, None)
+            return
+        self._cancel_all(abandon=True)
+        self.state.deadlineAt = None
+        token = Token(id=self._next_seq(), node=handler, frame=ROOT)
+        self._add_token(token)
+        self.run(token)
 
     def _cancel_all(self, abandon: bool) -> None:
         for wait in self.state.waits:

@@ -188,8 +188,9 @@ class RunCore:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         raise NotImplementedError
 
-    def complete(self, outcome: str | None = None) -> None:
-        """The main process reached an end (a named one gives its `outcome`): the instance completed."""
+    def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
+        """The main process reached an end (a named one gives its `outcome`; the end of the
+        deadline handler is `timed_out`): the instance completed."""
         raise NotImplementedError
 
     def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
@@ -316,7 +317,7 @@ class RunCore:
                     token.node = definition.follow(node.id, self._choose(node, frame))
                 case m.EndNode():
                     if frame.parent is None:
-                        self.complete(node.outcome)
+                        self.complete(node.outcome, node.timed_out)
                         return
                     self._return_from_call(token, frame)
                 case m.LoopNode():

@@ -13,6 +13,7 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.dsl.paths import (
+    duration_text,
     ProcessPath,
     arm_names,
     forward_successors,
@@ -77,6 +78,24 @@ def _retried(node: m.StepNode, kind: str, label: str) -> str:
     return f"{label}, {policy.text}" if policy is not None else label
 
 
+def _deadline_boundary(
+    definition: m.ProcessDefinition, outgoing: list[tuple[str, str, str]], nodes: list[FlowNode], edges: list[FlowEdge],
+) -> list[tuple[str, str, str]]:
+    """The deadline handler hangs from the start on a timer event, `deadline 7d`, drawn as a
+    timeout. Returns the start's other ways."""
+    kept = []
+    for target, kind, label in outgoing:
+        if kind != "deadline":
+            kept.append((target, kind, label))
+            continue
+        seconds = definition.deadline_seconds or 0.0
+        catch_id = "start.deadline"
+        nodes.append(FlowNode(catch_id, "catch", "deadline", sign=SIGNS["timer"]))
+        edges.append(FlowEdge("start", catch_id, "timeout", f"deadline {duration_text(seconds)}"))
+        edges.append(FlowEdge(catch_id, target, "next"))
+    return kept
+
+
 def _recovery_boundaries(
     definition: m.ProcessDefinition, node: m.StepNode, outgoing: list[tuple[str, str, str]],
     nodes: list[FlowNode], edges: list[FlowEdge],
@@ -106,6 +125,10 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
         match node:
             case m.StartNode():
                 nodes.append(FlowNode(node_id, "start", "start"))
+                outgoing = _deadline_boundary(definition, outgoing, nodes, edges)
+            case m.EndNode() if node.timed_out:  # where the deadline handler ends, when it can
+                if graph.in_degree(node_id):
+                    nodes.append(FlowNode(node_id, "end", "timed out"))
             case m.EndNode():
                 nodes.append(FlowNode(node_id, "end", node.outcome if node.outcome is not None else "end"))
             case m.FailNode():

@@ -201,6 +201,10 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
     structure: dict[str, tuple[dict[str, str | None], dict[str, str]]] = {}  # process name -> its block exits and loop tails
     # A task is an item to emit, or a region to walk: (definition, first node, node that ends it).
     tasks: list[SequenceItem | tuple[m.ProcessDefinition, str, str | None]] = [(root, root.start, None)]
+    handler = root.outcomes(root.start).get("deadline")
+    if handler is not None:  # the deadline handler, after the rest: an `opt` block
+        passes = f"the deadline {duration_text(root.deadline_seconds or 0.0)} passes"
+        tasks = [BlockEnd(), (root, handler, None), BlockStart("opt", passes), *tasks]
     while tasks:
         task = tasks.pop()
         if not isinstance(task, tuple):
@@ -256,7 +260,9 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
                     tasks.append(BlockStart("call", f"call {callee.name}"))
                     break
                 case m.EndNode():
-                    if node.outcome is not None:
+                    if node.timed_out:
+                        items.append(Note((ORCHESTRATOR,), "the instance ends timed_out, nothing undone", "status"))
+                    elif node.outcome is not None:
                         items.append(Note((ORCHESTRATOR,), f"the process completes here as {node.outcome}", "status"))
                     elif node.id != "end":
                         items.append(Note((ORCHESTRATOR,), "the process completes here", "status"))
