@@ -10,8 +10,9 @@ run ... --stop-at authorize_payment --json`).
 
 Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
 
-Images: SVG and PNG of the order process, and the flow of the ticket booking (recovery paths
-and named ends), for the docs. Graphviz's output differs between its
+Images: SVG and PNG of the order process, and the flows of the ticket booking (recovery paths,
+retries on error replies, an undo even on timeout) and of the quote acceptance (a deadline
+handler, named ends), for the docs. Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -39,6 +40,7 @@ IMAGES = ROOT / "docs" / "images"
 MANIFEST = IMAGES / "diagrams.json"
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
 BOOKING = ROOT / "processes" / "ticket_booking.proc"
+QUOTE = ROOT / "processes" / "quote_acceptance.proc"
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -116,6 +118,7 @@ def image_sources() -> dict[str, str]:
     definition = load(ORDER)
     return {
         "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
+        "quote_acceptance-flow": visualize.render_text(load(QUOTE), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(

@@ -128,9 +128,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 outgoing = _deadline_boundary(definition, outgoing, nodes, edges)
             case m.EndNode() if node.timed_out:  # where the deadline handler ends, when it can
                 if graph.in_degree(node_id):
-                    nodes.append(FlowNode(node_id, "end", "timed out"))
+                    nodes.append(FlowNode(node_id, "end", "ends timed out"))
             case m.EndNode():
-                nodes.append(FlowNode(node_id, "end", node.outcome if node.outcome is not None else "end"))
+                nodes.append(FlowNode(node_id, "end", words(node.outcome) if node.outcome is not None else "end"))
             case m.FailNode():
                 # The default reason repeats the step's name, which the diagram shows beside it.
                 default = node.step is not None and node.reason == f"{node.step} timed out"
