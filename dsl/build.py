@@ -15,6 +15,8 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
+from procflow.errors import InstantError
+from procflow.instants import instant_problem, parse_instant
 from procflow.limits import DURATION, LOOP_BOUND, NUMBER_LITERAL, STRING_LITERAL
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -158,6 +160,21 @@ def loop_bound(text: str, span: Span) -> int:
             "a longer job belongs in a participant, which the process waits for",
         )
     return bound
+
+
+def start_instant(text: str, span: Span) -> str:
+    """A scenario's `start at` text, refused unless it is an instant procflow computes with, so
+    that `validate` says so at the line rather than `test` when the scenario runs."""
+    try:
+        problem = instant_problem(parse_instant(text))
+    except InstantError as error:
+        problem = str(error)
+    except ValueError:
+        problem = f"`{text}` is not an ISO-8601 instant"
+    if problem:
+        raise BadLiteral("E011", f"a scenario cannot start at this instant: {problem}", span,
+                         'write an ISO-8601 instant such as "2026-03-23T16:00:00Z"')
+    return text
 
 
 def number(text: str) -> Any:

@@ -310,7 +310,7 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def scenario_start(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("start", string_value(parts[0]), span)
+        return ("start", build.start_instant(string_value(parts[0]), token_span(parts[0])), span)
 
     @rule
     def when_rule(self, span: Span, parts: list[Any]) -> sx.WhenRule:

@@ -22,9 +22,9 @@ from pydantic import ValidationError
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError, InputError, MessageRefused
 from procflow.ids import check_id, is_id
+from procflow.instants import check_instant
 from procflow.interpreter.contracts import schema_problem, schema_text_problem
 from procflow.interpreter.derive import derive, history_entry
-from procflow.interpreter.instants import check_instant
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
 from procflow.interpreter.state import (

@@ -44,8 +44,8 @@ from procflow.errors import (
     ProcflowError,
 )
 from procflow.ids import check_id, id_problem
+from procflow.instants import check_instant
 from procflow.interpreter import engine
-from procflow.interpreter.instants import check_instant
 from procflow.interpreter.memory_store import (
     CLAIM_BATCH,
     CompileSource,

@@ -17,8 +17,8 @@ from typing import Any
 from procflow.dsl import model as m
 from procflow.dsl.expressions import ObjectExpr, compile_expr
 from procflow.errors import ExpressionError, InputError, InstantError, MessageRefused, ScenarioError
+from procflow.instants import instant_problem
 from procflow.interpreter import engine
-from procflow.interpreter.instants import instant_problem
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.state import InstanceState, from_epoch, iso, parse_instant
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, overload
 
 from pydantic import ConfigDict, Field, with_config
 
-from procflow.interpreter.instants import (
+from procflow.instants import (
     parse_instant as parse_instant,  # (re-exported: it lived here)
 )
 from procflow.interpreter.log import LOG_FROM as LOG_FROM  # (re-exported: they lived here)

@@ -109,7 +109,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Simulate one instance and print its trace (or the JSON document)."""
-    from procflow.interpreter.instants import instant_problem, parse_instant
+    from procflow.instants import instant_problem, parse_instant
     from procflow.interpreter.simulate import simulate
 
     definition = _load(args.file)
@@ -245,7 +245,7 @@ def _sample(name: str) -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job on the embedded defaults: validate, run two paths, draw the diagrams."""
     from procflow import visualize
-    from procflow.interpreter.instants import parse_instant
+    from procflow.instants import parse_instant
     from procflow.interpreter.simulate import simulate
 
     path = str(_sample("order_fulfillment.proc"))

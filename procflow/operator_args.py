@@ -29,7 +29,7 @@ def _operator(name: str) -> Callable[[argparse.Namespace], int]:
 
 def _instant(text: str) -> datetime:
     from procflow.errors import InstantError
-    from procflow.interpreter.instants import instant_problem, parse_instant
+    from procflow.instants import instant_problem, parse_instant
 
     try:
         moment = parse_instant(text)

@@ -190,15 +190,17 @@ def test_tick_at_the_last_instant_of_year_9999_is_a_worded_error(tmp_path: Path,
 
 
 @pytest.mark.parametrize("moment", ["9999-12-31T23:59:59.999999Z", "1900-01-01T00:00:00Z"])
-def test_a_scenario_starting_at_an_instant_out_of_range_fails_in_words(moment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_scenario_starting_at_an_instant_out_of_range_is_refused_at_its_line(moment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "far.proc"
     path.write_text(
         'process far {\n  participant svc "Service"\n  step ask { send svc.go {} await done within 1m }\n}\n'
         f'scenario far {{\n  start at "{moment}"\n  expect status completed\n}}\n',
         encoding="utf-8",
     )
-    code, out, _ = run(capsys, "test", str(path))
-    assert code == 1 and "FAIL" in out and "instant_year_" in out
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 1 and "far.proc:6:12: error[E011]" in out + err and "instant_year_" in out + err
+    code, out, err = run(capsys, "test", str(path))
+    assert code == 1 and "E011" in out + err and "Traceback" not in out + err
 
 
 def test_a_wait_until_an_instant_no_datetime_can_hold_fails_the_instance_in_words() -> None:
