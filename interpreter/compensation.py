@@ -19,8 +19,8 @@ from procflow.interpreter.state import (
     FailureCause,
     Frame,
     LateAction,
-    Token,
     LateReply,
+    Token,
     UndoCommand,
     Wait,
 )

@@ -13,9 +13,9 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.dsl.paths import (
-    duration_text,
     ProcessPath,
     arm_names,
+    duration_text,
     forward_successors,
     race_names,
     timer_text,
