@@ -161,6 +161,7 @@ class _Compiler:
                         work.extend(reversed(arm.body))
                 case sx.Repeat():
                     ids = (self._new_id("loop"), self._new_id("until"))
+                    work.extend(reversed(stmt.bound_reached or ()))
                     work.extend(reversed(stmt.body))
                 case sx.Call():
                     ids = (self._new_id("call"),)
@@ -224,10 +225,12 @@ class _Compiler:
                 name = stmt.name.text if stmt.name else loop_id
                 body = self.block(stmt.body, until_id)
                 until = _condition(stmt.until)
+                bound = self.block(stmt.bound_reached, next_id) if stmt.bound_reached is not None else None
                 self._add(
-                    m.UntilNode(until_id, stmt.span, name, loop_id, until, body, next_id),
+                    m.UntilNode(until_id, stmt.span, name, loop_id, until, body, next_id, bound),
                     m.Way(next_id, "exit", "until " + until.text, "exit"),
                     m.Way(body, "back", "repeat", "back"),
+                    *([m.Way(bound, "bound", "bound reached", "bound")] if bound is not None else []),
                 )
                 self._pair(loop_id, "loop", until_id, "until")
                 return self._add(m.LoopNode(loop_id, stmt.span, name, body, stmt.max), m.Way(body, "next", "", "body"))
@@ -515,6 +518,8 @@ def _document_order(nodes: dict[str, m.AnyNode], start: str) -> list[str]:
             return (0, 0, 0, "")
         if node_id == "end":
             return (1 << 30, 0, 0, "")
+        if node_id == "deadline_end":  # (not where the deadline is written: headers may stand anywhere)
+            return ((1 << 30) - 1, 0, 0, "")
         if isinstance(node, m.FailNode) and node.step is not None:
             step = nodes[node.step] if node.step in nodes else node
             return (step.span.line, step.span.column, 1, node_id)

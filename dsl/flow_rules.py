@@ -102,6 +102,20 @@ def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
     return found
 
 
+def loops_without_bound_handling(facts: Facts) -> list[Diagnostic]:
+    """W211: a `repeat ... max N` without `else`: when the bound is reached and `until` never
+    held, the process goes on as if it had (a card refused five times would end `completed`)."""
+    found = []
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Repeat) and stmt.max is not None and stmt.bound_reached is None:
+            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+            span = stmt.name.span if stmt.name else stmt.span
+            found.append(facts.diagnostic(
+                "W211", f"{what} goes on as if `until` held when it reaches its bound of {stmt.max} rounds", span,
+                "say what happens then: `} until ... else { fail \"why\" }`"))
+    return found
+
+
 def unbounded_loops(facts: Facts) -> list[Diagnostic]:
     """E124: a `repeat` without `max` that can come round again: its repetition is a cycle of
     the graph that no bound stops."""

@@ -25,6 +25,7 @@ key                kind     the way out
 ``body``           next     a loop's head to the first node of its body
 ``back``           back     an `until` back to the body (the loop repeats)
 ``exit``           exit     an `until` out of the loop
+``bound``          bound    an `until` to its `else` block when the loop reached its `max`
 =================  =======  =======================================================================
 
 Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply>` and
@@ -313,6 +314,7 @@ class UntilNode(Node):
     until: Condition
     body: str
     next: str
+    bound_reached: str | None = None  # the first node of `else { ... }`, taken when the bound is reached
     kind: ClassVar[str] = "until"
 
 
@@ -650,7 +652,8 @@ def _record_ways(node: AnyNode) -> list[Way]:
         case LoopNode():
             return [Way(node.body, "next", "", "body")]
         case UntilNode():
-            return [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")]
+            ways = [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")]
+            return ways + [Way(node.bound_reached, "bound", "bound reached", "bound")] if node.bound_reached else ways
         case FailNode() | EndNode():
             return []
 

@@ -430,6 +430,13 @@ class _Walker:
                 elif top.kind == "loop":
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
+                    tail = definition.nodes[current]
+                    bound = definition.outcomes(current).get("bound")
+                    if bound is not None and isinstance(tail, m.UntilNode):  # its `else`, when `max` rounds ran
+                        head = definition.nodes[tail.loop]
+                        rounds = head.max if isinstance(head, m.LoopNode) else None
+                        fork(bound, name=f"{tail.name}: {rounds} rounds", choice=1)
+                        position += 1
                     current = definition.follow(current, "exit")  # out of the loop's `until`
                 continue
             node = definition.nodes[current]

@@ -293,9 +293,13 @@ def _statement(statement: sx.Statement, indent: str) -> list[str]:
             for arm in arms:
                 lines += _braced(_race_arm(arm), arm.body, indent + INDENT)
             return [*lines, indent + "}"]
-        case sx.Repeat(name=name, max=bound, body=body, until=until):
+        case sx.Repeat(name=name, max=bound, body=body, until=until, bound_reached=otherwise):
             head = "repeat" + (f" {name.text}" if name else "") + (f" max {bound}" if bound is not None else "")
-            return _braced(head, body, indent, f" until {format_expr(until)}")
+            lines = _braced(head, body, indent, f" until {format_expr(until)}")
+            if otherwise is None:
+                return lines
+            tail = _braced("else", otherwise, indent)
+            return [*lines[:-1], lines[-1] + " " + tail[0].lstrip(), *tail[1:]]
         case sx.Call(process=process, path=path, data=data, bind=bind):
             line = f"call {process.text}" + (f" from {string_literal(path)}" if path is not None else "")
             line = _with_data(line, data) + (f" as {bind.text}" if bind else "")

@@ -44,6 +44,7 @@ RULES: list[Rule] = [
     statement_rules.step_shape,
     flow_rules.waits_without_way_out,
     flow_rules.unbounded_loops,
+    flow_rules.loops_without_bound_handling,
     statement_rules.switch_coverage,
     scope_rules.expression_limits,
     scope_rules.orchestrator_scope,

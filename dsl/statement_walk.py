@@ -41,7 +41,7 @@ _CHILD_BLOCKS: dict[type, Callable[[Any], list[tuple[sx.Statement, ...]]]] = {
     sx.Switch: _switch_blocks,
     sx.Parallel: lambda stmt: [branch.body for branch in stmt.branches],
     sx.Race: lambda stmt: [arm.body for arm in stmt.arms],
-    sx.Repeat: lambda stmt: [stmt.body],
+    sx.Repeat: lambda stmt: [stmt.body] + ([stmt.bound_reached] if stmt.bound_reached is not None else []),
     sx.Step: _step_blocks,  # its recovery paths
 }
 """Per kind of statement that holds blocks, its blocks (one lookup, no isinstance chain)."""

@@ -231,12 +231,21 @@ class Race:
 
 @dataclass(frozen=True, slots=True)
 class Repeat:
-    """`repeat [name] [max N] { ... } until cond`."""
+    """`repeat [name] [max N] { ... } until cond [else { ... }]`."""
 
     name: Name | None
     max: int | None
     body: tuple[Statement, ...]
     until: Expr
+    span: Span
+    bound_reached: tuple[Statement, ...] | None = None  # `else { ... }`: runs when `max` rounds ran and `until` never held
+
+
+@dataclass(frozen=True, slots=True)
+class BoundReached:
+    """`else { ... }` after a loop's `until` (what the transformer hands to `Repeat`)."""
+
+    body: tuple[Statement, ...]
     span: Span
 
 

@@ -280,7 +280,13 @@ class ToSyntax(ExpressionRules):
         name = next((_name(token) for token in _tokens(parts, "NAME")), None)
         bound = next((build.loop_bound(str(token), token_span(token)) for token in _tokens(parts, "NUMBER")), None)
         body = _first(parts, tuple)
-        return sx.Repeat(name, bound, body, parts[-1], span)
+        otherwise = _first(parts, sx.BoundReached)
+        until = parts[-2] if otherwise is not None else parts[-1]
+        return sx.Repeat(name, bound, body, until, span, otherwise.body if otherwise is not None else None)
+
+    @rule
+    def bound_reached(self, span: Span, parts: list[Any]) -> sx.BoundReached:
+        return sx.BoundReached(parts[0], span)
 
     @rule
     def call(self, span: Span, parts: list[Any]) -> sx.Call:

@@ -370,7 +370,9 @@ class RunCore:
         bound = head.max if isinstance(head, m.LoopNode) else None
         if done or (bound is not None and count >= bound):
             token.loops = without(token.loops, loop_id)
-            token.node = definition.follow(node.id, "exit")
+            # The bound reached without `until` holding: its `else`, when it has one.
+            way = "exit" if done or "bound" not in definition.outcomes(node.id) else "bound"
+            token.node = definition.follow(node.id, way)
         else:
             token.loops = {**token.loops, loop_id: count + 1}
             token.node = definition.follow(node.id, "back")

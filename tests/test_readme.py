@@ -51,7 +51,7 @@ def test_proc_examples_scenarios_pass(index: int) -> None:
 def test_every_failure_construct_has_a_runnable_example() -> None:
     section = README.split("### When things fail", 1)[1].split("\n### ", 1)[0]
     examples = re.findall(r"```proc\n(.*?)```", section, flags=re.S)
-    for construct in ("on card_declined as refusal {", "on timeout {", "retry 2 backoff", "even on timeout", "deadline 7d {", 'end "'):
+    for construct in ("on card_declined as refusal {", "on timeout {", "retry 2 backoff", "even on timeout", "deadline 7d {", 'end "', "else {"):
         assert any(construct in example and "\nscenario " in example for example in examples), construct
 
 

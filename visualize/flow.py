@@ -174,6 +174,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 # Drawn back to the loop's head (a merge), over the top, as BPMN draws a loop.
                 head = graph.nodes[node_id]["loop"]
                 outgoing = [(head if kind == "back" else t, kind, label) for t, kind, label in outgoing]
+                head_node = definition.nodes[head]
+                rounds = head_node.max if isinstance(head_node, m.LoopNode) else None
+                outgoing = [(t, kind, f"after {rounds} rounds" if kind == "bound" else label) for t, kind, label in outgoing]
             case m.CallNode():
                 nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
         for target, kind, label in outgoing:
@@ -195,7 +198,7 @@ def _ways_as_written(definition: m.ProcessDefinition, node: m.AnyNode) -> list[m
         case m.StepNode():
             order = ["next", *(f"failure:{reply}" for reply in node.failure_replies), "timeout"]
         case m.UntilNode():
-            order = ["exit", "back"]
+            order = ["exit", "back", "bound"]
         case _:
             return list(ways)
     rank = {key: index for index, key in enumerate(order)}
