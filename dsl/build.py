@@ -162,6 +162,19 @@ def loop_bound(text: str, span: Span) -> int:
     return bound
 
 
+def reply_retry_count(retry: sx.Retry) -> None:
+    """The count of a retry on an error reply: within the `loop_bound` limit (each retry is a
+    round of send and reply), and its backoffs within the `duration` limit."""
+    if retry.count > LOOP_BOUND.value:
+        raise BadLiteral(
+            "E010",
+            f"a retry count of {retry.count} is over the `{LOOP_BOUND.name}` limit of {LOOP_BOUND.value} rounds",
+            retry.span,
+            "retry fewer times; a longer job belongs in a participant, which the process waits for",
+        )
+    check_wait_total(0.0, retry.count, retry.backoff.seconds if retry.backoff else 0.0, retry.factor, retry.span)
+
+
 def start_instant(text: str, span: Span) -> str:
     """A scenario's `start at` text, refused unless it is an instant procflow computes with, so
     that `validate` says so at the line rather than `test` when the scenario runs."""

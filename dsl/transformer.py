@@ -167,6 +167,7 @@ class ToSyntax(ExpressionRules):
     @rule
     def reply_retry(self, span: Span, parts: list[Any]) -> sx.ReplyRetry:
         retry, *rest = parts
+        build.reply_retry_count(retry)
         durations = _tokens(rest, "DURATION")
         return sx.ReplyRetry(retry, _duration(durations[0]) if durations else None, True in rest, span)
 
