@@ -14,6 +14,7 @@ $(VENV)/.setup-stamp: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	sh scripts/ensure_graphviz.sh
+	sh scripts/ensure_browser.sh
 	touch $@
 
 demo: setup
@@ -23,7 +24,7 @@ demo: setup
 # the folders map onto `procflow.*` only through the installation.
 lint: setup
 	$(BIN)/ruff check .
-	rm -rf build  # setuptools would reuse a stale build/lib
+	rm -rf build/lib build/typecheck  # setuptools would reuse a stale build/lib (build/npm holds bpmn-js)
 	$(BIN)/python -m pip install --quiet --no-deps --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p procflow
 

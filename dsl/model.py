@@ -330,6 +330,14 @@ class CallNode(Node):
     kind: ClassVar[str] = "call"
 
 
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
+"""Statuses after which an instance does nothing more by itself (an operator may resume
+`compensation_failed`; a late success may still reopen compensation)."""
+
+BUILTIN_STATUSES = TERMINAL_STATUSES | {"running", "compensating"}
+"""Every status an instance can have besides the ones its steps and races name (`status ...`)."""
+
+
 AnyNode = StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
 
 NODE_KINDS: Mapping[str, type[AnyNode]] = {

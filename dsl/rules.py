@@ -15,6 +15,7 @@ module                     rules
 `binding_rules`            bound before use (proof: `binding_proofs`)
 `compensation_rules`       undoing completed work
 `scope_rules`              orchestrator scope and hygiene lints
+`scenario_rules`           the names scenario lines use
 =========================  ==========================================================
 """
 
@@ -27,6 +28,7 @@ from procflow.dsl import (
     compensation_rules,
     flow_rules,
     name_rules,
+    scenario_rules,
     scope_rules,
     statement_rules,
 )
@@ -57,6 +59,10 @@ RULES: list[Rule] = [
     scope_rules.callee_deadlines,
 ]
 
+SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
+"""Run only on a process without errors: a misspelt `send` in the body would otherwise be
+reported again at every scenario line that names the command as it was meant."""
+
 
 def run_all(definition: m.ProcessDefinition, limits: Mapping[str, int]) -> list[Diagnostic]:
     """Run every rule and collect what they find (never stopping at the first)."""
@@ -64,7 +70,10 @@ def run_all(definition: m.ProcessDefinition, limits: Mapping[str, int]) -> list[
     found: list[Diagnostic] = []
     for rule in RULES:
         found.extend(rule(facts))
+    if not any(d.severity == "error" for d in found):
+        for rule in SCENARIO_RULES:
+            found.extend(rule(facts))
     return found
 
 
-__all__ = ["LIMIT_NAMES", "RULES", "Facts", "Rule", "run_all"]
+__all__ = ["LIMIT_NAMES", "RULES", "SCENARIO_RULES", "Facts", "Rule", "run_all"]

@@ -221,8 +221,8 @@ class _Simulation:
             first = wait.expects[0]
             if first in self.silenced or first in self.explicit_events:
                 continue
-            if wait.kind == "race" and any(e in self.silenced for e in wait.expects):
-                continue
+            if wait.kind == "race" and any(e in self.silenced or e in self.explicit_events for e in wait.expects):
+                continue  # the scenario decides this race: one of its arms is silenced or delivered
             self._schedule(
                 now, Reply(type=first, correlationId=wait.correlationId, workflowId=state.workflowId, messageId=f"{state.workflowId}:{wait.step}:{wait.since}:{first}")
             )

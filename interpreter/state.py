@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, overload
 
 from pydantic import ConfigDict, Field, with_config
 
+from procflow.dsl.model import TERMINAL_STATUSES
 from procflow.instants import (
     parse_instant as parse_instant,  # (re-exported: it lived here)
 )
@@ -36,9 +37,8 @@ from procflow.interpreter.records import Record
 SCHEMA_VERSION = 2
 """Bumped whenever the stored shape changes; older states are migrated when read (`migrate_state`)."""
 
-TERMINAL = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
-"""Statuses after which the instance does nothing more by itself (an operator may resume
-`compensation_failed`; a late success may still reopen compensation)."""
+TERMINAL = TERMINAL_STATUSES
+"""Statuses after which the instance does nothing more by itself (see `model.TERMINAL_STATUSES`)."""
 
 ROOT = "main"
 """The frame id of the process an instance runs (called processes run in frames of their own)."""

@@ -10,6 +10,7 @@ error on a file) and is printed as one clear message, its control characters esc
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -228,6 +229,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORT_FORMATS: dict[str, tuple[str, str]] = {
+    "bpmn": ("procflow.visualize.bpmn", "bpmn_xml"),
+    "mermaid-flow": ("procflow.visualize.render", "mermaid_flow"),
+}
+"""`procflow export --format F`: the module and the function `definition -> text` that writes
+F; each is imported when it is used, so the other commands start without it."""
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a process in another tool's format: BPMN 2.0 XML, a Mermaid flowchart."""
+    definition = _load(args.file)
+    module_name, function_name = EXPORT_FORMATS[args.format]
+    text = str(getattr(importlib.import_module(module_name), function_name)(definition))
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(printable(f"wrote {args.output}"))
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """The JSON Schema of a command, a reply or a state."""
     from procflow.interpreter.messages import Command, Reply
@@ -316,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="PATH|URL", help="read the --instance ID from this store (a file path, or sqlite:///... or postgresql://...)")
     p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
     p.set_defaults(handler=cmd_render)
+
+    p = sub.add_parser("export", help="write a process for another tool: BPMN 2.0 (with its diagram), a Mermaid flowchart")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--format", choices=tuple(EXPORT_FORMATS), required=True)
+    p.add_argument("-o", "--output", metavar="OUT", help="write to this file (default: standard output)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("run", help="simulate an instance with participants that reply as a scenario says")
     p.add_argument("file", metavar="FILE")

@@ -115,7 +115,7 @@ def _recovery_boundaries(
     return kept
 
 
-def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], list[FlowEdge]]:
+def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = True) -> tuple[list[FlowNode], list[FlowEdge]]:
     nodes: list[FlowNode] = []
     edges: list[FlowEdge] = []
     graph = definition.graph
@@ -125,7 +125,8 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
         match node:
             case m.StartNode():
                 nodes.append(FlowNode(node_id, "start", "start"))
-                outgoing = _deadline_boundary(definition, outgoing, nodes, edges)
+                if boundary_events:
+                    outgoing = _deadline_boundary(definition, outgoing, nodes, edges)
             case m.EndNode() if node.timed_out:  # where the deadline handler ends, when it can
                 if graph.in_degree(node_id):
                     nodes.append(FlowNode(node_id, "end", "ends timed out"))
@@ -139,8 +140,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 nodes.append(_step_node(definition, node))
                 labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
                 outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
-                outgoing = [(t, kind, _retried(node, kind, label)) for t, kind, label in outgoing]
-                outgoing = _recovery_boundaries(definition, node, outgoing, nodes, edges)
+                if boundary_events:
+                    outgoing = [(t, kind, _retried(node, kind, label)) for t, kind, label in outgoing]
+                    outgoing = _recovery_boundaries(definition, node, outgoing, nodes, edges)
                 if node.compensation is not None:
                     undo = node.compensation.command
                     participant = definition.participants.get(undo.participant)
@@ -447,9 +449,12 @@ def flow_diagram(
     *,
     swimlanes: bool = False,
     overlay: Overlay | None = None,
+    boundary_events: bool = True,
 ) -> FlowDiagram:
-    """The flow view of a definition, with clusters (or swimlanes) and an optional overlay."""
-    nodes, edges = _nodes_and_edges(definition)
+    """The flow view of a definition, with clusters (or swimlanes) and an optional overlay.
+    Without `boundary_events`, a recovery path and the deadline handler leave their step (the
+    start) by a plain failure, timeout or `deadline` edge: the BPMN export draws its own events."""
+    nodes, edges = _nodes_and_edges(definition, boundary_events)
     if swimlanes:
         clusters, owner = _lane_clusters(definition, nodes)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import shutil
 import subprocess
@@ -87,6 +88,11 @@ def render_text(
     return dot.sequence(diagram) if fmt == "dot" else mermaid.sequence(diagram)
 
 
+def mermaid_flow(definition: m.ProcessDefinition) -> str:
+    """The flow view as a Mermaid flowchart (`procflow export --format mermaid-flow`)."""
+    return render_text(definition, "flow", "mermaid")
+
+
 def dot_available() -> bool:
     """True when Graphviz's `dot` program is on the PATH."""
     return shutil.which("dot") is not None
@@ -100,7 +106,7 @@ costs seconds per ten million pixels, and the SVG keeps every detail anyway."""
 
 def _png_dpi(source: bytes) -> int:
     """96 dpi, or less when the drawing would exceed MAX_PNG_PIXELS (read from the laid-out size)."""
-    plain = bytes(graphviz.pipe("dot", "plain", source, quiet=True)).split(b"\n", 1)[0].split()
+    plain = run_dot(source, "plain").split(b"\n", 1)[0].split()
     width, height = float(plain[2]), float(plain[3])  # `graph scale width height`, in inches
     pixels = width * height * PNG_DPI * PNG_DPI
     if pixels <= MAX_PNG_PIXELS:
@@ -108,23 +114,35 @@ def _png_dpi(source: bytes) -> int:
     return max(36, int(PNG_DPI * math.sqrt(MAX_PNG_PIXELS / pixels)))
 
 
-def dot_to_image(source: str, fmt: str) -> bytes:
-    """Run Graphviz's `dot` on DOT text: the only place procflow starts it."""
-    if fmt not in IMAGE_FORMATS:
-        raise DiagramError(f"unknown image format `{fmt}`: use one of {', '.join(IMAGE_FORMATS)}")
+def run_dot(source: bytes, fmt: str) -> bytes:
+    """Run Graphviz's `dot` on DOT text and return what it prints in `fmt`: the only place
+    procflow starts it (images, the PNG's size, and the layout the BPMN export reads)."""
     if not dot_available():
         raise GraphvizMissing()
     try:
-        data = source.encode("utf-8")
-        if fmt == "png":
-            head, _, rest = data.partition(b"\n")
-            data = head + f"\n  graph [dpi={_png_dpi(data)}]\n".encode("ascii") + rest
-        return bytes(graphviz.pipe("dot", fmt, data, quiet=True))
+        return bytes(graphviz.pipe("dot", fmt, source, quiet=True))
     except graphviz.ExecutableNotFound:
         raise GraphvizMissing() from None
     except subprocess.CalledProcessError as error:
         detail = (error.stderr or b"").decode("utf-8", "replace").strip().splitlines()
         raise DiagramError(f"Graphviz's dot could not draw the diagram: {detail[-1] if detail else error}") from None
+
+
+def dot_to_image(source: str, fmt: str) -> bytes:
+    """DOT text drawn by Graphviz as `svg` or `png` bytes."""
+    if fmt not in IMAGE_FORMATS:
+        raise DiagramError(f"unknown image format `{fmt}`: use one of {', '.join(IMAGE_FORMATS)}")
+    data = source.encode("utf-8")
+    if fmt == "png":
+        head, _, rest = data.partition(b"\n")
+        data = head + f"\n  graph [dpi={_png_dpi(data)}]\n".encode("ascii") + rest
+    return run_dot(data, fmt)
+
+
+def dot_layout(source: str) -> dict[str, Any]:
+    """Where Graphviz puts every node and edge of DOT text: its `json` output, parsed."""
+    layout: dict[str, Any] = json.loads(run_dot(source.encode("utf-8"), "json"))
+    return layout
 
 
 def render_image(
