@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: demo test bench setup lint clean
+.PHONY: demo demo-distributed test bench setup lint clean
 
 setup: $(VENV)/.setup-stamp
+	sh scripts/ensure_asyncapi_specs.sh $(VENV)/npm
 
 $(VENV)/.setup-stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +33,14 @@ test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check
 	$(BIN)/pytest
 
+# Two workers on PostgreSQL, the demo participants on RabbitMQ, 100 orders (see README).
+demo-distributed: setup
+	$(BIN)/python scripts/demo_distributed.py
+
 # Printed, not asserted: a shared machine's figures drift (see bench/README.md).
 bench: setup
 	$(BIN)/python bench/compare.py --quick
+	$(BIN)/python bench/amqp_bench.py
 
 clean:
 	rm -rf $(VENV) out build dist *.egg-info

@@ -328,6 +328,7 @@ def step(name: sx.Name, span: Span, items: list[Any]) -> sx.Step:
         elif item[0] == "header":  # doc
             if once("doc", item[3], item[2]):
                 result.doc = item[2]
+                result.doc_span = item[3]
         elif item[0] == "status":
             if once("status", item[1].span, item[1]):
                 result.status = item[1]

@@ -604,9 +604,11 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
 
 def graph_data(definition: ProcessDefinition) -> dict[str, Any]:
     """The graph as plain JSON-ready data (what `procflow graph` prints): networkx's node-link
-    form, with each node's attributes but its `record` (the attributes say what it holds)."""
+    form, with each node's attributes but its `record` (the attributes say what it holds) and
+    its `line` (where it is written is not what the process is: `procflow fmt`, or a comment
+    added above, leaves the printed graph as it was)."""
     data: dict[str, Any] = nx.node_link_data(definition.graph, edges="edges")
-    data["nodes"] = [{key: value for key, value in node.items() if key != "record"} for node in data["nodes"]]
+    data["nodes"] = [{key: value for key, value in node.items() if key not in ("record", "line")} for node in data["nodes"]]
     return data
 
 

@@ -5,7 +5,12 @@ it on programs generated from the grammar). The layout is fixed: two spaces a le
 process its header, limits, participants and events first, then its statements; in a step
 its items in one order (`doc`, `status`, `send`, `await`, `on`, `on timeout`,
 `compensate`, `nothing to undo`, `wait`), an item given twice last (the validator reports
-it); expressions with only the parentheses their meaning needs. Comments are not kept yet.
+it); expressions with only the parentheses their meaning needs.
+
+Each printed line is a `Line` that remembers where what it prints stood in the source, so
+that `formatter.py` can put every comment back beside the line that prints what the comment
+stood beside. A new construct needs only its printing here: the formatter reads positions,
+never the syntax tree.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Any
 from procflow.dsl import build
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
+from procflow.dsl.diagnostics import Span
+from procflow.dsl.lines import BLANK, INDENT, Line, Position, text_of, wrap
 
-INDENT = "  "
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TYPE_NAMES = {"string", "number", "integer", "boolean", "object", "array"}
 
@@ -38,9 +44,15 @@ _BINARY_LEVEL = {
 
 def format_source(source: sx.SourceFile) -> str:
     """A parsed file (with its scenarios: parse it with `scenarios=True`) as canonical text."""
-    parts = [format_process(source.process)]
-    parts += [format_scenario(scenario) for scenario in source.scenarios]
-    return "\n".join(parts)
+    return text_of(layout_source(source))
+
+
+def layout_source(source: sx.SourceFile) -> list[Line]:
+    """The canonical lines of a parsed file: the process, then each scenario after a blank line."""
+    lines = layout_process(source.process)
+    for scenario in source.scenarios:
+        lines += [BLANK, *layout_scenario(scenario)]
+    return lines
 
 
 # ---------------------------------------------------------------- literals
@@ -184,31 +196,61 @@ def _type(schema: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the process
 
 
+def _start(span: Span) -> Position:
+    return (span.line, span.column)
+
+
+def _end(span: Span) -> Position:
+    return (span.end_line, span.end_column)
+
+
+def _whole(indent: str, text: str, span: Span) -> Line:
+    """A line that prints the whole node at `span` (broken over lines when it is too wide)."""
+    return Line(indent, wrap(text, indent), _start(span), _end(span))
+
+
+def _closing(indent: str, span: Span, text: str = "}") -> Line:
+    """The `}` that ends the node at `span` (its last character)."""
+    return Line(indent, text, (span.end_line, span.end_column - 1))
+
+
 def format_process(process: sx.Process) -> str:
     """`process name { ... }`."""
-    lines = [f"process {process.name.text} {{"]
+    return text_of(layout_process(process))
+
+
+def layout_process(process: sx.Process) -> list[Line]:
+    """The lines of `process name { ... }`."""
+    lines = [Line("", f"process {process.name.text} {{", _start(process.span))]
     body = INDENT
-    headers: list[tuple[str, Any]] = [(key, getattr(process, key)) for key in _HEADERS if key in process.header_spans]
-    if process.deadline_handler is not None:
-        headers = [(key, (value, process.deadline_handler) if key == "deadline" else value) for key, value in headers]
+    headers: list[tuple[str, Any, Span]] = [
+        (key, getattr(process, key), process.header_spans[key]) for key in _HEADERS if key in process.header_spans
+    ]
     if "input_record" in process.header_spans:
-        headers.append(("input_record", process.input_record))
+        headers.append(("input_record", process.input_record, process.header_spans["input_record"]))
     if "input_file" in process.header_spans and process.input_file is not None:
-        headers.append(("input_file", process.input_file[0]))
-    headers += [(key, value) for (key, _), value in zip(process.duplicates, process.duplicate_items, strict=True)]
-    lines += [body + _header(key, value, body) for key, value in headers]
-    lines += [f"{body}limit {name} {value}" for name, (value, _) in process.limits.items()]
+        headers.append(("input_file", process.input_file[0], process.header_spans["input_file"]))
+    headers += [(key, value, span) for (key, span), value in zip(process.duplicates, process.duplicate_items, strict=True)]
+    for key, value, span in headers:
+        handler = process.deadline_handler if key == "deadline" and value is process.deadline else None
+        if key == "deadline" and isinstance(value, tuple):  # a `deadline` given twice, with a handler
+            value, handler = value
+        if handler is not None:  # `deadline 30d { ... }`: the handler's block on lines of its own
+            lines += _braced(f"deadline {value.text}", handler, body, Line(body, "", _start(span)))
+        else:
+            lines.append(_whole(body, _header(key, value, body), span))
+    lines += [_whole(body, f"limit {name} {value}", span) for name, (value, span) in process.limits.items()]
     for participant in process.participants:
         lines += _participant(participant, body)
     for event in process.events:
-        line = f"{body}event {event.name.text}"
-        lines.append(f"{line} {format_record(event.payload)}" if event.payload is not None else line)
+        line = f"event {event.name.text}"
+        lines.append(_whole(body, f"{line} {format_record(event.payload)}" if event.payload is not None else line, event.span))
     if process.body and len(lines) > 1:
-        lines.append("")
+        lines.append(BLANK)
     for statement in process.body:
         lines += _statement(statement, body)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    lines.append(_closing("", process.span))
+    return lines
 
 
 _HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline")
@@ -233,89 +275,106 @@ def _header(key: str, value: Any, indent: str) -> str:
     return f"input from {string_literal(value)}"
 
 
-def _participant(participant: sx.Participant, indent: str) -> list[str]:
-    head = f"{indent}participant {participant.name.text}"
+def _participant(participant: sx.Participant, indent: str) -> list[Line]:
+    head = f"participant {participant.name.text}"
     if participant.display is not None:
         head += f" {string_literal(participant.display)}"
     if not participant.contracts:
-        return [head]
-    lines = [head + " {"]
+        return [_whole(indent, head, participant.span)]
+    lines = [Line(indent, head + " {", _start(participant.span))]
     for contract in participant.contracts:
-        line = f"{indent}{INDENT}{contract.kind} {contract.name.text}"
-        lines.append(f"{line} {format_record(contract.payload)}" if contract.payload is not None else line)
-    return [*lines, indent + "}"]
+        line = f"{contract.kind} {contract.name.text}"
+        text = f"{line} {format_record(contract.payload)}" if contract.payload is not None else line
+        lines.append(_whole(indent + INDENT, text, contract.span))
+    return [*lines, _closing(indent, participant.span)]
 
 
 # ---------------------------------------------------------------- statements
 
 
-def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[str]:
+def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[Line]:
     """The statements of a block, between the braces the caller writes."""
-    lines: list[str] = []
+    lines: list[Line] = []
     for statement in statements:
         lines += _statement(statement, indent + INDENT)
     return lines
 
 
-def _braced(head: str, statements: tuple[sx.Statement, ...], indent: str, tail: str = "") -> list[str]:
-    """`head { statements }tail`, on lines of its own."""
-    if not statements:
-        return [f"{indent}{head} {{}}{tail}"]
-    return [f"{indent}{head} {{", *_block(statements, indent), f"{indent}}}{tail}"]
+def _braced(
+    head: str, statements: tuple[sx.Statement, ...], indent: str, opener: Line, tail: str = "", close: Position | None = None
+) -> list[Line]:
+    """`head { statements }tail`, on lines of its own; `opener` says where the head stood,
+    `close` where its `}` stands when the tree knows it (else it is looked for)."""
+    after = _end(statements[-1].span) if statements else None  # an empty block: just after its head
+    closing = Line(indent, f"}}{tail}", close, seek=None if close else ("}", after))
+    head_line = Line(indent, f"{head} {{", opener.start, None, opener.seek, joins_next=not statements)
+    return [head_line, *_block(statements, indent), closing]
 
 
-def _statement(statement: sx.Statement, indent: str) -> list[str]:
+def _statement(statement: sx.Statement, indent: str) -> list[Line]:
+    at = Line(indent, "", _start(statement.span))
     match statement:
         case sx.Step():
             return _step(statement, indent)
         case sx.If(arms=arms, otherwise=otherwise):
-            lines: list[str] = []
+            lines: list[Line] = []
+            last = _closing(indent, statement.span).start  # the `}` of the last arm ends the statement
             for index, (condition, body) in enumerate(arms):
                 head = f"if {format_expr(condition)}"
-                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent)
+                opener = at if index == 0 else Line(indent, "", _start(condition.span))
+                close = last if index == len(arms) - 1 and otherwise is None else None
+                lines += _joined(lines, head if index == 0 else f"else {head}", body, indent, opener, close)
             if otherwise is not None:
-                lines += _joined(lines, "else", otherwise, indent)
+                lines += _joined(lines, "else", otherwise, indent, at, last)
             return lines
         case sx.Switch(subject=subject, cases=cases, default=default):
-            lines = [f"{indent}switch {format_expr(subject)} {{"]
+            lines = [Line(indent, f"switch {format_expr(subject)} {{", _start(statement.span))]
+            inner = indent + INDENT
             for case in cases:
-                lines += _braced("case " + ", ".join(_value(value) for value in case.values), case.body, indent + INDENT)
+                head = "case " + ", ".join(_value(value) for value in case.values)
+                lines += _braced(head, case.body, inner, Line(inner, "", _start(case.span)), close=_closing(inner, case.span).start)
             if default is not None:
-                lines += _braced("default", default, indent + INDENT)
-            return [*lines, indent + "}"]
+                after = _end(cases[-1].span)
+                lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
+            return [*lines, _closing(indent, statement.span)]
         case sx.Parallel(name=name, branches=branches):
-            lines = [f"{indent}parallel {name.text} {{" if name else f"{indent}parallel {{"]
+            lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
             for branch in branches:
-                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT)
-            return [*lines, indent + "}"]
-        case sx.Race(name=name, arms=arms):
-            lines = [f"{indent}race {name.text} {{"]
-            for arm in arms:
-                lines += _braced(_race_arm(arm), arm.body, indent + INDENT)
-            return [*lines, indent + "}"]
+                opener = Line(indent, "", _start(branch.span))
+                lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, opener, close=_closing(indent, branch.span).start)
+            return [*lines, _closing(indent, statement.span)]
+        case sx.Race(name=name, arms=race_arms):
+            lines = [Line(indent, f"race {name.text} {{", _start(statement.span))]
+            for arm in race_arms:
+                opener = Line(indent, "", _start(arm.span))
+                lines += _braced(_race_arm(arm), arm.body, indent + INDENT, opener, close=_closing(indent, arm.span).start)
+            return [*lines, _closing(indent, statement.span)]
         case sx.Repeat(name=name, max=bound, body=body, until=until, bound_reached=otherwise):
             head = "repeat" + (f" {name.text}" if name else "") + (f" max {bound}" if bound is not None else "")
-            lines = _braced(head, body, indent, f" until {format_expr(until)}")
+            lines = _braced(head, body, indent, at, f" until {format_expr(until)}")
             if otherwise is None:
                 return lines
-            tail = _braced("else", otherwise, indent)
-            return [*lines[:-1], lines[-1] + " " + tail[0].lstrip(), *tail[1:]]
+            # `} until c else { ... }`: the `else` joins the line of the `until`
+            return lines + _joined(lines, "else", otherwise, indent, Line(indent, "", seek=("else", _end(until.span))), None)
         case sx.Call(process=process, path=path, data=data, bind=bind):
             line = f"call {process.text}" + (f" from {string_literal(path)}" if path is not None else "")
             line = _with_data(line, data) + (f" as {bind.text}" if bind else "")
-            return [indent + line]
+            return [_whole(indent, line, statement.span)]
         case sx.Fail(reason=reason):
-            return [f"{indent}fail {string_literal(reason)}"]
+            return [_whole(indent, f"fail {string_literal(reason)}", statement.span)]
         case sx.End(outcome=outcome):
-            return [f"{indent}end" + (f" {string_literal(outcome)}" if outcome is not None else "")]
+            return [_whole(indent, "end" + (f" {string_literal(outcome)}" if outcome is not None else ""), statement.span)]
     raise TypeError(f"not a statement: {statement!r}")
 
 
-def _joined(lines: list[str], head: str, body: tuple[sx.Statement, ...], indent: str) -> list[str]:
+def _joined(
+    lines: list[Line], head: str, body: tuple[sx.Statement, ...], indent: str, opener: Line, close: Position | None
+) -> list[Line]:
     """An `if` arm, or the `else` after one: on the line of the `}` before it, if any."""
-    arm = _braced(head, body, indent)
+    arm = _braced(head, body, indent, opener, close=close)
     if lines:
-        lines[-1] += " " + arm[0].lstrip()
+        before, first = lines[-1], arm[0]
+        lines[-1] = Line(before.indent, f"{before.text} {first.text}", before.start, None, before.seek, first.joins_next)
         return arm[1:]
     return arm
 
@@ -328,38 +387,40 @@ def _race_arm(arm: sx.RaceArm) -> str:
     return "on " + ", ".join(name.text for name in arm.messages) + (f" as {arm.bind.text}" if arm.bind else "")
 
 
-def _step(step: sx.Step, indent: str) -> list[str]:
+def _step(step: sx.Step, indent: str) -> list[Line]:
     inner = indent + INDENT
-    items: list[tuple[str, Any]] = [
-        (key, value)
-        for key, value in (
-            ("doc", step.doc),
-            ("status", step.status),
-            ("send", step.send),
-            ("await", step.await_),
+    items: list[tuple[str, Any, Span | None]] = [
+        (key, value, span)
+        for key, value, span in (
+            ("doc", step.doc, step.doc_span),
+            ("status", step.status, step.status.span if step.status else None),
+            ("send", step.send, step.send.span if step.send else None),
+            ("await", step.await_, step.await_.span if step.await_ else None),
         )
         if value is not None
     ]
-    items += [("on", on) for on in step.on_replies]
+    items += [("on", on, on.span) for on in step.on_replies]
     if step.timeout_reason is not None:
-        items.append(("on timeout", step.timeout_reason))
+        items.append(("on timeout", step.timeout_reason, step.timeout_span))
     if step.timeout_handler is not None:
-        items.append(("on timeout", step.timeout_handler))
+        items.append(("on timeout", step.timeout_handler, step.timeout_span))
     if step.compensate is not None:
-        items.append(("compensate", step.compensate))
+        items.append(("compensate", step.compensate, step.compensate.span))
     if step.nothing_to_undo is not None:
-        items.append(("nothing to undo", step.nothing_to_undo))
+        items.append(("nothing to undo", step.nothing_to_undo, step.nothing_to_undo_span))
     if step.wait is not None:
-        items.append(("wait", step.wait))
-    items += [(key, value) for (key, _), value in zip(step.duplicates, step.duplicate_items, strict=True)]
-    lines = [f"{indent}step {step.name.text} {{"]
-    for key, value in items:
+        items.append(("wait", step.wait, step.wait.span))
+    items += [(key, value, span) for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True)]
+    lines = [Line(indent, f"step {step.name.text} {{", _start(step.span))]
+    for key, value, span in items:
         handler = _handler(key, value)
-        if handler is None:
-            lines.append(inner + _step_item(key, value, inner))
-        else:  # a recovery path: its block on lines of its own
-            lines += _braced(handler[0], handler[1], inner)
-    return [*lines, indent + "}"]
+        if handler is not None:  # a recovery path: its block on lines of its own
+            opener = Line(inner, "", _start(span)) if span is not None else Line(inner, "")
+            lines += _braced(handler[0], handler[1], inner, opener)
+            continue
+        text = _step_item(key, value, inner)
+        lines.append(_whole(inner, text, span) if span is not None else Line(inner, text))
+    return [*lines, _closing(indent, step.span)]
 
 
 def _handler(key: str, value: Any) -> tuple[str, tuple[sx.Statement, ...]] | None:
@@ -433,23 +494,29 @@ def _reply_retry(retry: sx.ReplyRetry | None) -> str:
 
 def format_scenario(scenario: sx.Scenario) -> str:
     """`scenario name "description" { ... }`."""
+    return text_of(layout_scenario(scenario))
+
+
+def layout_scenario(scenario: sx.Scenario) -> list[Line]:
+    """The lines of `scenario name "description" { ... }`."""
     head = f"scenario {scenario.name.text}" + (f" {string_literal(scenario.description)}" if scenario.description is not None else "")
-    lines = [head + " {"]
+    lines = [Line("", head + " {", _start(scenario.span))]
     body = INDENT
     if scenario.input is not None:
-        lines.append(f"{body}input {format_mapping(scenario.input)}")
+        lines.append(_whole(body, f"input {format_mapping(scenario.input)}", scenario.input.span))
     if scenario.start_at is not None:
-        lines.append(f"{body}start at {string_literal(scenario.start_at[0])}")
-    for rule in scenario.rules:
-        lines.append(body + _when(rule))
+        lines.append(_whole(body, f"start at {string_literal(scenario.start_at[0])}", scenario.start_at[1]))
+    lines += [_whole(body, _when(rule), rule.span) for rule in scenario.rules]
     for delivery in scenario.deliveries:
-        lines.append(body + _with_data(f"deliver {delivery.event.text}", delivery.data) + f" after {delivery.after.text}")
+        text = _with_data(f"deliver {delivery.event.text}", delivery.data) + f" after {delivery.after.text}"
+        lines.append(_whole(body, text, delivery.span))
     if scenario.silenced:
-        lines.append(f"{body}no event " + ", ".join(name.text for name in scenario.silenced))
-    for expectation in scenario.expectations:
-        lines.append(body + _expectation(expectation))
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        first, last = scenario.silenced[0].span, scenario.silenced[-1].span
+        text = "no event " + ", ".join(name.text for name in scenario.silenced)
+        lines.append(Line(body, text, _start(first), _end(last)))
+    lines += [_whole(body, _expectation(expectation), expectation.span) for expectation in scenario.expectations]
+    lines.append(_closing("", scenario.span))
+    return lines
 
 
 def _when(rule: sx.WhenRule) -> str:
@@ -469,3 +536,13 @@ def _expectation(expectation: sx.Expectation) -> str:
     if kind in ("failure", "outcome"):
         return f"expect {kind} {string_literal(value)}"
     return f"expect {kind} [{', '.join(value)}]"
+
+
+def step_text(step: sx.Step) -> str:
+    """A step as canonical text (the language server shows it on hover)."""
+    return text_of(_step(step, "")).rstrip("\n")
+
+
+def participant_text(participant: sx.Participant) -> str:
+    """A participant and its contracts as canonical text (shown on hover)."""
+    return text_of(_participant(participant, "")).rstrip("\n")

@@ -147,6 +147,7 @@ class Step:
     name: Name
     span: Span
     doc: str | None = None
+    doc_span: Span | None = None
     status: Name | None = None
     send: Send | None = None
     await_: Await | None = None

@@ -10,11 +10,10 @@ error on a file) and is printed as one clear message, its control characters esc
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -29,8 +28,9 @@ from procflow.dsl.validate import check_file
 from procflow.errors import InputError, InstantError, ProcflowError, SourceError
 from procflow.files import read_json_argument
 from procflow.limits import INPUT_BYTES, STATE_BYTES
-from procflow.operator_args import add_operator_commands
+from procflow.operator_args import AMQP_PREFIX_ENV, add_operator_commands, amqp_prefix_option
 from procflow.terminal import printable, printable_lines
+from procflow.tool_commands import add_tool_commands
 
 # The interpreter (pydantic, SQLite) and the diagrams (graphviz) are imported by the commands
 # that use them: `validate`, `paths` and `graph` start without them.
@@ -229,19 +229,38 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPORT_FORMATS: dict[str, tuple[str, str]] = {
-    "bpmn": ("procflow.visualize.bpmn", "bpmn_xml"),
-    "mermaid-flow": ("procflow.visualize.render", "mermaid_flow"),
+def _bpmn(definition: m.ProcessDefinition, args: argparse.Namespace) -> str:
+    from procflow.visualize.bpmn import bpmn_xml
+
+    return bpmn_xml(definition)
+
+
+def _mermaid_flow(definition: m.ProcessDefinition, args: argparse.Namespace) -> str:
+    from procflow.visualize.render import mermaid_flow
+
+    return mermaid_flow(definition)
+
+
+def _asyncapi(definition: m.ProcessDefinition, args: argparse.Namespace) -> str:
+    from procflow.asyncapi import asyncapi_text
+    from procflow.interpreter.amqp_topology import DEFAULT_PREFIX
+
+    return asyncapi_text(definition, args.amqp_prefix or os.environ.get(AMQP_PREFIX_ENV) or DEFAULT_PREFIX)
+
+
+EXPORT_FORMATS: dict[str, Callable[[m.ProcessDefinition, argparse.Namespace], str]] = {
+    "bpmn": _bpmn,
+    "mermaid-flow": _mermaid_flow,
+    "asyncapi": _asyncapi,
 }
-"""`procflow export --format F`: the module and the function `definition -> text` that writes
-F; each is imported when it is used, so the other commands start without it."""
+"""`procflow export --format F`: the function `definition -> text` that writes F; each imports
+its module when it is used, so the other commands start without it."""
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a process in another tool's format: BPMN 2.0 XML, a Mermaid flowchart."""
+    """Write a process in another tool's format: BPMN 2.0 XML, a Mermaid flowchart, AsyncAPI."""
     definition = _load(args.file)
-    module_name, function_name = EXPORT_FORMATS[args.format]
-    text = str(getattr(importlib.import_module(module_name), function_name)(definition))
+    text = EXPORT_FORMATS[args.format](definition, args)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         print(printable(f"wrote {args.output}"))
@@ -339,10 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--swimlanes", action="store_true", help="one lane per participant (flow view)")
     p.set_defaults(handler=cmd_render)
 
-    p = sub.add_parser("export", help="write a process for another tool: BPMN 2.0 (with its diagram), a Mermaid flowchart")
+    p = sub.add_parser("export", help="write a process for another tool: BPMN 2.0 (with its diagram), a Mermaid flowchart, AsyncAPI 3.0")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--format", choices=tuple(EXPORT_FORMATS), required=True)
     p.add_argument("-o", "--output", metavar="OUT", help="write to this file (default: standard output)")
+    amqp_prefix_option(p)
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("run", help="simulate an instance with participants that reply as a scenario says")
@@ -378,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo", metavar="DIR")
     p.set_defaults(handler=cmd_demo)
 
+    add_tool_commands(sub)
     add_operator_commands(sub)
     return parser
 

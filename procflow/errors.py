@@ -12,6 +12,7 @@
     ├── ScenarioError          a scenario cannot be run as written
     ├── DiagramError           a diagram cannot be made as asked
     │   └── GraphvizMissing    Graphviz's `dot` is not installed
+    ├── TransportError         the message broker cannot be reached, or refused a message
     └── StoreError             the durable store cannot be used (corrupt, foreign, newer schema)
         ├── ConcurrencyError   another writer changed the instance first
         ├── DuplicateMessage   the inbox already holds this message id
@@ -109,6 +110,11 @@ class DuplicateMessage(StoreError):
 class DamagedRecord(StoreError):
     """One record of the store (an instance's state or history) cannot be read back: it is not
     strict JSON or not a record procflow wrote. The rest of the store is still readable."""
+
+
+class TransportError(ProcflowError):
+    """The message broker cannot be reached, or did not take a message (no confirm, nowhere to
+    route it). What was being sent stays in the outbox; a worker reconnects and sends it again."""
 
 
 class DiagramError(ProcflowError):

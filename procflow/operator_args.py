@@ -1,6 +1,6 @@
 """The operator's commands as the `procflow` parser knows them (start, deliver, tick, instances,
-inspect, retry, worker): their arguments only. What each does is in `operator_cli.py`, imported
-when one of them runs, so that the other commands start without the interpreter, pydantic and
+inspect, retry, worker, participant): their arguments only. What each does is in `operator_cli.py`
+(`amqp_cli.py` for the broker's), imported when one of them runs, so that the other commands start without the interpreter, pydantic and
 SQLite.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 
 STORE_ENV = "PROCFLOW_STORE"
 DEFAULT_STORE = "procflow.sqlite"
+AMQP_PREFIX_ENV = "PROCFLOW_AMQP_PREFIX"
 
 
 def _operator(name: str) -> Callable[[argparse.Namespace], int]:
@@ -25,6 +26,23 @@ def _operator(name: str) -> Callable[[argparse.Namespace], int]:
 
     run.__name__ = name
     return run
+
+
+def _amqp(name: str) -> Callable[[argparse.Namespace], int]:
+    """The handler `name` of amqp_cli.py, imported when the command runs."""
+
+    def run(args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module("procflow.amqp_cli"), name)
+        return handler(args)
+
+    run.__name__ = name
+    return run
+
+
+def amqp_prefix_option(p: argparse.ArgumentParser) -> None:
+    """`--amqp-prefix`: the prefix of every exchange and queue name."""
+    p.add_argument("--amqp-prefix", metavar="PREFIX", default=None,
+                   help=f"the prefix of the exchange and queue names (default: ${AMQP_PREFIX_ENV}, else procflow)")
 
 
 def _instant(text: str) -> datetime:
@@ -54,7 +72,7 @@ def _seconds(text: str) -> float:
 
 
 def add_operator_commands(subparsers: Any) -> None:
-    """Add start, deliver, tick, instances, inspect, retry and worker to the `procflow` parser."""
+    """Add start, deliver, tick, instances, inspect, retry, worker and participant to the `procflow` parser."""
 
     def store_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -105,8 +123,12 @@ def add_operator_commands(subparsers: Any) -> None:
 
     p = subparsers.add_parser("worker", help="send the outbox and fire timers, in a loop")
     p.add_argument("--once", action="store_true", help="one round, then stop")
-    p.add_argument("--participants", choices=("demo", "print"), default="print",
-                   help="demo: in-process participants that say yes to everything; print: print each command as JSON")
+    p.add_argument("--participants", choices=("demo", "print"),
+                   help="demo: in-process participants that say yes to everything; print (the default without "
+                        "--transport): print each command as JSON")
+    p.add_argument("--transport", metavar="URL",
+                   help="send commands to a broker and consume the replies there: amqp://user:password@host:5672/vhost")
+    amqp_prefix_option(p)
     p.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="seconds to sleep when a round did nothing")
     p.add_argument("--worker-id", metavar="NAME",
                    help="this worker's name in the claims it takes (default: host, pid and a random tag); a worker "
@@ -114,3 +136,15 @@ def add_operator_commands(subparsers: Any) -> None:
     store_option(p)
     now_option(p, "a fixed moment for every round (virtual time)")
     p.set_defaults(handler=_operator("cmd_worker"))
+
+    p = subparsers.add_parser("participant", help="run participant services on a broker (the sample ones: demo)")
+    p.add_argument("kind", choices=("demo",), help="demo: answer every command with its step's first success reply")
+    p.add_argument("--transport", required=True, metavar="URL", help="the broker: amqp://user:password@host:5672/vhost")
+    amqp_prefix_option(p)
+    p.add_argument("--process", action="append", metavar="FILE",
+                   help="the processes whose participants to run (default: every sample process)")
+    p.add_argument("--refuse", action="append", metavar="COMMAND", default=[],
+                   help="refuse this command (its step's first failure reply) for one order in --refuse-every, e.g. shipping.create")
+    p.add_argument("--refuse-every", type=int, default=5, metavar="N", help="refuse one order in N (default 5), chosen by its correlation id")
+    p.add_argument("--quiet", action="store_true", help="do not print a line per command")
+    p.set_defaults(handler=_amqp("cmd_participant"))

@@ -9,6 +9,8 @@
     procflow inspect ID [--json]                          one instance: state record and history
     procflow retry ID                                     resume a compensation_failed instance
     procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
+    procflow worker --transport amqp://...                the same over RabbitMQ (`amqp_cli.py`)
+    procflow participant demo --transport amqp://...      the sample participants as a service (`amqp_cli.py`)
 
 Every command takes `--store PATH|URL` (else `$PROCFLOW_STORE`, else `procflow.sqlite` here):
 a file path or `sqlite:///path` is the embedded SQLite store, `postgresql://user@host/db`
@@ -358,6 +360,13 @@ class DemoTransport(InProcessTransport):
 def cmd_worker(args: argparse.Namespace) -> int:
     """Send the outbox through a transport, apply in-process replies, fire due timers; loop."""
     clock = _clock(args)
+    if args.transport is not None:
+        if args.participants is not None:
+            raise ProcflowError("give --transport or --participants, not both: with a broker, the participants are services of their own")
+        from procflow.amqp_cli import amqp_worker_command  # pika is an extra, imported only here
+
+        with _open(args) as store:
+            return amqp_worker_command(args, store, _orchestrator(store, clock, worker_id=args.worker_id))
     with _open(args) as store:
         transport: Transport
         if args.participants == "demo":

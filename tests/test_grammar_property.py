@@ -1,7 +1,7 @@
 """Programs generated from `grammar.lark` (hypothesis's `from_lark`): each one parses without
 a traceback (a syntax tree, or a `SourceError` with located diagnostics), and printing its
 tree and parsing the text again gives the same tree and, where it compiles, the same
-definition. Random edits of the samples (a token deleted, replaced, doubled...) give a tree
+definition; `procflow fmt`'s text (comments kept) reads as the same tree and formats to itself. Random edits of the samples (a token deleted, replaced, doubled...) give a tree
 or a located refusal too.
 """
 
@@ -19,6 +19,7 @@ from lark.lexer import PatternStr
 from procflow.dsl import grammar
 from procflow.dsl.compiler import compile_source
 from procflow.dsl.expressions import FUNCTIONS
+from procflow.dsl.formatter import format_text
 from procflow.dsl.parser import parse
 from procflow.dsl.printer import format_source
 from procflow.errors import SourceError
@@ -44,6 +45,9 @@ def check_reads_and_prints_back(text: str) -> bool:
     again = parse(printed, "<printed>")
     assert without_spans(again) == without_spans(source), printed
     assert format_source(again) == printed
+    formatted = format_text(text)  # `procflow fmt`: the same tree, comments kept, a fixed point
+    assert without_spans(parse(formatted)) == without_spans(source), formatted
+    assert format_text(formatted) == formatted
     try:
         definition = compile_source(text)
     except SourceError:

@@ -114,7 +114,7 @@ def test_procflow_graph_prints_the_definitions_graph(path: Path, capsys: pytest.
     nodes = {node["id"]: {k: v for k, v in node.items() if k != "id"} for node in printed["nodes"]}
     assert list(nodes) == list(graph.nodes)
     for node_id, attrs in graph.nodes(data=True):
-        assert nodes[node_id] == {k: v for k, v in attrs.items() if k != "record"}
+        assert nodes[node_id] == {k: v for k, v in attrs.items() if k not in ("record", "line")}
     edges = [(e["source"], e["target"], e["key"], e["kind"], e["label"]) for e in printed["edges"]]
     assert edges == [(u, v, k, d["kind"], d["label"]) for u, v, k, d in graph.edges(keys=True, data=True)]
     back = nx.node_link_graph(printed, edges="edges")
