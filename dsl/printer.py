@@ -265,9 +265,6 @@ def _header(key: str, value: Any, indent: str) -> str:
         return f"correlate by {format_expr(value)}"
     if key == "reply_to":
         return f"reply to {string_literal(value)}"
-    if key == "deadline" and isinstance(value, tuple):  # with its handler, on lines of its own
-        duration, handler = value
-        return "\n".join(_braced(f"deadline {duration.text}", handler, indent)).removeprefix(indent)
     if key == "deadline":
         return f"deadline {value.text}"
     if key == "input_record":
