@@ -30,7 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.memory_store import PinnedDefinition, Store
+from procflow.interpreter.memory_store import (
+    PAGE_LIMIT,
+    InstanceSummary,
+    PageCursor,
+    PinnedDefinition,
+    Store,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
@@ -48,26 +54,15 @@ __all__ = [
     "DurableStore",
     "InstanceSummary",
     "OutboxEntry",
+    "PageCursor",
     "open_store",
+    "page_query",
     "redact",
     "store_kind",
 ]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSummary:
-    """One line of `procflow instances`: read without building the whole state."""
-
-    workflow_id: str
-    process: str
-    status: str
-    version: int
-    next_action: str | None
-    timeout_at: str | None
-    updated_at: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +84,16 @@ class DurableStore(Store, Protocol):
         """Where the store is, as an operator would name it (a path, or a URL without its password)."""
 
     def summaries(self, status: str | None = None) -> list[InstanceSummary]:
-        """One line per instance (or per instance with `status`), in the order they started."""
+        """One line per instance (or per instance with `status`), in the order they started
+        (every row: `instance_page` is what reads a large store a page at a time)."""
+
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances ordered by last change then id, after `after`."""
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`) have each status, in one GROUP BY."""
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""
@@ -109,6 +113,28 @@ class DurableStore(Store, Protocol):
     def __enter__(self) -> DurableStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def page_query(
+    table: str, limit: int, after: PageCursor | None, status: str | None, process: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The WHERE ... ORDER BY ... LIMIT of a page of instances, the same on both stores (`mark`:
+    the driver's placeholder). A row value `(updated, workflow_id) > (?, ?)` is one range of the
+    indexes on (status or process, updated, workflow_id): the database reads `limit` rows."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        conditions.append(f"status = {mark}")
+        args.append(status)
+    if process is not None:
+        conditions.append(f"process = {mark}")
+        args.append(process)
+    if after is not None:
+        conditions.append(f"(updated, workflow_id) > ({mark}, {mark})")
+        args.extend(after)
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    args.append(max(0, limit))
+    return f"FROM {table} {where}ORDER BY updated, workflow_id LIMIT {mark}", args
 
 
 # ---------------------------------------------------------------- choosing
