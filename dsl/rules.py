@@ -15,6 +15,7 @@ module                     rules
 `binding_rules`            bound before use (proof: `binding_proofs`)
 `compensation_rules`       undoing completed work
 `scope_rules`              orchestrator scope and hygiene lints
+`contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
 =========================  ==========================================================
 """
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from procflow.dsl import (
     binding_rules,
     compensation_rules,
+    contract_rules,
     flow_rules,
     name_rules,
     scenario_rules,
@@ -41,6 +43,7 @@ RULES: list[Rule] = [
     name_rules.unknown_messages,
     name_rules.unknown_names_in_expressions,
     name_rules.undeclared_input_fields,
+    contract_rules.undeclared_payload_fields,
     name_rules.unknown_limits,
     name_rules.duplicates,
     statement_rules.step_shape,
@@ -57,6 +60,7 @@ RULES: list[Rule] = [
     compensation_rules.missing_compensation,
     compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
+    contract_rules.waits_past_deadline,
 ]
 
 SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
