@@ -162,6 +162,19 @@ def loop_bound(text: str, span: Span) -> int:
     return bound
 
 
+def reply_retry_count(retry: sx.Retry) -> None:
+    """The count of a retry on an error reply: within the `loop_bound` limit (each retry is a
+    round of send and reply), and its backoffs within the `duration` limit."""
+    if retry.count > LOOP_BOUND.value:
+        raise BadLiteral(
+            "E010",
+            f"a retry count of {retry.count} is over the `{LOOP_BOUND.name}` limit of {LOOP_BOUND.value} rounds",
+            retry.span,
+            "retry fewer times; a longer job belongs in a participant, which the process waits for",
+        )
+    check_wait_total(0.0, retry.count, retry.backoff.seconds if retry.backoff else 0.0, retry.factor, retry.span)
+
+
 def start_instant(text: str, span: Span) -> str:
     """A scenario's `start at` text, refused unless it is an instant procflow computes with, so
     that `validate` says so at the line rather than `test` when the scenario runs."""
@@ -264,7 +277,9 @@ def process(name: sx.Name, span: Span, items: list[Any]) -> sx.Process:
                 proc.duplicate_items.append(value)
                 continue
             proc.header_spans[key] = item_span
-            if key == "input_record":
+            if key == "deadline" and isinstance(value, tuple):  # `deadline 3d { ... }`: with its handler
+                proc.deadline, proc.deadline_handler = value
+            elif key == "input_record":
                 proc.input_record = value
             elif key == "input_file":
                 proc.input_file = (value, item_span)
@@ -319,7 +334,10 @@ def step(name: sx.Name, span: Span, items: list[Any]) -> sx.Step:
                 result.status = item[1]
         elif item[0] == "on_timeout":
             if once("on timeout", item[2], item[1]):
-                result.timeout_reason = item[1]
+                if isinstance(item[1], tuple):
+                    result.timeout_handler = item[1]
+                else:
+                    result.timeout_reason = item[1]
                 result.timeout_span = item[2]
         elif item[0] == "nothing_to_undo" and once("nothing to undo", item[2], item[1]):
             result.nothing_to_undo = item[1]

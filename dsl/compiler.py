@@ -28,6 +28,7 @@ from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
+from procflow.dsl.statement_walk import child_blocks
 from procflow.errors import ExpressionError, FileRefused, SourceError
 from procflow.files import confined_loader, read_at_most
 from procflow.limits import FILE_BYTES, SOURCE_BYTES
@@ -138,6 +139,8 @@ class _Compiler:
                     else:
                         step_spans[name] = stmt.name.span
                     ids: tuple[str, ...] = (name,)
+                    for body in reversed(child_blocks(stmt)):  # its recovery paths
+                        work.extend(reversed(body))
                 case sx.If():
                     ids = (self._new_id("xor"),)
                     bodies = [body for _, body in stmt.arms] + ([stmt.otherwise] if stmt.otherwise is not None else [])
@@ -158,6 +161,7 @@ class _Compiler:
                         work.extend(reversed(arm.body))
                 case sx.Repeat():
                     ids = (self._new_id("loop"), self._new_id("until"))
+                    work.extend(reversed(stmt.bound_reached or ()))
                     work.extend(reversed(stmt.body))
                 case sx.Call():
                     ids = (self._new_id("call"),)
@@ -221,10 +225,12 @@ class _Compiler:
                 name = stmt.name.text if stmt.name else loop_id
                 body = self.block(stmt.body, until_id)
                 until = _condition(stmt.until)
+                bound = self.block(stmt.bound_reached, next_id) if stmt.bound_reached is not None else None
                 self._add(
-                    m.UntilNode(until_id, stmt.span, name, loop_id, until, body, next_id),
+                    m.UntilNode(until_id, stmt.span, name, loop_id, until, body, next_id, bound),
                     m.Way(next_id, "exit", "until " + until.text, "exit"),
                     m.Way(body, "back", "repeat", "back"),
+                    *([m.Way(bound, "bound", "bound reached", "bound")] if bound is not None else []),
                 )
                 self._pair(loop_id, "loop", until_id, "until")
                 return self._add(m.LoopNode(loop_id, stmt.span, name, body, stmt.max), m.Way(body, "next", "", "body"))
@@ -236,7 +242,7 @@ class _Compiler:
             case sx.Fail():
                 return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
             case sx.End():
-                return self._add(m.EndNode(ids[0], stmt.span))
+                return self._add(m.EndNode(ids[0], stmt.span, stmt.outcome))
         raise TypeError(type(stmt).__name__)
 
     def _add_xor(self, node: m.XorNode) -> str:
@@ -273,18 +279,32 @@ class _Compiler:
         name = stmt.name.text
         failures: dict[str, str] = {}
         failure_binds: dict[str, str] = {}
+        reply_retries: dict[str, m.RetryPolicy] = {}
         for on in stmt.on_replies:
+            if on.retry is not None:
+                retry = on.retry.retry
+                policy = m.RetryPolicy(
+                    retry.count, retry.backoff.seconds if retry.backoff else 0.0, retry.factor,
+                    on.retry.max_delay.seconds if on.retry.max_delay else None, on.retry.jitter,
+                )
+                reply_retries.update((reply.text, policy) for reply in on.replies)
+            # A recovery path runs its block, then goes on after the step; `fail` ends in a fail node.
+            recovery = self.block(on.handler, next_id) if on.handler is not None else None
             for reply in on.replies:
                 fail_id = f"{node_id}.{reply.text}"
-                if fail_id not in self.nodes:
-                    self._add(m.FailNode(fail_id, on.span, on.reason, "reply", name, reply.text))
+                if recovery is not None:
+                    fail_id = recovery
+                elif fail_id not in self.nodes:
+                    self._add(m.FailNode(fail_id, on.span, on.reason or "", "reply", name, reply.text))
                 failures[reply.text] = fail_id
                 if on.bind:
                     failure_binds[reply.text] = on.bind.text
         await_ = stmt.await_
         timeout = _timeout(await_.timeout) if await_ else None
         timeout_fail = None
-        if timeout is not None or (stmt.wait is None and stmt.timeout_reason is not None):
+        if stmt.timeout_handler is not None:
+            timeout_fail = self.block(stmt.timeout_handler, next_id)
+        elif timeout is not None or (stmt.wait is None and stmt.timeout_reason is not None):
             timeout_fail = self._add(
                 m.FailNode(
                     f"{node_id}.timeout",
@@ -305,6 +325,7 @@ class _Compiler:
                 tuple(r.text for r in comp.replies),
                 _timeout(comp.timeout),
                 comp.span,
+                tuple(name.text for name in comp.even_on),
             )
         command = None
         if stmt.send is not None:
@@ -332,6 +353,7 @@ class _Compiler:
                 bind=await_.bind.text if await_ and await_.bind else None,
                 failures=failures,
                 failure_binds=failure_binds,
+                reply_retries=reply_retries,
                 timeout=timeout,
                 timeout_fail=timeout_fail,
                 compensation=compensation,
@@ -379,10 +401,16 @@ class _Compiler:
     # ---- the whole process
     def compile(self) -> m.ProcessDefinition:
         proc = self.source.process
-        self._assign_ids(proc.body)
+        self._assign_ids([*proc.body, *(proc.deadline_handler or ())])
         end = self._add(m.EndNode("end", Span(proc.span.end_line, proc.span.end_column, proc.span.end_line, proc.span.end_column)))
         first = self.block(proc.body, end)
-        start = self._add(m.StartNode("start", proc.name.span, first), m.Way(first, "next", "", "next"))
+        handler = None
+        if proc.deadline_handler is not None and proc.deadline is not None:
+            # Falling off the handler ends the instance `timed_out`, undoing nothing.
+            timed_out = self._add(m.EndNode("deadline_end", proc.deadline.span, None, True))
+            handler = self.block(proc.deadline_handler, timed_out)
+        ways = [m.Way(first, "next", "", "next")] + ([m.Way(handler, "deadline", "deadline", "deadline")] if handler else [])
+        start = self._add(m.StartNode("start", proc.name.span, first, handler), *ways)
         self.order = _document_order(self.nodes, start)
         participants: dict[str, m.Participant] = {}
         for p in proc.participants:
@@ -490,6 +518,8 @@ def _document_order(nodes: dict[str, m.AnyNode], start: str) -> list[str]:
             return (0, 0, 0, "")
         if node_id == "end":
             return (1 << 30, 0, 0, "")
+        if node_id == "deadline_end":  # (not where the deadline is written: headers may stand anywhere)
+            return ((1 << 30) - 1, 0, 0, "")
         if isinstance(node, m.FailNode) and node.step is not None:
             step = nodes[node.step] if node.step in nodes else node
             return (step.span.line, step.span.column, 1, node_id)

@@ -25,7 +25,7 @@ def reachability(facts: Facts) -> list[Diagnostic]:
         return []
     flow = facts.flow
     found = []
-    for block in blocks(facts.process.body):
+    for block in [*blocks(facts.process.body), *blocks(facts.process.deadline_handler or ())]:
         if len(block) < 2 or flow.goes_on(flow.first_node(block[0].span), flow.first_node(block[-1].span)):
             continue
         for index, stmt in enumerate(block[:-1]):
@@ -79,12 +79,15 @@ def _blocker(stmt: sx.Statement) -> str:
 
 def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
     """E117: a wait that nothing ends when the awaited message never comes: a step or a race
-    with no way out that time takes (a `within`, a timer arm) and no process `deadline`; or
+    with no way out that time takes (a `within`, a timer arm) and no process `deadline` (which
+    does not bound the deadline handler's own waits); or
     a compensation awaiting its confirmation without `within` (the deadline does not cover it)."""
     found = []
     deadline = facts.definition.deadline_seconds is not None
     flow = facts.flow
     for stmt, _ in facts.statements:
+        if stmt.span in facts.in_deadline_handler:  # the deadline has passed when these run
+            deadline = False
         if isinstance(stmt, sx.Step) and stmt.wait is None:
             if stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
                 found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",
@@ -96,6 +99,20 @@ def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
         elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
             found.append(facts.diagnostic("E117", f"race `{stmt.name.text}` may wait forever: no `on timer` arm and no process `deadline`",
                                           stmt.name.span, "add an arm `on timer D { ... }`, or a `deadline`"))
+    return found
+
+
+def loops_without_bound_handling(facts: Facts) -> list[Diagnostic]:
+    """W211: a `repeat ... max N` without `else`: when the bound is reached and `until` never
+    held, the process goes on as if it had (a card refused five times would end `completed`)."""
+    found = []
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Repeat) and stmt.max is not None and stmt.bound_reached is None:
+            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+            span = stmt.name.span if stmt.name else stmt.span
+            found.append(facts.diagnostic(
+                "W211", f"{what} goes on as if `until` held when it reaches its bound of {stmt.max} rounds", span,
+                "say what happens then: `} until ... else { fail \"why\" }`"))
     return found
 
 

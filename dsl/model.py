@@ -15,15 +15,17 @@ ways out; `ProcessDefinition.follow` finds the edge by it), with attributes `kin
 key                kind     the way out
 =================  =======  =======================================================================
 ``next``           next     sequence: a step's success, a start, a join, a call's return
-``failure:<r>``    failure  a step's failure reply `<r>`, to its fail end
-``timeout``        timeout  a step's wait timed out, to its fail end
+``failure:<r>``    failure  a step's failure reply `<r>`, to its fail end or its recovery path
+``timeout``        timeout  a step's wait timed out, to its fail end or its recovery path
 ``arm:<n>``        arm      the `n`th arm (from 0) of an xor (its condition or case as label)
 ``arm:<n>``        message  the `n`th arm of a race that messages win (or ``timer`` for a timer arm)
 ``default``        default  the else of an xor, or what follows when no arm holds
+``deadline``       deadline the start to the first node of the deadline handler (`deadline 3d { ... }`)
 ``branch:<name>``  branch   a fork to the first node of its branch `<name>`
 ``body``           next     a loop's head to the first node of its body
 ``back``           back     an `until` back to the body (the loop repeats)
 ``exit``           exit     an `until` out of the loop
+``bound``          bound    an `until` to its `else` block when the loop reached its `max`
 =================  =======  =======================================================================
 
 Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply>` and
@@ -106,6 +108,30 @@ class TimeoutSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How an error reply is retried: `on busy retry 3 backoff 10s x2 max 1m jitter then ...`.
+    Attempts are counted across the step (with its timeout's retries): the reply is retried
+    while the step has sent its command at most `retries` more times."""
+
+    retries: int
+    backoff_seconds: float = 0.0
+    factor: float = 1.0
+    max_seconds: float | None = None
+    jitter: bool = False
+
+    def backoff_before(self, attempt: int) -> float:
+        """Seconds to wait before sending attempt number `attempt` (2, 3, ...), at most
+        `max_seconds`, before jitter (which the engine draws from the attempt's dedup key)."""
+        delay = self.backoff_seconds * (self.factor ** max(0, attempt - 2))
+        return min(delay, self.max_seconds) if self.max_seconds is not None else delay
+
+    @property
+    def text(self) -> str:
+        """`3 retries`, as diagrams label the error reply's way out."""
+        return f"{self.retries} {'retry' if self.retries == 1 else 'retries'}"
+
+
+@dataclass(frozen=True, slots=True)
 class CompensationSpec:
     """The command that undoes a completed step, and the replies that confirm it."""
 
@@ -113,6 +139,14 @@ class CompensationSpec:
     replies: tuple[str, ...]
     timeout: TimeoutSpec | None
     span: Span
+    even_on: tuple[str, ...] = ()
+    """`... even on timeout, charge_error` (`failure`: on any failure reply or timeout): the
+    command may have taken effect although the step failed so (a payment that charged, then
+    errored, or whose answer was lost), so its undo runs in that case too."""
+
+    def undoes_failure(self, outcome: str) -> bool:
+        """True when the step's undo runs after it failed with `outcome` (a reply, or `timeout`)."""
+        return outcome in self.even_on or "failure" in self.even_on
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +159,20 @@ class Node:
 
 @dataclass(frozen=True, slots=True)
 class StartNode(Node):
-    """Where an instance begins."""
+    """Where an instance begins (and where its deadline handler hangs, when it has one)."""
 
     next: str
+    deadline_handler: str | None = None  # the first node of `deadline D { ... }`
     kind: ClassVar[str] = "start"
 
 
 @dataclass(frozen=True, slots=True)
 class EndNode(Node):
-    """The instance completes here."""
+    """The instance completes here; with an `outcome` (`end "cancelled"`), the state record
+    says so (`InstanceState.outcome`)."""
 
+    outcome: str | None = None
+    timed_out: bool = False  # the end of a deadline handler: the instance ends `timed_out`, nothing undone
     kind: ClassVar[str] = "end"
 
 
@@ -161,10 +199,11 @@ class StepNode(Node):
     command: CommandSpec | None = None
     replies: tuple[str, ...] = ()  # replies (or events) that complete the step
     bind: str | None = None
-    failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> fail node id
+    failures: Mapping[str, str] = field(default_factory=dict)  # failure reply -> its fail node, or its recovery path's first node
     failure_binds: Mapping[str, str] = field(default_factory=dict)  # failure reply -> bound name
+    reply_retries: Mapping[str, RetryPolicy] = field(default_factory=dict)  # failure reply -> its retry, when retried
     timeout: TimeoutSpec | None = None
-    timeout_fail: str | None = None  # fail node id taken when the wait times out
+    timeout_fail: str | None = None  # where a timeout leads: its fail node, or its recovery path's first node
     compensation: CompensationSpec | None = None
     nothing_to_undo: str | None = None  # the author says so (a query, a decision): no compensation needed
     timer_seconds: float | None = None
@@ -275,6 +314,7 @@ class UntilNode(Node):
     until: Condition
     body: str
     next: str
+    bound_reached: str | None = None  # the first node of `else { ... }`, taken when the bound is reached
     kind: ClassVar[str] = "until"
 
 
@@ -553,7 +593,9 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.reason
         case XorNode():
             attrs["label"] = f"switch {node.subject.text}" if node.subject is not None else "if"
-        case StartNode() | EndNode():
+        case EndNode():
+            attrs["label"] = node.outcome if node.outcome is not None else node.kind
+        case StartNode():
             attrs["label"] = node.kind
         case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode():
             attrs["label"] = node.name
@@ -596,7 +638,10 @@ def graph_from_records(name: str, nodes: Sequence[AnyNode]) -> nx.MultiDiGraph:
 def _record_ways(node: AnyNode) -> list[Way]:
     """A node record's ways out, read from its target fields, in the order written."""
     match node:
-        case StartNode() | JoinNode() | CallNode():
+        case StartNode():
+            ways = [Way(node.next, "next", "", "next")]
+            return ways + [Way(node.deadline_handler, "deadline", "deadline", "deadline")] if node.deadline_handler else ways
+        case JoinNode() | CallNode():
             return [Way(node.next, "next", "", "next")]
         case StepNode():
             ways = [Way(node.next, "next", ",".join(node.replies) if node.command else "", "next")]
@@ -617,7 +662,8 @@ def _record_ways(node: AnyNode) -> list[Way]:
         case LoopNode():
             return [Way(node.body, "next", "", "body")]
         case UntilNode():
-            return [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")]
+            ways = [Way(node.next, "exit", "until " + node.until.text, "exit"), Way(node.body, "back", "repeat", "back")]
+            return ways + [Way(node.bound_reached, "bound", "bound reached", "bound")] if node.bound_reached else ways
         case FailNode() | EndNode():
             return []
 

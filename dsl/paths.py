@@ -7,7 +7,8 @@ the exit); the branches of a parallel block run one after the other in document 
 called process is inlined. A failure compensates the steps completed before it on that
 path, most recent first, whatever branch they ran in.
 
-Paths are listed simplest first: `happy` (the first arm of every gateway, every step
+A deadline handler (`deadline D { ... }`) is listed as its own paths, named `deadline`, as if
+the deadline passed before anything was done. Paths are listed simplest first: `happy` (the first arm of every gateway, every step
 succeeding), then every path with one deviation in the order the deviation occurs, then
 those with two, and so on. A path's name lists its deviations, e.g.
 `authorize_payment.payment_declined`, `create_shipment.timeout`, `if input.amount > 1000`,
@@ -71,7 +72,7 @@ class ProcessPath:
     """One path from the start to an end, with what it sends and what it undoes."""
 
     name: str
-    outcome: str  # "completed" or "failed: <reason>"
+    outcome: str  # "completed", "completed: <outcome>" (a named end), "timed_out" (a deadline handler's end) or "failed: <reason>"
     steps: list[tuple[str, str]]  # (step, reply or outcome), in order
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
@@ -80,7 +81,7 @@ class ProcessPath:
     @property
     def completed(self) -> bool:
         """True when the path reaches an end rather than a failure."""
-        return self.outcome == "completed"
+        return self.outcome == "completed" or self.outcome.startswith("completed: ")
 
 
 class PathList(list[ProcessPath]):
@@ -358,6 +359,11 @@ class _Walker:
     def paths(self) -> PathList:
         start = _Cursor(self.root, self.root.start, (), "", None, None, None, None, None, (), 0)
         self.offer(start)
+        handler = self.root.outcomes(self.root.start).get("deadline")
+        if handler is not None:
+            # The deadline can pass anywhere: its handler is listed once, as if it passed before
+            # anything was done (what it undoes, when it fails, is what was done by then).
+            self.offer(_Cursor(self.root, handler, (), "", None, None, None, None, _push(None, "deadline"), ((1 << 30, 0),), 1))
         found: list[ProcessPath] = []
         while self.heap and len(found) < self.max_paths:
             _, _, _, cursor = heapq.heappop(self.heap)
@@ -424,6 +430,13 @@ class _Walker:
                 elif top.kind == "loop":
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
+                    tail = definition.nodes[current]
+                    bound = definition.outcomes(current).get("bound")
+                    if bound is not None and isinstance(tail, m.UntilNode):  # its `else`, when `max` rounds ran
+                        head = definition.nodes[tail.loop]
+                        rounds = head.max if isinstance(head, m.LoopNode) else None
+                        fork(bound, name=f"{tail.name}: {rounds} rounds", choice=1)
+                        position += 1
                     current = definition.follow(current, "exit")  # out of the loop's `until`
                 continue
             node = definition.nodes[current]
@@ -460,13 +473,16 @@ class _Walker:
                              completes=completes)
                         choice += 1
                     for reply in node.failure_replies:
+                        policy = node.reply_retries.get(reply)  # a retried reply: sent again until its retries run out
                         fork(outcomes[f"failure:{reply}"], extra_events=(PathEvent("step", process, node.name, reply, "failure"),),
-                             step=(node.name, reply), sent=sent, name=f"{node.name}.{reply}", choice=choice)
+                             step=(node.name, reply), sent=sent * (1 + (policy.retries if policy else 0)),
+                             name=f"{node.name}.{reply}", choice=choice, completes=_undone_anyway(node, completes, reply))
                         choice += 1
                     if "timeout" in outcomes:
                         attempts = 1 + (node.timeout.retries if node.timeout else 0)
                         fork(outcomes["timeout"], extra_events=(PathEvent("step", process, node.name, "timeout", "timeout"),),
-                             step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice)
+                             step=(node.name, "timeout"), sent=sent * attempts, name=f"{node.name}.timeout", choice=choice,
+                             completes=_undone_anyway(node, completes, "timeout"))
                     position += 1
                     success = node.replies[0] if node.replies else "sent"
                     events = _push(events, PathEvent("step", process, node.name, success, result))
@@ -535,7 +551,10 @@ class _Walker:
                         for _ in control:
                             events = _push(events, PathEvent("close"))
                         events = _push(events, PathEvent("end", definition.name))
-                        return self.finish(events, steps, commands, None, names, "completed")
+                        outcome = "completed" if node.outcome is None else f"completed: {node.outcome}"
+                        if node.timed_out:
+                            outcome = "timed_out"
+                        return self.finish(events, steps, commands, None, names, outcome)
                     for _ in range(len(control) - returning):
                         events = _push(events, PathEvent("close"))
                     frame = control[returning]
@@ -567,6 +586,11 @@ class _Walker:
             compensation=[command for _, _, command in undone],
             events=tuple(_items(events)),
         )
+
+
+def _undone_anyway(node: m.StepNode, completes: tuple[str, str, str] | None, outcome: str) -> tuple[str, str, str] | None:
+    """What a step that failed with `outcome` leaves to undo: its undo when it runs `even on` that."""
+    return completes if node.compensation is not None and node.compensation.undoes_failure(outcome) else None
 
 
 def _unique_names(paths: list[ProcessPath]) -> list[ProcessPath]:

@@ -231,7 +231,14 @@ def layout_process(process: sx.Process) -> list[Line]:
     if "input_file" in process.header_spans and process.input_file is not None:
         headers.append(("input_file", process.input_file[0], process.header_spans["input_file"]))
     headers += [(key, value, span) for (key, span), value in zip(process.duplicates, process.duplicate_items, strict=True)]
-    lines += [_whole(body, _header(key, value, body), span) for key, value, span in headers]
+    for key, value, span in headers:
+        handler = process.deadline_handler if key == "deadline" and value is process.deadline else None
+        if key == "deadline" and isinstance(value, tuple):  # a `deadline` given twice, with a handler
+            value, handler = value
+        if handler is not None:  # `deadline 30d { ... }`: the handler's block on lines of its own
+            lines += _braced(f"deadline {value.text}", handler, body, Line(body, "", _start(span)))
+        else:
+            lines.append(_whole(body, _header(key, value, body), span))
     lines += [_whole(body, f"limit {name} {value}", span) for name, (value, span) in process.limits.items()]
     for participant in process.participants:
         lines += _participant(participant, body)
@@ -339,17 +346,21 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
                 opener = Line(indent, "", _start(arm.span))
                 lines += _braced(_race_arm(arm), arm.body, indent + INDENT, opener, close=_closing(indent, arm.span).start)
             return [*lines, _closing(indent, statement.span)]
-        case sx.Repeat(name=name, max=bound, body=body, until=until):
+        case sx.Repeat(name=name, max=bound, body=body, until=until, bound_reached=otherwise):
             head = "repeat" + (f" {name.text}" if name else "") + (f" max {bound}" if bound is not None else "")
-            return _braced(head, body, indent, at, f" until {format_expr(until)}")
+            lines = _braced(head, body, indent, at, f" until {format_expr(until)}")
+            if otherwise is None:
+                return lines
+            # `} until c else { ... }`: the `else` joins the line of the `until`
+            return lines + _joined(lines, "else", otherwise, indent, Line(indent, "", seek=("else", _end(until.span))), None)
         case sx.Call(process=process, path=path, data=data, bind=bind):
             line = f"call {process.text}" + (f" from {string_literal(path)}" if path is not None else "")
             line = _with_data(line, data) + (f" as {bind.text}" if bind else "")
             return [_whole(indent, line, statement.span)]
         case sx.Fail(reason=reason):
             return [_whole(indent, f"fail {string_literal(reason)}", statement.span)]
-        case sx.End():
-            return [_whole(indent, "end", statement.span)]
+        case sx.End(outcome=outcome):
+            return [_whole(indent, "end" + (f" {string_literal(outcome)}" if outcome is not None else ""), statement.span)]
     raise TypeError(f"not a statement: {statement!r}")
 
 
@@ -388,6 +399,8 @@ def _step(step: sx.Step, indent: str) -> list[Line]:
     items += [("on", on, on.span) for on in step.on_replies]
     if step.timeout_reason is not None:
         items.append(("on timeout", step.timeout_reason, step.timeout_span))
+    if step.timeout_handler is not None:
+        items.append(("on timeout", step.timeout_handler, step.timeout_span))
     if step.compensate is not None:
         items.append(("compensate", step.compensate, step.compensate.span))
     if step.nothing_to_undo is not None:
@@ -397,9 +410,25 @@ def _step(step: sx.Step, indent: str) -> list[Line]:
     items += [(key, value, span) for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True)]
     lines = [Line(indent, f"step {step.name.text} {{", _start(step.span))]
     for key, value, span in items:
+        handler = _handler(key, value)
+        if handler is not None:  # a recovery path: its block on lines of its own
+            opener = Line(inner, "", _start(span)) if span is not None else Line(inner, "")
+            lines += _braced(handler[0], handler[1], inner, opener)
+            continue
         text = _step_item(key, value, inner)
         lines.append(_whole(inner, text, span) if span is not None else Line(inner, text))
     return [*lines, _closing(indent, step.span)]
+
+
+def _handler(key: str, value: Any) -> tuple[str, tuple[sx.Statement, ...]] | None:
+    """The head and block of a recovery path (`on r as x { ... }`, `on timeout { ... }`), else None."""
+    match key, value:
+        case "on", sx.OnReply(replies=replies, bind=bind, handler=tuple() as handler, retry=retry):
+            names = ", ".join(name.text for name in replies)
+            return f"on {names}" + (f" as {bind.text}" if bind else "") + _reply_retry(retry), handler
+        case "on timeout", tuple():
+            return "on timeout", value
+    return None
 
 
 def _step_item(key: str, value: Any, indent: str) -> str:
@@ -413,16 +442,16 @@ def _step_item(key: str, value: Any, indent: str) -> str:
         case "await", sx.Await(replies=replies, bind=bind, timeout=timeout):
             line = "await " + ", ".join(name.text for name in replies) + (f" as {bind.text}" if bind else "")
             return line + _timeout(timeout)
-        case "on", sx.OnReply(replies=replies, bind=bind, reason=reason):
+        case "on", sx.OnReply(replies=replies, bind=bind, reason=str() as reason, retry=retry):
             names = ", ".join(name.text for name in replies)
-            return f"on {names}" + (f" as {bind.text}" if bind else "") + f" fail {string_literal(reason)}"
+            return f"on {names}" + (f" as {bind.text}" if bind else "") + _reply_retry(retry) + f" fail {string_literal(reason)}"
         case "on timeout", str():
             return f"on timeout fail {string_literal(value)}"
         case "compensate", sx.Compensate(participant=participant, command=command, data=data, replies=replies, timeout=timeout):
             line = _with_data(f"compensate {participant.text}.{command.text}", data)
             if replies:
                 line += " awaiting " + ", ".join(name.text for name in replies)
-            return line + _timeout(timeout)
+            return line + _timeout(timeout) + (" even on " + ", ".join(n.text for n in value.even_on) if value.even_on else "")
         case "nothing to undo", str():
             return f"nothing to undo {string_literal(value)}" if value else "nothing to undo"
         case "wait", sx.Wait(duration=duration, until=until):
@@ -433,15 +462,28 @@ def _step_item(key: str, value: Any, indent: str) -> str:
 def _timeout(timeout: sx.Timeout | None) -> str:
     if timeout is None:
         return ""
-    text = f" within {timeout.duration.text}"
-    retry = timeout.retry
-    if retry is not None:
-        text += f" retry {retry.count}"
-        if retry.backoff is not None:
-            text += f" backoff {retry.backoff.text}"
-            if retry.factor != 1.0:
-                text += " " + _factor(retry.factor)
+    return f" within {timeout.duration.text}" + _retry(timeout.retry)
+
+
+def _retry(retry: sx.Retry | None) -> str:
+    if retry is None:
+        return ""
+    text = f" retry {retry.count}"
+    if retry.backoff is not None:
+        text += f" backoff {retry.backoff.text}"
+        if retry.factor != 1.0:
+            text += " " + _factor(retry.factor)
     return text
+
+
+def _reply_retry(retry: sx.ReplyRetry | None) -> str:
+    """` retry N backoff D xF max M jitter then` of an error reply, or nothing."""
+    if retry is None:
+        return ""
+    text = _retry(retry.retry)
+    if retry.max_delay is not None:
+        text += f" max {retry.max_delay.text}"
+    return text + (" jitter" if retry.jitter else "") + " then"
 
 
 # ---------------------------------------------------------------- scenarios
@@ -488,8 +530,8 @@ def _expectation(expectation: sx.Expectation) -> str:
     kind, value = expectation.kind, expectation.value
     if kind == "status":
         return f"expect status {value}"
-    if kind == "failure":
-        return f"expect failure {string_literal(value)}"
+    if kind in ("failure", "outcome"):
+        return f"expect {kind} {string_literal(value)}"
     return f"expect {kind} [{', '.join(value)}]"
 
 

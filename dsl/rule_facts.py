@@ -62,7 +62,16 @@ class Facts:
     @cached_property
     def statements(self) -> list[tuple[sx.Statement, tuple[sx.Branch, ...]]]:
         """Every statement in document order, with its enclosing parallel branches."""
-        return list(walk_statements(self.process.body)) if self.process else []
+        if self.process is None:
+            return []
+        return list(walk_statements([*self.process.body, *(self.process.deadline_handler or ())]))
+
+    @cached_property
+    def in_deadline_handler(self) -> frozenset[Span]:
+        """The spans of the statements of the deadline handler (`deadline D { ... }`), which
+        the deadline no longer bounds: it has passed when they run."""
+        handler = self.process.deadline_handler if self.process else None
+        return frozenset(stmt.span for stmt, _ in walk_statements(handler or ()))
 
     @cached_property
     def steps(self) -> list[sx.Step]:

@@ -49,6 +49,7 @@ RULES: list[Rule] = [
     statement_rules.step_shape,
     flow_rules.waits_without_way_out,
     flow_rules.unbounded_loops,
+    flow_rules.loops_without_bound_handling,
     statement_rules.switch_coverage,
     scope_rules.expression_limits,
     scope_rules.orchestrator_scope,
@@ -57,6 +58,7 @@ RULES: list[Rule] = [
     binding_rules.unbound_reads,
     flow_rules.reachability,
     compensation_rules.missing_compensation,
+    compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
 ]

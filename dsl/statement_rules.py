@@ -47,6 +47,18 @@ def step_shape(facts: Facts) -> list[Diagnostic]:
         if timeout is not None and timeout.retry is not None and step.send is None:
             found.append(facts.diagnostic("E130", f"step `{name}` retries but sends nothing to resend", timeout.retry.span,
                                           "drop `retry`, or send a command in this step"))
+        if step.compensate is not None:
+            failures = {n.text for on in step.on_replies for n in on.replies}
+            for outcome in step.compensate.even_on:
+                if outcome.text == "failure" or outcome.text in failures or (outcome.text == "timeout" and timeout is not None):
+                    continue
+                found.append(facts.diagnostic(
+                    "E136", f"step `{name}` never fails with `{outcome.text}`: its undo cannot run `even on` it", outcome.span,
+                    "name the step's failure replies (`on r fail ...`), `timeout` when its `await` has `within`, or `failure`"))
+        for on in step.on_replies:
+            if on.retry is not None and step.send is None:
+                found.append(facts.diagnostic("E130", f"step `{name}` retries but sends nothing to resend", on.retry.retry.span,
+                                              "drop `retry`, or send a command in this step"))
         if step.timeout_span is not None and timeout is None:
             found.append(facts.diagnostic("E133", f"step `{name}` handles `on timeout` but its `await` has no `within`",
                                           step.timeout_span, "add `within D` to the `await`"))

@@ -29,12 +29,20 @@ def _switch_blocks(stmt: sx.Switch) -> list[tuple[sx.Statement, ...]]:
     return found
 
 
+def _step_blocks(stmt: sx.Step) -> list[tuple[sx.Statement, ...]]:
+    found = [(on.span, on.handler) for on in stmt.on_replies if on.handler is not None]
+    if stmt.timeout_handler is not None and stmt.timeout_span is not None:
+        found.append((stmt.timeout_span, stmt.timeout_handler))
+    return [body for _, body in sorted(found, key=lambda item: (item[0].line, item[0].column))]
+
+
 _CHILD_BLOCKS: dict[type, Callable[[Any], list[tuple[sx.Statement, ...]]]] = {
     sx.If: _if_blocks,
     sx.Switch: _switch_blocks,
     sx.Parallel: lambda stmt: [branch.body for branch in stmt.branches],
     sx.Race: lambda stmt: [arm.body for arm in stmt.arms],
-    sx.Repeat: lambda stmt: [stmt.body],
+    sx.Repeat: lambda stmt: [stmt.body] + ([stmt.bound_reached] if stmt.bound_reached is not None else []),
+    sx.Step: _step_blocks,  # its recovery paths
 }
 """Per kind of statement that holds blocks, its blocks (one lookup, no isinstance chain)."""
 

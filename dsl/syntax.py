@@ -66,6 +66,16 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyRetry:
+    """`retry N backoff D xF max M jitter then`: an error reply resends the step's command."""
+
+    retry: Retry
+    max_delay: Duration | None
+    jitter: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class Timeout:
     """`within D [retry ...]`."""
 
@@ -96,12 +106,16 @@ class Await:
 
 @dataclass(frozen=True, slots=True)
 class OnReply:
-    """`on reply_x [as bound] fail "reason"`: replies that mean the step failed."""
+    """`on reply_x [as bound] fail "reason"`: replies that mean the step failed; or
+    `on reply_x [as bound] { statements }`: replies that lead to a recovery path instead
+    (`handler`; `reason` is then None)."""
 
     replies: tuple[Name, ...]
     bind: Name | None
-    reason: str
+    reason: str | None
     span: Span
+    handler: tuple[Statement, ...] | None = None
+    retry: ReplyRetry | None = None  # `on r retry 3 backoff 10s x2 then ...`: resend first
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class Compensate:
     replies: tuple[Name, ...]
     timeout: Timeout | None
     span: Span
+    even_on: tuple[Name, ...] = ()  # `... even on timeout, charge_error` (or `failure`: any): also undo the step then
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +154,7 @@ class Step:
     on_replies: list[OnReply] = field(default_factory=list)
     timeout_reason: str | None = None
     timeout_span: Span | None = None
+    timeout_handler: tuple[Statement, ...] | None = None  # `on timeout { ... }`: a recovery path
     compensate: Compensate | None = None
     nothing_to_undo: str | None = None  # the reason, "" when none is given
     nothing_to_undo_span: Span | None = None
@@ -216,12 +232,21 @@ class Race:
 
 @dataclass(frozen=True, slots=True)
 class Repeat:
-    """`repeat [name] [max N] { ... } until cond`."""
+    """`repeat [name] [max N] { ... } until cond [else { ... }]`."""
 
     name: Name | None
     max: int | None
     body: tuple[Statement, ...]
     until: Expr
+    span: Span
+    bound_reached: tuple[Statement, ...] | None = None  # `else { ... }`: runs when `max` rounds ran and `until` never held
+
+
+@dataclass(frozen=True, slots=True)
+class BoundReached:
+    """`else { ... }` after a loop's `until` (what the transformer hands to `Repeat`)."""
+
+    body: tuple[Statement, ...]
     span: Span
 
 
@@ -246,9 +271,10 @@ class Fail:
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """`end`: the instance completes here."""
+    """`end`: the instance completes here; `end "cancelled"` completes it with that outcome."""
 
     span: Span
+    outcome: str | None = None
 
 
 Statement = Step | If | Switch | Parallel | Race | Repeat | Call | Fail | End
@@ -295,6 +321,7 @@ class Process:
     correlate: Expr | None = None
     reply_to: str | None = None
     deadline: Duration | None = None
+    deadline_handler: tuple[Statement, ...] | None = None  # `deadline 3d { ... }`: what runs when it passes
     input_record: RecordType | None = None
     input_file: tuple[str, Span] | None = None
     limits: dict[str, tuple[int, Span]] = field(default_factory=dict)
@@ -335,7 +362,7 @@ class DeliverRule:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect status|completed|commands|compensation|failure ...`."""
+    """`expect status|completed|commands|compensation|failure|outcome ...`."""
 
     kind: str
     value: Any

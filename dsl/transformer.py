@@ -70,7 +70,8 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def deadline(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
-        return ("header", "deadline", _duration(parts[0]), span)
+        duration = _duration(parts[0])
+        return ("header", "deadline", (duration, parts[1]) if len(parts) > 1 else duration, span)
 
     @rule
     def input_decl(self, span: Span, parts: list[Any]) -> tuple[Any, ...]:
@@ -156,23 +157,44 @@ class ToSyntax(ExpressionRules):
     @rule
     def on_reply(self, span: Span, parts: list[Any]) -> sx.OnReply:
         names = tuple(_name(token) for token in _tokens(parts, "NAME"))
-        (reason,) = _tokens(parts, "STRING")
-        return sx.OnReply(names, _first(parts, sx.Name), string_value(reason), span)
+        reasons = _tokens(parts, "STRING")
+        retry = _first(parts, sx.ReplyRetry)
+        if reasons:
+            return sx.OnReply(names, _first(parts, sx.Name), string_value(reasons[0]), span, None, retry)
+        handler = next(part for part in parts if isinstance(part, tuple))
+        return sx.OnReply(names, _first(parts, sx.Name), None, span, handler, retry)
 
     @rule
-    def on_timeout(self, span: Span, parts: list[str]) -> tuple[str, str, Span]:
+    def reply_retry(self, span: Span, parts: list[Any]) -> sx.ReplyRetry:
+        retry, *rest = parts
+        build.reply_retry_count(retry)
+        durations = _tokens(rest, "DURATION")
+        return sx.ReplyRetry(retry, _duration(durations[0]) if durations else None, True in rest, span)
+
+    @rule
+    def jitter(self, span: Span, parts: list[Any]) -> bool:
+        return True
+
+    @rule
+    def on_timeout(self, span: Span, parts: list[str | tuple[sx.Statement, ...]]) -> tuple[str, str | tuple[sx.Statement, ...], Span]:
         return ("on_timeout", parts[0], span)
 
     @rule
-    def timeout_action(self, span: Span, parts: list[Token]) -> str:
-        return string_value(parts[0])
+    def timeout_action(self, span: Span, parts: list[Any]) -> str | tuple[sx.Statement, ...]:
+        (action,) = parts
+        return action if isinstance(action, tuple) else string_value(action)
 
     @rule
     def compensate(self, span: Span, parts: list[Any]) -> sx.Compensate:
         participant, command, *rest = parts
         replies = tuple(_name(token) for token in _tokens(rest, "NAME"))
-        data = _first(rest, ex.ObjectExpr)
-        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span)
+        data = _first(rest, ex.ObjectExpr)  # (the names after `even on` come as one tuple)
+        even_on = next((part for part in rest if isinstance(part, tuple)), ())
+        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on)
+
+    @rule
+    def even_on_failure(self, span: Span, parts: list[Token]) -> tuple[sx.Name, ...]:
+        return tuple(_name(token) for token in parts)
 
     @rule
     def wait_for(self, span: Span, parts: list[Token]) -> sx.Wait:
@@ -259,7 +281,13 @@ class ToSyntax(ExpressionRules):
         name = next((_name(token) for token in _tokens(parts, "NAME")), None)
         bound = next((build.loop_bound(str(token), token_span(token)) for token in _tokens(parts, "NUMBER")), None)
         body = _first(parts, tuple)
-        return sx.Repeat(name, bound, body, parts[-1], span)
+        otherwise = _first(parts, sx.BoundReached)
+        until = parts[-2] if otherwise is not None else parts[-1]
+        return sx.Repeat(name, bound, body, until, span, otherwise.body if otherwise is not None else None)
+
+    @rule
+    def bound_reached(self, span: Span, parts: list[Any]) -> sx.BoundReached:
+        return sx.BoundReached(parts[0], span)
 
     @rule
     def call(self, span: Span, parts: list[Any]) -> sx.Call:
@@ -273,7 +301,8 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def end_stmt(self, span: Span, parts: list[Any]) -> sx.End:
-        return sx.End(span)
+        outcomes = _tokens(parts, "STRING")
+        return sx.End(span, string_value(outcomes[0]) if outcomes else None)
 
     # ---- scenarios
     @rule
@@ -367,6 +396,10 @@ class ToSyntax(ExpressionRules):
     @rule
     def expect_failure(self, span: Span, parts: list[Token]) -> sx.Expectation:
         return sx.Expectation("failure", string_value(parts[0]), span)
+
+    @rule
+    def expect_outcome(self, span: Span, parts: list[Token]) -> sx.Expectation:
+        return sx.Expectation("outcome", string_value(parts[0]), span)
 
     # ---- the two start rules
     @rule

@@ -21,6 +21,7 @@ from procflow.interpreter.state import (
     FrameView,
     LateAction,
     LateReply,
+    Token,
     UndoCommand,
     Wait,
 )
@@ -32,10 +33,30 @@ class Compensating(RunCore):
 
     __slots__ = ()
 
-    def complete(self) -> None:
-        """The main process reached an end: the instance completed."""
+    def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
+        """The main process reached an end (a named one gives its `outcome`): the instance
+        completed; or the end of its deadline handler: it is `timed_out`, nothing undone."""
         self._cancel_all(abandon=True)
+        self.state.outcome = outcome
+        if timed_out:
+            self.state.status = "timed_out"
+            self.state.failure = Failure(cause="deadline", reason=f"the deadline of `{self.root_name}` passed", step=None, at=self.now_at)
+            return
         self.state.status = "completed"
+
+    def deadline_passed(self, reason: str) -> None:
+        """The instance's deadline passed: it fails and compensates, or, when the process has a
+        deadline handler (`deadline D { ... }`), everything it waits for is abandoned and the
+        handler runs in the main process, without a deadline (its waits bound themselves)."""
+        handler = self.definition.outcomes(self.definition.start).get("deadline")
+        if handler is None:
+            self.fail("deadline", reason, None)
+            return
+        self._cancel_all(abandon=True)
+        self.state.deadlineAt = None
+        token = Token(id=self._next_seq(), node=handler, frame=ROOT)
+        self._add_token(token)
+        self.run(token)
 
     def _cancel_all(self, abandon: bool) -> None:
         for wait in self.state.waits:
@@ -46,12 +67,14 @@ class Compensating(RunCore):
         self.state.joins = EMPTY
         self.ready = []
 
-    def _abandon(self, wait: Wait) -> None:
+    def _abandon(self, wait: Wait, undo_late: bool = True) -> None:
+        """Keep a step's command that no longer awaits a reply (`abandoned`); a late success is
+        undone unless `undo_late` is False (the step's undo already runs `even on failure`)."""
         frame = self.frames[wait.frame]
         node = self._definition(frame.process).nodes[wait.node]
         assert isinstance(node, m.StepNode)
         undo = None
-        if node.compensation is not None:
+        if node.compensation is not None and undo_late:
             try:
                 undo = self._undo_for(node, frame)
             except Failed:
@@ -174,6 +197,8 @@ class Compensating(RunCore):
         if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
             return abandoned.undo
         comp = node.compensation
+        if comp.undoes_failure("timeout") and abandoned.undo is None:
+            return None  # the step's undo already ran (or runs) for its failure: not twice
         bound = frame
         if node.bind:
             # Bind the late payload in the frame for this one evaluation only.

@@ -331,7 +331,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
             deadline_at = run.state.deadlineAt
             assert deadline_at is not None
             run.set_now(epoch_of(deadline_at))
-            run.fail("deadline", f"the deadline of `{definition.name}` passed", None)
+            run.deadline_passed(f"the deadline of `{definition.name}` passed")
             continue
         if not pending:
             break

@@ -75,6 +75,8 @@ class SimulationResult:
         lines.append("")
         lines.append(f"status          {s.status}")
         lines.append(f"completedSteps  {', '.join(s.completedSteps) or '-'}")
+        if s.outcome is not None:
+            lines.append(f"outcome         {s.outcome}")
         lines.append(f"nextAction      {s.nextAction or '-'}")
         lines.append(f"timeoutAt       {s.timeoutAt or '-'}")
         if s.failure:
@@ -367,6 +369,8 @@ def check_scenario(definition: m.ProcessDefinition, scenario: m.Scenario) -> Sce
             got = result.command_names
         elif kind == "compensation":
             got = result.compensation_order
+        elif kind == "outcome":
+            got = state.outcome
         else:
             got = state.failure.reason if state.failure else None
         if got != want:

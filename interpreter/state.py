@@ -305,6 +305,7 @@ class InstanceState(Record):
     completed: Completions = ()
     compensation: Compensation | None = None
     failure: Failure | None = None
+    outcome: Annotated[str | None, Field(description='how a completed instance ended, when it ended at a named `end "cancelled"`')] = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
@@ -372,7 +373,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.workflowId, state.type, state.status, state.completedSteps, state.nextAction, state.timeoutAt,
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
-        state.compensation, state.failure, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
+        state.compensation, state.failure, state.outcome, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
         schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 

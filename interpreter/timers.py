@@ -4,6 +4,8 @@ is sent again (after its backoff) or the step gives up, an undo is retried.
 
 from __future__ import annotations
 
+import hashlib
+
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
 from procflow.interpreter.state import (
@@ -15,7 +17,7 @@ from procflow.interpreter.state import (
     epoch_of,
     parse_instant,
 )
-from procflow.interpreter.transition import Failed
+from procflow.interpreter.transition import Failed, rounds_of
 
 
 class Timed(Compensating):
@@ -56,12 +58,27 @@ class Timed(Compensating):
         token.node = definition.follow(node.id, f"arm:{index}")
         self.run(token)
 
+    def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
+        """An error reply the step retries: wait the policy's backoff (with jitter, drawn from
+        the next attempt's dedup key, so a replay waits the same), then send the command again."""
+        assert node.command is not None
+        attempt = wait.attempt + 1
+        delay = policy.backoff_before(attempt)
+        if policy.jitter and delay > 0:
+            key = f"{self.state.workflowId}:{frame.correlationId}:{node.name}{rounds_of(token)}#{attempt}"
+            fraction = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:4], "big") / 2**32
+            delay *= 0.5 + 0.5 * fraction  # "equal jitter": between half the delay and all of it
+        if delay > 0:
+            self._add_wait(token, node.name, node.id, frame, "backoff", wait.expects, wait.commandName, wait.attempt, self._due(delay))
+            return
+        self._resend(token, node, frame, wait, node.command, node.timeout)
+
     def _no_reply(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, definition: m.ProcessDefinition) -> None:
         """A step's wait timed out (its command is sent again, after its backoff, while it has
         retries left, then the step takes its `timeout` way), or its backoff is over."""
         timeout = node.timeout
         if wait.kind == "backoff":
-            assert node.command is not None and timeout is not None
+            assert node.command is not None
             self._resend(token, node, frame, wait, node.command, timeout)
             return
         if timeout is not None and node.command is not None and wait.attempt <= timeout.retries:
@@ -71,12 +88,15 @@ class Timed(Compensating):
                 return
             self._resend(token, node, frame, wait, node.command, timeout)
             return
+        undone_anyway = node.compensation is not None and node.compensation.undoes_failure("timeout")
         if wait.commandName:
-            self._abandon(wait)
+            self._abandon(wait, undo_late=not undone_anyway)
+        if undone_anyway:
+            self.undo_failed_step(token, node, frame, "timeout")
         token.node = definition.follow(node.id, "timeout")
         self.run(token)
 
-    def _resend(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
+    def _resend(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec | None) -> None:
         """Send the step's command again (the next attempt) and wait for its reply anew."""
         attempt = wait.attempt + 1
         try:
@@ -84,7 +104,7 @@ class Timed(Compensating):
         except Failed as failed:
             self.fail(failed.cause, failed.reason, node.name)
             return
-        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due(timeout.seconds))
+        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due_or_none(timeout))
 
     def _arm_due(self, arm: m.RaceArmSpec, frame: FrameView, wait: Wait) -> float:
         since = epoch_of(wait.since)

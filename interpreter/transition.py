@@ -188,11 +188,16 @@ class RunCore:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         raise NotImplementedError
 
-    def complete(self) -> None:
-        """The main process reached an end: the instance completed."""
+    def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
+        """The main process reached an end (a named one gives its `outcome`; the end of the
+        deadline handler is `timed_out`): the instance completed."""
         raise NotImplementedError
 
     def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
+        raise NotImplementedError
+
+    def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
+        """An error reply the step retries: send its command again after the policy's backoff."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
@@ -311,7 +316,7 @@ class RunCore:
                     token.node = definition.follow(node.id, self._choose(node, frame))
                 case m.EndNode():
                     if frame.parent is None:
-                        self.complete()
+                        self.complete(node.outcome, node.timed_out)
                         return
                     self._return_from_call(token, frame)
                 case m.LoopNode():
@@ -364,7 +369,9 @@ class RunCore:
         bound = head.max if isinstance(head, m.LoopNode) else None
         if done or (bound is not None and count >= bound):
             token.loops = without(token.loops, loop_id)
-            token.node = definition.follow(node.id, "exit")
+            # The bound reached without `until` holding: its `else`, when it has one.
+            way = "exit" if done or "bound" not in definition.outcomes(node.id) else "bound"
+            token.node = definition.follow(node.id, way)
         else:
             token.loops = {**token.loops, loop_id: count + 1}
             token.node = definition.follow(node.id, "back")
@@ -485,6 +492,17 @@ class RunCore:
         token.frame = frame.parent
         token.node = definition.follow(call.id, "next")
 
+    def undo_failed_step(self, token: Token, node: m.StepNode, frame: FrameView, outcome: str) -> None:
+        """A step whose undo runs `even on failure` failed or timed out (`outcome`): it is
+        recorded as done, with its undo, so a failure of the instance undoes it in its turn
+        (not as a milestone: `completedSteps` shows what succeeded)."""
+        try:
+            undo = self._undo_for(node, frame, rounds_of(token) if token.loops else "")
+        except Failed as failed:
+            raise Failed(failed.cause, failed.reason, node.name) from None
+        state = self.state
+        state.completed = appended(state.completed, Completion(step=node.name, frame=token.frame, outcome=outcome, at=self.now_at, undo=undo))
+
     # ---------------------------------------------------------------- messages
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
@@ -504,9 +522,15 @@ class RunCore:
                     self._bind(frame, bind, reply.data)
                 token.node = definition.follow(node.id, f"arm:{index}")
             case m.StepNode() if reply.type not in node.replies and reply.type in node.failure_replies:
+                policy = node.reply_retries.get(reply.type)
+                if policy is not None and node.command is not None and wait.attempt <= policy.retries:
+                    self.retry_after_error(token, node, frame, wait, policy)
+                    return
                 bind = node.failure_binds.get(reply.type)
                 if bind:
                     self._bind(frame, bind, reply.data)
+                if node.compensation is not None and node.compensation.undoes_failure(reply.type):
+                    self.undo_failed_step(token, node, frame, reply.type)
                 token.node = definition.follow(node.id, f"failure:{reply.type}")
             case m.StepNode():
                 if node.bind:

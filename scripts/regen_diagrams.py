@@ -8,8 +8,12 @@ flow and sequence views as DOT and Mermaid; for the order process also a compens
 swimlanes, and an instance overlay drawn from a committed state record (made by `procflow
 run ... --stop-at authorize_payment --json`).
 
-Images: SVG and PNG of the order process for the docs, and of two larger samples (the loan
-process's flow view, the refund's swimlanes). Graphviz's output differs between its
+Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
+
+Images: SVG and PNG of the order process for the docs, of two larger samples (the loan
+process's flow view, the refund's swimlanes), and the flows of the ticket booking (recovery
+paths, retries on error replies, an undo even on timeout) and of the quote acceptance (a
+deadline handler, named ends). Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -29,12 +33,15 @@ from typing import Any
 from procflow import visualize
 from procflow.dsl import load
 from procflow.dsl.model import ProcessDefinition
+from procflow.dsl.paths import enumerate_paths, paths_text
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "cases" / "diagrams"
 IMAGES = ROOT / "docs" / "images"
 MANIFEST = IMAGES / "diagrams.json"
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
+BOOKING = ROOT / "processes" / "ticket_booking.proc"
+QUOTE = ROOT / "processes" / "quote_acceptance.proc"
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -83,6 +90,8 @@ def golden_cases() -> list[tuple[Path, Render]]:
         for view in ("flow", "sequence"):
             for fmt, ext in (("dot", "dot"), ("mermaid", "mmd")):
                 cases.append((GOLDEN / f"{path.stem}-{view}.{ext}", text(path, view, fmt)))
+    for path in sources():
+        cases.append((GOLDEN / f"{path.stem}-paths.txt", saga_table(path)))
     order = ORDER
     for fmt, ext in (("dot", "dot"), ("mermaid", "mmd")):
         cases.append((GOLDEN / f"order_fulfillment-sequence-compensation.{ext}",
@@ -100,10 +109,17 @@ def golden_cases() -> list[tuple[Path, Render]]:
     return cases
 
 
+def saga_table(path: Path) -> Render:
+    """The saga table of a process, as `procflow paths` prints it."""
+    return lambda: paths_text(enumerate_paths(load(path)))
+
+
 def image_sources() -> dict[str, str]:
     """Image name (without extension) -> the DOT text it is drawn from."""
     definition = load(ORDER)
     return {
+        "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
+        "quote_acceptance-flow": visualize.render_text(load(QUOTE), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(

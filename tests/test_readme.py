@@ -35,6 +35,26 @@ def test_proc_examples_are_valid(index: int) -> None:
     assert [d for d in diagnostics if d.is_error] == []
 
 
+@pytest.mark.parametrize("index", [i for i, block in enumerate(blocks("proc")) if "\nscenario " in block])
+def test_proc_examples_scenarios_pass(index: int) -> None:
+    """The language examples (recovery paths, retries, undo even on failure, deadline
+    handlers, named ends) do what the README says: their scenarios pass."""
+    from procflow.interpreter.simulate import check_scenario
+
+    definition = procflow.load_text(blocks("proc")[index], "README.proc", scenarios=True)
+    assert definition.scenarios
+    for scenario in definition.scenarios:
+        outcome = check_scenario(definition, scenario)
+        assert outcome.passed, (scenario.name, outcome.differences)
+
+
+def test_every_failure_construct_has_a_runnable_example() -> None:
+    section = README.split("### When things fail", 1)[1].split("\n### ", 1)[0]
+    examples = re.findall(r"```proc\n(.*?)```", section, flags=re.S)
+    for construct in ("on card_declined as refusal {", "on timeout {", "retry 2 backoff", "even on timeout", "deadline 7d {", 'end "', "else {"):
+        assert any(construct in example and "\nscenario " in example for example in examples), construct
+
+
 def test_public_api_is_pinned() -> None:
     assert sorted(procflow.__all__) == sorted([
         "Command", "InMemoryStore", "InProcessTransport", "InputError", "InstanceState", "MessageRefused",

@@ -311,7 +311,12 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
             export.element("startEvent", "start", process_doc(definition)[:1], id=element_id)
         case "end":
             element_id = export.new_id(f"end_{_safe(flow_node.id)}")
-            end = export.element("endEvent", "end", ["procflow `end`: the whole instance completes here."], id=element_id)
+            said = "procflow `end`: the whole instance completes here."
+            if isinstance(node, m.EndNode) and node.timed_out:
+                said = "The end of the deadline handler: the instance is `timed_out`, nothing undone."
+            elif isinstance(node, m.EndNode) and node.outcome is not None:
+                said = f'procflow `end "{node.outcome}"`: the whole instance completes here with that outcome.'
+            end = export.element("endEvent", flow_node.title, [said], id=element_id)
             if _in_branch(export.diagram, flow_node):
                 # `end` in a parallel branch completes the whole instance: BPMN's terminate end.
                 ET.SubElement(end, _tag("terminateEventDefinition"))
@@ -375,6 +380,8 @@ def _condition(node: m.AnyNode, edge: FlowEdge, arm_index: int) -> str | None:
         return f"{subject} in {json.dumps(list(arm.values))}"
     if isinstance(node, m.UntilNode) and edge.kind == "exit":
         return node.until.text
+    if isinstance(node, m.UntilNode) and edge.kind == "bound":
+        return f"not ({node.until.text}) and the loop ran its max rounds"
     return None
 
 
@@ -396,6 +403,8 @@ def _connect(export: _Export, diagram: FlowDiagram, routes: dict[int, list[tuple
             export.edges.append((association_id, [start, (handler_box.x + handler_box.width / 2, end_y)]))
             continue
         source = export.exit.get(edge.source, export.entry.get(edge.source, ""))
+        if edge.kind == "deadline":
+            source, points = _deadline_start(export, edge.target), []
         if edge.kind in ("failure", "timeout"):
             key = f"failure:{edge.label}" if edge.kind == "failure" else "timeout:timeout"
             source, event_box = export.boundary[(edge.source, key)]
@@ -421,6 +430,21 @@ def _connect(export: _Export, diagram: FlowDiagram, routes: dict[int, list[tuple
                 event_id, event_box = export.boundary[(edge.source, f"success:{reply}")]
                 bottom = (event_box.x + event_box.width / 2, event_box.y + event_box.height)
                 export.flow(event_id, target, [bottom, points[-1] if points else bottom], reply)
+
+
+def _deadline_start(export: _Export, handler: str) -> str:
+    """The deadline handler starts from a timer start event of its own, beside the process's
+    start (BPMN's interrupting timer event subprocess, drawn flat)."""
+    definition = export.definition
+    event_id = export.new_id("deadline_start")
+    doc = ["The instance's deadline: when it passes, every wait is abandoned and this path runs; "
+           "at its end the instance is `timed_out`, nothing undone (an interrupting timer event subprocess)."]
+    event = export.element("startEvent", "deadline", doc, id=event_id)
+    _timer(event, definition.deadline_seconds or 0.0, None)
+    target_box = dict(export.shapes)[export.entry[handler]]
+    box = lay.Box(target_box.x - 2 * lay.EVENT, target_box.y + target_box.height / 2 - lay.EVENT / 2, lay.EVENT, lay.EVENT)
+    export.shape(event_id, box)
+    return event_id
 
 
 def _straight(export: _Export, source: str, target: str) -> list[tuple[float, float]]:
@@ -454,7 +478,7 @@ def _bounds(shape: ET.Element, box: lay.Box) -> None:
 
 def bpmn_xml(definition: m.ProcessDefinition) -> str:
     """The process as BPMN 2.0 XML with its diagram (shapes and edges laid out by Graphviz)."""
-    diagram = flow_diagram(definition, expand=True, share_ends=False)  # every node the model has
+    diagram = flow_diagram(definition, expand=True, share_ends=False, boundary_events=False)  # every node the model has
     compensates = any(isinstance(n, m.StepNode) and n.compensation for n in definition.nodes.values())
     sizes: dict[str, tuple[float, float]] = {}
     for flow_node in diagram.nodes:

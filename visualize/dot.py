@@ -81,6 +81,9 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
     elif kind == "end":
         attrs = {"shape": "circle", "width": "0.55", "fixedsize": "true", "label": "end", "fontsize": "10",
                  "style": "filled", "fillcolor": "#ffffff", "color": INK, "penwidth": "3"}
+        if node.title != "end":  # a named end (`end "cancelled"`): its outcome in the circle
+            text = "<br/>".join(_html(line) for line in wrap(node.title, 13))
+            attrs.update({"width": "0.8", "fixedsize": "false", "margin": "0.02", "label": Html(f'<font point-size="9">{text}</font>')})
     elif kind == "fail":
         attrs = {"shape": "plain", "label": _error_end(node)}
     elif kind == "link":

@@ -15,6 +15,7 @@ from procflow.dsl import model as m
 from procflow.dsl.paths import (
     ProcessPath,
     arm_names,
+    duration_text,
     forward_successors,
     race_names,
     timer_text,
@@ -39,6 +40,7 @@ SIGNS = {
     "until": "×",
     "timer": "◷",
     "event": "✉",
+    "error": "⚡",
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
 
@@ -71,7 +73,50 @@ def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
     return FlowNode(node.id, "step", words(node.name), (display, node.command.name))
 
 
-def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], list[FlowEdge]]:
+def _retried(node: m.StepNode, kind: str, label: str) -> str:
+    """A failure reply's label, with its retries when it is retried (`bank_busy, 2 retries`)."""
+    policy = node.reply_retries.get(label) if kind == "failure" else None
+    return f"{label}, {policy.text}" if policy is not None else label
+
+
+def _deadline_boundary(
+    definition: m.ProcessDefinition, outgoing: list[tuple[str, str, str]], nodes: list[FlowNode], edges: list[FlowEdge],
+) -> list[tuple[str, str, str]]:
+    """The deadline handler hangs from the start on a timer event, `deadline 7d`, drawn as a
+    timeout. Returns the start's other ways."""
+    kept = []
+    for target, kind, label in outgoing:
+        if kind != "deadline":
+            kept.append((target, kind, label))
+            continue
+        seconds = definition.deadline_seconds or 0.0
+        catch_id = "start.deadline"
+        nodes.append(FlowNode(catch_id, "catch", "deadline", sign=SIGNS["timer"]))
+        edges.append(FlowEdge("start", catch_id, "timeout", f"deadline {duration_text(seconds)}"))
+        edges.append(FlowEdge(catch_id, target, "next"))
+    return kept
+
+
+def _recovery_boundaries(
+    definition: m.ProcessDefinition, node: m.StepNode, outgoing: list[tuple[str, str, str]],
+    nodes: list[FlowNode], edges: list[FlowEdge],
+) -> list[tuple[str, str, str]]:
+    """A failure or timeout that leads to a recovery path (not a fail end) is drawn as BPMN
+    draws an error or timer boundary event: the step's arrow to a small catching event, and
+    from it to the recovery path. Returns the ways still drawn straight from the step."""
+    kept = []
+    for target, kind, label in outgoing:
+        if kind not in ("failure", "timeout") or isinstance(definition.nodes[target], m.FailNode):
+            kept.append((target, kind, label))
+            continue
+        catch_id = f"{node.id}.catch.{label.split(',')[0] if kind == 'failure' else 'timeout'}"
+        nodes.append(FlowNode(catch_id, "catch", label, sign=SIGNS["error" if kind == "failure" else "timer"]))
+        edges.append(FlowEdge(node.id, catch_id, kind, label))
+        edges.append(FlowEdge(catch_id, target, "next"))
+    return kept
+
+
+def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = True) -> tuple[list[FlowNode], list[FlowEdge]]:
     nodes: list[FlowNode] = []
     edges: list[FlowEdge] = []
     graph = definition.graph
@@ -81,8 +126,13 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
         match node:
             case m.StartNode():
                 nodes.append(FlowNode(node_id, "start", "start"))
+                if boundary_events:
+                    outgoing = _deadline_boundary(definition, outgoing, nodes, edges)
+            case m.EndNode() if node.timed_out:  # where the deadline handler ends, when it can
+                if graph.in_degree(node_id):
+                    nodes.append(FlowNode(node_id, "end", "ends timed out"))
             case m.EndNode():
-                nodes.append(FlowNode(node_id, "end", "end"))
+                nodes.append(FlowNode(node_id, "end", words(node.outcome) if node.outcome is not None else "end"))
             case m.FailNode():
                 # The default reason repeats the step's name, which the diagram shows beside it.
                 default = node.step is not None and node.reason == f"{node.step} timed out"
@@ -91,12 +141,17 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 nodes.append(_step_node(definition, node))
                 labels = {"next": ", ".join(node.replies) if node.command else "", "timeout": _timeout_label(node)}
                 outgoing = [(t, kind, labels.get(kind, label)) for t, kind, label in outgoing]
+                if boundary_events:
+                    outgoing = [(t, kind, _retried(node, kind, label)) for t, kind, label in outgoing]
+                    outgoing = _recovery_boundaries(definition, node, outgoing, nodes, edges)
                 if node.compensation is not None:
                     undo = node.compensation.command
                     participant = definition.participants.get(undo.participant)
                     display = participant.display if participant else undo.participant
                     undo_id = f"{node_id}.undo"
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display,)))
+                    even_on = node.compensation.even_on
+                    anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
@@ -122,6 +177,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition) -> tuple[list[FlowNode], l
                 # Drawn back to the loop's head (a merge), over the top, as BPMN draws a loop.
                 head = graph.nodes[node_id]["loop"]
                 outgoing = [(head if kind == "back" else t, kind, label) for t, kind, label in outgoing]
+                head_node = definition.nodes[head]
+                rounds = head_node.max if isinstance(head_node, m.LoopNode) else None
+                outgoing = [(t, kind, f"after {rounds} rounds" if kind == "bound" else label) for t, kind, label in outgoing]
             case m.CallNode():
                 nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
         for target, kind, label in outgoing:
@@ -143,7 +201,7 @@ def _ways_as_written(definition: m.ProcessDefinition, node: m.AnyNode) -> list[m
         case m.StepNode():
             order = ["next", *(f"failure:{reply}" for reply in node.failure_replies), "timeout"]
         case m.UntilNode():
-            order = ["exit", "back"]
+            order = ["exit", "back", "bound"]
         case _:
             return list(ways)
     rank = {key: index for index, key in enumerate(order)}
@@ -444,15 +502,18 @@ def flow_diagram(
     overlay: Overlay | None = None,
     expand: bool = False,
     share_ends: bool = True,
+    boundary_events: bool = True,
 ) -> FlowDiagram:
     """The flow view of a definition, with clusters (or swimlanes) and an optional overlay.
 
     A flow of more than COLLAPSE_ABOVE steps draws its outermost parallel blocks and loops
     collapsed (`procflow.visualize.collapse`) unless `expand` is true; failure ends with the
-    same reason are one end unless `share_ends` is false. The BPMN export asks for both off:
-    it needs every node the model has.
+    same reason are one end unless `share_ends` is false. Without `boundary_events`, a
+    recovery path and the deadline handler leave their step (the start) by a plain failure,
+    timeout or `deadline` edge. The BPMN export asks for all three off: it needs every node
+    the model has, and draws its own events.
     """
-    nodes, edges = _nodes_and_edges(definition)
+    nodes, edges = _nodes_and_edges(definition, boundary_events)
     if swimlanes:
         clusters, owner = _lane_clusters(definition, nodes, edges)
     else:

@@ -201,6 +201,10 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
     structure: dict[str, tuple[dict[str, str | None], dict[str, str]]] = {}  # process name -> its block exits and loop tails
     # A task is an item to emit, or a region to walk: (definition, first node, node that ends it).
     tasks: list[SequenceItem | tuple[m.ProcessDefinition, str, str | None]] = [(root, root.start, None)]
+    handler = root.outcomes(root.start).get("deadline")
+    if handler is not None:  # the deadline handler, after the rest: an `opt` block
+        passes = f"the deadline {duration_text(root.deadline_seconds or 0.0)} passes"
+        tasks = [BlockEnd(), (root, handler, None), BlockStart("opt", passes), *tasks]
     while tasks:
         task = tasks.pop()
         if not isinstance(task, tuple):
@@ -219,7 +223,11 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
                 case m.UntilNode():
                     current = outcomes["exit"]
                 case m.StepNode():
-                    items.extend(_ok_messages(cast, node, " | ".join(node.replies) if node.replies else None))
+                    success = _ok_messages(cast, node, " | ".join(node.replies) if node.replies else None)
+                    if _recovery_paths(definition, node):
+                        _open_recoveries(cast, definition, node, success, stop, tasks)
+                        break
+                    items.extend(success)
                     current = outcomes["next"]
                 case m.XorNode() | m.RaceNode():
                     _open_alternatives(cast, definition, node, exits[node.id], stop, tasks)
@@ -252,13 +260,52 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
                     tasks.append(BlockStart("call", f"call {callee.name}"))
                     break
                 case m.EndNode():
-                    if node.id != "end":
+                    if node.timed_out:
+                        items.append(Note((ORCHESTRATOR,), "the instance ends timed_out, nothing undone", "status"))
+                    elif node.outcome is not None:
+                        items.append(Note((ORCHESTRATOR,), f"the process completes here as {node.outcome}", "status"))
+                    elif node.id != "end":
                         items.append(Note((ORCHESTRATOR,), "the process completes here", "status"))
                     break
                 case m.FailNode():
                     items.append(Note((ORCHESTRATOR,), f"fails: {node.reason}", "fail"))
                     break
     return items
+
+
+def _recovery_paths(definition: m.ProcessDefinition, node: m.StepNode) -> list[m.Way]:
+    """A step's failure and timeout ways out that lead to a recovery path, not a fail end."""
+    return [
+        way for way in definition.ways_out(node.id)
+        if way.kind in ("failure", "timeout") and not isinstance(definition.nodes[way.target], m.FailNode)
+    ]
+
+
+def _open_recoveries(
+    cast: _Cast,
+    definition: m.ProcessDefinition,
+    node: m.StepNode,
+    success: list[SequenceItem],
+    stop: str | None,
+    tasks: list[SequenceItem | tuple[m.ProcessDefinition, str, str | None]],
+) -> None:
+    """Queue an `alt` block for a step with recovery paths: its success, then one section per
+    recovery path (the failure reply or the timeout, then the path), then what follows the step."""
+    after = definition.follow(node.id, "next")
+    tasks.append((definition, after, stop))
+    tasks.append(BlockEnd())
+    for way in reversed(_recovery_paths(definition, node)):
+        tasks.append((definition, way.target, after))
+        if way.kind == "timeout":
+            first = _timeout_messages(cast, node)
+        else:
+            first = [Message(ORCHESTRATOR, cast.of(node.command.participant), words(node.name), "command"),
+                     Message(cast.of(node.command.participant), ORCHESTRATOR, words(way.label), "failure")] if node.command else [
+                     Message(cast.sender_of(way.label), ORCHESTRATOR, words(way.label), "event")]
+        tasks.extend(reversed(first))
+        tasks.append(BlockSection(f"on {way.label}"))
+    tasks.extend(reversed(success))
+    tasks.append(BlockStart("alt", " or ".join(node.replies) or node.name))
 
 
 def _open_alternatives(
