@@ -109,6 +109,16 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        # The console lists instances most recently changed first, a page at a time, filtered
+        # by status or process: each order has its index (see the SQLite schema's version 4).
+        2,
+        (
+            "CREATE INDEX procflow_instances_by_change ON procflow_instances (updated, workflow_id)",
+            "CREATE INDEX procflow_instances_by_status_change ON procflow_instances (status, updated, workflow_id)",
+            "CREATE INDEX procflow_instances_by_process_change ON procflow_instances (process, updated, workflow_id)",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

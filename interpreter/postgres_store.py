@@ -56,13 +56,18 @@ from procflow.interpreter.postgres_schema import (
 )
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
+    InstancePage,
+    InstanceQuery,
     InstanceSummary,
+    StoreGauges,
     OutboxEntry,
     decode_dispatch,
     decode_state,
     encode_dispatch,
     encode_entries,
     encode_state,
+    make_cursor,
+    page_sql,
     redact,
     timer_of,
 )
@@ -472,6 +477,41 @@ class PostgresStore:
         return [
             InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u)) for w, p, s, v, n, t, u in rows
         ]
+
+    def instance_page(self, query: InstanceQuery) -> InstancePage:
+        """One page of instances, most recently changed first (`InstanceQuery`)."""
+        tail, args = page_sql(query, "procflow_instances", "procflow_correlations", "%s")
+        rows = self._rows(
+            f"SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated {tail}", args  # type: ignore[arg-type]
+        )
+        shown = rows[: query.limit]
+        after = make_cursor(float(shown[-1][7]), str(shown[-1][0])) if len(rows) > query.limit else None
+        return InstancePage([InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u)) for w, p, s, v, n, t, u, _ in shown], after)
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`, or of all) have each status."""
+        rows = self._rows(
+            "SELECT status, count(*) FROM procflow_instances WHERE %s::text IS NULL OR process = %s GROUP BY status ORDER BY status",
+            (process, process),
+        )
+        return {str(status): int(count) for status, count in rows}
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+        grouped = self._rows("SELECT process, status, count(*), sum(history_count) FROM procflow_instances GROUP BY process, status")
+        transitions: dict[str, int] = {}
+        for process, _status, _count, entries in grouped:
+            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
+        [(unsent, oldest)] = self._rows("SELECT count(*), min(created_at) FROM procflow_outbox WHERE sent_at IS NULL")
+        [(due,)] = self._rows("SELECT count(*) FROM procflow_timers WHERE next_due <= %s", (now,))
+        return StoreGauges(
+            {(str(p), str(s)): int(c) for p, s, c, _ in grouped}, transitions, int(unsent),
+            str(oldest) if oldest is not None else None, int(due),
+        )
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
+        return {str(fp): int(n) for fp, n in self._rows("SELECT fingerprint, count(*) FROM procflow_instances GROUP BY fingerprint")}
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""

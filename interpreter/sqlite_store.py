@@ -65,13 +65,18 @@ from procflow.interpreter.state import (
     parse_instant,
 )
 from procflow.interpreter.stores import (
+    InstancePage,
+    InstanceQuery,
     InstanceSummary,
+    StoreGauges,
     OutboxEntry,
     decode_dispatch,
     decode_state,
     encode_dispatch,
     encode_entries,
     encode_state,
+    make_cursor,
+    page_sql,
     read_stored_json,
     timer_of,
 )
@@ -476,21 +481,50 @@ class SqliteStore:
         """One line per instance (or per instance with `status`), in the order they started."""
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
         rows = self._rows(f"SELECT workflow_id, process, status, version, state FROM instances {where} ORDER BY rowid", args)
-        out = []
-        for workflow_id, process, row_status, version, text in rows:
-            try:
-                data = self._json(text, f"instance {workflow_id}")
-            except DamagedRecord:
-                data = None
-            if not isinstance(data, dict):  # one damaged row is listed as such; the others as they are
-                data = {"nextAction": "(damaged record)"}
-            out.append(
-                InstanceSummary(
-                    str(workflow_id), str(process), str(row_status), int(version),
-                    data.get("nextAction"), data.get("timeoutAt"), str(data.get("updatedAt", "")),
-                )
-            )
-        return out
+        return [self._summary(*row) for row in rows]
+
+    def instance_page(self, query: InstanceQuery) -> InstancePage:
+        """One page of instances, most recently changed first (`InstanceQuery`)."""
+        tail, args = page_sql(query, "instances", "correlations", "?")
+        rows = self._rows(f"SELECT workflow_id, process, status, version, state, updated {tail}", args)
+        shown = rows[: query.limit]
+        after = make_cursor(float(shown[-1][5]), str(shown[-1][0])) if len(rows) > query.limit else None
+        return InstancePage([self._summary(*row[:5]) for row in shown], after)
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`, or of all) have each status."""
+        where, args = ("WHERE process = ?", (process,)) if process is not None else ("", ())
+        rows = self._rows(f"SELECT status, count(*) FROM instances {where} GROUP BY status ORDER BY status", args)
+        return {str(status): int(count) for status, count in rows}
+
+    def _summary(self, workflow_id: str, process: str, status: str, version: int, text: str) -> InstanceSummary:
+        try:
+            data = self._json(text, f"instance {workflow_id}")
+        except DamagedRecord:
+            data = None
+        if not isinstance(data, dict):  # one damaged row is listed as such; the others as they are
+            data = {"nextAction": "(damaged record)"}
+        return InstanceSummary(
+            str(workflow_id), str(process), str(status), int(version),
+            data.get("nextAction"), data.get("timeoutAt"), str(data.get("updatedAt", "")),
+        )
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+        grouped = self._rows("SELECT process, status, count(*), sum(history_count) FROM instances GROUP BY process, status")
+        transitions: dict[str, int] = {}
+        for process, _status, _count, entries in grouped:
+            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
+        [(unsent, oldest)] = self._rows("SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL")
+        [(due,)] = self._rows("SELECT count(*) FROM timers WHERE next_due <= ?", (now,))
+        return StoreGauges(
+            {(str(p), str(s)): int(c) for p, s, c, _ in grouped}, transitions, int(unsent),
+            str(oldest) if oldest is not None else None, int(due),
+        )
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
+        return {str(fp): int(n) for fp, n in self._rows("SELECT fingerprint, count(*) FROM instances GROUP BY fingerprint")}
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""

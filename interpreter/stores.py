@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from procflow.errors import DamagedRecord, StoreError
+from procflow.errors import DamagedRecord, InputError, StoreError
 from procflow.interpreter.memory_store import PinnedDefinition, Store
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
@@ -46,8 +46,11 @@ from procflow.strict_json import loads as strict_loads
 
 __all__ = [
     "DurableStore",
+    "InstancePage",
+    "InstanceQuery",
     "InstanceSummary",
     "OutboxEntry",
+    "StoreGauges",
     "open_store",
     "redact",
     "store_kind",
@@ -71,6 +74,85 @@ class InstanceSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """Which instances a page lists (the console's filters), most recently changed first.
+
+    `text` matches an instance id or a correlation key exactly (both are indexed, so a million
+    rows are not scanned); `after` is the cursor a previous page handed out."""
+
+    process: str | None = None
+    status: str | None = None
+    text: str | None = None
+    limit: int = 50
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePage:
+    """One page of instances and the cursor of the next (None on the last page)."""
+
+    rows: list[InstanceSummary]
+    after: str | None
+
+
+def page_sql(query: InstanceQuery, instances: str, correlations: str, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE and ORDER BY of a page, shared by both stores (`mark` is `?` or `%s`).
+
+    Keyset paging on (updated, workflow_id): page ten thousand costs what page one costs,
+    which OFFSET would not. Only the filters given are written, so the planner can pick the
+    matching index (a `? IS NULL OR` condition would hide it)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if query.status is not None:
+        where.append(f"status = {mark}")
+        args.append(query.status)
+    if query.process is not None:
+        where.append(f"process = {mark}")
+        args.append(query.process)
+    if query.text is not None:
+        where.append(f"(workflow_id = {mark} OR workflow_id IN (SELECT workflow_id FROM {correlations} WHERE correlation_id = {mark}))")
+        args += [query.text, query.text]
+    if query.after is not None:
+        updated, workflow_id = parse_cursor(query.after)
+        where.append(f"(updated, workflow_id) < ({mark}, {mark})")
+        args += [updated, workflow_id]
+    sql = (f"WHERE {' AND '.join(where)} " if where else "") + f"ORDER BY updated DESC, workflow_id DESC LIMIT {mark}"
+    args.append(query.limit + 1)  # one more than shown tells whether a next page exists
+    return f"FROM {instances} {sql}", args
+
+
+def make_cursor(updated: float, workflow_id: str) -> str:
+    """The cursor after a row: its change time (exact, as `repr` writes a float) and its id."""
+    return f"{updated!r}~{workflow_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """A cursor back as (updated, workflow_id); InputError for one procflow did not write."""
+    head, sep, workflow_id = cursor.partition("~")
+    try:
+        updated = float(head)
+    except ValueError:
+        updated = float("nan")
+    if not sep or updated != updated:  # NaN: not a number procflow wrote
+        raise InputError(f"the paging cursor `{cursor[:80]}` is not one procflow handed out; start again from the first page")
+    return updated, workflow_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoreGauges:
+    """What `/metrics` reports of a store, read in a few aggregate queries."""
+
+    instances: dict[tuple[str, str], int]
+    """How many instances per (process, status)."""
+    transitions: dict[str, int]
+    """History entries written per process: every transition the store kept."""
+    outbox_unsent: int
+    oldest_unsent_at: str | None
+    """When the oldest command not yet sent was queued (ISO 8601), or None."""
+    timers_due: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """A command in the outbox, sent or not."""
 
@@ -90,6 +172,18 @@ class DurableStore(Store, Protocol):
 
     def summaries(self, status: str | None = None) -> list[InstanceSummary]:
         """One line per instance (or per instance with `status`), in the order they started."""
+
+    def instance_page(self, query: InstanceQuery) -> InstancePage:
+        """One page of instances, most recently changed first (`InstanceQuery`)."""
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`, or of all) have each status."""
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""
