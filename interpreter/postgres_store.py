@@ -59,8 +59,8 @@ from procflow.interpreter.stores import (
     InstancePage,
     InstanceQuery,
     InstanceSummary,
-    StoreGauges,
     OutboxEntry,
+    StoreGauges,
     decode_dispatch,
     decode_state,
     encode_dispatch,
@@ -482,7 +482,7 @@ class PostgresStore:
         """One page of instances, most recently changed first (`InstanceQuery`)."""
         tail, args = page_sql(query, "procflow_instances", "procflow_correlations", "%s")
         rows = self._rows(
-            f"SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated {tail}", args  # type: ignore[arg-type]
+            f"SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated {tail}", args
         )
         shown = rows[: query.limit]
         after = make_cursor(float(shown[-1][7]), str(shown[-1][0])) if len(rows) > query.limit else None

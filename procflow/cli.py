@@ -192,7 +192,8 @@ def cmd_paths(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """The operator's console (`procflow.console_app`); its libraries are the `console` extra."""
     try:
-        from procflow.console_app import serve  # FastAPI and uvicorn are an extra, imported only here
+        # FastAPI and uvicorn are an extra, imported only here.
+        from procflow.console_app import serve
     except ImportError as missing:
         raise ProcflowError(f"procflow serve needs the console's libraries ({missing}); install them with `pip install 'procflow[console]'`") from None
     return serve(args)

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from procflow.console_security import bearer, same_secret
 from procflow.errors import InputError, MessageRefused, ProcflowError, StoreError
 from procflow.interpreter import engine
 from procflow.interpreter.stores import InstanceQuery
 from procflow.operator_cli import deliver_reply, retry_instance, start_instance
-from procflow.console_security import bearer, same_secret
 
 
 class ApiError(BaseModel):

@@ -126,7 +126,7 @@ class Guard(BaseHTTPMiddleware):
         return response
 
 
-TEMPLATES = Environment(loader=FileSystemLoader(HERE / "console_templates"), autoescape=select_autoescape(default=True))
+TEMPLATES = Environment(loader=FileSystemLoader(HERE / "console-templates"), autoescape=select_autoescape(default=True))
 
 
 def _page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
@@ -272,7 +272,7 @@ def create_app(store_url: str, processes: Path | None = None, token: str | None 
     app.add_route("/processes", processes_page, methods=["GET"], include_in_schema=False)
     app.add_route("/retry", retry_form, methods=["POST"], include_in_schema=False)
     app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.mount("/static", StaticFiles(directory=HERE / "console_static"), name="static")
+    app.mount("/static", StaticFiles(directory=HERE / "console-static"), name="static")
     app.add_middleware(Guard)
     return app
 

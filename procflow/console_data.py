@@ -192,15 +192,40 @@ def process_view(definition: m.ProcessDefinition, instances: int) -> ProcessView
         (path.name, inline_svg(render_image(definition, "sequence", "svg", path_name=path.name)))
         for path in paths[:PATHS_SHOWN]
     ]
-    participants = [
-        {
-            "name": name,
-            "commands": [(command, json.dumps(schema, indent=1) if schema else "-") for command, schema in sorted(p.commands.items())],
-            "replies": [(reply, json.dumps(schema, indent=1) if schema else "-") for reply, schema in sorted(p.replies.items())],
-        }
-        for name, p in sorted(definition.participants.items())
-    ]
+    participants = participant_contracts(definition)
     return ProcessView(
         definition.name, definition.version, definition.fingerprint, instances,
         inline_svg(render_image(definition, "flow", "svg")), paths_json(paths), sequences, participants,
     )
+
+
+def participant_contracts(definition: m.ProcessDefinition) -> list[dict[str, Any]]:
+    """Each participant with the commands the process sends it and the replies it awaits from
+    it (steps and their undo), each with its declared payload schema or `-`."""
+    commands: dict[str, set[str]] = {name: set() for name in definition.participants}
+    replies: dict[str, set[str]] = {name: set() for name in definition.participants}
+    for node in definition.nodes.values():
+        if not isinstance(node, m.StepNode) or node.command is None:
+            continue
+        who = node.command.participant
+        commands.setdefault(who, set()).add(node.command.name)
+        replies.setdefault(who, set()).update(node.replies, node.failure_replies)
+        if node.compensation is not None:
+            commands[who].add(node.compensation.command.name)
+            replies[who].update(node.compensation.replies)
+
+    def schema(declared: Any, name: str) -> str:
+        found = declared.get(name) or declared.get(name.rsplit(".", 1)[-1])
+        return json.dumps(found, indent=1) if found else "-"
+
+    contracts = []
+    for name in sorted(commands):
+        declared = definition.participants.get(name)
+        declared_commands = dict(declared.commands) if declared else {}
+        declared_replies = dict(declared.replies) if declared else {}
+        contracts.append({
+            "name": name,
+            "commands": [(command, schema(declared_commands, command)) for command in sorted(commands[name])],
+            "replies": [(reply, schema(declared_replies, reply)) for reply in sorted(replies[name])],
+        })
+    return contracts
