@@ -23,6 +23,10 @@ from procflow.interpreter.stores import InstanceQuery
 from procflow.operator_cli import deliver_reply, retry_instance, start_instance
 
 
+CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?~"
+"""What a paging cursor looks like (`procflow.interpreter.stores.make_cursor`): its change time, `~`, an id."""
+
+
 class ApiError(BaseModel):
     """What a refused request answers."""
 
@@ -124,7 +128,7 @@ async def list_instances(
     status: Annotated[str | None, Query(max_length=64)] = None,
     q: Annotated[str | None, Query(max_length=200, description="an instance id or a correlation key")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    after: Annotated[str | None, Query(max_length=400)] = None,
+    after: Annotated[str | None, Query(max_length=400, pattern=CURSOR_PATTERN, description="the `after` of the previous page")] = None,
 ) -> InstanceList:
     """Instances, most recently changed first, filtered by process, status and id or correlation key."""
     store = request.app.state.console.store

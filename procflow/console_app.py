@@ -62,7 +62,7 @@ from procflow.console_security import (
     same_origin,
     same_secret,
 )
-from procflow.errors import ProcflowError
+from procflow.errors import InputError, ProcflowError
 from procflow.interpreter.stores import DurableStore, InstanceQuery, open_store
 from procflow.operator_cli import retry_instance, store_path
 
@@ -165,8 +165,12 @@ def _listing(request: Request) -> dict[str, Any]:
 
 
 async def instances_page(request: Request) -> HTMLResponse:
-    """The instances list."""
-    return _page(request, "instances.html", **_listing(request))
+    """The instances list (a bad paging cursor is a worded page, not a traceback)."""
+    try:
+        values = _listing(request)
+    except InputError as error:
+        return _page(request, "error.html", 422, title="Bad request", message=str(error))
+    return _page(request, "instances.html", **values)
 
 
 async def instances_fragment(request: Request) -> HTMLResponse:

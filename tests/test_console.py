@@ -113,9 +113,10 @@ def test_the_list_refreshes_itself_from_a_fragment(web: TestClient, store: Path)
 
 
 def test_a_bad_cursor_is_refused_in_words(web: TestClient) -> None:
-    answer = web.get("/api/instances?after=nonsense")
-    assert answer.status_code == 422
-    assert "not one procflow handed out" in answer.json()["error"]
+    page = web.get("/?after=nonsense")
+    assert page.status_code == 422
+    assert "the paging cursor `nonsense` is not one procflow handed out; start again from the first page" in page.text
+    assert web.get("/api/instances?after=nonsense").status_code == 422  # the document's pattern refuses it
 
 
 # ---------------------------------------------------------------- one instance
