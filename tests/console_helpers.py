@@ -3,8 +3,18 @@ operator's own functions (`procflow.operator_cli`) at fixed moments."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from procflow.interpreter import engine
 from procflow.interpreter.stores import DurableStore, open_store
@@ -51,3 +61,41 @@ def fill(store_path: Path | str) -> None:
         assert row is not None and row.state.status == "compensation_failed", row
         start("wf_wait", "ord_wait", "2026-01-01T09:10:00Z")
         start(SCRIPT_ID, "ord_script", "2026-01-01T09:11:00Z")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def running_console(store: Path, token: str) -> Iterator[str]:
+    """`procflow serve` in a process of its own over `store`, with `token`; its base URL.
+    Stopped (by its own process id) when the block ends."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "procflow", "serve", "--store", str(store), "--port", str(port),
+         "--processes", str(PROCESSES), "--token", token],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PROCFLOW_TOKEN": ""},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"procflow serve stopped: {server.stdout.read().decode() if server.stdout else ''}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/openapi.json", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"procflow serve did not answer at {base} within 30s")
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        if server.stdout is not None:
+            server.stdout.close()
