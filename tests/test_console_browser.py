@@ -55,7 +55,7 @@ def test_an_operator_finds_and_retries_a_stuck_instance(tmp_path: Path) -> None:
     with running_console(store, TOKEN) as base, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.goto(f"{base}/")
