@@ -312,3 +312,36 @@ def test_json_of_the_api_is_the_cli_inspect_json(web: TestClient, store: Path, c
 
     assert main(["inspect", "wf_wait", "--json", "--store", str(store)]) == 0
     assert json.loads(capsys.readouterr().out) == web.get("/api/instances/wf_wait").json()
+
+
+# ---------------------------------------------------------------- both stores
+
+
+def test_sqlite_and_postgresql_page_count_and_gauge_alike(filled: Path, postgres_url: str) -> None:
+    fill(postgres_url)
+
+    def reads(url: str) -> tuple[object, ...]:
+        with open_store(url, create=False) as opened:
+            first = opened.instance_page(InstanceQuery(limit=2))
+            second = opened.instance_page(InstanceQuery(limit=2, after=first.after))
+            return (
+                [r.workflow_id for r in first.rows], [r.workflow_id for r in second.rows], first.after,
+                [r.workflow_id for r in opened.instance_page(InstanceQuery(status="compensation_failed")).rows],
+                [r.workflow_id for r in opened.instance_page(InstanceQuery(text="ord_done")).rows],
+                [(r.next_action, r.timeout_at, r.updated_at) for r in opened.instance_page(InstanceQuery(process="order-fulfillment")).rows],
+                opened.status_counts(), opened.status_counts("refund"), opened.gauges(1e10),
+                sorted(opened.counts_by_definition().values()),
+            )
+
+    sqlite, postgres = reads(str(filled)), reads(postgres_url)
+    assert sqlite == postgres
+    assert sqlite[0] == [SCRIPT_ID, "wf_wait"] and sqlite[1] == [STUCK, "wf_done"]
+
+
+def test_the_console_serves_a_postgresql_store(postgres_url: str) -> None:
+    fill(postgres_url)
+    with TestClient(create_app(postgres_url, PROCESSES, TOKEN)) as web:
+        assert 'href="/instances/wf_stuck"' in web.get("/?status=compensation_failed").text
+        assert 'id="retry-form"' in web.get(f"/instances/{STUCK}").text
+        assert web.post(f"/api/instances/{STUCK}/retry", headers=AUTH).json()["status"] == "compensating"
+        assert 'procflow_instances{process="order-fulfillment",status="compensating"} 1.0' in web.get("/metrics").text
