@@ -17,11 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from procflow.console_security import bearer, same_secret
-from procflow.errors import InputError, MessageRefused, ProcflowError, StoreError
+from procflow.errors import InputError, MessageRefused, StoreError
 from procflow.interpreter import engine
 from procflow.interpreter.stores import InstanceQuery
 from procflow.operator_cli import deliver_reply, retry_instance, start_instance
-
 
 CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?~"
 """What a paging cursor looks like (`procflow.interpreter.stores.make_cursor`): its change time, `~`, an id."""
@@ -188,6 +187,3 @@ async def retry(request: Request, workflow_id: str, _: Actor) -> ActionResult:
         raise Refused(404, f"no instance {workflow_id} in the store")
     before, after = retry_instance(store, workflow_id)
     return ActionResult(workflowId=after.workflowId, was=before.status, status=after.status, outcome="resumed")
-
-
-__all__ = ["ProcflowError", "Refused", "refusal", "require_token", "router"]

@@ -345,3 +345,22 @@ def test_the_console_serves_a_postgresql_store(postgres_url: str) -> None:
         assert 'id="retry-form"' in web.get(f"/instances/{STUCK}").text
         assert web.post(f"/api/instances/{STUCK}/retry", headers=AUTH).json()["status"] == "compensating"
         assert 'procflow_instances{process="order-fulfillment",status="compensating"} 1.0' in web.get("/metrics").text
+
+
+# ---------------------------------------------------------------- procflow serve's refusals
+
+
+def test_serve_refuses_bad_starts_in_words(tmp_path: Path, filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from procflow.cli import main
+
+    assert main(["serve", "--store", str(filled), "--host", "0.0.0.0"]) == 1
+    assert "--host 0.0.0.0 is reachable from other machines: give --token" in capsys.readouterr().err
+    assert main(["serve", "--store", str(tmp_path / "none.sqlite")]) == 1
+    assert "there is no store at" in capsys.readouterr().err
+    assert not (tmp_path / "none.sqlite").exists()  # reading never creates a store
+    bad = tmp_path / "procs"
+    bad.mkdir()
+    (bad / "broken.proc").write_text("process broken {\n", encoding="utf-8")
+    assert main(["serve", "--store", str(filled), "--processes", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.proc:" in err and "Traceback" not in err
