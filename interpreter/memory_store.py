@@ -7,6 +7,7 @@ interface; `stores.open_store` chooses one by URL.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from procflow.dsl.model import ProcessDefinition
 from procflow.errors import (
     ConcurrencyError,
     DuplicateMessage,
+    InputError,
     StoreError,
 )
 from procflow.interpreter.messages import Dispatch
@@ -32,6 +34,51 @@ apply its in-process replies; when it runs out (the worker died), another worker
 
 CLAIM_BATCH = 20
 """How many commands or timers a worker claims at once: small, so that other workers find work."""
+
+PAGE_LIMIT = 50
+"""How many instances `procflow instances` lists at once unless told (`--limit`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    """One line of `procflow instances`: read without building the whole state. `changed` is
+    the last change (seconds since the epoch), the first half of the page order."""
+
+    workflow_id: str
+    process: str
+    status: str
+    version: int
+    next_action: str | None
+    timeout_at: str | None
+    updated_at: str
+    changed: float = 0.0
+
+    @property
+    def cursor(self) -> str:
+        """Where the page after this line starts: `procflow instances --after CURSOR`."""
+        return f"{self.changed!r}:{self.workflow_id}"
+
+
+PageCursor = tuple[float, str]
+"""(last change, workflow id): a page starts after it. Keyset paging: the order is by last
+change then id, so a page costs the same at the millionth instance as at the first, and a
+walk through the pages meets every instance (one that changes meanwhile moves to the end)."""
+
+
+def parse_cursor(text: str) -> PageCursor:
+    """`--after` text back as a cursor; InputError when it is not one `procflow instances` printed."""
+    moment, colon, workflow_id = text.partition(":")
+    try:
+        changed = float(moment)
+    except ValueError:
+        changed = math.nan
+    if not colon or not workflow_id or not math.isfinite(changed):
+        raise InputError(
+            f"--after `{text}` is not a cursor `procflow instances` printed (last change, `:`, workflow id, e.g. "
+            "`1767258000.0:wf_401`); copy it from the `next page` line"
+        )
+    return changed, workflow_id
+
 
 @dataclass(slots=True)
 class Stored:
@@ -150,6 +197,17 @@ class Store(Protocol):
 
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """All instances (or those with one status)."""
+
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances (of `status`, of `process`, whose id or correlation key is
+        `text`) ordered by last change then id (`newest_first`: the other way), starting after
+        `after`: one indexed range read on a durable store, at any size."""
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`) have each status, in one query."""
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition (once per fingerprint)."""
@@ -285,6 +343,38 @@ class InMemoryStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance, or those with `status`."""
         return [r.state for r in self._rows.values() if status is None or r.state.status == status]
+
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances ordered by last change then id, after `after` (a sort of the dict:
+        the in-memory store holds what fits in memory)."""
+        lines = sorted(
+            (
+                InstanceSummary(
+                    state.workflowId, state.type, state.status, row.version, state.nextAction, state.timeoutAt,
+                    state.updatedAt, instant_epoch(state.updatedAt),
+                )
+                for row in self._rows.values()
+                for state in (row.state,)
+                if (status is None or state.status == status) and (process is None or state.type == process)
+                and (text is None or text in (state.workflowId, state.correlationId))
+            ),
+            key=lambda line: (line.changed, line.workflow_id),
+            reverse=newest_first,
+        )
+        if after is not None:
+            lines = [line for line in lines if ((line.changed, line.workflow_id) < after if newest_first else (line.changed, line.workflow_id) > after)]
+        return lines[:limit]
+
+    def status_counts(self, process: str | None = None) -> dict[str, int]:
+        """How many instances (of `process`) have each status."""
+        counts: dict[str, int] = {}
+        for row in self._rows.values():
+            if process is None or row.state.type == process:
+                counts[row.state.status] = counts.get(row.state.status, 0) + 1
+        return dict(sorted(counts.items()))
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition."""

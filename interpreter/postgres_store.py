@@ -31,6 +31,10 @@ Connections come from a `psycopg_pool.ConnectionPool` (autocommit; a write is an
 transaction). Opening connects once by itself first, so that an unreachable server, an
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
+
+Why one module of a little over 500 lines: it is one class, the store interface on
+PostgreSQL; its schema and migrations are already `postgres_schema.py`, the JSON text both
+stores keep is `stores.py`, and the full check is `store_check.py`.
 """
 
 from __future__ import annotations
@@ -46,7 +50,13 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
-from procflow.interpreter.memory_store import LEASE_SECONDS, PinnedDefinition, Stored
+from procflow.interpreter.memory_store import (
+    LEASE_SECONDS,
+    PAGE_LIMIT,
+    PageCursor,
+    PinnedDefinition,
+    Stored,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.postgres_schema import (
     current_schema_version,
@@ -56,8 +66,6 @@ from procflow.interpreter.postgres_schema import (
 )
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
-    InstancePage,
-    InstanceQuery,
     InstanceSummary,
     OutboxEntry,
     StoreGauges,
@@ -66,8 +74,7 @@ from procflow.interpreter.stores import (
     encode_dispatch,
     encode_entries,
     encode_state,
-    make_cursor,
-    page_sql,
+    page_query,
     redact,
     timer_of,
 )
@@ -470,31 +477,36 @@ class PostgresStore:
     def summaries(self, status: str | None = None) -> list[InstanceSummary]:
         """One line per instance (or per instance with `status`), in the order they started."""
         rows = self._rows(
-            "SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at FROM procflow_instances "
-            "WHERE %s::text IS NULL OR status = %s ORDER BY started",
+            "SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated "
+            "FROM procflow_instances WHERE %s::text IS NULL OR status = %s ORDER BY started",
             (status, status),
         )
-        return [
-            InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u)) for w, p, s, v, n, t, u in rows
-        ]
+        return self._summaries(rows)
 
-    def instance_page(self, query: InstanceQuery) -> InstancePage:
-        """One page of instances, most recently changed first (`InstanceQuery`)."""
-        tail, args = page_sql(query, "procflow_instances", "procflow_correlations", "%s")
-        rows = self._rows(
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances ordered by last change then id, after `after`: one range of an index."""
+        tail, args = page_query("procflow_instances", limit, after, status, process, "%s", text, newest_first, "procflow_correlations")
+        return self._summaries(self._rows(
             f"SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated {tail}", args
-        )
-        shown = rows[: query.limit]
-        after = make_cursor(float(shown[-1][7]), str(shown[-1][0])) if len(rows) > query.limit else None
-        return InstancePage([InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u)) for w, p, s, v, n, t, u, _ in shown], after)
+        ))
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
-        """How many instances (of `process`, or of all) have each status."""
+        """How many instances (of `process`) have each status: one GROUP BY."""
         rows = self._rows(
-            "SELECT status, count(*) FROM procflow_instances WHERE %s::text IS NULL OR process = %s GROUP BY status ORDER BY status",
+            "SELECT status, count(*) FROM procflow_instances WHERE %s::text IS NULL OR process = %s "
+            "GROUP BY status ORDER BY status",
             (process, process),
         )
         return {str(status): int(count) for status, count in rows}
+
+    @staticmethod
+    def _summaries(rows: list[Any]) -> list[InstanceSummary]:
+        return [
+            InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u), float(c)) for w, p, s, v, n, t, u, c in rows
+        ]
 
     def gauges(self, now: float) -> StoreGauges:
         """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""

@@ -1,17 +1,26 @@
-"""The file format of the SQLite store: its schema, its migrations, and the checks made
-before a file is opened for writing.
+"""The file format of the SQLite store: its schema, its migrations, the checks made
+before a file is opened for writing, and what each SQLite failure means to an operator.
 
 A procflow store carries `PRAGMA application_id` = `APPLICATION_ID` and a `meta` table with
 its `schema_version`. `check_existing` opens a file read-only (`mode=ro`) and refuses, with
 a `StoreError` that says what, where and what to do, a file that is not SQLite, an SQLite
 database of another program (another application id, or tables a store of its schema does
-not have), a store of a newer schema, or a damaged one; it writes nothing (but when a crash
-interrupted a transaction, SQLite's own undo of it, which a read-only connection cannot do).
-`migrate` then brings an older schema up to date, in order, in one `BEGIN IMMEDIATE` transaction.
+not have), a store of a newer schema, or one whose first pages are damaged; it writes nothing
+(but when a crash interrupted a transaction, SQLite's own undo of it, which a read-only
+connection cannot do). These checks read the header and the schema only, never the whole
+file: the full check is `procflow store check` (`procflow.interpreter.store_check`).
+`migrate` then brings an older schema up to date, in order, in one `BEGIN IMMEDIATE`
+transaction; a store of the current schema is opened without any write.
+
+`diagnose` turns an SQLite error into the operator's words by its result code: a read-only
+file, a full disk, a lock held too long, an I/O error and a damaged file each get their own
+message and advice (a read-only file or a full disk is never called damaged).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from functools import cache
@@ -111,16 +120,21 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
         ),
     ),
     (
-        # The console lists instances most recently changed first, a page at a time, filtered
-        # by status or process: each order has its index, so a page of a million rows is a
-        # short index walk, not a sort.
+        # `procflow instances` pages by last change then id (keyset), filtered by status or
+        # process, without reading the other rows: one index per way it is asked.
         4,
         (
             "CREATE INDEX instances_by_change ON instances (updated, workflow_id)",
             "CREATE INDEX instances_by_status_change ON instances (status, updated, workflow_id)",
             "CREATE INDEX instances_by_process_change ON instances (process, updated, workflow_id)",
-            # `/metrics` counts instances and their transitions by process and status: an index
-            # that holds all three makes a scrape read the index, not every state.
+            "DROP INDEX instances_by_status",
+        ),
+    ),
+    (
+        # `/metrics` counts instances and their transitions by process and status: an index
+        # that holds all three lets a scrape read the index, not every state (the console).
+        5,
+        (
             "CREATE INDEX instances_by_process_status ON instances (process, status, history_count)",
         ),
     ),
@@ -195,13 +209,17 @@ def migrate(connection: sqlite3.Connection, path: Path) -> None:
         raise
 
 
-def check_existing(path: Path, verify: bool) -> None:
-    """Read-only checks of a file we are about to open for writing; StoreError when refused."""
+def check_existing(path: Path, verify: bool = False) -> int | None:
+    """Read-only checks of a file we are about to open for writing; StoreError when refused.
+    Returns the file's schema version (None for an empty SQLite file, ours to set up).
+    `verify` adds `PRAGMA quick_check`, which reads the whole file."""
     try:
         with path.open("rb") as file:
             header = file.read(len(SQLITE_HEADER))
     except OSError as error:
-        raise StoreError(f"cannot read the store {path}: {error.strerror or error}") from None
+        raise StoreError(
+            f"cannot read the store {path}: {error.strerror or error}. Nothing was written; check its permissions."
+        ) from None
     if header != SQLITE_HEADER:
         raise StoreError(
             f"{path} is not a procflow store: it is not an SQLite database (it starts with {header[:16]!r}), so it is "
@@ -209,10 +227,10 @@ def check_existing(path: Path, verify: bool) -> None:
             "procflow store, or at a new file name to create one."
         )
     try:
-        _check_read_only(path, verify)
+        return _check_read_only(path, verify)
     except _Interrupted:
         _finish_interrupted(path)
-        _check_read_only(path, verify)
+        return _check_read_only(path, verify)
 
 
 class _Interrupted(Exception):
@@ -235,20 +253,25 @@ def _finish_interrupted(path: Path) -> None:
         finally:
             connection.close()
     except sqlite3.DatabaseError as error:
-        raise damaged(path, error) from None
+        raise diagnose(path, error) from None
 
 
-def _check_read_only(path: Path, verify: bool) -> None:
+def read_only_connection(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write to the file (`mode=ro`): for checks; StoreError when it cannot open."""
     try:
-        connection = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
+        return sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as error:
-        raise StoreError(f"cannot open the store {path} to check it: {error}") from None
+        raise StoreError(f"cannot open the store {path} to check it: {error}. Nothing was written.") from None
+
+
+def _check_read_only(path: Path, verify: bool) -> int | None:
+    connection = read_only_connection(path)
     try:
         application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
         tables = user_tables(connection)
         if application_id != APPLICATION_ID:
             if application_id == 0 and not tables:
-                return  # an empty SQLite file: ours to set up
+                return None  # an empty SQLite file: ours to set up
             raise foreign(path, application_id, tables)
         if "meta" not in tables:
             raise StoreError(
@@ -268,10 +291,11 @@ def _check_read_only(path: Path, verify: bool) -> None:
             problems = [str(r[0]) for r in connection.execute("PRAGMA quick_check(5)").fetchall()]
             if problems != ["ok"]:
                 raise damaged(path, sqlite3.DatabaseError("; ".join(problems)))
+        return version
     except sqlite3.DatabaseError as error:
         if getattr(error, "sqlite_errorname", "") in _INTERRUPTED:
             raise _Interrupted from None
-        raise damaged(path, error) from None
+        raise diagnose(path, error) from None
     finally:
         connection.close()
 
@@ -315,5 +339,66 @@ def damaged(path: Path, error: sqlite3.DatabaseError) -> StoreError:
     """The refusal of a store SQLite cannot read."""
     return StoreError(
         f"the store {path} is damaged ({error}); nothing was written to it. Restore it from a backup, or try "
-        f"`sqlite3 {path} .recover` into a new file."
+        f"`sqlite3 {path} .recover` into a new file. `procflow store check` lists what is wrong."
     )
+
+
+def diagnose(path: Path, error: sqlite3.Error) -> StoreError:
+    """What an SQLite error means to an operator, by its result code (`sqlite_errorname`), with
+    what to do. Only a file SQLite finds corrupt is called damaged: a read-only file or a full
+    disk must never send anyone to their backups."""
+    code = str(getattr(error, "sqlite_errorname", "") or "")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreError(
+            f"the store {path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS:.0f}s; nothing was written. "
+            "Try again, or stop the process that holds it (`fuser` names it)."
+        )
+    if code.startswith("SQLITE_READONLY"):
+        return StoreError(
+            f"the store {path} is read-only: the file, its folder or its filesystem refuses writes ({error}). "
+            "Nothing was written and nothing is lost. Make it writable (check `ls -l`, `lsattr` and the mount) or point "
+            "--store at a copy in a writable place."
+        )
+    if code == "SQLITE_FULL":
+        return StoreError(
+            f"the disk holding the store {path} is full ({error}); this change was not written, and everything written "
+            "before it is kept. Free some space (or move the store to a larger disk), then run the command again."
+        )
+    if code.startswith("SQLITE_IOERR") or code == "SQLITE_CANTOPEN":
+        return StoreError(
+            f"the system could not read or write the store {path} ({code}: {error}); nothing more was written. Check "
+            "that the file and its folder are still there and that the disk works (`dmesg`), then run the command again."
+        )
+    if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CORRUPT_INDEX", "SQLITE_CORRUPT_SEQUENCE") or not code:
+        return damaged(path, sqlite3.DatabaseError(str(error)))
+    return StoreError(f"SQLite refused to use the store {path} ({code}: {error}); nothing was written.")
+
+
+FileIdentity = tuple[int, int]
+"""(st_dev, st_ino): which file a path named when the store opened it."""
+
+
+def identity(path: Path) -> FileIdentity:
+    """The identity of the file at `path` now (OSError when there is none)."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def check_same_file(path: Path, opened: FileIdentity) -> None:
+    """StoreError when the file at `path` is no longer the one opened: deleted, or replaced (a
+    restore, a copy moved over it). Writing on would go to a file nobody will read again."""
+    try:
+        now = identity(path)
+    except OSError as error:
+        if error.errno != errno.ENOENT:
+            raise StoreError(f"cannot look at the store {path}: {error.strerror or error}. Nothing more was written.") from None
+        raise StoreError(
+            f"the store {path} was deleted while procflow had it open; procflow stops so as not to write to a file "
+            "nobody will read again. Nothing more was written. Restore the file from a backup (or put it back), "
+            "then start again."
+        ) from None
+    if now != opened:
+        raise StoreError(
+            f"the store {path} was replaced by another file while procflow had it open; procflow stops so as not to "
+            "write to the old one. Nothing more was written. Start again to work on the file now at that path."
+        )

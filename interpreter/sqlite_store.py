@@ -27,9 +27,13 @@ marks them `claimed_by` itself `claimed_until` a lease runs out (this machine's 
 write lock makes the claim atomic, and a worker that dies loses its claims with its lease.
 
 Opening checks the file read-only first (is it SQLite, is it ours, is its schema one we
-know, is it intact) and writes nothing to a file it refuses: `StoreError` says what is
-wrong, where, and what to do. Older schemas are migrated, in order, in one transaction
+know) and writes nothing to a file it refuses: `StoreError` says what is wrong, where, and
+what to do. These checks read the header and the schema, never the whole file (the full
+check is `procflow store check`), and a store of the current schema is opened without a
+write. Older schemas are migrated, in order, in one transaction
 (`procflow.interpreter.sqlite_schema` holds the schema, the migrations and those checks).
+Every use first checks that the path still names the file opened (its device and inode): a
+store deleted or replaced under a running worker stops it instead of being written on.
 
 Why one module of about 500 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
@@ -48,14 +52,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
-from procflow.interpreter.memory_store import LEASE_SECONDS, PinnedDefinition, Stored
+from procflow.interpreter.memory_store import (
+    LEASE_SECONDS,
+    PAGE_LIMIT,
+    PageCursor,
+    PinnedDefinition,
+    Stored,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.sqlite_schema import (
     APPLICATION_ID,
     BUSY_TIMEOUT_SECONDS,
     check_existing,
+    check_same_file,
     current_schema_version,
-    damaged,
+    diagnose,
+    identity,
     migrate,
     rollback,
 )
@@ -65,8 +77,6 @@ from procflow.interpreter.state import (
     parse_instant,
 )
 from procflow.interpreter.stores import (
-    InstancePage,
-    InstanceQuery,
     InstanceSummary,
     OutboxEntry,
     StoreGauges,
@@ -75,8 +85,7 @@ from procflow.interpreter.stores import (
     encode_dispatch,
     encode_entries,
     encode_state,
-    make_cursor,
-    page_sql,
+    page_query,
     read_stored_json,
     timer_of,
 )
@@ -93,16 +102,22 @@ class SqliteStore:
     `synchronous="FULL"` syncs the WAL at every commit (a committed transition survives a
     power cut); `"NORMAL"` syncs at checkpoints only (it survives a crash of the process, not
     of the machine). `create=False` refuses to make a new file (for read-only commands);
-    `verify=False` skips the full `PRAGMA quick_check` at open (it reads the whole file).
+    `verify=True` adds a `PRAGMA quick_check` at open, which reads the whole file (off by
+    default: `procflow store check` does the full check when an operator asks).
     """
 
-    def __init__(self, path: str | Path, synchronous: Synchronous = "FULL", *, create: bool = True, verify: bool = True) -> None:
+    def __init__(self, path: str | Path, synchronous: Synchronous = "FULL", *, create: bool = True, verify: bool = False) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
         self.synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
         self._connection = self._open(create, verify)
+        try:
+            self._identity = identity(self.path)
+        except OSError as error:
+            self.close()
+            raise StoreError(f"cannot look at the store {self.path}: {error.strerror or error}") from None
 
     # ---------------------------------------------------------------- opening
     def _open(self, create: bool, verify: bool) -> sqlite3.Connection:
@@ -110,8 +125,9 @@ class SqliteStore:
         if self.path.is_dir():
             raise StoreError(f"{where} is a folder, not a store file; give --store a file path (e.g. {where}/procflow.sqlite)")
         exists = self.path.exists() and self.path.stat().st_size > 0
+        found = None
         if exists:
-            check_existing(self.path, verify)
+            found = check_existing(self.path, verify)
         elif not create:
             raise StoreError(f"there is no store at {where}; start an instance first (`procflow start ... --store {where}`)")
         elif not self.path.parent.is_dir():
@@ -125,13 +141,14 @@ class SqliteStore:
                 # A new file is WAL from its first transaction: a crash while the schema is being
                 # made leaves a WAL, which the read-only check of the next open can read.
                 connection.execute("PRAGMA journal_mode = WAL")
-            # The schema first: it checks the file again under the write lock before it writes.
-            migrate(connection, self.path)
-            connection.execute("PRAGMA journal_mode = WAL")
+            if found != current_schema_version():
+                # The schema first: it checks the file again under the write lock before it writes.
+                migrate(connection, self.path)
+                connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {self.synchronous}")
         except sqlite3.DatabaseError as error:
             connection.close()
-            raise damaged(self.path, error) from None
+            raise diagnose(self.path, error) from None
         except BaseException:
             connection.close()
             raise
@@ -164,6 +181,7 @@ class SqliteStore:
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
             raise StoreError(f"the store {self.path} is closed")
+        check_same_file(self.path, self._identity)  # one stat: a deleted or replaced file is never written on
         return self._connection
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -221,12 +239,7 @@ class SqliteStore:
     def _error(self, error: sqlite3.DatabaseError) -> StoreError:
         if isinstance(error, sqlite3.ProgrammingError):  # a value SQLite cannot bind: the caller's, not the file's
             return self._unbindable(error)
-        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
-            return StoreError(
-                f"the store {self.path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS:.0f}s; "
-                "nothing was written. Try again, or stop the process that holds it."
-            )
-        return damaged(self.path, error)
+        return diagnose(self.path, error)
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
@@ -480,34 +493,41 @@ class SqliteStore:
     def summaries(self, status: str | None = None) -> list[InstanceSummary]:
         """One line per instance (or per instance with `status`), in the order they started."""
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
-        rows = self._rows(f"SELECT workflow_id, process, status, version, state FROM instances {where} ORDER BY rowid", args)
-        return [self._summary(*row) for row in rows]
+        rows = self._rows(
+            f"SELECT workflow_id, process, status, version, state, updated FROM instances {where} ORDER BY rowid", args
+        )
+        return self._summaries(rows)
 
-    def instance_page(self, query: InstanceQuery) -> InstancePage:
-        """One page of instances, most recently changed first (`InstanceQuery`)."""
-        tail, args = page_sql(query, "instances", "correlations", "?")
-        rows = self._rows(f"SELECT workflow_id, process, status, version, state, updated {tail}", args)
-        shown = rows[: query.limit]
-        after = make_cursor(float(shown[-1][5]), str(shown[-1][0])) if len(rows) > query.limit else None
-        return InstancePage([self._summary(*row[:5]) for row in shown], after)
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances ordered by last change then id, after `after`: one range of an index."""
+        tail, args = page_query("instances", limit, after, status, process, "?", text, newest_first, "correlations")
+        return self._summaries(self._rows(f"SELECT workflow_id, process, status, version, state, updated {tail}", args))
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
-        """How many instances (of `process`, or of all) have each status."""
+        """How many instances (of `process`) have each status: one GROUP BY over an index."""
         where, args = ("WHERE process = ?", (process,)) if process is not None else ("", ())
         rows = self._rows(f"SELECT status, count(*) FROM instances {where} GROUP BY status ORDER BY status", args)
         return {str(status): int(count) for status, count in rows}
 
-    def _summary(self, workflow_id: str, process: str, status: str, version: int, text: str) -> InstanceSummary:
-        try:
-            data = self._json(text, f"instance {workflow_id}")
-        except DamagedRecord:
-            data = None
-        if not isinstance(data, dict):  # one damaged row is listed as such; the others as they are
-            data = {"nextAction": "(damaged record)"}
-        return InstanceSummary(
-            str(workflow_id), str(process), str(status), int(version),
-            data.get("nextAction"), data.get("timeoutAt"), str(data.get("updatedAt", "")),
-        )
+    def _summaries(self, rows: list[Any]) -> list[InstanceSummary]:
+        out = []
+        for workflow_id, process, row_status, version, text, updated in rows:
+            try:
+                data = self._json(text, f"instance {workflow_id}")
+            except DamagedRecord:
+                data = None
+            if not isinstance(data, dict):  # one damaged row is listed as such; the others as they are
+                data = {"nextAction": "(damaged record)"}
+            out.append(
+                InstanceSummary(
+                    str(workflow_id), str(process), str(row_status), int(version),
+                    data.get("nextAction"), data.get("timeoutAt"), str(data.get("updatedAt", "")), float(updated),
+                )
+            )
+        return out
 
     def gauges(self, now: float) -> StoreGauges:
         """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""

@@ -29,8 +29,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from procflow.errors import DamagedRecord, InputError, StoreError
-from procflow.interpreter.memory_store import PinnedDefinition, Store
+from procflow.errors import DamagedRecord, StoreError
+from procflow.interpreter.memory_store import (
+    PAGE_LIMIT,
+    InstanceSummary,
+    PageCursor,
+    PinnedDefinition,
+    Store,
+)
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
@@ -46,96 +52,18 @@ from procflow.strict_json import loads as strict_loads
 
 __all__ = [
     "DurableStore",
-    "InstancePage",
-    "InstanceQuery",
     "InstanceSummary",
     "OutboxEntry",
+    "PageCursor",
     "StoreGauges",
     "open_store",
+    "page_query",
     "redact",
     "store_kind",
 ]
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceSummary:
-    """One line of `procflow instances`: read without building the whole state."""
-
-    workflow_id: str
-    process: str
-    status: str
-    version: int
-    next_action: str | None
-    timeout_at: str | None
-    updated_at: str
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceQuery:
-    """Which instances a page lists (the console's filters), most recently changed first.
-
-    `text` matches an instance id or a correlation key exactly (both are indexed, so a million
-    rows are not scanned); `after` is the cursor a previous page handed out."""
-
-    process: str | None = None
-    status: str | None = None
-    text: str | None = None
-    limit: int = 50
-    after: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InstancePage:
-    """One page of instances and the cursor of the next (None on the last page)."""
-
-    rows: list[InstanceSummary]
-    after: str | None
-
-
-def page_sql(query: InstanceQuery, instances: str, correlations: str, mark: str) -> tuple[str, list[Any]]:
-    """The WHERE and ORDER BY of a page, shared by both stores (`mark` is `?` or `%s`).
-
-    Keyset paging on (updated, workflow_id): page ten thousand costs what page one costs,
-    which OFFSET would not. Only the filters given are written, so the planner can pick the
-    matching index (a `? IS NULL OR` condition would hide it)."""
-    where: list[str] = []
-    args: list[Any] = []
-    if query.status is not None:
-        where.append(f"status = {mark}")
-        args.append(query.status)
-    if query.process is not None:
-        where.append(f"process = {mark}")
-        args.append(query.process)
-    if query.text is not None:
-        where.append(f"(workflow_id = {mark} OR workflow_id IN (SELECT workflow_id FROM {correlations} WHERE correlation_id = {mark}))")
-        args += [query.text, query.text]
-    if query.after is not None:
-        updated, workflow_id = parse_cursor(query.after)
-        where.append(f"(updated, workflow_id) < ({mark}, {mark})")
-        args += [updated, workflow_id]
-    sql = (f"WHERE {' AND '.join(where)} " if where else "") + f"ORDER BY updated DESC, workflow_id DESC LIMIT {mark}"
-    args.append(query.limit + 1)  # one more than shown tells whether a next page exists
-    return f"FROM {instances} {sql}", args
-
-
-def make_cursor(updated: float, workflow_id: str) -> str:
-    """The cursor after a row: its change time (exact, as `repr` writes a float) and its id."""
-    return f"{updated!r}~{workflow_id}"
-
-
-def parse_cursor(cursor: str) -> tuple[float, str]:
-    """A cursor back as (updated, workflow_id); InputError for one procflow did not write."""
-    head, sep, workflow_id = cursor.partition("~")
-    try:
-        updated = float(head)
-    except ValueError:
-        updated = float("nan")
-    if not sep or updated != updated:  # NaN: not a number procflow wrote
-        raise InputError(f"the paging cursor `{cursor[:80]}` is not one procflow handed out; start again from the first page")
-    return updated, workflow_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +99,18 @@ class DurableStore(Store, Protocol):
         """Where the store is, as an operator would name it (a path, or a URL without its password)."""
 
     def summaries(self, status: str | None = None) -> list[InstanceSummary]:
-        """One line per instance (or per instance with `status`), in the order they started."""
+        """One line per instance (or per instance with `status`), in the order they started
+        (every row: `instance_page` is what reads a large store a page at a time)."""
 
-    def instance_page(self, query: InstanceQuery) -> InstancePage:
-        """One page of instances, most recently changed first (`InstanceQuery`)."""
+    def instance_page(
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
+    ) -> list[InstanceSummary]:
+        """Up to `limit` instances ordered by last change then id (`newest_first`: the other
+        way), after `after`; `text` keeps the instance with that id or correlation key."""
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
-        """How many instances (of `process`, or of all) have each status."""
+        """How many instances (of `process`) have each status, in one GROUP BY."""
 
     def gauges(self, now: float) -> StoreGauges:
         """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
@@ -203,6 +136,34 @@ class DurableStore(Store, Protocol):
     def __enter__(self) -> DurableStore: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def page_query(
+    table: str, limit: int, after: PageCursor | None, status: str | None, process: str | None, mark: str,
+    text: str | None = None, newest_first: bool = False, correlations: str = "correlations",
+) -> tuple[str, list[Any]]:
+    """The WHERE ... ORDER BY ... LIMIT of a page of instances, the same on both stores (`mark`:
+    the driver's placeholder). A row value `(updated, workflow_id) > (?, ?)` is one range of the
+    indexes on (status or process, updated, workflow_id): the database reads `limit` rows."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        conditions.append(f"status = {mark}")
+        args.append(status)
+    if process is not None:
+        conditions.append(f"process = {mark}")
+        args.append(process)
+    if text is not None:
+        # An id or a correlation key, exactly: both are indexed (a substring would be a scan).
+        conditions.append(f"(workflow_id = {mark} OR workflow_id IN (SELECT workflow_id FROM {correlations} WHERE correlation_id = {mark}))")
+        args.extend((text, text))
+    if after is not None:
+        conditions.append(f"(updated, workflow_id) {'<' if newest_first else '>'} ({mark}, {mark})")
+        args.extend(after)
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    args.append(max(0, limit))
+    order = "updated DESC, workflow_id DESC" if newest_first else "updated, workflow_id"
+    return f"FROM {table} {where}ORDER BY {order} LIMIT {mark}", args
 
 
 # ---------------------------------------------------------------- choosing

@@ -16,14 +16,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from procflow.console_data import read_page
 from procflow.console_security import bearer, same_secret
 from procflow.errors import InputError, MessageRefused, StoreError
 from procflow.interpreter import engine
-from procflow.interpreter.stores import InstanceQuery
 from procflow.operator_cli import deliver_reply, retry_instance, start_instance
 
-CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?~"
-"""What a paging cursor looks like (`procflow.interpreter.stores.make_cursor`): its change time, `~`, an id."""
+CURSOR_PATTERN = r"^[0-9]+(\.[0-9]+)?(e[+-]?[0-9]+)?:.+$"
+"""What a paging cursor looks like (`InstanceSummary.cursor`): its last change, `:`, its id."""
 
 
 class ApiError(BaseModel):
@@ -131,7 +131,7 @@ async def list_instances(
 ) -> InstanceList:
     """Instances, most recently changed first, filtered by process, status and id or correlation key."""
     store = request.app.state.console.store
-    page = store.instance_page(InstanceQuery(process or None, status or None, q or None, limit, after or None))
+    page = read_page(store, process or None, status or None, q or None, limit, after or None)
     return InstanceList(
         instances=[
             InstanceLine(workflowId=r.workflow_id, type=r.process, status=r.status, version=r.version,

@@ -48,6 +48,7 @@ from procflow.console_data import (
     instance_svgs,
     load_processes,
     process_view,
+    read_page,
     record_rows,
     timer_rows,
 )
@@ -63,7 +64,7 @@ from procflow.console_security import (
     same_secret,
 )
 from procflow.errors import InputError, ProcflowError
-from procflow.interpreter.stores import DurableStore, InstanceQuery, open_store
+from procflow.interpreter.stores import DurableStore, open_store
 from procflow.operator_cli import retry_instance, store_path
 
 HERE = Path(__file__).resolve().parent
@@ -147,7 +148,7 @@ def _listing(request: Request) -> dict[str, Any]:
     status = params.get("status") or None
     text = params.get("q") or None
     after = params.get("after") or None
-    page = store.instance_page(InstanceQuery(process, status, text, PAGE_SIZE, after))
+    page = read_page(store, process, status, text, PAGE_SIZE, after)
     filters = {k: v for k, v in (("process", process), ("status", status), ("q", text)) if v}
     counts = store.status_counts(process)
     return {

@@ -19,8 +19,13 @@ from typing import Any
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source
 from procflow.dsl.paths import enumerate_paths, paths_json
-from procflow.errors import ProcflowError
-from procflow.interpreter.memory_store import PinnedDefinition, compile_pinned_definition
+from procflow.errors import InputError, ProcflowError
+from procflow.interpreter.memory_store import (
+    InstanceSummary,
+    PinnedDefinition,
+    compile_pinned_definition,
+    parse_cursor,
+)
 from procflow.interpreter.state import InstanceState
 from procflow.interpreter.stores import DurableStore, OutboxEntry
 from procflow.operator_cli import load_definition
@@ -80,6 +85,28 @@ def load_processes(folder: Path | None) -> dict[str, m.ProcessDefinition]:
         definition = load_definition(str(path))
         found[definition.name] = definition
     return found
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of the instances list and the cursor of the next (None on the last page)."""
+
+    rows: list[InstanceSummary]
+    after: str | None
+
+
+def read_page(
+    store: DurableStore, process: str | None, status: str | None, text: str | None, limit: int, after: str | None
+) -> Page:
+    """Instances most recently changed first, filtered, after the cursor text `after` (the
+    store's keyset paging; one row more than shown says whether a next page exists)."""
+    try:
+        cursor = parse_cursor(after) if after else None
+    except InputError:
+        raise InputError(f"the paging cursor `{after[:80] if after else ''}` is not one procflow handed out; start again from the first page") from None
+    rows = store.instance_page(limit + 1, cursor, status, process, text=text, newest_first=True)
+    shown = rows[:limit]
+    return Page(shown, shown[-1].cursor if len(rows) > limit else None)
 
 
 RECORD_FIRST = ("workflowId", "type", "status", "completedSteps", "nextAction", "timeoutAt")

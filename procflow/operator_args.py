@@ -1,5 +1,5 @@
 """The operator's commands as the `procflow` parser knows them (start, deliver, tick, instances,
-inspect, retry, worker, participant): their arguments only. What each does is in `operator_cli.py`
+inspect, retry, worker, participant, store check): their arguments only. What each does is in `operator_cli.py`
 (`amqp_cli.py` for the broker's), imported when one of them runs, so that the other commands start without the interpreter, pydantic and
 SQLite.
 """
@@ -71,8 +71,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"not a page size from 1 to {MAX_PAGE}: `{text}`")
+    return int(text)
+
+
+MAX_PAGE = 10_000
+"""The largest page `procflow instances --limit` lists at once."""
+
+
 def add_operator_commands(subparsers: Any) -> None:
-    """Add start, deliver, tick, instances, inspect, retry, worker and participant to the `procflow` parser."""
+    """Add start, deliver, tick, instances, inspect, retry, worker, participant and store to the `procflow` parser."""
 
     def store_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -103,8 +113,12 @@ def add_operator_commands(subparsers: Any) -> None:
     now_option(p, "the moment to fire timers at")
     p.set_defaults(handler=_operator("cmd_tick"))
 
-    p = subparsers.add_parser("instances", help="list the instances in the store")
+    p = subparsers.add_parser("instances", help="list the instances in the store, a page at a time (by last change)")
     p.add_argument("--status", metavar="S", help="only those with this status (e.g. compensation_failed)")
+    p.add_argument("--process", metavar="NAME", help="only instances of this process")
+    p.add_argument("--limit", type=_page_size, default=50, metavar="N", help="how many to list (default 50)")
+    p.add_argument("--after", metavar="CURSOR", help="start after this cursor (printed at the end of the previous page)")
+    p.add_argument("--counts", action="store_true", help="how many instances have each status, instead of a list")
     p.add_argument("--json", action="store_true")
     store_option(p)
     p.set_defaults(handler=_operator("cmd_instances"))
@@ -136,6 +150,15 @@ def add_operator_commands(subparsers: Any) -> None:
     store_option(p)
     now_option(p, "a fixed moment for every round (virtual time)")
     p.set_defaults(handler=_operator("cmd_worker"))
+
+    p = subparsers.add_parser("store", help="look after the store itself (store check)")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = actions.add_parser(
+        "check", help="read the whole store and check it (SQLite's integrity check and procflow's own); writes nothing"
+    )
+    q.add_argument("--json", action="store_true")
+    store_option(q)
+    q.set_defaults(handler=_operator("cmd_store_check"))
 
     p = subparsers.add_parser("participant", help="run participant services on a broker (the sample ones: demo)")
     p.add_argument("kind", choices=("demo",), help="demo: answer every command with its step's first success reply")

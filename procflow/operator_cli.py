@@ -5,7 +5,9 @@
     procflow start FILE --input JSON --workflow-id ID     start (the same id again: nothing new)
     procflow deliver --message JSON|@file                 a reply or an event
     procflow tick [--now ISO]                             fire the timers that are due
-    procflow instances [--status S] [--json]              what the store holds
+    procflow instances [--status S] [--process P] [--limit N] [--after CURSOR] [--counts] [--json]
+                                                          what the store holds, a page at a time
+    procflow store check [--json]                         read the whole store and check it
     procflow inspect ID [--json]                          one instance: state record and history
     procflow retry ID                                     resume a compensation_failed instance
     procflow worker [--once] [--participants demo]        send the outbox, fire timers, in a loop
@@ -41,7 +43,7 @@ from procflow.dsl.validate import check_file
 from procflow.errors import InputError, MessageRefused, ProcflowError, SourceError, StoreError
 from procflow.files import read_json_argument
 from procflow.interpreter import engine
-from procflow.interpreter.memory_store import Stored, compile_pinned_definition
+from procflow.interpreter.memory_store import Stored, compile_pinned_definition, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import (
     Clock,
@@ -53,10 +55,11 @@ from procflow.interpreter.orchestrator import (
     worker,
 )
 from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.interpreter.store_check import as_json, check_store, describe
 from procflow.interpreter.stores import DurableStore, open_store
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
-from procflow.terminal import printable
+from procflow.terminal import printable, printable_lines
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -212,18 +215,35 @@ def cmd_tick(args: argparse.Namespace) -> int:
 
 
 def cmd_instances(args: argparse.Namespace) -> int:
-    """List the instances in the store."""
+    """List the instances in the store, a page at a time, ordered by last change then id (or
+    count them by status with `--counts`)."""
+    after = parse_cursor(args.after) if args.after is not None else None
     with _open(args) as store:
-        rows = store.summaries(args.status)
+        if args.counts:
+            counts = store.status_counts(args.process)
+        else:
+            rows = store.instance_page(args.limit, after, args.status, args.process)
+    if args.counts:
+        if args.json:
+            print(json.dumps(counts, indent=2))
+        else:
+            width = max((len(status) for status in counts), default=0)
+            for status, count in counts.items():
+                _say(f"{status.ljust(width)}  {count}")
+            _say(f"{'in all'.ljust(width)}  {sum(counts.values())}")
+        return 0
+    more = len(rows) == args.limit  # a full page: there may be more after it
     if args.json:
         print(json.dumps([
             {"workflowId": r.workflow_id, "type": r.process, "status": r.status, "version": r.version,
-             "nextAction": r.next_action, "timeoutAt": r.timeout_at, "updatedAt": r.updated_at}
+             "nextAction": r.next_action, "timeoutAt": r.timeout_at, "updatedAt": r.updated_at, "cursor": r.cursor}
             for r in rows
         ], indent=2))
         return 0
     if not rows:
-        _say("no instances" + (f" with status {args.status}" if args.status else ""))
+        which = [f"status {args.status}" if args.status else "", f"process {args.process}" if args.process else ""]
+        _say("no instances" + (f" with {' and '.join(w for w in which if w)}" if any(which) else "")
+             + (" after that cursor" if after else ""))
         return 0
     header = ("WORKFLOW", "PROCESS", "STATUS", "NEXT", "TIMEOUT AT", "UPDATED")
     table = [header] + [
@@ -233,7 +253,19 @@ def cmd_instances(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if more:
+        _say(f"next page: --after {rows[-1].cursor}")
     return 0
+
+
+def cmd_store_check(args: argparse.Namespace) -> int:
+    """Read the whole store and check it; exit 1 with what is wrong and what to do."""
+    report = check_store(store_path(args.store))
+    if args.json:
+        print(as_json(report))
+    else:
+        print(printable_lines(describe(report)), end="")
+    return 0 if report.sound else 1
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -403,7 +435,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         worker(orchestrator, once=args.once, interval=args.interval, report=report)
         if args.once:
-            waiting = sum(1 for s in store.summaries() if s.status not in TERMINAL)
+            waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
             print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
     return 0
 

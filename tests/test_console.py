@@ -14,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from procflow.console_app import create_app
+from procflow.console_data import read_page
 from procflow.console_security import CSP, CSRF_COOKIE
-from procflow.interpreter.stores import InstanceQuery, open_store
+from procflow.interpreter.stores import open_store
 from procflow.operator_cli import load_definition, start_instance
 from tests.console_helpers import ORDER, PROCESSES, SCRIPT_ID, STUCK, at, fill
 
@@ -89,10 +90,10 @@ def test_filters_by_status_process_and_text(web: TestClient) -> None:
 
 def test_pages_follow_one_another_without_repeating(store: Path) -> None:
     with open_store(str(store)) as opened:
-        first = opened.instance_page(InstanceQuery(limit=2))
-        second = opened.instance_page(InstanceQuery(limit=2, after=first.after))
-        third = opened.instance_page(InstanceQuery(limit=2, after=second.after))
-        everything = opened.instance_page(InstanceQuery(limit=50))
+        first = read_page(opened, None, None, None, 2, None)
+        second = read_page(opened, None, None, None, 2, first.after)
+        third = read_page(opened, None, None, None, 2, second.after)
+        everything = read_page(opened, None, None, None, 50, None)
     seen = [r.workflow_id for page in (first, second, third) for r in page.rows]
     assert seen == [r.workflow_id for r in everything.rows]
     assert third.after is None and everything.after is None
@@ -322,13 +323,13 @@ def test_sqlite_and_postgresql_page_count_and_gauge_alike(filled: Path, postgres
 
     def reads(url: str) -> tuple[object, ...]:
         with open_store(url, create=False) as opened:
-            first = opened.instance_page(InstanceQuery(limit=2))
-            second = opened.instance_page(InstanceQuery(limit=2, after=first.after))
+            first = read_page(opened, None, None, None, 2, None)
+            second = read_page(opened, None, None, None, 2, first.after)
             return (
                 [r.workflow_id for r in first.rows], [r.workflow_id for r in second.rows], first.after,
-                [r.workflow_id for r in opened.instance_page(InstanceQuery(status="compensation_failed")).rows],
-                [r.workflow_id for r in opened.instance_page(InstanceQuery(text="ord_done")).rows],
-                [(r.next_action, r.timeout_at, r.updated_at) for r in opened.instance_page(InstanceQuery(process="order-fulfillment")).rows],
+                [r.workflow_id for r in read_page(opened, None, "compensation_failed", None, 50, None).rows],
+                [r.workflow_id for r in read_page(opened, None, None, "ord_done", 50, None).rows],
+                [(r.next_action, r.timeout_at, r.updated_at) for r in read_page(opened, "order-fulfillment", None, None, 50, None).rows],
                 opened.status_counts(), opened.status_counts("refund"), opened.gauges(1e10),
                 sorted(opened.counts_by_definition().values()),
             )

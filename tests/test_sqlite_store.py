@@ -22,6 +22,7 @@ from procflow.interpreter import sqlite_schema
 from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
+from procflow.interpreter.store_check import check_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from order_helpers import ORDER, ROOT, T0, Clock  # noqa: E402
@@ -136,7 +137,15 @@ def test_a_corrupted_store_is_refused(tmp_path: Path, order: ProcessDefinition) 
     assert len(data) > 4 * page
     data[2 * page : 4 * page] = bytes(range(256)) * (2 * page // 256)  # two pages of the tables overwritten
     path.write_bytes(bytes(data))
-    _refused(path, "is damaged")
+    before = sha(path)
+    # Opening reads the header and the schema only; the damage is met when the rows are read.
+    with pytest.raises(StoreError) as refused, SqliteStore(path) as store:
+        store.instances()
+    assert "is damaged" in str(refused.value) and "nothing was written" in str(refused.value)
+    assert sha(path) == before
+    report = check_store(path)  # `procflow store check` finds it without anything being asked of the rows
+    assert report.pages_damaged and report.problems[0].startswith("SQLite integrity_check")
+    assert sha(path) == before
 
 
 def test_a_truncated_store_is_refused(tmp_path: Path, order: ProcessDefinition) -> None:

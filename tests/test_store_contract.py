@@ -26,12 +26,13 @@ from procflow.dsl.model import ProcessDefinition
 from procflow.errors import (
     ConcurrencyError,
     DuplicateMessage,
+    InputError,
     MessageRefused,
     ProcflowError,
     StoreError,
 )
 from procflow.interpreter import engine, postgres_schema, sqlite_schema
-from procflow.interpreter.memory_store import InMemoryStore, Store
+from procflow.interpreter.memory_store import InMemoryStore, Store, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_store import PostgresStore
@@ -172,6 +173,47 @@ def test_instances_come_in_the_order_they_started(store: Store, order: ProcessDe
         started(store, order, f"wf_{i}", f"ord_{i}")
     assert [s.workflowId for s in store.instances()] == ["wf_3", "wf_1", "wf_2"]
     assert all(len(s.history) == 1 for s in store.instances())
+
+
+def test_instances_are_paged_by_last_change_then_id_and_filtered(store: Store, order: ProcessDefinition) -> None:
+    clock = Clock()
+    orchestrator = Orchestrator(order, store=store, clock=clock, auto_dispatch=False, compile_pinned=procflow.load_text)
+    # wf_a and wf_b start at the same moment (the id breaks the tie); wf_c later; then wf_a moves on.
+    for workflow_id, seconds in (("wf_b", 0), ("wf_a", 0), ("wf_c", 5)):
+        clock.moment = T0 + timedelta(seconds=seconds)
+        orchestrator.start(workflow_id, {"orderId": f"ord_{workflow_id}", "amount": 10.0})
+    clock.moment = T0 + timedelta(seconds=9)
+    orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_wf_a", "messageId": "m1"})
+
+    page = store.instance_page(10)
+    assert [s.workflow_id for s in page] == ["wf_b", "wf_c", "wf_a"]
+    assert [s.updated_at for s in page] == ["2026-01-01T09:00:00Z", "2026-01-01T09:00:05Z", "2026-01-01T09:00:09Z"]
+    assert (page[2].status, page[2].next_action, page[2].version) == ("waiting_for_payment", "authorize_payment", 2)
+    first = store.instance_page(2)
+    assert [s.workflow_id for s in first] == ["wf_b", "wf_c"]
+    rest = store.instance_page(2, parse_cursor(first[-1].cursor))
+    assert [s.workflow_id for s in rest] == ["wf_a"] and store.instance_page(2, parse_cursor(rest[-1].cursor)) == []
+    assert [s.workflow_id for s in store.instance_page(10, status="waiting_for_inventory")] == ["wf_b", "wf_c"]
+    assert [s.workflow_id for s in store.instance_page(1, parse_cursor(first[0].cursor), "waiting_for_inventory")] == ["wf_c"]
+    assert [s.workflow_id for s in store.instance_page(10, process="order-fulfillment")] == ["wf_b", "wf_c", "wf_a"]
+    assert store.instance_page(10, process="another-process") == []
+    assert store.instance_page(10, status="waiting_for_payment", process="order-fulfillment") == [page[2]]
+    assert store.status_counts() == {"waiting_for_inventory": 2, "waiting_for_payment": 1}
+    assert store.status_counts("order-fulfillment") == store.status_counts() and store.status_counts("other") == {}
+    # The console's order: most recently changed first, and its text filter (id or correlation key).
+    newest = store.instance_page(2, newest_first=True)
+    assert [s.workflow_id for s in newest] == ["wf_a", "wf_c"]
+    assert [s.workflow_id for s in store.instance_page(2, parse_cursor(newest[-1].cursor), newest_first=True)] == ["wf_b"]
+    assert [s.workflow_id for s in store.instance_page(10, text="ord_wf_c", newest_first=True)] == ["wf_c"]
+    assert [s.workflow_id for s in store.instance_page(10, text="wf_b")] == ["wf_b"]
+    assert store.instance_page(10, text="nobody") == []
+
+
+def test_a_cursor_not_printed_by_procflow_is_refused_in_words() -> None:
+    for text in ("", "wf_1", "1.5", "1.5:", "nan:wf_1", "inf:wf_1", "soon:wf_1"):
+        with pytest.raises(InputError, match="is not a cursor `procflow instances` printed"):
+            parse_cursor(text)
+    assert parse_cursor("1767258000.25:wf:with:colons") == (1767258000.25, "wf:with:colons")
 
 
 def test_a_stale_version_is_refused_and_changes_nothing(backend: Backend, order: ProcessDefinition) -> None:
