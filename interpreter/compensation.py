@@ -18,6 +18,7 @@ from procflow.interpreter.state import (
     Failure,
     FailureCause,
     Frame,
+    FrameView,
     LateAction,
     LateReply,
     UndoCommand,
@@ -134,15 +135,14 @@ class Compensating(RunCore):
         node = self._definition(undo.process).nodes.get(undo.step)
         return node.compensation if isinstance(node, m.StepNode) else None
 
-    def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
+    def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
         comp = node.compensation
         if comp is None:
             return None
         data = self._mapping(comp.command.data, frame, "compensation of `{}`", node.name) if comp.command.data else {}
-        frame_id = ROOT if frame is self.main else frame_id_of(self.frames, frame)
-        return UndoCommand(
-            step=node.name, frame=frame_id, process=frame.process, commandName=comp.command.name, correlationId=frame.correlationId, data=data, round=rounds
-        )
+        frame_id = ROOT if frame is self.state else frame_id_of(self.frames, frame)
+        # In order: step, frame, process, commandName, correlationId, data, round (cheaper than keywords).
+        return UndoCommand(node.name, frame_id, frame.process, comp.command.name, frame.correlationId, data, rounds)
 
     # ---------------------------------------------------------------- late replies
     def late(self, abandoned: Abandoned, reply: Reply) -> LateAction:
@@ -177,7 +177,10 @@ class Compensating(RunCore):
         bound = frame
         if node.bind:
             # Bind the late payload in the frame for this one evaluation only.
-            bound = frame.model_copy(update={"data": {**frame.data, node.bind: reply.data}})
+            bound = Frame(
+                process=frame.process, input=frame.input, data={**frame.data, node.bind: reply.data},
+                correlationId=frame.correlationId, parent=frame.parent, call=frame.call,
+            )
             self.frames[abandoned.frame] = bound
         try:
             data = self._eval(comp.command.data, bound, "compensation of `{}`", node.name) if comp.command.data else {}

@@ -100,15 +100,17 @@ def history_entry(
         done_before = len(before.compensation.undone) if before.compensation is not None else 0
         if len(comp.undone) > done_before:
             undone = tuple(u.commandName for u in comp.undone[done_before:])
+    # The fields in the order of `HistoryEntry` (a keyword costs about 460 instructions more
+    # than a place: 4.6k a transition; the engine tests read the entries field by field).
     return HistoryEntry(
-        seq=len(state.history) + 1,
-        at=at,
-        event=event,
-        message=message_summary(message) if message is not None else None,
-        status=status if status != before.status else None,
-        completedSteps=tuple(state.completedSteps[len(before.completedSteps) :]),
-        failure=failure.reason if failure is not None and before.failure is None else None,
-        undone=undone,
-        sent=sent_texts(dispatches),
-        note=note,
+        len(state.history) + 1,  # seq
+        at,
+        event,
+        message_summary(message) if message is not None else None,  # message
+        status if status != before.status else None,  # status
+        tuple(state.completedSteps[len(before.completedSteps) :]),  # completedSteps
+        failure.reason if failure is not None and before.failure is None else None,  # failure
+        undone,
+        sent_texts(dispatches),  # sent
+        note,
     )

@@ -32,6 +32,7 @@ from procflow.interpreter.state import (
     ROOT,
     TERMINAL,
     Abandoned,
+    Frame,
     InstanceState,
     Token,
     Wait,
@@ -61,9 +62,8 @@ class _Run(Timed):
         """Write the frames back, derive the lesson's fields, append the history entry."""
         state = self.state
         frames = self.frames
-        state.data = frames[ROOT].data
-        if len(frames) > 1:
-            state.frames = {key: frame for key, frame in frames.items() if key != ROOT}
+        if len(frames) > 1:  # (the main frame is the state itself: its data is already there)
+            state.frames = {key: frame for key, frame in frames.items() if isinstance(frame, Frame)}
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)

@@ -8,7 +8,7 @@ from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
 from procflow.interpreter.state import (
     Completion,
-    Frame,
+    FrameView,
     Token,
     Wait,
     appended,
@@ -47,7 +47,7 @@ class Timed(Compensating):
             case _:  # pragma: no cover - only steps and races wait for time
                 raise TypeError(f"{type(node).__name__} does not wait for time")
 
-    def _race_timer(self, token: Token, node: m.RaceNode, frame: Frame, wait: Wait, definition: m.ProcessDefinition) -> None:
+    def _race_timer(self, token: Token, node: m.RaceNode, frame: FrameView, wait: Wait, definition: m.ProcessDefinition) -> None:
         """A race's timer arm wins (the earliest due, when it has several)."""
         timed = [index for index, arm in enumerate(node.arms) if not arm.messages]
         index = timed[0]
@@ -56,7 +56,7 @@ class Timed(Compensating):
         token.node = definition.follow(node.id, f"arm:{index}")
         self.run(token)
 
-    def _no_reply(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, definition: m.ProcessDefinition) -> None:
+    def _no_reply(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, definition: m.ProcessDefinition) -> None:
         """A step's wait timed out (its command is sent again, after its backoff, while it has
         retries left, then the step takes its `timeout` way), or its backoff is over."""
         timeout = node.timeout
@@ -76,7 +76,7 @@ class Timed(Compensating):
         token.node = definition.follow(node.id, "timeout")
         self.run(token)
 
-    def _resend(self, token: Token, node: m.StepNode, frame: Frame, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
+    def _resend(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec) -> None:
         """Send the step's command again (the next attempt) and wait for its reply anew."""
         attempt = wait.attempt + 1
         try:
@@ -86,7 +86,7 @@ class Timed(Compensating):
             return
         self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due(timeout.seconds))
 
-    def _arm_due(self, arm: m.RaceArmSpec, frame: Frame, wait: Wait) -> float:
+    def _arm_due(self, arm: m.RaceArmSpec, frame: FrameView, wait: Wait) -> float:
         since = epoch_of(wait.since)
         if arm.timer_seconds is not None:
             return since + arm.timer_seconds

@@ -40,6 +40,7 @@ from procflow.interpreter.state import (
     Completion,
     FailureCause,
     Frame,
+    FrameView,
     InstanceState,
     Token,
     UndoCommand,
@@ -92,7 +93,7 @@ class Scope(Mapping[str, Any]):
 
     __slots__ = ("_frame", "_frame_id", "_state")
 
-    def __init__(self, frame: Frame, frame_id: str, state: InstanceState) -> None:
+    def __init__(self, frame: FrameView, frame_id: str, state: InstanceState) -> None:
         self._frame = frame
         self._frame_id = frame_id
         self._state = state
@@ -122,7 +123,7 @@ def steps_of(completed: Sequence[Completion], frame_id: str) -> dict[str, dict[s
     return {c.step: {"reply": c.outcome} for c in completed if c.frame == frame_id}
 
 
-def frame_id_of(frames: Mapping[str, Frame], frame: Frame) -> str:
+def frame_id_of(frames: Mapping[str, FrameView], frame: FrameView) -> str:
     """The id under which a frame is kept ("" for a frame built for one evaluation, such as a
     callee's correlation key, which is not kept)."""
     if frames.get(ROOT) is frame:
@@ -150,7 +151,7 @@ class RunCore:
 
     __slots__ = (
         "plan", "definition", "root_name", "now_epoch", "now_at", "before", "state",
-        "main", "frames", "main_scope", "owned", "dispatches", "ready", "visited",
+        "frames", "main_scope", "owned", "dispatches", "ready", "visited",
     )
 
     def __init__(self, plan: Plan, state: InstanceState, now_epoch: float, new: InstanceState | None = None) -> None:
@@ -170,10 +171,9 @@ class RunCore:
             self.state = shell(state)
             if state.compensation is not None:
                 self.state.compensation = state.compensation.model_copy()
-        # The working frames: the main process's (a view of the instance's own input and data)
-        # and copies of the called ones; `finish` writes them back.
-        self.main = Frame(process=state.type, input=state.input, data=state.data, correlationId=state.correlationId)
-        self.frames: dict[str, Frame] = {ROOT: self.main}
+        # The working frames: the main process's is the working state itself (its `input`,
+        # `data` and `correlationId`), the called ones are copies; `finish` writes them back.
+        self.frames: dict[str, FrameView] = {ROOT: self.state}
         self.main_scope: Scope | None = None
         if state.frames:
             for key, f in state.frames.items():
@@ -192,7 +192,7 @@ class RunCore:
         """The main process reached an end: the instance completed."""
         raise NotImplementedError
 
-    def _undo_for(self, node: m.StepNode, frame: Frame, rounds: str = "") -> UndoCommand | None:
+    def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- helpers
@@ -215,7 +215,7 @@ class RunCore:
             if token.id == token_id:
                 if token_id in self.owned:
                     return token
-                own = Token(id=token.id, node=token.node, frame=token.frame, loops=token.loops, forks=token.forks)
+                own = Token(token.id, token.node, token.frame, token.loops, token.forks)  # (in order: a third of the cost)
                 self.state.tokens = (own,) if len(tokens) == 1 else (*tokens[:index], own, *tokens[index + 1 :])
                 self.owned.add(token_id)
                 return own
@@ -228,15 +228,15 @@ class RunCore:
     def _remove_token(self, token: Token) -> None:
         self.state.tokens = tuple(t for t in self.state.tokens if t.id != token.id)
 
-    def _scope(self, frame: Frame) -> Scope:
-        if frame is self.main:
+    def _scope(self, frame: FrameView) -> Scope:
+        if frame is self.state:
             scope = self.main_scope
             if scope is None:
                 scope = self.main_scope = Scope(frame, ROOT, self.state)
             return scope
         return Scope(frame, frame_id_of(self.frames, frame), self.state)
 
-    def _eval(self, condition: m.Condition | m.Mapping_, frame: Frame, where: str, *args: object) -> Any:
+    def _eval(self, condition: m.Condition | m.Mapping_, frame: FrameView, where: str, *args: object) -> Any:
         """The value of an expression in a frame; an error fails the instance, saying where
         (`where.format(*args)`: the text is made only when it is needed)."""
         try:
@@ -246,7 +246,7 @@ class RunCore:
         except (RecursionError, MemoryError):
             raise Failed("error", f"{where.format(*args)}: expression too large to evaluate", None) from None
 
-    def _mapping(self, mapping: m.Mapping_, frame: Frame, where: str, *args: object) -> Any:
+    def _mapping(self, mapping: m.Mapping_, frame: FrameView, where: str, *args: object) -> Any:
         """The value of a data mapping (`_eval`; a mapping that only copies input fields is
         built directly, with the same result)."""
         fields = self.plan.input_fields(mapping)
@@ -255,24 +255,23 @@ class RunCore:
         source = frame.input
         return {key: source.get(name) for key, name in fields}
 
-    def _bind(self, frame: Frame, name: str, value: Any) -> None:
+    def _bind(self, frame: FrameView, name: str, value: Any) -> None:
         frame.data = {**frame.data, name: value}
 
     def _send(
-        self, spec: m.CommandSpec, frame: Frame, step: str, attempt: int, token: Token | None = None, name: str | None = None
+        self, spec: m.CommandSpec, frame: FrameView, step: str, attempt: int, token: Token | None = None, name: str | None = None
     ) -> None:
         payload = self._mapping(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
         process = frame.process
         reply_to = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
-        command = Command(
-            commandName=name or spec.name, workflowId=self.state.workflowId, correlationId=frame.correlationId, replyTo=reply_to, data=payload
-        )
+        # In order: commandName, workflowId, correlationId, replyTo, data (cheaper than keywords).
+        command = Command(name or spec.name, self.state.workflowId, frame.correlationId, reply_to, payload)
         self._dispatch(command, step, attempt, rounds_of(token))
 
     def _dispatch(self, command: Command, step: str, attempt: int, rounds: str = "") -> None:
         # `rounds` tells apart the entries of one step in the iterations of a `repeat`.
         key = f"{command.correlationId}:{command.commandName}:{step}{rounds}#{attempt}"
-        self.dispatches.append(Dispatch(command=command, step=step, attempt=attempt, dedupKey=key))
+        self.dispatches.append(Dispatch(command, step, attempt, key))  # (command, step, attempt, dedupKey)
 
     def _due(self, seconds: float) -> str:
         """The instant `seconds` from now, as ISO-8601 text."""
@@ -352,7 +351,7 @@ class RunCore:
             self._add_token(child)
             self.ready.append(child)
 
-    def _until(self, token: Token, node: m.UntilNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+    def _until(self, token: Token, node: m.UntilNode, frame: FrameView, definition: m.ProcessDefinition) -> None:
         """The end of a loop's body: leave (`exit`) when the condition holds or the bound is
         reached, else go round again (`back`)."""
         done = self._eval(node.until, frame, "condition of `{}`", node.name)
@@ -370,7 +369,7 @@ class RunCore:
             token.loops = {**token.loops, loop_id: count + 1}
             token.node = definition.follow(node.id, "back")
 
-    def _choose(self, node: m.XorNode, frame: Frame) -> str:
+    def _choose(self, node: m.XorNode, frame: FrameView) -> str:
         """The way an exclusive gateway takes: `arm:<n>` for the first arm that holds (or whose
         case is the subject's value), else `default`."""
         if node.subject is not None:
@@ -388,7 +387,7 @@ class RunCore:
                 return f"arm:{index}"
         return "default"
 
-    def _enter_step(self, token: Token, node: m.StepNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+    def _enter_step(self, token: Token, node: m.StepNode, frame: FrameView, definition: m.ProcessDefinition) -> None:
         if node.is_timer:
             if node.timer_seconds is not None:
                 timer_at = self._due(node.timer_seconds)
@@ -411,7 +410,7 @@ class RunCore:
         else:
             self._add_wait(token, node.name, node.id, frame, "event", spec.expects, None, 1, timeout_at)
 
-    def _enter_race(self, token: Token, node: m.RaceNode, frame: Frame, definition: m.ProcessDefinition) -> None:
+    def _enter_race(self, token: Token, node: m.RaceNode, frame: FrameView, definition: m.ProcessDefinition) -> None:
         expects = definition.waits[node.id].expects
         best: tuple[float, str] | None = None
         for arm in node.arms:
@@ -436,7 +435,7 @@ class RunCore:
         token: Token,
         step: str,
         node_id: str,
-        frame: Frame,
+        frame: FrameView,
         kind: WaitKind,
         expects: tuple[str, ...],
         command_name: str | None,
@@ -445,8 +444,8 @@ class RunCore:
     ) -> None:
         token.node = node_id
         self._park(
-            Wait(
-                token=token.id, step=step, node=node_id, frame=token.frame, kind=kind, expects=expects, correlationId=frame.correlationId,
+            Wait(  # (token, step, node, frame, kind, expects, correlationId: in order, see `Wait`)
+                token.id, step, node_id, token.frame, kind, expects, frame.correlationId,
                 commandName=command_name, attempt=attempt, since=self.now_at, timeoutAt=timeout_at,
             )
         )
@@ -459,7 +458,7 @@ class RunCore:
         """Remove `wait` from the state's waits."""
         self.state.waits = tuple(w for w in self.state.waits if w is not wait)
 
-    def _enter_call(self, token: Token, node: m.CallNode, frame: Frame) -> None:
+    def _enter_call(self, token: Token, node: m.CallNode, frame: FrameView) -> None:
         child_def = self._definition(node.process)
         child_input = self._eval(node.data, frame, "input of call `{}`", node.name) if node.data else {}
         if child_def.input_schema_text is not None:
@@ -475,7 +474,7 @@ class RunCore:
         token.frame = frame_id
         token.node = child_def.start
 
-    def _return_from_call(self, token: Token, frame: Frame) -> None:
+    def _return_from_call(self, token: Token, frame: FrameView) -> None:
         assert frame.parent is not None and frame.call is not None
         parent = self.frames[frame.parent]
         definition = self._definition(parent.process)
@@ -518,7 +517,7 @@ class RunCore:
                     self.fail(failed.cause, failed.reason, node.name)
                     return
                 state = self.state
-                state.completed = appended(state.completed, Completion(step=node.name, frame=wait.frame, outcome=reply.type, at=self.now_at, undo=undo))
+                state.completed = appended(state.completed, Completion(node.name, wait.frame, reply.type, self.now_at, undo))  # (step, frame, outcome, at, undo)
                 state.completedSteps = appended(state.completedSteps, reply.type)
                 token.node = definition.follow(node.id, "next")
             case _:  # pragma: no cover - only steps and races wait for messages

@@ -11,13 +11,17 @@ from pathlib import Path
 import pytest
 
 import procflow
-from procflow.interpreter.messages import Reply
+from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.state import (
     EMPTY,
     LOG_FROM,
     SCHEMA_VERSION,
+    Completion,
+    HistoryEntry,
     InstanceState,
     Log,
+    UndoCommand,
+    Wait,
     appended,
     migrate_history_entry,
     migrate_state,
@@ -27,6 +31,7 @@ from procflow.interpreter.state import (
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = procflow.load(ROOT / "processes" / "order_fulfillment.proc")
 NOW = datetime(2026, 3, 23, 16, 0, tzinfo=UTC)
+NOW_TEXT = "2026-03-23T16:00:00Z"
 
 
 def waiting_for_payment() -> InstanceState:
@@ -74,6 +79,46 @@ def test_the_records_built_in_place_have_every_field() -> None:
     records += [d for t in (first, moved) for d in t.dispatches] + [c for t in (first, moved) for c in t.commands]
     for record in records:
         assert all(hasattr(record, f.name) for f in dataclasses.fields(record)), record
+
+
+def test_the_records_the_engine_builds_hold_each_value_in_its_field() -> None:
+    # The engine builds these records with their fields in order: each must land where it belongs.
+    state = waiting_for_payment()
+    state = procflow.deliver(ORDER, state, Reply(type="payment_authorized", correlationId="ord_441"), NOW).state
+    late = NOW + timedelta(minutes=5)
+    rejected = Reply(type="shipment_rejected", correlationId="ord_441", messageId="m-9", data={"why": "no"})
+    state = procflow.deliver(ORDER, state, rejected, late).state
+    state = procflow.deliver(ORDER, state, Reply(type="payment_voided", correlationId="ord_441"), late).state
+    assert state.history[-2] == HistoryEntry(
+        seq=4, at="2026-03-23T16:05:00Z", event="reply",
+        message={"type": "shipment_rejected", "correlationId": "ord_441", "messageId": "m-9", "data": {"why": "no"}},
+        status="compensating", completedSteps=(), failure="shipping refused the order", undone=(), sent=("payment.void#1",), note=None,
+    )
+    assert state.history[-1] == HistoryEntry(
+        seq=5, at="2026-03-23T16:05:00Z", event="reply", message={"type": "payment_voided", "correlationId": "ord_441"},
+        status=None, completedSteps=(), failure=None, undone=("payment.void",), sent=("inventory.release#1",), note=None,
+    )
+    undo = UndoCommand(
+        step="authorize_payment", frame="main", process="order-fulfillment", commandName="payment.void",
+        correlationId="ord_441", data={"orderId": "ord_441"}, round="",
+    )
+    assert state.completed[1] == Completion(step="authorize_payment", frame="main", outcome="payment_authorized", at=NOW_TEXT, undo=undo)
+    started = procflow.start(ORDER, "wf_3", {"orderId": "o3", "amount": 2.5}, NOW)
+    assert started.state.waits == (
+        Wait(
+            token=1, step="reserve_inventory", node="reserve_inventory", frame="main", kind="reply",
+            expects=("inventory_reserved", "inventory_unavailable"), correlationId="o3", commandName="inventory.reserve",
+            attempt=1, since=NOW_TEXT, timeoutAt="2026-03-23T16:00:30Z",
+        ),
+    )
+    sent = started.dispatches
+    command = Command(
+        commandName="inventory.reserve", workflowId="wf_3", correlationId="o3", replyTo="workflow-replies", data={"orderId": "o3"}
+    )
+    assert sent == [Dispatch(command=command, step="reserve_inventory", attempt=1, dedupKey="o3:inventory.reserve:reserve_inventory#1")]
+    timed_out = procflow.advance(ORDER, procflow.start(ORDER, "wf_2", {"orderId": "o2", "amount": 1.0}, NOW).state, NOW + timedelta(seconds=31)).state
+    assert timed_out.history[-1].note == "`reserve_inventory` got no reply in time (attempt 1)"
+    assert timed_out.history[-1].status is None and timed_out.history[-1].completedSteps == ()
 
 
 def test_a_state_of_schema_version_1_reads_as_the_current_one() -> None:
