@@ -217,10 +217,12 @@ class Store(Protocol):
         """All instances (or those with one status)."""
 
     def instance_page(
-        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
     ) -> list[InstanceSummary]:
-        """Up to `limit` instances (of `status`, of `process`) ordered by last change then id,
-        starting after `after`: one indexed range read on a durable store, at any size."""
+        """Up to `limit` instances (of `status`, of `process`, whose id or correlation key is
+        `text`) ordered by last change then id (`newest_first`: the other way), starting after
+        `after`: one indexed range read on a durable store, at any size."""
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
         """How many instances (of `process`) have each status, in one query."""
@@ -382,7 +384,8 @@ class InMemoryStore:
         return [r.state for r in self._rows.values() if status is None or r.state.status == status]
 
     def instance_page(
-        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
     ) -> list[InstanceSummary]:
         """Up to `limit` instances ordered by last change then id, after `after` (a sort of the dict:
         the in-memory store holds what fits in memory)."""
@@ -395,11 +398,13 @@ class InMemoryStore:
                 for row in self._rows.values()
                 for state in (row.state,)
                 if (status is None or state.status == status) and (process is None or state.type == process)
+                and (text is None or text in (state.workflowId, state.correlationId))
             ),
             key=lambda line: (line.changed, line.workflow_id),
+            reverse=newest_first,
         )
         if after is not None:
-            lines = [line for line in lines if (line.changed, line.workflow_id) > after]
+            lines = [line for line in lines if ((line.changed, line.workflow_id) < after if newest_first else (line.changed, line.workflow_id) > after)]
         return lines[:limit]
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:

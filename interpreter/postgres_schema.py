@@ -119,6 +119,14 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "CREATE INDEX procflow_instances_by_process_change ON procflow_instances (process, updated, workflow_id)",
         ),
     ),
+    (
+        # `/metrics` counts instances and their transitions by process and status: an index
+        # that holds all three lets a scrape read the index, not every state (the console).
+        3,
+        (
+            "CREATE INDEX procflow_instances_by_process_status ON procflow_instances (process, status, history_count)",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

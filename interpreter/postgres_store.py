@@ -72,6 +72,7 @@ from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
+    StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -560,10 +561,11 @@ class PostgresStore:
         return self._summaries(rows)
 
     def instance_page(
-        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
     ) -> list[InstanceSummary]:
         """Up to `limit` instances ordered by last change then id, after `after`: one range of an index."""
-        tail, args = page_query("procflow_instances", limit, after, status, process, "%s")
+        tail, args = page_query("procflow_instances", limit, after, status, process, "%s", text, newest_first, "procflow_correlations")
         return self._summaries(self._rows(
             f"SELECT workflow_id, process, status, version, next_action, timeout_at, updated_at, updated {tail}", args
         ))
@@ -582,6 +584,23 @@ class PostgresStore:
         return [
             InstanceSummary(str(w), str(p), str(s), int(v), n, t, str(u), float(c)) for w, p, s, v, n, t, u, c in rows
         ]
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+        grouped = self._rows("SELECT process, status, count(*), sum(history_count) FROM procflow_instances GROUP BY process, status")
+        transitions: dict[str, int] = {}
+        for process, _status, _count, entries in grouped:
+            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
+        [(unsent, oldest)] = self._rows("SELECT count(*), min(created_at) FROM procflow_outbox WHERE sent_at IS NULL")
+        [(due,)] = self._rows("SELECT count(*) FROM procflow_timers WHERE next_due <= %s", (now,))
+        return StoreGauges(
+            {(str(p), str(s)): int(c) for p, s, c, _ in grouped}, transitions, int(unsent),
+            str(oldest) if oldest is not None else None, int(due),
+        )
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
+        return {str(fp): int(n) for fp, n in self._rows("SELECT fingerprint, count(*) FROM procflow_instances GROUP BY fingerprint")}
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""

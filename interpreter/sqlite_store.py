@@ -79,6 +79,7 @@ from procflow.interpreter.state import (
 from procflow.interpreter.stores import (
     InstanceSummary,
     OutboxEntry,
+    StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -546,10 +547,11 @@ class SqliteStore:
         return self._summaries(rows)
 
     def instance_page(
-        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
     ) -> list[InstanceSummary]:
         """Up to `limit` instances ordered by last change then id, after `after`: one range of an index."""
-        tail, args = page_query("instances", limit, after, status, process, "?")
+        tail, args = page_query("instances", limit, after, status, process, "?", text, newest_first, "correlations")
         return self._summaries(self._rows(f"SELECT workflow_id, process, status, version, state, updated {tail}", args))
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
@@ -574,6 +576,23 @@ class SqliteStore:
                 )
             )
         return out
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+        grouped = self._rows("SELECT process, status, count(*), sum(history_count) FROM instances GROUP BY process, status")
+        transitions: dict[str, int] = {}
+        for process, _status, _count, entries in grouped:
+            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
+        [(unsent, oldest)] = self._rows("SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL")
+        [(due,)] = self._rows("SELECT count(*) FROM timers WHERE next_due <= ?", (now,))
+        return StoreGauges(
+            {(str(p), str(s)): int(c) for p, s, c, _ in grouped}, transitions, int(unsent),
+            str(oldest) if oldest is not None else None, int(due),
+        )
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
+        return {str(fp): int(n) for fp, n in self._rows("SELECT fingerprint, count(*) FROM instances GROUP BY fingerprint")}
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""

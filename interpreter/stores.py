@@ -56,6 +56,7 @@ __all__ = [
     "InstanceSummary",
     "OutboxEntry",
     "PageCursor",
+    "StoreGauges",
     "open_store",
     "page_query",
     "redact",
@@ -64,6 +65,20 @@ __all__ = [
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreGauges:
+    """What `/metrics` reports of a store, read in a few aggregate queries."""
+
+    instances: dict[tuple[str, str], int]
+    """How many instances per (process, status)."""
+    transitions: dict[str, int]
+    """History entries written per process: every transition the store kept."""
+    outbox_unsent: int
+    oldest_unsent_at: str | None
+    """When the oldest command not yet sent was queued (ISO 8601), or None."""
+    timers_due: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +104,20 @@ class DurableStore(Store, Protocol):
         (every row: `instance_page` is what reads a large store a page at a time)."""
 
     def instance_page(
-        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None
+        self, limit: int = PAGE_LIMIT, after: PageCursor | None = None, status: str | None = None, process: str | None = None,
+        *, text: str | None = None, newest_first: bool = False,
     ) -> list[InstanceSummary]:
-        """Up to `limit` instances ordered by last change then id, after `after`."""
+        """Up to `limit` instances ordered by last change then id (`newest_first`: the other
+        way), after `after`; `text` keeps the instance with that id or correlation key."""
 
     def status_counts(self, process: str | None = None) -> dict[str, int]:
         """How many instances (of `process`) have each status, in one GROUP BY."""
+
+    def gauges(self, now: float) -> StoreGauges:
+        """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
+
+    def counts_by_definition(self) -> dict[str, int]:
+        """How many instances run each pinned definition (by fingerprint)."""
 
     def outbox_of(self, workflow_id: str) -> list[OutboxEntry]:
         """The commands an instance asked for, sent or not, in order."""
@@ -117,7 +140,8 @@ class DurableStore(Store, Protocol):
 
 
 def page_query(
-    table: str, limit: int, after: PageCursor | None, status: str | None, process: str | None, mark: str
+    table: str, limit: int, after: PageCursor | None, status: str | None, process: str | None, mark: str,
+    text: str | None = None, newest_first: bool = False, correlations: str = "correlations",
 ) -> tuple[str, list[Any]]:
     """The WHERE ... ORDER BY ... LIMIT of a page of instances, the same on both stores (`mark`:
     the driver's placeholder). A row value `(updated, workflow_id) > (?, ?)` is one range of the
@@ -130,12 +154,17 @@ def page_query(
     if process is not None:
         conditions.append(f"process = {mark}")
         args.append(process)
+    if text is not None:
+        # An id or a correlation key, exactly: both are indexed (a substring would be a scan).
+        conditions.append(f"(workflow_id = {mark} OR workflow_id IN (SELECT workflow_id FROM {correlations} WHERE correlation_id = {mark}))")
+        args.extend((text, text))
     if after is not None:
-        conditions.append(f"(updated, workflow_id) > ({mark}, {mark})")
+        conditions.append(f"(updated, workflow_id) {'<' if newest_first else '>'} ({mark}, {mark})")
         args.extend(after)
     where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
     args.append(max(0, limit))
-    return f"FROM {table} {where}ORDER BY updated, workflow_id LIMIT {mark}", args
+    order = "updated DESC, workflow_id DESC" if newest_first else "updated, workflow_id"
+    return f"FROM {table} {where}ORDER BY {order} LIMIT {mark}", args
 
 
 # ---------------------------------------------------------------- choosing

@@ -189,6 +189,16 @@ def cmd_paths(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The operator's console (`procflow.console_app`); its libraries are the `console` extra."""
+    try:
+        # FastAPI and uvicorn are an extra, imported only here.
+        from procflow.console_app import serve
+    except ImportError as missing:
+        raise ProcflowError(f"procflow serve needs the console's libraries ({missing}); install them with `pip install 'procflow[console]'`") from None
+    return serve(args)
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     """The compiled graph in networkx node-link form."""
     definition = _load(args.file)
@@ -403,6 +413,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     add_tool_commands(sub)
+    p = sub.add_parser("serve", help="the operator's console in the browser: instances, diagrams, history, retry, API, metrics")
+    p.add_argument("--store", help="a path or URL (else $PROCFLOW_STORE, else procflow.sqlite)")
+    p.add_argument("--processes", metavar="DIR", help="a folder of .proc files the API may start instances of")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", help="the bearer token actions need (else $PROCFLOW_TOKEN); without one, actions are off")
+    p.set_defaults(handler=cmd_serve)
     add_operator_commands(sub)
     return parser
 

@@ -103,7 +103,8 @@ def _orchestrator(
     )
 
 
-def _load(path: str) -> m.ProcessDefinition:
+def load_definition(path: str) -> m.ProcessDefinition:
+    """A .proc file compiled, or SourceError with its diagnostics."""
     definition, diagnostics, text = check_file(path)
     errors = [d for d in diagnostics if d.is_error]
     if definition is None or errors:
@@ -136,14 +137,13 @@ def _status_line(state: InstanceState) -> str:
 
 def cmd_start(args: argparse.Namespace) -> int:
     """Start an instance in the store; starting an existing id changes nothing."""
-    definition = _load(args.file)
+    definition = load_definition(args.file)
     input_data = read_json_argument(args.input, "--input", INPUT_BYTES, InputError)
     if not isinstance(input_data, dict):
         raise InputError('--input must be a JSON object, e.g. \'{"orderId": "ord_441", "amount": 180.0}\'')
     with _open(args, create=True) as store:
-        existing = store.get(args.workflow_id)
-        if existing is not None:
-            state = existing.state
+        state, created = start_instance(store, definition, args.workflow_id, input_data, _clock(args))
+        if not created:
             _say(f"instance {args.workflow_id} already exists ({_status_line(state)}); nothing new was sent")
             ref = state.definition
             if ref.fingerprint != definition.fingerprint:
@@ -152,8 +152,6 @@ def cmd_start(args: argparse.Namespace) -> int:
                     f"{args.file} is now version {definition.version} ({definition.fingerprint})"
                 )
             return 0
-        orchestrator = _orchestrator(store, _clock(args), [definition])
-        state = orchestrator.start(args.workflow_id, input_data)
         _say(f"started {state.workflowId}: {state.type} version {definition.version} ({definition.fingerprint}), correlationId {state.correlationId}")
         _say(f"  {_status_line(state)}")
         queued = _queued(store, state.workflowId)
@@ -162,18 +160,26 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def start_instance(
+    store: DurableStore, definition: m.ProcessDefinition, workflow_id: str, input_data: dict[str, Any], clock: Clock = system_clock
+) -> tuple[InstanceState, bool]:
+    """Start an instance; (its state, True), or (the existing state, False) when the id is taken:
+    starting an existing id changes nothing. Shared by the CLI's `start` and the console's API."""
+    existing = store.get(workflow_id)
+    if existing is not None:
+        return existing.state, False
+    return _orchestrator(store, clock, [definition]).start(workflow_id, input_data), True
+
+
 def cmd_deliver(args: argparse.Namespace) -> int:
     """Apply a reply or an event to the instance it correlates with."""
     reply = engine.validate_reply(read_json_argument(args.message, "--message", MESSAGE_BYTES, MessageRefused))
     with _open(args) as store:
-        orchestrator = _orchestrator(store, _clock(args))
-        before = store.get(orchestrator.route(reply))
-        transition = orchestrator.receive(reply)
+        was, transition = deliver_reply(store, reply, _clock(args))
         state = transition.state
         if transition.outcome == "duplicate":
             _say(f"duplicate: {transition.note}; {state.workflowId} is unchanged ({state.status})")
             return 0
-        was = before.state.status if before else "?"
         _say(f"{transition.outcome}: `{reply.type}` -> {state.workflowId}: {was} -> {state.status}")
         if transition.note:
             _say(f"  {transition.note}")
@@ -181,6 +187,15 @@ def cmd_deliver(args: argparse.Namespace) -> int:
         if queued:
             _say(f"  queued: {', '.join(queued)} (`procflow worker` sends them)")
     return 0
+
+
+def deliver_reply(store: DurableStore, reply: Reply, clock: Clock = system_clock) -> tuple[str, engine.Transition]:
+    """Apply a validated reply or event to the instance it correlates with: the status it had
+    (`?` when unknown) and the transition. Shared by the CLI's `deliver` and the console's API."""
+    orchestrator = _orchestrator(store, clock)
+    before = store.get(orchestrator.route(reply))
+    transition = orchestrator.receive(reply)
+    return (before.state.status if before else "?"), transition
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
@@ -331,20 +346,26 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
     return "\n".join(printable(line) for line in lines) + "\n"  # a line break inside a field is shown as `\n`
 
 
+def retry_instance(store: DurableStore, workflow_id: str, clock: Clock = system_clock) -> tuple[InstanceState, InstanceState]:
+    """Resume a compensation_failed instance (its failed undo is sent again): the state before
+    and after. ProcflowError, with nothing changed, for an instance of any other status. The
+    CLI's `retry` and the console's Retry both come here, so they refuse alike."""
+    state = _row(store, workflow_id).state
+    if state.status != "compensation_failed":
+        if state.status in TERMINAL:
+            why = f" ({state.failure.reason})" if state.failure else ""
+            raise ProcflowError(
+                f"instance {state.workflowId} is {state.status}{why}; it cannot be retried: only a "
+                "compensation_failed instance has work an operator can resume. Start a new instance to try again."
+            )
+        raise ProcflowError(f"instance {state.workflowId} is still running ({state.status}); there is nothing to retry")
+    return state, _orchestrator(store, clock).resume(state.workflowId)
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     """Resume a compensation_failed instance: its failed undo is sent again."""
     with _open(args) as store:
-        state = _row(store, args.workflow_id).state
-        if state.status != "compensation_failed":
-            if state.status in TERMINAL:
-                why = f" ({state.failure.reason})" if state.failure else ""
-                raise ProcflowError(
-                    f"instance {state.workflowId} is {state.status}{why}; it cannot be retried: only a "
-                    "compensation_failed instance has work an operator can resume. Start a new instance to try again."
-                )
-            raise ProcflowError(f"instance {state.workflowId} is still running ({state.status}); there is nothing to retry")
-        orchestrator = _orchestrator(store, _clock(args))
-        resumed = orchestrator.resume(state.workflowId)
+        state, resumed = retry_instance(store, args.workflow_id, _clock(args))
         _say(f"resumed {resumed.workflowId}: {state.status} -> {resumed.status}")
         queued = _queued(store, resumed.workflowId)
         if queued:

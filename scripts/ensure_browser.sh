@@ -1,5 +1,6 @@
 #!/bin/sh
-# Headless Chromium and bpmn-js, for the test that opens an exported BPMN file the way a
+# Headless Chromium and bpmn-js: for the console's browser tests (tests/test_console_browser.py)
+# and for the test that opens an exported BPMN file the way a
 # modeler does (tests/test_bpmn_browser.py). Chromium comes from the system's packages
 # (Debian's `chromium`), never from `playwright install`; bpmn-js from the npm registry,
 # pinned, into build/npm (outside the package, ignored by git).

@@ -220,6 +220,13 @@ def test_instances_are_paged_by_last_change_then_id_and_filtered(store: Store, o
     assert store.instance_page(10, status="waiting_for_payment", process="order-fulfillment") == [page[2]]
     assert store.status_counts() == {"waiting_for_inventory": 2, "waiting_for_payment": 1}
     assert store.status_counts("order-fulfillment") == store.status_counts() and store.status_counts("other") == {}
+    # The console's order: most recently changed first, and its text filter (id or correlation key).
+    newest = store.instance_page(2, newest_first=True)
+    assert [s.workflow_id for s in newest] == ["wf_a", "wf_c"]
+    assert [s.workflow_id for s in store.instance_page(2, parse_cursor(newest[-1].cursor), newest_first=True)] == ["wf_b"]
+    assert [s.workflow_id for s in store.instance_page(10, text="ord_wf_c", newest_first=True)] == ["wf_c"]
+    assert [s.workflow_id for s in store.instance_page(10, text="wf_b")] == ["wf_b"]
+    assert store.instance_page(10, text="nobody") == []
 
 
 def test_a_cursor_not_printed_by_procflow_is_refused_in_words() -> None:
