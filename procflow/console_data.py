@@ -28,7 +28,7 @@ from procflow.interpreter.memory_store import (
 )
 from procflow.interpreter.state import InstanceState
 from procflow.interpreter.stores import DurableStore, OutboxEntry
-from procflow.operator_cli import load_definition
+from procflow.operator_cli import history_details, load_definition
 from procflow.visualize.render import render_image
 
 _PROLOG = re.compile(r"^.*?(?=<svg)", re.S)
@@ -162,14 +162,7 @@ def history_rows(state: InstanceState) -> list[dict[str, str]]:
         if entry.status is not None:
             change = f"{status} → {entry.status}"
             status = entry.status
-        if entry.completedSteps:
-            detail.append("completed " + ", ".join(entry.completedSteps))
-        if entry.failure:
-            detail.append(f"failure: {entry.failure}")
-        if entry.sent:
-            detail.append("sent " + ", ".join(entry.sent))
-        if entry.note:
-            detail.append(entry.note)
+        detail.extend(history_details(entry))
         rows.append({"seq": str(entry.seq), "at": entry.at, "what": what, "change": change, "detail": "; ".join(detail)})
     return rows
 

@@ -54,7 +54,7 @@ from procflow.interpreter.orchestrator import (
     system_clock,
     worker,
 )
-from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.interpreter.state import TERMINAL, HistoryEntry, InstanceState
 from procflow.interpreter.store_check import as_json, check_store, describe
 from procflow.interpreter.stores import DurableStore, open_store
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
@@ -285,6 +285,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def history_details(entry: HistoryEntry) -> list[str]:
+    """What a history entry did besides a change of status, in words (the console's timeline
+    and `procflow inspect` show the same)."""
+    detail = []
+    if entry.completedSteps:
+        detail.append("completed " + ", ".join(entry.completedSteps))
+    if entry.failure:
+        detail.append(f"failure: {entry.failure}")
+    if entry.sent:
+        detail.append("sent " + ", ".join(entry.sent))
+    if entry.note:
+        detail.append(entry.note)
+    return detail
+
 def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ()) -> str:
     """An instance as an operator reads it: the lesson's record, then the details, then the
     history; each line with its control characters escaped (`procflow.terminal`)."""
@@ -334,14 +349,7 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
         if entry.status is not None:
             detail.append(f"{status} -> {entry.status}")
             status = entry.status
-        if entry.completedSteps:
-            detail.append("completed " + ", ".join(entry.completedSteps))
-        if entry.failure:
-            detail.append(f"failure: {entry.failure}")
-        if entry.sent:
-            detail.append("sent " + ", ".join(entry.sent))
-        if entry.note:
-            detail.append(entry.note)
+        detail.extend(history_details(entry))
         lines.append(f"  {entry.seq:>3}  {entry.at}  {what:<28} {'; '.join(detail)}".rstrip())
     return "\n".join(printable(line) for line in lines) + "\n"  # a line break inside a field is shown as `\n`
 

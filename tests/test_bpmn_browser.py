@@ -16,21 +16,11 @@ from playwright.sync_api import sync_playwright
 
 import procflow
 from procflow.visualize.bpmn import BPMNDI, bpmn_xml
+from tests.browser_helpers import ARGS, CHROMIUM
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "processes").glob("*.proc")) + sorted((ROOT / "tests" / "cases" / "diagrams").glob("*.proc"))
-CHROMIUM = Path("/usr/bin/chromium")
 VIEWER = ROOT / "build" / "npm" / "node_modules" / "bpmn-js" / "dist" / "bpmn-navigated-viewer.development.js"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8">
 <link rel="stylesheet" href="{assets}/diagram-js.css">

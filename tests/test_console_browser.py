@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from tests.browser_helpers import ARGS, CHROMIUM
 from tests.console_helpers import ROOT, STUCK, fill, running_console
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 TOKEN = "browser-token"
 CURRENT = "#d6eaf8"  # how visualize/dot.py fills a step that waits now
 FAILED = "#f5b7b1"
