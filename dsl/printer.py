@@ -11,6 +11,10 @@ Each printed line is a `Line` that remembers where what it prints stood in the s
 that `formatter.py` can put every comment back beside the line that prints what the comment
 stood beside. A new construct needs only its printing here: the formatter reads positions,
 never the syntax tree.
+
+Why one module of about 550 lines: it is one recursive printer, a function per kind of
+node of the syntax tree; split by kind, each part would need all the others to print
+what it nests.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ flow view's IR gives the elements and, laid out by Graphviz (`bpmn_layout`), the
 The mapping, and what BPMN cannot say (written as `documentation` on the element), is the
 table in docs/decisions.md ("BPMN export"). Output is deterministic: the same definition
 gives the same bytes.
+
+Why one module of about 530 lines: it writes one XML document, whose elements refer to each
+other by id (flows to nodes, shapes to elements, message flows to pools); its layout and its
+wording already live apart (`bpmn_layout.py`, `bpmn_words.py`).
 """
 
 from __future__ import annotations

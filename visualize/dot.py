@@ -1,9 +1,12 @@
 """Graphviz DOT text from the diagram IR.
 
-The flow view is a left-to-right `dot` layout with BPMN-like shapes. The sequence view pins
+The flow view is a `dot` layout with BPMN-like shapes, its direction chosen by `arrange.py`. The sequence view pins
 every shape where a sequence diagram wants it (`layout=neato` with `pos="x,y!"`): lifelines
 as columns, one row per message, note or block edge; Graphviz only draws it. Output is
 deterministic: the same IR gives the same bytes.
+
+Why one module of about 510 lines: the two views share the one vocabulary of colours, fonts
+and HTML labels, and both print the same DOT; how a flow is arranged is `arrange.py`.
 """
 
 from __future__ import annotations
