@@ -82,3 +82,13 @@ def test_the_limits_table_in_the_readme_is_the_one_in_the_code() -> None:
         assert limit.unit in value, f"{name}: the value {value!r} does not say its unit ({limit.unit})"
         assert bounds == limit.bounds, f"{name}: the README says it bounds {bounds!r}; the code, {limit.bounds!r}"
         assert change == limit.change, f"{name}: the README says {change!r} about changing it; the code, {limit.change!r}"
+
+
+def test_the_readme_and_docs_point_at_nothing_outside_the_repository() -> None:
+    # The front door works offline and from a copy: addresses are this machine's services
+    # (127.0.0.1, localhost) or names procflow itself uses as identifiers (procflow.dev).
+    allowed = re.compile(r"https?://(127\.0\.0\.1|localhost|procflow\.dev)\b")
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for address in re.findall(r"https?://[^\s)>\]`\"']+", line):
+                assert allowed.match(address), f"{path.name}:{number} points outside the repository: {address}"
