@@ -162,9 +162,10 @@ def loop_bound(text: str, span: Span) -> int:
     return bound
 
 
-def reply_retry_count(retry: sx.Retry) -> None:
-    """The count of a retry on an error reply: within the `loop_bound` limit (each retry is a
-    round of send and reply), and its backoffs within the `duration` limit."""
+def retry_rounds(retry: sx.Retry) -> None:
+    """A retry count within the `loop_bound` limit: each retry is a round of send and reply,
+    and `procflow paths` lists every command a path sends (`retry 99999999` on a 1 ms wait was
+    within the `duration` limit and made it build a list of a hundred million sends)."""
     if retry.count > LOOP_BOUND.value:
         raise BadLiteral(
             "E010",
@@ -172,6 +173,12 @@ def reply_retry_count(retry: sx.Retry) -> None:
             retry.span,
             "retry fewer times; a longer job belongs in a participant, which the process waits for",
         )
+
+
+def reply_retry_count(retry: sx.Retry) -> None:
+    """The count of a retry on an error reply (`retry_rounds`), and its backoffs within the
+    `duration` limit."""
+    retry_rounds(retry)
     check_wait_total(0.0, retry.count, retry.backoff.seconds if retry.backoff else 0.0, retry.factor, retry.span)
 
 

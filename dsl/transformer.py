@@ -143,6 +143,7 @@ class ToSyntax(ExpressionRules):
         duration, *retry = parts
         timeout = sx.Timeout(_duration(duration), retry[0] if retry else None, span)
         if timeout.retry is not None:
+            build.retry_rounds(timeout.retry)
             backoff = timeout.retry.backoff.seconds if timeout.retry.backoff is not None else 0.0
             build.check_wait_total(timeout.duration.seconds, timeout.retry.count, backoff, timeout.retry.factor, span)
         return timeout

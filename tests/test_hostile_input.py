@@ -536,3 +536,16 @@ def test_make_test_passes_without_graphviz(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
+
+
+def test_a_timeout_retry_count_over_the_loop_bound_is_refused_at_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Was: `within 1ms retry 99999999` stayed within the `duration` limit, so it was accepted,
+    # and `procflow paths` hung building a list of a hundred million sends.
+    path = tmp_path / "retries.proc"
+    path.write_text('process p {\n  participant shop "Shop"\n  step a { send shop.x await ok within 1ms retry 99999999 }\n}\n', encoding="utf-8")
+    for command in ("validate", "paths"):
+        code, out, err = run(capsys, command, str(path))
+        assert code == 1 and "retries.proc:3:44: error[E010]: a retry count of 99999999" in out + err, command
+    path.write_text(path.read_text(encoding="utf-8").replace("99999999", "10000"), encoding="utf-8")
+    code, out, err = run(capsys, "paths", str(path))
+    assert code == 0 and "E010" not in out + err
