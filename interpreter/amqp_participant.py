@@ -32,7 +32,7 @@ from procflow.errors import MessageRefused, TransportError
 from procflow.interpreter import engine
 from procflow.interpreter.amqp import Backoff, BrokerLink, broker_trouble
 from procflow.interpreter.messages import Command, Reply
-from procflow.interpreter.orchestrator import Participant
+from procflow.interpreter.orchestrator import Participant, first_replies
 from procflow.limits import MESSAGE_BYTES
 from procflow.strict_json import loads
 
@@ -167,19 +167,7 @@ class DemoParticipants:
 as `serve` makes them."""
 
     def __init__(self, definitions: Iterable[m.ProcessDefinition], refuse: Iterable[str] = (), every: int = 5) -> None:
-        self.successes: dict[str, str] = {}
-        self.failures: dict[str, str] = {}
-        for definition in definitions:
-            for process in definition.processes.values():
-                for node in process.nodes.values():
-                    if not isinstance(node, m.StepNode):
-                        continue
-                    if node.command is not None and node.replies:
-                        self.successes.setdefault(node.command.name, node.replies[0])
-                    if node.command is not None and node.failure_replies:
-                        self.failures.setdefault(node.command.name, node.failure_replies[0])
-                    if node.compensation is not None and node.compensation.replies:
-                        self.successes.setdefault(node.compensation.command.name, node.compensation.replies[0])
+        self.successes, self.failures = first_replies(definitions)
         self.refuse = set(refuse)
         unknown = sorted(name for name in self.refuse if name not in self.failures)
         if unknown:

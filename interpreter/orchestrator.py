@@ -81,6 +81,24 @@ Participant = Callable[[Command], "Reply | Mapping[str, Any] | Iterable[Reply | 
 """An in-process participant: takes a command, returns its reply (or replies, or None for later)."""
 
 
+def first_replies(definitions: Iterable[ProcessDefinition]) -> tuple[dict[str, str], dict[str, str]]:
+    """What a participant that always agrees (or always refuses) answers, by command name: the
+    first success reply of the step that sends it (an undo's first confirmation), and the first
+    failure reply of that step. The demo participants, in process and over AMQP, answer so."""
+    successes: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for definition in definitions:
+        for process in definition.processes.values():
+            for node in process.steps:
+                if node.command is not None and node.replies:
+                    successes.setdefault(node.command.name, node.replies[0])
+                if node.command is not None and node.failure_replies:
+                    failures.setdefault(node.command.name, node.failure_replies[0])
+                if node.compensation is not None and node.compensation.replies:
+                    successes.setdefault(node.compensation.command.name, node.compensation.replies[0])
+    return successes, failures
+
+
 class InProcessTransport:
     """Calls a Python function per participant; replies are queued for the orchestrator."""
 

@@ -580,15 +580,9 @@ class SqliteStore:
     def gauges(self, now: float) -> StoreGauges:
         """Counts for `/metrics`; `now` (seconds since the epoch) decides which timers are due."""
         grouped = self._rows("SELECT process, status, count(*), sum(history_count) FROM instances GROUP BY process, status")
-        transitions: dict[str, int] = {}
-        for process, _status, _count, entries in grouped:
-            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
         [(unsent, oldest)] = self._rows("SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL")
         [(due,)] = self._rows("SELECT count(*) FROM timers WHERE next_due <= ?", (now,))
-        return StoreGauges(
-            {(str(p), str(s)): int(c) for p, s, c, _ in grouped}, transitions, int(unsent),
-            str(oldest) if oldest is not None else None, int(due),
-        )
+        return StoreGauges.from_rows(grouped, unsent, oldest, due)
 
     def counts_by_definition(self) -> dict[str, int]:
         """How many instances run each pinned definition (by fingerprint)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,6 +79,19 @@ class StoreGauges:
     oldest_unsent_at: str | None
     """When the oldest command not yet sent was queued (ISO 8601), or None."""
     timers_due: int
+
+    @classmethod
+    def from_rows(cls, grouped: Iterable[tuple[Any, Any, Any, Any]], unsent: Any, oldest: Any, due: Any) -> StoreGauges:
+        """The gauges from a durable store's aggregate rows: (process, status, count, history
+        entries) per group, the unsent commands and when the oldest was queued, the due timers."""
+        rows = list(grouped)
+        transitions: dict[str, int] = {}
+        for process, _status, _count, entries in rows:
+            transitions[str(process)] = transitions.get(str(process), 0) + int(entries)
+        return cls(
+            {(str(p), str(s)): int(c) for p, s, c, _ in rows}, transitions, int(unsent),
+            str(oldest) if oldest is not None else None, int(due),
+        )
 
 
 @dataclass(frozen=True, slots=True)

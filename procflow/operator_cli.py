@@ -51,6 +51,7 @@ from procflow.interpreter.orchestrator import (
     Orchestrator,
     Transport,
     WorkerRound,
+    first_replies,
     system_clock,
     worker,
 )
@@ -395,16 +396,7 @@ class DemoTransport(InProcessTransport):
 
     def __init__(self, definitions: Iterable[m.ProcessDefinition]) -> None:
         super().__init__({})
-        self.answers: dict[str, str] = {}
-        for definition in definitions:
-            for process in definition.processes.values():
-                for node in process.nodes.values():
-                    if not isinstance(node, m.StepNode):
-                        continue
-                    if node.command is not None and node.replies:
-                        self.answers.setdefault(node.command.name, node.replies[0])
-                    if node.compensation is not None and node.compensation.replies:
-                        self.answers.setdefault(node.compensation.command.name, node.compensation.replies[0])
+        self.answers, _ = first_replies(definitions)
 
     def send(self, dispatch: Dispatch) -> None:
         """Answer yes at once (a command nobody knows gets no answer)."""
