@@ -2,7 +2,8 @@
 
 E150 a field of a bound reply's payload that its reply contract does not declare; E151 the
 same for an event's payload contract; W150 a timer (`wait D`, a race's `on timer D`) that ends
-after the process's `deadline`; W151 a `within` (with its retries) that ends after it.
+after the process's `deadline`; W151 a `within` (with its retries) that ends after it;
+E172 a field of a human task's completed form that the form does not declare.
 
 A name bound with `as` holds the payload of the message that completed its step or won its
 race arm. When every message that can bind the name has a declared record, a read of a field
@@ -23,6 +24,7 @@ import networkx as nx
 from procflow.dsl import expression_reads as er
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
+from procflow.dsl import tasks
 from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.paths import duration_text
 from procflow.dsl.rule_facts import Facts, name_span, suggestion
@@ -33,7 +35,7 @@ class Contract:
     """The declared payload of one message a bound name can hold."""
 
     message: str
-    kind: str  # "reply" or "event"
+    kind: str  # "reply", "event", or "form" (a human task's; `message` is then the task's name)
     schema: dict[str, Any]
 
 
@@ -43,6 +45,8 @@ def payload_contract(definition: m.ProcessDefinition, participant: str | None, m
     the message is declared without a record (or not at all)."""
     owner = definition.participants.get(participant) if participant else None
     schema = owner.replies.get(message) if owner is not None else None
+    if schema is not None and participant == tasks.PARTICIPANT and message.endswith("_completed"):
+        return Contract(message.removesuffix("_completed"), "form", schema)  # a human task's form (E172)
     if schema is not None:
         return Contract(message, "reply", schema)
     if message in definition.events:
@@ -133,7 +137,7 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
              parents: list[tuple[Contract, Any]]) -> Diagnostic:
     where = ".".join(read.names[:depth])
     name = read.names[depth]
-    code = "E150" if any(c.kind == "reply" for c in known) else "E151"
+    code = "E150" if any(c.kind == "reply" for c in known) else "E172" if all(c.kind == "form" for c in known) else "E151"
     span = name_span(read.parts[depth], name)
     fields = list(dict.fromkeys(f for _, p in parents for f in (er.schema_fields(p) or {})))  # as declared
     types = sorted({str(p.get("type")) for _, p in parents if isinstance(p, dict)} - {"object"})
@@ -150,6 +154,8 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
 
 def _whose(contracts: list[Contract]) -> str:
     """`the contract of reply `x``, `the contracts of events `a`, `b``."""
+    if len(contracts) == 1 and contracts[0].kind == "form":
+        return f"the form of task `{contracts[0].message}`"
     if len(contracts) == 1:
         return f"the contract of {contracts[0].kind} `{contracts[0].message}`"
     kinds = {c.kind for c in contracts}
