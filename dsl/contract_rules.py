@@ -148,7 +148,8 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
         return facts.diagnostic(code, message, span, "read a field the contract declares, or declare the one you need")
     message = f"`{where}` has no field `{name}` in {_whose(known)}" + suggestion(name, fields)
     declared = f"declares: {', '.join(fields)}" if fields else "declares no fields"
-    hint = f"`{where}` {declared}; read one of them, or declare the field in the contract"
+    contract = "the task's form" if code == "E172" else "the contract"
+    hint = f"`{where}` {declared}; read one of them, or declare the field in {contract}"
     return facts.diagnostic(code, message, span, hint)
 
 
