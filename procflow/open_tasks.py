@@ -30,7 +30,7 @@ class OpenTask:
     @property
     def text(self) -> str:
         """`review: group credit-officers, due 2026-01-03T09:00:00Z (round 2, remind)`."""
-        after = f" (round {self.round}, {self.escalation})" if self.escalation else ""
+        after = f" (round {self.round}" + (f", {self.escalation})" if self.escalation else ")") if self.round > 1 else ""
         return f"{self.task}: {self.who}, due {self.due}{after}"
 
 
