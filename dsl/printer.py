@@ -447,13 +447,24 @@ def _task(step: sx.Step, task: sx.Task, indent: str) -> list[Line]:
         items.append((f"details {format_mapping(task.details)}", task.details.span))
     for escalation in task.escalations:
         items.append((_escalation(escalation), escalation.span))
-    for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True):
-        text = {"doc": lambda: f"doc {string_literal(value, inner)}", "status": lambda: f"status {value.text}",
-                "form": lambda: f"form {format_record(value)}", "details": lambda: f"details {format_mapping(value)}"}[key]()
-        items.append((text, span))
+    items += [(_task_item(key, value, inner), span) for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True)]
     lines = [Line(indent, f"{head} {{", _start(step.span))]
     lines += [_whole(inner, text, span) if span is not None else Line(inner, text) for text, span in items]
     return [*lines, _closing(indent, step.span)]
+
+
+def _task_item(key: str, value: Any, indent: str) -> str:
+    """An item of a task given twice (the validator reports it), as it was written."""
+    match key, value:
+        case "doc", str():
+            return f"doc {string_literal(value, indent)}"
+        case "status", sx.Name(text=text):
+            return f"status {text}"
+        case "form", sx.RecordType():
+            return f"form {format_record(value)}"
+        case "details", ex.ObjectExpr():
+            return f"details {format_mapping(value)}"
+    raise TypeError(f"not a task item: {key} {value!r}")
 
 
 def _escalation(escalation: sx.Escalation) -> str:

@@ -56,12 +56,14 @@ def fail_reason(task: sx.Task) -> sx.Escalation | None:
     return next((e for e in task.escalations if e.action == "fail"), None)
 
 
-def rounds(name: str, task: sx.Task) -> list[tuple[ex.ObjectExpr, sx.Duration | None, str | None, sx.Assignee | None]]:
-    """Each time the task is sent: (its data mapping, its due, its escalation, its assignee);
-    the first is the assignment, then one per `remind` / `reassign`."""
+Round = tuple[ex.ObjectExpr, sx.Duration | None, str | None, sx.Assignee | None]
+"""One sending of a task: its data mapping, its due, its escalation (None first), its assignee."""
+
+
+def rounds(name: str, task: sx.Task) -> list[Round]:
+    """Each time the task is sent: the assignment, then one per `remind` / `reassign`."""
     assignee = task.assignee
-    due = task.due
-    found = [(_payload(name, task, assignee, None), due, None, assignee)]
+    found: list[Round] = [(_payload(name, task, assignee, None), task.due, None, assignee)]
     for escalation in resending(task):
         if escalation.action == "reassign" and escalation.assignee is not None:
             assignee = escalation.assignee

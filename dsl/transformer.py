@@ -11,10 +11,9 @@ from typing import Any
 
 from lark import Token
 
-from procflow.dsl import build
+from procflow.dsl import build, tasks
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
-from procflow.dsl import tasks
 from procflow.dsl.diagnostics import Span
 from procflow.dsl.expression_rules import ExpressionRules, string_value
 from procflow.dsl.located import rule, rule_of_words, token_span

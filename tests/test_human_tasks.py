@@ -12,9 +12,9 @@ import pytest
 import procflow
 from procflow.console_data import timer_rows
 from procflow.dsl import model as m
-from procflow.dsl.paths import enumerate_paths
 from procflow.dsl.formatter import format_text
 from procflow.dsl.parser import parse
+from procflow.dsl.paths import enumerate_paths
 from procflow.interpreter.simulate import check_scenario
 from procflow.interpreter.stores import OutboxEntry
 from procflow.open_tasks import open_tasks
