@@ -190,7 +190,10 @@ def waits_past_deadline(facts: Facts) -> list[Diagnostic]:
             if stmt.wait is not None and stmt.wait.duration is not None:
                 timers.append(stmt.wait.duration)
             timeout = stmt.await_.timeout if stmt.await_ else None
-            if timeout is not None and reached + _total_wait(timeout) > deadline:
+            if stmt.task is not None and timeout is not None:  # a human task: its dues, one after the other
+                if reached + tasks.total_due(stmt.task) > deadline:
+                    found.append(_late_task(facts, stmt.name.text, stmt.task, timeout, reached, said))
+            elif timeout is not None and reached + _total_wait(timeout) > deadline:
                 found.append(_late_timeout(facts, timeout, reached, said))
         else:
             timers.extend(arm.after for arm in stmt.arms if arm.after is not None)
@@ -223,6 +226,8 @@ def _edge_seconds(node: m.AnyNode, key: str) -> float:
     if isinstance(node, m.StepNode):
         if key == "next" and node.timer_seconds is not None:
             return node.timer_seconds
+        if key == "timeout" and node.task is not None:  # a human task: every round's due
+            return sum(r.due_seconds or 0.0 for r in node.task.rounds)
         if key == "timeout" and node.timeout is not None:
             spec = node.timeout
             backoff = sum(spec.backoff_before(attempt) for attempt in range(2, spec.retries + 2))
@@ -242,6 +247,15 @@ def _total_wait(timeout: sx.Timeout) -> float:
                          retry.backoff.seconds if retry.backoff else 0.0, retry.factor)
     backoff = sum(spec.backoff_before(attempt) for attempt in range(2, retry.count + 2))
     return timeout.duration.seconds * (retry.count + 1) + backoff
+
+
+def _late_task(facts: Facts, name: str, task: sx.Task, timeout: sx.Timeout, reached: float, said: str) -> Diagnostic:
+    dues = [d.text for d in (task.due, *(e.due for e in tasks.resending(task))) if d is not None]
+    what = f"the dues of task `{name}` ({', then '.join(dues)}) add up to {duration_text(tasks.total_due(task))} and"
+    if reached:
+        what += f", on a task reached {duration_text(reached)} after the instance starts at the earliest,"
+    return facts.diagnostic("W151", f"{what} end after {said}: its last due can never pass", timeout.span,
+                            "the deadline fails the instance first; shorten the dues or lengthen the deadline")
 
 
 def _late_timeout(facts: Facts, timeout: sx.Timeout, reached: float, said: str) -> Diagnostic:

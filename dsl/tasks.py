@@ -51,6 +51,11 @@ def resending(task: sx.Task) -> tuple[sx.Escalation, ...]:
     return tuple(found)
 
 
+def total_due(task: sx.Task) -> float:
+    """Seconds from the assignment until the last due passes: every round's due in turn."""
+    return sum(d.seconds for d in (task.due, *(e.due for e in resending(task))) if d is not None)
+
+
 def fail_reason(task: sx.Task) -> sx.Escalation | None:
     """The `escalate fail "…"` line that ends the chain, if one does."""
     return next((e for e in task.escalations if e.action == "fail"), None)

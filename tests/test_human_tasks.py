@@ -180,3 +180,17 @@ def test_every_path_of_the_sample_review_has_a_scenario() -> None:
         walked.add((said, tuple(d.command.commandName for d in outcome.result.dispatches)))
     for path in enumerate_paths(definition):
         assert (path.outcome, tuple(path.commands)) in walked, path.name
+
+
+def test_a_deadline_before_the_last_due_is_counted_from_every_round_s_due() -> None:
+    # The lowered `within` retries would count the first due three times (6d): the rounds are 2d + 1d + 1d.
+    from procflow.dsl.validate import check_source
+
+    text = REVIEW.replace("  input { id: string, reviewer: string }", "  input { id: string, reviewer: string }\n  deadline 3d")
+    _, found = check_source(text, "review.proc")
+    assert [(d.code, d.message) for d in found] == [(
+        "W151", "the dues of task `review` (2d, then 1d, then 12h) add up to 3d12h and end after the process's "
+        "`deadline 3d` (line 5): its last due can never pass",
+    )]
+    _, found = check_source(text.replace("deadline 3d", "deadline 4d"), "review.proc")
+    assert found == []
