@@ -122,8 +122,8 @@ def lower(name: sx.Name, span: Span, assignee: sx.Assignee | None, due: sx.Durat
             step.status = item[1]
     task = sx.Task(assignee, form, details, due, tuple(escalations), span)
     step.task = task
-    where = assignee.span if assignee is not None else name.span
-    step.send = sx.Send(sx.Name(PARTICIPANT, where), name, rounds(name.text, task)[0][0], where)
+    keyword = Span(span.line, span.column, span.line, span.column + len(PARTICIPANT))  # `task`: where the participant is named
+    step.send = sx.Send(sx.Name(PARTICIPANT, keyword), name, rounds(name.text, task)[0][0], span)
     timeout = None
     if due is not None:
         again = len(resending(task))
