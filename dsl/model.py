@@ -6,7 +6,8 @@ one of the kinds in `NODE_KINDS` (the one table of them); its attributes are `re
 node's record below), `kind`, `label` (a step's name, a fail end's reason, a block's name),
 `line`, and for the two ends of a block the id of the other end: `join` on a fork and `fork`
 on its join, `until` on a loop's head and `loop` on its `until`. A step that commands also has
-`participant`, `command` and, when it declares one, `compensation` (the undo's commandName).
+`participant`, `command` and, when it declares one, `compensation` (the undo's commandName);
+a human task (dsl/tasks.py) also has `task` (true).
 
 Each way out of a node is one edge, keyed by its outcome (the key is unique among the node's
 ways out; `ProcessDefinition.follow` finds the edge by it), with attributes `kind` and `label`:
