@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from procflow import __version__
 from procflow.dsl import model as m
 from procflow.dsl.paths import duration_text
+from procflow.dsl.tasks import PARTICIPANT as TASK_PARTICIPANT
 from procflow.visualize import bpmn_layout as lay
 from procflow.visualize.bpmn_words import (
     process_doc,
@@ -505,7 +506,8 @@ def bpmn_xml(definition: m.ProcessDefinition) -> str:
     root = ET.Element(_tag("definitions"), {
         "id": f"definitions_{process_id}", "targetNamespace": f"https://procflow.dev/processes/{definition.name}",
         "exporter": "procflow", "exporterVersion": __version__})
-    used = [p for p in definition.participants.values()]
+    # The task list human tasks are commanded to is no pool: a user task exchanges no messages.
+    used = [p for p in definition.participants.values() if not (p.name == TASK_PARTICIPANT and any(n.task for n in definition.steps))]
     participants_top = len(used) * (PARTICIPANT_HEIGHT + PARTICIPANT_GAP)
     width = layout.width + POOL_BAND
     pool_of = {p.name: lay.Box(0, i * (PARTICIPANT_HEIGHT + PARTICIPANT_GAP), width, PARTICIPANT_HEIGHT)
