@@ -45,6 +45,7 @@ from procflow.errors import (
 from procflow.ids import check_id, id_problem
 from procflow.instants import check_instant
 from procflow.interpreter import engine
+from procflow.interpreter.log import NotLoaded
 from procflow.interpreter.memory_store import (
     CLAIM_BATCH,
     CompileSource,
@@ -337,12 +338,20 @@ class Orchestrator:
         """Read, decide, write; when another writer got there first, read again and decide again.
         `sent`: outbox ids whose "sent" mark rides along with the write (when there is one:
         outcome `applied` or `late`)."""
+        whole = False
         for _ in range(MAX_CONFLICTS):
-            # Without its history: a transition appends to it and never reads it back.
-            row = self.store.load(workflow_id)
+            # Without its history, completions and milestones: a transition appends to them and
+            # seldom reads them (when it does, it meets `NotLoaded` and is made again from them).
+            row = self.store.load(workflow_id, whole=whole)
             if row is None:
                 raise MessageRefused(f"there is no instance {workflow_id} in this store", workflow_id)
-            transition = decide(row)
+            try:
+                transition = decide(row)
+            except NotLoaded:
+                if whole:
+                    raise
+                whole = True
+                continue
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:

@@ -4,10 +4,14 @@
 
     procflow_meta          key -> value: `application` = procflow, `schema_version`
     procflow_definitions   fingerprint -> the text of a pinned definition (every file it read)
-    procflow_instances     workflow_id -> state JSON (without history), version, status, process,
-                           and what `procflow instances` shows (next action, timeout, updated)
+    procflow_instances     workflow_id -> state JSON (without history, completions and milestones),
+                           version, status, process, how many history entries, completions and
+                           milestones it has, and what `procflow instances` shows (next action,
+                           timeout, updated)
     procflow_correlations  (process, correlationId, workflow_id): routes replies by business key
     procflow_history       (workflow_id, seq) -> one history entry as JSON
+    procflow_state_logs    (workflow_id, log, position) -> one entry of the state's `completed` or
+                           `completedSteps` as JSON, appended per transition
     procflow_outbox        commands to send, one row per dedupKey (unique), sent_at once the transport
                            took it, claimed_by/claimed_until while a worker sends it
     procflow_timers        workflow_id -> the earliest moment it acts by itself, claimed like the outbox
@@ -78,6 +82,7 @@ from procflow.interpreter.stores import (
     decode_state,
     encode_dispatch,
     encode_entries,
+    encode_logs,
     encode_state,
     page_query,
     redact,
@@ -224,27 +229,36 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
-        """The instance (state with its history, and version), or None: one statement, one snapshot."""
+        """The whole instance (state with its history, completions and milestones, and
+        version), or None: one statement, one snapshot."""
         rows = self._rows(
-            "SELECT i.state, i.version, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
+            f"SELECT i.state, i.version, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL), {_LOGS_OF} "
             "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE i.workflow_id = %s GROUP BY i.workflow_id",
             (workflow_id,),
         )
         if not rows:
             return None
-        state, version, entries = rows[0]
-        return Stored(decode_state(workflow_id, state, entries or [], self.location), int(version))
+        state, version, entries, logs = rows[0]
+        return Stored(decode_state(workflow_id, state, entries or [], self.location, _log_rows(logs)), int(version))
 
-    def load(self, workflow_id: str) -> Stored | None:
-        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
+        """The instance as a transition needs it, or None: without reading its history,
+        completions and milestones (`Tail`s of as many entries as the row counts); `whole`
+        reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         rows = self._rows(
-            "SELECT state, version, history_count FROM procflow_instances WHERE workflow_id = %s", (workflow_id,)
+            "SELECT state, version, history_count, completed_count, milestone_count"
+            + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
+            (workflow_id,),
         )
         if not rows:
             return None
-        state, version, count = rows[0]
-        return Stored(decode_for_transition(workflow_id, state, int(count), self.location), int(version))
+        state, version, *counts = rows[0][:5]
+        logs = _log_rows(rows[0][5]) if whole else None
+        return Stored(
+            decode_for_transition(workflow_id, state, (int(counts[0]), int(counts[1]), int(counts[2])), self.location, logs),
+            int(version),
+        )
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -281,8 +295,8 @@ class PostgresStore:
         queued = [(d, encode_dispatch(d)) for d in dispatches]
         updated = parse_instant(state.updatedAt).timestamp()
         row_values = (
-            state.status, state.definition.fingerprint, len(state.history), updated,
-            state.nextAction, state.timeoutAt, state.updatedAt, state_json,
+            state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
+            updated, state.nextAction, state.timeoutAt, state.updatedAt, state_json,
         )
         with self._write() as connection:
             if message_id is not None:
@@ -295,11 +309,11 @@ class PostgresStore:
                 if inserted.rowcount != 1:
                     raise DuplicateMessage(f"message {message_id} was already applied")
             if expected_version is None:
-                version, stored_entries = 1, 0
+                version, stored = 1, (0, 0, 0)
                 created = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
-                    "updated, next_action, timeout_at, updated_at, state) "
-                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
+                    "completed_count, milestone_count, updated, next_action, timeout_at, updated_at, state) "
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
                     (workflow_id, state.type, *row_values),
                 )
                 if created.rowcount != 1:
@@ -308,20 +322,25 @@ class PostgresStore:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
                 moved = connection.execute(
-                    "WITH before AS (SELECT history_count FROM procflow_instances "
+                    "WITH before AS (SELECT history_count, completed_count, milestone_count FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
-                    "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, updated = %s, "
-                    "next_action = %s, timeout_at = %s, updated_at = %s, state = %s, version = %s "
-                    "FROM before WHERE procflow_instances.workflow_id = %s RETURNING before.history_count",
+                    "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
+                    "milestone_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, state = %s, "
+                    "version = %s FROM before WHERE procflow_instances.workflow_id = %s "
+                    "RETURNING before.history_count, before.completed_count, before.milestone_count",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
                 ).fetchall()
                 if len(moved) != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                stored_entries = int(moved[0][0])
+                stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
             with connection.cursor() as cursor:
                 cursor.executemany(
                     "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
-                    [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored_entries:])],
+                    [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored[0]:])],
+                )
+                cursor.executemany(
+                    "INSERT INTO procflow_state_logs (workflow_id, log, position, entry) VALUES (%s, %s, %s, %s)",
+                    [(workflow_id, *row) for row in encode_logs(state, stored[1], stored[2])],
                 )
                 if expected_version is None or state.frames:  # an instance's own key never changes
                     cursor.executemany(
@@ -517,12 +536,12 @@ class PostgresStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         rows = self._rows(
-            "SELECT i.workflow_id, i.state, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
+            f"SELECT i.workflow_id, i.state, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL), {_LOGS_OF} "
             "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
             (status, status),
         )
-        return [decode_state(str(wid), text, entries or [], self.location) for wid, text, entries in rows]
+        return [decode_state(str(wid), text, entries or [], self.location, _log_rows(logs)) for wid, text, entries, logs in rows]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -608,6 +627,18 @@ class PostgresStore:
         """The stored version of an instance, or None."""
         rows = self._rows("SELECT version FROM procflow_instances WHERE workflow_id = %s", (workflow_id,))
         return int(rows[0][0]) if rows else None
+
+
+_LOGS_OF = (
+    "(SELECT array_agg(ARRAY[l.log, l.entry] ORDER BY l.log, l.position) FROM procflow_state_logs l "
+    "WHERE l.workflow_id = i.workflow_id)"
+)
+"""A subquery (of an instance row `i`): its completions, then its milestones, each in order, as
+(log, entry) pairs."""
+
+
+def _log_rows(pairs: Sequence[Sequence[str]] | None) -> list[tuple[str, str]]:
+    return [(log, entry) for log, entry in pairs or ()]
 
 
 def _now_text() -> str:

@@ -138,6 +138,24 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "CREATE INDEX instances_by_process_status ON instances (process, status, history_count)",
         ),
     ),
+    (
+        # A flat durable cost: the completions and milestones of a state (which grow by an
+        # entry a step) are rows of their own, appended per transition, so the instance row
+        # stays the same size however old the instance is. Rows written before keep theirs in
+        # the state JSON (counts 0): read as they are, moved to rows at their next transition.
+        6,
+        (
+            "ALTER TABLE instances ADD COLUMN completed_count INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE instances ADD COLUMN milestone_count INTEGER NOT NULL DEFAULT 0",
+            """CREATE TABLE state_logs (
+                workflow_id TEXT NOT NULL,
+                log TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                entry TEXT NOT NULL,
+                PRIMARY KEY (workflow_id, log, position)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

@@ -4,9 +4,13 @@
 
     meta         key -> value: `schema_version` (and the file carries PRAGMA application_id)
     definitions  fingerprint -> the text of a pinned definition (every file it read)
-    instances    workflow_id -> state JSON (without history), version, status, process
+    instances    workflow_id -> state JSON (without history, completions and milestones), version,
+                 status, process, and how many history entries, completions and milestones it has
     correlations (process, correlationId, workflow_id): routes replies by business key
     history      (workflow_id, seq) -> one history entry as JSON
+    state_logs   (workflow_id, log, position) -> one entry of the state's `completed` or
+                 `completedSteps` as JSON: appended per transition, read back for inspection
+                 (`get`) or for a transition that reads them (`load(whole=True)`)
     outbox       commands to send, one row per dedupKey (unique), sent_at once the transport took it;
                  ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row;
                  claimed_by/claimed_until while a worker sends it
@@ -85,6 +89,7 @@ from procflow.interpreter.stores import (
     decode_state,
     encode_dispatch,
     encode_entries,
+    encode_logs,
     encode_state,
     page_query,
     read_stored_json,
@@ -244,7 +249,7 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
-        """The instance (state with its history, and version), or None."""
+        """The whole instance (state with its history, completions and milestones, and version), or None."""
         with self._read() as connection:
             row = connection.execute("SELECT state, version FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
@@ -252,15 +257,25 @@ class SqliteStore:
             entries = connection.execute(
                 "SELECT entry FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
             ).fetchall()
-        return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries]), int(row[1]))
+            logs = connection.execute(_LOGS_OF, (workflow_id,)).fetchall()
+        return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries], logs), int(row[1]))
 
-    def load(self, workflow_id: str) -> Stored | None:
-        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
-        rows = self._rows("SELECT state, version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,))
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
+        """The instance as a transition needs it, or None: without reading its history,
+        completions and milestones (`Tail`s of as many entries as the row counts); `whole`
+        reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
+        query = "SELECT state, version, history_count, completed_count, milestone_count FROM instances WHERE workflow_id = ?"
+        logs = None
+        if whole:
+            with self._read() as connection:  # one snapshot for both
+                rows = connection.execute(query, (workflow_id,)).fetchall()
+                logs = connection.execute(_LOGS_OF, (workflow_id,)).fetchall()
+        else:
+            rows = self._rows(query, (workflow_id,))  # one statement: its own snapshot
         if not rows:
             return None
-        text, version, count = rows[0]
-        return Stored(self._decode_for_transition(workflow_id, text, int(count)), int(version))
+        text, version, *counts = rows[0]
+        return Stored(self._decode_for_transition(workflow_id, text, (int(counts[0]), int(counts[1]), int(counts[2])), logs), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -302,33 +317,40 @@ class SqliteStore:
             ).fetchone():
                 raise DuplicateMessage(f"message {message_id} was already applied")
             updated = parse_instant(state.updatedAt).timestamp()
+            counts = (len(state.history), len(state.completed), len(state.completedSteps))
             if expected_version is None:
-                version, stored_entries = 1, 0
+                version, stored = 1, (0, 0, 0)
                 inserted = connection.execute(
-                    "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, updated, state) "
-                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
-                    (workflow_id, state.type, state.definition.fingerprint, state.status, len(state.history), updated, state_json),
+                    "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
+                    "completed_count, milestone_count, updated, state) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, state_json),
                 )
                 if inserted.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 row = connection.execute(
-                    "SELECT version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,)
+                    "SELECT version, history_count, completed_count, milestone_count FROM instances WHERE workflow_id = ?",
+                    (workflow_id,),
                 ).fetchone()
                 if row is None or int(row[0]) != expected_version:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                version, stored_entries = expected_version + 1, int(row[1])
+                version, stored = expected_version + 1, (int(row[1]), int(row[2]), int(row[3]))
                 changed = connection.execute(
-                    "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, updated = ?, state = ? "
-                    "WHERE workflow_id = ? AND version = ?",
-                    (state.status, state.definition.fingerprint, version, len(state.history), updated, state_json,
+                    "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, completed_count = ?, "
+                    "milestone_count = ?, updated = ?, state = ? WHERE workflow_id = ? AND version = ?",
+                    (state.status, state.definition.fingerprint, version, *counts, updated, state_json,
                      workflow_id, expected_version),
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
             connection.executemany(
                 "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
-                [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored_entries:])],
+                [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored[0]:])],
+            )
+            connection.executemany(
+                "INSERT INTO state_logs (workflow_id, log, position, entry) VALUES (?, ?, ?, ?)",
+                [(workflow_id, *row) for row in encode_logs(state, stored[1], stored[2])],
             )
             if expected_version is None or state.frames:  # an instance's own key never changes
                 connection.executemany(
@@ -509,7 +531,12 @@ class SqliteStore:
             entries: dict[str, list[str]] = {}
             for workflow_id, entry in connection.execute("SELECT workflow_id, entry FROM history ORDER BY workflow_id, seq"):
                 entries.setdefault(workflow_id, []).append(entry)
-        return [self._decode(wid, text, entries.get(wid, [])) for wid, text in rows]
+            logs: dict[str, list[tuple[str, str]]] = {}
+            for workflow_id, log, entry in connection.execute(
+                "SELECT workflow_id, log, entry FROM state_logs ORDER BY workflow_id, log, position"
+            ):
+                logs.setdefault(workflow_id, []).append((log, entry))
+        return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ())) for wid, text in rows]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -622,12 +649,17 @@ class SqliteStore:
         """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
         return read_stored_json(text, f"{what} in {self.path}")
 
-    def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
-        return decode_state(workflow_id, text, entries, str(self.path))
+    def _decode(self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[tuple[str, str]] = ()) -> InstanceState:
+        return decode_state(workflow_id, text, entries, str(self.path), logs)
 
-    def _decode_for_transition(self, workflow_id: str, text: str, history_count: int) -> InstanceState:
-        return decode_for_transition(workflow_id, text, history_count, str(self.path))
+    def _decode_for_transition(
+        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[tuple[str, str]] | None
+    ) -> InstanceState:
+        return decode_for_transition(workflow_id, text, counts, str(self.path), logs)
 
+
+_LOGS_OF = "SELECT log, entry FROM state_logs WHERE workflow_id = ? ORDER BY log, position"
+"""An instance's completions, then its milestones, each in order."""
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)
 """What SQLite raises for a value it cannot bind (a lone surrogate, an integer past 64 bits)."""

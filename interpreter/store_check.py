@@ -6,19 +6,20 @@ ten). The whole check reads everything, on its own connection that cannot write:
 - SQLite: `PRAGMA integrity_check` (every page, every index) and `PRAGMA foreign_key_check`;
 - both stores: procflow's own consistency. Every instance's state and history read back as
   the record procflow wrote (strict JSON, a state this procflow reads), its row agrees with
-  its state (status, process) and holds as many history rows as it says; every command in
-  the outbox reads back; every pinned definition is a map of file texts; no history, outbox,
-  timer or correlation row belongs to an instance the store does not hold.
+  its state (status, process) and holds as many history, completion and milestone rows as it
+  says; every command in the outbox reads back; every pinned definition is a map of file
+  texts; no history, log, outbox, timer or correlation row belongs to an instance the store
+  does not hold.
 
-Rows are read in order with two cursors side by side (instances and their history), so the
-check holds one instance in memory at a time, whatever the size of the store.
+Rows are read in order with cursors side by side (instances, their history, their logs), so
+the check holds one instance in memory at a time, whatever the size of the store.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -179,17 +180,26 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     `collate`: what makes the database order ids as Python does, for the merge)."""
     where = report.location
     instances = reader.rows(
-        f"SELECT workflow_id, process, status, history_count, state FROM {prefix}instances ORDER BY workflow_id{collate}"
+        f"SELECT workflow_id, process, status, history_count, completed_count, milestone_count, state "
+        f"FROM {prefix}instances ORDER BY workflow_id{collate}"
     )
     history = reader.rows(f"SELECT workflow_id, entry FROM {prefix}history ORDER BY workflow_id{collate}, seq")
+    log_rows = reader.rows(f"SELECT workflow_id, log, entry FROM {prefix}state_logs ORDER BY workflow_id{collate}, log, position")
     counted = {"instances": 0, "history entries": 0, "commands": 0, "definitions": 0}
-    for (workflow_id, process, status, history_count, text), entries in _with_history(instances, history, report):
+    with_history = _beside(instances, history, report, "a history entry", key=lambda row: row[0])
+    for ((workflow_id, process, status, history_count, *log_counts, text), entries), logs in _beside(
+        with_history, log_rows, report, "a completion or milestone", key=lambda row: row[0][0]
+    ):
         counted["instances"] += 1
         counted["history entries"] += len(entries)
         if len(entries) != int(history_count):
             report.add(f"instance {workflow_id}: its row says {history_count} history entries, the store holds {len(entries)}")
+        for name, count in zip(("completed", "completedSteps"), log_counts, strict=True):
+            held = sum(1 for log, _ in logs if log == name)
+            if held != int(count):
+                report.add(f"instance {workflow_id}: its row says {count} `{name}` entries, the store holds {held}")
         try:
-            state = decode_state(str(workflow_id), text, entries, where)
+            state = decode_state(str(workflow_id), text, entries, where, logs)
         except StoreError as error:
             report.add(f"instance {workflow_id}: {error}")
             continue
@@ -221,25 +231,26 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     report.counted = counted
 
 
-def _with_history(
-    instances: Iterable[tuple[Any, ...]], history: Iterator[tuple[Any, ...]], report: CheckReport
-) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
-    """Each instance row with its history entries: a merge of two cursors ordered by workflow id.
-    History rows of an instance the store does not hold are reported on the way."""
-    pending = next(history, None)
+def _beside(
+    instances: Iterable[Any], owned: Iterator[tuple[Any, ...]], report: CheckReport, what: str, key: Callable[[Any], Any]
+) -> Iterator[tuple[Any, list[Any]]]:
+    """Each instance row with the rows it owns (`owned`: workflow id first, then the rest, one
+    value alone or a tuple): a merge of two cursors ordered by workflow id. Rows of an
+    instance the store does not hold are reported on the way (`what` names one)."""
+    pending = next(owned, None)
     for row in instances:
-        workflow_id = str(row[0])
+        workflow_id = str(key(row))
         entries: list[Any] = []
         while pending is not None and pending[0] < workflow_id:
-            report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
-            pending = next(history, None)
+            report.add(f"{what} belongs to instance {pending[0]}, which the store does not hold")
+            pending = next(owned, None)
         while pending is not None and pending[0] == workflow_id:
-            entries.append(pending[1])
-            pending = next(history, None)
+            entries.append(pending[1] if len(pending) == 2 else tuple(pending[1:]))
+            pending = next(owned, None)
         yield row, entries
     while pending is not None:
-        report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
-        pending = next(history, None)
+        report.add(f"{what} belongs to instance {pending[0]}, which the store does not hold")
+        pending = next(owned, None)
 
 
 def describe(report: CheckReport) -> str:

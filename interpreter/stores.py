@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -253,9 +254,29 @@ def redact(url: str) -> str:
 
 
 def encode_state(state: InstanceState) -> str:
-    """The state as JSON without its history (history entries are rows of their own, so a
-    transition writes its new entries, not the whole history again)."""
-    return dataclasses.replace(state, history=()).model_dump_json()
+    """The state as JSON without what grows by an entry a step: its history, completions and
+    milestones are rows of their own (`encode_entries`, `encode_logs`), so a transition writes
+    its new entries, not the whole record again, and the instance row stays the same size
+    however old the instance is."""
+    return dataclasses.replace(state, history=(), completed=(), completedSteps=()).model_dump_json()
+
+
+LOGS = ("completed", "completedSteps")
+"""The state's append-only sequences kept as rows (`log`, `position`, JSON text of one entry),
+beside the history. In the store's row-ordering: `completed` sorts before `completedSteps`."""
+
+LogRow = tuple[str, int, str]
+"""One stored entry of a state's log: (`completed` or `completedSteps`, position, JSON text)."""
+
+
+def encode_logs(state: InstanceState, completed_stored: int, milestones_stored: int) -> list[LogRow]:
+    """The completions and milestones appended after the first `completed_stored` and
+    `milestones_stored` (those the store holds already), as rows."""
+    rows = [("completed", i, c.model_dump_json()) for i, c in enumerate(state.completed[completed_stored:], completed_stored)]
+    rows += [
+        ("completedSteps", i, json.dumps(step)) for i, step in enumerate(state.completedSteps[milestones_stored:], milestones_stored)
+    ]
+    return rows
 
 
 def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
@@ -278,10 +299,14 @@ def decode_dispatch(text: object, where: str) -> Dispatch:
         raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {DAMAGED_HINT}") from None
 
 
-def decode_state(workflow_id: str, text: object, entries: Sequence[object], where: str) -> InstanceState:
-    """A stored state and its history entries back as one state, migrated from older state
-    schemas; StoreError for a state written by a newer procflow, DamagedRecord (worded, naming
-    the instance) when they cannot be read back as the record procflow wrote."""
+def decode_state(
+    workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[tuple[object, object]] = ()
+) -> InstanceState:
+    """A stored state, its history entries and its log rows (`(log, JSON text)`, in order of
+    position) back as one state, migrated from older state schemas; StoreError for a state
+    written by a newer procflow, DamagedRecord (worded, naming the instance) when they cannot
+    be read back as the record procflow wrote. A state written before the logs had rows of
+    their own holds them in its JSON: the rows come first, then what the JSON holds."""
     data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
     if not isinstance(data, dict):
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
@@ -292,9 +317,17 @@ def decode_state(workflow_id: str, text: object, entries: Sequence[object], wher
             f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
         )
     history = [read_stored_json(entry, f"a history entry of instance {workflow_id} in {where}") for entry in entries]
+    kept: dict[str, list[Any]] = {log: [] for log in LOGS}
+    for log, entry in logs:
+        if log not in kept:
+            raise DamagedRecord(f"instance {workflow_id} in {where} has a row of an unknown log `{log}`. {DAMAGED_HINT}")
+        kept[str(log)].append(read_stored_json(entry, f"an entry of `{log}` of instance {workflow_id} in {where}"))
     try:
         data = migrate_state(data)
         data["history"] = [migrate_history_entry(entry) for entry in history]
+        for log, rows in kept.items():
+            if rows:
+                data[log] = [*rows, *data.get(log, ())]
         return InstanceState.model_validate(data)
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
         first = error.errors()[0] if isinstance(error, ValidationError) else None
@@ -302,11 +335,25 @@ def decode_state(workflow_id: str, text: object, entries: Sequence[object], wher
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
 
 
-def decode_for_transition(workflow_id: str, text: object, history_count: int, where: str) -> InstanceState:
-    """A stored state as its next transition needs it: its history entries stay in the store
-    (a `Tail` that knows how many there are), so reading it costs the same however old the
-    instance is."""
-    state = decode_state(workflow_id, text, (), where)
+def decode_for_transition(
+    workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[tuple[object, object]] | None = None
+) -> InstanceState:
+    """A stored state as its next transition needs it: its history entries, completions and
+    milestones stay in the store (`Tail`s that know how many there are; `counts` is the row's
+    (history, completed, completedSteps) counts), so reading it costs the same however old the
+    instance is. Given `logs` (its log rows), the completions and milestones are read whole
+    (for a transition that reads them: `NotLoaded`)."""
+    history_count, completed_count, milestone_count = counts
+    if logs is not None:
+        state = decode_state(workflow_id, text, (), where, logs)
+    else:
+        state = decode_state(workflow_id, text, (), where)
+        # What the JSON holds (a row written before the logs had rows of their own) follows the
+        # stored entries; with none stored, the state holds its whole logs already.
+        if completed_count:
+            state.completed = Tail(completed_count, tuple(state.completed))
+        if milestone_count:
+            state.completedSteps = Tail(milestone_count, tuple(state.completedSteps))
     state.history = Tail(history_count)
     return state
 
