@@ -216,9 +216,8 @@ class Orchestrator:
     def start(self, workflow_id: str, input: dict[str, Any], process: str | None = None) -> InstanceState:
         """Start an instance (starting the same id again returns it and sends nothing)."""
         check_id(workflow_id, "the workflow id", InputError)
-        existing = self.store.get(workflow_id)
-        if existing is not None:
-            return existing.state
+        if self.store.load(workflow_id) is not None:  # (the row alone: asking costs the same at any age)
+            return self.state(workflow_id)
         if process is None:
             if len(self.definitions) != 1:
                 raise ProcflowError("name the process to start: this orchestrator knows " + (", ".join(sorted(self.definitions)) or "none"))
@@ -505,7 +504,8 @@ def worker(
     """The loop that keeps instances moving: send the outbox through the transport (at least
     once), apply in-process replies, fire due timers; when a round did nothing, wait up to
     `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
-    wakes the worker as soon as another process queues a command or sets a timer; SQLite
+    wakes the worker as soon as another process queues a command for any worker or sets a
+    timer that is already due; SQLite
     sleeps the whole interval), or call `sleep` when given. `once` runs one round. Time comes
     from the orchestrator's clock. Returns the number of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work

@@ -36,9 +36,10 @@ transaction). Opening connects once by itself first, so that an unreachable serv
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
 
-A transition reads the instance row alone (`load`: the history stays in its table), and a
-save that queues a command or sets a timer sends `NOTIFY procflow_work`, which wakes the
-workers waiting in `wait_for_work` (LISTEN on a connection of their own).
+A transition reads the instance row alone (`load`: the history, completions and milestones
+stay in their tables), and a save that queues a command no worker holds yet, or sets a timer
+that is already due, sends `NOTIFY procflow_work`, which wakes the workers waiting in
+`wait_for_work` (LISTEN on a connection of their own).
 
 Why one module of about 600 lines: it is one class, the store interface on PostgreSQL; its
 schema and migrations are already `postgres_schema.py`, the JSON text both stores keep is
@@ -95,8 +96,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 """How long opening waits for the server to answer."""
 
 NOTIFY_CHANNEL = "procflow_work"
-"""What a transition that queued a command or set a timer notifies (database-wide: stores in
-other schemas of the same database wake each other too, which costs a look, nothing more)."""
+"""What a transition that queued work for any worker notifies (database-wide: stores in other
+schemas of the same database wake each other too, which costs a look, nothing more)."""
 
 POOL_TIMEOUT_SECONDS = 30.0
 """How long a transition waits for a pooled connection (the server may be restarting)."""
@@ -350,8 +351,15 @@ class PostgresStore:
                     )
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim_for)
-            if self._set_timer(connection, state) or queued:
-                # Delivered at the commit, to the workers waiting in `wait_for_work`.
+            due = self._set_timer(connection, state)
+            if (queued and claim_for is None) or (due is not None and due <= updated):
+                # Delivered at the commit, to the workers waiting in `wait_for_work`: only for
+                # work another worker may have to do now. PostgreSQL makes the commits of
+                # notifying transactions wait for each other (one lock for the database, held
+                # through the commit's flush), so notifying at every transition would make
+                # many workers commit one at a time. Commands born claimed are this worker's
+                # own; a timer not yet due wakes nobody usefully (a waiting worker would find
+                # nothing due and wait again): the next poll finds it.
                 connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             self._mark(connection, sent)
         return version
@@ -388,12 +396,12 @@ class PostgresStore:
         )
 
     @staticmethod
-    def _set_timer(connection: Connection, state: InstanceState) -> bool:
-        """Write the instance's timer row; True when it has one."""
+    def _set_timer(connection: Connection, state: InstanceState) -> float | None:
+        """Write the instance's timer row; when it has one, the moment it is due (seconds since the epoch)."""
         timer = timer_of(state)
         if timer is None:
             connection.execute("DELETE FROM procflow_timers WHERE workflow_id = %s", (state.workflowId,))
-            return False
+            return None
         # A new moment is a new timer: whoever claimed the old one no longer holds it.
         connection.execute(
             "INSERT INTO procflow_timers (workflow_id, next_due, wait_due, deadline) VALUES (%s, %s, %s, %s) "
@@ -401,11 +409,11 @@ class PostgresStore:
             "deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
             (state.workflowId, *timer),
         )
-        return True
+        return timer[0]
 
     def wait_for_work(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for a transition that queued a command or set a timer
-        (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
+        """Wait up to `timeout` seconds for a transition that queued a command no worker holds,
+        or set a timer already due (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
         first call and goes on between calls, so a notice sent while the worker was busy
         ends the next wait at once."""
         listener = self._listener

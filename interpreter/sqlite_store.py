@@ -312,10 +312,15 @@ class SqliteStore:
         state_json = self._encode(state)
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
         with self._write() as connection:
-            if message_id is not None and connection.execute(
-                "SELECT 1 FROM inbox WHERE message_id = ?", (message_id,)
-            ).fetchone():
-                raise DuplicateMessage(f"message {message_id} was already applied")
+            if message_id is not None:
+                # First, as on PostgreSQL: a message id the inbox holds ends the write here.
+                inserted = connection.execute(
+                    "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (message_id) DO NOTHING",
+                    (message_id, workflow_id, state.updatedAt, message_digest),
+                )
+                if inserted.rowcount != 1:
+                    raise DuplicateMessage(f"message {message_id} was already applied")
             updated = parse_instant(state.updatedAt).timestamp()
             counts = (len(state.history), len(state.completed), len(state.completedSteps))
             if expected_version is None:
@@ -344,12 +349,12 @@ class SqliteStore:
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-            connection.executemany(
-                "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
+            self._insert(
+                connection, "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
                 [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored[0]:])],
             )
-            connection.executemany(
-                "INSERT INTO state_logs (workflow_id, log, position, entry) VALUES (?, ?, ?, ?)",
+            self._insert(
+                connection, "INSERT INTO state_logs (workflow_id, log, position, entry) VALUES (?, ?, ?, ?)",
                 [(workflow_id, *row) for row in encode_logs(state, stored[1], stored[2])],
             )
             if expected_version is None or state.frames:  # an instance's own key never changes
@@ -361,13 +366,17 @@ class SqliteStore:
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim)
             self._set_timer(connection, state)
-            if message_id is not None:
-                connection.execute(
-                    "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?)",
-                    (message_id, workflow_id, state.updatedAt, message_digest),
-                )
-            self._mark(connection, sent)
+            if sent:
+                self._mark(connection, sent)
         return version
+
+    @staticmethod
+    def _insert(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Rows into a table: one statement for one row (the usual case), none for none."""
+        if len(rows) == 1:
+            connection.execute(sql, rows[0])
+        elif rows:
+            connection.executemany(sql, rows)
 
     def _enqueue(
         self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str,
