@@ -129,20 +129,16 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
     ),
     (
         # A flat durable cost: the completions and milestones of a state (which grow by an
-        # entry a step) are rows of their own, appended per transition, so the instance row
-        # stays the same size however old the instance is. Rows written before keep theirs in
-        # the state JSON (counts 0): read as they are, moved to rows at their next transition.
+        # entry a step) are kept with the history row of the transition that appended them,
+        # so the instance row stays the same size however old the instance is, and the
+        # instance row counts them. Rows written before keep theirs in the state JSON (counts
+        # 0): read as they are, moved to a history row at their next transition.
         4,
         (
             "ALTER TABLE procflow_instances ADD COLUMN completed_count integer NOT NULL DEFAULT 0",
-            "ALTER TABLE procflow_instances ADD COLUMN milestone_count integer NOT NULL DEFAULT 0",
-            """CREATE TABLE procflow_state_logs (
-                workflow_id text NOT NULL,
-                log text NOT NULL,
-                position integer NOT NULL,
-                entry text NOT NULL,
-                PRIMARY KEY (workflow_id, log, position)
-            )""",
+            "ALTER TABLE procflow_instances ADD COLUMN completed_steps_count integer NOT NULL DEFAULT 0",
+            "ALTER TABLE procflow_history ADD COLUMN completed text",
+            "ALTER TABLE procflow_history ADD COLUMN completed_steps text",
         ),
     ),
 )

@@ -9,9 +9,8 @@
                            milestones it has, and what `procflow instances` shows (next action,
                            timeout, updated)
     procflow_correlations  (process, correlationId, workflow_id): routes replies by business key
-    procflow_history       (workflow_id, seq) -> one history entry as JSON
-    procflow_state_logs    (workflow_id, log, position) -> one entry of the state's `completed` or
-                           `completedSteps` as JSON, appended per transition
+    procflow_history       (workflow_id, seq) -> one history entry as JSON, and what its transition
+                           appended to the state's `completed` and `completedSteps` (JSON arrays, or NULL)
     procflow_outbox        commands to send, one row per dedupKey (unique), sent_at once the transport
                            took it, claimed_by/claimed_until while a worker sends it
     procflow_timers        workflow_id -> the earliest moment it acts by itself, claimed like the outbox
@@ -76,15 +75,15 @@ from procflow.interpreter.postgres_schema import (
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
     InstanceSummary,
+    LogTexts,
     OutboxEntry,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
     encode_dispatch,
-    encode_entries,
-    encode_logs,
     encode_state,
+    history_rows,
     page_query,
     redact,
     timer_of,
@@ -233,29 +232,28 @@ class PostgresStore:
         """The whole instance (state with its history, completions and milestones, and
         version), or None: one statement, one snapshot."""
         rows = self._rows(
-            f"SELECT i.state, i.version, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL), {_LOGS_OF} "
-            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
-            "WHERE i.workflow_id = %s GROUP BY i.workflow_id",
+            f"SELECT i.state, i.version, {_HISTORY} FROM procflow_instances i "
+            "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id WHERE i.workflow_id = %s GROUP BY i.workflow_id",
             (workflow_id,),
         )
         if not rows:
             return None
-        state, version, entries, logs = rows[0]
-        return Stored(decode_state(workflow_id, state, entries or [], self.location, _log_rows(logs)), int(version))
+        state, version, entries, completed, steps = rows[0]
+        return Stored(decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps)), int(version))
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
         """The instance as a transition needs it, or None: without reading its history,
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         rows = self._rows(
-            "SELECT state, version, history_count, completed_count, milestone_count"
+            "SELECT state, version, history_count, completed_count, completed_steps_count"
             + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
             (workflow_id,),
         )
         if not rows:
             return None
         state, version, *counts = rows[0][:5]
-        logs = _log_rows(rows[0][5]) if whole else None
+        logs = [(c, s) for c, s in rows[0][5] or ()] if whole else None
         return Stored(
             decode_for_transition(workflow_id, state, (int(counts[0]), int(counts[1]), int(counts[2])), self.location, logs),
             int(version),
@@ -313,7 +311,7 @@ class PostgresStore:
                 version, stored = 1, (0, 0, 0)
                 created = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
-                    "completed_count, milestone_count, updated, next_action, timeout_at, updated_at, state) "
+                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, state) "
                     "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
                     (workflow_id, state.type, *row_values),
                 )
@@ -323,26 +321,23 @@ class PostgresStore:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
                 moved = connection.execute(
-                    "WITH before AS (SELECT history_count, completed_count, milestone_count FROM procflow_instances "
+                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
                     "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
-                    "milestone_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, state = %s, "
+                    "completed_steps_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, state = %s, "
                     "version = %s FROM before WHERE procflow_instances.workflow_id = %s "
-                    "RETURNING before.history_count, before.completed_count, before.milestone_count",
+                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
                 ).fetchall()
                 if len(moved) != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
                 stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
             with connection.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
-                    [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored[0]:])],
-                )
-                cursor.executemany(
-                    "INSERT INTO procflow_state_logs (workflow_id, log, position, entry) VALUES (%s, %s, %s, %s)",
-                    [(workflow_id, *row) for row in encode_logs(state, stored[1], stored[2])],
-                )
+                history = history_rows(state, stored)
+                if len(history) == 1:  # the usual case: one statement, not a batch
+                    cursor.execute(_INSERT_HISTORY, (workflow_id, *history[0]))
+                else:
+                    cursor.executemany(_INSERT_HISTORY, [(workflow_id, *row) for row in history])
                 if expected_version is None or state.frames:  # an instance's own key never changes
                     cursor.executemany(
                         "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
@@ -544,12 +539,15 @@ class PostgresStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         rows = self._rows(
-            f"SELECT i.workflow_id, i.state, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL), {_LOGS_OF} "
-            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
+            f"SELECT i.workflow_id, i.state, {_HISTORY} FROM procflow_instances i "
+            "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
             (status, status),
         )
-        return [decode_state(str(wid), text, entries or [], self.location, _log_rows(logs)) for wid, text, entries, logs in rows]
+        return [
+            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps))
+            for wid, text, entries, completed, steps in rows
+        ]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -637,16 +635,26 @@ class PostgresStore:
         return int(rows[0][0]) if rows else None
 
 
-_LOGS_OF = (
-    "(SELECT array_agg(ARRAY[l.log, l.entry] ORDER BY l.log, l.position) FROM procflow_state_logs l "
-    "WHERE l.workflow_id = i.workflow_id)"
+_INSERT_HISTORY = (
+    "INSERT INTO procflow_history (workflow_id, seq, entry, completed, completed_steps) VALUES (%s, %s, %s, %s, %s)"
 )
-"""A subquery (of an instance row `i`): its completions, then its milestones, each in order, as
-(log, entry) pairs."""
+
+_HISTORY = ", ".join(
+    f"array_agg(h.{column} ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL)" for column in ("entry", "completed", "completed_steps")
+)
+"""An instance's history rows (`h`, joined to it), in order, as three arrays: the entries and
+what each transition appended to the completions and to the milestones."""
+
+_LOGS_OF = (
+    "(SELECT array_agg(ARRAY[h.completed, h.completed_steps] ORDER BY h.seq) FROM procflow_history h "
+    "WHERE h.workflow_id = i.workflow_id AND (h.completed IS NOT NULL OR h.completed_steps IS NOT NULL))"
+)
+"""A subquery (of an instance row `i`): what its transitions appended to its completions and
+milestones, in order, as (completed, completed_steps) pairs."""
 
 
-def _log_rows(pairs: Sequence[Sequence[str]] | None) -> list[tuple[str, str]]:
-    return [(log, entry) for log, entry in pairs or ()]
+def _logs(completed: Sequence[str | None] | None, steps: Sequence[str | None] | None) -> list[LogTexts]:
+    return list(zip(completed or (), steps or (), strict=True))
 
 
 def _now_text() -> str:

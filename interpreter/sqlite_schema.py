@@ -140,20 +140,16 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
     ),
     (
         # A flat durable cost: the completions and milestones of a state (which grow by an
-        # entry a step) are rows of their own, appended per transition, so the instance row
-        # stays the same size however old the instance is. Rows written before keep theirs in
-        # the state JSON (counts 0): read as they are, moved to rows at their next transition.
+        # entry a step) are kept with the history row of the transition that appended them,
+        # so the instance row stays the same size however old the instance is, and the
+        # instance row counts them. Rows written before keep theirs in the state JSON (counts
+        # 0): read as they are, moved to a history row at their next transition.
         6,
         (
             "ALTER TABLE instances ADD COLUMN completed_count INTEGER NOT NULL DEFAULT 0",
-            "ALTER TABLE instances ADD COLUMN milestone_count INTEGER NOT NULL DEFAULT 0",
-            """CREATE TABLE state_logs (
-                workflow_id TEXT NOT NULL,
-                log TEXT NOT NULL,
-                position INTEGER NOT NULL,
-                entry TEXT NOT NULL,
-                PRIMARY KEY (workflow_id, log, position)
-            ) WITHOUT ROWID""",
+            "ALTER TABLE instances ADD COLUMN completed_steps_count INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE history ADD COLUMN completed TEXT",
+            "ALTER TABLE history ADD COLUMN completed_steps TEXT",
         ),
     ),
 )

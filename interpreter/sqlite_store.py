@@ -7,10 +7,9 @@
     instances    workflow_id -> state JSON (without history, completions and milestones), version,
                  status, process, and how many history entries, completions and milestones it has
     correlations (process, correlationId, workflow_id): routes replies by business key
-    history      (workflow_id, seq) -> one history entry as JSON
-    state_logs   (workflow_id, log, position) -> one entry of the state's `completed` or
-                 `completedSteps` as JSON: appended per transition, read back for inspection
-                 (`get`) or for a transition that reads them (`load(whole=True)`)
+    history      (workflow_id, seq) -> one history entry as JSON, and what its transition appended
+                 to the state's `completed` and `completedSteps` (JSON arrays, or NULL): read
+                 back for inspection (`get`) or for a transition that reads them (`load(whole=True)`)
     outbox       commands to send, one row per dedupKey (unique), sent_at once the transport took it;
                  ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row;
                  claimed_by/claimed_until while a worker sends it
@@ -76,21 +75,21 @@ from procflow.interpreter.sqlite_schema import (
     rollback,
 )
 from procflow.interpreter.state import (
-    HistoryEntry,
     InstanceState,
     parse_instant,
 )
 from procflow.interpreter.stores import (
+    HistoryRow,
     InstanceSummary,
+    LogTexts,
     OutboxEntry,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
     encode_dispatch,
-    encode_entries,
-    encode_logs,
     encode_state,
+    history_rows,
     page_query,
     read_stored_json,
     timer_of,
@@ -254,22 +253,25 @@ class SqliteStore:
             row = connection.execute("SELECT state, version FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
                 return None
-            entries = connection.execute(
-                "SELECT entry FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
+            history = connection.execute(
+                "SELECT entry, completed, completed_steps FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
             ).fetchall()
-            logs = connection.execute(_LOGS_OF, (workflow_id,)).fetchall()
-        return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries], logs), int(row[1]))
+        return Stored(self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history]), int(row[1]))
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
         """The instance as a transition needs it, or None: without reading its history,
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
-        query = "SELECT state, version, history_count, completed_count, milestone_count FROM instances WHERE workflow_id = ?"
+        query = "SELECT state, version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?"
         logs = None
         if whole:
             with self._read() as connection:  # one snapshot for both
                 rows = connection.execute(query, (workflow_id,)).fetchall()
-                logs = connection.execute(_LOGS_OF, (workflow_id,)).fetchall()
+                logs = connection.execute(
+                    "SELECT completed, completed_steps FROM history WHERE workflow_id = ? "
+                    "AND (completed IS NOT NULL OR completed_steps IS NOT NULL) ORDER BY seq",
+                    (workflow_id,),
+                ).fetchall()
         else:
             rows = self._rows(query, (workflow_id,))  # one statement: its own snapshot
         if not rows:
@@ -327,7 +329,7 @@ class SqliteStore:
                 version, stored = 1, (0, 0, 0)
                 inserted = connection.execute(
                     "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
-                    "completed_count, milestone_count, updated, state) "
+                    "completed_count, completed_steps_count, updated, state) "
                     "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
                     (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, state_json),
                 )
@@ -335,7 +337,7 @@ class SqliteStore:
                     raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 row = connection.execute(
-                    "SELECT version, history_count, completed_count, milestone_count FROM instances WHERE workflow_id = ?",
+                    "SELECT version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?",
                     (workflow_id,),
                 ).fetchone()
                 if row is None or int(row[0]) != expected_version:
@@ -343,19 +345,15 @@ class SqliteStore:
                 version, stored = expected_version + 1, (int(row[1]), int(row[2]), int(row[3]))
                 changed = connection.execute(
                     "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, completed_count = ?, "
-                    "milestone_count = ?, updated = ?, state = ? WHERE workflow_id = ? AND version = ?",
+                    "completed_steps_count = ?, updated = ?, state = ? WHERE workflow_id = ? AND version = ?",
                     (state.status, state.definition.fingerprint, version, *counts, updated, state_json,
                      workflow_id, expected_version),
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
             self._insert(
-                connection, "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
-                [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored[0]:])],
-            )
-            self._insert(
-                connection, "INSERT INTO state_logs (workflow_id, log, position, entry) VALUES (?, ?, ?, ?)",
-                [(workflow_id, *row) for row in encode_logs(state, stored[1], stored[2])],
+                connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
+                [(workflow_id, *row) for row in self._encode_history(state, stored)],
             )
             if expected_version is None or state.frames:  # an instance's own key never changes
                 connection.executemany(
@@ -538,13 +536,12 @@ class SqliteStore:
         with self._read() as connection:
             rows = connection.execute(f"SELECT workflow_id, state FROM instances {where} ORDER BY rowid", args).fetchall()
             entries: dict[str, list[str]] = {}
-            for workflow_id, entry in connection.execute("SELECT workflow_id, entry FROM history ORDER BY workflow_id, seq"):
-                entries.setdefault(workflow_id, []).append(entry)
-            logs: dict[str, list[tuple[str, str]]] = {}
-            for workflow_id, log, entry in connection.execute(
-                "SELECT workflow_id, log, entry FROM state_logs ORDER BY workflow_id, log, position"
+            logs: dict[str, list[LogTexts]] = {}
+            for workflow_id, entry, completed, steps in connection.execute(
+                "SELECT workflow_id, entry, completed, completed_steps FROM history ORDER BY workflow_id, seq"
             ):
-                logs.setdefault(workflow_id, []).append((log, entry))
+                entries.setdefault(workflow_id, []).append(entry)
+                logs.setdefault(workflow_id, []).append((completed, steps))
         return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ())) for wid, text in rows]
 
     def pin(self, pinned: PinnedDefinition) -> None:
@@ -640,8 +637,8 @@ class SqliteStore:
     # Small methods of their own so a benchmark or a profile can tell JSON time from SQL time;
     # the text is the same in every store (`procflow.interpreter.stores`).
     @staticmethod
-    def _encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
-        return encode_entries(entries)
+    def _encode_history(state: InstanceState, stored: tuple[int, int, int]) -> list[HistoryRow]:
+        return history_rows(state, stored)
 
     @staticmethod
     def _encode_dispatch(dispatch: Dispatch) -> str:
@@ -658,17 +655,14 @@ class SqliteStore:
         """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
         return read_stored_json(text, f"{what} in {self.path}")
 
-    def _decode(self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[tuple[str, str]] = ()) -> InstanceState:
+    def _decode(self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = ()) -> InstanceState:
         return decode_state(workflow_id, text, entries, str(self.path), logs)
 
     def _decode_for_transition(
-        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[tuple[str, str]] | None
+        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None
     ) -> InstanceState:
         return decode_for_transition(workflow_id, text, counts, str(self.path), logs)
 
-
-_LOGS_OF = "SELECT log, entry FROM state_logs WHERE workflow_id = ? ORDER BY log, position"
-"""An instance's completions, then its milestones, each in order."""
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)
 """What SQLite raises for a value it cannot bind (a lone surrogate, an integer past 64 bits)."""

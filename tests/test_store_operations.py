@@ -142,7 +142,7 @@ def test_store_check_names_each_inconsistent_record_on_sqlite(filled: Path, caps
     assert sha(filled) == before
 
 
-def test_store_check_reads_the_completions_and_milestones_kept_beside_the_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_store_check_reads_the_completions_and_milestones_kept_with_the_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "store.sqlite"
     with SqliteStore(path) as store:
         orchestrator = Orchestrator(procflow.load(ORDER), store=store, clock=Clock(), auto_dispatch=False)
@@ -153,18 +153,18 @@ def test_store_check_reads_the_completions_and_milestones_kept_beside_the_state(
     code, out, _ = run(capsys, "store", "check", "--store", str(path))
     assert code == 0 and "sound" in out, out
     connection = sqlite3.connect(path)
-    connection.execute("DELETE FROM state_logs WHERE workflow_id = 'wf_1' AND log = 'completedSteps' AND position = 1")
-    connection.execute("UPDATE state_logs SET entry = '{\"step\": 1}' WHERE workflow_id = 'wf_2' AND log = 'completed' AND position = 0")
-    connection.execute("INSERT INTO state_logs (workflow_id, log, position, entry) VALUES ('wf_gone', 'completedSteps', 0, '\"x\"')")
+    connection.execute("UPDATE history SET completed_steps = NULL WHERE workflow_id = 'wf_1' AND seq = 3")
+    connection.execute("UPDATE history SET completed = '[{\"step\": 1}]' WHERE workflow_id = 'wf_2' AND seq = 2")
+    connection.execute("INSERT INTO history (workflow_id, seq, entry, completed_steps) VALUES ('wf_gone', 1, '{}', '[\"x\"]')")
     connection.commit()
     connection.close()
     before = sha(path)
     code, out, _ = run(capsys, "store", "check", "--store", str(path))
     assert code == 1 and out.splitlines()[0].startswith(f"store {path}: 3 problem(s)"), out
     for fragment in (
-        "instance wf_1: its row says 2 `completedSteps` entries, the store holds 1",
+        "instance wf_1: its row says 2 `completedSteps` entries, its history rows hold 1",
         "instance wf_2: the state of instance wf_2", "(completed.0.step: ",
-        "a completion or milestone belongs to instance wf_gone, which the store does not hold",
+        "a history entry belongs to instance wf_gone, which the store does not hold",
     ):
         assert fragment in out, (fragment, out)
     assert sha(path) == before
