@@ -35,8 +35,9 @@ what to do. These checks read the header and the schema, never the whole file (t
 check is `procflow store check`), and a store of the current schema is opened without a
 write. Older schemas are migrated, in order, in one transaction
 (`procflow.interpreter.sqlite_schema` holds the schema, the migrations and those checks).
-Every use first checks that the path still names the file opened (its device and inode): a
-store deleted or replaced under a running worker stops it instead of being written on.
+Every write first checks that the path still names the file opened (its device and inode),
+and so do reads, at most every `READ_CHECK_SECONDS`: a store deleted or replaced under a
+running worker, busy or idle, stops it instead of being written on.
 
 Why one module of about 630 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
@@ -100,6 +101,10 @@ __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "S
 
 Synchronous = Literal["FULL", "NORMAL"]
 
+READ_CHECK_SECONDS = 0.05
+"""How often a read checks that the path still names the file opened (a write always does):
+a transition reads three times and writes once, and each check is a `stat`."""
+
 
 class SqliteStore:
     """The durable store in one SQLite file (see the module docstring for the tables).
@@ -117,6 +122,7 @@ class SqliteStore:
         self.path = Path(path)
         self.synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
+        self._checked_at = float("-inf")  # when `_db` last found the path naming the file opened
         self._connection = self._open(create, verify)
         try:
             self._identity = identity(self.path)
@@ -183,10 +189,13 @@ class SqliteStore:
         return int(value)
 
     # ---------------------------------------------------------------- transactions
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, writing: bool = False) -> sqlite3.Connection:
         if self._connection is None:
             raise StoreError(f"the store {self.path} is closed")
-        check_same_file(self.path, self._identity)  # one stat: a deleted or replaced file is never written on
+        now = time.monotonic()
+        if writing or now - self._checked_at > READ_CHECK_SECONDS:
+            check_same_file(self.path, self._identity)  # one stat: a deleted or replaced file is never written on
+            self._checked_at = now
         return self._connection
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -217,7 +226,7 @@ class SqliteStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: `BEGIN IMMEDIATE` takes the write lock first, so what is read
         inside cannot change before the commit; anything raised rolls it all back."""
-        connection = self._db()
+        connection = self._db(writing=True)
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
