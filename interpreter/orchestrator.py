@@ -514,7 +514,8 @@ def worker(
         moment = orchestrator.clock()
         handled = orchestrator.pump()
         fired = [state.workflowId for state in orchestrator.tick(moment)]
-        handled += orchestrator.pump()
+        if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
+            handled += orchestrator.pump()
         done += 1
         if report is not None and (handled or fired):
             report(WorkerRound(moment, handled, fired))

@@ -297,30 +297,31 @@ class PostgresStore:
             state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
             updated, state.nextAction, state.timeoutAt, state.updatedAt, state_json,
         )
-        with self._write() as connection:
+        # Pipelined: the statements go out together and their results come back at three
+        # points (the instance row moved, the outbox rows written, the commit), not one round
+        # trip each: a worker waits for the server three times a transition, not ten.
+        with self._connection() as connection, connection.pipeline() as pipeline, connection.transaction():
+            inbox = None
             if message_id is not None:
                 # First: a concurrent writer of the same message id waits here for this one.
-                inserted = connection.execute(
+                inbox = connection.execute(
                     "INSERT INTO procflow_inbox (message_id, workflow_id, received_at, digest) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (message_id) DO NOTHING",
                     (message_id, workflow_id, state.updatedAt, message_digest),
                 )
-                if inserted.rowcount != 1:
-                    raise DuplicateMessage(f"message {message_id} was already applied")
             if expected_version is None:
-                version, stored = 1, (0, 0, 0)
-                created = connection.execute(
+                version = 1
+                row = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
                     "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, state) "
-                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
+                    "RETURNING 0, 0, 0",
                     (workflow_id, state.type, *row_values),
                 )
-                if created.rowcount != 1:
-                    raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
-                moved = connection.execute(
+                row = connection.execute(
                     "WITH before AS (SELECT history_count, completed_count, completed_steps_count FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
                     "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
@@ -328,10 +329,17 @@ class PostgresStore:
                     "version = %s FROM before WHERE procflow_instances.workflow_id = %s "
                     "RETURNING before.history_count, before.completed_count, before.completed_steps_count",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
-                ).fetchall()
-                if len(moved) != 1:
-                    raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
+                )
+            pipeline.sync()
+            if inbox is not None and inbox.rowcount != 1:
+                raise DuplicateMessage(f"message {message_id} was already applied")
+            moved = row.fetchall()
+            if len(moved) != 1:
+                raise ConcurrencyError(
+                    f"instance {workflow_id} already exists" if expected_version is None
+                    else f"instance {workflow_id} changed since version {expected_version}"
+                )
+            stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
             with connection.cursor() as cursor:
                 history = history_rows(state, stored)
                 if len(history) == 1:  # the usual case: one statement, not a batch
@@ -344,8 +352,11 @@ class PostgresStore:
                         "ON CONFLICT DO NOTHING",
                         [(state.type, c, workflow_id) for c in state.correlation_ids()],
                     )
-            for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim_for)
+            for position, (dispatch, text) in enumerate(queued):
+                inserted = self._enqueue(connection, workflow_id, dispatch.dedupKey, text, state.updatedAt, claim_for)
+                if position + 1 < len(queued):  # (several: each in its turn, so they keep their order)
+                    pipeline.sync()
+                    self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
             due = self._set_timer(connection, state)
             if (queued and claim_for is None) or (due is not None and due <= updated):
                 # Delivered at the commit, to the workers waiting in `wait_for_work`: only for
@@ -357,17 +368,31 @@ class PostgresStore:
                 # nothing due and wait again): the next poll finds it.
                 connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
             self._mark(connection, sent)
+            if queued:
+                pipeline.sync()
+                dispatch, text = queued[-1]
+                self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
         return version
 
+    @staticmethod
     def _enqueue(
-        self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str, claim_for: str | None
-    ) -> None:
-        inserted = connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
-            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+        connection: Connection, workflow_id: str, dedup_key: str, text: str, at: str, claim_for: str | None, emitted: int = 1
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Queue one command (claimed by `claim_for` for a lease when given); the cursor tells
+        whether its dedup key was free (`_enqueued`)."""
+        return connection.execute(
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
             "ELSE clock_timestamp() + make_interval(secs => %s) END) ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at, claim_for, claim_for, LEASE_SECONDS),
+            (workflow_id, dedup_key, text, at, emitted, claim_for, claim_for, LEASE_SECONDS),
         )
+
+    def _enqueued(
+        self, connection: Connection, inserted: psycopg.Cursor[tuple[Any, ...]], workflow_id: str, dispatch: Dispatch,
+        text: str, at: str, claim_for: str | None,
+    ) -> None:
+        """After `_enqueue` (its result received): when the dedup key was taken, queue the
+        command again as the same instance's, or refuse another instance's key."""
         if inserted.rowcount == 1:
             return
         [(owner, emitted)] = connection.execute(
@@ -383,12 +408,7 @@ class PostgresStore:
         # The same instance asks for the same key again (a step run again by a loop): send it
         # again, after what is queued now (a new id), and count how often it was asked for.
         connection.execute("DELETE FROM procflow_outbox WHERE dedup_key = %s", (dispatch.dedupKey,))
-        connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
-            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
-            "ELSE clock_timestamp() + make_interval(secs => %s) END)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, claim_for, claim_for, LEASE_SECONDS),
-        )
+        self._enqueue(connection, workflow_id, dispatch.dedupKey, text, at, claim_for, int(emitted) + 1)
 
     @staticmethod
     def _set_timer(connection: Connection, state: InstanceState) -> float | None:
