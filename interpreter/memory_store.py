@@ -199,8 +199,8 @@ class Store(Protocol):
 
     def wait_for_work(self, timeout: float) -> None:
         """Wait `timeout` seconds, or less when the store learns of new work (a command queued
-        for any worker, or a timer set already due, by another process: PostgreSQL's
-        LISTEN/NOTIFY)."""
+        that no worker holds yet, or a timer set that is already due, by another process:
+        PostgreSQL's LISTEN/NOTIFY)."""
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""

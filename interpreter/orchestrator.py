@@ -504,10 +504,10 @@ def worker(
     """The loop that keeps instances moving: send the outbox through the transport (at least
     once), apply in-process replies, fire due timers; when a round did nothing, wait up to
     `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
-    wakes the worker as soon as another process queues a command for any worker or sets a
-    timer that is already due; SQLite
-    sleeps the whole interval), or call `sleep` when given. `once` runs one round. Time comes
-    from the orchestrator's clock. Returns the number of rounds run."""
+    wakes the worker as soon as another process queues a command no worker holds yet or sets
+    a timer that is already due; SQLite sleeps the whole interval), or call `sleep` when
+    given. `once` runs one round. Time comes from the orchestrator's clock. Returns the number
+    of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
