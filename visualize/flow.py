@@ -34,6 +34,7 @@ from procflow.visualize.ir import (
     wait_text,
     words,
 )
+from procflow.visualize.lanes import attach_to_steps, collapse_in_lanes
 
 SIGNS = {
     "xor": "×",
@@ -537,6 +538,10 @@ def flow_diagram(
         marked, edges = _share_failure_ends(marked, edges)
     if not expand and not swimlanes:
         marked, edges, clusters = collapse(definition, marked, edges, clusters)
+    if swimlanes:
+        if not expand:
+            marked, edges = collapse_in_lanes(definition, marked, edges, _structure_clusters(definition))
+        marked, edges = attach_to_steps(marked, edges, clusters)
     return FlowDiagram(
         name=definition.name,
         title=diagram_title(definition),
