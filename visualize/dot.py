@@ -28,6 +28,7 @@ from procflow.visualize.ir import (
     Message,
     Note,
     SequenceDiagram,
+    attached_lines,
 )
 
 FONT = "Helvetica"
@@ -151,12 +152,11 @@ def _with_attached(text: str, node: FlowNode) -> Html:
     rows = [f"<tr><td>{text}</td></tr>"]
     for item in node.attached:
         fill = STATE_STYLE[item.state]["fillcolor"] if item.state in STATE_STYLE else None
+        words = "<br/>".join(_html(line) for line in attached_lines(item))
         if item.kind == "timeout":
-            words = f"◷ {_html(item.text or 'timeout')} → fails"
             background = f' bgcolor="{fill}"' if fill else ""
             rows.append(f'<tr><td{background}><font point-size="9" color="{RED_INK}">{words}</font></td></tr>')
         else:
-            words = "<br/>".join(_html(line) for line in (item.text, *item.lines))
             rows.append(f'<tr><td border="1" style="rounded,dashed" color="{UNDO}" bgcolor="{fill or "#fef5e7"}" '
                         f'cellpadding="2"><font point-size="9" color="#784212">{words}</font></td></tr>')
     return Html('<table border="0" cellborder="0" cellspacing="2" cellpadding="0">' + "".join(rows) + "</table>")

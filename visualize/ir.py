@@ -199,6 +199,14 @@ def undo_label(command_name: str) -> str:
     return command_name
 
 
+def attached_lines(item: Attached) -> tuple[str, ...]:
+    """The words of a row a step's box holds in the swimlane view: `◷ 10m, 2 retries → fails`,
+    or the undo command as written and when it runs anyway."""
+    if item.kind == "timeout":
+        return (f"◷ {item.text or 'timeout'} → fails",)
+    return (item.text, *item.lines)
+
+
 def wait_text(timer: str) -> str:
     """A timer as an instruction: `after 1h` -> `wait 1h`, `until x` -> `wait until x`."""
     return "wait " + timer.removeprefix("after ")
