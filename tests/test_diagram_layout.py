@@ -183,7 +183,7 @@ def test_an_overlay_colours_the_rows_it_reaches() -> None:
     assert rows["reserve_inventory.undo"] == rows["authorize_payment.undo"] == "compensated"
     assert rows["create_shipment.timeout"] is None
     timed_out = visualize.render_text(order, "flow", "dot", swimlanes=True, path_name="authorize_payment.timeout")
-    assert '<td bgcolor="#f5b7b1"><font point-size="9" color="#922b21">◷ 1h → fails' in timed_out
+    assert '<td border="1" style="rounded" color="#c0392b" bgcolor="#f5b7b1"><font point-size="9" color="#922b21">◷ 1h → fails' in timed_out
 
 
 @needs_dot

@@ -151,11 +151,13 @@ def _with_attached(text: str, node: FlowNode) -> Html:
     orange row for its undo. An overlay's state colours the row it reached."""
     rows = [f"<tr><td>{text}</td></tr>"]
     for item in node.attached:
-        fill = STATE_STYLE[item.state]["fillcolor"] if item.state in STATE_STYLE else None
+        state = STATE_STYLE.get(item.state or "")
+        fill = state["fillcolor"] if state else None
         words = "<br/>".join(_html(line) for line in attached_lines(item))
         if item.kind == "timeout":
-            background = f' bgcolor="{fill}"' if fill else ""
-            rows.append(f'<tr><td{background}><font point-size="9" color="{RED_INK}">{words}</font></td></tr>')
+            # Reached, the row is framed in its state's colour: the step's own fill may be the same.
+            frame = f' border="1" style="rounded" color="{state["color"]}" bgcolor="{fill}"' if state else ""
+            rows.append(f'<tr><td{frame}><font point-size="9" color="{RED_INK}">{words}</font></td></tr>')
         else:
             rows.append(f'<tr><td border="1" style="rounded,dashed" color="{UNDO}" bgcolor="{fill or "#fef5e7"}" '
                         f'cellpadding="2"><font point-size="9" color="#784212">{words}</font></td></tr>')
