@@ -238,3 +238,30 @@ def test_bands_read_in_order() -> None:
     rows = dot_layout(visualize.render_text(loan, "flow", "dot", direction="lr"))
     assert _centre(rows, "link.A.out")[1] > _centre(rows, "end")[1]  # Graphviz's y grows upwards
     assert _centre(rows, "start")[1] > _centre(rows, "end")[1]
+
+
+def test_a_large_swimlane_view_collapses_its_blocks_into_the_lane_before_them() -> None:
+    steps = "\n".join(f"  step s{i:02d} {{ send bank.do_{i}\n    await done_{i} within 1h }}" for i in range(20))
+    text = f"""process big-lanes {{
+      participant bank "Bank"
+      participant audit "Audit"
+    {steps}
+      parallel checks {{
+        branch left {{ step audit_a {{ send audit.a
+          await a_done within 1h }} }}
+        branch right {{ step audit_b {{ send audit.b
+          await b_done within 1h }} }}
+      }}
+    }}"""
+    definition = compile_source(text)
+    folded = visualize.extract(definition, "flow", swimlanes=True)
+    assert isinstance(folded, FlowDiagram)
+    block = next(n for n in folded.nodes if n.kind == "collapsed")
+    assert block.title == "parallel checks" and block.cluster == "lane.bank"  # the lane of the step before
+    assert [c.label for c in folded.clusters] == ["Bank"]  # Audit works only inside the block
+    assert {n.id: n.cluster for n in folded.nodes}["end"] == "lane.bank"
+    assert not any(n.id.startswith("audit_") for n in folded.nodes)
+    opened = visualize.extract(definition, "flow", swimlanes=True, expand=True)
+    assert isinstance(opened, FlowDiagram)
+    assert [c.label for c in opened.clusters] == ["Bank", "Audit"]
+    assert {n.id: n.cluster for n in opened.nodes}["audit_a"] == "lane.audit"

@@ -541,6 +541,8 @@ def flow_diagram(
     if swimlanes:
         if not expand:
             marked, edges = collapse_in_lanes(definition, marked, edges, _structure_clusters(definition))
+            clusters, owner = _lane_clusters(definition, marked, edges)
+            marked = [replace(n, cluster=owner[n.id]) for n in marked]
         marked, edges = attach_to_steps(marked, edges, clusters)
     return FlowDiagram(
         name=definition.name,

@@ -14,7 +14,7 @@ boundary event); the swimlane view draws them as rows of the step's own box:
 - a shape does not repeat the name of the lane it stands in (the lane's heading says it).
 
 A process of more than COLLAPSE_ABOVE steps collapses its outermost blocks here too, as the
-flow view does (`collapse.py`); the collapsed box stands in the lane of the block's gateway.
+flow view does (`collapse.py`); the collapsed box stands in the lane of the step before it.
 
 Failure ends that name a reason keep their own shape, shared per lane (`flow.py`), and a
 timeout that leads somewhere (a recovery path, a named end) keeps its arrow.
@@ -90,11 +90,12 @@ def collapse_in_lanes(
     edges: list[FlowEdge],
     structure: tuple[list[FlowCluster], dict[str, str]],
 ) -> tuple[list[FlowNode], list[FlowEdge]]:
-    """The swimlane view with the blocks a flow view would collapse collapsed, each into the
-    lane of its head (the parallel block's split, the loop's head); `structure` is the flow
-    view's clusters and the owner of each node (`flow._structure_clusters`)."""
+    """The swimlane view's shapes with the blocks a flow view would collapse collapsed;
+    `structure` is the flow view's clusters and the owner of each node
+    (`flow._structure_clusters`). The caller settles the lanes again afterwards: a collapsed
+    block, like a gateway, stands in the lane of the step it follows, and a lane whose
+    participant works only inside collapsed blocks is left out."""
     blocks, owner = structure
-    lane = {n.id: n.cluster for n in nodes}
     inner = [replace(n, cluster=owner.get(n.id)) for n in nodes]
     folded, edges, _ = collapse(definition, inner, edges, list(blocks))
-    return [replace(n, cluster=lane.get(n.id)) for n in folded], edges
+    return folded, edges
