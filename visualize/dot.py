@@ -5,7 +5,7 @@ every shape where a sequence diagram wants it (`layout=neato` with `pos="x,y!"`)
 as columns, one row per message, note or block edge; Graphviz only draws it. Output is
 deterministic: the same IR gives the same bytes.
 
-Why one module of about 510 lines: the two views share the one vocabulary of colours, fonts
+Why one module of about 535 lines: the two views share the one vocabulary of colours, fonts
 and HTML labels, and both print the same DOT; how a flow is arranged is `arrange.py`.
 """
 
