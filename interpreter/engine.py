@@ -62,8 +62,8 @@ class _Run(Timed):
         """Write the frames back, derive the lesson's fields, append the history entry."""
         state = self.state
         frames = self.frames
-        if len(frames) > 1:  # (the main frame is the state itself: its data is already there)
-            state.frames = {key: frame for key, frame in frames.items() if isinstance(frame, Frame)}
+        if frames.changed:  # (the main frame is the state itself: its data is already there)
+            state.frames = frames.written()
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)

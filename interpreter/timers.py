@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 from procflow.dsl import model as m
-from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.foreach import Iterating
 from procflow.interpreter.state import (
     Completion,
     FrameView,
@@ -20,7 +20,7 @@ from procflow.interpreter.state import (
 from procflow.interpreter.transition import Failed, rounds_of
 
 
-class Timed(Compensating):
+class Timed(Iterating):
     """What happens when a wait's time has come."""
 
     __slots__ = ()

@@ -146,6 +146,52 @@ def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:
     return rest or EMPTY
 
 
+class WorkingFrames(dict[str, FrameView]):
+    """The frames a transition works on: the main one (the working state itself), and the
+    frames of called processes and of for-each items, each copied from the stored state the
+    first time the transition reads it. So a transition copies the frames it touches, not all
+    of them (a for-each over a thousand items keeps a thousand frames)."""
+
+    __slots__ = ("stored", "removed")
+
+    def __init__(self, main: FrameView, stored: Mapping[str, Frame]) -> None:
+        super().__init__()
+        self[ROOT] = main
+        self.stored = stored
+        self.removed: set[str] = set()
+
+    def __missing__(self, key: str) -> FrameView:
+        if key in self.removed:
+            raise KeyError(key)
+        own = dataclasses.replace(self.stored[key])
+        self[key] = own
+        return own
+
+    def find(self, key: str) -> FrameView | None:
+        """The frame `key`, or None when there is none."""
+        try:
+            return self[key]
+        except KeyError:
+            return None
+
+    def remove(self, key: str) -> None:
+        """The frame `key` is gone (a for-each item that ended)."""
+        self.pop(key, None)
+        self.removed.add(key)
+
+    @property
+    def changed(self) -> bool:
+        """True when the transition read, added or removed a frame besides the main one."""
+        return len(self) > 1 or bool(self.removed)
+
+    def written(self) -> dict[str, Frame]:
+        """The frames of the new state: the stored ones but those removed, with this run's own."""
+        stored = self.stored
+        out = {key: frame for key, frame in stored.items() if key not in self.removed} if self.removed else dict(stored)
+        out.update((key, frame) for key, frame in self.items() if isinstance(frame, Frame))
+        return out or EMPTY
+
+
 class RunCore:
     """One transition's working copy of a state, and the work it does on it (see the module doc)."""
 
@@ -173,11 +219,8 @@ class RunCore:
                 self.state.compensation = state.compensation.model_copy()
         # The working frames: the main process's is the working state itself (its `input`,
         # `data` and `correlationId`), the called ones are copies; `finish` writes them back.
-        self.frames: dict[str, FrameView] = {ROOT: self.state}
+        self.frames = WorkingFrames(self.state, state.frames)
         self.main_scope: Scope | None = None
-        if state.frames:
-            for key, f in state.frames.items():
-                self.frames[key] = dataclasses.replace(f)
         self.owned: set[int] = set()
         self.dispatches: list[Dispatch] = []
         self.ready: list[Token] = []
@@ -194,6 +237,19 @@ class RunCore:
         raise NotImplementedError
 
     def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
+        raise NotImplementedError
+
+    def enter_each(self, token: Token, node: m.EachNode, frame: FrameView, definition: m.ProcessDefinition) -> bool:
+        """A for-each begins (`foreach.py`): its items start, as many at once as it allows;
+        True when the token goes on at once (no items)."""
+        raise NotImplementedError
+
+    def item_done(self, token: Token, frame: FrameView) -> None:
+        """A for-each item's token reached the gather (or an end): the item is done."""
+        raise NotImplementedError
+
+    def item_failed(self, token: Token, frame: FrameView, reason: str) -> bool:
+        """A for-each item reached a fail end: True when the for-each tolerates it."""
         raise NotImplementedError
 
     def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
@@ -318,6 +374,9 @@ class RunCore:
                     if frame.parent is None:
                         self.complete(node.outcome, node.timed_out)
                         return
+                    if frame.forEach is not None:  # an `end` inside a for-each ends that item
+                        self.item_done(token, frame)
+                        return
                     self._return_from_call(token, frame)
                 case m.LoopNode():
                     token.loops = {**token.loops, node.id: 1}
@@ -342,7 +401,15 @@ class RunCore:
                     self._until(token, node, frame, definition)
                 case m.CallNode():
                     self._enter_call(token, node, frame)
+                case m.EachNode():
+                    if not self.enter_each(token, node, frame, definition):
+                        return
+                case m.GatherNode():
+                    self.item_done(token, frame)
+                    return
                 case m.FailNode():
+                    if frame.forEach is not None and self.item_failed(token, frame, node.reason):
+                        return
                     raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
 
     def _fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
