@@ -17,6 +17,7 @@ module                     rules
 `scope_rules`              orchestrator scope and hygiene lints
 `contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
+`foreach_rules`            the for-each's list, concurrency and tolerated failures
 =========================  ==========================================================
 """
 
@@ -29,6 +30,7 @@ from procflow.dsl import (
     compensation_rules,
     contract_rules,
     flow_rules,
+    foreach_rules,
     name_rules,
     scenario_rules,
     scope_rules,
@@ -61,6 +63,7 @@ RULES: list[Rule] = [
     compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
+    foreach_rules.for_each_shape,
 ]
 
 SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
