@@ -284,7 +284,8 @@ def _is_reply_of(plan: Plan, abandoned: Abandoned, reply_type: str) -> bool:
 
 
 def _payload_schema(plan: Plan, state: InstanceState, wait: Wait, reply_type: str) -> dict[str, Any] | None:
-    process = plan.process(state.type if wait.frame == ROOT else state.frames[wait.frame].process)
+    frame = state.frames.get(wait.frame) if wait.frame != ROOT else None  # (an undo's may be gone: a for-each item's)
+    process = plan.process(frame.process if frame is not None else state.type)
     if not process.declares_payload_schemas:
         return None
     if wait.commandName and wait.kind != "race":

@@ -28,10 +28,10 @@ class Timed(Iterating):
     def fire(self, wait: Wait) -> None:
         """A wait's time has come: a timer ends, a timeout retries or fails, a backoff resends."""
         self._unpark(wait)
-        frame = self.frames[wait.frame]
-        if wait.kind in ("compensation", "compensation_backoff"):
+        if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._fire_compensation(wait)
             return
+        frame = self.frames[wait.frame]
         token = self._token(wait.token)
         definition = self._definition(frame.process)
         node = definition.nodes[wait.node]

@@ -574,10 +574,10 @@ class RunCore:
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
         self._unpark(wait)
-        frame = self.frames[wait.frame]
-        if wait.kind in ("compensation", "compensation_backoff"):
+        if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._undo_confirmed()
             return
+        frame = self.frames[wait.frame]
         token = self._token(wait.token)
         definition = self._definition(frame.process)
         node = definition.nodes[wait.node]
