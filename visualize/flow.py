@@ -41,12 +41,28 @@ SIGNS = {
     "join": "+",
     "race": "⬠",
     "loop": "↻",
+    "each": "|||",  # BPMN's multi-instance marker: three bars, upright when the items run in parallel
+    "each_sequential": "≡",  # ... lying when they run one after another
     "until": "×",
     "timer": "◷",
     "event": "✉",
     "error": "⚡",
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
+
+
+def each_sign(node: m.EachNode) -> str:
+    """BPMN's multi-instance marker of a for-each: `|||` in parallel, `≡` one after another."""
+    return SIGNS["each"] if node.parallel else SIGNS["each_sequential"]
+
+
+def each_label(node: m.EachNode) -> str:
+    """`for each line in input.lines ||| (at most 10 at once, 1 failure tolerated) → reservations`."""
+    terms = [f"at most {node.at_most} at once"] if node.at_most is not None and node.parallel else []
+    if node.tolerate:
+        terms.append(f"{node.tolerate} {'failure' if node.tolerate == 1 else 'failures'} tolerated")
+    label = f"{node.name} in {node.items.text} {each_sign(node)}" + (f" ({', '.join(terms)})" if terms else "")
+    return label + (f" → {node.collect}" if node.collect else "")
 
 
 def diagram_title(definition: m.ProcessDefinition) -> str:
@@ -186,6 +202,11 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                 outgoing = [(t, kind, f"after {rounds} rounds" if kind == "bound" else label) for t, kind, label in outgoing]
             case m.CallNode():
                 nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
+            case m.EachNode():
+                nodes.append(FlowNode(node_id, "each", node.name, sign=each_sign(node)))
+            case m.GatherNode():
+                head = definition.nodes[node.each]
+                nodes.append(FlowNode(node_id, "gather", node.name, sign=each_sign(head) if isinstance(head, m.EachNode) else ""))
         for target, kind, label in outgoing:
             edges.append(FlowEdge(node_id, target, kind, label))
     return nodes, edges
@@ -250,6 +271,9 @@ def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowClust
                     first = definition.follow(node_id, f"branch:{branch}")
                     members = _members(definition, first, join, include_stop=False)
                     found.append((f"{node_id}.branch{index + 1}", "branch", f"branch {branch}", members))
+            case m.EachNode():
+                members = _members(definition, node_id, node.gather, include_stop=True)
+                found.append((f"{node_id}.body", "each", each_label(node), members))
             case m.LoopNode():
                 members = _members(definition, node_id, graph.nodes[node_id]["until"], include_stop=True)
                 bound = f", at most {node.max} times" if node.max is not None else ""
@@ -438,7 +462,7 @@ def _taken_edges(nodes: list[FlowNode], edges: list[FlowEdge]) -> list[FlowEdge]
     marked = {n.id for n in nodes if n.state is not None} | {n.id for n in nodes if n.kind == "start"}
     if len(marked) <= 1:
         return edges
-    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "catch")}
+    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather", "catch")}
     incoming: dict[str, set[str]] = {}
     outgoing: dict[str, set[str]] = {}
     for edge in edges:

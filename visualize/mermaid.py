@@ -137,7 +137,7 @@ def _node_line(node: FlowNode, node_id: str) -> str:
     details = [_flow_text(line) for line in node.lines]
     if node.note:
         details.append(f"<i>{_flow_text(node.note)}</i>")
-    if node.kind in ("xor", "fork", "join", "race", "loop", "until"):
+    if node.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather"):
         return f'{node_id}{{"{node.sign}"}}'
     if node.kind == "start":
         return f'{node_id}(("{title}"))'
