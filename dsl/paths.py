@@ -505,10 +505,9 @@ class _Walker:
                     result = "ok" if node.command else "event"
                     completes = (process, node.name, node.compensation.command.name) if node.compensation else None
                     inside = _for_each(control)
-                    if completes is not None and inside is not None:
-                        each = control[inside].each
-                        assert each is not None
-                        completes = (process, node.name, f"{node.compensation.command.name} per {each.item}")
+                    each = control[inside].each if inside is not None else None
+                    if completes is not None and each is not None:
+                        completes = (process, node.name, f"{completes[2]} per {each.item}")
                     choice = 1
                     for reply in node.replies[1:]:  # every other success reply is an outcome of its own
                         fork(outcomes["next"], extra_events=(PathEvent("step", process, node.name, reply, result),),
@@ -629,8 +628,9 @@ class _Walker:
                     current = definition.follow(tolerated.node, "next")
                 case m.FailNode():
                     inside = _for_each(control)
-                    if inside is not None and control[inside].each is not None:
-                        undo = _other_items(definition, control[inside].each, undo)  # (mypy: narrowed above)
+                    enclosing = control[inside].each if inside is not None else None
+                    if enclosing is not None:
+                        undo = _other_items(definition, enclosing, undo)
                     for _ in control:
                         events = _push(events, PathEvent("close"))
                     events = _push(events, PathEvent("fail", definition.name, node.step or "", node.reason))

@@ -32,7 +32,6 @@ from procflow.interpreter.state import (
     ROOT,
     TERMINAL,
     Abandoned,
-    Frame,
     InstanceState,
     Token,
     Wait,
