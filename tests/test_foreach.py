@@ -169,3 +169,57 @@ def test_a_scenario_reply_for_one_item_changes_only_that_item() -> None:
     assert [(r["line"]["sku"], r["status"]) for r in shipped.command.data["lines"]] == [
         ("pen", "completed"), ("ink", "failed"), ("pad", "completed"),
     ]
+
+
+NESTED = """
+process nested {
+  correlate by input.orderId
+  input { orderId: string, boxes: { units: { sku: string }[] }[] }
+  participant inventory "Inventory"
+  participant audit "Audit"
+
+  parallel both {
+    branch pack {
+      for each box in input.boxes collect packed {
+        for each unit in box.units in parallel collect units {
+          step pick {
+            send inventory.pick { sku: unit.sku }
+            await picked as pick within 1h
+            compensate inventory.put_back { sku: unit.sku } awaiting put_back within 1h
+          }
+        }
+      }
+    }
+    branch log {
+      step note {
+        send audit.note { orderId: input.orderId }
+        await noted within 1h
+        nothing to undo "a log line"
+      }
+    }
+  }
+  step close {
+    send audit.close { boxes: packed }
+    await closed within 1h
+    on refused fail "refused"
+    nothing to undo "the end"
+  }
+}
+"""
+
+
+def test_a_for_each_inside_another_and_inside_a_parallel_branch() -> None:
+    definition = procflow.load_text(NESTED)
+    boxes = [{"units": [{"sku": "a"}, {"sku": "b"}]}, {"units": [{"sku": "c"}]}]
+    first = procflow.start(definition, "wf_1", {"orderId": "o1", "boxes": boxes}, NOW)
+    assert sorted(c for _, c, _ in _sent(first)) == ["o1", "o1/box/1/unit/1", "o1/box/1/unit/2"]
+    state = first.state
+    for correlation in ("o1/box/1/unit/2", "o1/box/1/unit/1"):
+        state = _reply(definition, state, "picked", correlation, {"at": correlation})
+    state = _reply(definition, state, "picked", "o1/box/2/unit/1", {"at": "c"})
+    state = _reply(definition, state, "noted", "o1")
+    assert [[u["pick"]["at"] for u in box["units"]] for box in state.data["packed"]] == [
+        ["o1/box/1/unit/1", "o1/box/1/unit/2"], ["c"],
+    ]
+    failed = procflow.deliver(definition, state, Reply(type="refused", correlationId="o1"), NOW)
+    assert _sent(failed) == [("inventory.put_back", "o1/box/2/unit/1", {"sku": "c"})]
