@@ -279,15 +279,20 @@ def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowClust
                 bound = f", at most {node.max} times" if node.max is not None else ""
                 found.append((f"{node_id}.body", "loop", f"repeat {words(node.name)}{bound}", members))
     # Smaller sets nest inside larger ones; a node belongs to the smallest set holding it.
-    by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), i))
+    # A for-each that is all of a branch holds the same nodes: it nests inside the branch.
+    def inside(inner: int, outer: int) -> bool:
+        a, b = found[inner][3], found[outer][3]
+        return a < b or (a == b and found[inner][1] == "each" and found[outer][1] != "each")
+
+    by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), found[i][1] != "each", i))
     owner: dict[str, str] = {}
     for index in by_size:
         cluster_id, _, _, members = found[index]
         for member in sorted(members):
             owner.setdefault(member, cluster_id)
     clusters = []
-    for cluster_id, kind, label, members in found:
-        parents = [c for c in by_size if members < found[c][3]]
+    for position, (cluster_id, kind, label, members) in enumerate(found):
+        parents = [c for c in by_size if inside(position, c)]
         parent = found[parents[0]][0] if parents else None
         clusters.append(FlowCluster(cluster_id, kind, label, parent))
     return clusters, owner
