@@ -1,5 +1,6 @@
 """The for-each's own rules: E160 a list that the input contract says is not a list, E161 an
-`at most` under one, E162 more tolerated failures than can happen."""
+`at most` under one, E162 more tolerated failures than can happen, E163 a name bound inside
+a for-each read after it."""
 
 from __future__ import annotations
 
@@ -90,3 +91,48 @@ def _body_can_fail(facts: Facts, stmt: sx.ForEach) -> bool:
     inside = nx.descendants(graph, each.body) | {each.body}
     inside -= nx.descendants(graph, each.gather) | {each.gather}
     return any(isinstance(definition.nodes[node], m.FailNode | m.CallNode) for node in inside)
+
+
+def _inside(definition: m.ProcessDefinition, each: m.EachNode) -> set[str]:
+    """The nodes of a for-each's block (what runs once per item)."""
+    graph = definition.graph
+    inside: set[str] = nx.descendants(graph, each.body) | {each.body}
+    return inside - (nx.descendants(graph, each.gather) | {each.gather})
+
+
+def names_bound_per_item(facts: Facts) -> list[Diagnostic]:
+    """E163: an expression outside a for-each reads a name only its block binds (the item, or
+    an `as` inside): each item has its own, and none is left after the block."""
+    definition = facts.definition
+    heads = [node for node in definition.in_order if isinstance(node, m.EachNode)]
+    if not heads:
+        return []
+    blocks = {each.id: _inside(definition, each) for each in heads}
+    in_some_block = set().union(*blocks.values())
+    bound_outside = {
+        name for node in definition.in_order if node.id not in in_some_block for name in _binds(node)
+    }
+    found: list[Diagnostic] = []
+    for use, whole, _ in facts.scans:
+        for var in whole.names:
+            for each in heads:
+                scoped = var.name in each.binds or var.name == each.item
+                if scoped and var.name not in bound_outside and use.node not in blocks[each.id]:
+                    found.append(facts.diagnostic(
+                        "E163", f"`{var.name}` is bound inside `{each.name}`, once per item, and is not seen after it",
+                        var.span, f"read the items' results through `collect`: `{each.name} ... collect results`",
+                    ))
+                    break
+    return found
+
+
+def _binds(node: m.AnyNode) -> tuple[str, ...]:
+    if isinstance(node, m.StepNode):
+        return tuple(name for name in (node.bind, *node.failure_binds.values()) if name)
+    if isinstance(node, m.RaceNode):
+        return tuple(arm.bind for arm in node.arms if arm.bind)
+    if isinstance(node, m.CallNode) and node.bind:
+        return (node.bind,)
+    if isinstance(node, m.GatherNode) and node.collect:
+        return (node.collect,)
+    return ()

@@ -64,6 +64,7 @@ RULES: list[Rule] = [
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
     foreach_rules.for_each_shape,
+    foreach_rules.names_bound_per_item,
 ]
 
 SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
