@@ -198,14 +198,8 @@ class _Simulation:
             self._schedule(now + reaction.after, reply)
 
     def _item_of(self, dispatch: Dispatch) -> int | None:
-        """The number (from 1) of the for-each item a command was sent for, else None: the
-        frame of the wait (or undo) under the command's correlation id."""
-        state = self._state()
-        correlation = dispatch.command.correlationId
-        for frame in state.frames.values():
-            if frame.correlationId == correlation and frame.item is not None:
-                return frame.item + 1
-        return None
+        """The number (from 1) of the for-each item a command was sent for, else None."""
+        return item_number(self._state(), dispatch.command.correlationId)
 
     def _default_reply(self, dispatch: Dispatch) -> str | None:
         state = self._state()
@@ -262,7 +256,9 @@ class _Simulation:
             result.dispatches.append(dispatch)
             data = json.dumps(dispatch.command.data, sort_keys=True)
             retry = f" (attempt {dispatch.attempt})" if dispatch.attempt > 1 else ""
-            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{dispatch.step}]{retry}"))
+            item = self._item_of(dispatch) if transition.state.each else None
+            where = f"{dispatch.step}, item {item}" if item is not None else dispatch.step
+            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{where}]{retry}"))
             self._react(dispatch, now)
         self._default_events(now)
 
@@ -313,10 +309,22 @@ class _Simulation:
                 result.refused.append(refused.reason)
                 result.trace.append(TraceLine(iso(from_epoch(now)), "refused", f"<- {reply.type}: {refused.reason}"))
                 continue
-            self._apply(transition, now, "event" if transition.outcome == "applied" and _is_event(state, reply) else "reply", f"<- {reply.type}")
+            item = item_number(state, reply.correlationId)
+            text = f"<- {reply.type}" + (f"  [item {item}]" if item is not None else "")
+            self._apply(transition, now, "event" if transition.outcome == "applied" and _is_event(state, reply) else "reply", text)
         else:
             raise ScenarioError(f"the simulation did not settle after {MAX_EVENTS} messages and timers")
         return result
+
+
+def item_number(state: InstanceState, correlation: str) -> int | None:
+    """The number (from 1) of the running for-each item whose correlation id this is, else None."""
+    if not state.each:
+        return None
+    for frame in state.frames.values():
+        if frame.correlationId == correlation and frame.item is not None:
+            return frame.item + 1
+    return None
 
 
 def _addressed(state: InstanceState, reply: Reply) -> Reply:
