@@ -7,7 +7,7 @@ it); as each node is made, its ways out become the graph's edges (see `procflow.
 Compilation stops only where a definition cannot be built (two steps with one name, a call
 that cannot be resolved); every other finding is the validator's (`procflow.dsl.validate`).
 
-Why one module of about 500 lines: one pass links the statements back to front, and each
+Why one module of about 600 lines: one pass links the statements back to front, and each
 kind of statement is a method of it that reads and writes the same pass state.
 """
 

@@ -32,7 +32,7 @@ key                kind     the way out
 Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply>` and
 `<step>.timeout` for a step's fail ends, and `<kind>_<n>` in document order for the rest.
 
-Why one module of about 600 lines: the node records, the definition and the graph's accessors
+Why one module of about 700 lines: the node records, the definition and the graph's accessors
 are one vocabulary that every stage (validator, engine, diagrams) reads together; splitting
 the records from the definition would only make each import both.
 """

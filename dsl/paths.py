@@ -15,7 +15,7 @@ those with two, and so on. A path's name lists its deviations, e.g.
 `paperwork: after 7d`. The walk is iterative (a process of any length works) and stops
 after `max_paths` paths; the list says so in `truncated`.
 
-Why one module of about 600 lines: the walk that enumerates paths and the saga table it
+Why one module of about 700 lines: the walk that enumerates paths and the saga table it
 fills are one state machine (cursor, branch and loop handling share its state); the table's
 rendering is a small part of it.
 """

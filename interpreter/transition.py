@@ -15,14 +15,13 @@ costs what it changes, not the size of the state, and the state given is never t
 Compensation (`compensation.py`), timers (`timers.py`) and the visible record
 (`derive.py`) build on this class.
 
-Why one module of about 500 lines: `RunCore`'s token moves (steps, gateways, forks and
+Why one module of about 570 lines: `RunCore`'s token moves (steps, gateways, forks and
 joins, races, loops, calls, accepting replies) are one state machine over one working copy;
 compensation and timers, which build on it, are their own modules.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import networkx as nx
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
 from procflow.interpreter.contracts import schema_text_problem
+from procflow.interpreter.frames import WorkingFrames
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.plan import Plan
 from procflow.interpreter.state import (
@@ -144,52 +144,6 @@ def without(mapping: dict[str, Any], key: str) -> dict[str, Any]:
         return mapping
     rest = {k: v for k, v in mapping.items() if k != key}
     return rest or EMPTY
-
-
-class WorkingFrames(dict[str, FrameView]):
-    """The frames a transition works on: the main one (the working state itself), and the
-    frames of called processes and of for-each items, each copied from the stored state the
-    first time the transition reads it. So a transition copies the frames it touches, not all
-    of them (a for-each over a thousand items keeps a thousand frames)."""
-
-    __slots__ = ("stored", "removed")
-
-    def __init__(self, main: FrameView, stored: Mapping[str, Frame]) -> None:
-        super().__init__()
-        self[ROOT] = main
-        self.stored = stored
-        self.removed: set[str] = set()
-
-    def __missing__(self, key: str) -> FrameView:
-        if key in self.removed:
-            raise KeyError(key)
-        own = dataclasses.replace(self.stored[key])
-        self[key] = own
-        return own
-
-    def find(self, key: str) -> FrameView | None:
-        """The frame `key`, or None when there is none."""
-        try:
-            return self[key]
-        except KeyError:
-            return None
-
-    def remove(self, key: str) -> None:
-        """The frame `key` is gone (a for-each item that ended)."""
-        self.pop(key, None)
-        self.removed.add(key)
-
-    @property
-    def changed(self) -> bool:
-        """True when the transition read, added or removed a frame besides the main one."""
-        return len(self) > 1 or bool(self.removed)
-
-    def written(self) -> dict[str, Frame]:
-        """The frames of the new state: the stored ones but those removed, with this run's own."""
-        stored = self.stored
-        out = {key: frame for key, frame in stored.items() if key not in self.removed} if self.removed else dict(stored)
-        out.update((key, frame) for key, frame in self.items() if isinstance(frame, Frame))
-        return out or EMPTY
 
 
 class RunCore:

@@ -4,7 +4,7 @@ The overlay marks what an instance did (its state record, as `procflow run --jso
 it under `state`) or what one path of `procflow paths` does: completed, current (waiting),
 failed and compensated nodes, and a legend that says it in words.
 
-Why one module of about 540 lines: the nodes, the edges and the overlay are read from the
+Why one module of about 580 lines: the nodes, the edges and the overlay are read from the
 same walk of the graph, and the overlay names the nodes the walk made; folding and
 collapsing a large flow live apart (`arrange.py`, `collapse.py`).
 """
@@ -291,7 +291,7 @@ def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowClust
         for member in sorted(members):
             owner.setdefault(member, cluster_id)
     clusters = []
-    for position, (cluster_id, kind, label, members) in enumerate(found):
+    for position, (cluster_id, kind, label, _) in enumerate(found):
         parents = [c for c in by_size if inside(position, c)]
         parent = found[parents[0]][0] if parents else None
         clusters.append(FlowCluster(cluster_id, kind, label, parent))
