@@ -48,7 +48,8 @@ class WorkingFrames(dict[str, FrameView]):
 
     def written(self) -> dict[str, Frame]:
         """The frames of the new state: the stored ones but those removed, with this run's own."""
-        stored = self.stored
-        out = {key: frame for key, frame in stored.items() if key not in self.removed} if self.removed else dict(stored)
+        out = dict(self.stored)
+        for key in self.removed:
+            out.pop(key, None)
         out.update((key, frame) for key, frame in self.items() if isinstance(frame, Frame))
         return out or EMPTY
