@@ -223,3 +223,35 @@ def test_a_for_each_inside_another_and_inside_a_parallel_branch() -> None:
     ]
     failed = procflow.deliver(definition, state, Reply(type="refused", correlationId="o1"), NOW)
     assert _sent(failed) == [("inventory.put_back", "o1/box/2/unit/1", {"sku": "c"})]
+
+
+def test_a_for_each_runs_to_compensation_through_the_sqlite_store_as_in_memory(tmp_path: Path) -> None:
+    from procflow.interpreter.orchestrator import Orchestrator
+    from procflow.interpreter.sqlite_store import SqliteStore
+
+    definition = procflow.load(ROOT / "processes" / "order_lines.proc")
+
+    def inventory(command: Any) -> dict[str, Any]:
+        if command.commandName == "inventory.reserve":
+            return {"type": "line_unavailable" if command.data["sku"] == "s3" else "line_reserved", "data": {"slot": command.data["sku"]}}
+        return {"type": "line_released"}
+
+    participants = {
+        "inventory": inventory,
+        "payment": lambda c: {"type": "payment_authorized" if c.commandName == "payment.authorize" else "payment_voided"},
+        "shipping": lambda c: {"type": "shipment_rejected"},
+    }
+    order = {"orderId": "o1", "amount": 1.0, "lines": [{"sku": f"s{i}", "quantity": 1} for i in range(6)]}
+    finals = []
+    for store in (None, SqliteStore(tmp_path / "store.sqlite")):
+        orchestrator = Orchestrator(definition, store=store, participants=participants, clock=lambda: NOW)
+        finals.append(orchestrator.start("wf_1", order))
+        if store is not None:
+            stored = store.get("wf_1")
+            assert stored is not None and stored.state.to_json() == finals[-1].to_json()
+            store.close()
+    memory, durable = finals
+    assert durable.status == memory.status == "compensated"
+    assert durable.to_json() == memory.to_json()
+    undone = [u.correlationId for u in durable.compensation.undone] if durable.compensation else []
+    assert undone == ["o1", "o1/line/6", "o1/line/5", "o1/line/3", "o1/line/2", "o1/line/1"]  # line 4 was missing
