@@ -87,17 +87,15 @@ def _body_can_fail(facts: Facts, stmt: sx.ForEach) -> bool:
     each = next((n for n in definition.in_order if isinstance(n, m.EachNode) and n.span == stmt.span), None)
     if each is None:
         return True
-    graph = definition.graph
-    inside = nx.descendants(graph, each.body) | {each.body}
-    inside -= nx.descendants(graph, each.gather) | {each.gather}
-    return any(isinstance(definition.nodes[node], m.FailNode | m.CallNode) for node in inside)
+    return any(isinstance(definition.nodes[node], m.FailNode | m.CallNode) for node in _inside(definition, each))
 
 
 def _inside(definition: m.ProcessDefinition, each: m.EachNode) -> set[str]:
     """The nodes of a for-each's block (what runs once per item)."""
     graph = definition.graph
     inside: set[str] = nx.descendants(graph, each.body) | {each.body}
-    return inside - (nx.descendants(graph, each.gather) | {each.gather})
+    after: set[str] = nx.descendants(graph, each.gather) | {each.gather}
+    return inside - after
 
 
 def names_bound_per_item(facts: Facts) -> list[Diagnostic]:
