@@ -41,6 +41,7 @@ demo-distributed: setup
 bench: setup
 	$(BIN)/python bench/compare.py --quick
 	$(BIN)/python bench/amqp_bench.py
+	$(BIN)/python bench/foreach_bench.py --quick
 
 # A store of 1,000,000 parked instances (about 2 GB of SQLite, minutes to build): its own
 # target, so `make bench` stays short. Prints open, tick and first-page times on both stores.

@@ -7,7 +7,7 @@ it); as each node is made, its ways out become the graph's edges (see `procflow.
 Compilation stops only where a definition cannot be built (two steps with one name, a call
 that cannot be resolved); every other finding is the validator's (`procflow.dsl.validate`).
 
-Why one module of about 500 lines: one pass links the statements back to front, and each
+Why one module of about 600 lines: one pass links the statements back to front, and each
 kind of statement is a method of it that reads and writes the same pass state.
 """
 
@@ -29,7 +29,7 @@ from procflow.dsl import tasks
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
-from procflow.dsl.statement_walk import child_blocks
+from procflow.dsl.statement_walk import child_blocks, walk_statements
 from procflow.errors import ExpressionError, FileRefused, SourceError
 from procflow.files import confined_loader, read_at_most
 from procflow.limits import FILE_BYTES, SOURCE_BYTES
@@ -166,6 +166,9 @@ class _Compiler:
                     work.extend(reversed(stmt.body))
                 case sx.Call():
                     ids = (self._new_id("call"),)
+                case sx.ForEach():
+                    ids = (self._new_id("each"), self._new_id("gather"))
+                    work.extend(reversed(stmt.body))
                 case sx.Fail():
                     ids = (self._new_id("fail"),)
                 case sx.End():
@@ -240,6 +243,8 @@ class _Compiler:
                 bind = stmt.bind.text if stmt.bind else None
                 call = m.CallNode(ids[0], stmt.span, bind or stmt.process.text, process, _mapping(stmt.data), bind, next_id)
                 return self._add(call, m.Way(next_id, "next", "", "next"))
+            case sx.ForEach():
+                return self.for_each(stmt, ids, next_id)
             case sx.Fail():
                 return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
             case sx.End():
@@ -250,6 +255,20 @@ class _Compiler:
         ways = [m.Way(arm.target, "arm", arm.label, f"arm:{index}") for index, arm in enumerate(node.arms)]
         otherwise = m.Way(node.default, "default", "else" if node.has_else else "otherwise", "default")
         return self._add(node, *ways, otherwise)
+
+    def for_each(self, stmt: sx.ForEach, ids: tuple[str, ...], next_id: str) -> str:
+        """A for-each: its head, its body (run once per item) and the gather its items reach."""
+        each_id, gather_id = ids
+        name = f"for each {stmt.item.text}"
+        collect = stmt.collect.text if stmt.collect else None
+        self._add(m.GatherNode(gather_id, stmt.span, name, each_id, next_id, collect), m.Way(next_id, "next", "", "next"))
+        body = self.block(stmt.body, gather_id)
+        self._pair(each_id, "each", gather_id, "gather")
+        each = m.EachNode(
+            each_id, stmt.span, name, stmt.item.text, _condition(stmt.items), body, gather_id, stmt.parallel,
+            stmt.at_most, stmt.tolerate, collect, bound_names(stmt.body),
+        )
+        return self._add(each, m.Way(body, "next", "", "body"))
 
     def race(self, stmt: sx.Race, node_id: str, next_id: str) -> str:
         race_arms: list[m.RaceArmSpec] = []
@@ -524,6 +543,22 @@ def _add_task_participant(participants: dict[str, m.Participant], nodes: dict[st
     commands: dict[str, dict[str, Any] | None] = {n.name: None for n in found}
     participants[tasks.PARTICIPANT] = m.Participant(tasks.PARTICIPANT, tasks.PARTICIPANT_DISPLAY, span, replies, commands)
 
+def bound_names(body: Sequence[sx.Statement]) -> tuple[str, ...]:
+    """The names a block binds (`as`, and a nested for-each's `collect`), in document order."""
+    found: dict[str, None] = {}
+    for stmt, _ in walk_statements(body):
+        match stmt:
+            case sx.Step():
+                binds = [stmt.await_.bind if stmt.await_ else None, *(on.bind for on in stmt.on_replies)]
+                found.update((bind.text, None) for bind in binds if bind is not None)
+            case sx.Race():
+                found.update((arm.bind.text, None) for arm in stmt.arms if arm.bind is not None)
+            case sx.Call() if stmt.bind is not None:
+                found[stmt.bind.text] = None
+            case sx.ForEach() if stmt.collect is not None:
+                found[stmt.collect.text] = None
+    return tuple(found)
+
 
 def _value_text(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else f'"{value}"'
@@ -553,7 +588,7 @@ def _document_order(nodes: dict[str, m.AnyNode], start: str) -> list[str]:
         if isinstance(node, m.FailNode) and node.step is not None:
             step = nodes[node.step] if node.step in nodes else node
             return (step.span.line, step.span.column, 1, node_id)
-        if isinstance(node, m.JoinNode | m.UntilNode):
+        if isinstance(node, m.JoinNode | m.UntilNode | m.GatherNode):
             return (node.span.end_line, node.span.end_column, 2, node_id)
         return (node.span.line, node.span.column, 0, node_id)
 

@@ -127,6 +127,8 @@ def node_uses(node: m.AnyNode) -> list[ExprUse]:
         found.append(ExprUse(node.until.expr, node.id, (), False))
     elif isinstance(node, m.CallNode) and node.data is not None:
         found.append(ExprUse(node.data.expr, node.id, (), True))
+    elif isinstance(node, m.EachNode):
+        found.append(ExprUse(node.items.expr, node.id, (), False))
     return found
 
 
@@ -140,6 +142,8 @@ def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
         return [("race", arm.bind) for arm in stmt.arms if arm.bind]
     if isinstance(stmt, sx.Call) and stmt.bind:
         return [("call", stmt.bind)]
+    if isinstance(stmt, sx.ForEach):
+        return [("each", stmt.item)] + ([("collect", stmt.collect)] if stmt.collect else [])
     return []
 
 
@@ -151,6 +155,8 @@ def model_bindings(node: m.AnyNode) -> list[str]:
         return [a.bind for a in node.arms if a.bind]
     if isinstance(node, m.CallNode) and node.bind:
         return [node.bind]
+    if isinstance(node, m.EachNode):
+        return [node.item] + ([node.collect] if node.collect else [])
     return []
 
 

@@ -61,7 +61,10 @@ def _describe(stmt: sx.Statement) -> tuple[str, Span]:
     if isinstance(stmt, sx.Parallel | sx.Race | sx.Repeat) and stmt.name is not None:
         kind = {sx.Parallel: "parallel block", sx.Race: "race", sx.Repeat: "loop"}[type(stmt)]
         return f"{kind} `{stmt.name.text}`", stmt.name.span
-    keyword = {sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.Fail: "fail", sx.End: "end"}
+    keyword = {
+        sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.ForEach: "for each", sx.Fail: "fail",
+        sx.End: "end",
+    }
     return f"this `{keyword.get(type(stmt), 'statement')}`", stmt.span
 
 
@@ -73,6 +76,8 @@ def _blocker(stmt: sx.Statement) -> str:
         return f"every arm of race `{stmt.name.text}` (line {line}) stops the process"
     if isinstance(stmt, sx.Repeat):
         return f"the loop on line {line} never reaches its `until`"
+    if isinstance(stmt, sx.ForEach):
+        return f"no item of the for-each on line {line} reaches its end"
     word = "if" if isinstance(stmt, sx.If) else "switch"
     return f"every arm of the `{word}` on line {line} stops the process"
 

@@ -5,7 +5,8 @@
 one of the kinds in `NODE_KINDS` (the one table of them); its attributes are `record` (the
 node's record below), `kind`, `label` (a step's name, a fail end's reason, a block's name),
 `line`, and for the two ends of a block the id of the other end: `join` on a fork and `fork`
-on its join, `until` on a loop's head and `loop` on its `until`. A step that commands also has
+on its join, `until` on a loop's head and `loop` on its `until`, `gather` on a for-each's head
+and `each` on its gather. A step that commands also has
 `participant`, `command` and, when it declares one, `compensation` (the undo's commandName);
 a human task (dsl/tasks.py) also has `task` (true).
 
@@ -23,7 +24,7 @@ key                kind     the way out
 ``default``        default  the else of an xor, or what follows when no arm holds
 ``deadline``       deadline the start to the first node of the deadline handler (`deadline 3d { ... }`)
 ``branch:<name>``  branch   a fork to the first node of its branch `<name>`
-``body``           next     a loop's head to the first node of its body
+``body``           next     a loop's (or a for-each's) head to the first node of its body
 ``back``           back     an `until` back to the body (the loop repeats)
 ``exit``           exit     an `until` out of the loop
 ``bound``          bound    an `until` to its `else` block when the loop reached its `max`
@@ -32,7 +33,7 @@ key                kind     the way out
 Node ids are deterministic: step names for steps, `start`, `end`, `<step>.<reply>` and
 `<step>.timeout` for a step's fail ends, and `<kind>_<n>` in document order for the rest.
 
-Why one module of about 600 lines: the node records, the definition and the graph's accessors
+Why one module of about 700 lines: the node records, the definition and the graph's accessors
 are one vocabulary that every stage (validator, engine, diagrams) reads together; splitting
 the records from the definition would only make each import both.
 """
@@ -357,6 +358,43 @@ class CallNode(Node):
     kind: ClassVar[str] = "call"
 
 
+@dataclass(frozen=True, slots=True)
+class EachNode(Node):
+    """For each item of a list (`for each line in input.lines ...`): the body runs once per
+    item, in a frame of its own (the item bound to `item`, the names the body binds kept per
+    item), one at a time or `parallel` (`at_most` at once); `tolerate` items may fail before the
+    whole fails; the items' results are bound to `collect` in the enclosing frame at `gather`."""
+
+    name: str  # `for each line`
+    item: str
+    items: Condition
+    body: str
+    gather: str
+    parallel: bool = False
+    at_most: int | None = None
+    tolerate: int = 0
+    collect: str | None = None
+    binds: tuple[str, ...] = ()  # the names the body binds with `as`: each item's result keeps them
+    kind: ClassVar[str] = "each"
+
+    @property
+    def concurrency(self) -> int | None:
+        """How many items run at once: 1 one after another, None for all of them."""
+        return self.at_most if self.parallel else 1
+
+
+@dataclass(frozen=True, slots=True)
+class GatherNode(Node):
+    """Where every item of a for-each arrives (`each` is its head): once all have, the results
+    are collected and the process goes on."""
+
+    name: str
+    each: str
+    next: str
+    collect: str | None = None  # the name the results are bound to (its for-each's `collect`)
+    kind: ClassVar[str] = "gather"
+
+
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
 """Statuses after which an instance does nothing more by itself (an operator may resume
 `compensation_failed`; a late success may still reopen compensation)."""
@@ -365,11 +403,17 @@ BUILTIN_STATUSES = TERMINAL_STATUSES | {"running", "compensating"}
 """Every status an instance can have besides the ones its steps and races name (`status ...`)."""
 
 
-AnyNode = StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
+AnyNode = (
+    StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
+    | EachNode | GatherNode
+)
 
 NODE_KINDS: Mapping[str, type[AnyNode]] = {
     cls.kind: cls
-    for cls in (StartNode, StepNode, XorNode, ForkNode, JoinNode, RaceNode, LoopNode, UntilNode, CallNode, FailNode, EndNode)
+    for cls in (
+        StartNode, StepNode, XorNode, ForkNode, JoinNode, RaceNode, LoopNode, UntilNode, CallNode, EachNode, GatherNode,
+        FailNode, EndNode,
+    )
 }
 """Every kind of node, by name (a record's `kind`, and its graph node's): the one table of them.
 Each record's docstring says what its kind of node does."""
@@ -626,7 +670,7 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.outcome if node.outcome is not None else node.kind
         case StartNode():
             attrs["label"] = node.kind
-        case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode():
+        case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode() | EachNode() | GatherNode():
             attrs["label"] = node.name
     return attrs
 
@@ -652,6 +696,8 @@ def graph_from_records(name: str, nodes: Sequence[AnyNode]) -> nx.MultiDiGraph:
                 attrs["join"] = node.join
             case UntilNode():
                 attrs["loop"] = node.loop
+            case GatherNode():
+                attrs["each"] = node.each
         graph.add_node(node.id, **attrs)
     for node in nodes:
         match node:
@@ -659,6 +705,8 @@ def graph_from_records(name: str, nodes: Sequence[AnyNode]) -> nx.MultiDiGraph:
                 graph.nodes[node.join]["fork"] = node.id
             case UntilNode():
                 graph.nodes[node.loop]["until"] = node.id
+            case GatherNode():
+                graph.nodes[node.each]["gather"] = node.id
         for way in _record_ways(node):
             graph.add_edge(node.id, way.target, key=way.key, kind=way.kind, label=way.label)
     return nx.freeze(graph)
@@ -670,8 +718,10 @@ def _record_ways(node: AnyNode) -> list[Way]:
         case StartNode():
             ways = [Way(node.next, "next", "", "next")]
             return ways + [Way(node.deadline_handler, "deadline", "deadline", "deadline")] if node.deadline_handler else ways
-        case JoinNode() | CallNode():
+        case JoinNode() | CallNode() | GatherNode():
             return [Way(node.next, "next", "", "next")]
+        case EachNode():
+            return [Way(node.body, "next", "", "body")]
         case StepNode():
             ways = [Way(node.next, "next", ",".join(node.replies) if node.command else "", "next")]
             ways += [Way(target, "failure", reply, f"failure:{reply}") for reply, target in node.failures.items()]

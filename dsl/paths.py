@@ -15,13 +15,14 @@ those with two, and so on. A path's name lists its deviations, e.g.
 `paperwork: after 7d`. The walk is iterative (a process of any length works) and stops
 after `max_paths` paths; the list says so in `truncated`.
 
-Why one module of about 600 lines: the walk that enumerates paths and the saga table it
+Why one module of about 700 lines: the walk that enumerates paths and the saga table it
 fills are one state machine (cursor, branch and loop handling share its state); the table's
 rendering is a small part of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable, Iterator, Mapping
@@ -291,13 +292,46 @@ def _items(items: _Cons) -> list[Any]:
 class _Control:
     """An open block on the walk: what closes it and where the walk goes on then."""
 
-    kind: str  # close | branches | loop | return
-    node: str  # the node that closes it (exit of a gateway, join, until); "" for a return
+    kind: str  # close | branches | loop | each | return
+    node: str  # the node that closes it (exit of a gateway, join, until, a for-each's gather); "" for a return
     definition: m.ProcessDefinition
     fork: m.ForkNode | None = None
     branch: int = 0
     call: m.CallNode | None = None
     scope: str = ""
+    each: m.EachNode | None = None
+    tolerate: int = 0  # a for-each's failed items the path still lets end only their item
+
+
+def _for_each(control: tuple[_Control, ...]) -> int | None:
+    """The index of the innermost open for-each in this process (not past a call), or None."""
+    for index in range(len(control) - 1, -1, -1):
+        if control[index].kind == "return":
+            return None
+        if control[index].kind == "each":
+            return index
+    return None
+
+
+def _other_items(definition: m.ProcessDefinition, each: m.EachNode, undo: _Cons) -> _Cons:
+    """`undo` with the undo of every step of a for-each's block that has one (`... per line`),
+    unless the path already undoes it: when an item fails, the other items may have completed
+    their steps, and those are undone too."""
+    done = set(_items(undo))
+    seen: set[str] = set()
+    work = [each.body]
+    while work:
+        node_id = work.pop()
+        if node_id in seen or node_id == each.gather:
+            continue
+        seen.add(node_id)
+        work.extend(way.target for way in definition.ways_out(node_id))
+    for node in definition.in_order:
+        if node.id in seen and isinstance(node, m.StepNode) and node.compensation is not None:
+            entry = (definition.name, node.name, f"{node.compensation.command.name} per {each.item}")
+            if entry not in done:
+                undo = _push(undo, entry)
+    return undo
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +461,10 @@ class _Walker:
                         events = _push(events, PathEvent("close"))
                         control = control[:-1]
                         current = definition.follow(current, "next")  # on from the join
+                elif top.kind == "each":
+                    events = _push(events, PathEvent("close"))
+                    control = control[:-1]
+                    current = definition.follow(current, "next")  # on from the gather
                 elif top.kind == "loop":
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
@@ -466,6 +504,10 @@ class _Walker:
                     sent: tuple[str, ...] = (node.command.name,) if node.command else ()
                     result = "ok" if node.command else "event"
                     completes = (process, node.name, node.compensation.command.name) if node.compensation else None
+                    inside = _for_each(control)
+                    each = control[inside].each if inside is not None else None
+                    if completes is not None and each is not None:
+                        completes = (process, node.name, f"{completes[2]} per {each.item}")
                     choice = 1
                     for reply in node.replies[1:]:  # every other success reply is an outcome of its own
                         fork(outcomes["next"], extra_events=(PathEvent("step", process, node.name, reply, result),),
@@ -534,6 +576,11 @@ class _Walker:
                     events = _push(events, PathEvent("open", definition.name, "par", branch_name))
                     control = control + (_Control("branches", join_id, definition, node, 0),)
                     current = definition.follow(current, f"branch:{branch_name}")
+                case m.EachNode():  # the body once, standing for every item
+                    mode = (" in parallel" + (f", at most {node.at_most} at once" if node.at_most else "")) if node.parallel else ""
+                    events = _push(events, PathEvent("open", definition.name, "loop", f"{node.name} in {node.items.text}{mode}"))
+                    control = control + (_Control("each", node.gather, definition, each=node, tolerate=node.tolerate),)
+                    current = definition.follow(current, "body")
                 case m.CallNode():
                     callee = definition.called.get(node.process)
                     if callee is None:  # an unresolved call: the validator reports it
@@ -564,7 +611,26 @@ class _Walker:
                     exits, tails = self.structure.of(definition)
                     scope = frame.scope
                     current = definition.follow(frame.call.id, "next")
+                case m.FailNode() if (inside := _for_each(control)) is not None and control[inside].tolerate > 0:
+                    # A failed item ends only itself while the for-each tolerates it: the path goes on
+                    # after the block; another path has more items fail than it tolerates.
+                    tolerated = control[inside]
+                    assert tolerated.each is not None
+                    beyond = control[:inside] + (dataclasses.replace(tolerated, tolerate=0),) + control[inside + 1 :]
+                    more = f"more than {tolerated.tolerate} {'item fails' if tolerated.tolerate == 1 else 'items fail'}"
+                    undo = _other_items(definition, tolerated.each, undo)  # the other items completed
+                    self.offer(_Cursor(definition, current, beyond, scope, events, steps, commands, undo,
+                                       _push(names, f"{scope}{tolerated.each.name}: {more}"), deviations + ((position, 1),), position + 1))
+                    position += 1
+                    for _ in control[inside:]:
+                        events = _push(events, PathEvent("close"))
+                    control = control[:inside]
+                    current = definition.follow(tolerated.node, "next")
                 case m.FailNode():
+                    inside = _for_each(control)
+                    enclosing = control[inside].each if inside is not None else None
+                    if enclosing is not None:
+                        undo = _other_items(definition, enclosing, undo)
                     for _ in control:
                         events = _push(events, PathEvent("close"))
                     events = _push(events, PathEvent("fail", definition.name, node.step or "", node.reason))

@@ -302,6 +302,16 @@ def _block(statements: tuple[sx.Statement, ...], indent: str) -> list[Line]:
     return lines
 
 
+def _for_each_head(stmt: sx.ForEach) -> str:
+    """`for each line in input.lines in parallel at most 10 tolerate 2 failures collect results`."""
+    head = f"for each {stmt.item.text} in {format_expr(stmt.items)}"
+    if stmt.parallel:
+        head += " in parallel" + (f" at most {stmt.at_most}" if stmt.at_most is not None else "")
+    if stmt.tolerate_span is not None:
+        head += f" tolerate {stmt.tolerate} {'failure' if stmt.tolerate == 1 else 'failures'}"
+    return head + (f" collect {stmt.collect.text}" if stmt.collect else "")
+
+
 def _braced(
     head: str, statements: tuple[sx.Statement, ...], indent: str, opener: Line, tail: str = "", close: Position | None = None
 ) -> list[Line]:
@@ -362,6 +372,8 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
             line = f"call {process.text}" + (f" from {string_literal(path)}" if path is not None else "")
             line = _with_data(line, data) + (f" as {bind.text}" if bind else "")
             return [_whole(indent, line, statement.span)]
+        case sx.ForEach():
+            return _braced(_for_each_head(statement), statement.body, indent, at, close=_closing(indent, statement.span).start)
         case sx.Fail(reason=reason):
             return [_whole(indent, f"fail {string_literal(reason)}", statement.span)]
         case sx.End(outcome=outcome):
@@ -577,7 +589,9 @@ def _when(rule: sx.WhenRule) -> str:
             return head + " passes due"
         line = _with_data(f"{head} complete", rule.data) + (f" after {rule.after.text}" if rule.after is not None else "")
         return line + (" twice" if rule.twice else "")
-    line = f"when {rule.participant.text}.{rule.command.text}" + (f" attempt {rule.attempt}" if rule.attempt is not None else "")
+    line = f"when {rule.participant.text}.{rule.command.text}" + (f" attempt {rule.attempt}" if rule.attempt is not None else "") + (
+        f" for item {rule.item}" if rule.item is not None else ""
+    )
     if rule.reply is None:
         return line + " no reply"
     line = _with_data(f"{line} reply {rule.reply.text}", rule.data)

@@ -18,6 +18,7 @@ module                     rules
 `contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
 `task_rules`               human tasks: who does them, how their escalation ends
+`foreach_rules`            the for-each's list, concurrency and tolerated failures
 =========================  ==========================================================
 """
 
@@ -30,6 +31,7 @@ from procflow.dsl import (
     compensation_rules,
     contract_rules,
     flow_rules,
+    foreach_rules,
     name_rules,
     scenario_rules,
     scope_rules,
@@ -64,6 +66,8 @@ RULES: list[Rule] = [
     compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
+    foreach_rules.for_each_shape,
+    foreach_rules.names_bound_per_item,
 ]
 
 SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]

@@ -43,6 +43,7 @@ _CHILD_BLOCKS: dict[type, Callable[[Any], list[tuple[sx.Statement, ...]]]] = {
     sx.Race: lambda stmt: [arm.body for arm in stmt.arms],
     sx.Repeat: lambda stmt: [stmt.body] + ([stmt.bound_reached] if stmt.bound_reached is not None else []),
     sx.Step: _step_blocks,  # its recovery paths
+    sx.ForEach: lambda stmt: [stmt.body],
 }
 """Per kind of statement that holds blocks, its blocks (one lookup, no isinstance chain)."""
 

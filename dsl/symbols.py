@@ -127,6 +127,10 @@ def _statement(statement: sx.Statement) -> Iterator[Occurrence]:
             if data is not None:
                 yield from _expression(data)
             yield from _binding(bind, f"`call {process.text}`")
+        case sx.ForEach(item=item, items=items, collect=collect):
+            yield from _expression(items)
+            yield from _binding(item, f"`for each {item.text}`: each item of {ex.to_text(items)} in turn")
+            yield from _binding(collect, f"`collect {collect.text}`: the results of `for each {item.text}`" if collect else "")
 
 
 def _step(step: sx.Step) -> Iterator[Occurrence]:

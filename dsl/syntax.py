@@ -298,6 +298,23 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class ForEach:
+    """`for each line in input.lines [in parallel [at most N]] [tolerate N failures] [collect results] { ... }`:
+    the body runs once per item of the list, with the item bound to `item`."""
+
+    item: Name
+    items: Expr
+    body: tuple[Statement, ...]
+    span: Span
+    parallel: bool = False
+    at_most: int | None = None  # `at most N`: how many items run at once (None: all of them)
+    at_most_span: Span | None = None
+    tolerate: int = 0  # `tolerate N failures`: how many items may fail before the whole fails
+    tolerate_span: Span | None = None
+    collect: Name | None = None  # `collect results`: the name the list of results is bound to
+
+
+@dataclass(frozen=True, slots=True)
 class Fail:
     """`fail "reason"`: the instance fails and compensates."""
 
@@ -313,7 +330,7 @@ class End:
     outcome: str | None = None
 
 
-Statement = Step | If | Switch | Parallel | Race | Repeat | Call | Fail | End
+Statement = Step | If | Switch | Parallel | Race | Repeat | Call | ForEach | Fail | End
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +402,7 @@ class WhenRule:
     twice: bool
     span: Span
     task: bool = False  # written `when task NAME complete { … }` / `when task NAME passes due`
+    item: int | None = None  # `for item N`: only for the command sent for the Nth item (from 1) of a for-each
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ The rules of expressions and types, and the checks on literals as they are read,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lark import Token
@@ -33,6 +34,23 @@ def _tokens(parts: list[Any], kind: str) -> list[Token]:
 
 def _first(parts: list[Any], kind: type) -> Any:
     return next((part for part in parts if isinstance(part, kind)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _EachParallel:
+    at_most: int | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class _EachTolerate:
+    count: int
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class _ForItem:
+    number: int  # (a class of its own: `attempt N` is an int among the same parts)
 
 
 class ToSyntax(ExpressionRules):
@@ -364,6 +382,32 @@ class ToSyntax(ExpressionRules):
         return sx.Call(process, path, _first(rest, ex.ObjectExpr), _first(rest, sx.Name), span)
 
     @rule
+    def for_each(self, span: Span, parts: list[Any]) -> sx.ForEach:
+        item, items, *options, body = parts
+        parallel = _first(options, _EachParallel)
+        tolerate = _first(options, _EachTolerate)
+        return sx.ForEach(
+            _name(item), items, body, span,
+            parallel is not None, parallel.at_most if parallel else None, parallel.span if parallel else None,
+            tolerate.count if tolerate else 0, tolerate.span if tolerate else None, _first(options, sx.Name),
+        )
+
+    @rule
+    def each_parallel(self, span: Span, parts: list[Token]) -> _EachParallel:
+        numbers = _tokens(parts, "NUMBER")
+        at_most = build.integer(str(numbers[0]), token_span(numbers[0]), "a number of items at once") if numbers else None
+        return _EachParallel(at_most, span)
+
+    @rule
+    def each_tolerate(self, span: Span, parts: list[Token]) -> _EachTolerate:
+        number = _tokens(parts, "NUMBER")[0]
+        return _EachTolerate(build.integer(str(number), token_span(number), "a number of failures"), span)
+
+    @rule
+    def each_collect(self, span: Span, parts: list[Token]) -> sx.Name:
+        return _name(parts[0])
+
+    @rule
     def fail_stmt(self, span: Span, parts: list[Token]) -> sx.Fail:
         return sx.Fail(string_value(parts[0]), span)
 
@@ -391,6 +435,7 @@ class ToSyntax(ExpressionRules):
     def when_rule(self, span: Span, parts: list[Any]) -> sx.WhenRule:
         participant, command, *rest = parts
         attempt = _first(rest, int)
+        item = _first(rest, _ForItem)
         reaction = rest[-1]
         return sx.WhenRule(
             _name(participant),
@@ -401,7 +446,12 @@ class ToSyntax(ExpressionRules):
             reaction["after"],
             reaction["twice"],
             span,
+            item=item.number if item is not None else None,
         )
+
+    @rule
+    def for_item(self, span: Span, parts: list[Token]) -> _ForItem:
+        return _ForItem(build.integer(str(parts[0]), token_span(parts[0]), "an item number"))
 
     @rule
     def attempt(self, span: Span, parts: list[Token]) -> int:

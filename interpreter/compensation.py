@@ -65,6 +65,7 @@ class Compensating(RunCore):
         self.state.waits = ()
         self.state.tokens = ()
         self.state.joins = EMPTY
+        self.state.each = EMPTY
         self.ready = []
 
     def _abandon(self, wait: Wait, undo_late: bool = True) -> None:
@@ -193,7 +194,7 @@ class Compensating(RunCore):
         """The undo of a late success, its mapping read with the late payload bound to the
         step's `as` name, as if the reply had come in time (`void { id: auth.id }` needs it)."""
         node = self._definition(abandoned.process).nodes.get(abandoned.step)
-        frame = self.frames.get(abandoned.frame)
+        frame = self.frames.find(abandoned.frame)
         if not isinstance(node, m.StepNode) or node.compensation is None or frame is None:
             return abandoned.undo
         comp = node.compensation

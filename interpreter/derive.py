@@ -25,10 +25,13 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
         known = plan.root_status.get(wait.node)
         if known is not None:
             return known
-        nodes = plan.definition.nodes
+        process = plan.definition.name
     else:
-        nodes = plan.process(state.frames[wait.frame].process).nodes
-    node = nodes[wait.node]
+        process = state.frames[wait.frame].process
+        known = plan.frame_status.get((process, wait.node))  # (a for-each's items wait in frames of their own)
+        if known is not None:
+            return known
+    node = plan.process(process).nodes[wait.node]
     if isinstance(node, m.StepNode):
         status = plan.step(node).status
     elif isinstance(node, m.RaceNode):
@@ -37,6 +40,8 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
         return f"waiting_for_{wait.step}"
     if root:
         plan.root_status[wait.node] = status
+    else:
+        plan.frame_status[(process, wait.node)] = status
     return status
 
 

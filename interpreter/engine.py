@@ -32,7 +32,6 @@ from procflow.interpreter.state import (
     ROOT,
     TERMINAL,
     Abandoned,
-    Frame,
     InstanceState,
     Token,
     Wait,
@@ -62,8 +61,8 @@ class _Run(Timed):
         """Write the frames back, derive the lesson's fields, append the history entry."""
         state = self.state
         frames = self.frames
-        if len(frames) > 1:  # (the main frame is the state itself: its data is already there)
-            state.frames = {key: frame for key, frame in frames.items() if isinstance(frame, Frame)}
+        if frames.changed:  # (the main frame is the state itself: its data is already there)
+            state.frames = frames.written()
         if self.owned:
             state.tokens = resting(state.tokens)
         derive(self.plan, state)
@@ -284,7 +283,8 @@ def _is_reply_of(plan: Plan, abandoned: Abandoned, reply_type: str) -> bool:
 
 
 def _payload_schema(plan: Plan, state: InstanceState, wait: Wait, reply_type: str) -> dict[str, Any] | None:
-    process = plan.process(state.type if wait.frame == ROOT else state.frames[wait.frame].process)
+    frame = state.frames.get(wait.frame) if wait.frame != ROOT else None  # (an undo's may be gone: a for-each item's)
+    process = plan.process(frame.process if frame is not None else state.type)
     if not process.declares_payload_schemas:
         return None
     if wait.commandName and wait.kind != "race":

@@ -30,7 +30,7 @@ class StepPlan:
 class Plan:
     """The engine's view of one definition, made once (see the module doc)."""
 
-    __slots__ = ("definition", "ref", "blank", "payload_schemas", "root_status")
+    __slots__ = ("definition", "ref", "blank", "payload_schemas", "root_status", "frame_status")
 
     def __init__(self, definition: m.ProcessDefinition) -> None:
         self.definition = definition
@@ -46,6 +46,8 @@ class Plan:
         """False when neither the process nor one it calls declares a reply or event payload schema."""
         self.root_status: dict[str, str] = {}
         """node id -> the status of an instance waiting there (steps and races of the main process)."""
+        self.frame_status: dict[tuple[str, str], str] = {}
+        """(process, node id) -> the same, for waits in other frames (called processes, for-each items)."""
 
     @property
     def correlation_field(self) -> str | None:

@@ -143,13 +143,13 @@ class _Simulation:
     def __init__(self, definition: m.ProcessDefinition, scenario: m.Scenario | None) -> None:
         self.definition = definition
         self.scenario = scenario
-        self.rules: dict[tuple[str, int | None], _Reaction] = {}
+        self.rules: dict[tuple[str, int | None, int | None], _Reaction] = {}  # (command, attempt, item)
         self.silenced: set[str] = set()
         self.explicit_events: set[str] = set()
         syntax = scenario.syntax if scenario else None
         if syntax is not None:
             for rule in syntax.rules:
-                key = (f"{rule.participant.text}.{rule.command.text}", rule.attempt)
+                key = (f"{rule.participant.text}.{rule.command.text}", rule.attempt, rule.item)
                 self.rules[key] = _Reaction(
                     rule.reply.text if rule.reply else None,
                     _constant(rule.data, f"the reply data of `{key[0]}`"),
@@ -170,7 +170,15 @@ class _Simulation:
 
     def _react(self, dispatch: Dispatch, now: float) -> None:
         command = dispatch.command
-        reaction = self.rules.get((command.commandName, dispatch.attempt)) or self.rules.get((command.commandName, None))
+        name, attempt, rules = command.commandName, dispatch.attempt, self.rules
+        reaction = None
+        if rules:
+            item = self._item_of(dispatch) if any(key[2] is not None for key in rules) else None
+            reaction = (
+                (rules.get((name, attempt, item)) or rules.get((name, None, item)) if item is not None else None)
+                or rules.get((name, attempt, None))
+                or rules.get((name, None, None))
+            )
         if reaction is None:
             reply_type = self._default_reply(dispatch)
             if reply_type is None:
@@ -188,6 +196,10 @@ class _Simulation:
         self._schedule(now + reaction.after, reply)
         if reaction.twice:
             self._schedule(now + reaction.after, reply)
+
+    def _item_of(self, dispatch: Dispatch) -> int | None:
+        """The number (from 1) of the for-each item a command was sent for, else None."""
+        return item_number(self._state(), dispatch.command.correlationId)
 
     def _default_reply(self, dispatch: Dispatch) -> str | None:
         state = self._state()
@@ -246,7 +258,9 @@ class _Simulation:
             result.dispatches.append(dispatch)
             data = json.dumps(dispatch.command.data, sort_keys=True)
             retry = f" (attempt {dispatch.attempt})" if dispatch.attempt > 1 else ""
-            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{dispatch.step}]{retry}"))
+            item = self._item_of(dispatch) if transition.state.each else None
+            where = f"{dispatch.step}, item {item}" if item is not None else dispatch.step
+            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{where}]{retry}"))
             self._react(dispatch, now)
         self._default_events(now)
 
@@ -297,10 +311,22 @@ class _Simulation:
                 result.refused.append(refused.reason)
                 result.trace.append(TraceLine(iso(from_epoch(now)), "refused", f"<- {reply.type}: {refused.reason}"))
                 continue
-            self._apply(transition, now, "event" if transition.outcome == "applied" and _is_event(state, reply) else "reply", f"<- {reply.type}")
+            item = item_number(state, reply.correlationId)
+            text = f"<- {reply.type}" + (f"  [item {item}]" if item is not None else "")
+            self._apply(transition, now, "event" if transition.outcome == "applied" and _is_event(state, reply) else "reply", text)
         else:
             raise ScenarioError(f"the simulation did not settle after {MAX_EVENTS} messages and timers")
         return result
+
+
+def item_number(state: InstanceState, correlation: str) -> int | None:
+    """The number (from 1) of the running for-each item whose correlation id this is, else None."""
+    if not state.each:
+        return None
+    for frame in state.frames.values():
+        if frame.correlationId == correlation and frame.item is not None:
+            return frame.item + 1
+    return None
 
 
 def _addressed(state: InstanceState, reply: Reply) -> Reply:

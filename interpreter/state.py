@@ -12,6 +12,9 @@ mappings the engine writes are one shared read-only `EMPTY` dict, so a parked in
 only what is its own. The three sequences that grow by one entry a step (history, completed
 steps, milestones) become a `Log` once they are long, so that a step does not copy them.
 `migrate_state` reads the JSON of older schema versions.
+
+Why one module of about 500 lines: the records are one schema (`procflow schema state`), and
+the migrations read them as a whole.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from procflow.interpreter.log import Log as Log
 from procflow.interpreter.log import appended as appended
 from procflow.interpreter.records import Record
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the stored shape changes; older states are migrated when read (`migrate_state`)."""
 
 TERMINAL = TERMINAL_STATUSES
@@ -136,6 +139,26 @@ class Frame(Record):
     correlationId: str
     parent: str | None = None
     call: str | None = None
+    forEach: Annotated[str | None, Field(description="the for-each run (a key of the state's `each`) this item frame belongs to")] = None
+    item: Annotated[int | None, Field(description="the index (from 0) of this frame's item in its for-each's list")] = None
+
+
+@_strict_record
+@dataclass(slots=True, kw_only=True, frozen=True)
+class EachRun(Record):
+    """One run of a for-each: its items, how many have started, run and failed, their results so
+    far, and where the process goes on (the frame, and the token's loop counters and joins)."""
+
+    node: str
+    frame: str
+    items: tuple[Any, ...]
+    started: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    results: Annotated[tuple[Any, ...], Field(description="each item's result, by index (null until it ends)")] = ()
+    loops: dict[str, int] = field(default_factory=_empty)
+    forks: tuple[str, ...] = ()
 
 
 class FrameView(Protocol):
@@ -158,6 +181,14 @@ class FrameView(Protocol):
     @property
     def call(self) -> str | None:
         """The call node of the caller that started this frame (None for the main process)."""
+
+    @property
+    def forEach(self) -> str | None:
+        """The for-each run an item frame belongs to (None for any other frame)."""
+
+    @property
+    def item(self) -> int | None:
+        """The index of an item frame's item in its for-each's list (None for any other frame)."""
 
 
 @_strict_record
@@ -311,6 +342,7 @@ class InstanceState(Record):
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
     seq: int = 0
     history: Entries = ()
+    each: Annotated[dict[str, EachRun], Field(description="the for-each runs in progress, by run key")] = field(default_factory=_empty)
 
     @property
     def is_terminal(self) -> bool:
@@ -344,6 +376,16 @@ class InstanceState(Record):
         """The main frame was started by no call node."""
         return None
 
+    @property
+    def forEach(self) -> None:
+        """The main frame is no for-each item."""
+        return None
+
+    @property
+    def item(self) -> None:
+        """The main frame is no for-each item."""
+        return None
+
     def frame(self, frame_id: str) -> Frame:
         """The frame `frame_id`: a called process's, or (`main`) a view of the instance's own."""
         if frame_id == ROOT:
@@ -374,7 +416,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
         state.compensation, state.failure, state.outcome, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
-        schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
+        state.each, schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 
 
@@ -388,10 +430,14 @@ def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
 
     1 -> 2: the main process's frame became the instance's own `data`; a history entry's
     `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
-    (a copy of its `timeoutAt` in seconds) is no longer kept."""
+    (a copy of its `timeoutAt` in seconds) is no longer kept.
+    2 -> 3: for-each runs (`each`, and a frame's `each` and `item`) were added; a state of
+    version 2 has none, so only its version changes."""
     version = data.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or version >= SCHEMA_VERSION:
         return data
+    if version >= 2:
+        return {**data, "schemaVersion": SCHEMA_VERSION}
     out = dict(data)
     frames = dict(out.get("frames") or {})
     main = frames.pop(ROOT, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 from procflow.dsl import model as m
-from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.foreach import Iterating
 from procflow.interpreter.state import (
     Completion,
     FrameView,
@@ -20,7 +20,7 @@ from procflow.interpreter.state import (
 from procflow.interpreter.transition import Failed, rounds_of
 
 
-class Timed(Compensating):
+class Timed(Iterating):
     """What happens when a wait's time has come."""
 
     __slots__ = ()
@@ -28,10 +28,10 @@ class Timed(Compensating):
     def fire(self, wait: Wait) -> None:
         """A wait's time has come: a timer ends, a timeout retries or fails, a backoff resends."""
         self._unpark(wait)
-        frame = self.frames[wait.frame]
-        if wait.kind in ("compensation", "compensation_backoff"):
+        if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._fire_compensation(wait)
             return
+        frame = self.frames[wait.frame]
         token = self._token(wait.token)
         definition = self._definition(frame.process)
         node = definition.nodes[wait.node]

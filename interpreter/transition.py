@@ -15,14 +15,13 @@ costs what it changes, not the size of the state, and the state given is never t
 Compensation (`compensation.py`), timers (`timers.py`) and the visible record
 (`derive.py`) build on this class.
 
-Why one module of about 500 lines: `RunCore`'s token moves (steps, gateways, forks and
+Why one module of about 570 lines: `RunCore`'s token moves (steps, gateways, forks and
 joins, races, loops, calls, accepting replies) are one state machine over one working copy;
 compensation and timers, which build on it, are their own modules.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ import networkx as nx
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
 from procflow.interpreter.contracts import schema_text_problem
+from procflow.interpreter.frames import WorkingFrames
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.plan import Plan
 from procflow.interpreter.state import (
@@ -173,11 +173,8 @@ class RunCore:
                 self.state.compensation = state.compensation.model_copy()
         # The working frames: the main process's is the working state itself (its `input`,
         # `data` and `correlationId`), the called ones are copies; `finish` writes them back.
-        self.frames: dict[str, FrameView] = {ROOT: self.state}
+        self.frames = WorkingFrames(self.state, state.frames)
         self.main_scope: Scope | None = None
-        if state.frames:
-            for key, f in state.frames.items():
-                self.frames[key] = dataclasses.replace(f)
         self.owned: set[int] = set()
         self.dispatches: list[Dispatch] = []
         self.ready: list[Token] = []
@@ -194,6 +191,19 @@ class RunCore:
         raise NotImplementedError
 
     def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
+        raise NotImplementedError
+
+    def enter_each(self, token: Token, node: m.EachNode, frame: FrameView, definition: m.ProcessDefinition) -> bool:
+        """A for-each begins (`foreach.py`): its items start, as many at once as it allows;
+        True when the token goes on at once (no items)."""
+        raise NotImplementedError
+
+    def item_done(self, token: Token, frame: FrameView) -> None:
+        """A for-each item's token reached the gather (or an end): the item is done."""
+        raise NotImplementedError
+
+    def item_failed(self, token: Token, frame: FrameView, reason: str) -> bool:
+        """A for-each item reached a fail end: True when the for-each tolerates it."""
         raise NotImplementedError
 
     def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
@@ -321,6 +331,9 @@ class RunCore:
                     if frame.parent is None:
                         self.complete(node.outcome, node.timed_out)
                         return
+                    if frame.forEach is not None:  # an `end` inside a for-each ends that item
+                        self.item_done(token, frame)
+                        return
                     self._return_from_call(token, frame)
                 case m.LoopNode():
                     token.loops = {**token.loops, node.id: 1}
@@ -345,7 +358,15 @@ class RunCore:
                     self._until(token, node, frame, definition)
                 case m.CallNode():
                     self._enter_call(token, node, frame)
+                case m.EachNode():
+                    if not self.enter_each(token, node, frame, definition):
+                        return
+                case m.GatherNode():
+                    self.item_done(token, frame)
+                    return
                 case m.FailNode():
+                    if frame.forEach is not None and self.item_failed(token, frame, node.reason):
+                        return
                     raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
 
     def _fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
@@ -513,10 +534,10 @@ class RunCore:
     def accept(self, wait: Wait, reply: Reply) -> None:
         """A reply or event that a wait expects has arrived."""
         self._unpark(wait)
-        frame = self.frames[wait.frame]
-        if wait.kind in ("compensation", "compensation_backoff"):
+        if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._undo_confirmed()
             return
+        frame = self.frames[wait.frame]
         token = self._token(wait.token)
         definition = self._definition(frame.process)
         node = definition.nodes[wait.node]

@@ -151,13 +151,15 @@ def test_random_interleavings_keep_the_invariants(definition: m.ProcessDefinitio
     # No command is sent twice for the same step attempt.
     keys = [d.dedupKey for d in dispatches]
     assert len(keys) == len(set(keys))
-    # Compensation runs in exact reverse order of the completed compensable steps.
+    # Compensation runs in exact reverse order of the completed compensable steps (each told
+    # apart by its correlation id too: the items of a for-each complete the same step).
     late_steps = {r.step for r in state.lateReplies if r.action == "compensated"}
-    undo_steps = [d.step.removeprefix("undo:") for d in first_undo_sends(dispatches)]
-    expected = [c.step for c in reversed(state.completed) if c.undo is not None]
-    assert [s for s in undo_steps if s not in late_steps] == expected[: len([s for s in undo_steps if s not in late_steps])]
+    undo_steps = [(d.step.removeprefix("undo:"), d.command.correlationId) for d in first_undo_sends(dispatches)]
+    expected = [(c.step, c.undo.correlationId) for c in reversed(state.completed) if c.undo is not None]
+    done_in_time = [s for s in undo_steps if s[0] not in late_steps]
+    assert done_in_time == expected[: len(done_in_time)]
     if state.status == "compensated":
-        assert [s for s in undo_steps if s not in late_steps] == [s for s in expected if s not in late_steps]
+        assert done_in_time == [s for s in expected if s[0] not in late_steps]
     _check_tasks(definition, dispatches, sent_at, state)
     # Replaying the recorded inputs on a fresh start gives the identical history.
     assert _replay(definition, "wf_prop", input_data, log) == state

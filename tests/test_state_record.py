@@ -137,6 +137,19 @@ def test_a_state_of_schema_version_1_reads_as_the_current_one() -> None:
     assert migrate_history_entry(entry) == {"seq": 3, "at": "x", "event": "reply", "failure": "no", "undone": ["a.b"], "sent": []}
 
 
+def test_a_state_of_schema_version_2_reads_as_the_current_one_and_finishes() -> None:
+    # Version 3 added for-each runs (`each`, a frame's `forEach` and `item`); a version 2
+    # state has none, and goes on as it would have.
+    old = json.loads((ROOT / "tests" / "cases" / "state_v2_waiting.json").read_text(encoding="utf-8"))
+    assert old["schemaVersion"] == 2 and "each" not in old
+    migrated = InstanceState.model_validate(migrate_state(old))
+    assert migrated.schemaVersion == SCHEMA_VERSION and migrated.each == {}
+    state = procflow.deliver(ORDER, migrated, Reply(type="payment_authorized", correlationId="ord_441"), NOW).state
+    state = procflow.deliver(ORDER, state, Reply(type="shipment_created", correlationId="ord_441"), NOW).state
+    assert state.status == "completed"
+    assert list(state.completedSteps) == ["inventory_reserved", "payment_authorized", "shipment_created"]
+
+
 def _linear(steps: int) -> procflow.ProcessDefinition:
     lines = ["process linear {", "  participant worker"]
     lines += [f"  step s{i} {{ send worker.do_{i} await done_{i} within 1d }}" for i in range(steps)]

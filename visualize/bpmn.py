@@ -311,7 +311,11 @@ def _in_branch(diagram: FlowDiagram, node: FlowNode) -> bool:
 
 
 _GATEWAYS = {"xor": "exclusiveGateway", "loop": "exclusiveGateway", "until": "exclusiveGateway",
-             "fork": "parallelGateway", "join": "parallelGateway", "race": "eventBasedGateway"}
+             "fork": "parallelGateway", "join": "parallelGateway", "race": "eventBasedGateway",
+             # A for-each's head and gather: BPMN's multi-instance marker sits on an activity, which
+             # the flow view does not draw around the block; an inclusive gateway (one or more ways
+             # run) is the nearest gateway SpiffWorkflow reads.
+             "each": "inclusiveGateway", "gather": "inclusiveGateway"}
 
 
 def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool) -> None:

@@ -70,7 +70,7 @@ def node_size(node: FlowNode, boundary_events: int, compensates: bool) -> tuple[
             return (TASK_WIDTH, TASK_HEIGHT)
         case "fail":
             return (EVENT * 2 + TASK_GAP, EVENT) if compensates else (EVENT, EVENT)
-        case "xor" | "fork" | "join" | "race" | "loop" | "until":
+        case "xor" | "fork" | "join" | "race" | "loop" | "until" | "each" | "gather":
             return (GATEWAY, GATEWAY)
         case _:  # start, end, timer, catch
             return (EVENT, EVENT)

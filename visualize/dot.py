@@ -173,7 +173,7 @@ def _side_text(node: FlowNode) -> str | None:
         rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
         note = f'<br/><font point-size="9" color="#1f618d"><i>{_html(node.note)}</i></font>' if node.note else ""
         label = f'<font point-size="10">{"<br/>".join(rows)}</font>{note}'
-    elif node.kind in ("xor", "fork", "join", "race", "loop", "until") and node.lines:
+    elif node.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather") and node.lines:
         label = f'<font point-size="9" color="{MUTED}">{_html(" ".join(node.lines))}</font>'
     else:
         return None
@@ -208,7 +208,7 @@ def _cluster_attrs(cluster: FlowCluster) -> list[str]:
         return ['label=""', "style=invis", "margin=12"]
     if cluster.kind == "lane":
         return [label, 'style="filled"', 'fillcolor="#f4f6f7"', 'color="#d5d8dc"', "labeljust=l", "fontsize=12"]
-    if cluster.kind == "loop":
+    if cluster.kind in ("loop", "each"):
         return [label, 'style="rounded"', 'color="#85929e"', "labeljust=l", "fontsize=10", f'fontcolor="{MUTED}"']
     return [label, 'style="rounded,dashed"', 'color="#aab7b8"', "labeljust=l", "fontsize=10", f'fontcolor="{MUTED}"']
 

@@ -4,7 +4,7 @@ The overlay marks what an instance did (its state record, as `procflow run --jso
 it under `state`) or what one path of `procflow paths` does: completed, current (waiting),
 failed and compensated nodes, and a legend that says it in words.
 
-Why one module of about 555 lines: the nodes, the edges and the overlay are read from the
+Why one module of about 590 lines: the nodes, the edges and the overlay are read from the
 same walk of the graph, and the overlay names the nodes the walk made; folding and
 collapsing a large flow live apart (`arrange.py`, `collapse.py`).
 """
@@ -42,6 +42,8 @@ SIGNS = {
     "join": "+",
     "race": "⬠",
     "loop": "↻",
+    "each": "|||",  # BPMN's multi-instance marker: three bars, upright when the items run in parallel
+    "each_sequential": "≡",  # ... lying when they run one after another
     "until": "×",
     "timer": "◷",
     "event": "✉",
@@ -49,6 +51,20 @@ SIGNS = {
     "task": "♟",  # a human task (BPMN's user task marker is a person: this is the silhouette fonts carry)
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
+
+
+def each_sign(node: m.EachNode) -> str:
+    """BPMN's multi-instance marker of a for-each: `|||` in parallel, `≡` one after another."""
+    return SIGNS["each"] if node.parallel else SIGNS["each_sequential"]
+
+
+def each_label(node: m.EachNode) -> str:
+    """`for each line in input.lines ||| (at most 10 at once, 1 failure tolerated) → reservations`."""
+    terms = [f"at most {node.at_most} at once"] if node.at_most is not None and node.parallel else []
+    if node.tolerate:
+        terms.append(f"{node.tolerate} {'failure' if node.tolerate == 1 else 'failures'} tolerated")
+    label = f"{node.name} in {node.items.text} {each_sign(node)}" + (f" ({', '.join(terms)})" if terms else "")
+    return label + (f" → {node.collect}" if node.collect else "")
 
 
 def diagram_title(definition: m.ProcessDefinition) -> str:
@@ -211,6 +227,11 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                 outgoing = [(t, kind, f"after {rounds} rounds" if kind == "bound" else label) for t, kind, label in outgoing]
             case m.CallNode():
                 nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
+            case m.EachNode():
+                nodes.append(FlowNode(node_id, "each", node.name, sign=each_sign(node)))
+            case m.GatherNode():
+                head = definition.nodes[node.each]
+                nodes.append(FlowNode(node_id, "gather", node.name, sign=each_sign(head) if isinstance(head, m.EachNode) else ""))
         for target, kind, label in outgoing:
             edges.append(FlowEdge(node_id, target, kind, label))
     return nodes, edges
@@ -275,20 +296,28 @@ def _structure_clusters(definition: m.ProcessDefinition) -> tuple[list[FlowClust
                     first = definition.follow(node_id, f"branch:{branch}")
                     members = _members(definition, first, join, include_stop=False)
                     found.append((f"{node_id}.branch{index + 1}", "branch", f"branch {branch}", members))
+            case m.EachNode():
+                members = _members(definition, node_id, node.gather, include_stop=True)
+                found.append((f"{node_id}.body", "each", each_label(node), members))
             case m.LoopNode():
                 members = _members(definition, node_id, graph.nodes[node_id]["until"], include_stop=True)
                 bound = f", at most {node.max} times" if node.max is not None else ""
                 found.append((f"{node_id}.body", "loop", f"repeat {words(node.name)}{bound}", members))
     # Smaller sets nest inside larger ones; a node belongs to the smallest set holding it.
-    by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), i))
+    # A for-each that is all of a branch holds the same nodes: it nests inside the branch.
+    def inside(inner: int, outer: int) -> bool:
+        a, b = found[inner][3], found[outer][3]
+        return a < b or (a == b and found[inner][1] == "each" and found[outer][1] != "each")
+
+    by_size = sorted(range(len(found)), key=lambda i: (len(found[i][3]), found[i][1] != "each", i))
     owner: dict[str, str] = {}
     for index in by_size:
         cluster_id, _, _, members = found[index]
         for member in sorted(members):
             owner.setdefault(member, cluster_id)
     clusters = []
-    for cluster_id, kind, label, members in found:
-        parents = [c for c in by_size if members < found[c][3]]
+    for position, (cluster_id, kind, label, _) in enumerate(found):
+        parents = [c for c in by_size if inside(position, c)]
         parent = found[parents[0]][0] if parents else None
         clusters.append(FlowCluster(cluster_id, kind, label, parent))
     return clusters, owner
@@ -463,7 +492,7 @@ def _taken_edges(nodes: list[FlowNode], edges: list[FlowEdge]) -> list[FlowEdge]
     marked = {n.id for n in nodes if n.state is not None} | {n.id for n in nodes if n.kind == "start"}
     if len(marked) <= 1:
         return edges
-    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "catch")}
+    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather", "catch")}
     incoming: dict[str, set[str]] = {}
     outgoing: dict[str, set[str]] = {}
     for edge in edges:

@@ -30,6 +30,8 @@ FLOW_NODE_KINDS = frozenset(
         "loop",  # head of a repeat loop
         "until",  # tail of a repeat loop
         "call",  # runs another process
+        "each",  # head of a for-each (sign: BPMN's multi-instance marker, ||| in parallel, ≡ one after another)
+        "gather",  # where a for-each's items arrive
         "undo",  # the compensation command of a step
         "collapsed",  # a parallel block or loop drawn as one shape (`--expand` opens it)
         "link",  # where a folded flow leaves one band and picks up in the next (title: the link's letter)

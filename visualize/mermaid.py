@@ -139,7 +139,7 @@ def _node_line(node: FlowNode, node_id: str) -> str:
     details += [_flow_text(line) for item in node.attached for line in attached_lines(item)]  # swimlanes
     if node.note:
         details.append(f"<i>{_flow_text(node.note)}</i>")
-    if node.kind in ("xor", "fork", "join", "race", "loop", "until"):
+    if node.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather"):
         return f'{node_id}{{"{node.sign}"}}'
     if node.kind == "start":
         return f'{node_id}(("{title}"))'

@@ -236,7 +236,7 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
             node = definition.nodes[current]
             outcomes = definition.outcomes(current)
             match node:
-                case m.StartNode() | m.JoinNode():
+                case m.StartNode() | m.JoinNode() | m.GatherNode():
                     current = outcomes["next"]
                 case m.UntilNode():
                     current = outcomes["exit"]
@@ -266,6 +266,13 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
                     tasks.append(BlockEnd())
                     tasks.append((definition, outcomes["body"], tail.id))
                     tasks.append(BlockStart("loop", _loop_label(node, tail)))
+                    break
+                case m.EachNode():  # a `loop` block: the body, once per item
+                    tasks.append((definition, definition.follow(node.gather, "next"), stop))
+                    tasks.append(BlockEnd())
+                    tasks.append((definition, outcomes["body"], node.gather))
+                    mode = (" in parallel" + (f", at most {node.at_most} at once" if node.at_most else "")) if node.parallel else ""
+                    tasks.append(BlockStart("loop", f"{node.name} in {node.items.text}{mode}"))
                     break
                 case m.CallNode():
                     callee = definition.called.get(node.process)
