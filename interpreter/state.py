@@ -34,7 +34,7 @@ from procflow.interpreter.log import Log as Log
 from procflow.interpreter.log import appended as appended
 from procflow.interpreter.records import Record
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the stored shape changes; older states are migrated when read (`migrate_state`)."""
 
 TERMINAL = TERMINAL_STATUSES
@@ -212,6 +212,12 @@ class Failure(Record):
     reason: str
     step: str | None = None
     at: str
+    reply: Annotated[str | None, Field(description="the failure reply, when one caused it")] = None
+    data: Annotated[dict[str, Any] | None, Field(description="the failure reply's payload (what an undo reads as `failure.data`)")] = None
+
+    def as_value(self) -> dict[str, Any]:
+        """What an undo's mapping reads as `failure`: `cause`, `reason`, `step`, `reply`, `data`."""
+        return {"cause": self.cause, "reason": self.reason, "step": self.step, "reply": self.reply, "data": self.data}
 
 
 
@@ -306,6 +312,7 @@ class InstanceState(Record):
     compensation: Compensation | None = None
     failure: Failure | None = None
     outcome: Annotated[str | None, Field(description='how a completed instance ended, when it ended at a named `end "cancelled"`')] = None
+    output: Annotated[dict[str, Any] | None, Field(description="what a completed instance returns: its process's `output { ... }`")] = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
@@ -373,7 +380,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.workflowId, state.type, state.status, state.completedSteps, state.nextAction, state.timeoutAt,
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
-        state.compensation, state.failure, state.outcome, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
+        state.compensation, state.failure, state.outcome, state.output, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
         schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 
@@ -388,11 +395,16 @@ def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
 
     1 -> 2: the main process's frame became the instance's own `data`; a history entry's
     `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
-    (a copy of its `timeoutAt` in seconds) is no longer kept."""
+    (a copy of its `timeoutAt` in seconds) is no longer kept.
+    2 -> 3: a state may hold `output` (and a failure its `reply` and `data`); an older state
+    has none, so only its version changes."""
     version = data.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or version >= SCHEMA_VERSION:
         return data
     out = dict(data)
+    if version >= 2:
+        out["schemaVersion"] = SCHEMA_VERSION
+        return out
     frames = dict(out.get("frames") or {})
     main = frames.pop(ROOT, None)
     out["frames"] = frames
