@@ -4,7 +4,7 @@ completed) bound on entry to a node on every path there (must), or on some path 
 A binding happens on an edge, read from the graph's outcome keys and the records' names: a
 step binds `steps.<step>` on every way out but its timeout, its `as` name on `next`, and a
 failure's `as` name on that failure's way out; a race arm binds its name on its arm; a call
-binds on `next`.
+and a `set` bind on `next`.
 
 **must** — a read is unbound exactly when some path from the start reaches it without
 crossing a binding edge (on the flow view of `flow_proofs`, where no run goes through a join
@@ -56,6 +56,8 @@ def binds(record: Any, key: str) -> tuple[str, ...]:
         return (arm.bind,) if arm.bind else ()
     if isinstance(record, m.CallNode) and key == "next" and record.bind:
         return (record.bind,)
+    if isinstance(record, m.SetNode):
+        return (record.name,)
     return ()
 
 
@@ -91,6 +93,8 @@ class BindingProofs:
                 keys = [arm.bind for arm in record.arms if arm.bind]
             elif isinstance(record, m.CallNode) and record.bind:
                 keys = [record.bind]
+            elif isinstance(record, m.SetNode):
+                keys = [record.name]
             else:
                 continue
             for key in dict.fromkeys(keys):

@@ -61,7 +61,10 @@ def _describe(stmt: sx.Statement) -> tuple[str, Span]:
     if isinstance(stmt, sx.Parallel | sx.Race | sx.Repeat) and stmt.name is not None:
         kind = {sx.Parallel: "parallel block", sx.Race: "race", sx.Repeat: "loop"}[type(stmt)]
         return f"{kind} `{stmt.name.text}`", stmt.name.span
-    keyword = {sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.Fail: "fail", sx.End: "end"}
+    keyword = {
+        sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.Fail: "fail", sx.End: "end",
+        sx.Set: "set", sx.Emit: "emit",
+    }
     return f"this `{keyword.get(type(stmt), 'statement')}`", stmt.span
 
 

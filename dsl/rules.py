@@ -17,6 +17,7 @@ module                     rules
 `scope_rules`              orchestrator scope and hygiene lints
 `contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
+`data_rules`               variables (`set`), `failure` in undo mappings, output and emit in scenarios
 =========================  ==========================================================
 """
 
@@ -28,6 +29,7 @@ from procflow.dsl import (
     binding_rules,
     compensation_rules,
     contract_rules,
+    data_rules,
     flow_rules,
     name_rules,
     scenario_rules,
@@ -61,9 +63,11 @@ RULES: list[Rule] = [
     compensation_rules.recovery_ends_with_work_done,
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
+    data_rules.set_names,
+    data_rules.failure_reads,
 ]
 
-SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
+SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references, data_rules.scenario_data]
 """Run only on a process without errors: a misspelt `send` in the body would otherwise be
 reported again at every scenario line that names the command as it was meant."""
 
@@ -77,7 +81,8 @@ def run_all(definition: m.ProcessDefinition, limits: Mapping[str, int]) -> list[
     if not any(d.severity == "error" for d in found):
         for rule in SCENARIO_RULES:
             found.extend(rule(facts))
-    return found
+    # (One expression checked at several nodes, as `output` is at each end, is reported once.)
+    return list(dict.fromkeys(found))
 
 
 __all__ = ["LIMIT_NAMES", "RULES", "SCENARIO_RULES", "Facts", "Rule", "run_all"]
