@@ -23,7 +23,7 @@ class Command(Record):
     commandName: Annotated[str, Field(description="`participant.command`, e.g. `payment.authorize`")]
     workflowId: Annotated[str, Field(description="the instance that sent it")]
     correlationId: Annotated[str, Field(description="the process's business key (e.g. the order id); quote it in the reply")]
-    replyTo: Annotated[str | None, Field(description="the channel the reply goes to; null for a notification (`emit`), which nobody answers")]
+    replyTo: Annotated[str | None, Field(description="the channel the reply goes to; absent for a notification (`emit`), which nobody answers")] = None
     data: Annotated[dict[str, Any], Field(description="the command's payload")] = field(default_factory=dict)
 
 

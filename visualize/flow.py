@@ -45,6 +45,7 @@ SIGNS = {
     "timer": "◷",
     "event": "✉",
     "error": "⚡",
+    "throw": "✉",
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
 
@@ -186,6 +187,12 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                 outgoing = [(t, kind, f"after {rounds} rounds" if kind == "bound" else label) for t, kind, label in outgoing]
             case m.CallNode():
                 nodes.append(FlowNode(node_id, "call", words(node.name), (f"call {node.process}",)))
+            case m.SetNode():
+                nodes.append(FlowNode(node_id, "set", f"set {node.name}", (f"= {node.value.text}",)))
+            case m.EmitNode():
+                participant = definition.participants.get(node.message.participant)
+                display = participant.display if participant else node.message.participant
+                nodes.append(FlowNode(node_id, "throw", f"emit {node.message.command}", (f"to {display}",), sign=SIGNS["throw"]))
         for target, kind, label in outgoing:
             edges.append(FlowEdge(node_id, target, kind, label))
     return nodes, edges
@@ -290,6 +297,8 @@ def _lane_clusters(
         if isinstance(source, m.StepNode) and source.command is not None:
             command = source.compensation.command if node.kind == "undo" and source.compensation else source.command
             owner[node.id] = f"lane.{command.participant}"
+        elif isinstance(source, m.EmitNode):  # a notification stands in the lane of whom it tells
+            owner[node.id] = f"lane.{source.message.participant}"
     incoming: dict[str, list[str]] = {}
     outgoing: dict[str, list[str]] = {}
     for edge in edges:
@@ -438,7 +447,7 @@ def _taken_edges(nodes: list[FlowNode], edges: list[FlowEdge]) -> list[FlowEdge]
     marked = {n.id for n in nodes if n.state is not None} | {n.id for n in nodes if n.kind == "start"}
     if len(marked) <= 1:
         return edges
-    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "catch")}
+    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "catch", "set", "throw")}
     incoming: dict[str, set[str]] = {}
     outgoing: dict[str, set[str]] = {}
     for edge in edges:

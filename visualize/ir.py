@@ -32,6 +32,8 @@ FLOW_NODE_KINDS = frozenset(
         "call",  # runs another process
         "undo",  # the compensation command of a step
         "collapsed",  # a parallel block or loop drawn as one shape (`--expand` opens it)
+        "set",  # sets a variable (`set name = value`): BPMN's script task
+        "throw",  # publishes a notification (`emit`): BPMN's message throw event
         "link",  # where a folded flow leaves one band and picks up in the next (title: the link's letter)
     }
 )
@@ -115,7 +117,7 @@ class Message:
     """An arrow between two lifelines.
 
     `kind`: ``command``, ``reply``, ``failure`` (a failure reply), ``event``, ``undo`` (a
-    compensation command) or ``undo_reply``.
+    compensation command), ``undo_reply`` or ``notify`` (an `emit`: asynchronous, no return).
     """
 
     source: str

@@ -28,6 +28,7 @@ _ARROWS = {
     "reply": "-->>",
     "failure": "--x",
     "event": "-->>",
+    "notify": "-)",
     "undo": "->>",
     "undo_reply": "-->>",
 }
@@ -104,6 +105,8 @@ _CLASS_OF_KIND = {
     "event": "event",
     "timer": "event",
     "catch": "event",
+    "throw": "event",
+    "set": "step",
     "undo": "undo",
 }
 
@@ -143,7 +146,7 @@ def _node_line(node: FlowNode, node_id: str) -> str:
         return f'{node_id}(("{title}"))'
     if node.kind in ("end", "fail"):
         return f'{node_id}((("{title}")))'
-    if node.kind in ("timer", "event", "catch"):
+    if node.kind in ("timer", "event", "catch", "throw"):
         text = "<br/>".join([f"{node.sign} {title}", *details])
         return f'{node_id}(("{text}"))'
     text = "<br/>".join([f"<b>{title}</b>" if node.kind != "undo" else title, *details])
