@@ -205,10 +205,10 @@ def test_an_instance_written_under_state_schema_1_runs_on(store: SqliteStore, or
     raw.commit()
     raw.close()
     row = store.get("wf_401")
-    assert row is not None and row.state.schemaVersion == 2 and row.state.data == {} and row.state.frames == {}
+    assert row is not None and row.state.schemaVersion == STATE_SCHEMA_VERSION and row.state.data == {} and row.state.frames == {}
     assert row.state.history[0].status == "waiting_for_inventory" and row.state.waits[0].due == 1767258030.0
     state = orchestrator.deliver({"type": "inventory_reserved", "correlationId": "ord_441"})
-    assert state.status == "waiting_for_payment" and state.schemaVersion == 2
+    assert state.status == "waiting_for_payment" and state.schemaVersion == STATE_SCHEMA_VERSION
     assert [e.status for e in state.history] == ["waiting_for_inventory", "waiting_for_payment"]
 
 
