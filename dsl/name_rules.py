@@ -118,7 +118,7 @@ def unknown_names_in_expressions(facts: Facts) -> list[Diagnostic]:
                 hint = (
                     f"a payload is read through the name it is bound to: `await {node.name} as {node.name}_data`"
                     if node.name in messages or _awaited(facts, node.name)
-                    else "names come from `input`, `steps.<step>` or a binding `as name`"
+                    else "names come from `input`, `steps.<step>`, a binding `as name` or `set name = ...`"
                 )
                 found.append(facts.diagnostic("E113", f"unknown variable `{node.name}`" + suggestion(node.name, known), node.span, hint))
         for read in whole.reads:
