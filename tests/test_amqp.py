@@ -297,3 +297,38 @@ def test_a_topology_that_clashes_with_the_broker_s_is_refused_with_the_broker_s_
         link.connect()
     assert "PRECONDITION_FAILED" in str(refused.value)
     assert not link.connected  # not left half set up: the next attempt starts from scratch
+
+
+NOTIFYING = textwrap.dedent("""
+    process notify-check {
+      correlate by input.orderId
+      reply to "notify-replies"
+      input { orderId: string }
+      participant notify "Notifications"
+      participant payment "Payment"
+      emit notify.order_received { orderId: input.orderId }
+      step authorize {
+        send payment.authorize { orderId: input.orderId }
+        await payment_authorized within 1h
+        nothing to undo "the test ends here"
+      }
+    }
+""")
+
+
+def test_a_notification_on_the_wire_has_no_reply_to_and_is_not_answered(topology: Topology) -> None:
+    definition = procflow.load_text(NOTIFYING, "notify.proc")
+    link = BrokerLink(AMQP, topology)
+    orchestrator = Orchestrator(definition, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_n", {"orderId": "ord_n"})
+    orchestrator.pump()
+    link.close()
+    [(properties, body)] = drain(topology.participant_queue("notify"))
+    assert json.loads(body) == {
+        "commandName": "notify.order_received", "workflowId": "wf_n", "correlationId": "ord_n", "data": {"orderId": "ord_n"},
+    }
+    assert properties.reply_to is None and properties.correlation_id == "ord_n"
+    assert properties.message_id == "ord_n:notify.order_received:emit:emit_1#1"
+    assert properties.type == "notify.order_received"
+    assert len(drain(topology.participant_queue("payment"))) == 1  # and the process went on to its step
+    assert orchestrator.store.outbox() == []
