@@ -87,8 +87,8 @@ def messages_of(definition: m.ProcessDefinition) -> Messages:
                 _add_awaited(awaited, [name for arm in node.arms for name in arm.messages])
             elif isinstance(node, m.EmitNode):
                 spec = node.message
-                participant = process.participants.get(spec.participant)
-                found.commands.setdefault(spec.name, participant.commands.get(spec.command) if participant else None)
+                told = process.participants.get(spec.participant)
+                found.commands.setdefault(spec.name, told.commands.get(spec.command) if told is not None else None)
                 found.notifications.add(spec.name)
     for name in found.commands:
         found.answers.setdefault(name, [])

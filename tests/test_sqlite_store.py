@@ -22,6 +22,7 @@ from procflow.interpreter import sqlite_schema
 from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
+from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.store_check import check_store
 from procflow.operator_cli import DemoTransport
 
