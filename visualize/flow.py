@@ -156,7 +156,8 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                     undo_id = f"{node_id}.undo"
                     even_on = node.compensation.even_on
                     anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway)))
+                    told = ("with the failure's data",) if node.compensation.failure_data is not None else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway, *told)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))

@@ -227,7 +227,10 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
             node = definition.nodes[current]
             outcomes = definition.outcomes(current)
             match node:
-                case m.StartNode() | m.JoinNode() | m.SetNode():
+                case m.StartNode() | m.JoinNode():
+                    current = outcomes["next"]
+                case m.SetNode():  # the orchestrator's own data: a note on its lifeline
+                    items.append(Note((ORCHESTRATOR,), f"set {node.name} = {node.value.text}", "note"))
                     current = outcomes["next"]
                 case m.EmitNode():
                     items.append(_notify(cast, node.message.participant, node.message.command))
