@@ -284,10 +284,7 @@ class AmqpTransport:
         self.link.declare_participant(participant)
         # A notification (`emit`) has no `replyTo`: its body leaves the field out, and no reply queue is named.
         reply_queue = self.link.declare_replies(command.replyTo) if command.replyTo is not None else None
-        fields = command.model_dump(mode="json")
-        if command.replyTo is None:
-            del fields["replyTo"]
-        body = json.dumps(fields, separators=(",", ":")).encode()
+        body = json.dumps(command.wire(), separators=(",", ":")).encode()
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
             message_id=dispatch.dedupKey, correlation_id=command.correlationId, reply_to=reply_queue,

@@ -26,6 +26,14 @@ class Command(Record):
     replyTo: Annotated[str | None, Field(description="the channel the reply goes to; absent for a notification (`emit`), which nobody answers")] = None
     data: Annotated[dict[str, Any], Field(description="the command's payload")] = field(default_factory=dict)
 
+    def wire(self) -> dict[str, Any]:
+        """The command as its message body carries it: the lesson's five fields, or four for a
+        notification, which leaves out the `replyTo` it does not have."""
+        body = self.model_dump(mode="json")
+        if self.replyTo is None:
+            del body["replyTo"]
+        return body
+
 
 @with_config(ConfigDict(extra="forbid", title="procflow dispatch"))
 @dataclass(slots=True)  # (positional too: the engine builds one in order, a third of the cost of keywords)

@@ -66,7 +66,7 @@ class SimulationResult:
         state = self.state.to_json()
         return {
             "state": state,
-            "commands": [d.command.model_dump(mode="json") for d in self.dispatches],
+            "commands": [d.command.wire() for d in self.dispatches],
             "dispatches": [d.model_dump(mode="json") for d in self.dispatches],
             "history": state["history"],
             "refused": list(self.refused),

@@ -110,7 +110,7 @@ def test_the_document_of_every_sample_validates_and_declares_what_the_process_se
             continue
         ran += 1
         for dispatch in result.dispatches:
-            command = dispatch.command.model_dump(mode="json")
+            command = dispatch.command.wire()  # (what the message body carries)
             jsonschema.validate(command, sent[command["commandName"]]["payload"])
         for entry in result.state.history:
             if entry.event in ("reply", "event") and entry.message:
