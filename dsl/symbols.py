@@ -88,6 +88,8 @@ def _process(process: sx.Process) -> Iterator[Occurrence]:
         yield Occurrence("message", event.name.text, event.name.span, True, f"event {event.name.text}{payload}")
     if process.correlate is not None:
         yield from _expression(process.correlate)
+    if process.output is not None:
+        yield from _expression(process.output)
     for statement, _ in walk_statements(process.body):
         yield from _statement(statement)
 
@@ -127,6 +129,13 @@ def _statement(statement: sx.Statement) -> Iterator[Occurrence]:
             if data is not None:
                 yield from _expression(data)
             yield from _binding(bind, f"`call {process.text}`")
+        case sx.Set(name=name, value=value):
+            yield from _expression(value)
+            yield from _binding(name, f"`set {name.text} = ...`")
+        case sx.Emit(participant=participant, event=event, data=data):
+            yield from _command(participant, event)
+            if data is not None:
+                yield from _expression(data)
 
 
 def _step(step: sx.Step) -> Iterator[Occurrence]:
