@@ -37,7 +37,7 @@ their own message (`StoreError`: what, where, what to do) before anything is wri
 
 A transition reads the instance row alone (`load`: the history, completions and milestones
 stay in their tables), and a save that queues a command no worker holds yet, or sets a timer
-that is already due, sends `NOTIFY procflow_work`, which wakes the workers waiting in
+that is already due, sends `NOTIFY "procflow_work:<schema>"`, which wakes the workers waiting in
 `wait_for_work` (LISTEN on a connection of their own).
 
 Why one module of about 600 lines: it is one class, the store interface on PostgreSQL; its
@@ -56,6 +56,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
 from procflow.interpreter.memory_store import (
@@ -94,7 +95,14 @@ __all__ = ["PostgresStore", "current_schema_version"]
 CONNECT_TIMEOUT_SECONDS = 10
 """How long opening waits for the server to answer."""
 
-NOTIFY_CHANNEL = "procflow_work"
+NOTIFY_CHANNEL = "procflow_work"  # and the store's schema: `procflow_work:orders`
+
+
+def notify_channel(schema: str) -> sql.Identifier:
+    """The channel a store's workers wake on: one per schema, so that two stores in one
+    database (a schema each) do not wake each other's workers for work they cannot see.
+    PostgreSQL keeps 63 bytes of an identifier."""
+    return sql.Identifier(f"{NOTIFY_CHANNEL}:{schema}"[:63])
 """What a transition that queued work for any worker notifies (database-wide: stores in other
 schemas of the same database wake each other too, which costs a look, nothing more)."""
 
@@ -117,7 +125,7 @@ class PostgresStore:
         self.url = url
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
         self._listener: Connection | None = None
-        self._open_checked(create)
+        self._channel = notify_channel(self._open_checked(create))
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -140,8 +148,9 @@ class PostgresStore:
         return redact(self.url)
 
     # ---------------------------------------------------------------- opening
-    def _open_checked(self, create: bool) -> None:
-        """Connect once by itself: a refusal here says exactly why (the pool would only time out)."""
+    def _open_checked(self, create: bool) -> str:
+        """Connect once by itself: a refusal here says exactly why (the pool would only time out).
+        Returns the schema the store's tables are in."""
         try:
             connection = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
@@ -152,6 +161,8 @@ class PostgresStore:
             raise StoreError(f"--store {self.location} is not a PostgreSQL URL libpq can read ({error})") from None
         try:
             migrate(connection, self.location, create)
+            row = connection.execute("SELECT current_schema()").fetchone()
+            return str(row[0]) if row is not None and row[0] is not None else "public"
         except psycopg.Error as error:
             raise self._error(error) from None
         finally:
@@ -366,7 +377,7 @@ class PostgresStore:
                 # many workers commit one at a time. Commands born claimed are this worker's
                 # own; a timer not yet due wakes nobody usefully (a waiting worker would find
                 # nothing due and wait again): the next poll finds it.
-                connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                connection.execute(sql.SQL("NOTIFY {}").format(self._channel))
             self._mark(connection, sent)
             if queued:
                 pipeline.sync()
@@ -437,7 +448,7 @@ class PostgresStore:
                 listener = psycopg.connect(
                     self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
                 )
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listener.execute(sql.SQL("LISTEN {}").format(self._channel))
             except psycopg.Error as error:
                 raise self._error(error) from None
             self._listener = listener
