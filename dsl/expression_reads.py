@@ -162,7 +162,7 @@ def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
         return [("race", arm.bind) for arm in stmt.arms if arm.bind]
     if isinstance(stmt, sx.Call) and stmt.bind:
         return [("call", stmt.bind)]
-    if isinstance(stmt, sx.Set) and stmt.name.text not in ("input", "steps", m.FAILURE_NAME):  # (those are E160)
+    if isinstance(stmt, sx.Set) and stmt.name.text not in ("input", "steps", m.FAILURE_NAME):  # (those are E165)
         return [("set", stmt.name)]
     return []
 

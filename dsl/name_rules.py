@@ -112,7 +112,7 @@ def unknown_names_in_expressions(facts: Facts) -> list[Diagnostic]:
     for _, whole, _ in facts.scans:
         for node in whole.names:
             if node.name == m.FAILURE_NAME:
-                continue  # an undo's mapping reads the failure; anywhere else it is E161
+                continue  # an undo's mapping reads the failure; anywhere else it is E166
 
             if node.name not in BUILTIN_NAMES and node.name not in bound:
                 hint = (

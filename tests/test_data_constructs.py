@@ -177,10 +177,10 @@ def test_a_timeout_gives_the_undo_a_null_payload(ship: m.ProcessDefinition) -> N
 def test_failure_outside_an_undo_and_a_misspelt_field_are_errors() -> None:
     outside = SHIP.replace("send shipping.confirm { orderId: input.orderId }", "send shipping.confirm { orderId: failure.reason }")
     _, found = check_source(outside, "ship.proc")
-    assert [d.code for d in found if d.is_error] == ["E161"]
+    assert [d.code for d in found if d.is_error] == ["E166"]
     misspelt = SHIP.replace("said: failure.data.reason", "said: failure.dat.reason")
     _, found = check_source(misspelt, "ship.proc")
-    assert [(d.code, d.message) for d in found if d.is_error] == [("E162", "`failure` has no field `dat`; did you mean `data`?")]
+    assert [(d.code, d.message) for d in found if d.is_error] == [("E167", "`failure` has no field `dat`; did you mean `data`?")]
 
 
 # ---------------------------------------------------------------- emit
