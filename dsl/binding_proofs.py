@@ -4,7 +4,8 @@ completed) bound on entry to a node on every path there (must), or on some path 
 A binding happens on an edge, read from the graph's outcome keys and the records' names: a
 step binds `steps.<step>` on every way out but its timeout, its `as` name on `next`, and a
 failure's `as` name on that failure's way out; a race arm binds its name on its arm; a call
-binds on `next`; a for-each binds its item on `body` and its `collect` name on its gather's `next`.
+binds on `next`; a for-each binds its item on `body` and its `collect` name on its gather's `next`;
+and a `set` binds on `next`.
 
 **must** — a read is unbound exactly when some path from the start reaches it without
 crossing a binding edge (on the flow view of `flow_proofs`, where no run goes through a join
@@ -60,6 +61,8 @@ def binds(record: Any, key: str) -> tuple[str, ...]:
         return (record.item,)
     if isinstance(record, m.GatherNode) and key == "next":
         return (record.collect,) if record.collect else ()
+    if isinstance(record, m.SetNode):
+        return (record.name,)
     return ()
 
 
@@ -99,6 +102,8 @@ class BindingProofs:
                 keys = [record.item]
             elif isinstance(record, m.GatherNode) and record.collect:
                 keys = [record.collect]
+            elif isinstance(record, m.SetNode):
+                keys = [record.name]
             else:
                 continue
             for key in dict.fromkeys(keys):

@@ -173,6 +173,10 @@ class _Compiler:
                     ids = (self._new_id("fail"),)
                 case sx.End():
                     ids = (self._new_id("end"),)
+                case sx.Set():
+                    ids = (self._new_id("set"),)
+                case sx.Emit():
+                    ids = (self._new_id("emit"),)
             self.ids[stmt.span] = ids
 
     def _add(self, node: m.AnyNode, *ways: m.Way) -> str:
@@ -249,6 +253,14 @@ class _Compiler:
                 return self._add(m.FailNode(ids[0], stmt.span, stmt.reason, "fail"))
             case sx.End():
                 return self._add(m.EndNode(ids[0], stmt.span, stmt.outcome))
+            case sx.Set():
+                node = m.SetNode(ids[0], stmt.span, stmt.name.text, _condition(stmt.value), next_id)
+                return self._add(node, m.Way(next_id, "next", "", "next"))
+            case sx.Emit():
+                message = m.CommandSpec(
+                    stmt.participant.text, stmt.event.text, _mapping(stmt.data), stmt.span, stmt.participant.span, stmt.event.span,
+                )
+                return self._add(m.EmitNode(ids[0], stmt.span, message, next_id), m.Way(next_id, "next", "", "next"))
         raise TypeError(type(stmt).__name__)
 
     def _add_xor(self, node: m.XorNode) -> str:
@@ -337,15 +349,18 @@ class _Compiler:
         compensation = None
         if stmt.compensate is not None:
             comp = stmt.compensate
+            on_completion, on_failure = _split_on_failure(comp.data)
             compensation = m.CompensationSpec(
                 m.CommandSpec(
-                    comp.participant.text, comp.command.text, _mapping(comp.data), comp.span,
+                    comp.participant.text, comp.command.text, _mapping(on_completion), comp.span,
                     comp.participant.span, comp.command.span,
                 ),
                 tuple(r.text for r in comp.replies),
                 _timeout(comp.timeout),
                 comp.span,
                 tuple(name.text for name in comp.even_on),
+                _mapping(on_failure),
+                tuple(key for key, _ in comp.data.pairs) if on_failure is not None and comp.data is not None else (),
             )
         command = None
         if stmt.send is not None:
@@ -474,6 +489,7 @@ class _Compiler:
             source=text,
             syntax=self.source,
             scenario_loader=partial(parse_scenarios, self.source),
+            output=_mapping(proc.output),
         )
 
     def graph(self, name: str) -> nx.MultiDiGraph:
@@ -558,6 +574,24 @@ def bound_names(body: Sequence[sx.Statement]) -> tuple[str, ...]:
             case sx.ForEach() if stmt.collect is not None:
                 found[stmt.collect.text] = None
     return tuple(found)
+
+
+def reads_failure(expr: ex.Expr) -> bool:
+    """True when an expression reads `failure`."""
+    return any(isinstance(node, ex.Var) and node.name == m.FAILURE_NAME for node in ex.walk(expr))
+
+
+def _split_on_failure(data: ex.ObjectExpr | None) -> tuple[ex.ObjectExpr | None, ex.ObjectExpr | None]:
+    """An undo's mapping as (the fields computed when the step completes, the fields that read
+    `failure`, computed when the instance fails); None for a part with no fields (the first
+    part keeps an empty mapping when the undo had one)."""
+    if data is None:
+        return None, None
+    later = tuple(pair for pair in data.pairs if reads_failure(pair[1]))
+    if not later:
+        return data, None
+    now = tuple(pair for pair in data.pairs if not reads_failure(pair[1]))
+    return ex.ObjectExpr(data.span, now), ex.ObjectExpr(data.span, later)
 
 
 def _value_text(value: Any) -> str:

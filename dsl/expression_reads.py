@@ -3,7 +3,8 @@
 - `scan`: one walk of an expression: the names and plain field paths it reads, its size and
   depth, and how many arithmetic operations it does.
 - `node_uses`: the expressions a compiled node evaluates, and what is bound by then.
-- `bindings_of` / `model_bindings`: the names bound with `as`, from the syntax tree or the node.
+- `output_uses`: the process's `output { ... }`, at each end that completes an instance.
+- `bindings_of` / `model_bindings`: the names bound with `as` or `set`, from the syntax tree or the node.
 - `schema_fields` / `schema_at`: the declared fields of the input contract.
 
 Nothing here reads the flow of the process (the graph proofs do) or makes a diagnostic.
@@ -101,6 +102,7 @@ class ExprUse:
     node: str | None  # the node that evaluates it; None for the correlation key
     after: tuple[str, ...]  # facts established at that node before it is evaluated
     mapping: bool  # a data mapping (its values are measured one by one) or a condition
+    undo: bool = False  # an undo's mapping, where `failure` may be read
 
 
 
@@ -116,7 +118,11 @@ def node_uses(node: m.AnyNode) -> list[ExprUse]:
         if comp is not None and comp.command.data is not None:
             # The undo's data is computed when the step completes: its own reply is bound.
             after = (STEP_PREFIX + node.name, node.bind) if node.bind else (STEP_PREFIX + node.name,)
-            found.append(ExprUse(comp.command.data.expr, node.id, after, True))
+            found.append(ExprUse(comp.command.data.expr, node.id, after, True, undo=True))
+        if comp is not None and comp.failure_data is not None:
+            # Its fields that read `failure` are computed when the instance fails, in the same frame.
+            after = (STEP_PREFIX + node.name, node.bind) if node.bind else (STEP_PREFIX + node.name,)
+            found.append(ExprUse(comp.failure_data.expr, node.id, after, True, undo=True))
     elif isinstance(node, m.XorNode):
         if node.subject is not None:
             found.append(ExprUse(node.subject.expr, node.id, (), False))
@@ -129,7 +135,23 @@ def node_uses(node: m.AnyNode) -> list[ExprUse]:
         found.append(ExprUse(node.data.expr, node.id, (), True))
     elif isinstance(node, m.EachNode):
         found.append(ExprUse(node.items.expr, node.id, (), False))
+    elif isinstance(node, m.SetNode):
+        found.append(ExprUse(node.value.expr, node.id, (), False))
+    elif isinstance(node, m.EmitNode) and node.message.data is not None:
+        found.append(ExprUse(node.message.data.expr, node.id, (), True))
     return found
+
+
+def output_uses(definition: m.ProcessDefinition) -> list[ExprUse]:
+    """The process's `output { ... }`, evaluated at each end that completes the instance (not
+    the end of a deadline handler, which leaves it `timed_out`)."""
+    if definition.output is None:
+        return []
+    return [
+        ExprUse(definition.output.expr, node.id, (), True)
+        for node in definition.in_order
+        if isinstance(node, m.EndNode) and not node.timed_out
+    ]
 
 
 def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
@@ -144,6 +166,8 @@ def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
         return [("call", stmt.bind)]
     if isinstance(stmt, sx.ForEach):
         return [("each", stmt.item)] + ([("collect", stmt.collect)] if stmt.collect else [])
+    if isinstance(stmt, sx.Set) and stmt.name.text not in ("input", "steps", m.FAILURE_NAME):  # (those are E165)
+        return [("set", stmt.name)]
     return []
 
 
@@ -157,6 +181,8 @@ def model_bindings(node: m.AnyNode) -> list[str]:
         return [node.bind]
     if isinstance(node, m.EachNode):
         return [node.item] + ([node.collect] if node.collect else [])
+    if isinstance(node, m.SetNode):
+        return [node.name]
     return []
 
 

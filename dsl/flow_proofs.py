@@ -43,7 +43,7 @@ import networkx as nx
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Span
 
-FIRST_NODE_KINDS = frozenset({"step", "xor", "fork", "race", "loop", "call", "each", "fail", "end"})
+FIRST_NODE_KINDS = frozenset({"step", "xor", "fork", "race", "loop", "call", "each", "fail", "end", "set", "emit"})
 """The kinds of node a statement starts with (a fail node made for a failure reply or a
 timeout belongs to its step instead, and a join or an until ends its statement)."""
 

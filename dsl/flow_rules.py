@@ -63,7 +63,7 @@ def _describe(stmt: sx.Statement) -> tuple[str, Span]:
         return f"{kind} `{stmt.name.text}`", stmt.name.span
     keyword = {
         sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.ForEach: "for each", sx.Fail: "fail",
-        sx.End: "end",
+        sx.End: "end", sx.Set: "set", sx.Emit: "emit",
     }
     return f"this `{keyword.get(type(stmt), 'statement')}`", stmt.span
 

@@ -145,6 +145,12 @@ class CompensationSpec:
     """`... even on timeout, charge_error` (`failure`: on any failure reply or timeout): the
     command may have taken effect although the step failed so (a payment that charged, then
     errored, or whose answer was lost), so its undo runs in that case too."""
+    failure_data: Mapping_ | None = None
+    """The fields of the undo's mapping that read `failure` (the instance's failure: its
+    `cause`, `reason`, `step`, `reply` and `data`), computed when the instance fails; the
+    command's own mapping holds the others, computed when the step completed. `keys` is the
+    order the fields were written in."""
+    keys: tuple[str, ...] = ()
 
     def undoes_failure(self, outcome: str) -> bool:
         """True when the step's undo runs after it failed with `outcome` (a reply, or `timeout`)."""
@@ -395,6 +401,35 @@ class GatherNode(Node):
     kind: ClassVar[str] = "gather"
 
 
+@dataclass(frozen=True, slots=True)
+class SetNode(Node):
+    """`set name = value`: binds `name` in the process's data (beside the names bound with
+    `as`), then goes on. Routing data, not business computation (W203 still applies)."""
+
+    name: str
+    value: Condition
+    next: str
+    kind: ClassVar[str] = "set"
+
+
+@dataclass(frozen=True, slots=True)
+class EmitNode(Node):
+    """`emit participant.event { data }`: publishes a notification through the outbox, like a
+    command but with no `replyTo` (nobody answers it), then goes on at once."""
+
+    message: CommandSpec
+    next: str
+    kind: ClassVar[str] = "emit"
+
+
+FAILURE_NAME = "failure"
+"""The name an undo's mapping reads the instance's failure by (`compensate ... { reason: failure.reason }`):
+an object with `cause`, `reason`, `step`, `reply` and `data` (the failure reply's payload)."""
+
+FAILURE_FIELDS = ("cause", "reason", "step", "reply", "data")
+"""The fields of `failure`."""
+
+
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "compensated", "compensation_failed"})
 """Statuses after which an instance does nothing more by itself (an operator may resume
 `compensation_failed`; a late success may still reopen compensation)."""
@@ -405,14 +440,14 @@ BUILTIN_STATUSES = TERMINAL_STATUSES | {"running", "compensating"}
 
 AnyNode = (
     StartNode | EndNode | FailNode | StepNode | XorNode | ForkNode | JoinNode | RaceNode | LoopNode | UntilNode | CallNode
-    | EachNode | GatherNode
+    | EachNode | GatherNode | SetNode | EmitNode
 )
 
 NODE_KINDS: Mapping[str, type[AnyNode]] = {
     cls.kind: cls
     for cls in (
         StartNode, StepNode, XorNode, ForkNode, JoinNode, RaceNode, LoopNode, UntilNode, CallNode, EachNode, GatherNode,
-        FailNode, EndNode,
+        FailNode, EndNode, SetNode, EmitNode,
     )
 }
 """Every kind of node, by name (a record's `kind`, and its graph node's): the one table of them.
@@ -472,6 +507,8 @@ class ProcessDefinition:
     source: str = field(repr=False, default="")
     syntax: Any = field(repr=False, default=None)
     scenario_loader: Callable[[], list[Any]] | None = field(default=None, repr=False, compare=False)
+    output: Mapping_ | None = None
+    """`output { ... }`: what a completed instance returns (`InstanceState.output`)."""
 
     def __post_init__(self) -> None:
         if not self.graph and self.nodes:
@@ -672,6 +709,11 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.kind
         case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode() | EachNode() | GatherNode():
             attrs["label"] = node.name
+        case SetNode():
+            attrs["label"] = f"set {node.name}"
+        case EmitNode():
+            attrs["label"] = node.message.name
+            attrs["participant"] = node.message.participant
     return attrs
 
 
@@ -718,7 +760,7 @@ def _record_ways(node: AnyNode) -> list[Way]:
         case StartNode():
             ways = [Way(node.next, "next", "", "next")]
             return ways + [Way(node.deadline_handler, "deadline", "deadline", "deadline")] if node.deadline_handler else ways
-        case JoinNode() | CallNode() | GatherNode():
+        case JoinNode() | CallNode() | GatherNode() | SetNode() | EmitNode():
             return [Way(node.next, "next", "", "next")]
         case EachNode():
             return [Way(node.body, "next", "", "body")]

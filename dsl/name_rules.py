@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from procflow.dsl import expression_reads as er
+from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.rule_facts import (
@@ -31,8 +32,10 @@ def unknown_participant(facts: Facts) -> list[Diagnostic]:
     """
     found = []
     participants = facts.definition.participants
-    for node in facts.definition.steps:
-        for spec in (node.command, node.compensation.command if node.compensation else None):
+    specs = [(n.command, n.compensation.command if n.compensation else None) for n in facts.definition.steps]
+    specs += [(n.message, None) for n in facts.definition.in_order if isinstance(n, m.EmitNode)]  # `emit p.e`
+    for pair in specs:
+        for spec in pair:
             if spec is None:
                 continue
             participant = participants.get(spec.participant)
@@ -108,11 +111,14 @@ def unknown_names_in_expressions(facts: Facts) -> list[Diagnostic]:
     messages = set(facts.definition.events) | facts.declared_replies
     for _, whole, _ in facts.scans:
         for node in whole.names:
+            if node.name == m.FAILURE_NAME:
+                continue  # an undo's mapping reads the failure; anywhere else it is E166
+
             if node.name not in BUILTIN_NAMES and node.name not in bound:
                 hint = (
                     f"a payload is read through the name it is bound to: `await {node.name} as {node.name}_data`"
                     if node.name in messages or _awaited(facts, node.name)
-                    else "names come from `input`, `steps.<step>` or a binding `as name`"
+                    else "names come from `input`, `steps.<step>`, a binding `as name` or `set name = ...`"
                 )
                 found.append(facts.diagnostic("E113", f"unknown variable `{node.name}`" + suggestion(node.name, known), node.span, hint))
         for read in whole.reads:
@@ -237,7 +243,7 @@ def duplicates(facts: Facts) -> list[Diagnostic]:
         if block_name is not None:
             once(blocks, block_name, f"the name `{block_name.text}` is used twice")
         for _, bound in er.bindings_of(stmt):
-            if bound.text in BUILTIN_NAMES:
+            if bound.text in BUILTIN_NAMES or bound.text == m.FAILURE_NAME:
                 found.append(facts.diagnostic("E115", f"`{bound.text}` cannot be bound with `as`: it is a built-in name",
                                               bound.span, "choose another name"))
     return found

@@ -57,6 +57,7 @@ class PathEvent:
     close     the innermost open block ends
     fail      the instance fails here; `detail` is the reason, `name` the failing step or ""
     undo      a compensation runs: `name` is the step it undoes, `detail` its commandName
+    emit      a notification is published: `name` is the participant, `detail` the event
     end       the instance completes here
     ========  ==========================================================================
     """
@@ -78,6 +79,11 @@ class ProcessPath:
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
     events: tuple[PathEvent, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def emitted(self) -> list[str]:
+        """The notifications published (`emit participant.event`), in order."""
+        return [f"{event.name}.{event.detail}" for event in self.events if event.kind == "emit"]
 
     @property
     def completed(self) -> bool:
@@ -479,7 +485,11 @@ class _Walker:
                 continue
             node = definition.nodes[current]
             match node:
-                case m.StartNode() | m.JoinNode():
+                case m.StartNode() | m.JoinNode() | m.SetNode():
+                    current = definition.follow(current, "next")
+                case m.EmitNode():
+                    message = node.message
+                    events = _push(events, PathEvent("emit", definition.name, message.participant, message.command))
                     current = definition.follow(current, "next")
                 case m.UntilNode():
                     current = definition.follow(current, "exit")
@@ -702,10 +712,13 @@ def _table(rows: list[tuple[str, ...]]) -> Iterator[str]:
 
 
 def paths_text(paths: list[ProcessPath]) -> str:
-    """The saga table: one line per path with its outcome and the undo commands that run."""
-    rows: list[tuple[str, ...]] = [("PATH", "OUTCOME", "STEPS", "COMPENSATION")]
+    """The saga table: one line per path with its outcome and the undo commands that run (and,
+    when a path publishes notifications, a column of them before the compensation)."""
+    emits = any(path.emitted for path in paths)
+    rows: list[tuple[str, ...]] = [("PATH", "OUTCOME", "STEPS", *(("EMITTED",) if emits else ()), "COMPENSATION")]
     for path in paths:
-        rows.append((path.name, path.outcome, str(len(path.steps)), _compensation_text(path)))
+        emitted = (", ".join(path.emitted) or "-",) if emits else ()
+        rows.append((path.name, path.outcome, str(len(path.steps)), *emitted, _compensation_text(path)))
     lines = list(_table(rows))
     count = len(paths)
     summary = f"{count} path{'s' if count != 1 else ''}"
@@ -724,6 +737,7 @@ def paths_json(paths: list[ProcessPath]) -> list[dict[str, Any]]:
             "steps": [{"step": step, "outcome": outcome} for step, outcome in path.steps],
             "commands": list(path.commands),
             "compensation": list(path.compensation),
+            "emitted": path.emitted,
         }
         for path in paths
     ]

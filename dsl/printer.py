@@ -235,6 +235,8 @@ def layout_process(process: sx.Process) -> list[Line]:
         headers.append(("input_record", process.input_record, process.header_spans["input_record"]))
     if "input_file" in process.header_spans and process.input_file is not None:
         headers.append(("input_file", process.input_file[0], process.header_spans["input_file"]))
+    if "output" in process.header_spans:
+        headers.append(("output", process.output, process.header_spans["output"]))
     headers += [(key, value, span) for (key, span), value in zip(process.duplicates, process.duplicate_items, strict=True)]
     for key, value, span in headers:
         handler = process.deadline_handler if key == "deadline" and value is process.deadline else None
@@ -274,6 +276,8 @@ def _header(key: str, value: Any, indent: str) -> str:
         return f"deadline {value.text}"
     if key == "input_record":
         return f"input {format_record(value)}"
+    if key == "output":
+        return f"output {format_mapping(value)}"
     return f"input from {string_literal(value)}"
 
 
@@ -378,6 +382,10 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
             return [_whole(indent, f"fail {string_literal(reason)}", statement.span)]
         case sx.End(outcome=outcome):
             return [_whole(indent, "end" + (f" {string_literal(outcome)}" if outcome is not None else ""), statement.span)]
+        case sx.Set(name=name, value=value):
+            return [_whole(indent, f"set {name.text} = {format_expr(value)}", statement.span)]
+        case sx.Emit(participant=participant, event=event, data=data):
+            return [_whole(indent, _with_data(f"emit {participant.text}.{event.text}", data), statement.span)]
     raise TypeError(f"not a statement: {statement!r}")
 
 
@@ -606,6 +614,10 @@ def _expectation(expectation: sx.Expectation) -> str:
         return f"expect status {value}"
     if kind in ("failure", "outcome"):
         return f"expect {kind} {string_literal(value)}"
+    if kind == "output":
+        return f"expect output {format_mapping(value)}"
+    if kind == "emitted":
+        return f"expect emitted {value}"
     return f"expect {kind} [{', '.join(value)}]"
 
 

@@ -86,6 +86,7 @@ class Facts:
             found.append(er.ExprUse(self.definition.correlate.expr, None, (), False))
         for node in self.definition.in_order:
             found.extend(er.node_uses(node))
+        found.extend(er.output_uses(self.definition))
         return found
 
     @cached_property

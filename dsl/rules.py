@@ -19,6 +19,7 @@ module                     rules
 `scenario_rules`           the names scenario lines use
 `task_rules`               human tasks: who does them, how their escalation ends
 `foreach_rules`            the for-each's list, concurrency and tolerated failures
+`data_rules`               variables (`set`), `failure` in undo mappings, output and emit in scenarios
 =========================  ==========================================================
 """
 
@@ -30,6 +31,7 @@ from procflow.dsl import (
     binding_rules,
     compensation_rules,
     contract_rules,
+    data_rules,
     flow_rules,
     foreach_rules,
     name_rules,
@@ -68,9 +70,11 @@ RULES: list[Rule] = [
     contract_rules.waits_past_deadline,
     foreach_rules.for_each_shape,
     foreach_rules.names_bound_per_item,
+    data_rules.set_names,
+    data_rules.failure_reads,
 ]
 
-SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references]
+SCENARIO_RULES: list[Rule] = [scenario_rules.scenario_references, data_rules.scenario_data]
 """Run only on a process without errors: a misspelt `send` in the body would otherwise be
 reported again at every scenario line that names the command as it was meant."""
 
@@ -84,7 +88,8 @@ def run_all(definition: m.ProcessDefinition, limits: Mapping[str, int]) -> list[
     if not any(d.severity == "error" for d in found):
         for rule in SCENARIO_RULES:
             found.extend(rule(facts))
-    return found
+    # (One expression checked at several nodes, as `output` is at each end, is reported once.)
+    return list(dict.fromkeys(found))
 
 
 __all__ = ["LIMIT_NAMES", "RULES", "SCENARIO_RULES", "Facts", "Rule", "run_all"]

@@ -61,6 +61,8 @@ def unused_declarations(facts: Facts) -> list[Diagnostic]:
             awaited.update(n.text for on in stmt.on_replies for n in on.replies)
         elif isinstance(stmt, sx.Race):
             awaited.update(n.text for arm in stmt.arms for n in arm.messages)
+        elif isinstance(stmt, sx.Emit):
+            used.add(stmt.participant.text)
     found = [facts.diagnostic("W207", f"participant `{p.name.text}` is declared but never used", p.name.span)
              for p in proc.participants if p.name.text not in used]
     found.extend(facts.diagnostic("W207", f"event `{e.name.text}` is declared but never awaited", e.name.span)

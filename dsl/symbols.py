@@ -88,6 +88,8 @@ def _process(process: sx.Process) -> Iterator[Occurrence]:
         yield Occurrence("message", event.name.text, event.name.span, True, f"event {event.name.text}{payload}")
     if process.correlate is not None:
         yield from _expression(process.correlate)
+    if process.output is not None:
+        yield from _expression(process.output)
     for statement, _ in walk_statements(process.body):
         yield from _statement(statement)
 
@@ -131,6 +133,13 @@ def _statement(statement: sx.Statement) -> Iterator[Occurrence]:
             yield from _expression(items)
             yield from _binding(item, f"`for each {item.text}`: each item of {ex.to_text(items)} in turn")
             yield from _binding(collect, f"`collect {collect.text}`: the results of `for each {item.text}`" if collect else "")
+        case sx.Set(name=name, value=value):
+            yield from _expression(value)
+            yield from _binding(name, f"`set {name.text} = ...`")
+        case sx.Emit(participant=participant, event=event, data=data):
+            yield from _command(participant, event)
+            if data is not None:
+                yield from _expression(data)
 
 
 def _step(step: sx.Step) -> Iterator[Occurrence]:

@@ -330,7 +330,27 @@ class End:
     outcome: str | None = None
 
 
-Statement = Step | If | Switch | Parallel | Race | Repeat | Call | ForEach | Fail | End
+@dataclass(frozen=True, slots=True)
+class Set:
+    """`set name = expression`: a variable of the process, readable by later conditions and
+    mappings (routing data: business computation belongs in a participant)."""
+
+    name: Name
+    value: Expr
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """`emit participant.event { mapping }`: a notification that expects no reply."""
+
+    participant: Name
+    event: Name
+    data: ObjectExpr | None
+    span: Span
+
+
+Statement = Step | If | Switch | Parallel | Race | Repeat | Call | ForEach | Fail | End | Set | Emit
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +395,7 @@ class Process:
     reply_to: str | None = None
     deadline: Duration | None = None
     deadline_handler: tuple[Statement, ...] | None = None  # `deadline 3d { ... }`: what runs when it passes
+    output: ObjectExpr | None = None  # `output { ... }`: what a completed instance returns
     input_record: RecordType | None = None
     input_file: tuple[str, Span] | None = None
     limits: dict[str, tuple[int, Span]] = field(default_factory=dict)
@@ -417,7 +438,7 @@ class DeliverRule:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect status|completed|commands|compensation|failure|outcome ...`."""
+    """`expect status|completed|commands|compensation|failure|outcome|output|emitted ...`."""
 
     kind: str
     value: Any

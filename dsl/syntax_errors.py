@@ -37,9 +37,10 @@ _TOKEN_WORDS = {
 # keyword or symbol itself, or the kind of token (NAME, NUMBER, ...); `needs` must be present.
 _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("a statement (`step`, `if`, `parallel`, …)",
-     frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "for", "fail", "end", "task"}), 3, None),
+     frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "for", "fail", "end", "task", "set", "emit"}), 3, None),
     ("a process item (`participant`, `input`, `event`, …)",
-     frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event"}), 3, None),
+     frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event", "output"}),
+     3, None),
     ("a step item (`send`, `await`, `compensate`, …)",
      frozenset({"send", "await", "on", "compensate", "nothing", "wait", "status", "doc"}), 3, None),
     ("a task item (`form`, `details`, `escalate`, …)",
@@ -149,6 +150,8 @@ def _hint_for(token: Token, expected: set[str]) -> str | None:
         return "comments start with `#`"
     if text == "|" and "VBAR" not in expected:
         return "write `or`"
+    if text == "=" and "EQUAL" not in expected:  # (a token since `set name = value`)
+        return _character_hint("=", expected)
     return None
 
 

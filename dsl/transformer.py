@@ -124,6 +124,10 @@ class ToSyntax(ExpressionRules):
         return str(parts[0])
 
     @rule
+    def output_decl(self, span: Span, parts: list[ex.ObjectExpr]) -> tuple[Any, ...]:
+        return ("header", "output", parts[0], span)
+
+    @rule
     def event_decl(self, span: Span, parts: list[Any]) -> sx.EventDecl:
         name, *payload = parts
         return sx.EventDecl(_name(name), payload[0] if payload else None, span)
@@ -416,6 +420,16 @@ class ToSyntax(ExpressionRules):
         outcomes = _tokens(parts, "STRING")
         return sx.End(span, string_value(outcomes[0]) if outcomes else None)
 
+    @rule
+    def set_stmt(self, span: Span, parts: list[Any]) -> sx.Set:
+        name, value = parts
+        return sx.Set(_name(name), value, span)
+
+    @rule
+    def emit_stmt(self, span: Span, parts: list[Any]) -> sx.Emit:
+        participant, event, *data = parts
+        return sx.Emit(_name(participant), _name(event), data[0] if data else None, span)
+
     # ---- scenarios
     @rule
     def scenario(self, span: Span, parts: list[Any]) -> sx.Scenario:
@@ -518,6 +532,14 @@ class ToSyntax(ExpressionRules):
     @rule
     def expect_outcome(self, span: Span, parts: list[Token]) -> sx.Expectation:
         return sx.Expectation("outcome", string_value(parts[0]), span)
+
+    @rule
+    def expect_output(self, span: Span, parts: list[ex.ObjectExpr]) -> sx.Expectation:
+        return sx.Expectation("output", parts[0], span)
+
+    @rule
+    def expect_emitted(self, span: Span, parts: list[str]) -> sx.Expectation:
+        return sx.Expectation("emitted", parts[0], span)
 
     # ---- the two start rules
     @rule

@@ -13,7 +13,8 @@ A command is published persistent (delivery mode 2), `mandatory`, on a channel i
 mode: `send` returns only when the broker confirmed it, so the orchestrator marks the outbox
 row sent only then. Its body is the command's five fields as JSON; its properties carry
 `message_id` (the dedup key), `correlation_id`, `reply_to` (the reply queue), `content_type`
-and `type` (the commandName). A reply is consumed with manual acknowledgement and acked only
+and `type` (the commandName). A notification (`emit`) is published the same way, without
+`replyTo` in its body or `reply_to` in its properties: nobody answers it. A reply is consumed with manual acknowledgement and acked only
 after its transition (or the duplicate no-op) was committed; one that can never apply goes to
 the dead-letter queue with its reason, and is acked there only after that publish was
 confirmed. A reply that names no `messageId` in its body takes its AMQP `message_id`.
@@ -281,8 +282,9 @@ class AmqpTransport:
         command = dispatch.command
         participant = command.commandName.split(".", 1)[0]
         self.link.declare_participant(participant)
-        reply_queue = self.link.declare_replies(command.replyTo)
-        body = json.dumps(command.model_dump(mode="json"), separators=(",", ":")).encode()
+        # A notification (`emit`) has no `replyTo`: its body leaves the field out, and no reply queue is named.
+        reply_queue = self.link.declare_replies(command.replyTo) if command.replyTo is not None else None
+        body = json.dumps(command.wire(), separators=(",", ":")).encode()
         properties = pika.BasicProperties(
             content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
             message_id=dispatch.dedupKey, correlation_id=command.correlationId, reply_to=reply_queue,

@@ -101,7 +101,7 @@ class ParticipantServer:
             if self.on_command is not None:
                 self.on_command(Received(dedup_key, command, again))
             reply = self.answers[dedup_key]
-            if reply is not None:
+            if reply is not None and command.replyTo is not None:  # a notification (`emit`) is never answered
                 if not properties.reply_to:
                     raise MessageRefused("the command names no reply_to to answer on")
                 reply_properties = pika.BasicProperties(

@@ -35,7 +35,12 @@ class Compensating(RunCore):
 
     def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
         """The main process reached an end (a named one gives its `outcome`): the instance
-        completed; or the end of its deadline handler: it is `timed_out`, nothing undone."""
+        completed; or the end of its deadline handler: it is `timed_out`, nothing undone.
+        A completed instance computes its process's `output { ... }` first (an error in it fails
+        the instance, as any expression's does)."""
+        output = self.definition.output
+        if output is not None and not timed_out:
+            self.state.output = self._eval(output, self.state, "output of `{}`", self.root_name)
         self._cancel_all(abandon=True)
         self.state.outcome = outcome
         if timed_out:
@@ -89,10 +94,42 @@ class Compensating(RunCore):
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
         self._cancel_all(abandon=True)
-        self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_at)
-        pending = tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
+        reply = self.failing_reply if cause == "reply" else None
+        self.state.failure = Failure(
+            cause=cause, reason=reason, step=step, at=self.now_at,
+            reply=reply.type if reply is not None else None, data=reply.data if reply is not None else None,
+        )
+        pending = tuple(self._with_failure_data(c.undo) for c in reversed(self.state.completed) if c.undo is not None)
         self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
         self._next_undo()
+
+    def _with_failure_data(self, undo: UndoCommand) -> UndoCommand:
+        """The undo with the fields of its mapping that read `failure` (`failure_data`),
+        computed now, in the frame the step completed in, with `failure` bound to the
+        instance's failure (null when it has none: a late success undone after it completed).
+        A field that cannot be computed is null: the undo still runs."""
+        spec = self._undo_spec(undo)
+        if spec is None or spec.failure_data is None:
+            return undo
+        failure = self.state.failure.as_value() if self.state.failure is not None else None
+        frame = self.frames.get(undo.frame)
+        bound = Frame(
+            process=undo.process, input=frame.input if frame is not None else EMPTY,
+            data={**(frame.data if frame is not None else EMPTY), m.FAILURE_NAME: failure}, correlationId=undo.correlationId,
+        )
+        self.frames[undo.frame] = bound
+        try:
+            later = self._eval(spec.failure_data, bound, "compensation of `{}`", undo.step)
+        except Failed:
+            later = {key: None for key, _ in spec.failure_data.expr.pairs}
+        finally:
+            if frame is not None:
+                self.frames[undo.frame] = frame
+            else:
+                del self.frames[undo.frame]
+        merged = {**undo.data, **later}
+        data = {key: merged[key] for key in spec.keys if key in merged}
+        return dataclasses.replace(undo, data=data)
 
     def _settled_failure_status(self) -> str:
         failure = self.state.failure
@@ -177,6 +214,7 @@ class Compensating(RunCore):
         action: LateAction = "compensated" if undo is not None else "recorded"
         self.state.lateReplies = (*self.state.lateReplies, LateReply(type=reply.type, step=abandoned.step, at=self.now_at, action=action))
         if undo is not None:
+            undo = self._with_failure_data(undo)
             comp = self.state.compensation
             if comp is None:
                 comp = Compensation(pending=(), undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)

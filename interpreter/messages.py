@@ -17,13 +17,22 @@ from procflow.interpreter.records import Record
 @with_config(ConfigDict(extra="forbid", title="procflow command"))
 @dataclass(slots=True)  # (positional too: the engine builds one in order, a third of the cost of keywords)
 class Command(Record):
-    """A command sent to a participant; the participant answers on `replyTo`, quoting `correlationId`."""
+    """A command sent to a participant; the participant answers on `replyTo`, quoting `correlationId`.
+    A notification (`emit`) is sent the same way, with no `replyTo`: nobody answers it."""
 
     commandName: Annotated[str, Field(description="`participant.command`, e.g. `payment.authorize`")]
     workflowId: Annotated[str, Field(description="the instance that sent it")]
     correlationId: Annotated[str, Field(description="the process's business key (e.g. the order id); quote it in the reply")]
-    replyTo: Annotated[str, Field(description="the channel the reply goes to")]
+    replyTo: Annotated[str | None, Field(description="the channel the reply goes to; absent for a notification (`emit`), which nobody answers")] = None
     data: Annotated[dict[str, Any], Field(description="the command's payload")] = field(default_factory=dict)
+
+    def wire(self) -> dict[str, Any]:
+        """The command as its message body carries it: the lesson's five fields, or four for a
+        notification, which leaves out the `replyTo` it does not have."""
+        body = self.model_dump(mode="json")
+        if self.replyTo is None:
+            del body["replyTo"]
+        return body
 
 
 @with_config(ConfigDict(extra="forbid", title="procflow dispatch"))

@@ -116,7 +116,7 @@ class InProcessTransport:
         if handler is None:
             return
         answer = handler(command)
-        if answer is None:
+        if answer is None or command.replyTo is None:  # a notification (`emit`) is never answered
             return
         answers = [answer] if isinstance(answer, Reply | Mapping) else list(answer)
         for item in answers:

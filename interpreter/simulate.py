@@ -32,7 +32,7 @@ class TraceLine:
     """One line of a readable trace."""
 
     at: str
-    kind: str  # start, send, reply, event, timer, late, duplicate, refused, stop, end
+    kind: str  # start, send, emit, reply, event, timer, late, duplicate, refused, stop, end
     text: str
 
 
@@ -48,8 +48,13 @@ class SimulationResult:
 
     @property
     def command_names(self) -> list[str]:
-        """Every command sent, in order (retries included)."""
-        return [d.command.commandName for d in self.dispatches]
+        """Every command sent, in order (retries included); not the notifications (`emitted`)."""
+        return [d.command.commandName for d in self.dispatches if d.command.replyTo is not None]
+
+    @property
+    def emitted(self) -> list[str]:
+        """Every notification published with `emit`, in order."""
+        return [d.command.commandName for d in self.dispatches if d.command.replyTo is None]
 
     @property
     def compensation_order(self) -> list[str]:
@@ -61,7 +66,7 @@ class SimulationResult:
         state = self.state.to_json()
         return {
             "state": state,
-            "commands": [d.command.model_dump(mode="json") for d in self.dispatches],
+            "commands": [d.command.wire() for d in self.dispatches],
             "dispatches": [d.model_dump(mode="json") for d in self.dispatches],
             "history": state["history"],
             "refused": list(self.refused),
@@ -77,6 +82,8 @@ class SimulationResult:
         lines.append(f"completedSteps  {', '.join(s.completedSteps) or '-'}")
         if s.outcome is not None:
             lines.append(f"outcome         {s.outcome}")
+        if s.output is not None:
+            lines.append(f"output          {json.dumps(s.output, sort_keys=True)}")
         lines.append(f"nextAction      {s.nextAction or '-'}")
         lines.append(f"timeoutAt       {s.timeoutAt or '-'}")
         if s.failure:
@@ -260,7 +267,8 @@ class _Simulation:
             retry = f" (attempt {dispatch.attempt})" if dispatch.attempt > 1 else ""
             item = self._item_of(dispatch) if transition.state.each else None
             where = f"{dispatch.step}, item {item}" if item is not None else dispatch.step
-            result.trace.append(TraceLine(at, "send", f"-> {dispatch.command.commandName} {data}  [{where}]{retry}"))
+            sent = "send" if dispatch.command.replyTo is not None else "emit"  # a notification: nobody answers
+            result.trace.append(TraceLine(at, sent, f"-> {dispatch.command.commandName} {data}  [{where}]{retry}"))
             self._react(dispatch, now)
         self._default_events(now)
 
@@ -385,6 +393,13 @@ def check_scenario(definition: m.ProcessDefinition, scenario: m.Scenario) -> Sce
     except (ScenarioError, InputError) as error:
         return ScenarioOutcome(scenario.name, False, [str(error)], None)
     differences: list[str] = []
+    try:
+        return _compare(scenario, result, differences)
+    except ScenarioError as error:  # an `expect output` that is not constant JSON
+        return ScenarioOutcome(scenario.name, False, [str(error)], result)
+
+
+def _compare(scenario: m.Scenario, result: SimulationResult, differences: list[str]) -> ScenarioOutcome:
     state = result.state
     for expectation in scenario.syntax.expectations:
         kind, want = expectation.kind, expectation.value
@@ -399,6 +414,14 @@ def check_scenario(definition: m.ProcessDefinition, scenario: m.Scenario) -> Sce
             got = result.compensation_order
         elif kind == "outcome":
             got = state.outcome
+        elif kind == "output":
+            want = _constant(want, f"`expect output` of scenario `{scenario.name}`")
+            got = None if state.output is None else {key: state.output.get(key) for key in want}
+        elif kind == "emitted":
+            if want not in result.emitted:
+                differences.append(f"line {expectation.span.line}: expect emitted: `{want}` was not emitted"
+                                   f" (emitted: {', '.join(result.emitted) or 'nothing'})")
+            continue
         else:
             got = state.failure.reason if state.failure else None
         if got != want:

@@ -243,6 +243,12 @@ class Failure(Record):
     reason: str
     step: str | None = None
     at: str
+    reply: Annotated[str | None, Field(description="the failure reply, when one caused it")] = None
+    data: Annotated[dict[str, Any] | None, Field(description="the failure reply's payload (what an undo reads as `failure.data`)")] = None
+
+    def as_value(self) -> dict[str, Any]:
+        """What an undo's mapping reads as `failure`: `cause`, `reason`, `step`, `reply`, `data`."""
+        return {"cause": self.cause, "reason": self.reason, "step": self.step, "reply": self.reply, "data": self.data}
 
 
 
@@ -337,6 +343,7 @@ class InstanceState(Record):
     compensation: Compensation | None = None
     failure: Failure | None = None
     outcome: Annotated[str | None, Field(description='how a completed instance ended, when it ended at a named `end "cancelled"`')] = None
+    output: Annotated[dict[str, Any] | None, Field(description="what a completed instance returns: its process's `output { ... }`")] = None
     abandoned: tuple[Abandoned, ...] = ()
     lateReplies: tuple[LateReply, ...] = ()
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
@@ -415,7 +422,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.workflowId, state.type, state.status, state.completedSteps, state.nextAction, state.timeoutAt,
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
-        state.compensation, state.failure, state.outcome, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
+        state.compensation, state.failure, state.outcome, state.output, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
         state.each, schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 
@@ -431,14 +438,18 @@ def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
     1 -> 2: the main process's frame became the instance's own `data`; a history entry's
     `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
     (a copy of its `timeoutAt` in seconds) is no longer kept.
-    2 -> 3: for-each runs (`each`, and a frame's `each` and `item`) were added; a state of
-    version 2 has none, so only its version changes."""
+    2 -> 3: for-each runs (`each`, and a frame's `each` and `item`) were added, and a state may
+    hold `output` (and a failure its `reply` and `data`); a state of version 2 has none of
+    them, so only its version changes."""
     version = data.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or version >= SCHEMA_VERSION:
         return data
     if version >= 2:
         return {**data, "schemaVersion": SCHEMA_VERSION}
     out = dict(data)
+    if version >= 2:
+        out["schemaVersion"] = SCHEMA_VERSION
+        return out
     frames = dict(out.get("frames") or {})
     main = frames.pop(ROOT, None)
     out["frames"] = frames

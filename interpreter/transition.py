@@ -151,7 +151,7 @@ class RunCore:
 
     __slots__ = (
         "plan", "definition", "root_name", "now_epoch", "now_at", "before", "state",
-        "frames", "main_scope", "owned", "dispatches", "ready", "visited",
+        "frames", "main_scope", "owned", "dispatches", "ready", "visited", "failing_reply",
     )
 
     def __init__(self, plan: Plan, state: InstanceState, now_epoch: float, new: InstanceState | None = None) -> None:
@@ -179,6 +179,7 @@ class RunCore:
         self.dispatches: list[Dispatch] = []
         self.ready: list[Token] = []
         self.visited = 0
+        self.failing_reply: Reply | None = None  # the failure reply this run follows, which `failure.data` reads
 
     # ---------------------------------------------------------------- hooks (compensation.py)
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
@@ -368,6 +369,20 @@ class RunCore:
                     if frame.forEach is not None and self.item_failed(token, frame, node.reason):
                         return
                     raise Failed(_FAIL_CAUSES.get(node.cause, "fail"), node.reason, node.step)
+                case m.SetNode():
+                    self._bind(frame, node.name, self._eval(node.value, frame, "value of `set {}`", node.name))
+                    token.node = definition.follow(node.id, "next")
+                case m.EmitNode():
+                    self._emit(node, frame, token)
+                    token.node = definition.follow(node.id, "next")
+
+    def _emit(self, node: m.EmitNode, frame: FrameView, token: Token) -> None:
+        """Publish a notification through the outbox: a command with no `replyTo`, which
+        nobody answers and nothing waits for (its dedup key names the emit's node)."""
+        spec = node.message
+        payload = self._mapping(spec.data, frame, "data of `emit {0.name}`", spec) if spec.data else {}
+        command = Command(spec.name, self.state.workflowId, frame.correlationId, None, payload)
+        self._dispatch(command, f"emit:{node.id}", 1, rounds_of(token))
 
     def _fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
         """Every branch starts: the token gives way to one child per branch, in the order written."""
@@ -556,6 +571,7 @@ class RunCore:
                 bind = node.failure_binds.get(reply.type)
                 if bind:
                     self._bind(frame, bind, reply.data)
+                self.failing_reply = reply
                 if node.compensation is not None and node.compensation.undoes_failure(reply.type):
                     self.undo_failed_step(token, node, frame, reply.type)
                 token.node = definition.follow(node.id, f"failure:{reply.type}")

@@ -50,6 +50,8 @@ class Messages:
     """reply channel (`reply to`) -> reply or event name -> [] (ordered, no repeats)."""
     schemas: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     """reply or event name -> the schema of its data (None: any object)."""
+    notifications: set[str] = field(default_factory=set)
+    """The commandNames of `commands` that are notifications (`emit`): sent with no `replyTo`, never answered."""
 
 
 def _add(names: list[str], more: tuple[str, ...] | list[str]) -> None:
@@ -83,6 +85,11 @@ def messages_of(definition: m.ProcessDefinition) -> Messages:
                 _add_awaited(awaited, replies)
             elif isinstance(node, m.RaceNode):
                 _add_awaited(awaited, [name for arm in node.arms for name in arm.messages])
+            elif isinstance(node, m.EmitNode):
+                spec = node.message
+                told = process.participants.get(spec.participant)
+                found.commands.setdefault(spec.name, told.commands.get(spec.command) if told is not None else None)
+                found.notifications.add(spec.name)
     for name in found.commands:
         found.answers.setdefault(name, [])
     return found
@@ -115,6 +122,15 @@ def optional_may_be_null(schema: dict[str, Any]) -> dict[str, Any]:
     if isinstance(items, dict):
         result["items"] = optional_may_be_null(items)
     return result
+
+
+def _notification_message(name: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """An `emit`: a command's fields but `replyTo`, which it has none of (nobody answers it)."""
+    message = _command_message(name, schema, "")
+    payload = message["payload"]
+    payload["required"] = [key for key in payload["required"] if key != "replyTo"]
+    del payload["properties"]["replyTo"]
+    return {**message, "title": f"notification {name}"}
 
 
 def _command_message(name: str, schema: dict[str, Any] | None, reply_to: str) -> dict[str, Any]:
@@ -217,12 +233,16 @@ def asyncapi_document(definition: m.ProcessDefinition, prefix: str = DEFAULT_PRE
             }},
         }
         for name in names:
-            components[_key(name)] = _command_message(name, found.commands[name], reply_to_of[name])
+            if name in found.notifications:
+                components[_key(name)] = _notification_message(name, found.commands[name])
+            else:
+                components[_key(name)] = _command_message(name, found.commands[name], reply_to_of[name])
             operation: dict[str, Any] = {
                 "action": "send",
                 "title": f"send {name}",
                 "description": "Persistent, mandatory, confirmed by the broker; AMQP properties: `message_id` (the dedup key: "
-                               "the same key again is the same command), `correlation_id`, `reply_to`, `content_type`.",
+                               "the same key again is the same command), `correlation_id`, `reply_to`, `content_type`."
+                               + (" A notification (`emit`): no `reply_to`, and nobody answers it." if name in found.notifications else ""),
                 "channel": {"$ref": f"#/channels/{channel}"},
                 "messages": [{"$ref": f"#/channels/{channel}/messages/{_key(name)}"}],
                 "bindings": {"amqp": {"deliveryMode": 2, "mandatory": True, "bindingVersion": BINDING_VERSION}},

@@ -297,3 +297,63 @@ def test_a_topology_that_clashes_with_the_broker_s_is_refused_with_the_broker_s_
         link.connect()
     assert "PRECONDITION_FAILED" in str(refused.value)
     assert not link.connected  # not left half set up: the next attempt starts from scratch
+
+
+NOTIFYING = textwrap.dedent("""
+    process notify-check {
+      correlate by input.orderId
+      reply to "notify-replies"
+      input { orderId: string }
+      participant notify "Notifications"
+      participant payment "Payment"
+      emit notify.order_received { orderId: input.orderId }
+      step authorize {
+        send payment.authorize { orderId: input.orderId }
+        await payment_authorized within 1h
+        nothing to undo "the test ends here"
+      }
+    }
+""")
+
+
+def test_a_notification_on_the_wire_has_no_reply_to_and_is_not_answered(topology: Topology) -> None:
+    definition = procflow.load_text(NOTIFYING, "notify.proc")
+    link = BrokerLink(AMQP, topology)
+    orchestrator = Orchestrator(definition, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_n", {"orderId": "ord_n"})
+    orchestrator.pump()
+    link.close()
+    [(properties, body)] = drain(topology.participant_queue("notify"))
+    assert json.loads(body) == {
+        "commandName": "notify.order_received", "workflowId": "wf_n", "correlationId": "ord_n", "data": {"orderId": "ord_n"},
+    }
+    assert properties.reply_to is None and properties.correlation_id == "ord_n"
+    assert properties.message_id == "ord_n:notify.order_received:emit:emit_1#1"
+    assert properties.type == "notify.order_received"
+    assert len(drain(topology.participant_queue("payment"))) == 1  # and the process went on to its step
+    assert orchestrator.store.outbox() == []
+
+
+def test_a_participant_server_takes_a_notification_and_answers_nothing(topology: Topology) -> None:
+    definition = procflow.load_text(NOTIFYING, "notify.proc")
+    received: list[Any] = []
+
+    def answer_everything(command: procflow.Command) -> dict[str, Any]:
+        return {"type": "payment_authorized"}
+
+    server = ParticipantServer(BrokerLink(AMQP, topology), {"notify": answer_everything, "payment": answer_everything}, received.append)
+    server.start()
+    link = BrokerLink(AMQP, topology)
+    orchestrator = Orchestrator(definition, store=InMemoryStore(), transport=AmqpTransport(link), clock=lambda: T0, auto_dispatch=False)
+    orchestrator.start("wf_told", {"orderId": "ord_told"})
+    orchestrator.pump()
+    for _ in range(50):
+        server.link.wait(0.05)
+        if len(received) == 2:
+            break
+    assert sorted(r.command.commandName for r in received) == ["notify.order_received", "payment.authorize"]
+    server.link.close()
+    link.close()
+    # One answer, the payment's: the notification was taken (acked) and neither answered nor dead-lettered.
+    assert [json.loads(body)["type"] for _, body in drain(topology.reply_queue("notify-replies"))] == ["payment_authorized"]
+    assert drain(topology.dead_letters) == [] and drain(topology.participant_queue("notify")) == []

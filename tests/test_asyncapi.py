@@ -74,7 +74,7 @@ def _messages(document: dict[str, Any], action: str) -> dict[str, dict[str, Any]
 
 
 def _declared_in_steps(definition: m.ProcessDefinition) -> tuple[set[str], set[str]]:
-    """The commands the steps send and the replies and events the waits expect."""
+    """The commands the steps send (and the notifications `emit` sends) and the replies and events the waits expect."""
     sends, awaits = set(), set()
     for process in definition.processes.values():
         for node in process.in_order:
@@ -83,6 +83,8 @@ def _declared_in_steps(definition: m.ProcessDefinition) -> tuple[set[str], set[s
             if isinstance(node, m.StepNode) and node.compensation is not None:
                 sends.add(node.compensation.command.name)
                 awaits.update(node.compensation.replies)
+            if isinstance(node, m.EmitNode):  # a notification: sent, never answered
+                sends.add(node.message.name)
         for wait in process.waits.values():
             awaits.update(wait.expects)
     return sends, awaits
@@ -108,7 +110,7 @@ def test_the_document_of_every_sample_validates_and_declares_what_the_process_se
             continue
         ran += 1
         for dispatch in result.dispatches:
-            command = dispatch.command.model_dump(mode="json")
+            command = dispatch.command.wire()  # (what the message body carries)
             jsonschema.validate(command, sent[command["commandName"]]["payload"])
         for entry in result.state.history:
             if entry.event in ("reply", "event") and entry.message:

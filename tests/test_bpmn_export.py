@@ -80,7 +80,8 @@ def test_export_is_valid_bpmn_with_a_shape_for_every_flow_node(source: Path, sch
 ELEMENT_OF_NODE = {m.XorNode: "exclusiveGateway", m.LoopNode: "exclusiveGateway", m.UntilNode: "exclusiveGateway",
                    m.ForkNode: "parallelGateway", m.JoinNode: "parallelGateway", m.RaceNode: "eventBasedGateway",
                    m.CallNode: "callActivity", m.StartNode: "startEvent", m.EndNode: "endEvent",
-                   m.EachNode: "inclusiveGateway", m.GatherNode: "inclusiveGateway"}
+                   m.EachNode: "inclusiveGateway", m.GatherNode: "inclusiveGateway",
+                   m.SetNode: "scriptTask", m.EmitNode: "intermediateThrowEvent"}
 
 
 @pytest.mark.parametrize("source", SAMPLES, ids=lambda p: p.stem)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import procflow
+from procflow.dsl import expression_reads
 from procflow.dsl import model as m
 from procflow.interpreter.engine import Transition
 from procflow.interpreter.messages import Command
@@ -161,6 +162,7 @@ def test_random_interleavings_keep_the_invariants(definition: m.ProcessDefinitio
     if state.status == "compensated":
         assert done_in_time == [s for s in expected if s[0] not in late_steps]
     _check_tasks(definition, dispatches, sent_at, state)
+    _data_invariants(definition, state, dispatches)
     # Replaying the recorded inputs on a fresh start gives the identical history.
     assert _replay(definition, "wf_prop", input_data, log) == state
 
@@ -203,3 +205,24 @@ def _check_tasks(definition: m.ProcessDefinition, dispatches: list[Any], sent_at
         node = tasks.get(completion.step)
         if node is not None and node.task is not None and completion.outcome == f"{node.name}_completed" and node.task.form:
             jsonschema.validate(state.data[node.name], node.task.form)
+
+
+def _data_invariants(definition: m.ProcessDefinition, state: InstanceState, dispatches: list[Any]) -> None:
+    """`set`, `emit` and `output` keep their promises whatever the interleaving."""
+    processes = definition.processes.values()
+    emits = {node.message.name for p in processes for node in p.in_order if isinstance(node, m.EmitNode)}
+    bindable = {name for p in processes for node in p.in_order for name in expression_reads.model_bindings(node)}
+    # A notification is only what an `emit` publishes: no `replyTo`, sent by its emit, never awaited.
+    for dispatch in dispatches:
+        if dispatch.command.replyTo is None:
+            assert dispatch.command.commandName in emits and dispatch.step.startswith("emit:"), dispatch
+        else:
+            assert not dispatch.step.startswith("emit:"), dispatch
+    assert not any(wait.commandName in emits for wait in state.waits)  # (no sample sends what it emits)
+    # The instance's data holds only names the process binds, with `as` or `set`.
+    assert set(state.data) <= bindable, set(state.data) - bindable
+    # A completed instance returns exactly its output's fields; a failed one returns none.
+    if definition.output is not None and state.status == "completed":
+        assert state.output is not None and list(state.output) == [key for key, _ in definition.output.expr.pairs]
+    if state.failure is not None:
+        assert state.output is None

@@ -100,6 +100,7 @@ def test_json_form(order_paths: PathList) -> None:
         ],
         "commands": ["inventory.reserve", "payment.authorize"],
         "compensation": ["inventory.release"],
+        "emitted": [],
     }
 
 

@@ -47,7 +47,7 @@ MISTAKES: dict[str, tuple[str, str, str, int, int, str]] = {
     "unknown function": ("amount: input.amount }", "amount: round2(input.amount) }", "E103", 7, 59, "did you mean `round`?"),
     "too many arguments": ("amount: input.amount }", "amount: round(input.amount, 2, 3) }", "E104", 7, 59,
                            "takes 1 to 2 arguments, not 3"),
-    "= instead of ==": ("if input.amount > 100", "if input.amount = 100", "E002", 11, 19, "to compare, write `==`"),
+    "= instead of ==": ("if input.amount > 100", "if input.amount = 100", "E003", 11, 19, "to compare, write `==`"),
     "&& instead of and": ("if input.amount > 100", "if input.amount > 100 && input.amount < 5", "E002", 11, 25, "write `and`"),
     "|| instead of or": ("if input.amount > 100", "if input.amount > 100 || input.amount < 5", "E003", 11, 25, "write `or`"),
     "! instead of not": ("if input.amount > 100", "if !input.amount", "E002", 11, 6, "write `not`"),

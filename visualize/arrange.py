@@ -93,11 +93,11 @@ def node_size(node: FlowNode) -> tuple[float, float]:
     if node.kind == "fail":
         lines = fail_reason_lines(node.title)
         return 24.0 + max(text_width(line, 9) for line in lines), max(24.0, 12.0 * len(lines))
-    if node.kind in ("step", "call", "undo", "collapsed"):
+    if node.kind in ("step", "call", "undo", "collapsed", "set"):
         rows = [*node.lines, *(line for item in node.attached for line in attached_lines(item))]  # swimlane rows
         width = max([text_width(node.title, 11) * 1.1, *(text_width(line, 9) for line in rows)]) + 24
         return width, 16.0 + 13.0 * (1 + len(rows)) + (12.0 if node.note else 0.0)
-    if node.kind in ("timer", "event"):
+    if node.kind in ("timer", "event", "throw"):
         words = max([text_width(node.title, 10), *(text_width(line, 10) for line in node.lines)])
         return 30.0 + words, 30.0 + 12.0 * len(node.lines)
     if node.kind == "catch":

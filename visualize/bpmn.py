@@ -367,6 +367,17 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
                 ET.SubElement(event, _tag("messageEventDefinition"), {"messageRef": export.message(arm.messages[0])})
             else:
                 _timer(event, arm.timer_seconds, arm.timer_at.text if arm.timer_at else None)
+        case "set":
+            assert isinstance(node, m.SetNode)
+            element_id = export.new_id(f"set_{_safe(flow_node.id)}")
+            doc = [f"procflow `set {node.name} = {node.value.text}`: the orchestrator keeps a variable (no participant is asked)."]
+            export.element("scriptTask", flow_node.title, doc, id=element_id)
+        case "throw":
+            assert isinstance(node, m.EmitNode)
+            element_id = export.new_id(f"emit_{_safe(flow_node.id)}")
+            doc = [f"procflow `emit {node.message.name}`: a notification published through the outbox; nobody answers it."]
+            event = export.element("intermediateThrowEvent", flow_node.title, doc, id=element_id)
+            ET.SubElement(event, _tag("messageEventDefinition"), {"messageRef": export.message(node.message.name)})
         case "call":
             assert isinstance(node, m.CallNode)
             element_id = export.new_id(f"call_{_safe(flow_node.id)}")

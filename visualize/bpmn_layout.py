@@ -66,7 +66,7 @@ def node_size(node: FlowNode, boundary_events: int, compensates: bool) -> tuple[
             return (TASK_WIDTH + TASK_GAP + receive_width(boundary_events), TASK_HEIGHT)
         case "event":
             return (receive_width(boundary_events), TASK_HEIGHT)
-        case "call" | "undo":
+        case "call" | "undo" | "set":
             return (TASK_WIDTH, TASK_HEIGHT)
         case "fail":
             return (EVENT * 2 + TASK_GAP, EVENT) if compensates else (EVENT, EVENT)

@@ -99,13 +99,13 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         rows.append('<font point-size="12">⊞</font>')
         attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e", "penwidth": "1.5",
                  "margin": "0.14,0.05", "label": Html("<br/>".join(rows) + note)}
-    elif kind in ("step", "call", "undo"):
+    elif kind in ("step", "call", "undo", "set"):
         title = f"<b>{_html(node.title)}</b>" if kind != "undo" else _html(node.title)
         if kind == "step" and node.sign:  # a human task's person marker (BPMN's user task)
             title = f'<font point-size="13">{_html(node.sign)}</font> {title}'
         rows = [title]
         for index, line in enumerate(node.lines):
-            face = MONO if (kind == "step" and index == len(node.lines) - 1) else FONT  # the command, last
+            face = MONO if (kind == "step" and index == len(node.lines) - 1) or kind == "set" else FONT  # a step's command, last
             rows.append(f'<font face="{face}" point-size="9" color="{MUTED}">{_html(line)}</font>')
         attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e",
                  "penwidth": "1.5", "margin": "0.14,0.07", "label": Html("<br/>".join(rows) + note)}
@@ -113,6 +113,8 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
             attrs.update({"margin": "0.1,0.05", "label": _with_attached("<br/>".join(rows) + note, node)})
         if kind == "call":
             attrs["penwidth"] = "3.5"
+        if kind == "set":  # the orchestrator's own work: a script task, lighter than a participant's step
+            attrs.update({"penwidth": "1", "color": MUTED, "margin": "0.1,0.04"})
         if kind == "undo":
             attrs.update({"style": "rounded,dashed,filled", "fillcolor": "#fef5e7", "color": UNDO, "fontcolor": "#784212",
                           "fontsize": "10"})
@@ -120,6 +122,10 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         # BPMN's intermediate event: a small double circle with its marker, its words beside it.
         attrs = {"shape": "doublecircle", "width": "0.42", "fixedsize": "true", "style": "filled", "fillcolor": "#ffffff",
                  "color": MUTED, "penwidth": "1.2", "fontsize": "15", "label": node.sign}
+    elif kind == "throw":
+        # BPMN's message throw event: its marker filled (here: light on dark), its words beside it.
+        attrs = {"shape": "doublecircle", "width": "0.42", "fixedsize": "true", "style": "filled", "fillcolor": INK,
+                 "fontcolor": "#ffffff", "color": INK, "penwidth": "1.2", "fontsize": "15", "label": node.sign}
         # Its words stand beside it (_side_text).
     else:  # gateways: xor, fork, join, race, loop, until
         attrs = {"shape": "diamond", "width": "0.5", "height": "0.5", "fixedsize": "true", "label": node.sign,
@@ -169,7 +175,7 @@ def _with_attached(text: str, node: FlowNode) -> Html:
 def _side_text(node: FlowNode) -> str | None:
     """The words beside a small shape (an event's name and wait, a race's name),
     as a plain text node of their own: Graphviz keeps room for a node, not for an `xlabel`."""
-    if node.kind in ("timer", "event"):
+    if node.kind in ("timer", "event", "throw"):
         rows = [f"<b>{_html(node.title)}</b>", *(_html(line) for line in node.lines)]
         note = f'<br/><font point-size="9" color="#1f618d"><i>{_html(node.note)}</i></font>' if node.note else ""
         label = f'<font point-size="10">{"<br/>".join(rows)}</font>{note}'
@@ -390,6 +396,7 @@ _MESSAGE_STYLE = {
     "reply": ("dashed", INK, "normal", INK),
     "failure": ("dashed", RED, "tee", RED_INK),
     "event": ("dashed", "#1f618d", "normal", "#1f618d"),
+    "notify": ("solid", "#1f618d", "vee", "#1f618d"),  # a notification: sent, never answered
     "undo": ("solid", UNDO, "normal", UNDO),
     "undo_reply": ("dashed", UNDO, "normal", UNDO),
 }

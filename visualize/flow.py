@@ -49,6 +49,7 @@ SIGNS = {
     "event": "✉",
     "error": "⚡",
     "task": "♟",  # a human task (BPMN's user task marker is a person: this is the silhouette fonts carry)
+    "throw": "✉",
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
 
@@ -196,7 +197,8 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                     undo_id = f"{node_id}.undo"
                     even_on = node.compensation.even_on
                     anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway)))
+                    told = ("with the failure's data",) if node.compensation.failure_data is not None else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway, *told)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
@@ -232,6 +234,12 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
             case m.GatherNode():
                 head = definition.nodes[node.each]
                 nodes.append(FlowNode(node_id, "gather", node.name, sign=each_sign(head) if isinstance(head, m.EachNode) else ""))
+            case m.SetNode():
+                nodes.append(FlowNode(node_id, "set", f"set {node.name}", (f"= {node.value.text}",)))
+            case m.EmitNode():
+                participant = definition.participants.get(node.message.participant)
+                display = participant.display if participant else node.message.participant
+                nodes.append(FlowNode(node_id, "throw", f"emit {node.message.command}", (f"to {display}",), sign=SIGNS["throw"]))
         for target, kind, label in outgoing:
             edges.append(FlowEdge(node_id, target, kind, label))
     return nodes, edges
@@ -344,6 +352,8 @@ def _lane_clusters(
         if isinstance(source, m.StepNode) and source.command is not None:
             command = source.compensation.command if node.kind == "undo" and source.compensation else source.command
             owner[node.id] = f"lane.{command.participant}"
+        elif isinstance(source, m.EmitNode):  # a notification stands in the lane of whom it tells
+            owner[node.id] = f"lane.{source.message.participant}"
     incoming: dict[str, list[str]] = {}
     outgoing: dict[str, list[str]] = {}
     for edge in edges:
@@ -492,7 +502,7 @@ def _taken_edges(nodes: list[FlowNode], edges: list[FlowEdge]) -> list[FlowEdge]
     marked = {n.id for n in nodes if n.state is not None} | {n.id for n in nodes if n.kind == "start"}
     if len(marked) <= 1:
         return edges
-    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather", "catch")}
+    structural = {n.id for n in nodes if n.kind in ("xor", "fork", "join", "race", "loop", "until", "each", "gather", "catch", "set", "throw")}
     incoming: dict[str, set[str]] = {}
     outgoing: dict[str, set[str]] = {}
     for edge in edges:

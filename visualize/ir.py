@@ -34,6 +34,8 @@ FLOW_NODE_KINDS = frozenset(
         "gather",  # where a for-each's items arrive
         "undo",  # the compensation command of a step
         "collapsed",  # a parallel block or loop drawn as one shape (`--expand` opens it)
+        "set",  # sets a variable (`set name = value`): BPMN's script task
+        "throw",  # publishes a notification (`emit`): BPMN's message throw event
         "link",  # where a folded flow leaves one band and picks up in the next (title: the link's letter)
     }
 )
@@ -133,7 +135,7 @@ class Message:
     """An arrow between two lifelines.
 
     `kind`: ``command``, ``reply``, ``failure`` (a failure reply), ``event``, ``undo`` (a
-    compensation command) or ``undo_reply``.
+    compensation command), ``undo_reply`` or ``notify`` (an `emit`: asynchronous, no return).
     """
 
     source: str

@@ -29,6 +29,7 @@ _ARROWS = {
     "reply": "-->>",
     "failure": "--x",
     "event": "-->>",
+    "notify": "-)",
     "undo": "->>",
     "undo_reply": "-->>",
 }
@@ -105,6 +106,8 @@ _CLASS_OF_KIND = {
     "event": "event",
     "timer": "event",
     "catch": "event",
+    "throw": "event",
+    "set": "step",
     "undo": "undo",
 }
 
@@ -145,7 +148,7 @@ def _node_line(node: FlowNode, node_id: str) -> str:
         return f'{node_id}(("{title}"))'
     if node.kind in ("end", "fail"):
         return f'{node_id}((("{title}")))'
-    if node.kind in ("timer", "event", "catch"):
+    if node.kind in ("timer", "event", "catch", "throw"):
         text = "<br/>".join([f"{node.sign} {title}", *details])
         return f'{node_id}(("{text}"))'
     head = f"{node.sign} <b>{title}</b>" if node.kind == "step" and node.sign else f"<b>{title}</b>"  # a human task's marker

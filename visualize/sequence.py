@@ -98,11 +98,15 @@ class _Cast:
         self.failure_replies: set[str] = set()
         self.undo_replies: set[str] = set()
         self.undo_commands: set[str] = set()
+        self.notifications: set[str] = set()  # what `emit` publishes
         for d in self.definitions:
             for p in d.participants.values():
                 for reply in p.replies:
                     self.sender.setdefault(reply, self.alias[p.name])
             for node in d.nodes.values():
+                if isinstance(node, m.EmitNode):
+                    self.notifications.add(node.message.name)
+                    self.command_target.setdefault(node.message.name, self.alias.get(node.message.participant, ORCHESTRATOR))
                 if not isinstance(node, m.StepNode):
                     continue
                 if node.command is not None:
@@ -199,6 +203,11 @@ def _undo_messages(cast: _Cast, step: m.StepNode) -> list[SequenceItem]:
     return items
 
 
+def _notify(cast: _Cast, participant: str, event: str) -> Message:
+    """An `emit`: an asynchronous arrow to the participant, which nothing answers."""
+    return Message(ORCHESTRATOR, cast.of(participant), f"emit {words(event)}", "notify")
+
+
 def _race_arm(cast: _Cast, arm: m.RaceArmSpec) -> list[SequenceItem]:
     if arm.messages:
         return [Message(cast.sender_of(arm.messages[0]), ORCHESTRATOR, " or ".join(words(n) for n in arm.messages), "event")]
@@ -237,6 +246,12 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
             outcomes = definition.outcomes(current)
             match node:
                 case m.StartNode() | m.JoinNode() | m.GatherNode():
+                    current = outcomes["next"]
+                case m.SetNode():  # the orchestrator's own data: a note on its lifeline
+                    items.append(Note((ORCHESTRATOR,), f"set {node.name} = {node.value.text}", "note"))
+                    current = outcomes["next"]
+                case m.EmitNode():
+                    items.append(_notify(cast, node.message.participant, node.message.command))
                     current = outcomes["next"]
                 case m.UntilNode():
                     current = outcomes["exit"]
@@ -409,6 +424,8 @@ def _path_items(cast: _Cast, path: ProcessPath) -> list[SequenceItem]:
                 items.append(Message(cast.sender_of(names[0]), ORCHESTRATOR, " or ".join(words(n) for n in names), "event"))
             else:
                 items.append(Note((ORCHESTRATOR,), f"the timer fires first ({event.detail})", "timer"))
+        elif event.kind == "emit":
+            items.append(_notify(cast, event.name, event.detail))
         elif event.kind == "fail":
             items.append(Note((ORCHESTRATOR,), f"failed: {event.detail}", "fail"))
         elif event.kind == "undo":
@@ -467,6 +484,9 @@ def _instance_items(cast: _Cast, state: Mapping[str, Any]) -> list[SequenceItem]
             target = cast.command_target.get(command, ORCHESTRATOR)
             label = cast.command_label.get(command, words(command.replace(".", " ")))
             is_undo = command in cast.undo_commands
+            if command in cast.notifications:
+                items.append(Message(ORCHESTRATOR, target, f"emit {words(command.split('.', 1)[-1])}", "notify"))
+                continue
             if is_undo and not compensating:
                 items.append(BlockStart("compensation", "undo the completed steps, most recent first"))
                 compensating = True
