@@ -29,6 +29,7 @@ from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
 from procflow.dsl.statement_walk import child_blocks
+from procflow.dsl.undo_policy import undo_lanes, undoes_in_parallel
 from procflow.errors import ExpressionError, FileRefused, SourceError
 from procflow.files import confined_loader, read_at_most
 from procflow.limits import FILE_BYTES, SOURCE_BYTES
@@ -215,7 +216,7 @@ class _Compiler:
                 branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
                 self._pair(fork_id, "fork", join_id, "join")
                 return self._add(
-                    m.ForkNode(fork_id, stmt.span, name, branches, join_id),
+                    m.ForkNode(fork_id, stmt.span, name, branches, join_id, undoes_in_parallel(stmt)),
                     *(m.Way(target, "branch", branch, f"branch:{branch}") for branch, target in branches),
                 )
             case sx.Race():
@@ -452,6 +453,8 @@ class _Compiler:
             source=text,
             syntax=self.source,
             scenario_loader=partial(parse_scenarios, self.source),
+            undo_failure=proc.undo_failure or "stop",
+            undo_lanes=undo_lanes([*proc.body, *(proc.deadline_handler or ())], lambda fork: self.ids[fork.span][0]),
         )
 
     def graph(self, name: str) -> nx.MultiDiGraph:

@@ -257,7 +257,7 @@ def layout_process(process: sx.Process) -> list[Line]:
     return lines
 
 
-_HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline")
+_HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline", "undo_failure")
 
 
 def _header(key: str, value: Any, indent: str) -> str:
@@ -271,6 +271,8 @@ def _header(key: str, value: Any, indent: str) -> str:
         return f"reply to {string_literal(value)}"
     if key == "deadline":
         return f"deadline {value.text}"
+    if key == "undo_failure":
+        return f"on undo failure {value}"
     if key == "input_record":
         return f"input {format_record(value)}"
     return f"input from {string_literal(value)}"
@@ -338,8 +340,10 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
                 after = _end(cases[-1].span)
                 lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
             return [*lines, _closing(indent, statement.span)]
-        case sx.Parallel(name=name, branches=branches):
+        case sx.Parallel(name=name, branches=branches, undo_order=order):
             lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
+            if order is not None:
+                lines.append(_whole(indent + INDENT, f"undo in {order.text}", order.span))
             for branch in branches:
                 opener = Line(indent, "", _start(branch.span))
                 lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, opener, close=_closing(indent, branch.span).start)

@@ -117,7 +117,7 @@ def _expectation(facts: Facts, reachable: _Reachable, expectation: sx.Expectatio
                 "E145", f"no step completes with `{name}`" + suggestion(name, sorted(reachable.completions)),
                 span, _listing("steps complete with", reachable.completions))
                 for name in expectation.value if name is not None and name not in reachable.completions]
-        case "commands" | "compensation":
+        case "commands" | "compensation" | "unconfirmed":
             unknown = [ref for ref in expectation.value if ref not in reachable.replies_of]
             return [facts.diagnostic(
                 "E141", f"no step sends `{ref}`" + suggestion(ref, sorted(reachable.replies_of)),

@@ -202,11 +202,14 @@ class Branch:
 
 @dataclass(frozen=True, slots=True)
 class Parallel:
-    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish."""
+    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish.
+    `undo in parallel` (or `undo in reverse`, the default) first says how its completed
+    branches are undone when the instance fails."""
 
     name: Name | None
     branches: tuple[Branch, ...]
     span: Span
+    undo_order: Name | None = None  # `undo in parallel` / `undo in reverse`: the word, where it stands
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +325,7 @@ class Process:
     reply_to: str | None = None
     deadline: Duration | None = None
     deadline_handler: tuple[Statement, ...] | None = None  # `deadline 3d { ... }`: what runs when it passes
+    undo_failure: str | None = None  # `on undo failure continue|stop`: what an undo that cannot be confirmed does
     input_record: RecordType | None = None
     input_file: tuple[str, Span] | None = None
     limits: dict[str, tuple[int, Span]] = field(default_factory=dict)
@@ -362,7 +366,7 @@ class DeliverRule:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect status|completed|commands|compensation|failure|outcome ...`."""
+    """`expect status|completed|commands|compensation|unconfirmed|failure|outcome ...`."""
 
     kind: str
     value: Any

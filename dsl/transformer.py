@@ -73,6 +73,10 @@ class ToSyntax(ExpressionRules):
         duration = _duration(parts[0])
         return ("header", "deadline", (duration, parts[1]) if len(parts) > 1 else duration, span)
 
+    @rule_of_words
+    def undo_failure(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
+        return ("header", "undo_failure", str(parts[-1]), span)
+
     @rule
     def input_decl(self, span: Span, parts: list[Any]) -> tuple[Any, ...]:
         (inner,) = parts
@@ -250,7 +254,12 @@ class ToSyntax(ExpressionRules):
     def parallel(self, span: Span, parts: list[Any]) -> sx.Parallel:
         name = next((_name(part) for part in parts if isinstance(part, Token)), None)
         branches = tuple(part for part in parts if isinstance(part, sx.Branch))
-        return sx.Parallel(name, branches, span)
+        order = next((part for part in parts if isinstance(part, sx.Name)), None)
+        return sx.Parallel(name, branches, span, order)
+
+    @rule_of_words
+    def undo_order(self, span: Span, parts: list[Token]) -> sx.Name:
+        return sx.Name(str(parts[-1]), span)
 
     @rule
     def branch(self, span: Span, parts: list[Any]) -> sx.Branch:
@@ -393,6 +402,10 @@ class ToSyntax(ExpressionRules):
     @rule
     def expect_compensation(self, span: Span, parts: list[str]) -> sx.Expectation:
         return sx.Expectation("compensation", list(parts), span)
+
+    @rule
+    def expect_unconfirmed(self, span: Span, parts: list[str]) -> sx.Expectation:
+        return sx.Expectation("unconfirmed", list(parts), span)
 
     @rule
     def expect_failure(self, span: Span, parts: list[Token]) -> sx.Expectation:
