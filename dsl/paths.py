@@ -77,6 +77,10 @@ class ProcessPath:
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
     events: tuple[PathEvent, ...] = field(default=(), repr=False, compare=False)
+    undo_waves: tuple[tuple[tuple[str, ...], ...], ...] = field(default=(), compare=False)
+    """`compensation` as it goes out: waves one after the other, each wave a tuple of lanes
+    sent side by side (a parallel block undone in parallel: one lane a branch, in reverse
+    order within it), each lane its commandNames in order; a lone undo is a wave of one lane."""
 
     @property
     def completed(self) -> bool:
@@ -572,8 +576,7 @@ class _Walker:
                         names = _push(names, f'{scope}fail "{node.reason}"')
                     return self.finish(events, steps, commands, undo, names, f"failed: {node.reason}")
 
-    @staticmethod
-    def finish(events: _Cons, steps: _Cons, commands: _Cons, undo: _Cons, names: _Cons, outcome: str) -> ProcessPath:
+    def finish(self, events: _Cons, steps: _Cons, commands: _Cons, undo: _Cons, names: _Cons, outcome: str) -> ProcessPath:
         undone = list(reversed(_items(undo)))
         for process, step, command in undone:
             events = _push(events, PathEvent("undo", process, step, command))
@@ -585,7 +588,24 @@ class _Walker:
             commands=_items(commands),
             compensation=[command for _, _, command in undone],
             events=tuple(_items(events)),
+            undo_waves=undo_waves(self.root, undone),
         )
+
+
+def undo_waves(definition: m.ProcessDefinition, undone: list[tuple[str, str, str]]) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """(process, step, commandName) undos, most recent first, in the waves the engine sends
+    them in (see `ProcessPath.undo_waves`): the undos next to each other whose steps lie in
+    one parallel block undone in parallel go out together, one lane per branch."""
+    waves: list[dict[str, list[str]]] = []
+    last_block: tuple[str, str] | None = None
+    for process, step, command in undone:
+        lane = definition.definition_of(process).undo_lanes.get(step)
+        block = (process, lane.fork) if lane is not None else None
+        if block is None or block != last_block:
+            waves.append({})
+        waves[-1].setdefault(lane.branch if lane is not None else step, []).append(command)
+        last_block = block
+    return tuple(tuple(tuple(commands) for commands in wave.values()) for wave in waves)
 
 
 def _undone_anyway(node: m.StepNode, completes: tuple[str, str, str] | None, outcome: str) -> tuple[str, str, str] | None:
@@ -601,7 +621,7 @@ def _unique_names(paths: list[ProcessPath]) -> list[ProcessPath]:
         seen[path.name] = count
         if count > 1:
             path = ProcessPath(f"{path.name} ({count})", path.outcome, path.steps, path.commands, path.compensation,
-                               path.events)
+                               path.events, path.undo_waves)
         out.append(path)
     return out
 
@@ -625,7 +645,15 @@ def default_path(paths: list[ProcessPath]) -> ProcessPath:
 
 
 def _compensation_text(path: ProcessPath) -> str:
-    return ", ".join(path.compensation) if path.compensation else "-"
+    """The undos in order; those sent side by side joined with `&` (a lane of several, in
+    parentheses: its undos go one after the other)."""
+    if not path.compensation:
+        return "-"
+    if all(len(wave) == 1 for wave in path.undo_waves):
+        return ", ".join(path.compensation)
+    return ", ".join(
+        " & ".join(lane[0] if len(lane) == 1 else f"({', '.join(lane)})" for lane in wave) for wave in path.undo_waves
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> Iterator[str]:
@@ -658,6 +686,8 @@ def paths_json(paths: list[ProcessPath]) -> list[dict[str, Any]]:
             "steps": [{"step": step, "outcome": outcome} for step, outcome in path.steps],
             "commands": list(path.commands),
             "compensation": list(path.compensation),
+            **({"undoneTogether": [[list(lane) for lane in wave] for wave in path.undo_waves]}
+               if any(len(wave) > 1 for wave in path.undo_waves) else {}),
         }
         for path in paths
     ]

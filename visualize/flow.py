@@ -162,7 +162,8 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                 labels_by_arm = [label for _, label in arm_names(node)]
                 outgoing = [(t, kind, label) for (t, kind, _), label in zip(outgoing, labels_by_arm, strict=True)]
             case m.ForkNode():
-                nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
+                policy = ("undo in parallel",) if node.undo_in_parallel else ()  # drawn beside the gateway, as a race's name
+                nodes.append(FlowNode(node_id, "fork", "", policy, sign=SIGNS["fork"]))
                 outgoing = [(t, kind, "") for t, kind, _ in outgoing]
             case m.JoinNode():
                 nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
