@@ -13,7 +13,8 @@ Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
 Images: SVG and PNG of the order process for the docs, of two larger samples (the loan
 process's flow view, the refund's swimlanes), and the flows of the ticket booking (recovery
 paths, retries on error replies, an undo even on timeout) and of the quote acceptance (a
-deadline handler, named ends). Graphviz's output differs between its
+deadline handler, named ends) and of the trip booking (a parallel block undone in
+parallel). Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -42,6 +43,7 @@ MANIFEST = IMAGES / "diagrams.json"
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
 BOOKING = ROOT / "processes" / "ticket_booking.proc"
 QUOTE = ROOT / "processes" / "quote_acceptance.proc"
+TRIP = ROOT / "processes" / "trip_booking.proc"
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -120,6 +122,7 @@ def image_sources() -> dict[str, str]:
     return {
         "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
         "quote_acceptance-flow": visualize.render_text(load(QUOTE), "flow", "dot"),
+        "trip_booking-flow": visualize.render_text(load(TRIP), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(
