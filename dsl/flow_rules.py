@@ -3,7 +3,7 @@
 
 E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
 parallel branch, E117 a wait with no way out, E124 a loop without a bound (E138: one
-that a deadline cannot end, for a round can go without waiting).
+that a deadline cannot end, for a round can go without waiting; W214: its `else` never runs).
 """
 
 from __future__ import annotations
@@ -114,6 +114,20 @@ def loops_without_bound_handling(facts: Facts) -> list[Diagnostic]:
             found.append(facts.diagnostic(
                 "W211", f"{what} goes on as if `until` held when it reaches its bound of {stmt.max} rounds", span,
                 "say what happens then: `} until ... else { fail \"why\" }`"))
+    return found
+
+
+def else_without_bound(facts: Facts) -> list[Diagnostic]:
+    """W214: `else { ... }` after the `until` of a loop without `max`: no bound is ever
+    reached, so it never runs (such a loop ends by its `until` or by the deadline)."""
+    found = []
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Repeat) and stmt.max is None and stmt.bound_reached is not None:
+            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+            span = stmt.name.span if stmt.name else stmt.span
+            found.append(facts.diagnostic(
+                "W214", f"{what} has no `max`: its `else` never runs", span,
+                "give it a bound (`repeat max 5 { ... }`), or remove the `else`; the deadline ends an unbounded loop"))
     return found
 
 

@@ -52,6 +52,7 @@ RULES: list[Rule] = [
     flow_rules.waits_without_way_out,
     flow_rules.unbounded_loops,
     flow_rules.loops_without_bound_handling,
+    flow_rules.else_without_bound,
     statement_rules.switch_coverage,
     scope_rules.expression_limits,
     scope_rules.orchestrator_scope,

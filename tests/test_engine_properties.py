@@ -1,6 +1,6 @@
 """Property test: every sample process, and processes generated from the failure constructs
 (recovery paths, retries on error replies, undo even on failure, deadline handlers, loop else,
-named ends, the undo policy), under random interleavings of replies (failure replies among
+loops without a bound under a deadline, named ends, the undo policy), under random interleavings of replies (failure replies among
 them), duplicates, late replies, unknown messages and time jumps (timeouts, retries,
 deadlines), keeps the engine's promises."""
 
@@ -120,8 +120,15 @@ def failure_processes(draw: st.DrawFn) -> str:
             out.append(f'{indent}  nothing to undo "s{n}"')
         return [*out, f"{indent}}}"]
 
+    deadline = draw(st.sampled_from(["", "deadline 1h", "deadline 1d handler"]), label="deadline")
+
     def statement(indent: str, depth: int) -> list[str]:
-        kind = draw(st.sampled_from(["step", "step", "parallel", "repeat", "if_end"] if depth < 2 else ["step"]), label="statement")
+        kinds = ["step", "step", "parallel", "repeat", "if_end"] + (["until_deadline"] if deadline else [])
+        kind = draw(st.sampled_from(kinds if depth < 2 else ["step"]), label="statement")
+        if kind == "until_deadline":  # no bound: every round waits, and the deadline ends it
+            n = next(counter)
+            body = step(indent + "  ")
+            return [f"{indent}repeat loop{n} {{", *body, f'{indent}}} until steps.{body[0].split()[1]}.reply == "never"']
         if kind == "parallel":
             n = next(counter)
             order = draw(st.sampled_from(["", "undo in parallel", "undo in reverse"]), label="undo order")
@@ -151,7 +158,6 @@ def failure_processes(draw: st.DrawFn) -> str:
     policy = draw(st.sampled_from(["", "continue", "stop"]), label="undo failure")
     if policy and any("awaiting undone" in line for line in body):
         header.append(f"  on undo failure {policy}")
-    deadline = draw(st.sampled_from(["", "deadline 1h", "deadline 1d handler"]), label="deadline")
     if deadline == "deadline 1h":
         header.append("  deadline 1h")
     elif deadline:
