@@ -31,6 +31,7 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Span
+from procflow.dsl.undo_policy import undo_waves
 from procflow.errors import ExpressionError
 
 DEFAULT_MAX_PATHS = 1000
@@ -590,22 +591,6 @@ class _Walker:
             events=tuple(_items(events)),
             undo_waves=undo_waves(self.root, undone),
         )
-
-
-def undo_waves(definition: m.ProcessDefinition, undone: list[tuple[str, str, str]]) -> tuple[tuple[tuple[str, ...], ...], ...]:
-    """(process, step, commandName) undos, most recent first, in the waves the engine sends
-    them in (see `ProcessPath.undo_waves`): the undos next to each other whose steps lie in
-    one parallel block undone in parallel go out together, one lane per branch."""
-    waves: list[dict[str, list[str]]] = []
-    last_block: tuple[str, str] | None = None
-    for process, step, command in undone:
-        lane = definition.definition_of(process).undo_lanes.get(step)
-        block = (process, lane.fork) if lane is not None else None
-        if block is None or block != last_block:
-            waves.append({})
-        waves[-1].setdefault(lane.branch if lane is not None else step, []).append(command)
-        last_block = block
-    return tuple(tuple(tuple(commands) for commands in wave.values()) for wave in waves)
 
 
 def _undone_anyway(node: m.StepNode, completes: tuple[str, str, str] | None, outcome: str) -> tuple[str, str, str] | None:

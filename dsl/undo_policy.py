@@ -1,6 +1,7 @@
 """The undo policy a process states, as the compiler records it: which steps' undos run side
 by side (`undo in parallel` on a parallel block) and in which lane. The engine reads the lanes
-(`ProcessDefinition.undo_lanes`) when the instance fails; the validator reads the same walk."""
+(`ProcessDefinition.undo_lanes`) when the instance fails, and the saga table groups a path's
+undos by them (`undo_waves`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,19 @@ def undo_lanes(body: Sequence[sx.Statement], fork_id: Callable[[sx.Parallel], st
         for block in reversed(child_blocks(stmt)):
             stack.extend((s, lane, deeper) for s in reversed(block))
     return lanes
+
+
+def undo_waves(definition: m.ProcessDefinition, undone: list[tuple[str, str, str]]) -> tuple[tuple[tuple[str, ...], ...], ...]:
+    """(process, step, commandName) undos, most recent first, in the waves the engine sends
+    them in (see `ProcessPath.undo_waves`): the undos next to each other whose steps lie in
+    one parallel block undone in parallel go out together, one lane per branch."""
+    waves: list[dict[str, list[str]]] = []
+    last_block: tuple[str, str] | None = None
+    for process, step, command in undone:
+        lane = definition.definition_of(process).undo_lanes.get(step)
+        block = (process, lane.fork) if lane is not None else None
+        if block is None or block != last_block:
+            waves.append({})
+        waves[-1].setdefault(lane.branch if lane is not None else step, []).append(command)
+        last_block = block
+    return tuple(tuple(tuple(commands) for commands in wave.values()) for wave in waves)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import procflow
 from procflow.dsl.parser import parse
+from procflow.dsl.paths import enumerate_paths, paths_json, paths_text
 from procflow.dsl.printer import format_source
 from procflow.dsl.validate import check_source
 from procflow.interpreter.state import InstanceState, migrate_state
@@ -187,3 +188,69 @@ def test_an_unbounded_waiting_loop_runs_until_the_deadline() -> None:
         assert [c.commandName for c in step.commands] == ["jobs.status"]
     step = procflow.advance(definition, step.state, NOW + timedelta(days=1))
     assert step.state.status == "timed_out"
+
+
+TWO_IN_A_BRANCH = """process move {
+  correlate by input.id
+  input { id: string }
+  participant p "P"
+
+  parallel work {
+    undo in parallel
+    branch a {
+      step a1 {
+        send p.a1 { id: input.id }
+        await a1_done within 1m
+        compensate p.undo_a1 { id: input.id } awaiting a1_undone within 1m
+      }
+      step a2 {
+        send p.a2 { id: input.id }
+        await a2_done within 1m
+        compensate p.undo_a2 { id: input.id } awaiting a2_undone within 1m
+      }
+    }
+    branch b {
+      step b1 {
+        send p.b1 { id: input.id }
+        await b1_done within 1m
+        compensate p.undo_b1 { id: input.id } awaiting b1_undone within 1m
+      }
+    }
+  }
+  step last {
+    send p.last { id: input.id }
+    await last_done within 1m
+    on refused fail "refused"
+    nothing to undo "the last step"
+  }
+}
+"""
+
+
+def test_a_branch_of_several_steps_is_undone_in_reverse_beside_the_other_branches() -> None:
+    definition = procflow.load_text(TWO_IN_A_BRANCH)
+
+    def deliver(step: procflow.Transition, kind: str) -> procflow.Transition:
+        return procflow.deliver(definition, step.state, procflow.Reply(type=kind, correlationId="x"), NOW)
+
+    step = procflow.start(definition, "wf_move", {"id": "x"}, NOW)
+    for reply in ("a1_done", "b1_done", "a2_done"):
+        step = deliver(step, reply)
+    step = deliver(step, "refused")
+    assert [c.commandName for c in step.commands] == ["p.undo_a2", "p.undo_b1"]  # a1 waits for a2, not for b1
+    step = deliver(step, "b1_undone")
+    assert step.commands == [] and [w.step for w in step.state.waits] == ["undo:a2"]
+    step = deliver(step, "a2_undone")
+    assert [c.commandName for c in step.commands] == ["p.undo_a1"]
+    step = deliver(step, "a1_undone")
+    assert step.state.status == "compensated"
+    # The saga table says the same: branch `a` in order, beside branch `b` (a path runs the
+    # branches one after the other, so `b1` completed last there).
+    paths = enumerate_paths(definition)
+    refused = paths.by_name("last.refused")
+    assert refused.undo_waves == ((("p.undo_b1",), ("p.undo_a2", "p.undo_a1")),)
+    assert "p.undo_b1 & (p.undo_a2, p.undo_a1)" in paths_text(paths)
+    assert paths_json([refused])[0]["undoneTogether"] == [[["p.undo_b1"], ["p.undo_a2", "p.undo_a1"]]]
+    # Undone in reverse (the default), the same path has no `undoneTogether`.
+    reverse = procflow.load_text(TWO_IN_A_BRANCH.replace("undo in parallel", "undo in reverse"))
+    assert "undoneTogether" not in paths_json([enumerate_paths(reverse).by_name("last.refused")])[0]
