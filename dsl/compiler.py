@@ -327,6 +327,7 @@ class _Compiler:
                 _timeout(comp.timeout),
                 comp.span,
                 tuple(name.text for name in comp.even_on),
+                tuple(name.text for name in comp.refused),
             )
         command = None
         if stmt.send is not None:

@@ -144,6 +144,10 @@ class CompensationSpec:
     command may have taken effect although the step failed so (a payment that charged, then
     errored, or whose answer was lost), so its undo runs in that case too."""
 
+    refused: tuple[str, ...] = ()
+    """`... unless cancel_refused`: replies that say the undo cannot be done; like running out
+    of retries, the undo is then not confirmed (`on undo failure` says what follows)."""
+
     def undoes_failure(self, outcome: str) -> bool:
         """True when the step's undo runs after it failed with `outcome` (a reply, or `timeout`)."""
         return outcome in self.even_on or "failure" in self.even_on

@@ -459,7 +459,8 @@ def _step_item(key: str, value: Any, indent: str) -> str:
             line = _with_data(f"compensate {participant.text}.{command.text}", data)
             if replies:
                 line += " awaiting " + ", ".join(name.text for name in replies)
-            return line + _timeout(timeout) + (" even on " + ", ".join(n.text for n in value.even_on) if value.even_on else "")
+            refused = " unless " + ", ".join(n.text for n in value.refused) if value.refused else ""
+            return line + _timeout(timeout) + refused + (" even on " + ", ".join(n.text for n in value.even_on) if value.even_on else "")
         case "nothing to undo", str():
             return f"nothing to undo {string_literal(value)}" if value else "nothing to undo"
         case "wait", sx.Wait(duration=duration, until=until):

@@ -48,7 +48,8 @@ class _Reachable:
                             replies.update(node.replies, node.failure_replies)
                         if node.compensation is not None:
                             undo = node.compensation.command
-                            found.replies_of.setdefault(f"{undo.participant}.{undo.command}", set()).update(node.compensation.replies)
+                            found.replies_of.setdefault(f"{undo.participant}.{undo.command}", set()).update(
+                                node.compensation.replies + node.compensation.refused)
                     case m.RaceNode():
                         if node.status:
                             found.statuses.add(node.status)

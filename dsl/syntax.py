@@ -129,6 +129,7 @@ class Compensate:
     timeout: Timeout | None
     span: Span
     even_on: tuple[Name, ...] = ()  # `... even on timeout, charge_error` (or `failure`: any): also undo the step then
+    refused: tuple[Name, ...] = ()  # `... unless cancel_refused`: replies that say the undo cannot be done
 
 
 @dataclass(frozen=True, slots=True)

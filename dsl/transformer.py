@@ -195,7 +195,12 @@ class ToSyntax(ExpressionRules):
         replies = tuple(_name(token) for token in _tokens(rest, "NAME"))
         data = _first(rest, ex.ObjectExpr)  # (the names after `even on` come as one tuple)
         even_on = next((part for part in rest if isinstance(part, tuple)), ())
-        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on)
+        refused = tuple(next((part for part in rest if isinstance(part, list)), ()))  # (`unless ...` comes as a list)
+        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on, refused)
+
+    @rule
+    def undo_refused(self, span: Span, parts: list[Token]) -> list[sx.Name]:
+        return [_name(token) for token in parts]
 
     @rule
     def even_on_failure(self, span: Span, parts: list[Token]) -> tuple[sx.Name, ...]:

@@ -49,7 +49,7 @@ def parallel_undo(facts: Facts) -> list[Diagnostic]:
         for branch, steps in undoing:
             for step in steps:
                 assert step.compensate is not None
-                for reply in step.compensate.replies:
+                for reply in step.compensate.replies + step.compensate.refused:
                     other = seen.get(reply.text)
                     if other is not None and other[0] != branch:
                         found.append(facts.diagnostic(

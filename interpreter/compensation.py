@@ -157,7 +157,7 @@ class Compensating(RunCore):
         if spec is None or not spec.replies:
             return False
         wait = Wait(
-            token=0, step=f"undo:{undo.step}", node=undo.step, frame=undo.frame, kind="compensation", expects=tuple(spec.replies),
+            token=0, step=f"undo:{undo.step}", node=undo.step, frame=undo.frame, kind="compensation", expects=spec.replies + spec.refused,
             correlationId=undo.correlationId, commandName=undo.commandName, attempt=attempt, since=self.now_at,
             timeoutAt=self._due_or_none(spec.timeout),
         )
@@ -208,8 +208,15 @@ class Compensating(RunCore):
         comp = self._comp()
         return next(u for u in comp.pending if u.step == wait.node and u.frame == wait.frame)
 
-    def _undo_confirmed(self, wait: Wait) -> None:
-        self._undo_done(self._undo_of(wait))
+    def _undo_confirmed(self, wait: Wait, reply: str) -> None:
+        """A reply to an undo in flight: its confirmation, or a refusal (`unless r`), which
+        leaves it unconfirmed as if its retries had run out."""
+        undo = self._undo_of(wait)
+        spec = self._undo_spec(undo)
+        if spec is not None and reply in spec.refused:
+            self._undo_not_confirmed(undo)
+            return
+        self._undo_done(undo)
         self._next_undo()
 
     def _undo_key(self, undo: UndoCommand) -> str:

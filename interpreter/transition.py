@@ -509,7 +509,7 @@ class RunCore:
         self._unpark(wait)
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
-            self._undo_confirmed(wait)
+            self._undo_confirmed(wait, reply.type)
             return
         token = self._token(wait.token)
         definition = self._definition(frame.process)
@@ -548,5 +548,5 @@ class RunCore:
                 raise TypeError(f"{type(node).__name__} does not wait for messages")
         self.run(token)
 
-    def _undo_confirmed(self, wait: Wait) -> None:
+    def _undo_confirmed(self, wait: Wait, reply: str) -> None:
         raise NotImplementedError

@@ -115,6 +115,19 @@ def test_a_stopped_parallel_undo_awaits_the_others_then_an_operator_resumes_it()
     assert done.state.status == "compensated"
 
 
+def test_a_refused_undo_is_not_sent_again_and_stops_or_goes_on_as_the_process_says() -> None:
+    for text, status in ((TRIP.read_text(encoding="utf-8"), "compensated"), (STOPPING, "compensation_failed")):
+        definition = procflow.load_text(text)
+        step = _booked_then_declined(definition)
+        step = procflow.deliver(definition, step.state, _reply("too_late_to_cancel"), NOW)
+        assert step.commands == []  # not sent again: the car rental said it cannot be done
+        for reply in ("flight_cancelled", "room_cancelled"):
+            step = procflow.deliver(definition, step.state, _reply(reply), NOW)
+        assert step.state.status == status and step.state.compensation is not None
+        left = step.state.compensation.unconfirmed if status == "compensated" else (step.state.compensation.failed,)
+        assert [u.commandName for u in left if u] == ["cars.cancel"]
+
+
 def test_a_state_compensating_before_the_policy_existed_still_finishes() -> None:
     definition = procflow.load(ROOT / "processes" / "order_fulfillment.proc")
     step = procflow.start(definition, "wf_old", {"orderId": "ord_1", "amount": 10.0, "items": [{"sku": "a", "qty": 1}]}, NOW)

@@ -155,7 +155,9 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                     undo_id = f"{node_id}.undo"
                     even_on = node.compensation.even_on
                     anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway)))
+                    refused = node.compensation.refused
+                    unless = (f"unless {', '.join(refused)}",) if refused else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway, *unless)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
