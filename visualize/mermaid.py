@@ -18,6 +18,7 @@ from procflow.visualize.ir import (
     Message,
     Note,
     SequenceDiagram,
+    attached_lines,
 )
 
 # ---------------------------------------------------------------- sequence
@@ -135,6 +136,7 @@ def _ids(nodes: tuple[FlowNode, ...]) -> dict[str, str]:
 def _node_line(node: FlowNode, node_id: str) -> str:
     title = _flow_text(node.title)
     details = [_flow_text(line) for line in node.lines]
+    details += [_flow_text(line) for item in node.attached for line in attached_lines(item)]  # swimlanes
     if node.note:
         details.append(f"<i>{_flow_text(node.note)}</i>")
     if node.kind in ("xor", "fork", "join", "race", "loop", "until"):
@@ -146,7 +148,8 @@ def _node_line(node: FlowNode, node_id: str) -> str:
     if node.kind in ("timer", "event", "catch"):
         text = "<br/>".join([f"{node.sign} {title}", *details])
         return f'{node_id}(("{text}"))'
-    text = "<br/>".join([f"<b>{title}</b>" if node.kind != "undo" else title, *details])
+    head = f"{node.sign} <b>{title}</b>" if node.kind == "step" and node.sign else f"<b>{title}</b>"  # a human task's marker
+    text = "<br/>".join([head if node.kind != "undo" else title, *details])
     if node.kind in ("call", "collapsed"):  # a sub-process: Mermaid's subroutine shape
         return f'{node_id}[["{text}"]]'
     return f'{node_id}("{text}")'
