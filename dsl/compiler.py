@@ -30,6 +30,7 @@ from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
 from procflow.dsl.statement_walk import child_blocks, walk_statements
+from procflow.dsl.undo_policy import undo_lanes, undoes_in_parallel
 from procflow.errors import ExpressionError, FileRefused, SourceError
 from procflow.files import confined_loader, read_at_most
 from procflow.limits import FILE_BYTES, SOURCE_BYTES
@@ -223,7 +224,7 @@ class _Compiler:
                 branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
                 self._pair(fork_id, "fork", join_id, "join")
                 return self._add(
-                    m.ForkNode(fork_id, stmt.span, name, branches, join_id),
+                    m.ForkNode(fork_id, stmt.span, name, branches, join_id, undoes_in_parallel(stmt)),
                     *(m.Way(target, "branch", branch, f"branch:{branch}") for branch, target in branches),
                 )
             case sx.Race():
@@ -361,6 +362,7 @@ class _Compiler:
                 tuple(name.text for name in comp.even_on),
                 _mapping(on_failure),
                 tuple(key for key, _ in comp.data.pairs) if on_failure is not None and comp.data is not None else (),
+                tuple(name.text for name in comp.refused),
             )
         command = None
         if stmt.send is not None:
@@ -490,6 +492,8 @@ class _Compiler:
             syntax=self.source,
             scenario_loader=partial(parse_scenarios, self.source),
             output=_mapping(proc.output),
+            undo_failure=proc.undo_failure or "stop",
+            undo_lanes=undo_lanes([*proc.body, *(proc.deadline_handler or ())], lambda fork: self.ids[fork.span][0]),
         )
 
     def graph(self, name: str) -> nx.MultiDiGraph:

@@ -16,6 +16,7 @@ which failure can still follow a node      ``nx.bfs_labeled_edges`` backwards fr
                                            failure at once: each node gets the closest
 which loops can repeat forever             ``nx.strongly_connected_components`` of the graph
                                            without the back edges of bounded loops
+which of them can go round without waiting the same, without the nodes that always wait
 can time end a wait                        the wait's ways out: a `timeout` or `timer` edge
 is a name bound before it is read          ``nx.immediate_dominators`` and ``nx.has_path``
                                            (`procflow.dsl.binding_proofs`)
@@ -268,6 +269,43 @@ class FlowProofs:
                 if node_id in loop_of and node_id not in bounded and (len(component) > 1 or repeating.has_edge(node_id, node_id)):
                     found.add(loop_of[node_id])
         return frozenset(found)
+
+    @cached_property
+    def spinning_loops(self) -> frozenset[str]:
+        """The unbounded loop heads (`unbounded_loops`) that can go round without waiting: their
+        until still lies on a cycle once every node that waits (`waits_every_time`) is taken
+        out of the graph, with the back edges of bounded loops. A loop whose every round
+        passes a wait repeats only as fast as messages or time come in, so a deadline ends it."""
+        unbounded = self.unbounded_loops
+        if not unbounded:
+            return frozenset()
+        loop_of = self.loop_of
+        bounded = {until for until, loop in loop_of.items() if self.record(loop).max is not None}
+        spinning = nx.DiGraph()
+        spinning.add_edges_from(
+            (source, target)
+            for source, target, key in self.graph.edges(keys=True)
+            if not (key == "back" and source in bounded) and not self.waits_every_time(source) and not self.waits_every_time(target)
+        )
+        found = set()
+        for component in nx.strongly_connected_components(spinning):
+            for node_id in component:
+                if node_id in loop_of and loop_of[node_id] in unbounded and (len(component) > 1 or spinning.has_edge(node_id, node_id)):
+                    found.add(loop_of[node_id])
+        return frozenset(found)
+
+    def waits_every_time(self, node_id: str) -> bool:
+        """True for a node a run cannot pass without waiting for a message or for time: a step
+        that sends or awaits, a `wait D` step, a race whose timer arms all wait a duration (a
+        `wait until` or an `on timer at` may name a moment already past)."""
+        record = self.record(node_id)
+        if isinstance(record, m.StepNode):
+            if record.is_timer:
+                return record.timer_seconds is not None and record.timer_seconds > 0
+            return bool(record.command is not None or record.replies)
+        if isinstance(record, m.RaceNode):
+            return all(arm.messages or (arm.timer_seconds is not None and arm.timer_seconds > 0) for arm in record.arms)
+        return False
 
     def time_can_end(self, node_id: str) -> bool:
         """True when a wait can be left with no message arriving: a race's `timer` arm, or a

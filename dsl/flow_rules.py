@@ -2,7 +2,8 @@
 (`procflow.dsl.flow_proofs`) and worded against the statements the author wrote.
 
 E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
-parallel branch, E117 a wait with no way out, E124 a loop without a bound.
+parallel branch, E117 a wait with no way out, E124 a loop without a bound (E138: one
+that a deadline cannot end, for a round can go without waiting; W214: its `else` never runs).
 """
 
 from __future__ import annotations
@@ -124,17 +125,43 @@ def loops_without_bound_handling(facts: Facts) -> list[Diagnostic]:
     return found
 
 
+def else_without_bound(facts: Facts) -> list[Diagnostic]:
+    """W214: `else { ... }` after the `until` of a loop without `max`: no bound is ever
+    reached, so it never runs (such a loop ends by its `until` or by the deadline)."""
+    found = []
+    for stmt, _ in facts.statements:
+        if isinstance(stmt, sx.Repeat) and stmt.max is None and stmt.bound_reached is not None:
+            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+            span = stmt.name.span if stmt.name else stmt.span
+            found.append(facts.diagnostic(
+                "W214", f"{what} has no `max`: its `else` never runs", span,
+                "give it a bound (`repeat max 5 { ... }`), or remove the `else`; the deadline ends an unbounded loop"))
+    return found
+
+
 def unbounded_loops(facts: Facts) -> list[Diagnostic]:
     """E124: a `repeat` without `max` that can come round again: its repetition is a cycle of
-    the graph that no bound stops."""
+    the graph that no bound stops. Allowed when every round waits for a message or for time
+    and the process has a `deadline` (which ends it; not in the deadline handler, which runs
+    after it); E138 when the process has one but a round can go without waiting."""
     unbounded = facts.flow.unbounded_loops
     if not unbounded:
         return []
+    deadline = facts.definition.deadline_seconds is not None
+    spinning = facts.flow.spinning_loops
     found = []
     for stmt, _ in facts.statements:
-        if isinstance(stmt, sx.Repeat) and facts.flow.first_node(stmt.span) in unbounded:
-            what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
-            span = stmt.name.span if stmt.name else stmt.span
-            found.append(facts.diagnostic("E124", f"{what} has no `max`: it may repeat forever", span,
-                                          "bound it: `repeat max 5 { ... } until ...`"))
+        if not isinstance(stmt, sx.Repeat) or (loop := facts.flow.first_node(stmt.span)) not in unbounded:
+            continue
+        what = f"loop `{stmt.name.text}`" if stmt.name else "this `repeat`"
+        span = stmt.name.span if stmt.name else stmt.span
+        if not deadline or stmt.span in facts.in_deadline_handler:
+            hint = "bound it: `repeat max 5 { ... } until ...`"
+            if loop not in spinning and stmt.span not in facts.in_deadline_handler:
+                hint += ", or give the process a `deadline` (every round waits, so the deadline ends it)"
+            found.append(facts.diagnostic("E124", f"{what} has no `max`: it may repeat forever", span, hint))
+        elif loop in spinning:
+            found.append(facts.diagnostic(
+                "E138", f"{what} has no `max` and a round can go without waiting: it may spin before the deadline ends it",
+                span, "bound it: `repeat max 5 { ... } until ...`, or let every round wait for a reply, an event or a `wait D`"))
     return found

@@ -152,6 +152,10 @@ class CompensationSpec:
     order the fields were written in."""
     keys: tuple[str, ...] = ()
 
+    refused: tuple[str, ...] = ()
+    """`... unless cancel_refused`: replies that say the undo cannot be done; like running out
+    of retries, the undo is then not confirmed (`on undo failure` says what follows)."""
+
     def undoes_failure(self, outcome: str) -> bool:
         """True when the step's undo runs after it failed with `outcome` (a reply, or `timeout`)."""
         return outcome in self.even_on or "failure" in self.even_on
@@ -289,6 +293,7 @@ class ForkNode(Node):
     name: str
     branches: tuple[tuple[str, str], ...]  # (branch name, first node id)
     join: str
+    undo_in_parallel: bool = False  # `undo in parallel`: its completed branches are undone side by side
     kind: ClassVar[str] = "fork"
 
     @property
@@ -509,6 +514,13 @@ class ProcessDefinition:
     scenario_loader: Callable[[], list[Any]] | None = field(default=None, repr=False, compare=False)
     output: Mapping_ | None = None
     """`output { ... }`: what a completed instance returns (`InstanceState.output`)."""
+    undo_failure: str = "stop"
+    """`on undo failure continue|stop`: when an undo cannot be confirmed, the instance stops
+    (`compensation_failed`, the default) or goes on with the other undos and lists it as
+    unconfirmed (`Compensation.unconfirmed`)."""
+    undo_lanes: Mapping[str, UndoLane] = field(default_factory=dict, repr=False)
+    """step name -> where its undo runs beside others: the steps inside a `parallel` block
+    that says `undo in parallel` (the outermost such block, when they nest)."""
 
     def __post_init__(self) -> None:
         if not self.graph and self.nodes:
@@ -642,6 +654,18 @@ class ProcessDefinition:
     def definition_of(self, process: str) -> ProcessDefinition:
         """This process or one it calls (directly or not), by name."""
         return self.processes[process]
+
+
+@dataclass(frozen=True, slots=True)
+class UndoLane:
+    """Where a step's undo runs when its parallel block is undone in parallel: the block
+    (its fork), the branch (each branch is undone in reverse order of its own completions,
+    beside the other branches), and how many loops enclose the block (the first `loops`
+    counters of the step's round say which run of the block it completed in)."""
+
+    fork: str
+    branch: str
+    loops: int
 
 
 @dataclass(frozen=True, slots=True)

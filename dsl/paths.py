@@ -32,6 +32,7 @@ from typing import Any
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Span
+from procflow.dsl.undo_policy import undo_waves
 from procflow.errors import ExpressionError
 
 DEFAULT_MAX_PATHS = 1000
@@ -79,6 +80,10 @@ class ProcessPath:
     commands: list[str]  # commandNames sent, in order (a retried command once per attempt)
     compensation: list[str]  # undo commandNames that run, in order
     events: tuple[PathEvent, ...] = field(default=(), repr=False, compare=False)
+    undo_waves: tuple[tuple[tuple[str, ...], ...], ...] = field(default=(), compare=False)
+    """`compensation` as it goes out: waves one after the other, each wave a tuple of lanes
+    sent side by side (a parallel block undone in parallel: one lane a branch, in reverse
+    order within it), each lane its commandNames in order; a lone undo is a wave of one lane."""
 
     @property
     def emitted(self) -> list[str]:
@@ -648,8 +653,7 @@ class _Walker:
                         names = _push(names, f'{scope}fail "{node.reason}"')
                     return self.finish(events, steps, commands, undo, names, f"failed: {node.reason}")
 
-    @staticmethod
-    def finish(events: _Cons, steps: _Cons, commands: _Cons, undo: _Cons, names: _Cons, outcome: str) -> ProcessPath:
+    def finish(self, events: _Cons, steps: _Cons, commands: _Cons, undo: _Cons, names: _Cons, outcome: str) -> ProcessPath:
         undone = list(reversed(_items(undo)))
         for process, step, command in undone:
             events = _push(events, PathEvent("undo", process, step, command))
@@ -661,6 +665,7 @@ class _Walker:
             commands=_items(commands),
             compensation=[command for _, _, command in undone],
             events=tuple(_items(events)),
+            undo_waves=undo_waves(self.root, undone),
         )
 
 
@@ -677,7 +682,7 @@ def _unique_names(paths: list[ProcessPath]) -> list[ProcessPath]:
         seen[path.name] = count
         if count > 1:
             path = ProcessPath(f"{path.name} ({count})", path.outcome, path.steps, path.commands, path.compensation,
-                               path.events)
+                               path.events, path.undo_waves)
         out.append(path)
     return out
 
@@ -701,7 +706,15 @@ def default_path(paths: list[ProcessPath]) -> ProcessPath:
 
 
 def _compensation_text(path: ProcessPath) -> str:
-    return ", ".join(path.compensation) if path.compensation else "-"
+    """The undos in order; those sent side by side joined with `&` (a lane of several, in
+    parentheses: its undos go one after the other)."""
+    if not path.compensation:
+        return "-"
+    if all(len(wave) == 1 for wave in path.undo_waves):
+        return ", ".join(path.compensation)
+    return ", ".join(
+        " & ".join(lane[0] if len(lane) == 1 else f"({', '.join(lane)})" for lane in wave) for wave in path.undo_waves
+    )
 
 
 def _table(rows: list[tuple[str, ...]]) -> Iterator[str]:
@@ -738,6 +751,8 @@ def paths_json(paths: list[ProcessPath]) -> list[dict[str, Any]]:
             "commands": list(path.commands),
             "compensation": list(path.compensation),
             "emitted": path.emitted,
+            **({"undoneTogether": [[list(lane) for lane in wave] for wave in path.undo_waves]}
+               if any(len(wave) > 1 for wave in path.undo_waves) else {}),
         }
         for path in paths
     ]

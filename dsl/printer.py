@@ -260,7 +260,7 @@ def layout_process(process: sx.Process) -> list[Line]:
     return lines
 
 
-_HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline")
+_HEADERS = ("version", "title", "doc", "correlate", "reply_to", "deadline", "undo_failure")
 
 
 def _header(key: str, value: Any, indent: str) -> str:
@@ -274,6 +274,8 @@ def _header(key: str, value: Any, indent: str) -> str:
         return f"reply to {string_literal(value)}"
     if key == "deadline":
         return f"deadline {value.text}"
+    if key == "undo_failure":
+        return f"on undo failure {value}"
     if key == "input_record":
         return f"input {format_record(value)}"
     if key == "output":
@@ -353,8 +355,10 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
                 after = _end(cases[-1].span)
                 lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
             return [*lines, _closing(indent, statement.span)]
-        case sx.Parallel(name=name, branches=branches):
+        case sx.Parallel(name=name, branches=branches, undo_order=order):
             lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
+            if order is not None:
+                lines.append(_whole(indent + INDENT, f"undo in {order.text}", order.span))
             for branch in branches:
                 opener = Line(indent, "", _start(branch.span))
                 lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, opener, close=_closing(indent, branch.span).start)
@@ -525,7 +529,8 @@ def _step_item(key: str, value: Any, indent: str) -> str:
             line = _with_data(f"compensate {participant.text}.{command.text}", data)
             if replies:
                 line += " awaiting " + ", ".join(name.text for name in replies)
-            return line + _timeout(timeout) + (" even on " + ", ".join(n.text for n in value.even_on) if value.even_on else "")
+            refused = " unless " + ", ".join(n.text for n in value.refused) if value.refused else ""
+            return line + _timeout(timeout) + refused + (" even on " + ", ".join(n.text for n in value.even_on) if value.even_on else "")
         case "nothing to undo", str():
             return f"nothing to undo {string_literal(value)}" if value else "nothing to undo"
         case "wait", sx.Wait(duration=duration, until=until):

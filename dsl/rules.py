@@ -14,6 +14,7 @@ module                     rules
 `flow_rules`               reachability, joins, waits, loops (proofs: `flow_proofs`)
 `binding_rules`            bound before use (proof: `binding_proofs`)
 `compensation_rules`       undoing completed work
+`undo_rules`               the undo policy: parallel undo, undo failure
 `scope_rules`              orchestrator scope and hygiene lints
 `contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
@@ -39,6 +40,7 @@ from procflow.dsl import (
     scope_rules,
     statement_rules,
     task_rules,
+    undo_rules,
 )
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Diagnostic
@@ -57,6 +59,7 @@ RULES: list[Rule] = [
     flow_rules.waits_without_way_out,
     flow_rules.unbounded_loops,
     flow_rules.loops_without_bound_handling,
+    flow_rules.else_without_bound,
     statement_rules.switch_coverage,
     scope_rules.expression_limits,
     scope_rules.orchestrator_scope,
@@ -66,6 +69,8 @@ RULES: list[Rule] = [
     flow_rules.reachability,
     compensation_rules.missing_compensation,
     compensation_rules.recovery_ends_with_work_done,
+    undo_rules.parallel_undo,
+    undo_rules.undo_failure_policy,
     scope_rules.callee_deadlines,
     contract_rules.waits_past_deadline,
     foreach_rules.for_each_shape,

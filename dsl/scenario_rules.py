@@ -48,7 +48,8 @@ class _Reachable:
                             replies.update(node.replies, node.failure_replies)
                         if node.compensation is not None:
                             undo = node.compensation.command
-                            found.replies_of.setdefault(f"{undo.participant}.{undo.command}", set()).update(node.compensation.replies)
+                            found.replies_of.setdefault(f"{undo.participant}.{undo.command}", set()).update(
+                                node.compensation.replies + node.compensation.refused)
                     case m.RaceNode():
                         if node.status:
                             found.statuses.add(node.status)
@@ -122,7 +123,7 @@ def _expectation(facts: Facts, reachable: _Reachable, expectation: sx.Expectatio
                 "E145", f"no step completes with `{name}`" + suggestion(name, sorted(reachable.completions)),
                 span, _listing("steps complete with", reachable.completions))
                 for name in expectation.value if name is not None and name not in reachable.completions]
-        case "commands" | "compensation":
+        case "commands" | "compensation" | "unconfirmed":
             unknown = [ref for ref in expectation.value if ref not in reachable.replies_of]
             return [facts.diagnostic(
                 "E141", f"no step sends `{ref}`" + suggestion(ref, sorted(reachable.replies_of)),

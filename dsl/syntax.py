@@ -129,6 +129,7 @@ class Compensate:
     timeout: Timeout | None
     span: Span
     even_on: tuple[Name, ...] = ()  # `... even on timeout, charge_error` (or `failure`: any): also undo the step then
+    refused: tuple[Name, ...] = ()  # `... unless cancel_refused`: replies that say the undo cannot be done
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +239,14 @@ class Branch:
 
 @dataclass(frozen=True, slots=True)
 class Parallel:
-    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish."""
+    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish.
+    `undo in parallel` (or `undo in reverse`, the default) first says how its completed
+    branches are undone when the instance fails."""
 
     name: Name | None
     branches: tuple[Branch, ...]
     span: Span
+    undo_order: Name | None = None  # `undo in parallel` / `undo in reverse`: the word, where it stands
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +400,7 @@ class Process:
     deadline: Duration | None = None
     deadline_handler: tuple[Statement, ...] | None = None  # `deadline 3d { ... }`: what runs when it passes
     output: ObjectExpr | None = None  # `output { ... }`: what a completed instance returns
+    undo_failure: str | None = None  # `on undo failure continue|stop`: what an undo that cannot be confirmed does
     input_record: RecordType | None = None
     input_file: tuple[str, Span] | None = None
     limits: dict[str, tuple[int, Span]] = field(default_factory=dict)
@@ -438,7 +443,7 @@ class DeliverRule:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """`expect status|completed|commands|compensation|failure|outcome|output|emitted ...`."""
+    """`expect status|completed|commands|compensation|unconfirmed|failure|outcome|output|emitted ...`."""
 
     kind: str
     value: Any

@@ -39,7 +39,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("a statement (`step`, `if`, `parallel`, …)",
      frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "for", "fail", "end", "task", "set", "emit"}), 3, None),
     ("a process item (`participant`, `input`, `event`, …)",
-     frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event", "output"}),
+     frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "on", "input", "limit", "participant", "event", "output"}),
      3, None),
     ("a step item (`send`, `await`, `compensate`, …)",
      frozenset({"send", "await", "on", "compensate", "nothing", "wait", "status", "doc"}), 3, None),

@@ -91,6 +91,10 @@ class ToSyntax(ExpressionRules):
         duration = _duration(parts[0])
         return ("header", "deadline", (duration, parts[1]) if len(parts) > 1 else duration, span)
 
+    @rule_of_words
+    def undo_failure(self, span: Span, parts: list[Token]) -> tuple[Any, ...]:
+        return ("header", "undo_failure", str(parts[-1]), span)
+
     @rule
     def input_decl(self, span: Span, parts: list[Any]) -> tuple[Any, ...]:
         (inner,) = parts
@@ -280,7 +284,12 @@ class ToSyntax(ExpressionRules):
         replies = tuple(_name(token) for token in _tokens(rest, "NAME"))
         data = _first(rest, ex.ObjectExpr)  # (the names after `even on` come as one tuple)
         even_on = next((part for part in rest if isinstance(part, tuple)), ())
-        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on)
+        refused = tuple(next((part for part in rest if isinstance(part, list)), ()))  # (`unless ...` comes as a list)
+        return sx.Compensate(_name(participant), _name(command), data, replies, _first(rest, sx.Timeout), span, even_on, refused)
+
+    @rule
+    def undo_refused(self, span: Span, parts: list[Token]) -> list[sx.Name]:
+        return [_name(token) for token in parts]
 
     @rule
     def even_on_failure(self, span: Span, parts: list[Token]) -> tuple[sx.Name, ...]:
@@ -339,7 +348,12 @@ class ToSyntax(ExpressionRules):
     def parallel(self, span: Span, parts: list[Any]) -> sx.Parallel:
         name = next((_name(part) for part in parts if isinstance(part, Token)), None)
         branches = tuple(part for part in parts if isinstance(part, sx.Branch))
-        return sx.Parallel(name, branches, span)
+        order = next((part for part in parts if isinstance(part, sx.Name)), None)
+        return sx.Parallel(name, branches, span, order)
+
+    @rule_of_words
+    def undo_order(self, span: Span, parts: list[Token]) -> sx.Name:
+        return sx.Name(str(parts[-1]), span)
 
     @rule
     def branch(self, span: Span, parts: list[Any]) -> sx.Branch:
@@ -524,6 +538,10 @@ class ToSyntax(ExpressionRules):
     @rule
     def expect_compensation(self, span: Span, parts: list[str]) -> sx.Expectation:
         return sx.Expectation("compensation", list(parts), span)
+
+    @rule
+    def expect_unconfirmed(self, span: Span, parts: list[str]) -> sx.Expectation:
+        return sx.Expectation("unconfirmed", list(parts), span)
 
     @rule
     def expect_failure(self, span: Span, parts: list[Token]) -> sx.Expectation:

@@ -146,43 +146,125 @@ class Compensating(RunCore):
         return comp
 
     def _next_undo(self) -> None:
+        """Send what can be sent now and wait, or settle the compensation when nothing is left.
+
+        The undos in flight are the ones the instance waits for. New ones are sent only when
+        every undo in flight belongs to the wave that comes next (`_wave`): one undo, most
+        recent first, or the first undo of each branch of a parallel block undone in parallel.
+        After a failed undo (`on undo failure stop`) nothing new is sent: the ones in flight
+        are awaited, then the instance is `compensation_failed`."""
         comp = self._comp()
-        while comp.pending:
-            undo = comp.pending[0]
-            spec = self._undo_spec(undo)
-            attempt = self._count_undo_attempt(undo)
-            comp.roundStart = attempt
-            self._send_undo(undo, attempt)
-            if spec is not None and spec.replies:
-                timeout_at = self._due_or_none(spec.timeout)
-                wait = Wait(
-                    token=0, step=f"undo:{undo.step}", node=undo.step, frame=undo.frame, kind="compensation", expects=tuple(spec.replies),
-                    correlationId=undo.correlationId, commandName=undo.commandName, attempt=attempt, since=self.now_at, timeoutAt=timeout_at,
-                )
-                self._park(wait)
+        while True:
+            flying = self._undos_in_flight()
+            if comp.failed is not None:
+                self.state.status = "compensating" if flying else "compensation_failed"
+                return
+            if not comp.pending:
+                break
+            wave = self._wave(comp.pending)
+            keys = {(u.frame, u.step) for u in wave}
+            if not flying <= keys:  # an undo of an earlier wave is still awaited: finish it first
                 self.state.status = "compensating"
                 return
-            self._undo_done()  # fire-and-forget undo: done once sent
+            waiting = bool(flying)
+            for undo in wave:
+                if (undo.frame, undo.step) not in flying:
+                    if self._start_undo(undo, beside=len(wave) > 1 or self._lane(undo) is not None):
+                        waiting = True
+                    else:
+                        self._undo_done(undo)  # fire-and-forget undo: done once sent
+            if waiting:
+                self.state.status = "compensating"
+                return
         # All undone: a late undo after a completed instance leaves it completed; otherwise
         # the failure is settled (compensated when anything was undone).
         self.state.status = "completed" if comp.settledStatus == "completed" else self._settled_failure_status()
         comp.settledStatus = None
 
-    def _undo_done(self) -> None:
-        """The undo in flight is done: it moves from pending to undone."""
+    def _start_undo(self, undo: UndoCommand, beside: bool) -> bool:
+        """Send an undo (a new round of its attempts) and, when it awaits a confirmation, park
+        its wait: True then. `beside`: it is sent with others, so its round is kept by undo."""
         comp = self._comp()
-        comp.undone = comp.undone + comp.pending[:1]
-        comp.pending = comp.pending[1:]
+        spec = self._undo_spec(undo)
+        attempt = self._count_undo_attempt(undo)
+        if beside:
+            comp.roundStarts = {**comp.roundStarts, self._undo_key(undo): attempt}
+        else:
+            comp.roundStart = attempt
+        self._send_undo(undo, attempt)
+        if spec is None or not spec.replies:
+            return False
+        wait = Wait(
+            token=0, step=f"undo:{undo.step}", node=undo.step, frame=undo.frame, kind="compensation", expects=spec.replies + spec.refused,
+            correlationId=undo.correlationId, commandName=undo.commandName, attempt=attempt, since=self.now_at,
+            timeoutAt=self._due_or_none(spec.timeout),
+        )
+        self._park(wait)
+        return True
 
-    def _undo_confirmed(self) -> None:
-        self._undo_done()
+    def _undos_in_flight(self) -> set[tuple[str, str]]:
+        """(frame, step) of every undo the instance waits for now."""
+        return {(w.frame, w.node) for w in self.state.waits if w.kind in ("compensation", "compensation_backoff")}
+
+    def _lane(self, undo: UndoCommand) -> tuple[str, str, str] | None:
+        """(block, branch, run of the block) of an undo its parallel block undoes in parallel:
+        undos of one block and run go out together, one per branch; None for the others."""
+        lane = self._definition(undo.process).undo_lanes.get(undo.step)
+        if lane is None:
+            return None
+        rounds = undo.round.removeprefix("@").split(".") if undo.round else []
+        return (f"{undo.frame}:{lane.fork}@{'.'.join(rounds[: lane.loops])}", lane.branch, undo.frame)
+
+    def _wave(self, pending: tuple[UndoCommand, ...]) -> list[UndoCommand]:
+        """The undos that go out together next: the first pending one, or, when its parallel
+        block is undone in parallel, the first pending undo of each branch of that block's
+        run (the block's undos are next to each other in `pending`, its latest first)."""
+        head = pending[0]
+        lane = self._lane(head)
+        if lane is None:
+            return [head]
+        wave = [head]
+        branches = {lane[1]}
+        for undo in pending[1:]:
+            other = self._lane(undo)
+            if other is None or other[0] != lane[0]:
+                break
+            if other[1] not in branches:
+                branches.add(other[1])
+                wave.append(undo)
+        return wave
+
+    def _undo_done(self, undo: UndoCommand | None = None) -> None:
+        """An undo (the first pending one when not given) is done: it moves from pending to undone."""
+        comp = self._comp()
+        undo = comp.pending[0] if undo is None else undo
+        comp.undone = comp.undone + (undo,)
+        comp.pending = _without_first(comp.pending, undo)
+
+    def _undo_of(self, wait: Wait) -> UndoCommand:
+        """The pending undo a compensation wait awaits (the first of its step in its frame)."""
+        comp = self._comp()
+        return next(u for u in comp.pending if u.step == wait.node and u.frame == wait.frame)
+
+    def _undo_confirmed(self, wait: Wait, reply: str) -> None:
+        """A reply to an undo in flight: its confirmation, or a refusal (`unless r`), which
+        leaves it unconfirmed as if its retries had run out."""
+        undo = self._undo_of(wait)
+        spec = self._undo_spec(undo)
+        if spec is not None and reply in spec.refused:
+            self._undo_not_confirmed(undo)
+            return
+        self._undo_done(undo)
         self._next_undo()
+
+    def _undo_key(self, undo: UndoCommand) -> str:
+        return f"{undo.frame}:{undo.step}{undo.round}"
 
     def _count_undo_attempt(self, undo: UndoCommand) -> int:
         """The next attempt number of an undo: attempts continue across resumes, so every send
         of the same undo has its own dedup key."""
         comp = self._comp()
-        key = f"{undo.frame}:{undo.step}{undo.round}"
+        key = self._undo_key(undo)
         attempt = comp.attempts.get(key, 0) + 1
         comp.attempts = {**comp.attempts, key: attempt}
         return attempt
@@ -264,10 +346,10 @@ class Compensating(RunCore):
     # ---------------------------------------------------------------- an undo's time
     def _fire_compensation(self, wait: Wait) -> None:
         comp = self._comp()
-        undo = comp.pending[0]
+        undo = self._undo_of(wait)
         spec = self._undo_spec(undo)
         timeout = spec.timeout if spec else None
-        retries_used = wait.attempt - comp.roundStart
+        retries_used = wait.attempt - comp.roundStarts.get(self._undo_key(undo), comp.roundStart)
         if wait.kind == "compensation_backoff" or (timeout is not None and retries_used < timeout.retries):
             if wait.kind == "compensation":
                 delay = timeout.backoff_before(retries_used + 2) if timeout else 0.0
@@ -280,5 +362,24 @@ class Compensating(RunCore):
             again = dataclasses.replace(wait, kind="compensation", attempt=attempt, since=self.now_at, timeoutAt=self._due_or_none(timeout))
             self._park(again)
             return
-        comp.failed = undo
-        self.state.status = "compensation_failed"
+        self._undo_not_confirmed(undo)
+
+    def _undo_not_confirmed(self, undo: UndoCommand) -> None:
+        """An undo's retries ran out: the instance stops there (`compensation_failed`, once
+        the undos in flight beside it are settled), or, `on undo failure continue`, the undo
+        is left as unconfirmed and the others go on."""
+        comp = self._comp()
+        if self._definition(undo.process).undo_failure == "continue":
+            comp.unconfirmed = comp.unconfirmed + (undo,)
+            comp.pending = _without_first(comp.pending, undo)
+        elif comp.failed is None:
+            comp.failed = undo
+        self._next_undo()
+
+
+def _without_first(undos: tuple[UndoCommand, ...], undo: UndoCommand) -> tuple[UndoCommand, ...]:
+    """`undos` without the first that is `undo` (or equal to it)."""
+    for index, candidate in enumerate(undos):
+        if candidate is undo or candidate == undo:
+            return undos[:index] + undos[index + 1 :]
+    return undos

@@ -54,8 +54,9 @@ def derive(plan: Plan, state: InstanceState) -> None:
         state.timeoutAt = None
         return
     if state.status == "compensating":
-        current = next((w for w in waits if w.kind.startswith("compensation")), None)
-        state.nextAction = f"undo_{current.node}" if current else None
+        # (several at once when a parallel block is undone in parallel)
+        undoing = dict.fromkeys(f"undo_{w.node}" for w in waits if w.kind.startswith("compensation"))
+        state.nextAction = ", ".join(undoing) or None
         state.timeoutAt = earliest_time(waits, None)
         return
     if len(waits) == 1:  # the usual case, and what the general one below gives for it

@@ -325,6 +325,7 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
             and deadline <= now_epoch
             and run.state.failure is None
             and run.state.status not in TERMINAL
+            and run.state.status != "compensating"  # (as `_overdue`: undoing a late success of a completed instance)
         )
         if deadline is not None and deadline_now and (not pending or (pending[0].due or 0.0) >= deadline):
             fired.append("the deadline passed")

@@ -90,6 +90,8 @@ class SimulationResult:
             lines.append(f"failure         {s.failure.reason} ({s.failure.cause})")
         if self.compensation_order:
             lines.append(f"compensation    {' -> '.join(self.compensation_order)}")
+        if s.compensation is not None and s.compensation.unconfirmed:
+            lines.append(f"unconfirmed     {', '.join(u.commandName for u in s.compensation.unconfirmed)}")
         return "\n".join(lines) + "\n"
 
 
@@ -412,6 +414,8 @@ def _compare(scenario: m.Scenario, result: SimulationResult, differences: list[s
             got = result.command_names
         elif kind == "compensation":
             got = result.compensation_order
+        elif kind == "unconfirmed":
+            got = [u.commandName for u in state.compensation.unconfirmed] if state.compensation else []
         elif kind == "outcome":
             got = state.outcome
         elif kind == "output":

@@ -255,7 +255,11 @@ class Failure(Record):
 @_strict_record
 @dataclass(slots=True, kw_only=True)
 class Compensation(Record):
-    """The undo work of a failed instance: what is left (next first) and what is done."""
+    """The undo work of a failed instance: what is left (next first) and what is done.
+
+    The undos in flight are the ones the instance waits for (its `compensation` waits): the
+    first of `pending`, or, for a parallel block undone in parallel, the first undo of each of
+    its branches, all sent at once."""
 
     pending: tuple[UndoCommand, ...] = ()
     undone: tuple[UndoCommand, ...] = ()
@@ -263,6 +267,12 @@ class Compensation(Record):
     settledStatus: Annotated[str | None, Field(description="the status to return to when a late undo is done")] = None
     attempts: Annotated[dict[str, int], Field(description="`frame:step` -> the last attempt sent of its undo")] = field(default_factory=_empty)
     roundStart: Annotated[int, Field(description="the attempt that began the current round of the undo in flight")] = 1
+    roundStarts: Annotated[
+        dict[str, int], Field(description="`frame:step` -> the attempt that began the current round of an undo sent beside others (`undo in parallel`)")
+    ] = field(default_factory=_empty)
+    unconfirmed: Annotated[
+        tuple[UndoCommand, ...], Field(description="undos that could not be confirmed and were left, the others going on (`on undo failure continue`)")
+    ] = ()
 
 
 @_strict_record

@@ -550,7 +550,7 @@ class RunCore:
         """A reply or event that a wait expects has arrived."""
         self._unpark(wait)
         if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
-            self._undo_confirmed()
+            self._undo_confirmed(wait, reply.type)
             return
         frame = self.frames[wait.frame]
         token = self._token(wait.token)
@@ -591,5 +591,5 @@ class RunCore:
                 raise TypeError(f"{type(node).__name__} does not wait for messages")
         self.run(token)
 
-    def _undo_confirmed(self) -> None:
+    def _undo_confirmed(self, wait: Wait, reply: str) -> None:
         raise NotImplementedError

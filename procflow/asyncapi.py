@@ -80,8 +80,9 @@ def messages_of(definition: m.ProcessDefinition) -> Messages:
                 if node.compensation is not None:
                     undo = node.compensation.command
                     found.commands.setdefault(undo.name, process.participants[undo.participant].commands.get(undo.command))
-                    _add(found.answers.setdefault(undo.name, []), node.compensation.replies)
-                    _add_awaited(awaited, node.compensation.replies)
+                    answers = node.compensation.replies + node.compensation.refused  # (a refusal answers it too)
+                    _add(found.answers.setdefault(undo.name, []), answers)
+                    _add_awaited(awaited, answers)
                 _add_awaited(awaited, replies)
             elif isinstance(node, m.RaceNode):
                 _add_awaited(awaited, [name for arm in node.arms for name in arm.messages])

@@ -137,7 +137,8 @@ def record_rows(state: InstanceState) -> list[tuple[str, str]]:
     if comp is not None:
         rows.append(("compensation", f"undone: {', '.join(u.commandName for u in comp.undone) or '-'}; "
                      f"pending: {', '.join(u.commandName for u in comp.pending) or '-'}"
-                     + (f"; failed: {comp.failed.commandName}" if comp.failed else "")))
+                     + (f"; failed: {comp.failed.commandName}" if comp.failed else "")
+                     + (f"; unconfirmed: {', '.join(u.commandName for u in comp.unconfirmed)}" if comp.unconfirmed else "")))
     return rows
 
 

@@ -325,7 +325,8 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
     if comp is not None:
         lines.append(f"compensation    undone: {', '.join(u.commandName for u in comp.undone) or '-'}; "
                      f"pending: {', '.join(u.commandName for u in comp.pending) or '-'}"
-                     + (f"; failed: {comp.failed.commandName}" if comp.failed else ""))
+                     + (f"; failed: {comp.failed.commandName}" if comp.failed else "")
+                     + (f"; unconfirmed: {', '.join(u.commandName for u in comp.unconfirmed)}" if comp.unconfirmed else ""))
     sent = list(outbox)
     for wait in state.waits:
         expects = " or ".join(wait.expects) or "its timer"

@@ -14,7 +14,8 @@ Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
 Images: SVG and PNG of the order process for the docs, of two larger samples (the loan
 process's flow view, the refund's swimlanes), and the flows of the ticket booking (recovery
 paths, retries on error replies, an undo even on timeout), of the quote acceptance (a
-deadline handler, named ends) and of the credit limit review (a human task and its escalation). Graphviz's output differs between its
+deadline handler, named ends), of the credit limit review (a human task and its escalation)
+and of the trip booking (a parallel block undone in parallel). Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -45,6 +46,7 @@ BOOKING = ROOT / "processes" / "ticket_booking.proc"
 QUOTE = ROOT / "processes" / "quote_acceptance.proc"
 REVIEW = ROOT / "processes" / "credit_limit_review.proc"
 OVERDUE_PATH = "review.timeout"  # the human task nobody does: reminded, reassigned, then the failure
+TRIP = ROOT / "processes" / "trip_booking.proc"
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -127,6 +129,7 @@ def image_sources() -> dict[str, str]:
         "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
         "quote_acceptance-flow": visualize.render_text(load(QUOTE), "flow", "dot"),
         "credit_limit_review-flow": visualize.render_text(load(REVIEW), "flow", "dot"),
+        "trip_booking-flow": visualize.render_text(load(TRIP), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(

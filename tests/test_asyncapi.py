@@ -82,7 +82,7 @@ def _declared_in_steps(definition: m.ProcessDefinition) -> tuple[set[str], set[s
                 sends.add(node.command.name)
             if isinstance(node, m.StepNode) and node.compensation is not None:
                 sends.add(node.compensation.command.name)
-                awaits.update(node.compensation.replies)
+                awaits.update(node.compensation.replies + node.compensation.refused)  # what its wait expects
             if isinstance(node, m.EmitNode):  # a notification: sent, never answered
                 sends.add(node.message.name)
         for wait in process.waits.values():

@@ -1,6 +1,9 @@
-"""Property test: every sample process under random interleavings of replies, duplicates,
-late replies, unknown messages and time jumps keeps the engine's promises (a human task's
-too: its escalation rounds, dues and filled forms)."""
+"""Property test: every sample process, and processes generated from the failure constructs
+(recovery paths, retries on error replies, undo even on failure, deadline handlers, loop else,
+loops without a bound under a deadline, named ends, the undo policy), under random interleavings
+of replies (failure replies among them), duplicates, late replies, unknown messages and time
+jumps (timeouts, retries, deadlines), keeps the engine's promises (a human task's too: its
+escalation rounds, dues and filled forms)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ from hypothesis import strategies as st
 import procflow
 from procflow.dsl import expression_reads
 from procflow.dsl import model as m
+from procflow.dsl.validate import check_source
 from procflow.interpreter.engine import Transition
 from procflow.interpreter.messages import Command
 from procflow.interpreter.simulate import first_undo_sends, scenario_input
-from procflow.interpreter.state import TERMINAL, InstanceState
+from procflow.interpreter.state import TERMINAL, Completion, InstanceState
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = sorted((ROOT / "processes").glob("*.proc"))
@@ -107,11 +111,107 @@ def _replay(definition: m.ProcessDefinition, workflow_id: str, input_data: dict[
     return state
 
 
+# ---------------------------------------------------------------- generated processes
+
+
+@st.composite
+def failure_processes(draw: st.DrawFn) -> str:
+    """A valid process built from the failure constructs at random: each step sends its own
+    command, awaits its own reply within a minute and may fail with its own error reply; its
+    undo awaits its own confirmation (so undos in parallel are told apart)."""
+    counter = iter(range(1, 1000))
+    lines: list[str] = []
+
+    def step(indent: str, in_loop: bool = False) -> list[str]:
+        n = next(counter)
+        out = [f"{indent}step s{n} {{", f"{indent}  send p.do{n} {{ id: input.id }}",
+               f"{indent}  await ok{n} within 1m" + (f" retry {draw(st.integers(0, 2), label='timeout retries')}")]
+        handling = draw(st.sampled_from(["fail", "retry", "recover", "end", "none"]), label="error reply")
+        if handling == "fail":
+            out.append(f'{indent}  on err{n} fail "s{n} failed"')
+        elif handling == "retry":
+            out.append(f'{indent}  on err{n} retry {draw(st.integers(1, 2))} backoff 10s x2 then fail "s{n} stayed busy"')
+        elif handling == "recover":
+            out.append(f"{indent}  on err{n} as why{n} {{")
+            out.extend(step(indent + "    "))
+            out.append(f"{indent}  }}")
+        elif handling == "end":
+            out.append(f'{indent}  on err{n} {{ end "gave_up_{n}" }}')
+        if draw(st.booleans(), label="on timeout block?"):
+            out.append(f'{indent}  on timeout fail "s{n} never answered"')
+        if draw(st.integers(0, 3), label="undo?") > 0:
+            even = draw(st.sampled_from(["", " even on timeout", " even on failure"]), label="even on")
+            unless = f" unless refused{n}" if draw(st.booleans(), label="undo may be refused?") else ""
+            out.append(f"{indent}  compensate p.undo{n} {{ id: input.id }} awaiting undone{n} within 1m"
+                       f" retry {draw(st.integers(0, 2), label='undo retries')}{unless}{even}")
+        else:
+            out.append(f'{indent}  nothing to undo "s{n}"')
+        return [*out, f"{indent}}}"]
+
+    deadline = draw(st.sampled_from(["", "deadline 1h", "deadline 1d handler"]), label="deadline")
+
+    def statement(indent: str, depth: int) -> list[str]:
+        kinds = ["step", "step", "parallel", "repeat", "if_end"] + (["until_deadline"] if deadline else [])
+        kind = draw(st.sampled_from(kinds if depth < 2 else ["step"]), label="statement")
+        if kind == "until_deadline":  # no bound: every round waits, and the deadline ends it
+            n = next(counter)
+            body = step(indent + "  ")
+            return [f"{indent}repeat loop{n} {{", *body, f'{indent}}} until steps.{body[0].split()[1]}.reply == "never"']
+        if kind == "parallel":
+            n = next(counter)
+            order = draw(st.sampled_from(["", "undo in parallel", "undo in reverse"]), label="undo order")
+            out = [f"{indent}parallel block{n} {{"] + ([f"{indent}  {order}"] if order else [])
+            for b in range(draw(st.integers(2, 3), label="branches")):
+                out.append(f"{indent}  branch b{n}_{b} {{")
+                for _ in range(draw(st.integers(1, 2), label="branch length")):
+                    out.extend(step(indent + "    "))
+                out.append(f"{indent}  }}")
+            return [*out, f"{indent}}}"]
+        if kind == "repeat":
+            n = next(counter)
+            body = step(indent + "  ")
+            name = body[0].split()[1]
+            otherwise = draw(st.sampled_from(["fail", "end", "go on"]), label="loop else")
+            tail = {"fail": f'else {{ fail "loop{n} ran out" }}', "end": f'else {{ end "loop{n}_done" }}', "go on": "else {}"}[otherwise]
+            return [f"{indent}repeat loop{n} max {draw(st.integers(1, 3), label='rounds')} {{", *body,
+                    f'{indent}}} until steps.{name}.reply == "never" {tail}']
+        if kind == "if_end":
+            return [f'{indent}if input.id == "stop" {{', f'{indent}  end "stopped"', f"{indent}}}"]
+        return step(indent)
+
+    body: list[str] = []
+    for _ in range(draw(st.integers(1, 3), label="statements")):
+        body.extend(statement("  ", 0))
+    header = ["process generated {", "  correlate by input.id", "  input { id: string }", "  participant p"]
+    policy = draw(st.sampled_from(["", "continue", "stop"]), label="undo failure")
+    if policy and any("awaiting undone" in line for line in body):
+        header.append(f"  on undo failure {policy}")
+    if deadline == "deadline 1h":
+        header.append("  deadline 1h")
+    elif deadline:
+        handler = step("    ")
+        ending = draw(st.sampled_from(["", '    end "expired"', '    fail "expired"']), label="deadline handler end")
+        header += ["  deadline 1d {", *handler, *([ending] if ending else []), "  }"]
+    lines = [*header, *body, "}", ""]
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("definition", DEFINITIONS, ids=lambda d: d.name)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_interleavings_keep_the_invariants(definition: m.ProcessDefinition, data: st.DataObject) -> None:
-    input_data = _input_for(definition)
+    _check_random_run(definition, _input_for(definition), data)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=failure_processes(), data=st.data())
+def test_generated_failure_constructs_keep_the_invariants(text: str, data: st.DataObject) -> None:
+    definition, diagnostics = check_source(text, "generated.proc")
+    assert definition is not None and not [d for d in diagnostics if d.severity == "error"], (text, diagnostics)
+    _check_random_run(definition, {"id": "g1"}, data)
+
+
+def _check_random_run(definition: m.ProcessDefinition, input_data: dict[str, Any], data: st.DataObject) -> None:
     first = procflow.start(definition, "wf_prop", input_data, START)
     state = first.state
     dispatches = list(first.dispatches)
@@ -146,25 +246,66 @@ def test_random_interleavings_keep_the_invariants(definition: m.ProcessDefinitio
         assert InstanceState.model_validate_json(state.model_dump_json()) == state
         # Terminal, or waiting with a time at which the instance acts by itself.
         assert state.status in TERMINAL or state.timeoutAt is not None, state.status
+        _check_compensation_record(definition, state)
     jsonschema.validate(state.to_json(), STATE_SCHEMA)
     for dispatch in dispatches:
         jsonschema.validate(dispatch.command.model_dump(mode="json"), COMMAND_SCHEMA)
     # No command is sent twice for the same step attempt.
     keys = [d.dedupKey for d in dispatches]
     assert len(keys) == len(set(keys))
-    # Compensation runs in exact reverse order of the completed compensable steps (each told
-    # apart by its correlation id too: the items of a for-each complete the same step).
+    # Compensation runs in reverse order of the completed compensable steps: a step's undo
+    # goes out before the undo of any step completed before it, except that branches of a
+    # block undone in parallel go out side by side. Each undo is told apart by its step and
+    # round (`s2@3`: the undo of `s2` completed in a loop's 3rd round) and its correlation id
+    # (the items of a for-each complete the same step).
     late_steps = {r.step for r in state.lateReplies if r.action == "compensated"}
-    undo_steps = [(d.step.removeprefix("undo:"), d.command.correlationId) for d in first_undo_sends(dispatches)]
-    expected = [(c.step, c.undo.correlationId) for c in reversed(state.completed) if c.undo is not None]
-    done_in_time = [s for s in undo_steps if s[0] not in late_steps]
-    assert done_in_time == expected[: len(done_in_time)]
+    sends = [d for d in first_undo_sends(dispatches) if d.step.removeprefix("undo:") not in late_steps]
+    in_order = [(d.dedupKey.rsplit("#", 1)[0].split(":", 2)[2].removeprefix("undo:"), d.command.correlationId) for d in sends]
+    expected = [c for c in reversed(state.completed) if c.undo is not None]
+    rank = {(f"{c.step}{c.undo.round}", c.undo.correlationId): index for index, c in enumerate(expected) if c.undo is not None}
+    assert set(in_order) <= set(rank), (in_order, rank)
+    for earlier, later in zip(in_order, in_order[1:], strict=False):
+        assert rank[earlier] < rank[later] or _beside(definition, expected[rank[earlier]], expected[rank[later]]), in_order
+    for missing in [key for key in rank if key not in in_order]:  # an undo not yet sent comes after those sent
+        assert all(rank[sent_key] < rank[missing] or _beside(definition, expected[rank[sent_key]], expected[rank[missing]])
+                   for sent_key in in_order), (in_order, missing)
     if state.status == "compensated":
-        assert done_in_time == [s for s in expected if s[0] not in late_steps]
+        assert set(in_order) == {key for key, c in zip(rank, expected, strict=True) if c.step not in late_steps}
+    # A named end is never a failure (it may still undo a late success, then stay completed).
+    assert state.outcome is None or (state.failure is None and state.status in ("completed", "compensating", "compensation_failed"))
     _check_tasks(definition, dispatches, sent_at, state)
     _data_invariants(definition, state, dispatches)
     # Replaying the recorded inputs on a fresh start gives the identical history.
     assert _replay(definition, "wf_prop", input_data, log) == state
+
+
+def _beside(definition: m.ProcessDefinition, a: Completion, b: Completion) -> bool:
+    """True when two completed steps' undos may go out side by side: steps of two branches of
+    a parallel block undone in parallel (within a branch, undos keep their reverse order)."""
+    lane_a, lane_b = (definition.definition_of(c.undo.process if c.undo else definition.name).undo_lanes.get(c.step) for c in (a, b))
+    return lane_a is not None and lane_b is not None and a.frame == b.frame and lane_a.fork == lane_b.fork and lane_a.branch != lane_b.branch
+
+
+def _check_compensation_record(definition: m.ProcessDefinition, state: InstanceState) -> None:
+    """What the compensation record promises at every moment."""
+    comp = state.compensation
+    undoing = [(w.frame, w.node) for w in state.waits if w.kind in ("compensation", "compensation_backoff")]
+    assert len(undoing) == len(set(undoing)), "one undo awaited twice"
+    if comp is None:
+        assert not undoing
+        return
+    pending = {(u.frame, u.step) for u in comp.pending}
+    assert set(undoing) <= pending, "an undo awaited that is not pending"
+    if len(undoing) > 1:  # several at once only for branches of a block undone in parallel, one undo a branch
+        lanes = [definition.definition_of(state.frame(frame).process).undo_lanes.get(step) for frame, step in undoing]
+        assert all(lanes) and len({(lane.fork, lane.branch) for lane in lanes if lane}) == len(lanes), undoing
+    if state.status == "compensation_failed":
+        assert comp.failed is not None and comp.failed in comp.pending and not undoing
+    if state.status in ("compensated", "failed", "timed_out") and not state.waits:
+        assert comp.pending == () and comp.failed is None
+    if comp.unconfirmed:
+        assert definition.undo_failure == "continue"
+        assert not {(u.frame, u.step, u.round) for u in comp.unconfirmed} & {(u.frame, u.step, u.round) for u in comp.undone}
 
 
 def _check_tasks(definition: m.ProcessDefinition, dispatches: list[Any], sent_at: dict[str, datetime], state: InstanceState) -> None:

@@ -198,14 +198,17 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                     even_on = node.compensation.even_on
                     anyway = (f"even on {', '.join(even_on)}",) if even_on else ()
                     told = ("with the failure's data",) if node.compensation.failure_data is not None else ()
-                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway, *told)))
+                    refused = node.compensation.refused
+                    unless = (f"unless {', '.join(refused)}",) if refused else ()
+                    nodes.append(FlowNode(undo_id, "undo", f"undo: {undo.name}", (display, *anyway, *told, *unless)))
                     edges.append(FlowEdge(node_id, undo_id, "compensation"))
             case m.XorNode():
                 nodes.append(FlowNode(node_id, "xor", "", sign=SIGNS["xor"]))
                 labels_by_arm = [label for _, label in arm_names(node)]
                 outgoing = [(t, kind, label) for (t, kind, _), label in zip(outgoing, labels_by_arm, strict=True)]
             case m.ForkNode():
-                nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
+                policy = ("undo in parallel",) if node.undo_in_parallel else ()  # drawn beside the gateway, as a race's name
+                nodes.append(FlowNode(node_id, "fork", "", policy, sign=SIGNS["fork"]))
                 outgoing = [(t, kind, "") for t, kind, _ in outgoing]
             case m.JoinNode():
                 nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
