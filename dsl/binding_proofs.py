@@ -56,6 +56,8 @@ def binds(record: Any, key: str) -> tuple[str, ...]:
         return (arm.bind,) if arm.bind else ()
     if isinstance(record, m.CallNode) and key == "next" and record.bind:
         return (record.bind,)
+    if isinstance(record, m.JoinNode) and key == "next" and record.first:
+        return (record.name,)  # `first of name`: `name.winner` after the block
     return ()
 
 
@@ -91,6 +93,8 @@ class BindingProofs:
                 keys = [arm.bind for arm in record.arms if arm.bind]
             elif isinstance(record, m.CallNode) and record.bind:
                 keys = [record.bind]
+            elif isinstance(record, m.JoinNode) and record.first:
+                keys = [record.name]
             else:
                 continue
             for key in dict.fromkeys(keys):

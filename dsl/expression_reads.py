@@ -131,7 +131,8 @@ def node_uses(node: m.AnyNode) -> list[ExprUse]:
 
 
 def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
-    """(how, name) for every `as name` of a statement: how is await, failure, race or call."""
+    """(how, name) for every `as name` of a statement: how is await, failure, race or call; and
+    (`first`) the name of a `first of` block, bound to `{winner: branch}` after it."""
     if isinstance(stmt, sx.Step):
         found = [("await", stmt.await_.bind)] if stmt.await_ and stmt.await_.bind else []
         found.extend(("failure", on.bind) for on in stmt.on_replies if on.bind)
@@ -140,6 +141,8 @@ def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
         return [("race", arm.bind) for arm in stmt.arms if arm.bind]
     if isinstance(stmt, sx.Call) and stmt.bind:
         return [("call", stmt.bind)]
+    if isinstance(stmt, sx.Parallel) and stmt.first and stmt.name is not None:
+        return [("first", stmt.name)]
     return []
 
 
@@ -151,6 +154,8 @@ def model_bindings(node: m.AnyNode) -> list[str]:
         return [a.bind for a in node.arms if a.bind]
     if isinstance(node, m.CallNode) and node.bind:
         return [node.bind]
+    if isinstance(node, m.JoinNode) and node.first:
+        return [node.name]
     return []
 
 

@@ -250,11 +250,13 @@ class XorNode(Node):
 
 @dataclass(frozen=True, slots=True)
 class ForkNode(Node):
-    """Parallel split into named branches: every branch starts."""
+    """Parallel split into named branches: every branch starts. With `first` (`first of`),
+    the branches compete: the first to reach the join wins."""
 
     name: str
     branches: tuple[tuple[str, str], ...]  # (branch name, first node id)
     join: str
+    first: bool = False
     kind: ClassVar[str] = "fork"
 
     @property
@@ -265,11 +267,14 @@ class ForkNode(Node):
 
 @dataclass(frozen=True, slots=True)
 class JoinNode(Node):
-    """Parallel join: continues once all `expected` branches have arrived."""
+    """Parallel join: continues once all `expected` branches have arrived. With `first`
+    (`first of name`), it continues once the first branch arrives: the others are cancelled,
+    what they completed is undone (most recent first), and `name.winner` is the winner's name."""
 
     name: str
     expected: int
     next: str
+    first: bool = False
     kind: ClassVar[str] = "join"
 
 
@@ -599,6 +604,8 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.kind
         case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode():
             attrs["label"] = node.name
+            if isinstance(node, ForkNode | JoinNode) and node.first:
+                attrs["first"] = True  # `first of`: the first branch to finish wins
     return attrs
 
 

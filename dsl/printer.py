@@ -338,8 +338,9 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
                 after = _end(cases[-1].span)
                 lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
             return [*lines, _closing(indent, statement.span)]
-        case sx.Parallel(name=name, branches=branches):
-            lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
+        case sx.Parallel(name=name, branches=branches, first=first):
+            head = f"first of {name.text}" if first and name else f"parallel {name.text}" if name else "parallel"
+            lines = [Line(indent, f"{head} {{", _start(statement.span))]
             for branch in branches:
                 opener = Line(indent, "", _start(branch.span))
                 lines += _braced(f"branch {branch.name.text}", branch.body, indent + INDENT, opener, close=_closing(indent, branch.span).start)
@@ -521,7 +522,8 @@ def layout_scenario(scenario: sx.Scenario) -> list[Line]:
 
 
 def _when(rule: sx.WhenRule) -> str:
-    line = f"when {rule.participant.text}.{rule.command.text}" + (f" attempt {rule.attempt}" if rule.attempt is not None else "")
+    line = f"when {rule.participant.text}.{rule.command.text}" + (f" round {rule.round}" if rule.round is not None else "")
+    line += f" attempt {rule.attempt}" if rule.attempt is not None else ""
     if rule.reply is None:
         return line + " no reply"
     line = _with_data(f"{line} reply {rule.reply.text}", rule.data)

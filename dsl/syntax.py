@@ -202,11 +202,14 @@ class Branch:
 
 @dataclass(frozen=True, slots=True)
 class Parallel:
-    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish."""
+    """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish.
+    `first of name { branch a { } branch b { } }` (`first`): all branches start, the first to
+    finish wins, the others are cancelled and what they completed is undone."""
 
     name: Name | None
     branches: tuple[Branch, ...]
     span: Span
+    first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +341,7 @@ class Process:
 
 @dataclass(frozen=True, slots=True)
 class WhenRule:
-    """`when p.cmd [attempt N] reply r { data } [after D] [twice]` or `... no reply`."""
+    """`when p.cmd [round R] [attempt N] reply r { data } [after D] [twice]` or `... no reply`."""
 
     participant: Name
     command: Name
@@ -348,6 +351,8 @@ class WhenRule:
     after: Duration | None
     twice: bool
     span: Span
+    round: int | None = None  # `round 2`: only in the 2nd round of the loop around the step
+    round_span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)

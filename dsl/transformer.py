@@ -7,6 +7,7 @@ The rules of expressions and types, and the checks on literals as they are read,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from lark import Token
@@ -33,6 +34,14 @@ def _tokens(parts: list[Any], kind: str) -> list[Token]:
 
 def _first(parts: list[Any], kind: type) -> Any:
     return next((part for part in parts if isinstance(part, kind)), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """`round N` of a scenario's `when` line, with where it is written."""
+
+    number: int
+    span: Span
 
 
 class ToSyntax(ExpressionRules):
@@ -253,6 +262,12 @@ class ToSyntax(ExpressionRules):
         return sx.Parallel(name, branches, span)
 
     @rule
+    def first_of(self, span: Span, parts: list[Any]) -> sx.Parallel:
+        name = _tokens(parts, "NAME")[0]
+        branches = tuple(part for part in parts if isinstance(part, sx.Branch))
+        return sx.Parallel(_name(name), branches, span, first=True)
+
+    @rule
     def branch(self, span: Span, parts: list[Any]) -> sx.Branch:
         name, body = parts
         return sx.Branch(_name(name), body, span)
@@ -324,6 +339,7 @@ class ToSyntax(ExpressionRules):
     def when_rule(self, span: Span, parts: list[Any]) -> sx.WhenRule:
         participant, command, *rest = parts
         attempt = _first(rest, int)
+        round_ = _first(rest, _Round)
         reaction = rest[-1]
         return sx.WhenRule(
             _name(participant),
@@ -334,7 +350,13 @@ class ToSyntax(ExpressionRules):
             reaction["after"],
             reaction["twice"],
             span,
+            round_.number if round_ is not None else None,
+            round_.span if round_ is not None else None,
         )
+
+    @rule
+    def round(self, span: Span, parts: list[Token]) -> _Round:
+        return _Round(build.integer(str(parts[0]), token_span(parts[0]), "a round"), span)
 
     @rule
     def attempt(self, span: Span, parts: list[Token]) -> int:

@@ -65,6 +65,7 @@ class Compensating(RunCore):
         self.state.waits = ()
         self.state.tokens = ()
         self.state.joins = EMPTY
+        self.state.cancels = ()
         self.ready = []
 
     def _abandon(self, wait: Wait, undo_late: bool = True) -> None:
@@ -87,11 +88,17 @@ class Compensating(RunCore):
 
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
+        losers, attempts = self.cancelled_undos()  # the undos of `first of` losers not yet done come first
         self._cancel_all(abandon=True)
         self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_at)
-        pending = tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
-        self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
+        pending = losers + tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
+        self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=attempts or EMPTY, roundStart=1)
         self._next_undo()
+
+    def cancelled_undos(self) -> tuple[tuple[UndoCommand, ...], dict[str, int]]:
+        """The undos of `first of` losers not yet confirmed, taken over by a failure's
+        compensation, with the attempts sent of the one in flight (`first_of.FirstOf`)."""
+        return (), EMPTY
 
     def _settled_failure_status(self) -> str:
         failure = self.state.failure

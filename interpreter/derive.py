@@ -29,6 +29,8 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
     else:
         nodes = plan.process(state.frames[wait.frame].process).nodes
     node = nodes[wait.node]
+    if isinstance(node, m.JoinNode):  # the winner of `first of` waits while the losers are undone
+        return f"cancelling_{node.name}"
     if isinstance(node, m.StepNode):
         status = plan.step(node).status
     elif isinstance(node, m.RaceNode):

@@ -350,7 +350,7 @@ def _fired_text(wait: Wait) -> str:
         return f"timer of `{wait.step}` fired"
     if wait.kind == "race":
         return f"timer of race `{wait.step}` fired"
-    if wait.kind in ("backoff", "compensation_backoff"):
+    if wait.kind in ("backoff", "compensation_backoff", "cancel_backoff"):
         return f"`{wait.step}` retries after backoff"
     return f"`{wait.step}` got no reply in time (attempt {wait.attempt})"
 

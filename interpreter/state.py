@@ -34,7 +34,7 @@ from procflow.interpreter.log import Log as Log
 from procflow.interpreter.log import appended as appended
 from procflow.interpreter.records import Record
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever the stored shape changes; older states are migrated when read (`migrate_state`)."""
 
 TERMINAL = TERMINAL_STATUSES
@@ -49,7 +49,7 @@ message delivered twice in a row is recognised by the engine alone, while what a
 copies stays the same size however many messages the instance has seen. Telling apart a
 duplicate of an older message is the store's inbox's job (`Store.seen`): it keeps every id."""
 
-WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff"]
+WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff", "cancel", "cancel_backoff"]
 FailureCause = Literal["reply", "timeout", "fail", "deadline", "error"]
 LateAction = Literal["compensated", "recorded"]
 
@@ -230,6 +230,22 @@ class Compensation(Record):
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
+class Cancel(Record):
+    """A `first of` block whose winner has arrived: the losing branches were cancelled, and
+    what they completed is undone, most recent first, each undo awaited (with its retries)
+    before the next; the winner's token waits at the join until the last one is confirmed."""
+
+    block: Annotated[str, Field(description="the `first of` block's name")]
+    fork: Annotated[str, Field(description="the key of the block's run (the frame, the fork, a sequence number)")]
+    token: Annotated[int, Field(description="the winner's token, waiting at the join")]
+    winner: Annotated[str, Field(description="the branch that finished first")]
+    pending: tuple[UndoCommand, ...] = ()
+    undone: tuple[UndoCommand, ...] = ()
+    attempts: Annotated[int, Field(description="the attempts sent of the undo in flight (pending[0])")] = 0
+
+
+@_strict_record
+@dataclass(slots=True, kw_only=True)
 class LateReply(Record):
     """A reply that arrived after its step gave up, and what was done about it."""
 
@@ -311,6 +327,7 @@ class InstanceState(Record):
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
     seq: int = 0
     history: Entries = ()
+    cancels: Annotated[tuple[Cancel, ...], Field(description="`first of` blocks undoing their losing branches")] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -374,7 +391,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
         state.compensation, state.failure, state.outcome, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
-        schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
+        state.cancels, schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 
 
@@ -388,10 +405,14 @@ def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
 
     1 -> 2: the main process's frame became the instance's own `data`; a history entry's
     `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
-    (a copy of its `timeoutAt` in seconds) is no longer kept."""
+    (a copy of its `timeoutAt` in seconds) is no longer kept.
+    2 -> 3: `cancels` (the `first of` blocks undoing their losers) was added; an older state
+    has none, and its waits are of the kinds it knew."""
     version = data.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or version >= SCHEMA_VERSION:
         return data
+    if version == 2:
+        return {**data, "schemaVersion": SCHEMA_VERSION}
     out = dict(data)
     frames = dict(out.get("frames") or {})
     main = frames.pop(ROOT, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 from procflow.dsl import model as m
-from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.first_of import FirstOf
 from procflow.interpreter.state import (
     Completion,
     FrameView,
@@ -20,7 +20,7 @@ from procflow.interpreter.state import (
 from procflow.interpreter.transition import Failed, rounds_of
 
 
-class Timed(Compensating):
+class Timed(FirstOf):
     """What happens when a wait's time has come."""
 
     __slots__ = ()
@@ -31,6 +31,9 @@ class Timed(Compensating):
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
             self._fire_compensation(wait)
+            return
+        if wait.kind in ("cancel", "cancel_backoff"):
+            self.cancel_timed_out(wait)
             return
         token = self._token(wait.token)
         definition = self._definition(frame.process)

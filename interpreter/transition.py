@@ -196,6 +196,18 @@ class RunCore:
     def _undo_for(self, node: m.StepNode, frame: FrameView, rounds: str = "") -> UndoCommand | None:
         raise NotImplementedError
 
+    def first_fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
+        """A `first of` block starts every branch (`first_of.FirstOf`)."""
+        raise NotImplementedError
+
+    def first_arrived(self, token: Token, node: m.JoinNode, definition: m.ProcessDefinition) -> bool:
+        """The first branch of a `first of` block arrived (`first_of.FirstOf`): True when it goes on at once."""
+        raise NotImplementedError
+
+    def cancel_confirmed(self, wait: Wait) -> None:
+        """An undo of a `first of` block's loser is confirmed (`first_of.FirstOf`)."""
+        raise NotImplementedError
+
     def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
         """An error reply the step retries: send its command again after the policy's backoff."""
         raise NotImplementedError
@@ -322,9 +334,16 @@ class RunCore:
                 case m.LoopNode():
                     token.loops = {**token.loops, node.id: 1}
                     token.node = definition.follow(node.id, "body")
+                case m.ForkNode() if node.first:
+                    self.first_fork(token, node, definition)
+                    return
                 case m.ForkNode():
                     self._fork(token, node, definition)
                     return
+                case m.JoinNode() if node.first:
+                    if not self.first_arrived(token, node, definition):
+                        return  # it waits at the join while the losers are undone
+                    token.node = definition.follow(node.id, "next")
                 case m.JoinNode():
                     fork_key = token.forks[-1]
                     token.forks = token.forks[:-1]
@@ -510,6 +529,9 @@ class RunCore:
         frame = self.frames[wait.frame]
         if wait.kind in ("compensation", "compensation_backoff"):
             self._undo_confirmed()
+            return
+        if wait.kind in ("cancel", "cancel_backoff"):
+            self.cancel_confirmed(wait)
             return
         token = self._token(wait.token)
         definition = self._definition(frame.process)
