@@ -170,11 +170,16 @@ class FlowProofs:
         arrives: dict[tuple[str, str], bool] = {}
         for fork in reversed(self.forks):
             join = self.join_of[fork]
+            first_of = bool(self.graph.nodes[fork].get("first"))  # `first of`: one arriving branch is enough
+            arrived_any = False
             for branch in self.branches(fork):
                 arrived = nx.has_path(self._flow_so_far(), branch.first, join)
                 arrives[(fork, branch.first)] = arrived
-                if not arrived:
+                arrived_any = arrived_any or arrived
+                if not arrived and not first_of:
                     self._stuck.add(join)
+            if first_of and not arrived_any:
+                self._stuck.add(join)
         return arrives
 
     @property

@@ -2,7 +2,8 @@
 (`procflow.dsl.flow_proofs`) and worded against the statements the author wrote.
 
 E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
-parallel branch, E117 a wait with no way out, E124 a loop without a bound.
+parallel branch, E117 a wait with no way out, E124 a loop without a bound, E170 a `first of`
+with one branch, E171 a branch of a `first of` that can never finish.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def reachability(facts: Facts) -> list[Diagnostic]:
                                               "remove it, or move it before what stops the process"))
             break
     for stmt, branches in facts.statements:
-        if isinstance(stmt, sx.Parallel):
+        if isinstance(stmt, sx.Parallel) and stmt.first:
+            found.extend(_first_of(facts, stmt))
+        elif isinstance(stmt, sx.Parallel):
             label = f"parallel block `{stmt.name.text}`" if stmt.name else "this parallel block"
             fork = flow.first_node(stmt.span)
             join = flow.join_of[fork]
@@ -53,6 +56,27 @@ def reachability(facts: Facts) -> list[Diagnostic]:
     return found
 
 
+def _first_of(facts: Facts, stmt: sx.Parallel) -> list[Diagnostic]:
+    """E170 a `first of` with one branch (nothing competes with it); E171 a branch of one that
+    can never finish (it always fails or ends, so it can never win)."""
+    assert stmt.name is not None
+    label = f"`first of {stmt.name.text}`"
+    if len(stmt.branches) < 2:
+        return [facts.diagnostic("E170", f"{label} has one branch: nothing competes with it", stmt.name.span,
+                                 "add the branches that compete with it, or write its steps without the block")]
+    flow = facts.flow
+    fork = flow.first_node(stmt.span)
+    join = flow.join_of[fork]
+    found = []
+    for branch in stmt.branches:
+        first = flow.first_node(branch.body[0].span) if branch.body else join
+        if not flow.arrives[(fork, first)]:
+            found.append(facts.diagnostic("E171", f"branch `{branch.name.text}` of {label} can never finish: it always"
+                                          " fails or ends, so it can never win", branch.name.span,
+                                          "let the branch finish on some path, or take it out of the block"))
+    return found
+
+
 def _describe(stmt: sx.Statement) -> tuple[str, Span]:
     if isinstance(stmt, sx.Step):
         return f"step `{stmt.name.text}`", stmt.name.span
@@ -60,6 +84,7 @@ def _describe(stmt: sx.Statement) -> tuple[str, Span]:
         return f"the call of `{stmt.process.text}`", stmt.span
     if isinstance(stmt, sx.Parallel | sx.Race | sx.Repeat) and stmt.name is not None:
         kind = {sx.Parallel: "parallel block", sx.Race: "race", sx.Repeat: "loop"}[type(stmt)]
+        kind = "first of" if isinstance(stmt, sx.Parallel) and stmt.first else kind
         return f"{kind} `{stmt.name.text}`", stmt.name.span
     keyword = {sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.Fail: "fail", sx.End: "end"}
     return f"this `{keyword.get(type(stmt), 'statement')}`", stmt.span

@@ -3,7 +3,9 @@
 By default every command gets its step's first success reply at once, every awaited event
 arrives at once, and compensation commands are confirmed at once. A scenario changes that
 per command (`when payment.authorize reply payment_declined`, `no reply`, `after 2h`,
-`twice`), delivers events at chosen times, silences events, and states the expected outcome.
+`twice`), per attempt of a command sent again (`attempt 2`) and per round of the loop around
+its step (`round 2`), delivers events at chosen times, silences events, and states the
+expected outcome.
 """
 
 from __future__ import annotations
@@ -100,6 +102,19 @@ def first_undo_sends(dispatches: list[Dispatch]) -> list[Dispatch]:
     return firsts
 
 
+def round_of(dispatch: Dispatch) -> int | None:
+    """The round of the innermost loop around the step that sent `dispatch` (its dedup key
+    ends `<step>@<rounds>#<attempt>`, the rounds of nested loops outermost first), or None
+    when the step runs in no loop."""
+    command = dispatch.command
+    head = f"{command.correlationId}:{command.commandName}:{dispatch.step}"
+    rounds = dispatch.dedupKey[len(head) :].rpartition("#")[0] if dispatch.dedupKey.startswith(head) else ""
+    if not rounds.startswith("@"):
+        return None
+    innermost = rounds[1:].rpartition(".")[2]
+    return int(innermost) if innermost.isdigit() else None
+
+
 @dataclass(slots=True)
 class _Reaction:
     reply: str | None
@@ -143,13 +158,13 @@ class _Simulation:
     def __init__(self, definition: m.ProcessDefinition, scenario: m.Scenario | None) -> None:
         self.definition = definition
         self.scenario = scenario
-        self.rules: dict[tuple[str, int | None], _Reaction] = {}
+        self.rules: dict[tuple[str, int | None, int | None], _Reaction] = {}  # (command, round, attempt)
         self.silenced: set[str] = set()
         self.explicit_events: set[str] = set()
         syntax = scenario.syntax if scenario else None
         if syntax is not None:
             for rule in syntax.rules:
-                key = (f"{rule.participant.text}.{rule.command.text}", rule.attempt)
+                key = (f"{rule.participant.text}.{rule.command.text}", rule.round, rule.attempt)
                 self.rules[key] = _Reaction(
                     rule.reply.text if rule.reply else None,
                     _constant(rule.data, f"the reply data of `{key[0]}`"),
@@ -170,7 +185,13 @@ class _Simulation:
 
     def _react(self, dispatch: Dispatch, now: float) -> None:
         command = dispatch.command
-        reaction = self.rules.get((command.commandName, dispatch.attempt)) or self.rules.get((command.commandName, None))
+        name, attempt, round_ = command.commandName, dispatch.attempt, round_of(dispatch)
+        rules = self.rules
+        reaction = (
+            (round_ is not None and (rules.get((name, round_, attempt)) or rules.get((name, round_, None))))
+            or rules.get((name, None, attempt))
+            or rules.get((name, None, None))
+        )
         if reaction is None:
             reply_type = self._default_reply(dispatch)
             if reply_type is None:
