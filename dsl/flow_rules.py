@@ -104,8 +104,9 @@ def _blocker(stmt: sx.Statement) -> str:
 
 def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
     """E117: a wait that nothing ends when the awaited message never comes: a step or a race
-    with no way out that time takes (a `within`, a timer arm) and no process `deadline` (which
-    does not bound the deadline handler's own waits); or
+    with no way out that time takes (a `within`, a timer arm, another branch of its `first of`
+    block that wins by time alone) and no process `deadline` (which does not bound the
+    deadline handler's own waits); or
     a compensation awaiting its confirmation without `within` (the deadline does not cover it)."""
     found = []
     deadline = facts.definition.deadline_seconds is not None
@@ -114,14 +115,16 @@ def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
         if stmt.span in facts.in_deadline_handler:  # the deadline has passed when these run
             deadline = False
         if isinstance(stmt, sx.Step) and stmt.wait is None:
-            if stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+            first = flow.first_node(stmt.span)
+            if stmt.await_ is not None and not deadline and not flow.time_can_end(first) and not flow.cancelled_in_time(first):
                 found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",
                                               stmt.await_.span, "add `within D` (with `retry` or `on timeout`), or a `deadline`"))
             comp = stmt.compensate
             if comp is not None and comp.replies and comp.timeout is None:
                 found.append(facts.diagnostic("E117", f"the compensation of `{stmt.name.text}` may wait forever: no `within`",
                                               comp.replies[0].span, "add `within D retry N` after the awaited reply"))
-        elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+        elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)) \
+                and not flow.cancelled_in_time(flow.first_node(stmt.span)):
             found.append(facts.diagnostic("E117", f"race `{stmt.name.text}` may wait forever: no `on timer` arm and no process `deadline`",
                                           stmt.name.span, "add an arm `on timer D { ... }`, or a `deadline`"))
     return found

@@ -39,6 +39,7 @@ SIGNS = {
     "xor": "×",
     "fork": "+",
     "join": "+",
+    "first": "✱",
     "race": "⬠",
     "loop": "↻",
     "until": "×",
@@ -164,6 +165,10 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
             case m.ForkNode():
                 nodes.append(FlowNode(node_id, "fork", "", sign=SIGNS["fork"]))
                 outgoing = [(t, kind, "") for t, kind, _ in outgoing]
+            case m.JoinNode() if node.first:
+                # BPMN's complex gateway: the first branch to arrive goes on, the others are cancelled
+                nodes.append(FlowNode(node_id, "join", "", (f"first of {node.name}",), sign=SIGNS["first"]))
+                outgoing = [(t, kind, "losers undone") for t, kind, _ in outgoing]
             case m.JoinNode():
                 nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
             case m.RaceNode():
