@@ -65,7 +65,6 @@ class Compensating(RunCore):
         self.state.waits = ()
         self.state.tokens = ()
         self.state.joins = EMPTY
-        self.state.cancels = ()
         self.ready = []
 
     def _abandon(self, wait: Wait, undo_late: bool = True) -> None:

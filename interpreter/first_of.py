@@ -4,7 +4,7 @@ are dropped (a command still awaiting its reply is abandoned, so a late success 
 a late failure recorded, as after any step that gave up), and the steps they completed in
 this run of the block are undone, most recent first, each undo awaited (with its timeout and
 retries) before the next. The winner's token waits at the join until the last undo is
-confirmed (`InstanceState.cancels`), then goes on with `name.winner` bound to the winner's
+confirmed (`InstanceState.cancels`, which keeps the record of every block won), then goes on with `name.winner` bound to the winner's
 branch. An undo that cannot be confirmed fails the instance, whose compensation starts with
 the losers' undos still to do.
 
@@ -130,8 +130,8 @@ class FirstOf(Compensating):
         state.tokens = tuple(t for t in state.tokens if t.id not in losers)
         self.ready = [t for t in self.ready if t.id not in losers]
         state.joins = {k: v for k, v in state.joins.items() if k not in inner_keys} or EMPTY
-        inner = tuple(c for c in state.cancels if c.token in losers)
-        state.cancels = tuple(c for c in state.cancels if c.token not in losers)
+        inner = tuple(c for c in state.cancels if c.token in losers and c.pending and not c.handedOver)
+        state.cancels = tuple(dataclasses.replace(c, handedOver=True) if c in inner else c for c in state.cancels)
         # (The first inner undo is sent again first: its attempts go on from where they were.)
         return tuple(undo for c in inner for undo in c.pending), inner[0].attempts if inner else 0
 
@@ -170,7 +170,8 @@ class FirstOf(Compensating):
 
     # ---------------------------------------------------------------- the losers' undos
     def _cancel_at(self, token_id: int) -> int:
-        return next(i for i, c in enumerate(self.state.cancels) if c.token == token_id)
+        """The index of the cancel under way whose winner is the token `token_id`."""
+        return next(i for i, c in enumerate(self.state.cancels) if c.token == token_id and c.pending and not c.handedOver)
 
     def _replace_cancel(self, index: int, cancel: Cancel) -> None:
         cancels = self.state.cancels
@@ -198,7 +199,6 @@ class FirstOf(Compensating):
                 return False
             cancel = dataclasses.replace(cancel, pending=cancel.pending[1:], undone=(*cancel.undone, undo), attempts=0)
             self._replace_cancel(index, cancel)
-        self.state.cancels = tuple(c for c in self.state.cancels if c is not cancel)
         return True
 
     def _winner_goes_on(self, token_id: int) -> None:
@@ -238,16 +238,18 @@ class FirstOf(Compensating):
 
     # ---------------------------------------------------------------- when the instance ends first
     def cancelled_undos(self) -> tuple[tuple[UndoCommand, ...], dict[str, int]]:
-        """Take the undos of every cancel not finished (the one in flight first), with the
+        """Hand over the undos of every cancel under way (the one in flight first), with the
         attempts already sent of each in flight: a failure's compensation does them."""
         undos: tuple[UndoCommand, ...] = ()
         attempts: dict[str, int] = {}
-        for cancel in reversed(self.state.cancels):  # the latest block's first
-            if cancel.pending and cancel.attempts:
+        under_way = [c for c in self.state.cancels if c.pending and not c.handedOver]
+        for cancel in reversed(under_way):  # the latest block's first
+            if cancel.attempts:
                 undo = cancel.pending[0]
                 attempts[f"{undo.frame}:{undo.step}{undo.round}"] = cancel.attempts
             undos += cancel.pending
-        self.state.cancels = ()
+        if under_way:
+            self.state.cancels = tuple(dataclasses.replace(c, handedOver=True) if c in under_way else c for c in self.state.cancels)
         return undos, attempts
 
     def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:

@@ -233,7 +233,8 @@ class Compensation(Record):
 class Cancel(Record):
     """A `first of` block whose winner has arrived: the losing branches were cancelled, and
     what they completed is undone, most recent first, each undo awaited (with its retries)
-    before the next; the winner's token waits at the join until the last one is confirmed."""
+    before the next; the winner's token waits at the join until the last one is confirmed.
+    Kept once done (nothing `pending`), as the record of what the losers undid."""
 
     block: Annotated[str, Field(description="the `first of` block's name")]
     fork: Annotated[str, Field(description="the key of the block's run (the frame, the fork, a sequence number)")]
@@ -242,6 +243,7 @@ class Cancel(Record):
     pending: tuple[UndoCommand, ...] = ()
     undone: tuple[UndoCommand, ...] = ()
     attempts: Annotated[int, Field(description="the attempts sent of the undo in flight (pending[0])")] = 0
+    handedOver: Annotated[bool, Field(description="the instance failed or ended first: its compensation does what is pending")] = False
 
 
 @_strict_record
@@ -327,7 +329,7 @@ class InstanceState(Record):
     seenMessageIds: tuple[str, ...] = ()  # the last `SEEN_WINDOW` only
     seq: int = 0
     history: Entries = ()
-    cancels: Annotated[tuple[Cancel, ...], Field(description="`first of` blocks undoing their losing branches")] = ()
+    cancels: Annotated[tuple[Cancel, ...], Field(description="the `first of` blocks won so far, and their losers' undo")] = ()
 
     @property
     def is_terminal(self) -> bool:

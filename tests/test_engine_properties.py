@@ -71,6 +71,13 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, action: tuple[
         return None
 
 
+def _undo_key(dispatch: Any) -> tuple[str, str]:
+    """(step, round) of an undo's dispatch: its dedup key ends `undo:<step><round>#<attempt>`."""
+    undone = dispatch.dedupKey.rsplit("#", 1)[0].rsplit(":undo:", 1)[1]
+    step = dispatch.step.removeprefix("undo:")
+    return step, undone[len(step) :]
+
+
 def _replay(definition: m.ProcessDefinition, workflow_id: str, input_data: dict[str, Any], log: list[tuple[tuple[str, Any], datetime]]) -> InstanceState:
     state = procflow.start(definition, workflow_id, input_data, START).state
     for action, now in log:
@@ -121,9 +128,24 @@ def test_random_interleavings_keep_the_invariants(definition: m.ProcessDefinitio
     # No command is sent twice for the same step attempt.
     keys = [d.dedupKey for d in dispatches]
     assert len(keys) == len(set(keys))
+    # The losers of each `first of` block are undone in exact reverse order of what they
+    # completed (each cancel's `undone`, then what it still has `pending`, as it worked them out).
+    # (A loser's completion keeps its record but not its undo, which the cancel took over.)
+    cancelled = {(u.step, u.round) for c in state.cancels for u in (*c.undone, *c.pending)}
+    firsts = first_undo_sends(dispatches)
+    taken_over = [c for c in state.completed if c.undo is None]
+    for cancel in state.cancels:
+        order = [(u.step, u.round) for u in (*cancel.undone, *cancel.pending)]
+        losers = {(u.frame, u.step) for u in (*cancel.undone, *cancel.pending)}
+        done = [c for c in taken_over if (c.frame, c.step) in losers][: len(order)]
+        taken_over = [c for c in taken_over if all(c is not d for d in done)]
+        assert [step for step, _ in order] == [c.step for c in reversed(done)], (order, done)
+        sent_order = [_undo_key(d) for d in firsts if _undo_key(d) in set(order)]
+        assert sent_order == order[: len(sent_order)], (sent_order, order)
+        assert not cancel.pending or cancel.handedOver or state.status not in TERMINAL
     # Compensation runs in exact reverse order of the completed compensable steps.
     late_steps = {r.step for r in state.lateReplies if r.action == "compensated"}
-    undo_steps = [d.step.removeprefix("undo:") for d in first_undo_sends(dispatches)]
+    undo_steps = [d.step.removeprefix("undo:") for d in firsts if _undo_key(d) not in cancelled]
     expected = [c.step for c in reversed(state.completed) if c.undo is not None]
     assert [s for s in undo_steps if s not in late_steps] == expected[: len([s for s in undo_steps if s not in late_steps])]
     if state.status == "compensated":
