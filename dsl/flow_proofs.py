@@ -294,7 +294,8 @@ class FlowProofs:
             if isinstance(record, m.StepNode) and not record.is_timer and (record.command is not None or record.replies):
                 return key == "timeout" and record.timeout is not None
             if isinstance(record, m.RaceNode):
-                return self.graph.edges[source, target, key]["kind"] == "timer"
+                kind: str = self.graph.edges[source, target, key]["kind"]
+                return kind == "timer"
             return True
 
         return first == join or nx.has_path(nx.subgraph_view(self.graph, filter_edge=timed), first, join)

@@ -551,18 +551,18 @@ class _Walker:
                     control = control + (closer,)
                     current = outcomes["arm:0"]
                 case m.ForkNode() if node.first:
-                    join_id = definition.graph.nodes[current]["join"]
+                    winner_waits: str = definition.graph.nodes[current]["join"]
                     for index, branch_name in enumerate(node.branch_names):
                         label = f"first of {node.name}: {branch_name} wins"
                         if index:
                             fork(definition.follow(current, f"branch:{branch_name}"),
                                  extra_events=(PathEvent("open", definition.name, "alt", label, "first"),),
                                  name=f"{node.name}: {branch_name} first", choice=index,
-                                 opens=_Control("first", join_id, definition, node, index))
+                                 opens=_Control("first", winner_waits, definition, node, index))
                     position += 1
                     branch_name = node.branch_names[0]
                     events = _push(events, PathEvent("open", definition.name, "alt", f"first of {node.name}: {branch_name} wins", "first"))
-                    control = control + (_Control("first", join_id, definition, node, 0),)
+                    control = control + (_Control("first", winner_waits, definition, node, 0),)
                     current = definition.follow(current, f"branch:{branch_name}")
                 case m.ForkNode():
                     branch_name = node.branch_names[0]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import procflow
-from procflow.dsl.paths import enumerate_paths
 from procflow.dsl.formatter import format_text
+from procflow.dsl.paths import enumerate_paths
 from procflow.dsl.validate import check_source
 from procflow.errors import MessageRefused
 from procflow.interpreter.simulate import check_scenario, simulate

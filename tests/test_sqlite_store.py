@@ -23,6 +23,7 @@ from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
 from procflow.interpreter.store_check import check_store
+from procflow.interpreter.state import SCHEMA_VERSION
 from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -205,10 +206,10 @@ def test_an_instance_written_under_state_schema_1_runs_on(store: SqliteStore, or
     raw.commit()
     raw.close()
     row = store.get("wf_401")
-    assert row is not None and row.state.schemaVersion == 2 and row.state.data == {} and row.state.frames == {}
+    assert row is not None and row.state.schemaVersion == SCHEMA_VERSION and row.state.data == {} and row.state.frames == {}
     assert row.state.history[0].status == "waiting_for_inventory" and row.state.waits[0].due == 1767258030.0
     state = orchestrator.deliver({"type": "inventory_reserved", "correlationId": "ord_441"})
-    assert state.status == "waiting_for_payment" and state.schemaVersion == 2
+    assert state.status == "waiting_for_payment" and state.schemaVersion == SCHEMA_VERSION
     assert [e.status for e in state.history] == ["waiting_for_inventory", "waiting_for_payment"]
 
 
