@@ -22,8 +22,8 @@ from procflow.interpreter import sqlite_schema
 from procflow.interpreter.memory_store import Store, pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.sqlite_store import APPLICATION_ID, SqliteStore, current_schema_version
-from procflow.interpreter.store_check import check_store
 from procflow.interpreter.state import SCHEMA_VERSION
+from procflow.interpreter.store_check import check_store
 from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
