@@ -385,7 +385,7 @@ def shell(state: InstanceState) -> InstanceState:
     """A new state object sharing every value with `state`: the engine's working copy starts
     so (copy on write, see `transition.py`), once per transition. Every field is given, in the
     order of the class (a test checks that none is left out or misplaced): by keyword, the
-    26 fields cost three times as much, about 14k instructions more a transition, a tenth
+    27 fields cost three times as much, about 14k instructions more a transition, a tenth
     of the happy path's; `dataclasses.replace` works the list of fields out again on every
     call, at several times the cost of this."""
     return InstanceState(
