@@ -75,9 +75,17 @@ def members_of(definition: m.ProcessDefinition) -> Members:
 
 
 def fork_key_of(entry: str) -> tuple[str, str]:
-    """(fork key, branch) of a token's `forks` entry in a `first of` block (`key=branch`)."""
-    key, _, branch = entry.rpartition("=")
-    return key, branch
+    """(fork key, branch) of a token's `forks` entry: `key=branch` in a `first of` block, the
+    bare key (and no branch) in a `parallel` one."""
+    key, mark, branch = entry.rpartition("=")
+    return (key, branch) if mark else (entry, "")
+
+
+def _inside(forks: tuple[str, ...], prefix: str) -> tuple[str, ...]:
+    """The entries of a token's `forks` for blocks inside the one whose entries start with
+    `prefix` (those after its entry: the blocks around it are left alone)."""
+    index = next((i for i, entry in enumerate(forks) if entry.startswith(prefix)), len(forks))
+    return forks[index + 1 :]
 
 
 class FirstOf(Compensating):
@@ -122,7 +130,7 @@ class FirstOf(Compensating):
         losers = {t.id for t in state.tokens if t.id != winner_token.id and any(f.startswith(prefix) for f in t.forks)}
         if not losers:
             return (), 0
-        inner_keys = {fork_key_of(f)[0] for t in state.tokens if t.id in losers for f in t.forks if not f.startswith(prefix)}
+        inner_keys = {fork_key_of(f)[0] for t in state.tokens if t.id in losers for f in _inside(t.forks, prefix)}
         for wait in state.waits:
             if wait.token in losers and wait.kind in ("reply", "backoff") and wait.commandName:
                 self._abandon(wait)

@@ -252,3 +252,101 @@ def test_a_state_of_schema_version_2_reads_and_finishes() -> None:
     assert read.schemaVersion == SCHEMA_VERSION and read.cancels == ()
     done = procflow.deliver(order, read, procflow.Reply(type="inventory_reserved", correlationId="o9"), NOW)
     assert done.state.status == "waiting_for_payment"
+
+
+def test_a_first_of_inside_a_parallel_branch_leaves_the_parallel_block_joining() -> None:
+    text = """
+process nested {
+  correlate by input.id
+  input { id: string }
+  participant a "A"
+  participant b "B"
+  participant c "C"
+  parallel both {
+    branch quotes {
+      first of pick {
+        branch a {
+          step ask_a {
+            send a.ask { id: input.id }
+            await a_said within 1h
+            compensate a.undo { id: input.id } awaiting a_undone within 1m
+          }
+        }
+        branch b {
+          step hold_b {
+            send b.hold { id: input.id }
+            await b_held within 1h
+            compensate b.release { id: input.id } awaiting b_released within 1m
+          }
+          step ask_b {
+            send b.ask { id: input.id }
+            await b_said within 1h
+          }
+        }
+      }
+    }
+    branch check {
+      step check_c {
+        send c.check { id: input.id }
+        await c_checked within 1h
+      }
+    }
+  }
+}
+scenario check_then_a_wins "The check is done first; then A wins, B's hold is released, and the parallel block joins" {
+  input { id: "n1" }
+  when a.ask reply a_said after 10m
+  when b.ask no reply
+  expect status completed
+  expect commands [c.check, a.ask, b.hold, b.ask, b.release]
+  expect compensation [b.release]
+}
+"""
+    definition = procflow.load_text(text, "nested.proc", scenarios=True)
+    outcome = check_scenario(definition, definition.scenarios[0])
+    assert outcome.passed, outcome.differences
+
+
+def test_a_loser_s_own_parallel_block_is_forgotten_with_it() -> None:
+    text = """
+process inner {
+  correlate by input.id
+  input { id: string }
+  participant a "A"
+  participant b "B"
+  first of pick {
+    branch a {
+      step ask_a {
+        send a.ask { id: input.id }
+        await a_said within 1h
+      }
+    }
+    branch b {
+      parallel checks {
+        branch one {
+          step check_one {
+            send b.one { id: input.id }
+            await one_done within 1h
+          }
+        }
+        branch two {
+          step check_two {
+            send b.two { id: input.id }
+            await two_done within 1h
+          }
+        }
+      }
+    }
+  }
+  step confirm {
+    send a.confirm { id: input.id }
+    await confirmed within 1h
+  }
+}
+"""
+    definition = procflow.load_text(text, "inner.proc")
+    state = procflow.start(definition, "wf_i", {"id": "i1"}, NOW).state
+    state = procflow.deliver(definition, state, procflow.Reply(type="one_done", correlationId="i1"), NOW).state
+    assert len(state.joins) == 2  # the first of, and the loser's parallel block with one branch in
+    won = procflow.deliver(definition, state, procflow.Reply(type="a_said", correlationId="i1"), NOW).state
+    assert won.status == "waiting_for_a" and won.joins == {} and [w.step for w in won.waits] == ["confirm"]
