@@ -75,9 +75,9 @@ def timed_store(path: Path, synchronous: str, timings: Timings) -> SqliteStore:
                 return SqliteStore._encode(state)
 
         @staticmethod
-        def _encode_entries(entries: Any) -> list[tuple[int, str]]:
+        def _encode_history(state: Any, stored: tuple[int, int, int]) -> Any:
             with timed(timings, "json encode"):
-                return SqliteStore._encode_entries(entries)
+                return SqliteStore._encode_history(state, stored)
 
         @staticmethod
         def _encode_dispatch(dispatch: Any) -> str:
@@ -88,9 +88,13 @@ def timed_store(path: Path, synchronous: str, timings: Timings) -> SqliteStore:
             with timed(timings, "json decode"):
                 return super()._decode_dispatch(text)
 
-        def _decode(self, workflow_id: str, text: str, entries: Any) -> Any:
+        def _decode(self, workflow_id: str, text: str, entries: Any, logs: Any = ()) -> Any:
             with timed(timings, "json decode"):
-                return super()._decode(workflow_id, text, entries)
+                return super()._decode(workflow_id, text, entries, logs)
+
+        def _decode_for_transition(self, workflow_id: str, text: str, counts: Any, logs: Any) -> Any:
+            with timed(timings, "json decode"):
+                return super()._decode_for_transition(workflow_id, text, counts, logs)
 
     return TimedStore(path, "FULL" if synchronous == "FULL" else "NORMAL", verify=False)
 

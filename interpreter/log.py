@@ -9,6 +9,10 @@ A durable store does not read an instance's history back to make its next transi
 would cost more the older the instance is): it hands the engine a `Tail`, which knows how
 many entries the store holds and keeps only those appended since. The engine needs no more:
 it numbers the next entry and appends it; the store writes what follows the stored ones.
+The completions and the milestones are handed over so too. A transition that does read them
+(a compensation starts, an expression reads `steps`, an unexpected reply is checked against
+the completed steps) meets `NotLoaded`, and the runtime makes it again from the whole record
+(`Store.load(..., whole=True)`): the engine stays a pure function of the state it is given.
 """
 
 from __future__ import annotations
@@ -83,11 +87,15 @@ class Log(Sequence[T]):
         return Log(own, length + 1)
 
 
+class NotLoaded(LookupError):
+    """An entry of a `Tail` that the store holds was read: the transition needs the whole
+    record (the orchestrator then reads it, `Store.load(..., whole=True)`, and decides again)."""
+
+
 class Tail(Sequence[T]):
     """A sequence whose first `stored` entries are kept elsewhere (in a store) and were not
     read: only its length and the entries appended since are here. Reading one of the stored
-    entries is a programming error (`LookupError`): whoever needs the whole history asks the
-    store for it (`Store.get`)."""
+    entries raises `NotLoaded`: whoever needs them asks the store for the whole record."""
 
     __slots__ = ("_new", "stored")
 
@@ -109,18 +117,18 @@ class Tail(Sequence[T]):
         if isinstance(index, slice):
             start, stop, step = index.indices(length)
             if start < self.stored and start < stop:
-                raise LookupError(f"entries {start} to {self.stored - 1} are in the store, not read")
+                raise NotLoaded(f"entries {start} to {self.stored - 1} are in the store, not read")
             return self._new[start - self.stored : stop - self.stored : step] if start < stop else ()
         position = index + length if index < 0 else index
         if not 0 <= position < length:
             raise IndexError("tail index out of range")
         if position < self.stored:
-            raise LookupError(f"entry {position} is in the store, not read")
+            raise NotLoaded(f"entry {position} is in the store, not read")
         return self._new[position - self.stored]
 
     def __iter__(self) -> Iterator[T]:
         if self.stored:
-            raise LookupError(f"the first {self.stored} entries are in the store, not read")
+            raise NotLoaded(f"the first {self.stored} entries are in the store, not read")
         return iter(self._new)
 
     def __eq__(self, other: object) -> bool:

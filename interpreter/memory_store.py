@@ -148,10 +148,12 @@ class Store(Protocol):
     def get(self, workflow_id: str) -> Stored | None:
         """The instance, or None."""
 
-    def load(self, workflow_id: str) -> Stored | None:
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
         """The instance as its next transition needs it, or None: a durable store leaves the
-        history entries it holds unread (the state's `history` is a `Tail` of them), so a
-        transition costs the same at the 1,000th step as at the first."""
+        history entries, completions and milestones it holds unread (the state's `history`,
+        `completed` and `completedSteps` are `Tail`s of them), so a transition costs the same
+        at the 1,000th step as at the first. `whole` reads the completions and milestones too,
+        for a transition that reads them (one that met `NotLoaded`)."""
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Workflow ids of the instances (of `process`, or of any) that correlate by `correlation_id`."""
@@ -197,7 +199,8 @@ class Store(Protocol):
 
     def wait_for_work(self, timeout: float) -> None:
         """Wait `timeout` seconds, or less when the store learns of new work (a command queued
-        or a timer set by another process: PostgreSQL's LISTEN/NOTIFY)."""
+        that no worker holds yet, or a timer set that is already due, by another process:
+        PostgreSQL's LISTEN/NOTIFY)."""
 
     def release(self, worker: str, outbox_ids: Iterable[int] = (), workflow_ids: Iterable[str] = ()) -> None:
         """Give up `worker`'s claims on these commands and timers (it could not finish them)."""
@@ -255,8 +258,8 @@ class InMemoryStore:
         """The instance, or None."""
         return self._rows.get(workflow_id)
 
-    def load(self, workflow_id: str) -> Stored | None:
-        """The instance, or None (in memory the history costs nothing to hand over)."""
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
+        """The instance, or None (in memory the whole record costs nothing to hand over)."""
         return self._rows.get(workflow_id)
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:

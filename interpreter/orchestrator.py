@@ -45,6 +45,7 @@ from procflow.errors import (
 from procflow.ids import check_id, id_problem
 from procflow.instants import check_instant
 from procflow.interpreter import engine
+from procflow.interpreter.log import NotLoaded
 from procflow.interpreter.memory_store import (
     CLAIM_BATCH,
     CompileSource,
@@ -215,9 +216,8 @@ class Orchestrator:
     def start(self, workflow_id: str, input: dict[str, Any], process: str | None = None) -> InstanceState:
         """Start an instance (starting the same id again returns it and sends nothing)."""
         check_id(workflow_id, "the workflow id", InputError)
-        existing = self.store.get(workflow_id)
-        if existing is not None:
-            return existing.state
+        if self.store.load(workflow_id) is not None:  # (the row alone: asking costs the same at any age)
+            return self.state(workflow_id)
         if process is None:
             if len(self.definitions) != 1:
                 raise ProcflowError("name the process to start: this orchestrator knows " + (", ".join(sorted(self.definitions)) or "none"))
@@ -337,12 +337,20 @@ class Orchestrator:
         """Read, decide, write; when another writer got there first, read again and decide again.
         `sent`: outbox ids whose "sent" mark rides along with the write (when there is one:
         outcome `applied` or `late`)."""
+        whole = False
         for _ in range(MAX_CONFLICTS):
-            # Without its history: a transition appends to it and never reads it back.
-            row = self.store.load(workflow_id)
+            # Without its history, completions and milestones: a transition appends to them and
+            # seldom reads them (when it does, it meets `NotLoaded` and is made again from them).
+            row = self.store.load(workflow_id, whole=whole)
             if row is None:
                 raise MessageRefused(f"there is no instance {workflow_id} in this store", workflow_id)
-            transition = decide(row)
+            try:
+                transition = decide(row)
+            except NotLoaded:
+                if whole:
+                    raise
+                whole = True
+                continue
             if transition.outcome in ("duplicate", "idle"):
                 return transition
             try:
@@ -496,16 +504,18 @@ def worker(
     """The loop that keeps instances moving: send the outbox through the transport (at least
     once), apply in-process replies, fire due timers; when a round did nothing, wait up to
     `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
-    wakes the worker as soon as another process queues a command or sets a timer; SQLite
-    sleeps the whole interval), or call `sleep` when given. `once` runs one round. Time comes
-    from the orchestrator's clock. Returns the number of rounds run."""
+    wakes the worker as soon as another process queues a command no worker holds yet or sets
+    a timer that is already due; SQLite sleeps the whole interval), or call `sleep` when
+    given. `once` runs one round. Time comes from the orchestrator's clock. Returns the number
+    of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
         moment = orchestrator.clock()
         handled = orchestrator.pump()
         fired = [state.workflowId for state in orchestrator.tick(moment)]
-        handled += orchestrator.pump()
+        if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
+            handled += orchestrator.pump()
         done += 1
         if report is not None and (handled or fired):
             report(WorkerRound(moment, handled, fired))

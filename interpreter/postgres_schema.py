@@ -127,6 +127,20 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "CREATE INDEX procflow_instances_by_process_status ON procflow_instances (process, status, history_count)",
         ),
     ),
+    (
+        # A flat durable cost: the completions and milestones of a state (which grow by an
+        # entry a step) are kept with the history row of the transition that appended them,
+        # so the instance row stays the same size however old the instance is, and the
+        # instance row counts them. Rows written before keep theirs in the state JSON (counts
+        # 0): read as they are, moved to a history row at their next transition.
+        4,
+        (
+            "ALTER TABLE procflow_instances ADD COLUMN completed_count integer NOT NULL DEFAULT 0",
+            "ALTER TABLE procflow_instances ADD COLUMN completed_steps_count integer NOT NULL DEFAULT 0",
+            "ALTER TABLE procflow_history ADD COLUMN completed text",
+            "ALTER TABLE procflow_history ADD COLUMN completed_steps text",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

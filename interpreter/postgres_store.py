@@ -4,10 +4,13 @@
 
     procflow_meta          key -> value: `application` = procflow, `schema_version`
     procflow_definitions   fingerprint -> the text of a pinned definition (every file it read)
-    procflow_instances     workflow_id -> state JSON (without history), version, status, process,
-                           and what `procflow instances` shows (next action, timeout, updated)
+    procflow_instances     workflow_id -> state JSON (without history, completions and milestones),
+                           version, status, process, how many history entries, completions and
+                           milestones it has, and what `procflow instances` shows (next action,
+                           timeout, updated)
     procflow_correlations  (process, correlationId, workflow_id): routes replies by business key
-    procflow_history       (workflow_id, seq) -> one history entry as JSON
+    procflow_history       (workflow_id, seq) -> one history entry as JSON, and what its transition
+                           appended to the state's `completed` and `completedSteps` (JSON arrays, or NULL)
     procflow_outbox        commands to send, one row per dedupKey (unique), sent_at once the transport
                            took it, claimed_by/claimed_until while a worker sends it
     procflow_timers        workflow_id -> the earliest moment it acts by itself, claimed like the outbox
@@ -32,9 +35,10 @@ transaction). Opening connects once by itself first, so that an unreachable serv
 unknown user, a missing database, a missing schema, foreign tables or a newer schema each get
 their own message (`StoreError`: what, where, what to do) before anything is written.
 
-A transition reads the instance row alone (`load`: the history stays in its table), and a
-save that queues a command or sets a timer sends `NOTIFY procflow_work`, which wakes the
-workers waiting in `wait_for_work` (LISTEN on a connection of their own).
+A transition reads the instance row alone (`load`: the history, completions and milestones
+stay in their tables), and a save that queues a command no worker holds yet, or sets a timer
+that is already due, sends `NOTIFY "procflow_work:<schema>"`, which wakes the workers waiting in
+`wait_for_work` (LISTEN on a connection of their own).
 
 Why one module of about 600 lines: it is one class, the store interface on PostgreSQL; its
 schema and migrations are already `postgres_schema.py`, the JSON text both stores keep is
@@ -52,6 +56,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
+from psycopg import sql
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
 from procflow.interpreter.memory_store import (
@@ -71,14 +76,15 @@ from procflow.interpreter.postgres_schema import (
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
     InstanceSummary,
+    LogTexts,
     OutboxEntry,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
     encode_dispatch,
-    encode_entries,
     encode_state,
+    history_rows,
     page_query,
     redact,
     timer_of,
@@ -89,9 +95,16 @@ __all__ = ["PostgresStore", "current_schema_version"]
 CONNECT_TIMEOUT_SECONDS = 10
 """How long opening waits for the server to answer."""
 
-NOTIFY_CHANNEL = "procflow_work"
-"""What a transition that queued a command or set a timer notifies (database-wide: stores in
-other schemas of the same database wake each other too, which costs a look, nothing more)."""
+NOTIFY_CHANNEL = "procflow_work"  # and the store's schema: `procflow_work:orders`
+
+
+def notify_channel(schema: str) -> sql.Identifier:
+    """The channel a store's workers wake on: one per schema, so that two stores in one
+    database (a schema each) do not wake each other's workers for work they cannot see.
+    PostgreSQL keeps 63 bytes of an identifier."""
+    return sql.Identifier(f"{NOTIFY_CHANNEL}:{schema}"[:63])
+"""What a transition that queued work for any worker notifies (database-wide: stores in other
+schemas of the same database wake each other too, which costs a look, nothing more)."""
 
 POOL_TIMEOUT_SECONDS = 30.0
 """How long a transition waits for a pooled connection (the server may be restarting)."""
@@ -112,7 +125,7 @@ class PostgresStore:
         self.url = url
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
         self._listener: Connection | None = None
-        self._open_checked(create)
+        self._channel = notify_channel(self._open_checked(create))
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -135,8 +148,9 @@ class PostgresStore:
         return redact(self.url)
 
     # ---------------------------------------------------------------- opening
-    def _open_checked(self, create: bool) -> None:
-        """Connect once by itself: a refusal here says exactly why (the pool would only time out)."""
+    def _open_checked(self, create: bool) -> str:
+        """Connect once by itself: a refusal here says exactly why (the pool would only time out).
+        Returns the schema the store's tables are in."""
         try:
             connection = psycopg.connect(
                 self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
@@ -147,6 +161,8 @@ class PostgresStore:
             raise StoreError(f"--store {self.location} is not a PostgreSQL URL libpq can read ({error})") from None
         try:
             migrate(connection, self.location, create)
+            row = connection.execute("SELECT current_schema()").fetchone()
+            return str(row[0]) if row is not None and row[0] is not None else "public"
         except psycopg.Error as error:
             raise self._error(error) from None
         finally:
@@ -224,27 +240,35 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
-        """The instance (state with its history, and version), or None: one statement, one snapshot."""
+        """The whole instance (state with its history, completions and milestones, and
+        version), or None: one statement, one snapshot."""
         rows = self._rows(
-            "SELECT i.state, i.version, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
-            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
-            "WHERE i.workflow_id = %s GROUP BY i.workflow_id",
+            f"SELECT i.state, i.version, {_HISTORY} FROM procflow_instances i "
+            "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id WHERE i.workflow_id = %s GROUP BY i.workflow_id",
             (workflow_id,),
         )
         if not rows:
             return None
-        state, version, entries = rows[0]
-        return Stored(decode_state(workflow_id, state, entries or [], self.location), int(version))
+        state, version, entries, completed, steps = rows[0]
+        return Stored(decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps)), int(version))
 
-    def load(self, workflow_id: str) -> Stored | None:
-        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
+        """The instance as a transition needs it, or None: without reading its history,
+        completions and milestones (`Tail`s of as many entries as the row counts); `whole`
+        reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         rows = self._rows(
-            "SELECT state, version, history_count FROM procflow_instances WHERE workflow_id = %s", (workflow_id,)
+            "SELECT state, version, history_count, completed_count, completed_steps_count"
+            + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
+            (workflow_id,),
         )
         if not rows:
             return None
-        state, version, count = rows[0]
-        return Stored(decode_for_transition(workflow_id, state, int(count), self.location), int(version))
+        state, version, *counts = rows[0][:5]
+        logs = [(c, s) for c, s in rows[0][5] or ()] if whole else None
+        return Stored(
+            decode_for_transition(workflow_id, state, (int(counts[0]), int(counts[1]), int(counts[2])), self.location, logs),
+            int(version),
+        )
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -281,71 +305,105 @@ class PostgresStore:
         queued = [(d, encode_dispatch(d)) for d in dispatches]
         updated = parse_instant(state.updatedAt).timestamp()
         row_values = (
-            state.status, state.definition.fingerprint, len(state.history), updated,
-            state.nextAction, state.timeoutAt, state.updatedAt, state_json,
+            state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
+            updated, state.nextAction, state.timeoutAt, state.updatedAt, state_json,
         )
-        with self._write() as connection:
+        # Pipelined: the statements go out together and their results come back at three
+        # points (the instance row moved, the outbox rows written, the commit), not one round
+        # trip each: a worker waits for the server three times a transition, not ten.
+        with self._connection() as connection, connection.pipeline() as pipeline, connection.transaction():
+            inbox = None
             if message_id is not None:
                 # First: a concurrent writer of the same message id waits here for this one.
-                inserted = connection.execute(
+                inbox = connection.execute(
                     "INSERT INTO procflow_inbox (message_id, workflow_id, received_at, digest) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (message_id) DO NOTHING",
                     (message_id, workflow_id, state.updatedAt, message_digest),
                 )
-                if inserted.rowcount != 1:
-                    raise DuplicateMessage(f"message {message_id} was already applied")
             if expected_version is None:
-                version, stored_entries = 1, 0
-                created = connection.execute(
+                version = 1
+                row = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
-                    "updated, next_action, timeout_at, updated_at, state) "
-                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
+                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, state) "
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
+                    "RETURNING 0, 0, 0",
                     (workflow_id, state.type, *row_values),
                 )
-                if created.rowcount != 1:
-                    raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
-                moved = connection.execute(
-                    "WITH before AS (SELECT history_count FROM procflow_instances "
+                row = connection.execute(
+                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
-                    "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, updated = %s, "
-                    "next_action = %s, timeout_at = %s, updated_at = %s, state = %s, version = %s "
-                    "FROM before WHERE procflow_instances.workflow_id = %s RETURNING before.history_count",
+                    "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
+                    "completed_steps_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, state = %s, "
+                    "version = %s FROM before WHERE procflow_instances.workflow_id = %s "
+                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
-                ).fetchall()
-                if len(moved) != 1:
-                    raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                stored_entries = int(moved[0][0])
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO procflow_history (workflow_id, seq, entry) VALUES (%s, %s, %s)",
-                    [(workflow_id, seq, text) for seq, text in encode_entries(state.history[stored_entries:])],
                 )
+            pipeline.sync()
+            if inbox is not None and inbox.rowcount != 1:
+                raise DuplicateMessage(f"message {message_id} was already applied")
+            moved = row.fetchall()
+            if len(moved) != 1:
+                raise ConcurrencyError(
+                    f"instance {workflow_id} already exists" if expected_version is None
+                    else f"instance {workflow_id} changed since version {expected_version}"
+                )
+            stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
+            with connection.cursor() as cursor:
+                history = history_rows(state, stored)
+                if len(history) == 1:  # the usual case: one statement, not a batch
+                    cursor.execute(_INSERT_HISTORY, (workflow_id, *history[0]))
+                else:
+                    cursor.executemany(_INSERT_HISTORY, [(workflow_id, *row) for row in history])
                 if expected_version is None or state.frames:  # an instance's own key never changes
                     cursor.executemany(
                         "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
                         "ON CONFLICT DO NOTHING",
                         [(state.type, c, workflow_id) for c in state.correlation_ids()],
                     )
-            for dispatch, text in queued:
-                self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim_for)
-            if self._set_timer(connection, state) or queued:
-                # Delivered at the commit, to the workers waiting in `wait_for_work`.
-                connection.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+            for position, (dispatch, text) in enumerate(queued):
+                inserted = self._enqueue(connection, workflow_id, dispatch.dedupKey, text, state.updatedAt, claim_for)
+                if position + 1 < len(queued):  # (several: each in its turn, so they keep their order)
+                    pipeline.sync()
+                    self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
+            due = self._set_timer(connection, state)
+            if (queued and claim_for is None) or (due is not None and due <= updated):
+                # Delivered at the commit, to the workers waiting in `wait_for_work`: only for
+                # work another worker may have to do now. PostgreSQL makes the commits of
+                # notifying transactions wait for each other (one lock for the database, held
+                # through the commit's flush), so notifying at every transition would make
+                # many workers commit one at a time. Commands born claimed are this worker's
+                # own; a timer not yet due wakes nobody usefully (a waiting worker would find
+                # nothing due and wait again): the next poll finds it.
+                connection.execute(sql.SQL("NOTIFY {}").format(self._channel))
             self._mark(connection, sent)
+            if queued:
+                pipeline.sync()
+                dispatch, text = queued[-1]
+                self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
         return version
 
+    @staticmethod
     def _enqueue(
-        self, connection: Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str, claim_for: str | None
-    ) -> None:
-        inserted = connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, claimed_by, claimed_until) "
-            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
+        connection: Connection, workflow_id: str, dedup_key: str, text: str, at: str, claim_for: str | None, emitted: int = 1
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Queue one command (claimed by `claim_for` for a lease when given); the cursor tells
+        whether its dedup key was free (`_enqueued`)."""
+        return connection.execute(
+            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
+            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
             "ELSE clock_timestamp() + make_interval(secs => %s) END) ON CONFLICT (dedup_key) DO NOTHING",
-            (workflow_id, dispatch.dedupKey, text, at, claim_for, claim_for, LEASE_SECONDS),
+            (workflow_id, dedup_key, text, at, emitted, claim_for, claim_for, LEASE_SECONDS),
         )
+
+    def _enqueued(
+        self, connection: Connection, inserted: psycopg.Cursor[tuple[Any, ...]], workflow_id: str, dispatch: Dispatch,
+        text: str, at: str, claim_for: str | None,
+    ) -> None:
+        """After `_enqueue` (its result received): when the dedup key was taken, queue the
+        command again as the same instance's, or refuse another instance's key."""
         if inserted.rowcount == 1:
             return
         [(owner, emitted)] = connection.execute(
@@ -361,20 +419,15 @@ class PostgresStore:
         # The same instance asks for the same key again (a step run again by a loop): send it
         # again, after what is queued now (a new id), and count how often it was asked for.
         connection.execute("DELETE FROM procflow_outbox WHERE dedup_key = %s", (dispatch.dedupKey,))
-        connection.execute(
-            "INSERT INTO procflow_outbox (workflow_id, dedup_key, dispatch, created_at, emitted, claimed_by, claimed_until) "
-            "VALUES (%s, %s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL "
-            "ELSE clock_timestamp() + make_interval(secs => %s) END)",
-            (workflow_id, dispatch.dedupKey, text, at, int(emitted) + 1, claim_for, claim_for, LEASE_SECONDS),
-        )
+        self._enqueue(connection, workflow_id, dispatch.dedupKey, text, at, claim_for, int(emitted) + 1)
 
     @staticmethod
-    def _set_timer(connection: Connection, state: InstanceState) -> bool:
-        """Write the instance's timer row; True when it has one."""
+    def _set_timer(connection: Connection, state: InstanceState) -> float | None:
+        """Write the instance's timer row; when it has one, the moment it is due (seconds since the epoch)."""
         timer = timer_of(state)
         if timer is None:
             connection.execute("DELETE FROM procflow_timers WHERE workflow_id = %s", (state.workflowId,))
-            return False
+            return None
         # A new moment is a new timer: whoever claimed the old one no longer holds it.
         connection.execute(
             "INSERT INTO procflow_timers (workflow_id, next_due, wait_due, deadline) VALUES (%s, %s, %s, %s) "
@@ -382,11 +435,11 @@ class PostgresStore:
             "deadline = excluded.deadline, claimed_by = NULL, claimed_until = NULL",
             (state.workflowId, *timer),
         )
-        return True
+        return timer[0]
 
     def wait_for_work(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for a transition that queued a command or set a timer
-        (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
+        """Wait up to `timeout` seconds for a transition that queued a command no worker holds,
+        or set a timer already due (LISTEN/NOTIFY on a connection of its own, outside the pool). Listening starts at the
         first call and goes on between calls, so a notice sent while the worker was busy
         ends the next wait at once."""
         listener = self._listener
@@ -395,7 +448,7 @@ class PostgresStore:
                 listener = psycopg.connect(
                     self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS, fallback_application_name="procflow"
                 )
-                listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                listener.execute(sql.SQL("LISTEN {}").format(self._channel))
             except psycopg.Error as error:
                 raise self._error(error) from None
             self._listener = listener
@@ -517,12 +570,15 @@ class PostgresStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         rows = self._rows(
-            "SELECT i.workflow_id, i.state, array_agg(h.entry ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL) "
-            "FROM procflow_instances i LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
+            f"SELECT i.workflow_id, i.state, {_HISTORY} FROM procflow_instances i "
+            "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
             (status, status),
         )
-        return [decode_state(str(wid), text, entries or [], self.location) for wid, text, entries in rows]
+        return [
+            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps))
+            for wid, text, entries, completed, steps in rows
+        ]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -608,6 +664,28 @@ class PostgresStore:
         """The stored version of an instance, or None."""
         rows = self._rows("SELECT version FROM procflow_instances WHERE workflow_id = %s", (workflow_id,))
         return int(rows[0][0]) if rows else None
+
+
+_INSERT_HISTORY = (
+    "INSERT INTO procflow_history (workflow_id, seq, entry, completed, completed_steps) VALUES (%s, %s, %s, %s, %s)"
+)
+
+_HISTORY = ", ".join(
+    f"array_agg(h.{column} ORDER BY h.seq) FILTER (WHERE h.seq IS NOT NULL)" for column in ("entry", "completed", "completed_steps")
+)
+"""An instance's history rows (`h`, joined to it), in order, as three arrays: the entries and
+what each transition appended to the completions and to the milestones."""
+
+_LOGS_OF = (
+    "(SELECT array_agg(ARRAY[h.completed, h.completed_steps] ORDER BY h.seq) FROM procflow_history h "
+    "WHERE h.workflow_id = i.workflow_id AND (h.completed IS NOT NULL OR h.completed_steps IS NOT NULL))"
+)
+"""A subquery (of an instance row `i`): what its transitions appended to its completions and
+milestones, in order, as (completed, completed_steps) pairs."""
+
+
+def _logs(completed: Sequence[str | None] | None, steps: Sequence[str | None] | None) -> list[LogTexts]:
+    return list(zip(completed or (), steps or (), strict=True))
 
 
 def _now_text() -> str:

@@ -4,9 +4,12 @@
 
     meta         key -> value: `schema_version` (and the file carries PRAGMA application_id)
     definitions  fingerprint -> the text of a pinned definition (every file it read)
-    instances    workflow_id -> state JSON (without history), version, status, process
+    instances    workflow_id -> state JSON (without history, completions and milestones), version,
+                 status, process, and how many history entries, completions and milestones it has
     correlations (process, correlationId, workflow_id): routes replies by business key
-    history      (workflow_id, seq) -> one history entry as JSON
+    history      (workflow_id, seq) -> one history entry as JSON, and what its transition appended
+                 to the state's `completed` and `completedSteps` (JSON arrays, or NULL): read
+                 back for inspection (`get`) or for a transition that reads them (`load(whole=True)`)
     outbox       commands to send, one row per dedupKey (unique), sent_at once the transport took it;
                  ids are never reused (AUTOINCREMENT), so a worker marking an id sent cannot hit a newer row;
                  claimed_by/claimed_until while a worker sends it
@@ -32,8 +35,9 @@ what to do. These checks read the header and the schema, never the whole file (t
 check is `procflow store check`), and a store of the current schema is opened without a
 write. Older schemas are migrated, in order, in one transaction
 (`procflow.interpreter.sqlite_schema` holds the schema, the migrations and those checks).
-Every use first checks that the path still names the file opened (its device and inode): a
-store deleted or replaced under a running worker stops it instead of being written on.
+Every write first checks that the path still names the file opened (its device and inode),
+and so do reads, at most every `READ_CHECK_SECONDS`: a store deleted or replaced under a
+running worker, busy or idle, stops it instead of being written on.
 
 Why one module of about 630 lines: it is one class, the store interface on SQLite; its
 schema, migrations and opening checks are already `sqlite_schema.py`, and the JSON text
@@ -72,20 +76,21 @@ from procflow.interpreter.sqlite_schema import (
     rollback,
 )
 from procflow.interpreter.state import (
-    HistoryEntry,
     InstanceState,
     parse_instant,
 )
 from procflow.interpreter.stores import (
+    HistoryRow,
     InstanceSummary,
+    LogTexts,
     OutboxEntry,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
     decode_state,
     encode_dispatch,
-    encode_entries,
     encode_state,
+    history_rows,
     page_query,
     read_stored_json,
     timer_of,
@@ -95,6 +100,10 @@ __all__ = ["APPLICATION_ID", "InstanceSummary", "OutboxEntry", "SqliteStore", "S
 
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+READ_CHECK_SECONDS = 0.05
+"""How often a read checks that the path still names the file opened (a write always does):
+a transition reads three times and writes once, and each check is a `stat`."""
 
 
 class SqliteStore:
@@ -113,6 +122,7 @@ class SqliteStore:
         self.path = Path(path)
         self.synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
+        self._checked_at = float("-inf")  # when `_db` last found the path naming the file opened
         self._connection = self._open(create, verify)
         try:
             self._identity = identity(self.path)
@@ -179,10 +189,13 @@ class SqliteStore:
         return int(value)
 
     # ---------------------------------------------------------------- transactions
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, writing: bool = False) -> sqlite3.Connection:
         if self._connection is None:
             raise StoreError(f"the store {self.path} is closed")
-        check_same_file(self.path, self._identity)  # one stat: a deleted or replaced file is never written on
+        now = time.monotonic()
+        if writing or now - self._checked_at > READ_CHECK_SECONDS:
+            check_same_file(self.path, self._identity)  # one stat: a deleted or replaced file is never written on
+            self._checked_at = now
         return self._connection
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -213,7 +226,7 @@ class SqliteStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: `BEGIN IMMEDIATE` takes the write lock first, so what is read
         inside cannot change before the commit; anything raised rolls it all back."""
-        connection = self._db()
+        connection = self._db(writing=True)
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -244,23 +257,36 @@ class SqliteStore:
 
     # ---------------------------------------------------------------- the Store protocol
     def get(self, workflow_id: str) -> Stored | None:
-        """The instance (state with its history, and version), or None."""
+        """The whole instance (state with its history, completions and milestones, and version), or None."""
         with self._read() as connection:
             row = connection.execute("SELECT state, version FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
                 return None
-            entries = connection.execute(
-                "SELECT entry FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
+            history = connection.execute(
+                "SELECT entry, completed, completed_steps FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
             ).fetchall()
-        return Stored(self._decode(workflow_id, row[0], [e for (e,) in entries]), int(row[1]))
+        return Stored(self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history]), int(row[1]))
 
-    def load(self, workflow_id: str) -> Stored | None:
-        """The instance without reading its history (a `Tail` of `history_count` entries), or None."""
-        rows = self._rows("SELECT state, version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,))
+    def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
+        """The instance as a transition needs it, or None: without reading its history,
+        completions and milestones (`Tail`s of as many entries as the row counts); `whole`
+        reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
+        query = "SELECT state, version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?"
+        logs = None
+        if whole:
+            with self._read() as connection:  # one snapshot for both
+                rows = connection.execute(query, (workflow_id,)).fetchall()
+                logs = connection.execute(
+                    "SELECT completed, completed_steps FROM history WHERE workflow_id = ? "
+                    "AND (completed IS NOT NULL OR completed_steps IS NOT NULL) ORDER BY seq",
+                    (workflow_id,),
+                ).fetchall()
+        else:
+            rows = self._rows(query, (workflow_id,))  # one statement: its own snapshot
         if not rows:
             return None
-        text, version, count = rows[0]
-        return Stored(self._decode_for_transition(workflow_id, text, int(count)), int(version))
+        text, version, *counts = rows[0]
+        return Stored(self._decode_for_transition(workflow_id, text, (int(counts[0]), int(counts[1]), int(counts[2])), logs), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -297,38 +323,46 @@ class SqliteStore:
         state_json = self._encode(state)
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
         with self._write() as connection:
-            if message_id is not None and connection.execute(
-                "SELECT 1 FROM inbox WHERE message_id = ?", (message_id,)
-            ).fetchone():
-                raise DuplicateMessage(f"message {message_id} was already applied")
-            updated = parse_instant(state.updatedAt).timestamp()
-            if expected_version is None:
-                version, stored_entries = 1, 0
+            if message_id is not None:
+                # First, as on PostgreSQL: a message id the inbox holds ends the write here.
                 inserted = connection.execute(
-                    "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, updated, state) "
-                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
-                    (workflow_id, state.type, state.definition.fingerprint, state.status, len(state.history), updated, state_json),
+                    "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (message_id) DO NOTHING",
+                    (message_id, workflow_id, state.updatedAt, message_digest),
+                )
+                if inserted.rowcount != 1:
+                    raise DuplicateMessage(f"message {message_id} was already applied")
+            updated = parse_instant(state.updatedAt).timestamp()
+            counts = (len(state.history), len(state.completed), len(state.completedSteps))
+            if expected_version is None:
+                version, stored = 1, (0, 0, 0)
+                inserted = connection.execute(
+                    "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
+                    "completed_count, completed_steps_count, updated, state) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, state_json),
                 )
                 if inserted.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 row = connection.execute(
-                    "SELECT version, history_count FROM instances WHERE workflow_id = ?", (workflow_id,)
+                    "SELECT version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?",
+                    (workflow_id,),
                 ).fetchone()
                 if row is None or int(row[0]) != expected_version:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                version, stored_entries = expected_version + 1, int(row[1])
+                version, stored = expected_version + 1, (int(row[1]), int(row[2]), int(row[3]))
                 changed = connection.execute(
-                    "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, updated = ?, state = ? "
-                    "WHERE workflow_id = ? AND version = ?",
-                    (state.status, state.definition.fingerprint, version, len(state.history), updated, state_json,
+                    "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, completed_count = ?, "
+                    "completed_steps_count = ?, updated = ?, state = ? WHERE workflow_id = ? AND version = ?",
+                    (state.status, state.definition.fingerprint, version, *counts, updated, state_json,
                      workflow_id, expected_version),
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-            connection.executemany(
-                "INSERT INTO history (workflow_id, seq, entry) VALUES (?, ?, ?)",
-                [(workflow_id, seq, text) for seq, text in self._encode_entries(state.history[stored_entries:])],
+            self._insert(
+                connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
+                [(workflow_id, *row) for row in self._encode_history(state, stored)],
             )
             if expected_version is None or state.frames:  # an instance's own key never changes
                 connection.executemany(
@@ -339,13 +373,17 @@ class SqliteStore:
             for dispatch, text in queued:
                 self._enqueue(connection, workflow_id, dispatch, text, state.updatedAt, claim)
             self._set_timer(connection, state)
-            if message_id is not None:
-                connection.execute(
-                    "INSERT INTO inbox (message_id, workflow_id, received_at, digest) VALUES (?, ?, ?, ?)",
-                    (message_id, workflow_id, state.updatedAt, message_digest),
-                )
-            self._mark(connection, sent)
+            if sent:
+                self._mark(connection, sent)
         return version
+
+    @staticmethod
+    def _insert(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Rows into a table: one statement for one row (the usual case), none for none."""
+        if len(rows) == 1:
+            connection.execute(sql, rows[0])
+        elif rows:
+            connection.executemany(sql, rows)
 
     def _enqueue(
         self, connection: sqlite3.Connection, workflow_id: str, dispatch: Dispatch, text: str, at: str,
@@ -507,9 +545,13 @@ class SqliteStore:
         with self._read() as connection:
             rows = connection.execute(f"SELECT workflow_id, state FROM instances {where} ORDER BY rowid", args).fetchall()
             entries: dict[str, list[str]] = {}
-            for workflow_id, entry in connection.execute("SELECT workflow_id, entry FROM history ORDER BY workflow_id, seq"):
+            logs: dict[str, list[LogTexts]] = {}
+            for workflow_id, entry, completed, steps in connection.execute(
+                "SELECT workflow_id, entry, completed, completed_steps FROM history ORDER BY workflow_id, seq"
+            ):
                 entries.setdefault(workflow_id, []).append(entry)
-        return [self._decode(wid, text, entries.get(wid, [])) for wid, text in rows]
+                logs.setdefault(workflow_id, []).append((completed, steps))
+        return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ())) for wid, text in rows]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -604,8 +646,8 @@ class SqliteStore:
     # Small methods of their own so a benchmark or a profile can tell JSON time from SQL time;
     # the text is the same in every store (`procflow.interpreter.stores`).
     @staticmethod
-    def _encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
-        return encode_entries(entries)
+    def _encode_history(state: InstanceState, stored: tuple[int, int, int]) -> list[HistoryRow]:
+        return history_rows(state, stored)
 
     @staticmethod
     def _encode_dispatch(dispatch: Dispatch) -> str:
@@ -622,11 +664,13 @@ class SqliteStore:
         """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
         return read_stored_json(text, f"{what} in {self.path}")
 
-    def _decode(self, workflow_id: str, text: str, entries: Sequence[str]) -> InstanceState:
-        return decode_state(workflow_id, text, entries, str(self.path))
+    def _decode(self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = ()) -> InstanceState:
+        return decode_state(workflow_id, text, entries, str(self.path), logs)
 
-    def _decode_for_transition(self, workflow_id: str, text: str, history_count: int) -> InstanceState:
-        return decode_for_transition(workflow_id, text, history_count, str(self.path))
+    def _decode_for_transition(
+        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None
+    ) -> InstanceState:
+        return decode_for_transition(workflow_id, text, counts, str(self.path), logs)
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)

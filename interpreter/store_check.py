@@ -6,8 +6,9 @@ ten). The whole check reads everything, on its own connection that cannot write:
 - SQLite: `PRAGMA integrity_check` (every page, every index) and `PRAGMA foreign_key_check`;
 - both stores: procflow's own consistency. Every instance's state and history read back as
   the record procflow wrote (strict JSON, a state this procflow reads), its row agrees with
-  its state (status, process) and holds as many history rows as it says; every command in
-  the outbox reads back; every pinned definition is a map of file texts; no history, outbox,
+  its state (status, process) and holds as many history entries, completions and milestones as it
+  says (the completions and milestones are kept with the history rows); every command in the
+  outbox reads back; every pinned definition is a map of file texts; no history, outbox,
   timer or correlation row belongs to an instance the store does not hold.
 
 Rows are read in order with two cursors side by side (instances and their history), so the
@@ -26,6 +27,8 @@ from typing import Any, Protocol
 from procflow.errors import StoreError
 from procflow.interpreter.sqlite_schema import check_existing, diagnose, read_only_connection
 from procflow.interpreter.stores import (
+    LOGS,
+    LogTexts,
     decode_dispatch,
     decode_state,
     read_stored_json,
@@ -179,17 +182,24 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     `collate`: what makes the database order ids as Python does, for the merge)."""
     where = report.location
     instances = reader.rows(
-        f"SELECT workflow_id, process, status, history_count, state FROM {prefix}instances ORDER BY workflow_id{collate}"
+        f"SELECT workflow_id, process, status, history_count, completed_count, completed_steps_count, state "
+        f"FROM {prefix}instances ORDER BY workflow_id{collate}"
     )
-    history = reader.rows(f"SELECT workflow_id, entry FROM {prefix}history ORDER BY workflow_id{collate}, seq")
+    history = reader.rows(
+        f"SELECT workflow_id, entry, completed, completed_steps FROM {prefix}history ORDER BY workflow_id{collate}, seq"
+    )
     counted = {"instances": 0, "history entries": 0, "commands": 0, "definitions": 0}
-    for (workflow_id, process, status, history_count, text), entries in _with_history(instances, history, report):
+    for (workflow_id, process, status, history_count, *log_counts, text), rows in _with_history(instances, history, report):
         counted["instances"] += 1
-        counted["history entries"] += len(entries)
-        if len(entries) != int(history_count):
-            report.add(f"instance {workflow_id}: its row says {history_count} history entries, the store holds {len(entries)}")
+        counted["history entries"] += len(rows)
+        if len(rows) != int(history_count):
+            report.add(f"instance {workflow_id}: its row says {history_count} history entries, the store holds {len(rows)}")
+        entries, logs = [entry for entry, _, _ in rows], [(completed, steps) for _, completed, steps in rows]
+        for log, count, held in zip(LOGS, log_counts, _logged(logs), strict=True):
+            if held is not None and held != int(count):
+                report.add(f"instance {workflow_id}: its row says {count} `{log}` entries, its history rows hold {held}")
         try:
-            state = decode_state(str(workflow_id), text, entries, where)
+            state = decode_state(str(workflow_id), text, entries, where, logs)
         except StoreError as error:
             report.add(f"instance {workflow_id}: {error}")
             continue
@@ -221,22 +231,39 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     report.counted = counted
 
 
+def _logged(logs: list[LogTexts]) -> list[int | None]:
+    """How many completions and milestones the history rows hold (None for one that cannot be
+    read: `decode_state` says what is wrong with it)."""
+    counts: list[int | None] = [0, 0]
+    for texts in logs:
+        for position, text in enumerate(texts):
+            if text is None or counts[position] is None:
+                continue
+            try:
+                value = read_stored_json(text, "a log")
+            except StoreError:
+                value = None
+            counts[position] = (counts[position] or 0) + len(value) if isinstance(value, list) else None
+    return counts
+
+
 def _with_history(
     instances: Iterable[tuple[Any, ...]], history: Iterator[tuple[Any, ...]], report: CheckReport
-) -> Iterator[tuple[tuple[Any, ...], list[Any]]]:
-    """Each instance row with its history entries: a merge of two cursors ordered by workflow id.
-    History rows of an instance the store does not hold are reported on the way."""
+) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
+    """Each instance row with its history rows (entry, completed, completed_steps): a merge of
+    two cursors ordered by workflow id. History rows of an instance the store does not hold
+    are reported on the way."""
     pending = next(history, None)
     for row in instances:
         workflow_id = str(row[0])
-        entries: list[Any] = []
+        rows: list[tuple[Any, ...]] = []
         while pending is not None and pending[0] < workflow_id:
             report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
             pending = next(history, None)
         while pending is not None and pending[0] == workflow_id:
-            entries.append(pending[1])
+            rows.append(tuple(pending[1:]))
             pending = next(history, None)
-        yield row, entries
+        yield row, rows
     while pending is not None:
         report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
         pending = next(history, None)

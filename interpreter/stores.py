@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -253,14 +254,54 @@ def redact(url: str) -> str:
 
 
 def encode_state(state: InstanceState) -> str:
-    """The state as JSON without its history (history entries are rows of their own, so a
-    transition writes its new entries, not the whole history again)."""
-    return dataclasses.replace(state, history=()).model_dump_json()
+    """The state as JSON without what grows by an entry a step: its history entries are rows of
+    their own, and each row also holds what its transition appended to the state's completions
+    and milestones (`history_rows`). A transition writes its new entries, not the whole record
+    again, and the instance row stays the same size however old the instance is."""
+    return dataclasses.replace(state, history=(), completed=(), completedSteps=()).model_dump_json()
 
 
 def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
     """History entries as (seq, JSON text)."""
     return [(entry.seq, entry.model_dump_json()) for entry in entries]
+
+
+LOGS = ("completed", "completedSteps")
+"""The state's sequences that grow by an entry a step, besides its history: kept with the
+history rows of the transitions that appended to them."""
+
+HistoryRow = tuple[int, str, str | None, str | None]
+"""A history row as a store writes it: (seq, the entry's JSON, the JSON arrays of the
+completions and of the milestones its transition appended, each None when none)."""
+
+LogTexts = tuple[object, object]
+"""What a stored history row holds of the state's logs: the JSON arrays of the completions and
+of the milestones its transition appended (each None when none), in the order of `LOGS`."""
+
+
+def history_rows(state: InstanceState, stored: tuple[int, int, int]) -> list[HistoryRow]:
+    """The history rows of a transition: its entries after the first `stored[0]` (those the
+    store holds), the last of them also holding the completions after the first `stored[1]`
+    and the milestones after the first `stored[2]`. StoreError when there are new completions
+    or milestones but no new entry to keep them with (the engine appends an entry every
+    transition)."""
+    entries = state.history[stored[0] :]
+    completed = state.completed[stored[1] :]
+    steps = state.completedSteps[stored[2] :]
+    rows: list[HistoryRow] = [(seq, text, None, None) for seq, text in encode_entries(entries)]
+    if completed or steps:
+        if not rows:
+            raise StoreError(
+                f"instance {state.workflowId}: a state with new completed steps but no new history entry cannot be kept; "
+                "nothing was written (a transition of the engine always appends one)"
+            )
+        seq, entry, _, _ = rows[-1]
+        rows[-1] = (
+            seq, entry,
+            "[" + ",".join(c.model_dump_json() for c in completed) + "]" if completed else None,
+            json.dumps(list(steps), separators=(",", ":"), ensure_ascii=False) if steps else None,
+        )
+    return rows
 
 
 def encode_dispatch(dispatch: Dispatch) -> str:
@@ -278,10 +319,15 @@ def decode_dispatch(text: object, where: str) -> Dispatch:
         raise DamagedRecord(f"{what} is damaged ({error.errors()[0]['msg']}). {DAMAGED_HINT}") from None
 
 
-def decode_state(workflow_id: str, text: object, entries: Sequence[object], where: str) -> InstanceState:
-    """A stored state and its history entries back as one state, migrated from older state
+def decode_state(
+    workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[LogTexts] = ()
+) -> InstanceState:
+    """A stored state, its history entries and what its history rows hold of its logs
+    (`LogTexts`, in the order of the rows) back as one state, migrated from older state
     schemas; StoreError for a state written by a newer procflow, DamagedRecord (worded, naming
-    the instance) when they cannot be read back as the record procflow wrote."""
+    the instance) when they cannot be read back as the record procflow wrote. A state written
+    before its history rows held its logs holds them in its JSON: the rows' come first, then
+    what the JSON holds."""
     data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
     if not isinstance(data, dict):
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
@@ -292,9 +338,23 @@ def decode_state(workflow_id: str, text: object, entries: Sequence[object], wher
             f"({STATE_SCHEMA_VERSION}); upgrade procflow to run it. Nothing was changed."
         )
     history = [read_stored_json(entry, f"a history entry of instance {workflow_id} in {where}") for entry in entries]
+    kept: dict[str, list[Any]] = {log: [] for log in LOGS}
+    for texts in logs:
+        for log, logged in zip(LOGS, texts, strict=True):
+            if logged is not None:
+                value = read_stored_json(logged, f"the `{log}` entries kept with the history of instance {workflow_id} in {where}")
+                if not isinstance(value, list):
+                    raise DamagedRecord(
+                        f"the `{log}` entries kept with the history of instance {workflow_id} in {where} are damaged: "
+                        f"not a JSON array. {DAMAGED_HINT}"
+                    )
+                kept[log].extend(value)
     try:
         data = migrate_state(data)
         data["history"] = [migrate_history_entry(entry) for entry in history]
+        for log, rows in kept.items():
+            if rows:
+                data[log] = [*rows, *data.get(log, ())]
         return InstanceState.model_validate(data)
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
         first = error.errors()[0] if isinstance(error, ValidationError) else None
@@ -302,11 +362,25 @@ def decode_state(workflow_id: str, text: object, entries: Sequence[object], wher
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
 
 
-def decode_for_transition(workflow_id: str, text: object, history_count: int, where: str) -> InstanceState:
-    """A stored state as its next transition needs it: its history entries stay in the store
-    (a `Tail` that knows how many there are), so reading it costs the same however old the
-    instance is."""
-    state = decode_state(workflow_id, text, (), where)
+def decode_for_transition(
+    workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[LogTexts] | None = None
+) -> InstanceState:
+    """A stored state as its next transition needs it: its history entries, completions and
+    milestones stay in the store (`Tail`s that know how many there are; `counts` is the row's
+    (history, completed, completedSteps) counts), so reading it costs the same however old the
+    instance is. Given `logs` (what its history rows hold of them), the completions and
+    milestones are read whole (for a transition that reads them: `NotLoaded`)."""
+    history_count, completed_count, milestone_count = counts
+    if logs is not None:
+        state = decode_state(workflow_id, text, (), where, logs)
+    else:
+        state = decode_state(workflow_id, text, (), where)
+        # What the JSON holds (a row written before the logs had rows of their own) follows the
+        # stored entries; with none stored, the state holds its whole logs already.
+        if completed_count:
+            state.completed = Tail(completed_count, tuple(state.completed))
+        if milestone_count:
+            state.completedSteps = Tail(milestone_count, tuple(state.completedSteps))
     state.history = Tail(history_count)
     return state
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -315,6 +316,24 @@ def test_a_named_worker_restarted_takes_back_what_it_held(postgres_url: str, cap
     assert code == 0 and "0 instance(s) not finished" in err, err
     with open_store(postgres_url) as store:
         assert store.outbox() == [] and store.outbox_of("wf_1")[0].id == outbox_id
+
+
+def test_a_store_in_another_schema_does_not_wake_a_waiting_worker(new_postgres_url: Callable[[], str]) -> None:
+    """Two stores in one database, a schema each: work queued in one does not end the wait of
+    a worker on the other (it would find nothing and wait again), while work queued in its
+    own store does."""
+    order = procflow.load(ORDER)
+    with open_store(new_postgres_url()) as mine, open_store(new_postgres_url()) as theirs:
+        assert isinstance(mine, PostgresStore)
+        mine.wait_for_work(0)  # begins listening
+        Orchestrator(order, store=theirs, clock=lambda: T0, auto_dispatch=False).start("wf_theirs", {"orderId": "o1", "amount": 5.0})
+        began = time.monotonic()
+        mine.wait_for_work(1.5)
+        assert time.monotonic() - began >= 1.4, "a command queued in another schema woke this store's worker"
+        Orchestrator(order, store=mine, clock=lambda: T0, auto_dispatch=False).start("wf_mine", {"orderId": "o2", "amount": 5.0})
+        began = time.monotonic()
+        mine.wait_for_work(30)
+        assert time.monotonic() - began < 10, "a command queued in the worker's own store did not wake it"
 
 
 def test_a_waiting_worker_wakes_when_another_process_queues_a_command(postgres_url: str) -> None:

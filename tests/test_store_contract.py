@@ -159,13 +159,25 @@ def test_state_and_history_round_trip(store: Store, order: ProcessDefinition) ->
     assert store.instances("completed") == []
 
 
+def _without_logs(state: procflow.InstanceState) -> procflow.InstanceState:
+    return dataclasses.replace(state, history=(), completed=(), completedSteps=())
+
+
 def test_a_transition_reads_the_state_without_its_history_and_appends_to_it(store: Store, order: ProcessDefinition) -> None:
     orchestrator = started(store, order)
     orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
     whole, loaded = store.get("wf_1"), store.load("wf_1")
     assert whole is not None and loaded is not None and loaded.version == whole.version == 2
-    assert dataclasses.replace(loaded.state, history=()) == dataclasses.replace(whole.state, history=())
+    # The same state, but a durable store hands over its history, completions and milestones
+    # as lengths only (their entries stay in the store); `whole=True` reads the last two.
+    assert _without_logs(loaded.state) == _without_logs(whole.state)
     assert len(loaded.state.history) == 2
+    assert len(loaded.state.completed) == len(whole.state.completed) == 1
+    assert len(loaded.state.completedSteps) == len(whole.state.completedSteps) == 1
+    complete = store.load("wf_1", whole=True)
+    assert complete is not None and complete.version == 2 and len(complete.state.history) == 2
+    assert tuple(complete.state.completed) == tuple(whole.state.completed)
+    assert tuple(complete.state.completedSteps) == tuple(whole.state.completedSteps) == ("inventory_reserved",)
     # A transition made from the loaded state numbers its entry after the stored ones, and the
     # store keeps the whole history in order.
     transition = engine.deliver(order, loaded.state, Reply(type="payment_authorized", correlationId="ord_1"), T0)
@@ -173,7 +185,30 @@ def test_a_transition_reads_the_state_without_its_history_and_appends_to_it(stor
     again = store.get("wf_1")
     assert again is not None
     assert [(e.seq, e.event) for e in again.state.history] == [(1, "started"), (2, "reply"), (3, "reply")]
+    assert again.state.completedSteps == ("inventory_reserved", "payment_authorized")
+    assert [(c.step, c.outcome) for c in again.state.completed] == [
+        ("reserve_inventory", "inventory_reserved"), ("authorize_payment", "payment_authorized"),
+    ]
     assert again.state.status == "waiting_for_shipping" and store.load("nobody") is None
+
+
+def test_a_transition_that_reads_the_completed_steps_is_made_from_the_whole_record(store: Store, order: ProcessDefinition) -> None:
+    # Two steps done, then the shipment is refused: the compensation undoes both, in reverse
+    # order, although a transition starts from a state whose completions stay in the store.
+    orchestrator = started(store, order)
+    for n, reply in enumerate(("inventory_reserved", "payment_authorized", "shipment_rejected")):
+        orchestrator.receive({"type": reply, "correlationId": "ord_1", "messageId": f"m{n}"})
+    row = store.get("wf_1")
+    assert row is not None and row.state.status == "compensating"
+    assert [u.commandName for u in row.state.compensation.pending] == ["payment.void", "inventory.release"]  # type: ignore[union-attr]
+    assert [d.command.commandName for _, d in store.outbox()][-1:] == ["payment.void"]
+    # A reply already handled is told apart from one nobody waits for (it reads the completions too).
+    duplicate = orchestrator.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m9"})
+    assert duplicate.outcome == "duplicate"
+    with pytest.raises(MessageRefused, match="does not expect `payment_declined`"):
+        orchestrator.receive({"type": "payment_declined", "correlationId": "ord_1", "messageId": "m10"})
+    again = store.get("wf_1")
+    assert again is not None and again.version == row.version  # neither changed it
 
 
 def test_a_message_id_reused_for_another_message_is_refused_and_changes_nothing(store: Store, order: ProcessDefinition) -> None:
@@ -630,6 +665,57 @@ def test_a_failing_migration_leaves_the_store_as_it_was(durable: Backend, order:
         else durable.raw("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()", ())
     )
     assert durable.table("notes") not in {n for (n,) in names}
+
+
+def test_a_store_written_before_the_logs_had_rows_opens_and_finishes_its_instances(
+    durable: Backend, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before store schema 6 (SQLite) / 4 (PostgreSQL) an instance row held its completions and
+    # milestones in its state JSON. Such a row is read as it is, and its next transition moves
+    # them to rows of their own.
+    schema = _schema_of(durable)
+    memory = InMemoryStore()
+    orchestrator = Orchestrator(order, store=memory, clock=Clock(), auto_dispatch=False)
+    orchestrator.start("wf_1", {"orderId": "ord_1", "amount": 10.0})
+    for reply in ("inventory_reserved", "payment_authorized"):
+        orchestrator.receive({"type": reply, "correlationId": "ord_1"})
+    before = orchestrator.state("wf_1")
+    assert len(before.completed) == len(before.completedSteps) == 2
+    with monkeypatch.context() as older:
+        older.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:-1])
+        schema.tables_at.cache_clear()
+        durable.open().close()
+        schema.tables_at.cache_clear()
+    old_json = dataclasses.replace(before, history=()).model_dump_json()  # what the store wrote then
+    columns = "workflow_id, process, fingerprint, status, version, history_count, updated, state"
+    values: tuple[Any, ...] = ("wf_1", before.type, before.definition.fingerprint, before.status, 3, 3, 1.0, old_json)
+    if durable.kind == "postgres":
+        columns += ", updated_at"
+        values += (before.updatedAt,)
+    durable.raw(f"INSERT INTO {durable.table('instances')} ({columns}) VALUES ({', '.join(['%s'] * len(values))})", values)
+    for entry in before.history:
+        durable.raw(f"INSERT INTO {durable.table('history')} (workflow_id, seq, entry) VALUES (%s, %s, %s)",
+                    ("wf_1", entry.seq, entry.model_dump_json()))
+    durable.raw(f"INSERT INTO {durable.table('correlations')} (process, correlation_id, workflow_id) VALUES (%s, %s, %s)",
+                (before.type, "ord_1", "wf_1"))
+    store = durable.open()
+    assert store.schema_version == schema.current_schema_version()
+    kept = store.get("wf_1")
+    assert kept is not None and kept.version == 3 and kept.state == before
+    loaded = store.load("wf_1")
+    assert loaded is not None and tuple(loaded.state.completedSteps) == ("inventory_reserved", "payment_authorized")
+    durable_orchestrator = Orchestrator(order, store=store, clock=Clock(), auto_dispatch=False)
+    durable_orchestrator.receive({"type": "shipment_created", "correlationId": "ord_1"})
+    after = store.get("wf_1")
+    assert after is not None and after.state.status == "completed"
+    assert after.state.completedSteps == ("inventory_reserved", "payment_authorized", "shipment_created")
+    assert [c.step for c in after.state.completed] == ["reserve_inventory", "authorize_payment", "create_shipment"]
+    [(text,)] = durable.raw(f"SELECT state FROM {durable.table('instances')}", ())
+    assert json.loads(text)["completedSteps"] == [] and json.loads(text)["completed"] == []
+    # All of them kept with the history row of the transition that moved them.
+    assert durable.raw(f"SELECT seq, completed_steps FROM {durable.table('history')} WHERE completed_steps IS NOT NULL", ()) == [
+        (4, '["inventory_reserved","payment_authorized","shipment_created"]'),
+    ]
 
 
 def test_the_same_state_is_kept_as_the_same_text_in_both_stores(tmp_path: Path, postgres_url: str, order: ProcessDefinition) -> None:

@@ -142,6 +142,34 @@ def test_store_check_names_each_inconsistent_record_on_sqlite(filled: Path, caps
     assert sha(filled) == before
 
 
+def test_store_check_reads_the_completions_and_milestones_kept_with_the_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "store.sqlite"
+    with SqliteStore(path) as store:
+        orchestrator = Orchestrator(procflow.load(ORDER), store=store, clock=Clock(), auto_dispatch=False)
+        for workflow_id in ("wf_1", "wf_2"):
+            orchestrator.start(workflow_id, {"orderId": f"ord_{workflow_id}", "amount": 10.0})
+            for reply in ("inventory_reserved", "payment_authorized"):
+                orchestrator.receive({"type": reply, "correlationId": f"ord_{workflow_id}", "workflowId": workflow_id})
+    code, out, _ = run(capsys, "store", "check", "--store", str(path))
+    assert code == 0 and "sound" in out, out
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE history SET completed_steps = NULL WHERE workflow_id = 'wf_1' AND seq = 3")
+    connection.execute("UPDATE history SET completed = '[{\"step\": 1}]' WHERE workflow_id = 'wf_2' AND seq = 2")
+    connection.execute("INSERT INTO history (workflow_id, seq, entry, completed_steps) VALUES ('wf_gone', 1, '{}', '[\"x\"]')")
+    connection.commit()
+    connection.close()
+    before = sha(path)
+    code, out, _ = run(capsys, "store", "check", "--store", str(path))
+    assert code == 1 and out.splitlines()[0].startswith(f"store {path}: 3 problem(s)"), out
+    for fragment in (
+        "instance wf_1: its row says 2 `completedSteps` entries, its history rows hold 1",
+        "instance wf_2: the state of instance wf_2", "(completed.0.step: ",
+        "a history entry belongs to instance wf_gone, which the store does not hold",
+    ):
+        assert fragment in out, (fragment, out)
+    assert sha(path) == before
+
+
 def test_store_check_names_each_inconsistent_record_on_postgresql(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with procflow.interpreter.stores.open_store(postgres_url) as store:
         fill(store, 5)
