@@ -90,9 +90,17 @@ class Compensating(RunCore):
         losers, attempts = self.cancelled_undos()  # the undos of `first of` losers not yet done come first
         self._cancel_all(abandon=True)
         self.state.failure = Failure(cause=cause, reason=reason, step=step, at=self.now_at)
-        pending = losers + tuple(c.undo for c in reversed(self.state.completed) if c.undo is not None)
+        taken = self.undos_taken()  # (what `first of` blocks undid, or undo now, is not undone again)
+        pending = losers + tuple(
+            c.undo for c in reversed(self.state.completed)
+            if c.undo is not None and (not taken or (c.undo.frame, c.undo.step, c.undo.round) not in taken)
+        )
         self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=attempts or EMPTY, roundStart=1)
         self._next_undo()
+
+    def undos_taken(self) -> frozenset[tuple[str, str, str]]:
+        """(frame, step, round) of the undos `first of` blocks took over (`first_of.FirstOf`)."""
+        return frozenset()
 
     def cancelled_undos(self) -> tuple[tuple[UndoCommand, ...], dict[str, int]]:
         """The undos of `first of` losers not yet confirmed, taken over by a failure's

@@ -6,7 +6,7 @@ this run of the block are undone, most recent first, each undo awaited (with its
 retries) before the next. The winner's token waits at the join until the last undo is
 confirmed (`InstanceState.cancels`, which keeps the record of every block won), then goes on with `name.winner` bound to the winner's
 branch. An undo that cannot be confirmed fails the instance, whose compensation starts with
-the losers' undos still to do.
+the losers' undos still to do (and leaves the ones the block took over: `undos_taken`).
 
 How a run of the block is told apart: each branch's token carries `<fork key>=<branch>` in its
 `forks` (the fork key is `<frame>:<fork node>#<seq>`, as for `parallel`), and the fork key's
@@ -72,6 +72,11 @@ class Members:
 def members_of(definition: m.ProcessDefinition) -> Members:
     """The branch membership of a definition's `first of` blocks (kept with the definition)."""
     return definition.worked_out(Members, Members)
+
+
+def undo_key(undo: UndoCommand) -> tuple[str, str, str]:
+    """What tells one undo of a run apart: its frame, its step and the round it completed in."""
+    return undo.frame, undo.step, undo.round
 
 
 def fork_key_of(entry: str) -> tuple[str, str]:
@@ -145,23 +150,20 @@ class FirstOf(Compensating):
 
     def _losers_undos(self, began: int, frame_id: str, members: dict[str, str], winner: str) -> tuple[UndoCommand, ...]:
         """The undos of the steps the losing branches completed since the block began, most
-        recent first; their completions keep their record but lose their undo (it is done here,
-        not again by a later failure)."""
-        state = self.state
-        completed = state.completed
+        recent first (those an inner block's cancel took over already left out). A completion
+        keeps its undo: the cancel's record says it is done here, so a later failure leaves it
+        (`undos_taken`); the completions a store has written are never rewritten."""
+        completed = self.state.completed
+        taken = self.undos_taken()
         found: list[UndoCommand] = []
-        replaced: dict[int, object] = {}
         for index in range(began, len(completed)):
-            completion = completed[index]
-            if completion.undo is None:
+            undo = completed[index].undo
+            if undo is None or (taken and undo_key(undo) in taken):
                 continue
-            node_id = self._node_in_frame(completion.frame, completion.step, frame_id)
+            node_id = self._node_in_frame(undo.frame, undo.step, frame_id)
             if node_id is None or members.get(node_id, winner) == winner:
                 continue
-            found.append(completion.undo)
-            replaced[index] = dataclasses.replace(completion, undo=None)
-        if replaced:
-            state.completed = tuple(replaced.get(i, c) for i, c in enumerate(completed))  # type: ignore[misc]
+            found.append(undo)
         return tuple(reversed(found))
 
     def _node_in_frame(self, completion_frame: str, step: str, frame_id: str) -> str | None:
@@ -259,6 +261,13 @@ class FirstOf(Compensating):
         if under_way:
             self.state.cancels = tuple(dataclasses.replace(c, handedOver=True) if c in under_way else c for c in self.state.cancels)
         return undos, attempts
+
+    def undos_taken(self) -> frozenset[tuple[str, str, str]]:
+        """The undos (`undo_key`) that `first of` blocks took over from their losers' completions."""
+        cancels = self.state.cancels
+        if not cancels:
+            return frozenset()
+        return frozenset(undo_key(u) for c in cancels for u in (*c.undone, *c.pending))
 
     def complete(self, outcome: str | None = None, timed_out: bool = False) -> None:
         """As `Compensating.complete`; the losers' undos not done yet are still done, after."""

@@ -350,3 +350,24 @@ process inner {
     assert len(state.joins) == 2  # the first of, and the loser's parallel block with one branch in
     won = procflow.deliver(definition, state, procflow.Reply(type="a_said", correlationId="i1"), NOW).state
     assert won.status == "waiting_for_a" and won.joins == {} and [w.step for w in won.waits] == ["confirm"]
+
+
+def test_a_first_of_won_on_a_durable_store_undoes_each_loser_step_once(tmp_path: Path) -> None:
+    # The store keeps completions out of the instance row: the win reads them back whole, and
+    # a failure after it must not undo the losers again (the completions are never rewritten).
+    from procflow.interpreter.orchestrator import InProcessTransport, Orchestrator
+    from procflow.interpreter.stores import open_store
+
+    clock = [NOW]
+    transport = InProcessTransport({})
+    orchestrator = Orchestrator(DEFINITION, store=open_store(tmp_path / "s.db"), transport=transport, clock=lambda: clock[0])
+    orchestrator.start("wf_d", {"id": "x1"})
+    for kind in ("b_reserved", "b_packed", "a_quoted", "b_unpacked", "b_released"):
+        orchestrator.receive({"type": kind, "correlationId": "x1", "messageId": f"m-{kind}"})
+    clock[0] = NOW + timedelta(seconds=90)
+    orchestrator.tick(clock[0])  # shop.buy never answers: the instance fails and compensates
+    for kind in ("a_withdrawn",):
+        orchestrator.receive({"type": kind, "correlationId": "x1", "messageId": f"m-{kind}"})
+    undos = [d.command.commandName for d in transport.sent if d.step.startswith("undo:")]
+    assert undos == ["b.unpack", "b.release", "a.withdraw"]
+    assert orchestrator.state("wf_d").status == "compensated"
