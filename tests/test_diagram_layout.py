@@ -54,10 +54,11 @@ def test_every_sample_flow_fits_a_page_without_clashes(source: Path) -> None:
 
 @needs_dot
 @pytest.mark.parametrize("source", SAMPLES, ids=[p.stem for p in SAMPLES])
-def test_every_sample_swimlane_view_keeps_its_aspect_without_clashes(source: Path) -> None:
+def test_every_sample_swimlane_view_fits_a_page_without_clashes(source: Path) -> None:
     definition = load(source)
     width, height = measure.svg_size(visualize.render_image(definition, "flow", "svg", swimlanes=True))
     assert _ratio(width, height) <= 3.0, (source.stem, width, height)
+    assert max(width, height) <= 2000, (source.stem, width, height)
     layout = dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=True))
     assert measure.label_clashes(layout) == []
 
@@ -82,6 +83,9 @@ def test_a_generated_twenty_step_process_fits_a_page() -> None:
     width, height = measure.svg_size(svg)
     assert _ratio(width, height) <= 3.0 and max(width, height) <= 2000, (width, height)
     assert measure.label_clashes(dot_layout(visualize.render_text(definition, "flow", "dot"))) == []
+    lanes = visualize.render_image(definition, "flow", "svg", swimlanes=True)
+    width, height = measure.svg_size(lanes)
+    assert _ratio(width, height) <= 3.0 and max(width, height) <= 2000, ("swimlanes", width, height)
 
 
 @needs_dot
@@ -127,7 +131,59 @@ def test_lanes_follow_first_use_and_hold_the_gateways_of_their_steps() -> None:
     lane = {n.id: n.cluster for n in diagram.nodes}
     assert lane["start"] == lane["validate_request"] == lane["xor_1"] == "lane.orders"
     assert lane["end"] == lane["reverse_payment"] == "lane.payments"
-    assert lane["notify_customer.undo"] == "lane.notifications"
+    notify = next(n for n in diagram.nodes if n.id == "notify_customer")
+    assert lane["notify_customer"] == "lane.notifications"
+    assert [(a.kind, a.text) for a in notify.attached] == [
+        ("timeout", "30m, 2 retries"), ("undo", "undo: notifications.send_correction")]
+
+
+def test_swimlane_steps_hold_their_timeout_end_and_undo_as_rows() -> None:
+    """In a lane, a timeout that only fails and an undo in the step's own lane are rows of the
+    step's box (BPMN's boundary events), not shapes of their own; the rest stays drawn."""
+    text = """
+    process rows {
+      participant bank "Bank"
+      participant ledger "Ledger"
+      step authorize { send bank.authorize
+        await authorized within 1m retry 2
+        on declined fail "payment failed"
+        compensate bank.void awaiting voided within 1m }
+      step book { send bank.book
+        await booked within 1h
+        on timeout fail "the bank never booked it"
+        compensate ledger.reverse awaiting reversed within 1m }
+    }
+    """
+    definition = compile_source(text)
+    diagram = visualize.extract(definition, "flow", swimlanes=True)
+    assert isinstance(diagram, FlowDiagram)
+    nodes = {n.id: n for n in diagram.nodes}
+    authorize = nodes["authorize"]
+    assert authorize.lines == ("bank.authorize",)  # the lane's heading names the participant
+    assert [(a.kind, a.text) for a in authorize.attached] == [("timeout", "1m, 2 retries"), ("undo", "undo: bank.void")]
+    assert "authorize.timeout" not in nodes and "authorize.undo" not in nodes
+    assert nodes["authorize.declined"].kind == "fail"  # a failure with its reason keeps its end
+    book = nodes["book"]
+    assert book.attached == ()  # a timeout with its own reason, an undo in another lane: drawn
+    assert nodes["book.undo"].cluster == "lane.ledger" and nodes["book.undo"].lines == ()
+    assert {(e.source, e.target, e.kind) for e in diagram.edges if e.source == "book"} >= {
+        ("book", "book.timeout", "timeout"), ("book", "book.undo", "compensation")}
+    dot_text = visualize.render_text(definition, "flow", "dot", swimlanes=True)
+    assert "◷ 1m, 2 retries → fails" in dot_text and 'style="rounded,dashed"' in dot_text
+    flat = visualize.extract(definition, "flow")
+    assert isinstance(flat, FlowDiagram)
+    assert not any(n.attached for n in flat.nodes) and any(n.id == "authorize.undo" for n in flat.nodes)
+
+
+def test_an_overlay_colours_the_rows_it_reaches() -> None:
+    order = load(ROOT / "processes" / "order_fulfillment.proc")
+    undone = visualize.extract(order, "flow", swimlanes=True, path_name="create_shipment.shipment_rejected")
+    assert isinstance(undone, FlowDiagram)
+    rows = {a.id: a.state for n in undone.nodes for a in n.attached}
+    assert rows["reserve_inventory.undo"] == rows["authorize_payment.undo"] == "compensated"
+    assert rows["create_shipment.timeout"] is None
+    timed_out = visualize.render_text(order, "flow", "dot", swimlanes=True, path_name="authorize_payment.timeout")
+    assert '<td border="1" style="rounded" color="#c0392b" bgcolor="#f5b7b1"><font point-size="9" color="#922b21">◷ 1h → fails' in timed_out
 
 
 @needs_dot
@@ -182,3 +238,30 @@ def test_bands_read_in_order() -> None:
     rows = dot_layout(visualize.render_text(loan, "flow", "dot", direction="lr"))
     assert _centre(rows, "link.A.out")[1] > _centre(rows, "end")[1]  # Graphviz's y grows upwards
     assert _centre(rows, "start")[1] > _centre(rows, "end")[1]
+
+
+def test_a_large_swimlane_view_collapses_its_blocks_into_the_lane_before_them() -> None:
+    steps = "\n".join(f"  step s{i:02d} {{ send bank.do_{i}\n    await done_{i} within 1h }}" for i in range(20))
+    text = f"""process big-lanes {{
+      participant bank "Bank"
+      participant audit "Audit"
+    {steps}
+      parallel checks {{
+        branch left {{ step audit_a {{ send audit.a
+          await a_done within 1h }} }}
+        branch right {{ step audit_b {{ send audit.b
+          await b_done within 1h }} }}
+      }}
+    }}"""
+    definition = compile_source(text)
+    folded = visualize.extract(definition, "flow", swimlanes=True)
+    assert isinstance(folded, FlowDiagram)
+    block = next(n for n in folded.nodes if n.kind == "collapsed")
+    assert block.title == "parallel checks" and block.cluster == "lane.bank"  # the lane of the step before
+    assert [c.label for c in folded.clusters] == ["Bank"]  # Audit works only inside the block
+    assert {n.id: n.cluster for n in folded.nodes}["end"] == "lane.bank"
+    assert not any(n.id.startswith("audit_") for n in folded.nodes)
+    opened = visualize.extract(definition, "flow", swimlanes=True, expand=True)
+    assert isinstance(opened, FlowDiagram)
+    assert [c.label for c in opened.clusters] == ["Bank", "Audit"]
+    assert {n.id: n.cluster for n in opened.nodes}["audit_a"] == "lane.audit"

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from procflow.visualize.ir import FlowCluster, FlowDiagram, FlowEdge, FlowNode
+from procflow.visualize.ir import FlowCluster, FlowDiagram, FlowEdge, FlowNode, attached_lines
 
 DIRECTIONS = ("auto", "lr", "tb")
 
@@ -94,8 +94,9 @@ def node_size(node: FlowNode) -> tuple[float, float]:
         lines = fail_reason_lines(node.title)
         return 24.0 + max(text_width(line, 9) for line in lines), max(24.0, 12.0 * len(lines))
     if node.kind in ("step", "call", "undo", "collapsed"):
-        width = max([text_width(node.title, 11) * 1.1, *(text_width(line, 9) for line in node.lines)]) + 24
-        return width, 16.0 + 13.0 * (1 + len(node.lines)) + (12.0 if node.note else 0.0)
+        rows = [*node.lines, *(line for item in node.attached for line in attached_lines(item))]  # swimlane rows
+        width = max([text_width(node.title, 11) * 1.1, *(text_width(line, 9) for line in rows)]) + 24
+        return width, 16.0 + 13.0 * (1 + len(rows)) + (12.0 if node.note else 0.0)
     if node.kind in ("timer", "event"):
         words = max([text_width(node.title, 10), *(text_width(line, 10) for line in node.lines)])
         return 30.0 + words, 30.0 + 12.0 * len(node.lines)

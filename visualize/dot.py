@@ -5,7 +5,7 @@ every shape where a sequence diagram wants it (`layout=neato` with `pos="x,y!"`)
 as columns, one row per message, note or block edge; Graphviz only draws it. Output is
 deterministic: the same IR gives the same bytes.
 
-Why one module of about 510 lines: the two views share the one vocabulary of colours, fonts
+Why one module of about 535 lines: the two views share the one vocabulary of colours, fonts
 and HTML labels, and both print the same DOT; how a flow is arranged is `arrange.py`.
 """
 
@@ -28,6 +28,7 @@ from procflow.visualize.ir import (
     Message,
     Note,
     SequenceDiagram,
+    attached_lines,
 )
 
 FONT = "Helvetica"
@@ -102,10 +103,12 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
         title = f"<b>{_html(node.title)}</b>" if kind != "undo" else _html(node.title)
         rows = [title]
         for index, line in enumerate(node.lines):
-            face = MONO if (kind == "step" and index == 1) else FONT
+            face = MONO if (kind == "step" and index == len(node.lines) - 1) else FONT  # the command, last
             rows.append(f'<font face="{face}" point-size="9" color="{MUTED}">{_html(line)}</font>')
         attrs = {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff", "color": "#34495e",
                  "penwidth": "1.5", "margin": "0.14,0.07", "label": Html("<br/>".join(rows) + note)}
+        if node.attached:
+            attrs.update({"margin": "0.1,0.05", "label": _with_attached("<br/>".join(rows) + note, node)})
         if kind == "call":
             attrs["penwidth"] = "3.5"
         if kind == "undo":
@@ -140,6 +143,25 @@ def _error_end(node: FlowNode) -> Html:
     words = f'<td align="left"><font point-size="9" color="{RED_INK}">{text}<br align="left"/></font></td>'
     return Html(f'<table border="0" cellborder="0" cellspacing="0" cellpadding="0"><tr>{circle}<td width="5"></td>'
                 f"{words}</tr></table>")
+
+
+def _with_attached(text: str, node: FlowNode) -> Html:
+    """A step's words and, under them, what the swimlane view draws inside its box
+    (`procflow.visualize.lanes`): a red row for a timeout that fails the process, a dashed
+    orange row for its undo. An overlay's state colours the row it reached."""
+    rows = [f"<tr><td>{text}</td></tr>"]
+    for item in node.attached:
+        state = STATE_STYLE.get(item.state or "")
+        fill = state["fillcolor"] if state else None
+        words = "<br/>".join(_html(line) for line in attached_lines(item))
+        if item.kind == "timeout":
+            # Reached, the row is framed in its state's colour: the step's own fill may be the same.
+            frame = f' border="1" style="rounded" color="{state["color"]}" bgcolor="{fill}"' if state else ""
+            rows.append(f'<tr><td{frame}><font point-size="9" color="{RED_INK}">{words}</font></td></tr>')
+        else:
+            rows.append(f'<tr><td border="1" style="rounded,dashed" color="{UNDO}" bgcolor="{fill or "#fef5e7"}" '
+                        f'cellpadding="2"><font point-size="9" color="#784212">{words}</font></td></tr>')
+    return Html('<table border="0" cellborder="0" cellspacing="2" cellpadding="0">' + "".join(rows) + "</table>")
 
 
 def _side_text(node: FlowNode) -> str | None:
@@ -247,12 +269,14 @@ def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
     if arrangement is None:
         arrangement = arrange(diagram)
     diagram, firsts = fold(diagram, arrangement)
-    # Lanes stand side by side, each as wide as its widest row: shapes of a row sit closer.
-    nodesep = "0.2" if any(c.kind == "lane" for c in diagram.clusters) else "0.3"
+    # Lanes stand side by side, each as wide as its widest row, the pool as tall as all ranks:
+    # shapes of a row and rows of a lane sit closer than in the flow view.
+    lanes = any(c.kind == "lane" for c in diagram.clusters)
+    nodesep, ranksep = ("0.15", "0.35") if lanes else ("0.3", "0.45")
     out = [
         f"digraph {quote(diagram.name)} {{",
         f"  graph [rankdir={arrangement.rankdir}, fontname={quote(FONT)}, fontsize=14, labelloc=t, labeljust=l, "
-        f"label={_title(diagram.title, diagram.legend)}, nodesep={nodesep}, ranksep=0.45, pad=0.25, newrank=true, forcelabels=true, "
+        f"label={_title(diagram.title, diagram.legend)}, nodesep={nodesep}, ranksep={ranksep}, pad=0.25, newrank=true, forcelabels=true, "
         f'bgcolor="white"]',
         f'  node [fontname={quote(FONT)}, fontsize=11, fontcolor="{INK}"]',
         f'  edge [fontname={quote(FONT)}, fontsize=9, color="{MUTED}", fontcolor="#2c3e50", arrowsize=0.7]',
@@ -264,7 +288,6 @@ def flow(diagram: FlowDiagram, arrangement: Arrangement | None = None) -> str:
     for node in diagram.nodes:
         members.setdefault(node.cluster, []).append(node)
     cluster_of = {node.id: node.cluster for node in diagram.nodes}
-    lanes = any(c.kind == "lane" for c in diagram.clusters)
     # An undo box stands beside its step: same rank, in the step's cluster.
     beside: dict[str | None, list[tuple[str, str]]] = {}
     for edge in diagram.edges:

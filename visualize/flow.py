@@ -4,7 +4,7 @@ The overlay marks what an instance did (its state record, as `procflow run --jso
 it under `state`) or what one path of `procflow paths` does: completed, current (waiting),
 failed and compensated nodes, and a legend that says it in words.
 
-Why one module of about 540 lines: the nodes, the edges and the overlay are read from the
+Why one module of about 555 lines: the nodes, the edges and the overlay are read from the
 same walk of the graph, and the overlay names the nodes the walk made; folding and
 collapsing a large flow live apart (`arrange.py`, `collapse.py`).
 """
@@ -34,6 +34,7 @@ from procflow.visualize.ir import (
     wait_text,
     words,
 )
+from procflow.visualize.lanes import attach_to_steps, collapse_in_lanes
 
 SIGNS = {
     "xor": "×",
@@ -542,6 +543,12 @@ def flow_diagram(
         marked, edges = _share_failure_ends(marked, edges)
     if not expand and not swimlanes:
         marked, edges, clusters = collapse(definition, marked, edges, clusters)
+    if swimlanes:
+        if not expand:
+            marked, edges = collapse_in_lanes(definition, marked, edges, _structure_clusters(definition))
+            clusters, owner = _lane_clusters(definition, marked, edges)
+            marked = [replace(n, cluster=owner[n.id]) for n in marked]
+        marked, edges = attach_to_steps(marked, edges, clusters)
     return FlowDiagram(
         name=definition.name,
         title=diagram_title(definition),

@@ -41,6 +41,21 @@ NODE_STATES = ("completed", "current", "failed", "compensated")
 
 
 @dataclass(frozen=True, slots=True)
+class Attached:
+    """What the swimlane view draws inside a step's box instead of as a shape of its own, as
+    BPMN attaches boundary events to an activity: `timeout` (the step fails when its reply
+    does not come; `text` is `10m, 2 retries`) or `undo` (its compensation, in the same lane;
+    `text` is the command as written, `lines` say when it runs anyway). `id` is the shape it
+    stands for, so an overlay's state reaches it."""
+
+    id: str
+    kind: str  # timeout | undo
+    text: str
+    lines: tuple[str, ...] = ()
+    state: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FlowNode:
     """A shape of the flow view: `kind` picks the shape, `title` and `lines` its text."""
 
@@ -53,6 +68,7 @@ class FlowNode:
     cluster: str | None = None  # id of the innermost cluster that holds it
     sign: str = ""  # the symbol drawn for gateways and events (×, +, ✉, ◷, ...)
     spine: bool = False  # on the main line (every first choice), which is drawn straight
+    attached: tuple[Attached, ...] = ()  # swimlanes: a timeout end and an undo drawn inside a step's box
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +197,14 @@ def undo_label(command_name: str) -> str:
     became "cancel flight travel"; the arrow already points at the participant's lifeline.
     """
     return command_name
+
+
+def attached_lines(item: Attached) -> tuple[str, ...]:
+    """The words of a row a step's box holds in the swimlane view: `◷ 10m, 2 retries → fails`,
+    or the undo command as written and when it runs anyway."""
+    if item.kind == "timeout":
+        return (f"◷ {item.text or 'timeout'} → fails",)
+    return (item.text, *item.lines)
 
 
 def wait_text(timer: str) -> str:

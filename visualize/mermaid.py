@@ -18,6 +18,7 @@ from procflow.visualize.ir import (
     Message,
     Note,
     SequenceDiagram,
+    attached_lines,
 )
 
 # ---------------------------------------------------------------- sequence
@@ -135,6 +136,7 @@ def _ids(nodes: tuple[FlowNode, ...]) -> dict[str, str]:
 def _node_line(node: FlowNode, node_id: str) -> str:
     title = _flow_text(node.title)
     details = [_flow_text(line) for line in node.lines]
+    details += [_flow_text(line) for item in node.attached for line in attached_lines(item)]  # swimlanes
     if node.note:
         details.append(f"<i>{_flow_text(node.note)}</i>")
     if node.kind in ("xor", "fork", "join", "race", "loop", "until"):
