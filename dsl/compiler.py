@@ -25,6 +25,7 @@ import networkx as nx
 from procflow.dsl import expressions as ex
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
+from procflow.dsl import tasks
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.parser import parse, parse_scenarios
 from procflow.dsl.source import decode_source
@@ -361,6 +362,7 @@ class _Compiler:
                 nothing_to_undo=stmt.nothing_to_undo,
                 timer_seconds=wait.duration.seconds if wait and wait.duration else None,
                 timer_until=_condition(wait.until) if wait and wait.until is not None else None,
+                task=_task_spec(stmt) if stmt.task is not None else None,
             ),
             *ways,
         )
@@ -422,6 +424,7 @@ class _Compiler:
             participants[p.name.text] = m.Participant(
                 p.name.text, p.display or p.name.text.replace("_", " ").title(), p.span, replies, commands
             )
+        _add_task_participant(participants, self.nodes, proc.span)
         events = {e.name.text: e.payload.to_schema() if e.payload else None for e in proc.events}
         input_schema = self.input_schema(proc)
         text = self.source.text
@@ -494,6 +497,33 @@ class _Compiler:
             self._error("E123", f"the input contract {file_name} must be a JSON object (a JSON Schema)", span)
             return None
         return schema
+
+
+def _task_spec(stmt: sx.Step) -> m.TaskSpec:
+    """A task's rounds, form and failure reason, for the engine and the views (dsl/tasks.py)."""
+    task = stmt.task
+    assert task is not None
+    found = []
+    for data, due, escalation, assignee in tasks.rounds(stmt.name.text, task):
+        command = m.CommandSpec(tasks.PARTICIPANT, stmt.name.text, _mapping(data), task.span, task.span, stmt.name.span)
+        who = None
+        if assignee is not None:
+            who = ("group " if assignee.group else "") + _text(assignee.who)
+        found.append(m.TaskRound(command, due.seconds if due else None, escalation, who))
+    return m.TaskSpec(
+        tuple(found), task.form.to_schema() if task.form else None, stmt.timeout_reason or tasks.default_reason(stmt.name.text)
+    )
+
+
+def _add_task_participant(participants: dict[str, m.Participant], nodes: dict[str, m.AnyNode], span: Span) -> None:
+    """The implicit participant `task` that human tasks are commanded to, with each task's
+    command and its completing reply (the form), when the process has a task."""
+    found = [n for n in nodes.values() if isinstance(n, m.StepNode) and n.task is not None]
+    if not found or tasks.PARTICIPANT in participants:  # a declared `task` is refused by the validator
+        return
+    replies = {tasks.completed_reply(n.name): n.task.form for n in found if n.task is not None}
+    commands: dict[str, dict[str, Any] | None] = {n.name: None for n in found}
+    participants[tasks.PARTICIPANT] = m.Participant(tasks.PARTICIPANT, tasks.PARTICIPANT_DISPLAY, span, replies, commands)
 
 
 def _value_text(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 E150 a field of a bound reply's payload that its reply contract does not declare; E151 the
 same for an event's payload contract; W150 a timer (`wait D`, a race's `on timer D`) that ends
-after the process's `deadline`; W151 a `within` (with its retries) that ends after it.
+after the process's `deadline`; W151 a `within` (with its retries) that ends after it;
+E172 a field of a human task's completed form that the form does not declare.
 
 A name bound with `as` holds the payload of the message that completed its step or won its
 race arm. When every message that can bind the name has a declared record, a read of a field
@@ -23,6 +24,7 @@ import networkx as nx
 from procflow.dsl import expression_reads as er
 from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
+from procflow.dsl import tasks
 from procflow.dsl.diagnostics import Diagnostic
 from procflow.dsl.paths import duration_text
 from procflow.dsl.rule_facts import Facts, name_span, suggestion
@@ -33,7 +35,7 @@ class Contract:
     """The declared payload of one message a bound name can hold."""
 
     message: str
-    kind: str  # "reply" or "event"
+    kind: str  # "reply", "event", or "form" (a human task's; `message` is then the task's name)
     schema: dict[str, Any]
 
 
@@ -43,6 +45,8 @@ def payload_contract(definition: m.ProcessDefinition, participant: str | None, m
     the message is declared without a record (or not at all)."""
     owner = definition.participants.get(participant) if participant else None
     schema = owner.replies.get(message) if owner is not None else None
+    if schema is not None and participant == tasks.PARTICIPANT and message.endswith("_completed"):
+        return Contract(message.removesuffix("_completed"), "form", schema)  # a human task's form (E172)
     if schema is not None:
         return Contract(message, "reply", schema)
     if message in definition.events:
@@ -133,7 +137,7 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
              parents: list[tuple[Contract, Any]]) -> Diagnostic:
     where = ".".join(read.names[:depth])
     name = read.names[depth]
-    code = "E150" if any(c.kind == "reply" for c in known) else "E151"
+    code = "E150" if any(c.kind == "reply" for c in known) else "E172" if all(c.kind == "form" for c in known) else "E151"
     span = name_span(read.parts[depth], name)
     fields = list(dict.fromkeys(f for _, p in parents for f in (er.schema_fields(p) or {})))  # as declared
     types = sorted({str(p.get("type")) for _, p in parents if isinstance(p, dict)} - {"object"})
@@ -144,12 +148,15 @@ def _finding(facts: Facts, read: er.PathRead, known: list[Contract], depth: int,
         return facts.diagnostic(code, message, span, "read a field the contract declares, or declare the one you need")
     message = f"`{where}` has no field `{name}` in {_whose(known)}" + suggestion(name, fields)
     declared = f"declares: {', '.join(fields)}" if fields else "declares no fields"
-    hint = f"`{where}` {declared}; read one of them, or declare the field in the contract"
+    contract = "the task's form" if code == "E172" else "the contract"
+    hint = f"`{where}` {declared}; read one of them, or declare the field in {contract}"
     return facts.diagnostic(code, message, span, hint)
 
 
 def _whose(contracts: list[Contract]) -> str:
     """`the contract of reply `x``, `the contracts of events `a`, `b``."""
+    if len(contracts) == 1 and contracts[0].kind == "form":
+        return f"the form of task `{contracts[0].message}`"
     if len(contracts) == 1:
         return f"the contract of {contracts[0].kind} `{contracts[0].message}`"
     kinds = {c.kind for c in contracts}
@@ -183,7 +190,10 @@ def waits_past_deadline(facts: Facts) -> list[Diagnostic]:
             if stmt.wait is not None and stmt.wait.duration is not None:
                 timers.append(stmt.wait.duration)
             timeout = stmt.await_.timeout if stmt.await_ else None
-            if timeout is not None and reached + _total_wait(timeout) > deadline:
+            if stmt.task is not None and timeout is not None:  # a human task: its dues, one after the other
+                if reached + tasks.total_due(stmt.task) > deadline:
+                    found.append(_late_task(facts, stmt.name.text, stmt.task, timeout, reached, said))
+            elif timeout is not None and reached + _total_wait(timeout) > deadline:
                 found.append(_late_timeout(facts, timeout, reached, said))
         else:
             timers.extend(arm.after for arm in stmt.arms if arm.after is not None)
@@ -216,6 +226,8 @@ def _edge_seconds(node: m.AnyNode, key: str) -> float:
     if isinstance(node, m.StepNode):
         if key == "next" and node.timer_seconds is not None:
             return node.timer_seconds
+        if key == "timeout" and node.task is not None:  # a human task: every round's due
+            return sum(r.due_seconds or 0.0 for r in node.task.rounds)
         if key == "timeout" and node.timeout is not None:
             spec = node.timeout
             backoff = sum(spec.backoff_before(attempt) for attempt in range(2, spec.retries + 2))
@@ -235,6 +247,15 @@ def _total_wait(timeout: sx.Timeout) -> float:
                          retry.backoff.seconds if retry.backoff else 0.0, retry.factor)
     backoff = sum(spec.backoff_before(attempt) for attempt in range(2, retry.count + 2))
     return timeout.duration.seconds * (retry.count + 1) + backoff
+
+
+def _late_task(facts: Facts, name: str, task: sx.Task, timeout: sx.Timeout, reached: float, said: str) -> Diagnostic:
+    dues = [d.text for d in (task.due, *(e.due for e in tasks.resending(task))) if d is not None]
+    what = f"the dues of task `{name}` ({', then '.join(dues)}) add up to {duration_text(tasks.total_due(task))} and"
+    if reached:
+        what += f", on a task reached {duration_text(reached)} after the instance starts at the earliest,"
+    return facts.diagnostic("W151", f"{what} end after {said}: its last due can never pass", timeout.span,
+                            "the deadline fails the instance first; shorten the dues or lengthen the deadline")
 
 
 def _late_timeout(facts: Facts, timeout: sx.Timeout, reached: float, said: str) -> Diagnostic:

@@ -116,7 +116,10 @@ def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
             deadline = False
         if isinstance(stmt, sx.Step) and stmt.wait is None:
             first = flow.first_node(stmt.span)
-            if stmt.await_ is not None and not deadline and not flow.time_can_end(first) and not flow.cancelled_in_time(first):
+            if stmt.task is not None and stmt.await_ is not None and not deadline and not flow.time_can_end(first):
+                found.append(facts.diagnostic("E117", f"task `{stmt.name.text}` may wait forever: no `due` and no process `deadline`",
+                                              stmt.name.span, f"give it a due time (`task {stmt.name.text} by ... due 2d {{ ... }}`), or a `deadline`"))
+            elif stmt.await_ is not None and not deadline and not flow.time_can_end(first) and not flow.cancelled_in_time(first):
                 found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",
                                               stmt.await_.span, "add `within D` (with `retry` or `on timeout`), or a `deadline`"))
             comp = stmt.compensate

@@ -6,7 +6,8 @@ one of the kinds in `NODE_KINDS` (the one table of them); its attributes are `re
 node's record below), `kind`, `label` (a step's name, a fail end's reason, a block's name),
 `line`, and for the two ends of a block the id of the other end: `join` on a fork and `fork`
 on its join, `until` on a loop's head and `loop` on its `until`. A step that commands also has
-`participant`, `command` and, when it declares one, `compensation` (the undo's commandName).
+`participant`, `command` and, when it declares one, `compensation` (the undo's commandName);
+a human task (dsl/tasks.py) also has `task` (true).
 
 Each way out of a node is one edge, keyed by its outcome (the key is unique among the node's
 ways out; `ProcessDefinition.follow` finds the edge by it), with attributes `kind` and `label`:
@@ -189,6 +190,31 @@ class FailNode(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRound:
+    """One sending of a human task (dsl/tasks.py): the assignment, or an escalation that sends
+    it again (`remind`, `reassign`), with whom it goes to and how long it has."""
+
+    command: CommandSpec  # `task.<name>` with its data (the engine adds `due`)
+    due_seconds: float | None
+    escalation: str | None  # None for the assignment, else "remind" or "reassign"
+    assignee: str | None  # the expression giving the person or group, as written (`group "managers"`)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What makes a step a human task: its rounds (round `n` is sent as attempt `n`), the form
+    its completing reply must fill (JSON Schema), and how the chain ends."""
+
+    rounds: tuple[TaskRound, ...]
+    form: dict[str, Any] | None
+    fails_with: str  # the failure reason when the last due passes
+
+    def round(self, attempt: int) -> TaskRound:
+        """The round sent as attempt `attempt` (1, 2, ...); the last one past the end."""
+        return self.rounds[min(attempt, len(self.rounds)) - 1]
+
+
+@dataclass(frozen=True, slots=True)
 class StepNode(Node):
     """A step: send-and-await, await an event, or a timer."""
 
@@ -208,6 +234,7 @@ class StepNode(Node):
     nothing_to_undo: str | None = None  # the author says so (a query, a decision): no compensation needed
     timer_seconds: float | None = None
     timer_until: Condition | None = None
+    task: TaskSpec | None = None  # a human task (`task name by ... { ... }`), see dsl/tasks.py
     kind: ClassVar[str] = "step"
 
     @property
@@ -594,6 +621,8 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
                 attrs["command"] = node.command.name
             if node.compensation:
                 attrs["compensation"] = node.compensation.command.name
+            if node.task is not None:
+                attrs["task"] = True
         case FailNode():
             attrs["label"] = node.reason
         case XorNode():

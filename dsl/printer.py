@@ -4,7 +4,8 @@ Parsing the printed text gives the same syntax tree, spans aside (a property tes
 it on programs generated from the grammar). The layout is fixed: two spaces a level; in a
 process its header, limits, participants and events first, then its statements; in a step
 its items in one order (`doc`, `status`, `send`, `await`, `on`, `on timeout`,
-`compensate`, `nothing to undo`, `wait`), an item given twice last (the validator reports
+`compensate`, `nothing to undo`, `wait`; a human task's `doc`, `status`, `form`, `details`,
+then its `escalate` lines in their order), an item given twice last (the validator reports
 it); expressions with only the parentheses their meaning needs.
 
 Each printed line is a `Line` that remembers where what it prints stood in the source, so
@@ -12,7 +13,7 @@ that `formatter.py` can put every comment back beside the line that prints what 
 stood beside. A new construct needs only its printing here: the formatter reads positions,
 never the syntax tree.
 
-Why one module of about 550 lines: it is one recursive printer, a function per kind of
+Why one module of about 600 lines: it is one recursive printer, a function per kind of
 node of the syntax tree; split by kind, each part would need all the others to print
 what it nests.
 """
@@ -390,6 +391,8 @@ def _race_arm(arm: sx.RaceArm) -> str:
 
 
 def _step(step: sx.Step, indent: str) -> list[Line]:
+    if step.task is not None:
+        return _task(step, step.task, indent)
     inner = indent + INDENT
     items: list[tuple[str, Any, Span | None]] = [
         (key, value, span)
@@ -423,6 +426,53 @@ def _step(step: sx.Step, indent: str) -> list[Line]:
         text = _step_item(key, value, inner)
         lines.append(_whole(inner, text, span) if span is not None else Line(inner, text))
     return [*lines, _closing(indent, step.span)]
+
+
+def _assignee(assignee: sx.Assignee) -> str:
+    return ("group " if assignee.group else "") + format_expr(assignee.who)
+
+
+def _task(step: sx.Step, task: sx.Task, indent: str) -> list[Line]:
+    """`task name by ... due D { doc, status, form, details, escalate ... }` (dsl/tasks.py)."""
+    inner = indent + INDENT
+    head = f"task {step.name.text}" + (f" by {_assignee(task.assignee)}" if task.assignee else "")
+    head += f" due {task.due.text}" if task.due else ""
+    items: list[tuple[str, Span | None]] = []
+    if step.doc is not None:
+        items.append((f"doc {string_literal(step.doc, inner)}", step.doc_span))
+    if step.status is not None:
+        items.append((f"status {step.status.text}", step.status.span))
+    if task.form is not None:
+        items.append((f"form {format_record(task.form)}", task.form.span))
+    if task.details is not None:
+        items.append((f"details {format_mapping(task.details)}", task.details.span))
+    for escalation in task.escalations:
+        items.append((_escalation(escalation), escalation.span))
+    items += [(_task_item(key, value, inner), span) for (key, span), value in zip(step.duplicates, step.duplicate_items, strict=True)]
+    lines = [Line(indent, f"{head} {{", _start(step.span))]
+    lines += [_whole(inner, text, span) if span is not None else Line(inner, text) for text, span in items]
+    return [*lines, _closing(indent, step.span)]
+
+
+def _task_item(key: str, value: Any, indent: str) -> str:
+    """An item of a task given twice (the validator reports it), as it was written."""
+    match key, value:
+        case "doc", str():
+            return f"doc {string_literal(value, indent)}"
+        case "status", sx.Name(text=text):
+            return f"status {text}"
+        case "form", sx.RecordType():
+            return f"form {format_record(value)}"
+        case "details", ex.ObjectExpr():
+            return f"details {format_mapping(value)}"
+    raise TypeError(f"not a task item: {key} {value!r}")
+
+
+def _escalation(escalation: sx.Escalation) -> str:
+    if escalation.action == "fail":
+        return f"escalate fail {string_literal(escalation.reason or '')}"
+    text = "escalate remind" if escalation.assignee is None else f"escalate reassign to {_assignee(escalation.assignee)}"
+    return text + (f" due {escalation.due.text}" if escalation.due else "")
 
 
 def _handler(key: str, value: Any) -> tuple[str, tuple[sx.Statement, ...]] | None:
@@ -522,6 +572,12 @@ def layout_scenario(scenario: sx.Scenario) -> list[Line]:
 
 
 def _when(rule: sx.WhenRule) -> str:
+    if rule.task:  # `when task review complete { ... }`, `when task review passes due`
+        head = f"when task {rule.command.text}" + (f" attempt {rule.attempt}" if rule.attempt is not None else "")
+        if rule.reply is None:
+            return head + " passes due"
+        line = _with_data(f"{head} complete", rule.data) + (f" after {rule.after.text}" if rule.after is not None else "")
+        return line + (" twice" if rule.twice else "")
     line = f"when {rule.participant.text}.{rule.command.text}" + (f" round {rule.round}" if rule.round is not None else "")
     line += f" attempt {rule.attempt}" if rule.attempt is not None else ""
     if rule.reply is None:

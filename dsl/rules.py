@@ -17,6 +17,7 @@ module                     rules
 `scope_rules`              orchestrator scope and hygiene lints
 `contract_rules`           data and time seen through the contracts and the deadline
 `scenario_rules`           the names scenario lines use
+`task_rules`               human tasks: who does them, how their escalation ends
 =========================  ==========================================================
 """
 
@@ -33,6 +34,7 @@ from procflow.dsl import (
     scenario_rules,
     scope_rules,
     statement_rules,
+    task_rules,
 )
 from procflow.dsl import model as m
 from procflow.dsl.diagnostics import Diagnostic
@@ -47,6 +49,7 @@ RULES: list[Rule] = [
     name_rules.unknown_limits,
     name_rules.duplicates,
     statement_rules.step_shape,
+    task_rules.task_shape,
     flow_rules.waits_without_way_out,
     flow_rules.unbounded_loops,
     flow_rules.loops_without_bound_handling,

@@ -110,6 +110,11 @@ def _when_rule(facts: Facts, reachable: _Reachable, rule: sx.WhenRule) -> list[D
             + suggestion(participant, sorted(reachable.participants)),
             rule.participant.span, _listing("the participants", reachable.participants))]
     replies = reachable.replies_of.get(f"{participant}.{command}")
+    if replies is None and rule.task:
+        tasks_here = reachable.commands_of(participant)
+        return [facts.diagnostic(
+            "E141", f"no task `{command}` in this process" + suggestion(command, tasks_here),
+            rule.command.span, _listing("the tasks", tasks_here))]
     if replies is None:
         commands = reachable.commands_of(participant)
         return [facts.diagnostic(

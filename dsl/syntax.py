@@ -161,6 +161,42 @@ class Step:
     wait: Wait | None = None
     duplicates: list[tuple[str, Span]] = field(default_factory=list)  # (item, where) of an item given again
     duplicate_items: list[Any] = field(default_factory=list)  # what each of `duplicates` said, for the printer
+    task: Task | None = None  # a human task (`task name by ... { ... }`): the step is its lowering (dsl/tasks.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignee:
+    """`by "ana"` (a person) or `by group "credit-officers"`: who a human task goes to (any
+    expression that gives a text, such as `input.reviewer`)."""
+
+    who: Expr
+    group: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One line of a task's escalation, taken when the task's current due passes:
+    `escalate remind due 1d`, `escalate reassign to group "managers" due 1d`, `escalate fail "…"`."""
+
+    action: str  # "remind", "reassign" or "fail"
+    span: Span
+    assignee: Assignee | None = None  # reassign: to whom
+    due: Duration | None = None  # remind, reassign: the new due, from when it is taken
+    reason: str | None = None  # fail: the instance's failure reason
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What `task name by ... { form {...} details {...} due D escalate ... }` said, as written
+    (the printer writes it back from here; the compiler reads the lowered step beside it)."""
+
+    assignee: Assignee | None
+    form: RecordType | None
+    details: ObjectExpr | None
+    due: Duration | None
+    escalations: tuple[Escalation, ...]
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +389,7 @@ class WhenRule:
     span: Span
     round: int | None = None  # `round 2`: only in the 2nd round of the loop around the step
     round_span: Span | None = None
+    task: bool = False  # written `when task NAME complete { … }` / `when task NAME passes due`
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,11 +37,13 @@ _TOKEN_WORDS = {
 # keyword or symbol itself, or the kind of token (NAME, NUMBER, ...); `needs` must be present.
 _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("a statement (`step`, `if`, `parallel`, …)",
-     frozenset({"step", "if", "switch", "parallel", "first", "race", "repeat", "call", "fail", "end"}), 3, None),
+     frozenset({"step", "if", "switch", "parallel", "first", "race", "repeat", "call", "fail", "end", "task"}), 3, None),
     ("a process item (`participant`, `input`, `event`, …)",
      frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "input", "limit", "participant", "event"}), 3, None),
     ("a step item (`send`, `await`, `compensate`, …)",
      frozenset({"send", "await", "on", "compensate", "nothing", "wait", "status", "doc"}), 3, None),
+    ("a task item (`form`, `details`, `escalate`, …)",
+     frozenset({"form", "details", "escalate", "doc", "status"}), 3, None),
     ("a scenario item (`input`, `when`, `expect`, …)",
      frozenset({"input", "start", "when", "deliver", "no", "expect"}), 3, None),
     ("a type (`string`, `number`, `boolean`, …)",

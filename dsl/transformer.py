@@ -12,7 +12,7 @@ from typing import Any
 
 from lark import Token
 
-from procflow.dsl import build
+from procflow.dsl import build, tasks
 from procflow.dsl import expressions as ex
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Span
@@ -124,6 +124,73 @@ class ToSyntax(ExpressionRules):
     def step(self, span: Span, parts: list[Any]) -> sx.Step:
         name, *items = parts
         return build.step(_name(name), span, items)
+
+    # ---- human tasks (dsl/tasks.py)
+    @rule
+    def task(self, span: Span, parts: list[Any]) -> sx.Step:
+        name, *items = parts
+        assignee = items.pop(0) if items and isinstance(items[0], sx.Assignee) else None
+        due = items.pop(0) if items and isinstance(items[0], sx.Duration) else None
+        return tasks.lower(_name(name), span, assignee, due, items)
+
+    @rule
+    def by_person(self, span: Span, parts: list[ex.Expr]) -> sx.Assignee:
+        return sx.Assignee(parts[0], False, span)
+
+    @rule
+    def by_group(self, span: Span, parts: list[ex.Expr]) -> sx.Assignee:
+        return sx.Assignee(parts[0], True, span)
+
+    @rule
+    def task_form(self, span: Span, parts: list[sx.RecordType]) -> sx.RecordType:
+        return parts[0]
+
+    @rule
+    def task_details(self, span: Span, parts: list[ex.ObjectExpr]) -> ex.ObjectExpr:
+        return parts[0]
+
+    @rule
+    def task_due(self, span: Span, parts: list[Token]) -> sx.Duration:
+        return _duration(parts[0])
+
+    @rule
+    def escalate_remind(self, span: Span, parts: list[sx.Duration]) -> sx.Escalation:
+        return sx.Escalation("remind", span, due=parts[0] if parts else None)
+
+    @rule
+    def escalate_reassign(self, span: Span, parts: list[Any]) -> sx.Escalation:
+        return sx.Escalation("reassign", span, assignee=parts[0], due=parts[1] if len(parts) > 1 else None)
+
+    @rule
+    def escalate_fail(self, span: Span, parts: list[Token]) -> sx.Escalation:
+        return sx.Escalation("fail", span, reason=string_value(parts[0]))
+
+    @rule
+    def when_task(self, span: Span, parts: list[Any]) -> sx.WhenRule:
+        task, *rest = parts
+        attempt = _first(rest, int)
+        reaction = rest[-1]
+        reply = sx.Name(tasks.completed_reply(str(task)), token_span(task)) if reaction["reply"] else None
+        return sx.WhenRule(
+            sx.Name(tasks.PARTICIPANT, span), _name(task), attempt, reply, reaction["data"], reaction["after"],
+            reaction["twice"], span, task=True,
+        )
+
+    @rule
+    def task_complete(self, span: Span, parts: list[Any]) -> dict[str, Any]:
+        reaction: dict[str, Any] = {"reply": True, "data": None, "after": None, "twice": False}
+        for item in parts:
+            if isinstance(item, ex.ObjectExpr):
+                reaction["data"] = item
+            elif item == "twice":
+                reaction["twice"] = True
+            else:
+                reaction["after"] = item
+        return reaction
+
+    @rule
+    def task_overdue(self, span: Span, parts: list[Any]) -> dict[str, Any]:
+        return {"reply": None, "data": None, "after": None, "twice": False}
 
     @rule
     def nothing_to_undo(self, span: Span, parts: list[Token]) -> tuple[str, str, Span]:

@@ -77,15 +77,16 @@ InputFields = tuple[tuple[str, str], ...]
 
 def waiting_status(node: m.StepNode | m.RaceNode) -> str:
     """The status an instance waiting at a step or a race shows: the one the process declares,
-    else `waiting_for_<participant>` (a step that commands), `waiting_for_<step>` (a timer),
+    else `waiting_for_<participant>` (a step that commands), `waiting_for_<step>` (a timer, a
+    human task),
     `waiting_for_<first awaited event>`, or `waiting_for_<race>`."""
     if node.status:
         return node.status
     if isinstance(node, m.RaceNode):
         return f"waiting_for_{node.name}"
-    if node.command is not None:
+    if node.command is not None and node.task is None:
         return f"waiting_for_{node.command.participant}"
-    if node.is_timer:
+    if node.is_timer or node.task is not None:
         return f"waiting_for_{node.name}"
     return f"waiting_for_{node.replies[0] if node.replies else node.name}"
 

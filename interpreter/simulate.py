@@ -222,6 +222,8 @@ class _Simulation:
         for wait in state.waits:
             if wait.step == dispatch.step and wait.commandName == dispatch.command.commandName:
                 node = self.definition.definition_of(state.frame(wait.frame).process).nodes[wait.node]
+                if isinstance(node, m.StepNode) and node.task is not None:
+                    return None  # a person does a task only when the scenario says (`when task review complete {...}`)
                 if isinstance(node, m.StepNode) and node.replies:
                     return node.replies[0]
         return None

@@ -102,12 +102,18 @@ class Timed(FirstOf):
     def _resend(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, command: m.CommandSpec, timeout: m.TimeoutSpec | None) -> None:
         """Send the step's command again (the next attempt) and wait for its reply anew."""
         attempt = wait.attempt + 1
+        due_at = self._due_or_none(timeout)
+        task_due: str | None = None
+        if node.task is not None:  # a human task's escalation: its round's command and due
+            escalation = node.task.round(attempt)
+            command = escalation.command
+            due_at = task_due = self._due(escalation.due_seconds) if escalation.due_seconds is not None else None
         try:
-            self._send(command, frame, node.name, attempt, token)
+            self._send(command, frame, node.name, attempt, token, due_at=task_due)
         except Failed as failed:
             self.fail(failed.cause, failed.reason, node.name)
             return
-        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, self._due_or_none(timeout))
+        self._add_wait(token, node.name, node.id, frame, "reply", wait.expects, wait.commandName, attempt, due_at)
 
     def _arm_due(self, arm: m.RaceArmSpec, frame: FrameView, wait: Wait) -> float:
         since = epoch_of(wait.since)

@@ -276,9 +276,12 @@ class RunCore:
         frame.data = {**frame.data, name: value}
 
     def _send(
-        self, spec: m.CommandSpec, frame: FrameView, step: str, attempt: int, token: Token | None = None, name: str | None = None
+        self, spec: m.CommandSpec, frame: FrameView, step: str, attempt: int, token: Token | None = None, name: str | None = None,
+        due_at: str | None = None,
     ) -> None:
         payload = self._mapping(spec.data, frame, "data of `{0.name}` in step `{1}`", spec, step) if spec.data else {}
+        if due_at is not None:  # a human task says by when (dsl/tasks.py)
+            payload = {**payload, "due": due_at}
         process = frame.process
         reply_to = self.definition.reply_to if process == self.root_name else self.plan.process(process).reply_to
         # In order: commandName, workflowId, correlationId, replyTo, data (cheaper than keywords).
@@ -430,7 +433,10 @@ class RunCore:
         timeout = node.timeout
         timeout_at = self._due(timeout.seconds) if timeout is not None else None
         spec = definition.waits[node.id]  # (its values are shared by every wait on the step)
-        if node.command is not None:
+        if node.task is not None:  # a human task: its first round, with its due
+            self._send(node.task.round(1).command, frame, node.name, 1, token, spec.command_name, timeout_at)
+            self._add_wait(token, node.name, node.id, frame, "reply", spec.expects, spec.command_name, 1, timeout_at)
+        elif node.command is not None:
             self._send(node.command, frame, node.name, 1, token, spec.command_name)
             self._add_wait(token, node.name, node.id, frame, "reply", spec.expects, spec.command_name, 1, timeout_at)
         else:

@@ -190,9 +190,10 @@ async def instance_page(request: Request) -> HTMLResponse:
     state = row.state
     definition = console.definitions.of(state.definition.fingerprint)
     flow_svg, sequence_svg = instance_svgs(definition, state)
+    outbox = console.store.outbox_of(workflow_id)
     return _page(
         request, "instance.html", state=state, version=row.version, record=record_rows(state),
-        commands=command_rows(console.store.outbox_of(workflow_id)), timers=timer_rows(state),
+        commands=command_rows(outbox), timers=timer_rows(state, outbox),
         history=history_rows(state), flow_svg=flow_svg, sequence_svg=sequence_svg,
         can_retry=state.status == "compensation_failed", notice=request.query_params.get("notice"),
     )

@@ -28,6 +28,7 @@ from procflow.interpreter.memory_store import (
 )
 from procflow.interpreter.state import InstanceState
 from procflow.interpreter.stores import DurableStore, OutboxEntry
+from procflow.open_tasks import open_tasks
 from procflow.operator_cli import history_details, load_definition
 from procflow.visualize.render import render_image
 
@@ -140,12 +141,17 @@ def record_rows(state: InstanceState) -> list[tuple[str, str]]:
     return rows
 
 
-def timer_rows(state: InstanceState) -> list[tuple[str, str, str]]:
-    """(what, waits for, until): each wait with its timer, and the instance's deadline."""
-    rows = [
-        (f"{wait.step} (attempt {wait.attempt})", " or ".join(wait.expects) or "its timer", wait.timeoutAt or "no timer")
-        for wait in state.waits
-    ]
+def timer_rows(state: InstanceState, outbox: Iterable[OutboxEntry] = ()) -> list[tuple[str, str, str]]:
+    """(what, waits for, until): each wait with its timer (a human task with who has it), and
+    the instance's deadline."""
+    tasks = {(task.task, task.round): task for task in open_tasks(state, outbox)}
+    rows = []
+    for wait in state.waits:
+        task = tasks.get((wait.step, wait.attempt))
+        if task is not None:
+            rows.append((f"task {wait.step} (round {wait.attempt})", f"{task.who} to complete it", task.due))
+            continue
+        rows.append((f"{wait.step} (attempt {wait.attempt})", " or ".join(wait.expects) or "its timer", wait.timeoutAt or "no timer"))
     if state.deadlineAt:
         rows.append(("deadline of the instance", "-", state.deadlineAt))
     return rows

@@ -59,6 +59,7 @@ from procflow.interpreter.state import TERMINAL, HistoryEntry, InstanceState
 from procflow.interpreter.store_check import as_json, check_store, describe
 from procflow.interpreter.stores import DurableStore, open_store
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
+from procflow.open_tasks import open_tasks
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
 from procflow.terminal import printable, printable_lines
 
@@ -325,12 +326,14 @@ def inspect_text(state: InstanceState, version: int, outbox: Iterable[Any] = ())
         lines.append(f"compensation    undone: {', '.join(u.commandName for u in comp.undone) or '-'}; "
                      f"pending: {', '.join(u.commandName for u in comp.pending) or '-'}"
                      + (f"; failed: {comp.failed.commandName}" if comp.failed else ""))
+    sent = list(outbox)
     for wait in state.waits:
         expects = " or ".join(wait.expects) or "its timer"
         lines.append(f"waits           {wait.step}: {expects} (attempt {wait.attempt}, until {wait.timeoutAt or 'ever'})")
+    for task in open_tasks(state, sent):  # a human task: who has it, until when
+        lines.append(f"task            {task.text}")
     if state.status == "compensation_failed":
         lines.append(f"operator        `procflow retry {state.workflowId}` sends the failed undo again")
-    sent = list(outbox)
     if sent:
         lines.append("")
         lines.append("commands")

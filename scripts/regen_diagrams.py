@@ -6,14 +6,15 @@
 Goldens: for every `processes/*.proc` and every fixture `tests/cases/diagrams/*.proc`, the
 flow and sequence views as DOT and Mermaid; for the order process also a compensation path,
 swimlanes, and an instance overlay drawn from a committed state record (made by `procflow
-run ... --stop-at authorize_payment --json`).
+run ... --stop-at authorize_payment --json`); for the credit limit review the sequence of its
+overdue human task.
 
 Saga tables: for every process, `procflow paths` as text (`<name>-paths.txt`).
 
 Images: SVG and PNG of the order process for the docs, of two larger samples (the loan
 process's flow view, the refund's swimlanes), and the flows of the ticket booking (recovery
-paths, retries on error replies, an undo even on timeout) and of the quote acceptance (a
-deadline handler, named ends). Graphviz's output differs between its
+paths, retries on error replies, an undo even on timeout), of the quote acceptance (a
+deadline handler, named ends) and of the credit limit review (a human task and its escalation). Graphviz's output differs between its
 versions, so `--check` does not compare image bytes: `docs/images/diagrams.json` records the
 SHA-256 of the DOT source each image was drawn from, and `--check` compares those.
 """
@@ -42,6 +43,8 @@ MANIFEST = IMAGES / "diagrams.json"
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
 BOOKING = ROOT / "processes" / "ticket_booking.proc"
 QUOTE = ROOT / "processes" / "quote_acceptance.proc"
+REVIEW = ROOT / "processes" / "credit_limit_review.proc"
+OVERDUE_PATH = "review.timeout"  # the human task nobody does: reminded, reassigned, then the failure
 STATE = GOLDEN / "order_fulfillment-waiting.state.json"
 COMPENSATION_PATH = "create_shipment.shipment_rejected"
 RUN_ARGS = [
@@ -100,6 +103,9 @@ def golden_cases() -> list[tuple[Path, Render]]:
         cases.append((GOLDEN / f"order_fulfillment-flow-compensation.{ext}",
                       text(order, "flow", fmt, path_name=COMPENSATION_PATH)))
 
+    for fmt, ext in (("dot", "dot"), ("mermaid", "mmd")):
+        cases.append((GOLDEN / f"credit_limit_review-sequence-overdue.{ext}", text(REVIEW, "sequence", fmt, path_name=OVERDUE_PATH)))
+
     def instance(view: str, fmt: str) -> Render:
         return lambda: visualize.render_text(load(order), view, fmt, instance=committed_state())
 
@@ -120,6 +126,7 @@ def image_sources() -> dict[str, str]:
     return {
         "ticket_booking-flow": visualize.render_text(load(BOOKING), "flow", "dot"),
         "quote_acceptance-flow": visualize.render_text(load(QUOTE), "flow", "dot"),
+        "credit_limit_review-flow": visualize.render_text(load(REVIEW), "flow", "dot"),
         "order_fulfillment-flow": visualize.render_text(definition, "flow", "dot"),
         "order_fulfillment-sequence-happy": visualize.render_text(definition, "sequence", "dot"),
         "order_fulfillment-sequence-compensation": visualize.render_text(

@@ -36,7 +36,7 @@ ORDER = ROOT / "processes" / "order_fulfillment.proc"
 NS = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL", "bpmndi": "http://www.omg.org/spec/BPMN/20100524/DI",
       "di": "http://www.omg.org/spec/DD/20100524/DI", "dc": "http://www.omg.org/spec/DD/20100524/DC"}
 FLOW_NODES = ("startEvent", "endEvent", "intermediateCatchEvent", "intermediateThrowEvent", "boundaryEvent",
-              "sendTask", "receiveTask", "callActivity", "exclusiveGateway", "parallelGateway", "eventBasedGateway")
+              "sendTask", "receiveTask", "userTask", "callActivity", "exclusiveGateway", "parallelGateway", "eventBasedGateway")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,9 @@ def test_every_step_and_construct_has_its_bpmn_element(source: Path) -> None:
         match node:
             case m.StepNode(is_timer=True):
                 assert tag_of(f"timer_{node.id}") == "intermediateCatchEvent"
+            case m.StepNode(task=m.TaskSpec()):  # a human task: one user task, its escalation on its timer
+                assert tag_of(f"task_{node.id}") == "userTask" and tag_of(f"send_{node.id}") is None
+                assert document.find(f".//bpmn:boundaryEvent[@id='timeout_{node.id}'][@attachedToRef='task_{node.id}']", NS) is not None
             case m.StepNode():
                 if node.command is not None:
                     assert tag_of(f"send_{node.id}") == "sendTask"

@@ -21,8 +21,17 @@ from dataclasses import dataclass, field
 
 from procflow import __version__
 from procflow.dsl import model as m
+from procflow.dsl.paths import duration_text
+from procflow.dsl.tasks import PARTICIPANT as TASK_PARTICIPANT
 from procflow.visualize import bpmn_layout as lay
-from procflow.visualize.bpmn_words import process_doc, source_text, step_doc, wait_words
+from procflow.visualize.bpmn_words import (
+    process_doc,
+    source_text,
+    step_doc,
+    task_due_seconds,
+    task_words,
+    wait_words,
+)
 from procflow.visualize.flow import flow_diagram
 from procflow.visualize.ir import FlowDiagram, FlowEdge, FlowNode, words
 
@@ -190,7 +199,8 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
     kinds = _boundary_kinds(node)
     safe = _safe(node.id)
     receive_x = box.x
-    if node.command is not None:
+    is_task = node.task is not None  # a human task: one BPMN user task, no send and receive pair
+    if node.command is not None and not is_task:
         send_id = export.new_id(f"send_{safe}")
         export.element("sendTask", words(node.name), step_doc(definition, node), id=send_id,
                        messageRef=export.message(node.command.name))
@@ -203,18 +213,18 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
             export.message_flow(send_id, export.participant_ids[node.command.participant], node.command.name,
                                 _to_pool(send_box, pool))
     awaited = " or ".join(node.replies) or "an event"
-    receive_id = export.new_id(f"receive_{safe}")
-    receive_doc = [] if node.command is not None else step_doc(definition, node)
+    receive_id = export.new_id(f"task_{safe}" if is_task else f"receive_{safe}")
+    receive_doc = [] if node.command is not None and not is_task else step_doc(definition, node)
     if len(node.replies) > 1:
         receive_doc.append(f"Completes on any of: {', '.join(node.replies)} (the others as message boundary events).")
-    receive_name = f"await {awaited}" if node.command is not None else words(node.name)
-    attrs = {"messageRef": export.message(node.replies[0])} if node.replies else {}
-    export.element("receiveTask", receive_name, receive_doc, id=receive_id, **attrs)
+    receive_name = f"await {awaited}" if node.command is not None and not is_task else words(node.name)
+    attrs = {"messageRef": export.message(node.replies[0])} if node.replies and not is_task else {}
+    export.element("userTask" if is_task else "receiveTask", receive_name, receive_doc, id=receive_id, **attrs)
     receive_box = lay.Box(receive_x, box.y, lay.receive_width(len(kinds)), lay.TASK_HEIGHT)
     export.shape(receive_id, receive_box)
     export.entry.setdefault(node.id, receive_id)
     export.exit[node.id] = receive_id
-    if node.command is not None:
+    if node.command is not None and not is_task:
         export.flow(export.entry[node.id], receive_id, [(box.x + lay.TASK_WIDTH, box.y + lay.TASK_HEIGHT / 2),
                                                         (receive_x, box.y + lay.TASK_HEIGHT / 2)])
         pool = export.pool_of.get(node.command.participant)
@@ -227,8 +237,9 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
         event_id = export.new_id(f"{kind}_{safe}_{what}" if kind in ("success", "failure") else f"{kind}_{safe}")
         doc: list[str] = []
         if kind == "timeout":
-            doc.append(wait_words(node.timeout))
-        name = {"success": what, "failure": what, "timeout": node.timeout.text if node.timeout else "timeout",
+            doc.append(task_words(node) if is_task else wait_words(node.timeout))
+        timeout = (duration_text(task_due_seconds(node)) if is_task else node.timeout.text) if node.timeout else "timeout"
+        name = {"success": what, "failure": what, "timeout": timeout,
                 "compensation": ""}[kind]
         event = export.element("boundaryEvent", name or None, doc, id=event_id, attachedToRef=receive_id)
         if kind in ("success", "failure"):
@@ -238,7 +249,7 @@ def _step(export: _Export, flow_node: FlowNode, node: m.StepNode, box: lay.Box) 
                 export.message_flow(export.participant_ids[node.command.participant], event_id, what,
                                     list(reversed(_to_pool(event_box, pool))))
         elif kind == "timeout":
-            _timer(event, node.timeout.seconds if node.timeout else 0.0, None)
+            _timer(event, task_due_seconds(node) if is_task else node.timeout.seconds if node.timeout else 0.0, None)
         else:
             ET.SubElement(event, _tag("compensateEventDefinition"))
         export.shape(event_id, event_box)
@@ -500,7 +511,8 @@ def bpmn_xml(definition: m.ProcessDefinition) -> str:
     root = ET.Element(_tag("definitions"), {
         "id": f"definitions_{process_id}", "targetNamespace": f"https://procflow.dev/processes/{definition.name}",
         "exporter": "procflow", "exporterVersion": __version__})
-    used = [p for p in definition.participants.values()]
+    # The task list human tasks are commanded to is no pool: a user task exchanges no messages.
+    used = [p for p in definition.participants.values() if not (p.name == TASK_PARTICIPANT and any(n.task for n in definition.steps))]
     participants_top = len(used) * (PARTICIPANT_HEIGHT + PARTICIPANT_GAP)
     width = layout.width + POOL_BAND
     pool_of = {p.name: lay.Box(0, i * (PARTICIPANT_HEIGHT + PARTICIPANT_GAP), width, PARTICIPANT_HEIGHT)

@@ -60,6 +60,8 @@ def receive_width(boundary_events: int) -> float:
 def node_size(node: FlowNode, boundary_events: int, compensates: bool) -> tuple[float, float]:
     """The size of the box a flow node's BPMN shapes fill (see the module doc)."""
     match node.kind:
+        case "step" if node.sign:  # a human task: one user task
+            return (receive_width(boundary_events), TASK_HEIGHT)
         case "step":
             return (TASK_WIDTH + TASK_GAP + receive_width(boundary_events), TASK_HEIGHT)
         case "event":

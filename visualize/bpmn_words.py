@@ -39,6 +39,27 @@ def wait_words(timeout: m.TimeoutSpec | None) -> str:
     return text
 
 
+def task_due_seconds(node: m.StepNode) -> float:
+    """A human task's time until its last due passes: every round's due, one after another."""
+    assert node.task is not None
+    return sum(r.due_seconds or 0.0 for r in node.task.rounds)
+
+
+def task_words(node: m.StepNode) -> str:
+    """Who does a human task, when it is due, and its escalation (BPMN has no escalation rounds
+    on a user task: the timer stands for the last due)."""
+    assert node.task is not None
+    first, *escalations = node.task.rounds
+    text = f"a human task for {first.assignee}" + (f", due in {duration_text(first.due_seconds)}" if first.due_seconds else "")
+    if escalations:
+        said = [f"{r.escalation}" + (f" to {r.assignee}" if r.escalation == "reassign" else "")
+                + (f" (due {duration_text(r.due_seconds)})" if r.due_seconds else "") for r in escalations]
+        text += "; when it passes: " + ", then ".join(said)
+    if first.due_seconds:
+        text += f"; BPMN has no escalation rounds, so the timer stands for the last due: {duration_text(task_due_seconds(node))} in all"
+    return text
+
+
 def step_doc(definition: m.ProcessDefinition, node: m.StepNode) -> list[str]:
     """A step's documentation: its doc, its command, its wait, its bound name and status."""
     lines = [node.doc or ""]
@@ -49,7 +70,7 @@ def step_doc(definition: m.ProcessDefinition, node: m.StepNode) -> list[str]:
                      f"workflowId, correlationId, replyTo `{definition.reply_to}`, data).")
         written = source_text(definition, node.command.span)
         lines.append(f"As written: `{written}`" if written else "")
-    lines.append(wait_words(node.timeout))
+    lines.append(task_words(node) if node.task is not None else wait_words(node.timeout))
     if node.bind:
         lines.append(f"The reply's data is bound as `{node.bind}`.")
     if node.status:

@@ -101,6 +101,8 @@ def _node_attrs(node: FlowNode, straight: bool = True) -> dict[str, str]:
                  "margin": "0.14,0.05", "label": Html("<br/>".join(rows) + note)}
     elif kind in ("step", "call", "undo"):
         title = f"<b>{_html(node.title)}</b>" if kind != "undo" else _html(node.title)
+        if kind == "step" and node.sign:  # a human task's person marker (BPMN's user task)
+            title = f'<font point-size="13">{_html(node.sign)}</font> {title}'
         rows = [title]
         for index, line in enumerate(node.lines):
             face = MONO if (kind == "step" and index == len(node.lines) - 1) else FONT  # the command, last

@@ -47,6 +47,7 @@ SIGNS = {
     "timer": "◷",
     "event": "✉",
     "error": "⚡",
+    "task": "♟",  # a human task (BPMN's user task marker is a person: this is the silhouette fonts carry)
 }
 """The symbol drawn in each gateway and event (BPMN's markers, in characters fonts carry)."""
 
@@ -62,10 +63,21 @@ def _timeout_label(node: m.StepNode) -> str:
     timeout = node.timeout
     if timeout is None:
         return "timeout"
+    if node.task is not None:
+        return _escalation_label(node.task)
     if timeout.retries:
         tries = "retry" if timeout.retries == 1 else "retries"
         return f"timeout {timeout.text}, {timeout.retries} {tries}"
     return f"timeout {timeout.text}"
+
+
+def _escalation_label(task: m.TaskSpec) -> str:
+    """A task's way when its last due passed: `overdue after remind 1d, reassign 1d`."""
+    steps = []
+    for r in task.rounds[1:]:
+        step = f"reassign to {r.assignee}" if r.escalation == "reassign" else str(r.escalation)
+        steps.append(f"{step} {duration_text(r.due_seconds)}" if r.due_seconds is not None else step)
+    return "overdue" + (f" after {', '.join(steps)}" if steps else "")
 
 
 def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
@@ -74,9 +86,21 @@ def _step_node(definition: m.ProcessDefinition, node: m.StepNode) -> FlowNode:
     if node.command is None:
         awaited = " or ".join(node.replies) or "an event"
         return FlowNode(node.id, "event", words(node.name), (f"await {awaited}",), sign=SIGNS["event"])
+    if node.task is not None:
+        return _task_node(node, node.task)
     participant = definition.participants.get(node.command.participant)
     display = participant.display if participant else node.command.participant
     return FlowNode(node.id, "step", words(node.name), (display, node.command.name))
+
+
+def _task_node(node: m.StepNode, task: m.TaskSpec) -> FlowNode:
+    """A human task: BPMN's user task, a step box with a person marker (`sign`), saying who
+    does it and when it is due (the escalations are drawn on its timeout way)."""
+    first = task.round(1)
+    lines = [f"by {first.assignee}" if first.assignee else "by nobody"]
+    if first.due_seconds is not None and node.timeout is not None:
+        lines.append(f"due {node.timeout.text}")
+    return FlowNode(node.id, "step", words(node.name), tuple(lines), sign=SIGNS["task"])
 
 
 def _retried(node: m.StepNode, kind: str, label: str) -> str:

@@ -148,7 +148,8 @@ def _node_line(node: FlowNode, node_id: str) -> str:
     if node.kind in ("timer", "event", "catch"):
         text = "<br/>".join([f"{node.sign} {title}", *details])
         return f'{node_id}(("{text}"))'
-    text = "<br/>".join([f"<b>{title}</b>" if node.kind != "undo" else title, *details])
+    head = f"{node.sign} <b>{title}</b>" if node.kind == "step" and node.sign else f"<b>{title}</b>"  # a human task's marker
+    text = "<br/>".join([head if node.kind != "undo" else title, *details])
     if node.kind in ("call", "collapsed"):  # a sub-process: Mermaid's subroutine shape
         return f'{node_id}[["{text}"]]'
     return f'{node_id}("{text}")'

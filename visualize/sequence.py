@@ -150,8 +150,26 @@ def _ok_messages(cast: _Cast, node: m.StepNode, reply: str | None) -> list[Seque
     return items
 
 
+def _task_overdue_messages(cast: _Cast, node: m.StepNode, task: m.TaskSpec) -> list[SequenceItem]:
+    """A human task nobody does: its assignment, each escalation its due passing takes, the end."""
+    target = cast.of(task.round(1).command.participant)
+    over = (ORCHESTRATOR, target)
+    first = task.round(1)
+    items: list[SequenceItem] = [Message(ORCHESTRATOR, target, f"{words(node.name)} (to {first.assignee})", "command")]
+    due = node.timeout.text if node.timeout else None
+    for escalation in task.rounds[1:]:
+        what = f"reassign to {escalation.assignee}" if escalation.escalation == "reassign" else str(escalation.escalation)
+        items.append(Note(over, f"due {due} passed: {what}", "timeout"))
+        items.append(Message(ORCHESTRATOR, target, f"{words(node.name)} ({what})", "command"))
+        due = duration_text(escalation.due_seconds) if escalation.due_seconds is not None else None
+    items.append(Note(over, f"due {due} passed: not done", "timeout"))
+    return items
+
+
 def _timeout_messages(cast: _Cast, node: m.StepNode) -> list[SequenceItem]:
     """A step that gets no answer: its command, each retry, and the notes that explain them."""
+    if node.task is not None:
+        return _task_overdue_messages(cast, node, node.task)
     timeout = node.timeout
     target = cast.of(node.command.participant) if node.command else ORCHESTRATOR
     over: tuple[str, ...] = (ORCHESTRATOR, target) if node.command else (ORCHESTRATOR,)
