@@ -2,8 +2,8 @@
 (`procflow.dsl.flow_proofs`) and worded against the statements the author wrote.
 
 E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
-parallel branch, E117 a wait with no way out, E124 a loop without a bound, E170 a `first of`
-with one branch, E171 a branch of a `first of` that can never finish.
+parallel branch, E117 a wait with no way out, E124 a loop without a bound, E180 a `first of`
+with one branch, E181 a branch of a `first of` that can never finish.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ def reachability(facts: Facts) -> list[Diagnostic]:
 
 
 def _first_of(facts: Facts, stmt: sx.Parallel) -> list[Diagnostic]:
-    """E170 a `first of` with one branch (nothing competes with it); E171 a branch of one that
+    """E180 a `first of` with one branch (nothing competes with it); E181 a branch of one that
     can never finish (it always fails or ends, so it can never win)."""
     assert stmt.name is not None
     label = f"`first of {stmt.name.text}`"
     if len(stmt.branches) < 2:
-        return [facts.diagnostic("E170", f"{label} has one branch: nothing competes with it", stmt.name.span,
+        return [facts.diagnostic("E180", f"{label} has one branch: nothing competes with it", stmt.name.span,
                                  "add the branches that compete with it, or write its steps without the block")]
     flow = facts.flow
     fork = flow.first_node(stmt.span)
@@ -71,7 +71,7 @@ def _first_of(facts: Facts, stmt: sx.Parallel) -> list[Diagnostic]:
     for branch in stmt.branches:
         first = flow.first_node(branch.body[0].span) if branch.body else join
         if not flow.arrives[(fork, first)]:
-            found.append(facts.diagnostic("E171", f"branch `{branch.name.text}` of {label} can never finish: it always"
+            found.append(facts.diagnostic("E181", f"branch `{branch.name.text}` of {label} can never finish: it always"
                                           " fails or ends, so it can never win", branch.name.span,
                                           "let the branch finish on some path, or take it out of the block"))
     return found

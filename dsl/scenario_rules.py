@@ -4,8 +4,8 @@ instead of a rule that never fires and a scenario that passes for the wrong reas
 
 E140 a participant no process declares, E141 a command no step sends to that participant,
 E142 a reply the command's step cannot receive, E143 an event no process declares, E144 a
-status no instance can have, E145 a completed entry no step can complete with, E172 a
-`round` of a command no step sends in a loop, E173 a `round` its loop never runs.
+status no instance can have, E145 a completed entry no step can complete with, E182 a
+`round` of a command no step sends in a loop, E183 a `round` its loop never runs.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class _Reachable:
 
 def scenario_references(facts: Facts) -> list[Diagnostic]:
     """E140-E145: each name a scenario line uses exists where the scenario can meet it;
-    E172-E173: each `round` is one the command is sent in."""
+    E182-E183: each `round` is one the command is sent in."""
     definition = facts.definition
     try:
         scenarios = definition.scenarios
@@ -143,7 +143,7 @@ def _rounds(body: tuple[sx.Statement, ...] | list[sx.Statement]) -> dict[str, li
 
 
 def _round(facts: Facts, reachable: _Reachable, rule: sx.WhenRule) -> list[Diagnostic]:
-    """E172, E173: the `round N` of a `when` line is one some step sending the command runs."""
+    """E182, E183: the `round N` of a `when` line is one some step sending the command runs."""
     if rule.round is None or rule.round_span is None:
         return []
     command = f"{rule.participant.text}.{rule.command.text}"
@@ -152,13 +152,13 @@ def _round(facts: Facts, reachable: _Reachable, rule: sx.WhenRule) -> list[Diagn
         return []  # sent in a called process (or not at all: E141)
     if all(r == IN_NO_LOOP for r in rounds):
         return [facts.diagnostic(
-            "E172", f"`{command}` is sent in no `repeat`: it has no round {rule.round}", rule.round_span,
+            "E182", f"`{command}` is sent in no `repeat`: it has no round {rule.round}", rule.round_span,
             "a round counts the rounds of the loop around the step; for a resend after a timeout, say `attempt N`")]
     most = None if any(r is None for r in rounds) else max(r for r in rounds if r is not None)
     if rule.round < 1 or (most is not None and rule.round > most):
         ran = "rounds count from 1" if rule.round < 1 else f"the loop around it runs at most {most} rounds"
         return [facts.diagnostic(
-            "E173", f"`{command}` has no round {rule.round}: {ran}", rule.round_span,
+            "E183", f"`{command}` has no round {rule.round}: {ran}", rule.round_span,
             f"say a round from 1 to {most}" if most is not None else "rounds count from 1")]
     return []
 

@@ -230,7 +230,7 @@ def test_per_round_replies_are_checked() -> None:
         "example.proc",
     )
     assert [(d.code, d.message) for d in diagnostics if d.is_error] == [
-        ("E172", "`payment.authorize` is sent in no `repeat`: it has no round 2")
+        ("E182", "`payment.authorize` is sent in no `repeat`: it has no round 2")
     ]
 
 
