@@ -24,6 +24,8 @@ intervals, without walking up the tree.
 A join runs once every branch has arrived, so a branch that binds on every path binds for the
 join: a join with such a branch (``nx.has_path`` from the branch's first node to the join
 finds no unbound path) loses its way on before the read is searched, inner blocks first.
+Not the join of `first of`, which goes on when the first branch arrives: only the winner's
+bindings hold after it.
 
 **may** — some path crosses a binding edge and goes on to the read: ``nx.has_path`` from a
 binding edge's target (its source reachable) to the read. Asked only where must fails.
@@ -63,6 +65,8 @@ def binds(record: Any, key: str) -> tuple[str, ...]:
         return (record.collect,) if record.collect else ()
     if isinstance(record, m.SetNode):
         return (record.name,)
+    if isinstance(record, m.JoinNode) and key == "next" and record.first:
+        return (record.name,)  # `first of name`: `name.winner` after the block
     return ()
 
 
@@ -103,6 +107,8 @@ class BindingProofs:
             elif isinstance(record, m.GatherNode) and record.collect:
                 keys = [record.collect]
             elif isinstance(record, m.SetNode):
+                keys = [record.name]
+            elif isinstance(record, m.JoinNode) and record.first:
                 keys = [record.name]
             else:
                 continue
@@ -199,6 +205,8 @@ class BindingProofs:
         position = flow.definition.position
         for branch in sorted(around, key=lambda b: position[b.fork], reverse=True):
             join = flow.join_of[branch.fork]
+            if self.graph.nodes[join].get("first"):
+                continue  # `first of`: the join goes on when any branch arrives, the winner's bindings only
             if not nx.has_path(unbound, branch.first, join):
                 self._blocked.add(join)
         sites = [source for source, _, _ in edges]

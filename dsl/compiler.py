@@ -220,11 +220,12 @@ class _Compiler:
             case sx.Parallel():
                 fork_id, join_id = ids
                 name = stmt.name.text if stmt.name else fork_id
-                self._add(m.JoinNode(join_id, stmt.span, name, len(stmt.branches), next_id), m.Way(next_id, "next", "", "next"))
+                join = m.JoinNode(join_id, stmt.span, name, len(stmt.branches), next_id, stmt.first)
+                self._add(join, m.Way(next_id, "next", "", "next"))
                 branches = tuple((b.name.text, self.block(b.body, join_id)) for b in stmt.branches)
                 self._pair(fork_id, "fork", join_id, "join")
                 return self._add(
-                    m.ForkNode(fork_id, stmt.span, name, branches, join_id, undoes_in_parallel(stmt)),
+                    m.ForkNode(fork_id, stmt.span, name, branches, join_id, undoes_in_parallel(stmt), first=stmt.first),
                     *(m.Way(target, "branch", branch, f"branch:{branch}") for branch, target in branches),
                 )
             case sx.Race():

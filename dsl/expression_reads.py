@@ -155,7 +155,8 @@ def output_uses(definition: m.ProcessDefinition) -> list[ExprUse]:
 
 
 def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
-    """(how, name) for every `as name` of a statement: how is await, failure, race or call."""
+    """(how, name) for every `as name` of a statement: how is await, failure, race or call; and
+    (`first`) the name of a `first of` block, bound to `{winner: branch}` after it."""
     if isinstance(stmt, sx.Step):
         found = [("await", stmt.await_.bind)] if stmt.await_ and stmt.await_.bind else []
         found.extend(("failure", on.bind) for on in stmt.on_replies if on.bind)
@@ -168,6 +169,8 @@ def bindings_of(stmt: sx.Statement) -> list[tuple[str, sx.Name]]:
         return [("each", stmt.item)] + ([("collect", stmt.collect)] if stmt.collect else [])
     if isinstance(stmt, sx.Set) and stmt.name.text not in ("input", "steps", m.FAILURE_NAME):  # (those are E165)
         return [("set", stmt.name)]
+    if isinstance(stmt, sx.Parallel) and stmt.first and stmt.name is not None:
+        return [("first", stmt.name)]
     return []
 
 
@@ -182,6 +185,8 @@ def model_bindings(node: m.AnyNode) -> list[str]:
     if isinstance(node, m.EachNode):
         return [node.item] + ([node.collect] if node.collect else [])
     if isinstance(node, m.SetNode):
+        return [node.name]
+    if isinstance(node, m.JoinNode) and node.first:
         return [node.name]
     return []
 

@@ -171,11 +171,16 @@ class FlowProofs:
         arrives: dict[tuple[str, str], bool] = {}
         for fork in reversed(self.forks):
             join = self.join_of[fork]
+            first_of = bool(self.graph.nodes[fork].get("first"))  # `first of`: one arriving branch is enough
+            arrived_any = False
             for branch in self.branches(fork):
                 arrived = nx.has_path(self._flow_so_far(), branch.first, join)
                 arrives[(fork, branch.first)] = arrived
-                if not arrived:
+                arrived_any = arrived_any or arrived
+                if not arrived and not first_of:
                     self._stuck.add(join)
+            if first_of and not arrived_any:
+                self._stuck.add(join)
         return arrives
 
     @property
@@ -306,6 +311,32 @@ class FlowProofs:
         if isinstance(record, m.RaceNode):
             return all(arm.messages or (arm.timer_seconds is not None and arm.timer_seconds > 0) for arm in record.arms)
         return False
+
+    def cancelled_in_time(self, node_id: str) -> bool:
+        """True when a wait sits in a branch of a `first of` block that another branch can win
+        with time alone (every wait on its way to the join ends by time, as a `wait 4h` does):
+        the wait then ends when that branch wins, whatever comes."""
+        for branch in self.enclosing(node_id):
+            if not self.graph.nodes[branch.fork].get("first"):
+                continue
+            join = self.join_of[branch.fork]
+            if any(other.first != branch.first and self._ends_by_time(other.first, join) for other in self.branches(branch.fork)):
+                return True
+        return False
+
+    def _ends_by_time(self, first: str, join: str) -> bool:
+        """True when a branch reaches its join on some path whose every wait ends by time."""
+
+        def timed(source: str, target: str, key: str) -> bool:
+            record = self.record(source)
+            if isinstance(record, m.StepNode) and not record.is_timer and (record.command is not None or record.replies):
+                return key == "timeout" and record.timeout is not None
+            if isinstance(record, m.RaceNode):
+                kind: str = self.graph.edges[source, target, key]["kind"]
+                return kind == "timer"
+            return True
+
+        return first == join or nx.has_path(nx.subgraph_view(self.graph, filter_edge=timed), first, join)
 
     def time_can_end(self, node_id: str) -> bool:
         """True when a wait can be left with no message arriving: a race's `timer` arm, or a

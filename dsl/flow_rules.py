@@ -3,7 +3,8 @@
 
 E116 a statement no path reaches, E119 a parallel join that can never fire, W206 `end` in a
 parallel branch, E117 a wait with no way out, E124 a loop without a bound (E138: one
-that a deadline cannot end, for a round can go without waiting; W214: its `else` never runs).
+that a deadline cannot end, for a round can go without waiting; W214: its `else` never runs),
+E180 a `first of` with one branch, E181 a branch of a `first of` that can never finish.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def reachability(facts: Facts) -> list[Diagnostic]:
                                               "remove it, or move it before what stops the process"))
             break
     for stmt, branches in facts.statements:
-        if isinstance(stmt, sx.Parallel):
+        if isinstance(stmt, sx.Parallel) and stmt.first:
+            found.extend(_first_of(facts, stmt))
+        elif isinstance(stmt, sx.Parallel):
             label = f"parallel block `{stmt.name.text}`" if stmt.name else "this parallel block"
             fork = flow.first_node(stmt.span)
             join = flow.join_of[fork]
@@ -54,6 +57,27 @@ def reachability(facts: Facts) -> list[Diagnostic]:
     return found
 
 
+def _first_of(facts: Facts, stmt: sx.Parallel) -> list[Diagnostic]:
+    """E180 a `first of` with one branch (nothing competes with it); E181 a branch of one that
+    can never finish (it always fails or ends, so it can never win)."""
+    assert stmt.name is not None
+    label = f"`first of {stmt.name.text}`"
+    if len(stmt.branches) < 2:
+        return [facts.diagnostic("E180", f"{label} has one branch: nothing competes with it", stmt.name.span,
+                                 "add the branches that compete with it, or write its steps without the block")]
+    flow = facts.flow
+    fork = flow.first_node(stmt.span)
+    join = flow.join_of[fork]
+    found = []
+    for branch in stmt.branches:
+        first = flow.first_node(branch.body[0].span) if branch.body else join
+        if not flow.arrives[(fork, first)]:
+            found.append(facts.diagnostic("E181", f"branch `{branch.name.text}` of {label} can never finish: it always"
+                                          " fails or ends, so it can never win", branch.name.span,
+                                          "let the branch finish on some path, or take it out of the block"))
+    return found
+
+
 def _describe(stmt: sx.Statement) -> tuple[str, Span]:
     if isinstance(stmt, sx.Step):
         return f"step `{stmt.name.text}`", stmt.name.span
@@ -61,6 +85,7 @@ def _describe(stmt: sx.Statement) -> tuple[str, Span]:
         return f"the call of `{stmt.process.text}`", stmt.span
     if isinstance(stmt, sx.Parallel | sx.Race | sx.Repeat) and stmt.name is not None:
         kind = {sx.Parallel: "parallel block", sx.Race: "race", sx.Repeat: "loop"}[type(stmt)]
+        kind = "first of" if isinstance(stmt, sx.Parallel) and stmt.first else kind
         return f"{kind} `{stmt.name.text}`", stmt.name.span
     keyword = {
         sx.If: "if", sx.Switch: "switch", sx.Parallel: "parallel", sx.Repeat: "repeat", sx.ForEach: "for each", sx.Fail: "fail",
@@ -85,8 +110,9 @@ def _blocker(stmt: sx.Statement) -> str:
 
 def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
     """E117: a wait that nothing ends when the awaited message never comes: a step or a race
-    with no way out that time takes (a `within`, a timer arm) and no process `deadline` (which
-    does not bound the deadline handler's own waits); or
+    with no way out that time takes (a `within`, a timer arm, another branch of its `first of`
+    block that wins by time alone) and no process `deadline` (which does not bound the
+    deadline handler's own waits); or
     a compensation awaiting its confirmation without `within` (the deadline does not cover it)."""
     found = []
     deadline = facts.definition.deadline_seconds is not None
@@ -95,17 +121,19 @@ def waits_without_way_out(facts: Facts) -> list[Diagnostic]:
         if stmt.span in facts.in_deadline_handler:  # the deadline has passed when these run
             deadline = False
         if isinstance(stmt, sx.Step) and stmt.wait is None:
-            if stmt.task is not None and stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+            first = flow.first_node(stmt.span)
+            if stmt.task is not None and stmt.await_ is not None and not deadline and not flow.time_can_end(first):
                 found.append(facts.diagnostic("E117", f"task `{stmt.name.text}` may wait forever: no `due` and no process `deadline`",
                                               stmt.name.span, f"give it a due time (`task {stmt.name.text} by ... due 2d {{ ... }}`), or a `deadline`"))
-            elif stmt.await_ is not None and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+            elif stmt.await_ is not None and not deadline and not flow.time_can_end(first) and not flow.cancelled_in_time(first):
                 found.append(facts.diagnostic("E117", f"step `{stmt.name.text}` may wait forever: no `within` and no process `deadline`",
                                               stmt.await_.span, "add `within D` (with `retry` or `on timeout`), or a `deadline`"))
             comp = stmt.compensate
             if comp is not None and comp.replies and comp.timeout is None:
                 found.append(facts.diagnostic("E117", f"the compensation of `{stmt.name.text}` may wait forever: no `within`",
                                               comp.replies[0].span, "add `within D retry N` after the awaited reply"))
-        elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)):
+        elif isinstance(stmt, sx.Race) and not deadline and not flow.time_can_end(flow.first_node(stmt.span)) \
+                and not flow.cancelled_in_time(flow.first_node(stmt.span)):
             found.append(facts.diagnostic("E117", f"race `{stmt.name.text}` may wait forever: no `on timer` arm and no process `deadline`",
                                           stmt.name.span, "add an arm `on timer D { ... }`, or a `deadline`"))
     return found

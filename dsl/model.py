@@ -288,12 +288,14 @@ class XorNode(Node):
 
 @dataclass(frozen=True, slots=True)
 class ForkNode(Node):
-    """Parallel split into named branches: every branch starts."""
+    """Parallel split into named branches: every branch starts. With `first` (`first of`),
+    the branches compete: the first to reach the join wins."""
 
     name: str
     branches: tuple[tuple[str, str], ...]  # (branch name, first node id)
     join: str
     undo_in_parallel: bool = False  # `undo in parallel`: its completed branches are undone side by side
+    first: bool = False
     kind: ClassVar[str] = "fork"
 
     @property
@@ -304,11 +306,14 @@ class ForkNode(Node):
 
 @dataclass(frozen=True, slots=True)
 class JoinNode(Node):
-    """Parallel join: continues once all `expected` branches have arrived."""
+    """Parallel join: continues once all `expected` branches have arrived. With `first`
+    (`first of name`), it continues once the first branch arrives: the others are cancelled,
+    what they completed is undone (most recent first), and `name.winner` is the winner's name."""
 
     name: str
     expected: int
     next: str
+    first: bool = False
     kind: ClassVar[str] = "join"
 
 
@@ -733,6 +738,8 @@ def node_attributes(node: AnyNode) -> dict[str, Any]:
             attrs["label"] = node.kind
         case ForkNode() | JoinNode() | RaceNode() | LoopNode() | UntilNode() | CallNode() | EachNode() | GatherNode():
             attrs["label"] = node.name
+            if isinstance(node, ForkNode | JoinNode) and node.first:
+                attrs["first"] = True  # `first of`: the first branch to finish wins
         case SetNode():
             attrs["label"] = f"set {node.name}"
         case EmitNode():

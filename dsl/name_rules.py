@@ -228,7 +228,8 @@ def duplicates(facts: Facts) -> list[Diagnostic]:
         elif isinstance(stmt, sx.Parallel):
             branches: dict[str, Span] = {}
             for branch in stmt.branches:
-                once(branches, branch.name, f"branch `{branch.name.text}` is named twice in this parallel block")
+                block = f"`first of {stmt.name.text}`" if stmt.first and stmt.name else "this parallel block"
+                once(branches, branch.name, f"branch `{branch.name.text}` is named twice in {block}")
         elif isinstance(stmt, sx.Switch):
             values: dict[str, Span] = {}
             for case in stmt.cases:

@@ -3,8 +3,9 @@
 A path is one way an instance can go: which arm each gateway takes, which reply each step
 gets (its success, one of its failure replies, or its timeout), and so which commands are
 sent and which undo commands run when it fails. Loops are taken once (the body once, then
-the exit); the branches of a parallel block run one after the other in document order; a
-called process is inlined. A failure compensates the steps completed before it on that
+the exit); the branches of a parallel block run one after the other in document order; each
+branch of a `first of` block wins on a path of its own (the losers' undo listed as it runs,
+at the block's end: see `loser_undos`); a called process is inlined. A failure compensates the steps completed before it on that
 path, most recent first, whatever branch they ran in.
 
 A deadline handler (`deadline D { ... }`) is listed as its own paths, named `deadline`, as if
@@ -53,11 +54,12 @@ class PathEvent:
               and `detail` the reply (or event, or timer text) that ended it
     race      a race was won; `detail` is the arm's label, `result` ``message`` or ``timer``
     open      a block starts: `name` is ``alt``, ``par``, ``loop`` or ``call``; `detail` its label;
-              `result` is ``race`` for the arm of a race
+              `result` is ``race`` for the arm of a race, ``first`` for the winner of `first of`
     section   the next section of the open block (the next parallel branch): `detail` its label
     close     the innermost open block ends
     fail      the instance fails here; `detail` is the reason, `name` the failing step or ""
-    undo      a compensation runs: `name` is the step it undoes, `detail` its commandName
+    undo      a compensation runs: `name` is the step it undoes, `detail` its commandName;
+              `result` ``cancel`` for the undo of a loser of `first of`, at the block's end
     emit      a notification is published: `name` is the participant, `detail` the event
     end       the instance completes here
     ========  ==========================================================================
@@ -228,10 +230,22 @@ class _StepReplies(dict[str, Any]):
     Read on demand from the path's shared list (a condition reads one or two steps).
     """
 
-    def __init__(self, steps: _Cons, scope: str) -> None:
+    def __init__(self, steps: _Cons, scope: str, blocks: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.path_steps = steps
         self.scope = scope
+        self.blocks = blocks  # the names of `first of` blocks: `name.winner` is known once run
+
+    def winners(self) -> dict[str, Any]:
+        """`name` -> `{winner: branch}` for the `first of` blocks the path has run (the latest run)."""
+        found: dict[str, Any] = {}
+        items = self.path_steps
+        while items is not None and self.blocks:
+            scope, step, outcome = items[0]
+            if step in self.blocks and scope == self.scope and step not in found:
+                found[step] = {"winner": outcome}
+            items = items[1]
+        return found
 
     def get(self, key: str, default: Any = None) -> Any:
         items = self.path_steps
@@ -246,7 +260,7 @@ class _StepReplies(dict[str, Any]):
 def _decide(evaluate: Callable[[Mapping[str, Any]], Any], steps: _StepReplies) -> Any:
     """A condition's value from what the path knows (its steps' replies), or _UNKNOWN."""
     try:
-        return evaluate({"steps": steps})
+        return evaluate({"steps": steps, **steps.winners()})
     except (ExpressionError, RecursionError, TypeError, ValueError):
         return _UNKNOWN
 
@@ -303,7 +317,7 @@ def _items(items: _Cons) -> list[Any]:
 class _Control:
     """An open block on the walk: what closes it and where the walk goes on then."""
 
-    kind: str  # close | branches | loop | each | return
+    kind: str  # close | branches | first | loop | each | return
     node: str  # the node that closes it (exit of a gateway, join, until, a for-each's gather); "" for a return
     definition: m.ProcessDefinition
     fork: m.ForkNode | None = None
@@ -476,6 +490,14 @@ class _Walker:
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
                     current = definition.follow(current, "next")  # on from the gather
+                elif top.kind == "first":  # the winner arrived: the losers are cancelled and undone
+                    assert top.fork is not None
+                    for process, step, command in loser_undos(definition, top.fork, top.branch):
+                        events = _push(events, PathEvent("undo", process, step, command, "cancel"))
+                    steps = _push(steps, (scope, top.fork.name, top.fork.branch_names[top.branch]))  # `name.winner`
+                    events = _push(events, PathEvent("close"))
+                    control = control[:-1]
+                    current = definition.follow(current, "next")
                 elif top.kind == "loop":
                     events = _push(events, PathEvent("close"))
                     control = control[:-1]
@@ -555,7 +577,7 @@ class _Walker:
                     choices = arm_names(node)
                     outcomes = definition.outcomes(current)
                     targets = [outcomes[f"arm:{index}"] for index in range(len(node.arms))] + [outcomes["default"]]
-                    feasible = _feasible_arms(node, _StepReplies(steps, scope))
+                    feasible = _feasible_arms(node, _StepReplies(steps, scope, first_blocks(definition)))
                     for index in feasible[1:]:
                         part, label = choices[index]
                         fork(targets[index], extra_events=(PathEvent("open", definition.name, "alt", label),),
@@ -585,6 +607,20 @@ class _Walker:
                     steps = _push(steps, (scope, node.name, first.label))
                     control = control + (closer,)
                     current = outcomes["arm:0"]
+                case m.ForkNode() if node.first:
+                    winner_waits: str = definition.graph.nodes[current]["join"]
+                    for index, branch_name in enumerate(node.branch_names):
+                        label = f"first of {node.name}: {branch_name} wins"
+                        if index:
+                            fork(definition.follow(current, f"branch:{branch_name}"),
+                                 extra_events=(PathEvent("open", definition.name, "alt", label, "first"),),
+                                 name=f"{node.name}: {branch_name} first", choice=index,
+                                 opens=_Control("first", winner_waits, definition, node, index))
+                    position += 1
+                    branch_name = node.branch_names[0]
+                    events = _push(events, PathEvent("open", definition.name, "alt", f"first of {node.name}: {branch_name} wins", "first"))
+                    control = control + (_Control("first", winner_waits, definition, node, 0),)
+                    current = definition.follow(current, f"branch:{branch_name}")
                 case m.ForkNode():
                     branch_name = node.branch_names[0]
                     join_id: str = definition.graph.nodes[current]["join"]
@@ -658,15 +694,48 @@ class _Walker:
         for process, step, command in undone:
             events = _push(events, PathEvent("undo", process, step, command))
         parts = _items(names)
+        happened = _items(events)
+        cancelled = [event.detail for event in happened if event.kind == "undo" and event.result == "cancel"]
         return ProcessPath(
             name=" / ".join(parts) if parts else HAPPY,
             outcome=outcome,
             steps=[(step, outcome) for _, step, outcome in _items(steps)],
             commands=_items(commands),
-            compensation=[command for _, _, command in undone],
-            events=tuple(_items(events)),
+            compensation=cancelled + [command for _, _, command in undone],
+            events=tuple(happened),
             undo_waves=undo_waves(self.root, undone),
         )
+
+
+def first_blocks(definition: m.ProcessDefinition) -> frozenset[str]:
+    """The names of the `first of` blocks of a definition."""
+    return frozenset(node.name for node in definition.in_order if isinstance(node, m.JoinNode) and node.first)
+
+
+def loser_undos(definition: m.ProcessDefinition, fork: m.ForkNode, winner: int) -> list[tuple[str, str, str]]:
+    """(process, step, undo command) of what the losers of a `first of` block undo when branch
+    number `winner` wins, most recent first: at most, every step on each loser's way through
+    its branch that declares a compensation (a step still waiting when the winner arrives is
+    abandoned, and its late success undone all the same). The first arm of each gateway, every
+    branch of a parallel block; the steps of a called process are left out."""
+    join: str = definition.graph.nodes[fork.id]["join"]
+    found: list[tuple[str, str, str]] = []
+    for index, branch in enumerate(fork.branch_names):
+        if index == winner:
+            continue
+        work = [definition.follow(fork.id, f"branch:{branch}")]
+        seen: set[str] = set()
+        while work:
+            current = work.pop()
+            if current == join or current in seen:
+                continue
+            seen.add(current)
+            node = definition.nodes[current]
+            if isinstance(node, m.StepNode) and node.compensation is not None:
+                found.append((definition.name, node.name, node.compensation.command.name))
+            following = forward_successors(definition, current)
+            work.extend(reversed(following) if isinstance(node, m.ForkNode) else following[:1])
+    return list(reversed(found))
 
 
 def _undone_anyway(node: m.StepNode, completes: tuple[str, str, str] | None, outcome: str) -> tuple[str, str, str] | None:

@@ -355,8 +355,9 @@ def _statement(statement: sx.Statement, indent: str) -> list[Line]:
                 after = _end(cases[-1].span)
                 lines += _braced("default", default, inner, Line(inner, "", seek=("default", after)))
             return [*lines, _closing(indent, statement.span)]
-        case sx.Parallel(name=name, branches=branches, undo_order=order):
-            lines = [Line(indent, f"parallel {name.text} {{" if name else "parallel {", _start(statement.span))]
+        case sx.Parallel(name=name, branches=branches, undo_order=order, first=first):
+            head = f"first of {name.text}" if first and name else f"parallel {name.text}" if name else "parallel"
+            lines = [Line(indent, f"{head} {{", _start(statement.span))]
             if order is not None:
                 lines.append(_whole(indent + INDENT, f"undo in {order.text}", order.span))
             for branch in branches:
@@ -602,9 +603,9 @@ def _when(rule: sx.WhenRule) -> str:
             return head + " passes due"
         line = _with_data(f"{head} complete", rule.data) + (f" after {rule.after.text}" if rule.after is not None else "")
         return line + (" twice" if rule.twice else "")
-    line = f"when {rule.participant.text}.{rule.command.text}" + (f" attempt {rule.attempt}" if rule.attempt is not None else "") + (
-        f" for item {rule.item}" if rule.item is not None else ""
-    )
+    line = f"when {rule.participant.text}.{rule.command.text}" + (f" round {rule.round}" if rule.round is not None else "")
+    line += f" attempt {rule.attempt}" if rule.attempt is not None else ""
+    line += f" for item {rule.item}" if rule.item is not None else ""
     if rule.reply is None:
         return line + " no reply"
     line = _with_data(f"{line} reply {rule.reply.text}", rule.data)

@@ -4,7 +4,8 @@ instead of a rule that never fires and a scenario that passes for the wrong reas
 
 E140 a participant no process declares, E141 a command no step sends to that participant,
 E142 a reply the command's step cannot receive, E143 an event no process declares, E144 a
-status no instance can have, E145 a completed entry no step can complete with.
+status no instance can have, E145 a completed entry no step can complete with, E182 a
+`round` of a command no step sends in a loop, E183 a `round` its loop never runs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from procflow.dsl import model as m
 from procflow.dsl import syntax as sx
 from procflow.dsl.diagnostics import Diagnostic, Span
 from procflow.dsl.rule_facts import Facts, suggestion
+from procflow.dsl.statement_walk import child_blocks
 from procflow.errors import SourceError
+
+IN_NO_LOOP = 0
+"""`_Reachable.rounds_of`: the step runs in no `repeat`."""
 
 
 @dataclass
@@ -28,6 +33,10 @@ class _Reachable:
     events: set[str] = field(default_factory=set)
     statuses: set[str] = field(default_factory=lambda: set(m.BUILTIN_STATUSES))
     completions: set[str] = field(default_factory=set)  # what `completedSteps` can hold
+    rounds_of: dict[str, list[int | None]] = field(default_factory=dict)
+    """"participant.command" -> for each step of the main process that sends it, the `max` of
+    the innermost loop around it (`IN_NO_LOOP`; None: no `max`). A command sent in a called
+    process is left out: its rounds are the caller's loops'."""
 
     @classmethod
     def of(cls, definition: m.ProcessDefinition) -> _Reachable:
@@ -53,6 +62,15 @@ class _Reachable:
                     case m.RaceNode():
                         if node.status:
                             found.statuses.add(node.status)
+                    case m.JoinNode() if node.first:
+                        found.statuses.add(f"cancelling_{node.name}")  # its losers are undone
+        syntax = definition.syntax
+        if syntax is not None:
+            found.rounds_of = _rounds(syntax.process.body)
+            called = {f"{n.command.participant}.{n.command.command}" for p in list(definition.processes.values())[1:]
+                      for n in p.steps if n.command is not None}
+            for command in called:
+                found.rounds_of.pop(command, None)
         return found
 
     def commands_of(self, participant: str) -> list[str]:
@@ -60,7 +78,8 @@ class _Reachable:
 
 
 def scenario_references(facts: Facts) -> list[Diagnostic]:
-    """E140-E145: each name a scenario line uses exists where the scenario can meet it."""
+    """E140-E145: each name a scenario line uses exists where the scenario can meet it;
+    E182-E183: each `round` is one the command is sent in."""
     definition = facts.definition
     try:
         scenarios = definition.scenarios
@@ -73,7 +92,7 @@ def scenario_references(facts: Facts) -> list[Diagnostic]:
     for scenario in scenarios:
         syntax: sx.Scenario = scenario.syntax
         for rule in syntax.rules:
-            found.extend(_when_rule(facts, reachable, rule))
+            found.extend(_when_rule(facts, reachable, rule) or _round(facts, reachable, rule))
         for name in [d.event for d in syntax.deliveries] + list(syntax.silenced):
             if name.text not in reachable.events:
                 found.append(facts.diagnostic(
@@ -107,6 +126,41 @@ def _when_rule(facts: Facts, reachable: _Reachable, rule: sx.WhenRule) -> list[D
             "E142", f"the step that sends `{participant}.{command}` does not await `{rule.reply.text}`"
             + suggestion(rule.reply.text, sorted(replies)),
             rule.reply.span, _listing("it awaits", replies))]
+    return []
+
+
+def _rounds(body: tuple[sx.Statement, ...] | list[sx.Statement]) -> dict[str, list[int | None]]:
+    """command -> the `max` of the innermost loop around each step that sends it (see `_Reachable`)."""
+    found: dict[str, list[int | None]] = {}
+    stack: list[tuple[sx.Statement, int | None]] = [(s, IN_NO_LOOP) for s in reversed(body)]
+    while stack:
+        stmt, rounds = stack.pop()
+        if isinstance(stmt, sx.Step) and stmt.send is not None:
+            found.setdefault(f"{stmt.send.participant.text}.{stmt.send.command.text}", []).append(rounds)
+        inner = stmt.max if isinstance(stmt, sx.Repeat) else rounds
+        for block in reversed(child_blocks(stmt)):
+            stack.extend((s, inner) for s in reversed(block))
+    return found
+
+
+def _round(facts: Facts, reachable: _Reachable, rule: sx.WhenRule) -> list[Diagnostic]:
+    """E182, E183: the `round N` of a `when` line is one some step sending the command runs."""
+    if rule.round is None or rule.round_span is None:
+        return []
+    command = f"{rule.participant.text}.{rule.command.text}"
+    rounds = reachable.rounds_of.get(command)
+    if rounds is None:
+        return []  # sent in a called process (or not at all: E141)
+    if all(r == IN_NO_LOOP for r in rounds):
+        return [facts.diagnostic(
+            "E182", f"`{command}` is sent in no `repeat`: it has no round {rule.round}", rule.round_span,
+            "a round counts the rounds of the loop around the step; for a resend after a timeout, say `attempt N`")]
+    most = None if any(r is None for r in rounds) else max(r for r in rounds if r is not None)
+    if rule.round < 1 or (most is not None and rule.round > most):
+        ran = "rounds count from 1" if rule.round < 1 else f"the loop around it runs at most {most} rounds"
+        return [facts.diagnostic(
+            "E183", f"`{command}` has no round {rule.round}: {ran}", rule.round_span,
+            f"say a round from 1 to {most}" if most is not None else "rounds count from 1")]
     return []
 
 

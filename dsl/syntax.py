@@ -241,12 +241,15 @@ class Branch:
 class Parallel:
     """`parallel [name] { branch a { } branch b { } }`: all branches run; joined when all finish.
     `undo in parallel` (or `undo in reverse`, the default) first says how its completed
-    branches are undone when the instance fails."""
+    branches are undone when the instance fails. `first of name { branch a { } branch b { } }`
+    (`first`): all branches start, the first to finish wins, the others are cancelled and what
+    they completed is undone."""
 
     name: Name | None
     branches: tuple[Branch, ...]
     span: Span
     undo_order: Name | None = None  # `undo in parallel` / `undo in reverse`: the word, where it stands
+    first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +420,7 @@ class Process:
 
 @dataclass(frozen=True, slots=True)
 class WhenRule:
-    """`when p.cmd [attempt N] reply r { data } [after D] [twice]` or `... no reply`."""
+    """`when p.cmd [round R] [attempt N] reply r { data } [after D] [twice]` or `... no reply`."""
 
     participant: Name
     command: Name
@@ -427,6 +430,8 @@ class WhenRule:
     after: Duration | None
     twice: bool
     span: Span
+    round: int | None = None  # `round 2`: only in the 2nd round of the loop around the step
+    round_span: Span | None = None
     task: bool = False  # written `when task NAME complete { … }` / `when task NAME passes due`
     item: int | None = None  # `for item N`: only for the command sent for the Nth item (from 1) of a for-each
 

@@ -37,7 +37,7 @@ _TOKEN_WORDS = {
 # keyword or symbol itself, or the kind of token (NAME, NUMBER, ...); `needs` must be present.
 _GROUPS: tuple[tuple[str, frozenset[str], int, str | None], ...] = (
     ("a statement (`step`, `if`, `parallel`, …)",
-     frozenset({"step", "if", "switch", "parallel", "race", "repeat", "call", "for", "fail", "end", "task", "set", "emit"}), 3, None),
+     frozenset({"step", "if", "switch", "parallel", "first", "race", "repeat", "call", "for", "fail", "end", "task", "set", "emit"}), 3, None),
     ("a process item (`participant`, `input`, `event`, …)",
      frozenset({"version", "title", "doc", "correlate", "reply", "deadline", "on", "input", "limit", "participant", "event", "output"}),
      3, None),

@@ -53,6 +53,14 @@ class _ForItem:
     number: int  # (a class of its own: `attempt N` is an int among the same parts)
 
 
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """`round N` of a scenario's `when` line, with where it is written."""
+
+    number: int
+    span: Span
+
+
 class ToSyntax(ExpressionRules):
     """The methods Lark calls as it reduces each rule (named after the rule or its alias)."""
 
@@ -356,6 +364,12 @@ class ToSyntax(ExpressionRules):
         return sx.Name(str(parts[-1]), span)
 
     @rule
+    def first_of(self, span: Span, parts: list[Any]) -> sx.Parallel:
+        name = _tokens(parts, "NAME")[0]
+        branches = tuple(part for part in parts if isinstance(part, sx.Branch))
+        return sx.Parallel(_name(name), branches, span, first=True)
+
+    @rule
     def branch(self, span: Span, parts: list[Any]) -> sx.Branch:
         name, body = parts
         return sx.Branch(_name(name), body, span)
@@ -464,6 +478,7 @@ class ToSyntax(ExpressionRules):
         participant, command, *rest = parts
         attempt = _first(rest, int)
         item = _first(rest, _ForItem)
+        round_ = _first(rest, _Round)
         reaction = rest[-1]
         return sx.WhenRule(
             _name(participant),
@@ -474,12 +489,18 @@ class ToSyntax(ExpressionRules):
             reaction["after"],
             reaction["twice"],
             span,
+            round_.number if round_ is not None else None,
+            round_.span if round_ is not None else None,
             item=item.number if item is not None else None,
         )
 
     @rule
     def for_item(self, span: Span, parts: list[Token]) -> _ForItem:
         return _ForItem(build.integer(str(parts[0]), token_span(parts[0]), "an item number"))
+
+    @rule
+    def round(self, span: Span, parts: list[Token]) -> _Round:
+        return _Round(build.integer(str(parts[0]), token_span(parts[0]), "a round"), span)
 
     @rule
     def attempt(self, span: Span, parts: list[Token]) -> int:

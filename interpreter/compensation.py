@@ -93,14 +93,19 @@ class Compensating(RunCore):
 
     def fail(self, cause: FailureCause, reason: str, step: str | None) -> None:
         """The instance failed: stop everything and undo completed steps in reverse order."""
+        losers, attempts = self.cancelled_undos()  # the undos of `first of` losers not yet done come first
         self._cancel_all(abandon=True)
         reply = self.failing_reply if cause == "reply" else None
         self.state.failure = Failure(
             cause=cause, reason=reason, step=step, at=self.now_at,
             reply=reply.type if reply is not None else None, data=reply.data if reply is not None else None,
         )
-        pending = tuple(self._with_failure_data(c.undo) for c in reversed(self.state.completed) if c.undo is not None)
-        self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=EMPTY, roundStart=1)
+        taken = self.undos_taken()  # (what `first of` blocks undid, or undo now, is not undone again)
+        pending = losers + tuple(
+            self._with_failure_data(c.undo) for c in reversed(self.state.completed)
+            if c.undo is not None and (not taken or (c.undo.frame, c.undo.step, c.undo.round) not in taken)
+        )
+        self.state.compensation = Compensation(pending=pending, undone=(), failed=None, settledStatus=None, attempts=attempts or EMPTY, roundStart=1)
         self._next_undo()
 
     def _with_failure_data(self, undo: UndoCommand) -> UndoCommand:
@@ -130,6 +135,15 @@ class Compensating(RunCore):
         merged = {**undo.data, **later}
         data = {key: merged[key] for key in spec.keys if key in merged}
         return dataclasses.replace(undo, data=data)
+
+    def undos_taken(self) -> frozenset[tuple[str, str, str]]:
+        """(frame, step, round) of the undos `first of` blocks took over (`first_of.FirstOf`)."""
+        return frozenset()
+
+    def cancelled_undos(self) -> tuple[tuple[UndoCommand, ...], dict[str, int]]:
+        """The undos of `first of` losers not yet confirmed, taken over by a failure's
+        compensation, with the attempts sent of the one in flight (`first_of.FirstOf`)."""
+        return (), EMPTY
 
     def _settled_failure_status(self) -> str:
         failure = self.state.failure

@@ -32,6 +32,8 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
         if known is not None:
             return known
     node = plan.process(process).nodes[wait.node]
+    if isinstance(node, m.JoinNode):  # the winner of `first of` waits while the losers are undone
+        return f"cancelling_{node.name}"
     if isinstance(node, m.StepNode):
         status = plan.step(node).status
     elif isinstance(node, m.RaceNode):

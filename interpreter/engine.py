@@ -6,7 +6,8 @@ does I/O; the state passed in is never changed (the new state shares with it wha
 change). Same inputs, same history.
 
 The work of a transition lives beside this module: `run.py` (the working copy, tokens, steps,
-races, calls, replies), `compensation.py` (failing and undoing), `timers.py` (timeouts,
+races, calls, replies), `compensation.py` (failing and undoing), `first_of.py` (the winner of
+a `first of` block, its losers cancelled and undone), `timers.py` (timeouts,
 retries, timers), `derive.py` (the lesson's fields and the history entry), `plan.py` (what is
 worked out once per definition) and `contracts.py` (input and payload schemas).
 """
@@ -351,7 +352,7 @@ def _fired_text(wait: Wait) -> str:
         return f"timer of `{wait.step}` fired"
     if wait.kind == "race":
         return f"timer of race `{wait.step}` fired"
-    if wait.kind in ("backoff", "compensation_backoff"):
+    if wait.kind in ("backoff", "compensation_backoff", "cancel_backoff"):
         return f"`{wait.step}` retries after backoff"
     return f"`{wait.step}` got no reply in time (attempt {wait.attempt})"
 

@@ -3,7 +3,9 @@
 By default every command gets its step's first success reply at once, every awaited event
 arrives at once, and compensation commands are confirmed at once. A scenario changes that
 per command (`when payment.authorize reply payment_declined`, `no reply`, `after 2h`,
-`twice`), delivers events at chosen times, silences events, and states the expected outcome.
+`twice`), per attempt of a command sent again (`attempt 2`) and per round of the loop around
+its step (`round 2`), delivers events at chosen times, silences events, and states the
+expected outcome.
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ def first_undo_sends(dispatches: list[Dispatch]) -> list[Dispatch]:
     return firsts
 
 
+def round_of(dispatch: Dispatch) -> int | None:
+    """The round of the innermost loop around the step that sent `dispatch` (its dedup key
+    ends `<step>@<rounds>#<attempt>`, the rounds of nested loops outermost first), or None
+    when the step runs in no loop."""
+    command = dispatch.command
+    head = f"{command.correlationId}:{command.commandName}:{dispatch.step}"
+    rounds = dispatch.dedupKey[len(head) :].rpartition("#")[0] if dispatch.dedupKey.startswith(head) else ""
+    if not rounds.startswith("@"):
+        return None
+    innermost = rounds[1:].rpartition(".")[2]
+    return int(innermost) if innermost.isdigit() else None
+
+
 @dataclass(slots=True)
 class _Reaction:
     reply: str | None
@@ -152,13 +167,13 @@ class _Simulation:
     def __init__(self, definition: m.ProcessDefinition, scenario: m.Scenario | None) -> None:
         self.definition = definition
         self.scenario = scenario
-        self.rules: dict[tuple[str, int | None, int | None], _Reaction] = {}  # (command, attempt, item)
+        self.rules: dict[tuple[str, int | None, int | None, int | None], _Reaction] = {}  # (command, round, attempt, item)
         self.silenced: set[str] = set()
         self.explicit_events: set[str] = set()
         syntax = scenario.syntax if scenario else None
         if syntax is not None:
             for rule in syntax.rules:
-                key = (f"{rule.participant.text}.{rule.command.text}", rule.attempt, rule.item)
+                key = (f"{rule.participant.text}.{rule.command.text}", rule.round, rule.attempt, rule.item)
                 self.rules[key] = _Reaction(
                     rule.reply.text if rule.reply else None,
                     _constant(rule.data, f"the reply data of `{key[0]}`"),
@@ -182,11 +197,13 @@ class _Simulation:
         name, attempt, rules = command.commandName, dispatch.attempt, self.rules
         reaction = None
         if rules:
-            item = self._item_of(dispatch) if any(key[2] is not None for key in rules) else None
-            reaction = (
-                (rules.get((name, attempt, item)) or rules.get((name, None, item)) if item is not None else None)
-                or rules.get((name, attempt, None))
-                or rules.get((name, None, None))
+            # The most precise line wins: for the item, then for the round, then for the attempt.
+            item = self._item_of(dispatch) if any(key[3] is not None for key in rules) else None
+            round_ = round_of(dispatch)
+            items = (item, None) if item is not None else (None,)
+            rounds = (round_, None) if round_ is not None else (None,)
+            reaction = next(
+                (rules[key] for key in ((name, r, a, i) for i in items for r in rounds for a in (attempt, None)) if key in rules), None
             )
         if reaction is None:
             reply_type = self._default_reply(dispatch)

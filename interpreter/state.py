@@ -52,7 +52,7 @@ message delivered twice in a row is recognised by the engine alone, while what a
 copies stays the same size however many messages the instance has seen. Telling apart a
 duplicate of an older message is the store's inbox's job (`Store.seen`): it keeps every id."""
 
-WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff"]
+WaitKind = Literal["reply", "event", "timer", "race", "backoff", "compensation", "compensation_backoff", "cancel", "cancel_backoff"]
 FailureCause = Literal["reply", "timeout", "fail", "deadline", "error"]
 LateAction = Literal["compensated", "recorded"]
 
@@ -277,6 +277,24 @@ class Compensation(Record):
 
 @_strict_record
 @dataclass(slots=True, kw_only=True)
+class Cancel(Record):
+    """A `first of` block whose winner has arrived: the losing branches were cancelled, and
+    what they completed is undone, most recent first, each undo awaited (with its retries)
+    before the next; the winner's token waits at the join until the last one is confirmed.
+    Kept once done (nothing `pending`), as the record of what the losers undid."""
+
+    block: Annotated[str, Field(description="the `first of` block's name")]
+    fork: Annotated[str, Field(description="the key of the block's run (the frame, the fork, a sequence number)")]
+    token: Annotated[int, Field(description="the winner's token, waiting at the join")]
+    winner: Annotated[str, Field(description="the branch that finished first")]
+    pending: tuple[UndoCommand, ...] = ()
+    undone: tuple[UndoCommand, ...] = ()
+    attempts: Annotated[int, Field(description="the attempts sent of the undo in flight (pending[0])")] = 0
+    handedOver: Annotated[bool, Field(description="the instance failed or ended first: its compensation does what is pending")] = False
+
+
+@_strict_record
+@dataclass(slots=True, kw_only=True)
 class LateReply(Record):
     """A reply that arrived after its step gave up, and what was done about it."""
 
@@ -360,6 +378,7 @@ class InstanceState(Record):
     seq: int = 0
     history: Entries = ()
     each: Annotated[dict[str, EachRun], Field(description="the for-each runs in progress, by run key")] = field(default_factory=_empty)
+    cancels: Annotated[tuple[Cancel, ...], Field(description="the `first of` blocks won so far, and their losers' undo")] = ()
 
     @property
     def is_terminal(self) -> bool:
@@ -425,7 +444,7 @@ def shell(state: InstanceState) -> InstanceState:
     """A new state object sharing every value with `state`: the engine's working copy starts
     so (copy on write, see `transition.py`), once per transition. Every field is given, in the
     order of the class (a test checks that none is left out or misplaced): by keyword, the
-    26 fields cost three times as much, about 14k instructions more a transition, a tenth
+    27 fields cost three times as much, about 14k instructions more a transition, a tenth
     of the happy path's; `dataclasses.replace` works the list of fields out again on every
     call, at several times the cost of this."""
     return InstanceState(
@@ -433,7 +452,7 @@ def shell(state: InstanceState) -> InstanceState:
         state.definition, state.correlationId, state.startedAt, state.updatedAt,
         state.input, state.data, state.waits, state.tokens, state.frames, state.joins, state.completed,
         state.compensation, state.failure, state.outcome, state.output, state.abandoned, state.lateReplies, state.seenMessageIds, state.seq, state.history,
-        state.each, schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
+        state.each, state.cancels, schemaVersion=state.schemaVersion, deadlineAt=state.deadlineAt,
     )
 
 
@@ -448,9 +467,9 @@ def migrate_state(data: dict[str, Any]) -> dict[str, Any]:
     1 -> 2: the main process's frame became the instance's own `data`; a history entry's
     `changes` became its `status`, `completedSteps`, `failure` and `undone`; a wait's `due`
     (a copy of its `timeoutAt` in seconds) is no longer kept.
-    2 -> 3: for-each runs (`each`, and a frame's `each` and `item`) were added, and a state may
-    hold `output` (and a failure its `reply` and `data`); a state of version 2 has none of
-    them, so only its version changes."""
+    2 -> 3: for-each runs (`each`, and a frame's `each` and `item`) and `cancels` (the `first
+    of` blocks undoing their losers) were added, and a state may hold `output` (and a failure
+    its `reply` and `data`); a state of version 2 has none of them, so only its version changes."""
     version = data.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or version >= SCHEMA_VERSION:
         return data

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 from procflow.dsl import model as m
+from procflow.interpreter.first_of import FirstOf
 from procflow.interpreter.foreach import Iterating
 from procflow.interpreter.state import (
     Completion,
@@ -20,7 +21,7 @@ from procflow.interpreter.state import (
 from procflow.interpreter.transition import Failed, rounds_of
 
 
-class Timed(Iterating):
+class Timed(Iterating, FirstOf):
     """What happens when a wait's time has come."""
 
     __slots__ = ()
@@ -30,6 +31,9 @@ class Timed(Iterating):
         self._unpark(wait)
         if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._fire_compensation(wait)
+            return
+        if wait.kind in ("cancel", "cancel_backoff"):
+            self.cancel_timed_out(wait)
             return
         frame = self.frames[wait.frame]
         token = self._token(wait.token)

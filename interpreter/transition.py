@@ -207,6 +207,18 @@ class RunCore:
         """A for-each item reached a fail end: True when the for-each tolerates it."""
         raise NotImplementedError
 
+    def first_fork(self, token: Token, node: m.ForkNode, definition: m.ProcessDefinition) -> None:
+        """A `first of` block starts every branch (`first_of.FirstOf`)."""
+        raise NotImplementedError
+
+    def first_arrived(self, token: Token, node: m.JoinNode, definition: m.ProcessDefinition) -> bool:
+        """The first branch of a `first of` block arrived (`first_of.FirstOf`): True when it goes on at once."""
+        raise NotImplementedError
+
+    def cancel_confirmed(self, wait: Wait) -> None:
+        """An undo of a `first of` block's loser is confirmed (`first_of.FirstOf`)."""
+        raise NotImplementedError
+
     def retry_after_error(self, token: Token, node: m.StepNode, frame: FrameView, wait: Wait, policy: m.RetryPolicy) -> None:
         """An error reply the step retries: send its command again after the policy's backoff."""
         raise NotImplementedError
@@ -339,9 +351,16 @@ class RunCore:
                 case m.LoopNode():
                     token.loops = {**token.loops, node.id: 1}
                     token.node = definition.follow(node.id, "body")
+                case m.ForkNode() if node.first:
+                    self.first_fork(token, node, definition)
+                    return
                 case m.ForkNode():
                     self._fork(token, node, definition)
                     return
+                case m.JoinNode() if node.first:
+                    if not self.first_arrived(token, node, definition):
+                        return  # it waits at the join while the losers are undone
+                    token.node = definition.follow(node.id, "next")
                 case m.JoinNode():
                     fork_key = token.forks[-1]
                     token.forks = token.forks[:-1]
@@ -551,6 +570,9 @@ class RunCore:
         self._unpark(wait)
         if wait.kind in ("compensation", "compensation_backoff"):  # (its frame may be gone: a for-each item's)
             self._undo_confirmed(wait, reply.type)
+            return
+        if wait.kind in ("cancel", "cancel_backoff"):
+            self.cancel_confirmed(wait)
             return
         frame = self.frames[wait.frame]
         token = self._token(wait.token)

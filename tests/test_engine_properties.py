@@ -102,6 +102,13 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, action: tuple[
         return None
 
 
+def _undo_key(dispatch: Any) -> tuple[str, str]:
+    """(step, round) of an undo's dispatch: its dedup key ends `undo:<step><round>#<attempt>`."""
+    undone = dispatch.dedupKey.rsplit("#", 1)[0].rsplit(":undo:", 1)[1]
+    step = dispatch.step.removeprefix("undo:")
+    return step, undone[len(step) :]
+
+
 def _replay(definition: m.ProcessDefinition, workflow_id: str, input_data: dict[str, Any], log: list[tuple[tuple[str, Any], datetime]]) -> InstanceState:
     state = procflow.start(definition, workflow_id, input_data, START).state
     for action, now in log:
@@ -253,15 +260,30 @@ def _check_random_run(definition: m.ProcessDefinition, input_data: dict[str, Any
     # No command is sent twice for the same step attempt.
     keys = [d.dedupKey for d in dispatches]
     assert len(keys) == len(set(keys))
-    # Compensation runs in reverse order of the completed compensable steps: a step's undo
-    # goes out before the undo of any step completed before it, except that branches of a
-    # block undone in parallel go out side by side. Each undo is told apart by its step and
-    # round (`s2@3`: the undo of `s2` completed in a loop's 3rd round) and its correlation id
-    # (the items of a for-each complete the same step).
+    # The losers of each `first of` block are undone in exact reverse order of what they
+    # completed (each cancel's `undone`, then what it still has `pending`, as it worked them out).
+    # (A loser's completion keeps its undo; the cancel's record says it took it over.)
+    cancelled = {(u.step, u.round) for c in state.cancels for u in (*c.undone, *c.pending)}
+    taken = {(u.frame, u.step, u.round) for c in state.cancels for u in (*c.undone, *c.pending)}
+    firsts = first_undo_sends(dispatches)
+    for cancel in state.cancels:
+        order = [(u.step, u.round) for u in (*cancel.undone, *cancel.pending)]
+        own = {(u.frame, u.step, u.round) for u in (*cancel.undone, *cancel.pending)}
+        done = [c for c in state.completed if c.undo is not None and (c.undo.frame, c.undo.step, c.undo.round) in own]
+        assert order == [(c.step, c.undo.round) for c in reversed(done) if c.undo is not None], (order, done)
+        sent_order = [_undo_key(d) for d in firsts if _undo_key(d) in set(order)]
+        assert sent_order == order[: len(sent_order)], (sent_order, order)
+        assert not cancel.pending or cancel.handedOver or state.status not in TERMINAL
+    # The failure's compensation runs in reverse order of the completed compensable steps
+    # (but those the `first of` blocks took over): a step's undo goes out before the undo of
+    # any step completed before it, except that branches of a block undone in parallel go out
+    # side by side. Each undo is told apart by its step and round (`s2@3`: the undo of `s2`
+    # completed in a loop's 3rd round) and its correlation id (the items of a for-each
+    # complete the same step).
     late_steps = {r.step for r in state.lateReplies if r.action == "compensated"}
-    sends = [d for d in first_undo_sends(dispatches) if d.step.removeprefix("undo:") not in late_steps]
+    sends = [d for d in firsts if d.step.removeprefix("undo:") not in late_steps and _undo_key(d) not in cancelled]
     in_order = [(d.dedupKey.rsplit("#", 1)[0].split(":", 2)[2].removeprefix("undo:"), d.command.correlationId) for d in sends]
-    expected = [c for c in reversed(state.completed) if c.undo is not None]
+    expected = [c for c in reversed(state.completed) if c.undo is not None and (c.undo.frame, c.undo.step, c.undo.round) not in taken]
     rank = {(f"{c.step}{c.undo.round}", c.undo.correlationId): index for index, c in enumerate(expected) if c.undo is not None}
     assert set(in_order) <= set(rank), (in_order, rank)
     for earlier, later in zip(in_order, in_order[1:], strict=False):

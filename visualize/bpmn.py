@@ -392,8 +392,13 @@ def _node(export: _Export, flow_node: FlowNode, box: lay.Box, compensates: bool)
                                                     if node.max is not None else ""))
             if isinstance(node, m.RaceNode):
                 doc.append(f"race {node.name}: the first message or timer to arrive wins.")
+            gateway = _GATEWAYS[kind]
+            if isinstance(node, m.JoinNode) and node.first:
+                doc.append(f"first of {node.name}: the first branch to arrive goes on; the others are cancelled "
+                           "and what they completed is undone, most recent first.")
+                gateway = "complexGateway"
             element_id = export.new_id(f"{kind}_{_safe(flow_node.id)}")
-            export.element(_GATEWAYS[kind], getattr(node, "name", "") or None, doc, id=element_id)
+            export.element(gateway, getattr(node, "name", "") or None, doc, id=element_id)
     export.shape(element_id, box)
     export.entry[flow_node.id] = export.exit[flow_node.id] = element_id
 

@@ -40,6 +40,7 @@ SIGNS = {
     "xor": "×",
     "fork": "+",
     "join": "+",
+    "first": "✱",
     "race": "⬠",
     "loop": "↻",
     "each": "|||",  # BPMN's multi-instance marker: three bars, upright when the items run in parallel
@@ -210,6 +211,10 @@ def _nodes_and_edges(definition: m.ProcessDefinition, boundary_events: bool = Tr
                 policy = ("undo in parallel",) if node.undo_in_parallel else ()  # drawn beside the gateway, as a race's name
                 nodes.append(FlowNode(node_id, "fork", "", policy, sign=SIGNS["fork"]))
                 outgoing = [(t, kind, "") for t, kind, _ in outgoing]
+            case m.JoinNode() if node.first:
+                # BPMN's complex gateway: the first branch to arrive goes on, the others are cancelled
+                nodes.append(FlowNode(node_id, "join", "", (f"first of {node.name}",), sign=SIGNS["first"]))
+                outgoing = [(t, kind, "losers undone") for t, kind, _ in outgoing]
             case m.JoinNode():
                 nodes.append(FlowNode(node_id, "join", "", sign=SIGNS["join"]))
             case m.RaceNode():

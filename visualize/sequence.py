@@ -268,11 +268,14 @@ def _overview(cast: _Cast, root: m.ProcessDefinition) -> list[SequenceItem]:
                 case m.ForkNode():
                     join = definition.graph.nodes[current]["join"]
                     tasks.append((definition, join, stop))
+                    if node.first:
+                        tasks.append(Note((ORCHESTRATOR,), f"the first of {node.name} to finish wins: the others are cancelled"
+                                          " and what they did is undone, most recent first", "status"))
                     tasks.append(BlockEnd())
                     branches = node.branch_names
                     for index in range(len(branches) - 1, -1, -1):
                         tasks.append((definition, outcomes[f"branch:{branches[index]}"], join))
-                        tasks.append(BlockSection(branches[index]) if index else BlockStart("par", branches[index]))
+                        tasks.append(BlockSection(branches[index]) if index else BlockStart("par", f"first of {node.name}: {branches[0]}" if node.first else branches[0]))
                     break
                 case m.LoopNode():
                     tail = definition.nodes[tails[node.id]]
