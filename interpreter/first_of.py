@@ -250,6 +250,8 @@ class FirstOf(Compensating):
     def cancelled_undos(self) -> tuple[tuple[UndoCommand, ...], dict[str, int]]:
         """Hand over the undos of every cancel under way (the one in flight first), with the
         attempts already sent of each in flight: a failure's compensation does them."""
+        if not self.state.cancels:  # (most instances: no `first of` block was won)
+            return (), EMPTY
         undos: tuple[UndoCommand, ...] = ()
         attempts: dict[str, int] = {}
         under_way = [c for c in self.state.cancels if c.pending and not c.handedOver]
