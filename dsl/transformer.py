@@ -61,6 +61,20 @@ class _Round:
     span: Span
 
 
+def _reaction(reply: Any, parts: list[Any]) -> dict[str, Any]:
+    """A scenario's answer to a command (`reply r { data } [after D] [twice]`, or a task's
+    `complete { data } ...`): the reply, its data, its delay and whether it comes twice."""
+    reaction: dict[str, Any] = {"reply": reply, "data": None, "after": None, "twice": False}
+    for item in parts:
+        if isinstance(item, ex.ObjectExpr):
+            reaction["data"] = item
+        elif item == "twice":
+            reaction["twice"] = True
+        else:
+            reaction["after"] = item
+    return reaction
+
+
 class ToSyntax(ExpressionRules):
     """The methods Lark calls as it reduces each rule (named after the rule or its alias)."""
 
@@ -203,15 +217,7 @@ class ToSyntax(ExpressionRules):
 
     @rule
     def task_complete(self, span: Span, parts: list[Any]) -> dict[str, Any]:
-        reaction: dict[str, Any] = {"reply": True, "data": None, "after": None, "twice": False}
-        for item in parts:
-            if isinstance(item, ex.ObjectExpr):
-                reaction["data"] = item
-            elif item == "twice":
-                reaction["twice"] = True
-            else:
-                reaction["after"] = item
-        return reaction
+        return _reaction(True, parts)
 
     @rule
     def task_overdue(self, span: Span, parts: list[Any]) -> dict[str, Any]:
@@ -509,15 +515,7 @@ class ToSyntax(ExpressionRules):
     @rule
     def react_reply(self, span: Span, parts: list[Any]) -> dict[str, Any]:
         name, *timings = parts
-        reaction: dict[str, Any] = {"reply": _name(name), "data": None, "after": None, "twice": False}
-        for item in timings:
-            if isinstance(item, ex.ObjectExpr):
-                reaction["data"] = item
-            elif item == "twice":
-                reaction["twice"] = True
-            else:
-                reaction["after"] = item
-        return reaction
+        return _reaction(_name(name), timings)
 
     @rule
     def react_silent(self, span: Span, parts: list[Any]) -> dict[str, Any]:
