@@ -86,6 +86,10 @@ def test_a_generated_twenty_step_process_fits_a_page() -> None:
     lanes = visualize.render_image(definition, "flow", "svg", swimlanes=True)
     width, height = measure.svg_size(lanes)
     assert _ratio(width, height) <= 3.0 and max(width, height) <= 2000, ("swimlanes", width, height)
+    # No label over another label or a shape. (One edge of this generated process's lanes still
+    # runs through another edge's label, `edge ... runs through '...'`: known, not yet fixed.)
+    clashes = measure.label_clashes(dot_layout(visualize.render_text(definition, "flow", "dot", swimlanes=True)))
+    assert [clash for clash in clashes if " runs through " not in clash] == [], clashes
 
 
 @needs_dot
