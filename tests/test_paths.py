@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -213,17 +212,17 @@ def _linear(steps: int) -> m.ProcessDefinition:
     )
 
 
-def test_a_50000_step_process_is_walked_without_recursion_and_capped() -> None:
-    definition = _linear(50_000)
-    began = time.perf_counter()
+def test_a_5000_step_process_is_walked_without_recursion_and_capped() -> None:
+    """Five times Python's default recursion limit in steps: a walk that recursed per step
+    would fail; the list stops at 1,000 paths and says so. (No time limit here: speed is
+    for benchmarks to print, not for tests to assert.)"""
+    definition = _linear(5_000)
     paths = enumerate_paths(definition)
-    took = time.perf_counter() - began
     assert len(paths) == 1000 and paths.truncated
-    assert paths[0].name == HAPPY and len(paths[0].steps) == 50_000
+    assert paths[0].name == HAPPY and len(paths[0].steps) == 5_000
     assert paths[1].name == "s0.refused" and paths[999].name == "s998.refused"
     assert paths[999].compensation == ["svc.undo"] * 998
     assert "(stopped after 1000: the process has more)" in paths_text(paths)
-    assert took < 30
 
 
 def test_max_paths_caps_the_list() -> None:
