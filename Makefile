@@ -29,9 +29,12 @@ lint: setup
 	$(BIN)/python -m pip install --quiet --no-deps --target build/typecheck .
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p procflow
 
+# Two pytest workers (pytest-xdist): the suite is mostly waiting on processes, PostgreSQL and
+# RabbitMQ, so two halves take about 70% of one run. The broker's tests share one worker
+# (tests/conftest.py), since one of them stops the broker for a while.
 test: setup lint
 	$(BIN)/python scripts/regen_diagrams.py --check
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # Two workers on PostgreSQL, the demo participants on RabbitMQ, 100 orders (see README).
 demo-distributed: setup

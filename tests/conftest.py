@@ -95,3 +95,14 @@ def new_postgres_url() -> Iterator[Callable[[], str]]:
         with _admin() as admin:
             for schema in made:
                 admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+# Tests that need RabbitMQ as a whole run in one xdist worker, one after another: one of them
+# stops the broker's app for a while (`test_amqp_distributed.py`), which would break the others.
+_BROKER_MODULES = frozenset({"test_amqp.py", "test_amqp_distributed.py", "test_asyncapi.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in _BROKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
