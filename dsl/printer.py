@@ -479,17 +479,14 @@ def _task(step: sx.Step, task: sx.Task, indent: str) -> list[Line]:
 
 
 def _task_item(key: str, value: Any, indent: str) -> str:
-    """An item of a task given twice (the validator reports it), as it was written."""
+    """An item of a task given twice (the validator reports it), as it was written: its own
+    items here, `doc` and `status` as a step's."""
     match key, value:
-        case "doc", str():
-            return f"doc {string_literal(value, indent)}"
-        case "status", sx.Name(text=text):
-            return f"status {text}"
         case "form", sx.RecordType():
             return f"form {format_record(value)}"
         case "details", ex.ObjectExpr():
             return f"details {format_mapping(value)}"
-    raise TypeError(f"not a task item: {key} {value!r}")
+    return _step_item(key, value, indent)
 
 
 def _escalation(escalation: sx.Escalation) -> str:
