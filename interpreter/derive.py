@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from procflow.dsl import model as m
+from procflow.interpreter.indexed import Part, first_due, next_action_of, status_of
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.plan import Plan, sent_texts
 from procflow.interpreter.state import (
@@ -18,19 +20,20 @@ from procflow.interpreter.state import (
 )
 
 
-def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
-    """The status an instance shows while `wait` waits (`waiting_for_payment`, ...)."""
-    root = wait.frame == ROOT
-    if root:
+def status_part(plan: Plan, wait: Wait, process: str | None) -> str:
+    """The status an instance shows while `wait` waits (`waiting_for_payment`, ...); `process`
+    is the process of the wait's frame (None for the main one)."""
+    if process is None:
         known = plan.root_status.get(wait.node)
         if known is not None:
             return known
         process = plan.definition.name
+        root = True
     else:
-        process = state.frames[wait.frame].process
         known = plan.frame_status.get((process, wait.node))  # (a for-each's items wait in frames of their own)
         if known is not None:
             return known
+        root = False
     node = plan.process(process).nodes[wait.node]
     if isinstance(node, m.JoinNode):  # the winner of `first of` waits while the losers are undone
         return f"cancelling_{node.name}"
@@ -45,6 +48,12 @@ def status_part(plan: Plan, state: InstanceState, wait: Wait) -> str:
     else:
         plan.frame_status[(process, wait.node)] = status
     return status
+
+
+def stored_status_part(plan: Plan, state: InstanceState) -> Part:
+    """`status_part` of the waits of `state` (their frames are the state's)."""
+    frames = state.frames
+    return lambda wait: status_part(plan, wait, None if wait.frame == ROOT else frames[wait.frame].process)
 
 
 def derive(plan: Plan, state: InstanceState) -> None:
@@ -63,27 +72,29 @@ def derive(plan: Plan, state: InstanceState) -> None:
         return
     if len(waits) == 1:  # the usual case, and what the general one below gives for it
         wait = waits[0]
-        state.status = status_part(plan, state, wait)
+        state.status = status_part(plan, wait, None if wait.frame == ROOT else state.frames[wait.frame].process)
         state.nextAction = wait.step
         if state.deadlineAt is None:
             state.timeoutAt = wait.timeoutAt
             return
     elif waits:
-        parts = list(dict.fromkeys(status_part(plan, state, wait) for wait in waits))
-        state.status = parts[0] if len(parts) == 1 else "waiting_for_" + "_and_".join(p.removeprefix("waiting_for_") for p in parts)
-        state.nextAction = ", ".join(dict.fromkeys(wait.step for wait in waits))
+        state.status = status_of(waits, stored_status_part(plan, state))
+        state.nextAction = next_action_of(waits)
     else:
         state.nextAction = None
     state.timeoutAt = earliest_time(waits, state.deadlineAt)
 
 
-def earliest_time(waits: tuple[Wait, ...], deadline: str | None) -> str | None:
+def earliest_time(waits: Sequence[Wait], deadline: str | None) -> str | None:
     """The earliest of the waits' times and the deadline, as the text that names it (a wait's
     before the deadline's when they name the same instant)."""
-    times = [wait.timeoutAt for wait in waits if wait.timeoutAt is not None]
-    if deadline is not None:
-        times.append(deadline)
-    return min(times, key=epoch_of, default=None)
+    wait = first_due(waits)
+    due = wait.due if wait is not None else None
+    if wait is None or due is None:
+        return deadline
+    if deadline is None or due <= epoch_of(deadline):
+        return wait.timeoutAt
+    return deadline
 
 
 def message_summary(message: Reply) -> dict[str, Any]:

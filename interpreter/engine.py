@@ -26,6 +26,7 @@ from procflow.ids import check_id, is_id
 from procflow.instants import check_instant
 from procflow.interpreter.contracts import schema_problem, schema_text_problem
 from procflow.interpreter.derive import derive, history_entry
+from procflow.interpreter.indexed import earliest_due, first_due, matching
 from procflow.interpreter.messages import Reply
 from procflow.interpreter.plan import Plan, plan_of, resting
 from procflow.interpreter.state import (
@@ -65,7 +66,7 @@ class _Run(Timed):
         if frames.changed:  # (the main frame is the state itself: its data is already there)
             state.frames = frames.written()
         if self.owned:
-            state.tokens = resting(state.tokens)
+            state.tokens = resting(state.tokens, self.owned)
         derive(self.plan, state)
         state.updatedAt = self.now_at
         state.history = appended(state.history, history_entry(state, self.before, self.now_at, event, message, note, self.dispatches))
@@ -166,10 +167,9 @@ def deliver(definition: m.ProcessDefinition, state: InstanceState, reply: Reply,
 def _overdue(state: InstanceState, now_epoch: float) -> bool:
     """True when a wait or the deadline of the instance is due by `now_epoch`: what `advance`
     acts on (and how a message finds out cheaply that nothing is)."""
-    for wait in state.waits:
-        due = wait.due
-        if due is not None and due <= now_epoch:
-            return True
+    due = earliest_due(state.waits)
+    if due is not None and due <= now_epoch:
+        return True
     deadline = state.deadlineAt
     return (
         deadline is not None
@@ -219,11 +219,7 @@ def _apply(definition: m.ProcessDefinition, state: InstanceState, reply: Reply, 
         return Transition(state, [], "duplicate", f"message {message_id} was already handled")
     reply_type = reply.type
     correlation = reply.correlationId
-    wait = None
-    for candidate in state.waits:
-        if reply_type in candidate.expects and candidate.correlationId == correlation:
-            wait = candidate
-            break
+    wait = matching(state.waits, reply_type, correlation)
     if wait is None:
         # (A wait that matched has the correlation of one of the instance's frames.)
         correlations = state.correlation_ids()
@@ -300,12 +296,6 @@ def _payload_schema(plan: Plan, state: InstanceState, wait: Wait, reply_type: st
     return None
 
 
-def _due_now(waits: tuple[Wait, ...], now_epoch: float) -> list[Wait]:
-    """The waits whose time has come, earliest first (then by token)."""
-    due = [(at, w.token, i, w) for i, w in enumerate(waits) if (at := w.due) is not None]
-    return [w for at, _, _, w in sorted(due, key=lambda d: (d[0], d[1], d[2])) if at <= now_epoch]
-
-
 def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime) -> Transition:
     """Time has passed: fire every timer, timeout, retry and deadline that is due, in order,
     each at the moment it was due (so one late tick gives the same outcome as many on time).
@@ -319,7 +309,9 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
     run = _Run(plan, state, epoch_of(state.updatedAt))
     fired: list[str] = []
     for _ in range(MAX_NODES_PER_TRANSITION):
-        pending = _due_now(run.state.waits, now_epoch)
+        first = first_due(run.state.waits)
+        first_at = first.due if first is not None else None
+        pending = first if first_at is not None and first_at <= now_epoch else None
         deadline = epoch_of(run.state.deadlineAt)
         deadline_now = (
             deadline is not None
@@ -328,16 +320,16 @@ def advance(definition: m.ProcessDefinition, state: InstanceState, now: datetime
             and run.state.status not in TERMINAL
             and run.state.status != "compensating"  # (as `_overdue`: undoing a late success of a completed instance)
         )
-        if deadline is not None and deadline_now and (not pending or (pending[0].due or 0.0) >= deadline):
+        if deadline is not None and deadline_now and (pending is None or (first_at or 0.0) >= deadline):
             fired.append("the deadline passed")
             deadline_at = run.state.deadlineAt
             assert deadline_at is not None
             run.set_now(epoch_of(deadline_at))
             run.deadline_passed(f"the deadline of `{definition.name}` passed")
             continue
-        if not pending:
+        if pending is None:
             break
-        wait = pending[0]
+        wait = pending
         fired.append(_fired_text(wait))
         # Fire at the moment the timer was due, so a long jump gives the same history as small ticks.
         run.set_now(max(wait.due or now_epoch, run.now_epoch))

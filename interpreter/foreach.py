@@ -22,6 +22,7 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.indexed import waits_of_frame, without_frame_tokens
 from procflow.interpreter.state import EMPTY, EachRun, Frame, FrameView, Token
 from procflow.interpreter.transition import Failed, without
 
@@ -113,11 +114,11 @@ class Iterating(Compensating):
                 )
             return False
         frame_id = f"{key}/{index + 1}"
-        for wait in [w for w in self.state.waits if w.frame == frame_id]:
+        for wait in waits_of_frame(self.state.waits, frame_id):
             if wait.kind in ("reply", "backoff") and wait.commandName:
                 self._abandon(wait)
             self._unpark(wait)
-        self.state.tokens = tuple(t for t in self.state.tokens if t.frame != frame_id)
+        self.state.tokens = without_frame_tokens(self.state.tokens, frame_id)
         self.ready = [t for t in self.ready if t.frame != frame_id]
         result = {node.item: run.items[index], "status": "failed", "failure": reason}
         self._end_item(key, run, node, index, result, failed=True)

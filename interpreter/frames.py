@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from immutables import Map
+
+from procflow.interpreter.indexed import INDEX_FROM, Frames
 from procflow.interpreter.state import EMPTY, ROOT, Frame, FrameView
 
 
@@ -36,6 +39,11 @@ class WorkingFrames(dict[str, FrameView]):
         except KeyError:
             return None
 
+    def process_of(self, key: str) -> str:
+        """The process the frame `key` runs (read, not copied)."""
+        frame = self.get(key)
+        return (frame if frame is not None else self.stored[key]).process
+
     def remove(self, key: str) -> None:
         """The frame `key` is gone (a for-each item that ended)."""
         self.pop(key, None)
@@ -46,10 +54,19 @@ class WorkingFrames(dict[str, FrameView]):
         """True when the transition read, added or removed a frame besides the main one."""
         return len(self) > 1 or bool(self.removed)
 
-    def written(self) -> dict[str, Frame]:
-        """The frames of the new state: the stored ones but those removed, with this run's own."""
-        out = dict(self.stored)
+    def written(self) -> Mapping[str, Frame]:
+        """The frames of the new state: the stored ones but those removed, with this run's own.
+        Many frames (a for-each's items) are kept in a persistent map, which the next state
+        shares but for the frames this run changed (`indexed.py`); a few in a dict."""
+        stored = self.stored
+        own = [(key, frame) for key, frame in self.items() if isinstance(frame, Frame)]
+        if isinstance(stored, Frames) or len(stored) + len(own) >= INDEX_FROM:
+            frames = (stored if isinstance(stored, Frames) else Frames(Map(stored))).changed(self.removed, own)
+            if len(frames) >= INDEX_FROM // 2:
+                return frames
+            return dict(frames.items()) or EMPTY
+        out = dict(stored)
         for key in self.removed:
             out.pop(key, None)
-        out.update((key, frame) for key, frame in self.items() if isinstance(frame, Frame))
+        out.update(own)
         return out or EMPTY

@@ -22,6 +22,7 @@ from procflow.errors import (
     InputError,
     StoreError,
 )
+from procflow.interpreter.indexed import earliest_due
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import InstanceState, instant_epoch
 
@@ -291,7 +292,8 @@ class InMemoryStore:
             raise ConcurrencyError(f"instance {state.workflowId} changed since version {expected_version}")
         version = (current.version if current else 0) + 1
         self._rows[state.workflowId] = Stored(state, version)
-        moments = [w.due for w in state.waits if w.due is not None]
+        first = earliest_due(state.waits)
+        moments = [first] if first is not None else []
         if state.deadlineAt and not state.is_terminal:
             moments.append(instant_epoch(state.deadlineAt))
         if moments:

@@ -10,9 +10,11 @@ texts of history entries and the tokens of parked instances. Nothing here depend
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from procflow.dsl import model as m
+from procflow.interpreter.indexed import Tokens
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import EMPTY, SCHEMA_VERSION, DefinitionRef, InstanceState, Token
 
@@ -120,13 +122,21 @@ def sent_texts(dispatches: list[Dispatch]) -> tuple[str, ...]:
 _RESTING: dict[tuple[int, str, str], tuple[Token]] = {}
 
 
-def resting(tokens: tuple[Token, ...]) -> tuple[Token, ...]:
-    """The tokens of a stored state. A token with no loop counters and no open forks is the
-    same value in every instance parked at its node, so those instances share one (and, when
-    it is their only token, one tuple of it): the engine copies a token before it moves it,
-    so a shared one is never changed. Other tokens are kept as they are."""
+def resting(tokens: Sequence[Token], moved: Collection[int]) -> Sequence[Token]:
+    """The tokens of a stored state, once the tokens `moved` have moved. A token with no loop
+    counters and no open forks is the same value in every instance parked at its node, so
+    those instances share one (and, when it is their only token, one tuple of it): the engine
+    copies a token before it moves it, so a shared one is never changed. Other tokens are
+    kept as they are. Only the tokens that moved are looked at (the others already rest)."""
     if len(tokens) == 1:
         return _resting(tokens[0]) or tokens
+    if isinstance(tokens, Tokens):
+        for token_id in moved:
+            token = tokens.get(token_id)
+            shared = _resting(token) if token is not None else None
+            if shared is not None:
+                tokens = tokens.replaced(shared[0])
+        return tokens
     return tuple((_resting(t) or (t,))[0] for t in tokens)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, overload
@@ -328,16 +328,23 @@ class HistoryEntry(Record):
 
 
 if TYPE_CHECKING:
-    # What a state holds: a tuple, or a `Log` once long; both are sequences.
+    # What a state holds: a tuple, or a `Log` once long; both are sequences. Its waits and
+    # tokens: a tuple, or indexed once many (`indexed.Waits`, `indexed.Tokens`).
     Milestones = Sequence[str]
     Completions = Sequence[Completion]
     Entries = Sequence[HistoryEntry]
+    WaitList = Sequence[Wait]
+    TokenList = Sequence[Token]
+    FrameMap = Mapping[str, Frame]  # a dict, or a persistent map once many (`frames.WorkingFrames.written`)
 else:
     # What pydantic reads and writes: tuples (a state's logs are written as tuples, see
     # `InstanceState._serializable`), so its schema and its fast paths are a tuple's.
     Milestones = tuple[str, ...]
     Completions = tuple[Completion, ...]
     Entries = tuple[HistoryEntry, ...]
+    WaitList = tuple[Wait, ...]
+    TokenList = tuple[Token, ...]
+    FrameMap = dict[str, Frame]
 
 
 # Its fields may be given in order (but `schemaVersion` and `deadlineAt`, keyword-only so
@@ -363,9 +370,9 @@ class InstanceState(Record):
     deadlineAt: str | None = field(default=None, kw_only=True)
     input: dict[str, Any]
     data: Annotated[dict[str, Any], Field(description="payloads the process bound with `as` (its frame `main`)")] = field(default_factory=_empty)
-    waits: tuple[Wait, ...] = ()
-    tokens: tuple[Token, ...] = ()
-    frames: Annotated[dict[str, Frame], Field(description="the frames of called processes, by frame id")] = field(default_factory=_empty)
+    waits: WaitList = ()
+    tokens: TokenList = ()
+    frames: Annotated[FrameMap, Field(description="the frames of called processes (and of for-each items), by frame id")] = field(default_factory=_empty)
     joins: dict[str, int] = field(default_factory=_empty)
     completed: Completions = ()
     compensation: Compensation | None = None
@@ -390,11 +397,15 @@ class InstanceState(Record):
         return self.model_dump(mode="json")
 
     def _serializable(self) -> InstanceState:
-        """This state with its logs as the tuples they stand for (what pydantic writes)."""
-        history, completed, steps = self.history, self.completed, self.completedSteps
-        if isinstance(history, tuple) and isinstance(completed, tuple) and isinstance(steps, tuple):
+        """This state with its logs, waits and tokens as the tuples they stand for (what pydantic writes)."""
+        history, completed, steps, waits, tokens = self.history, self.completed, self.completedSteps, self.waits, self.tokens
+        frames = self.frames
+        if all(isinstance(s, tuple) for s in (history, completed, steps, waits, tokens)) and isinstance(frames, dict):
             return self
-        return dataclasses.replace(self, history=tuple(history), completed=tuple(completed), completedSteps=tuple(steps))
+        return dataclasses.replace(
+            self, history=tuple(history), completed=tuple(completed), completedSteps=tuple(steps), waits=tuple(waits), tokens=tuple(tokens),
+            frames=frames if isinstance(frames, dict) else dict(frames.items()),
+        )
 
     # The main process's frame is the instance itself (`FrameView`): these three complete it.
     @property

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
+from procflow.interpreter.indexed import earliest_due
 from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
@@ -406,8 +407,7 @@ def read_stored_json(text: object, what: str) -> Any:
 def timer_of(state: InstanceState) -> tuple[float, float | None, float | None] | None:
     """(next due, wait due, deadline) in seconds since the epoch, or None when the instance
     will not act by itself."""
-    dues = [w.due for w in state.waits if w.due is not None]
-    wait_due = min(dues) if dues else None
+    wait_due = earliest_due(state.waits)
     deadline = None
     # The same condition under which the engine's `advance` acts on a deadline.
     if state.deadlineAt is not None and state.status not in TERMINAL and state.status != "compensating":

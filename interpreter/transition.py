@@ -31,7 +31,16 @@ import networkx as nx
 from procflow.dsl import model as m
 from procflow.errors import ExpressionError
 from procflow.interpreter.contracts import schema_text_problem
+from procflow.interpreter.derive import status_part
 from procflow.interpreter.frames import WorkingFrames
+from procflow.interpreter.indexed import (
+    parked,
+    token_of,
+    unparked,
+    with_new_token,
+    with_token,
+    without_token,
+)
 from procflow.interpreter.messages import Command, Dispatch, Reply
 from procflow.interpreter.plan import Plan
 from procflow.interpreter.state import (
@@ -91,18 +100,18 @@ class Scope(Mapping[str, Any]):
     Lazy: most expressions read one or two names, and each is read from the frame and the
     state as they are at that moment."""
 
-    __slots__ = ("_frame", "_frame_id", "_state")
+    __slots__ = ("_frame", "_frames", "_state")
 
-    def __init__(self, frame: FrameView, frame_id: str, state: InstanceState) -> None:
+    def __init__(self, frame: FrameView, frames: Mapping[str, FrameView], state: InstanceState) -> None:
         self._frame = frame
-        self._frame_id = frame_id
+        self._frames = frames  # (where the frame's id is found, when `steps` is read)
         self._state = state
 
     def __getitem__(self, name: str) -> Any:
         if name == "input":
             return self._frame.input
         if name == "steps":
-            return steps_of(self._state.completed, self._frame_id)
+            return steps_of(self._state.completed, frame_id_of(self._frames, self._frame))
         return self._frame.data[name]
 
     def __contains__(self, name: object) -> bool:
@@ -238,31 +247,30 @@ class RunCore:
 
     def _token(self, token_id: int) -> Token:
         """The token `token_id`, this run's own (copied into the state on first use)."""
-        tokens = self.state.tokens
-        for index, token in enumerate(tokens):
-            if token.id == token_id:
-                if token_id in self.owned:
-                    return token
-                own = Token(token.id, token.node, token.frame, token.loops, token.forks)  # (in order: a third of the cost)
-                self.state.tokens = (own,) if len(tokens) == 1 else (*tokens[:index], own, *tokens[index + 1 :])
-                self.owned.add(token_id)
-                return own
-        raise KeyError(f"no token {token_id}")
+        token = token_of(self.state.tokens, token_id)
+        if token is None:
+            raise KeyError(f"no token {token_id}")
+        if token_id in self.owned:
+            return token
+        own = Token(token.id, token.node, token.frame, token.loops, token.forks)  # (in order: a third of the cost)
+        self.state.tokens = with_token(self.state.tokens, own)
+        self.owned.add(token_id)
+        return own
 
     def _add_token(self, token: Token) -> None:
-        self.state.tokens = self.state.tokens + (token,)
+        self.state.tokens = with_new_token(self.state.tokens, token)
         self.owned.add(token.id)
 
     def _remove_token(self, token: Token) -> None:
-        self.state.tokens = tuple(t for t in self.state.tokens if t.id != token.id)
+        self.state.tokens = without_token(self.state.tokens, token.id)
 
     def _scope(self, frame: FrameView) -> Scope:
         if frame is self.state:
             scope = self.main_scope
             if scope is None:
-                scope = self.main_scope = Scope(frame, ROOT, self.state)
+                scope = self.main_scope = Scope(frame, self.frames, self.state)
             return scope
-        return Scope(frame, frame_id_of(self.frames, frame), self.state)
+        return Scope(frame, self.frames, self.state)
 
     def _eval(self, condition: m.Condition | m.Mapping_, frame: FrameView, where: str, *args: object) -> Any:
         """The value of an expression in a frame; an error fails the instance, saying where
@@ -520,11 +528,15 @@ class RunCore:
 
     def _park(self, wait: Wait) -> None:
         """Add `wait` to the state's waits."""
-        self.state.waits = (*self.state.waits, wait)
+        self.state.waits = parked(self.state.waits, wait, self._status_part)
 
     def _unpark(self, wait: Wait) -> None:
         """Remove `wait` from the state's waits."""
-        self.state.waits = tuple(w for w in self.state.waits if w is not wait)
+        self.state.waits = unparked(self.state.waits, wait)
+
+    def _status_part(self, wait: Wait) -> str:
+        """What `wait` shows in the instance's status (its frame may be new in this run)."""
+        return status_part(self.plan, wait, None if wait.frame == ROOT else self.frames.process_of(wait.frame))
 
     def _enter_call(self, token: Token, node: m.CallNode, frame: FrameView) -> None:
         child_def = self._definition(node.process)

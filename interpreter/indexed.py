@@ -1,0 +1,531 @@
+"""The waits and the tokens of a state, kept so that a transition touches only its own.
+
+A state with a few waits keeps them as a tuple, and the engine looks through it. A state with
+many (a parallel block of a thousand branches, a for-each over a thousand items in parallel)
+keeps them as `Waits`: a transition then finds the wait a reply is for, the earliest due, and
+the steps and statuses waiting without walking the others, and parks or removes a wait at a
+cost that does not grow with their number. Tokens likewise (`Tokens`, by id). Both read like
+the tuples they stand for (in the order they were parked or made) and compare equal to them;
+a state writes them as JSON arrays.
+
+Successive states share them as they share their logs (`log.py`), but by structure rather
+than by length: each index is a persistent map (`immutables.Map`, a hash array mapped trie,
+the structure behind Python's own `contextvars`), so the next state's index is the previous
+one with a few paths copied, and the previous state still sees its own. Sorted runs of serials
+(a tuple per group, the distinct due times, the order of the steps) are tuples changed by
+slicing: a copy of pointers, not a walk in Python.
+
+A wait is removed by identity (the engine removes the very object it found): it is looked for
+among the waits of its place (its token, frame and node), which is one wait but for a
+compensation's undos sent in parallel, one per step undone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from immutables import Map
+
+from procflow.interpreter.state import ROOT, Frame, Token, Wait
+
+K = TypeVar("K")
+T = TypeVar("T")
+
+INDEX_FROM = 16
+"""A state with this many waits (or tokens) or more keeps them indexed; below half of it, as a
+tuple again (a short tuple costs less to keep and to look through than an index)."""
+
+Part = Callable[[Wait], str]
+"""What a wait shows in its instance's status (`waiting_for_payment`), worked out when it is parked."""
+
+
+LISTED = 4
+"""How many steps (or statuses) waiting an instance's `nextAction` (or `status`) names; when
+more wait, it names the first and counts the others (`waiting_for_pick_and_999_more`)."""
+
+
+def _grown(groups: Map[K, tuple[int, ...]], key: K, serial: int) -> Map[K, tuple[int, ...]]:
+    """`groups` with `serial` in the group `key`, kept in order (a new wait's serial goes last;
+    a token that moves into a frame may go anywhere)."""
+    group = groups.get(key, ())
+    if not group or group[-1] < serial:
+        return groups.set(key, (*group, serial))
+    at = bisect.bisect_left(group, serial)
+    return groups.set(key, (*group[:at], serial, *group[at:]))
+
+
+def _shrunk(groups: Map[K, tuple[int, ...]], key: K, serial: int) -> Map[K, tuple[int, ...]]:
+    """`groups` without `serial` in the group `key` (and without the group once empty)."""
+    group = groups[key]
+    if len(group) == 1:
+        return groups.delete(key)
+    at = bisect.bisect_left(group, serial)
+    return groups.set(key, group[:at] + group[at + 1 :])
+
+
+def _next_head(members: Map[int, T], head: int) -> int:
+    """The lowest of `members` (not empty), none of which is below `head`. The head of a queue
+    only moves forward, so along the states of an instance each serial is stepped over once."""
+    while head not in members:
+        head += 1
+    return head
+
+
+class _Queue:
+    """Serials in the order they came, the earliest of them at hand (`head`)."""
+
+    __slots__ = ("members", "head")
+
+    def __init__(self, members: Map[int, None], head: int) -> None:
+        self.members = members
+        self.head = head
+
+    def added(self, serial: int) -> _Queue:
+        """With `serial`, the newest of all."""
+        return _Queue(self.members.set(serial, None), self.head if self.members else serial)
+
+    def removed(self, serial: int) -> _Queue | None:
+        """Without `serial` (None once empty)."""
+        members = self.members.delete(serial)
+        if not members:
+            return None
+        return _Queue(members, _next_head(members, self.head) if serial == self.head else self.head)
+
+
+class _Tally:
+    """Names (steps, statuses) with how many waits show each, in the order each began to be
+    waited on: what `nextAction` and `status` name, kept as each wait comes and goes."""
+
+    __slots__ = ("counts", "order", "head")
+
+    def __init__(self, counts: Map[str, tuple[int, int]], order: Map[int, str], head: int) -> None:
+        self.counts = counts  # name -> (waits showing it, the serial of the wait it began with)
+        self.order = order  # that serial -> name
+        self.head = head  # the lowest serial in `order`
+
+    def added(self, name: str, serial: int) -> _Tally:
+        counted = self.counts.get(name)
+        if counted is not None:
+            return _Tally(self.counts.set(name, (counted[0] + 1, counted[1])), self.order, self.head)
+        return _Tally(self.counts.set(name, (1, serial)), self.order.set(serial, name), self.head if self.order else serial)
+
+    def removed(self, name: str) -> _Tally:
+        count, since = self.counts[name]
+        if count > 1:
+            return _Tally(self.counts.set(name, (count - 1, since)), self.order, self.head)
+        order = self.order.delete(since)
+        head = _next_head(order, self.head) if order and since == self.head else self.head
+        return _Tally(self.counts.delete(name), order, head)
+
+    def names(self) -> tuple[str, ...]:
+        """The names in order when they are `LISTED` or fewer; else the first alone."""
+        order = self.order
+        if len(order) > LISTED:
+            return (order[self.head],)
+        return tuple(name for _, name in sorted(order.items()))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+_NO_TALLY = _Tally(Map(), Map(), 0)
+
+STATUS_PREFIX = "waiting_for_"
+"""What the parts of a status lose when several are joined (`waiting_for_a_and_b`)."""
+
+
+def listed_status(parts: Sequence[str], count: int) -> str:
+    """The status of an instance whose waits show `count` parts, of which `parts` are the first
+    (all of them when `LISTED` or fewer)."""
+    if count == 1:
+        return parts[0]
+    if count > LISTED:
+        return f"{STATUS_PREFIX}{parts[0].removeprefix(STATUS_PREFIX)}_and_{count - 1}_more"
+    return STATUS_PREFIX + "_and_".join(p.removeprefix(STATUS_PREFIX) for p in parts)
+
+
+def listed_steps(steps: Sequence[str], count: int) -> str:
+    """`nextAction` of an instance that waits on `count` steps, of which `steps` are the first."""
+    return f"{steps[0]} and {count - 1} more" if count > LISTED else ", ".join(steps)
+
+
+class Waits(Sequence[Wait]):
+    """The waits of a state with many, in the order they were parked, indexed (see the module doc)."""
+
+    __slots__ = ("_waits", "_places", "_next", "_head", "_messages", "_frames", "_times", "_due", "_steps", "_parts")
+
+    def __init__(self) -> None:
+        self._waits: Map[int, tuple[Wait, str]] = Map()  # serial -> (wait, what it shows in the status); a serial grows with each wait parked
+        self._places: Map[tuple[int, str, str], tuple[int, ...]] = Map()  # (token, frame, node) -> serials
+        self._next = 0
+        self._head = 0  # the lowest serial in `_waits`
+        self._messages: Map[tuple[str, str], tuple[int, ...]] = Map()  # (a reply it expects, correlationId) -> serials
+        self._frames: Map[str, tuple[int, ...]] = Map()  # frame (but the main one) -> serials
+        self._times: tuple[float, ...] = ()  # the distinct due times, earliest first
+        self._due: Map[float, _Queue] = Map()  # due time -> the serials due then
+        self._steps = _NO_TALLY
+        self._parts = _NO_TALLY
+
+    @classmethod
+    def of(cls, waits: Iterable[Wait], part: Part) -> Waits:
+        """The waits `waits`, in order, indexed."""
+        out = cls()
+        for wait in waits:
+            out = out.parked(wait, part(wait))
+        return out
+
+    def _copy(self) -> Waits:
+        out = Waits.__new__(Waits)
+        out._waits, out._places, out._next, out._head = self._waits, self._places, self._next, self._head
+        out._messages, out._frames, out._times, out._due = self._messages, self._frames, self._times, self._due
+        out._steps, out._parts = self._steps, self._parts
+        return out
+
+    def parked(self, wait: Wait, part: str) -> Waits:
+        """These waits and `wait` after them; `part` is what it shows in the status."""
+        out = self._copy()
+        serial = out._next
+        out._next = serial + 1
+        if not self._waits:
+            out._head = serial
+        out._waits = self._waits.set(serial, (wait, part))
+        out._places = _grown(self._places, (wait.token, wait.frame, wait.node), serial)
+        messages = self._messages
+        for expected in wait.expects:
+            messages = _grown(messages, (expected, wait.correlationId), serial)
+        out._messages = messages
+        if wait.frame != ROOT:
+            out._frames = _grown(self._frames, wait.frame, serial)
+        due = wait.due
+        if due is not None:
+            queue = self._due.get(due)
+            if queue is None:
+                at = bisect.bisect_left(self._times, due)
+                out._times = (*self._times[:at], due, *self._times[at:])
+                queue = _Queue(Map(), serial)
+            out._due = self._due.set(due, queue.added(serial))
+        out._steps = self._steps.added(wait.step, serial)
+        out._parts = self._parts.added(part, serial)
+        return out
+
+    def unparked(self, wait: Wait) -> Waits:
+        """These waits without `wait` (this very object); as they are when it is not here."""
+        place = (wait.token, wait.frame, wait.node)
+        serial = next((s for s in self._places.get(place, ()) if self._waits[s][0] is wait), None)
+        if serial is None:
+            return self
+        part = self._waits[serial][1]
+        out = self._copy()
+        out._waits = waits = self._waits.delete(serial)
+        if waits and serial == self._head:
+            out._head = _next_head(waits, serial)
+        out._places = _shrunk(self._places, place, serial)
+        messages = self._messages
+        for expected in wait.expects:
+            messages = _shrunk(messages, (expected, wait.correlationId), serial)
+        out._messages = messages
+        if wait.frame != ROOT:
+            out._frames = _shrunk(self._frames, wait.frame, serial)
+        due = wait.due
+        if due is not None:
+            queue = self._due[due].removed(serial)
+            if queue is None:
+                out._due = self._due.delete(due)
+                at = bisect.bisect_left(self._times, due)
+                out._times = self._times[:at] + self._times[at + 1 :]
+            else:
+                out._due = self._due.set(due, queue)
+        out._steps = self._steps.removed(wait.step)
+        out._parts = self._parts.removed(part)
+        return out
+
+    # ---------------------------------------------------------------- what the engine asks
+    def matching(self, reply_type: str, correlation_id: str) -> Wait | None:
+        """The earliest wait that expects `reply_type` under `correlation_id`, or None."""
+        group = self._messages.get((reply_type, correlation_id))
+        return self._waits[group[0]][0] if group else None
+
+    def of_frame(self, frame: str) -> list[Wait]:
+        """The waits of tokens in `frame` (not the main one), in order."""
+        assert frame != ROOT, "the main frame's waits are not indexed by frame"
+        return [self._waits[serial][0] for serial in self._frames.get(frame, ())]
+
+    def first_due(self) -> Wait | None:
+        """The wait due first (the earliest parked of those due first), or None when none has a time."""
+        return self._waits[self._due[self._times[0]].head][0] if self._times else None
+
+    def status(self) -> str:
+        """What the waits show as the instance's status (see `listed_status`)."""
+        return listed_status(self._parts.names(), len(self._parts))
+
+    def next_action(self) -> str:
+        """The steps waiting, as `nextAction` names them (see `listed_steps`)."""
+        return listed_steps(self._steps.names(), len(self._steps))
+
+    # ---------------------------------------------------------------- a sequence
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    @overload
+    def __getitem__(self, index: int) -> Wait: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Wait, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Wait | tuple[Wait, ...]:
+        if index == 0 and self._waits:
+            return self._waits[self._head][0]
+        return tuple(self)[index]
+
+    def __iter__(self) -> Iterator[Wait]:
+        waits = self._waits
+        return (waits[serial][0] for serial in sorted(waits.keys()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Waits | tuple):
+            return len(other) == len(self) and all(a is b or a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class Tokens(Sequence[Token]):
+    """The tokens of a state with many, by id (which is also the order they were made in),
+    with the ids of the tokens of each frame but the main one."""
+
+    __slots__ = ("_tokens", "_frames")
+
+    def __init__(self, tokens: Map[int, Token], frames: Map[str, tuple[int, ...]]) -> None:
+        self._tokens = tokens
+        self._frames = frames
+
+    @classmethod
+    def of(cls, tokens: Iterable[Token]) -> Tokens:
+        """The tokens `tokens`, indexed."""
+        out = cls(Map(), Map())
+        for token in tokens:
+            out = out.added(token)
+        return out
+
+    def get(self, token_id: int) -> Token | None:
+        """The token `token_id`, or None."""
+        return self._tokens.get(token_id)
+
+    def added(self, token: Token) -> Tokens:
+        """These tokens and `token` (a new id)."""
+        frames = self._frames if token.frame == ROOT else _grown(self._frames, token.frame, token.id)
+        return Tokens(self._tokens.set(token.id, token), frames)
+
+    def replaced(self, token: Token) -> Tokens:
+        """These tokens with `token` in place of the one with its id (which may have been in another frame)."""
+        old = self._tokens[token.id]
+        frames = self._frames
+        if old.frame != token.frame:
+            if old.frame != ROOT:
+                frames = _shrunk(frames, old.frame, token.id)
+            if token.frame != ROOT:
+                frames = _grown(frames, token.frame, token.id)
+        return Tokens(self._tokens.set(token.id, token), frames)
+
+    def removed(self, token_id: int) -> Tokens:
+        """These tokens without the one `token_id` (as they are when it is not here)."""
+        old = self._tokens.get(token_id)
+        if old is None:
+            return self
+        frames = self._frames if old.frame == ROOT else _shrunk(self._frames, old.frame, token_id)
+        return Tokens(self._tokens.delete(token_id), frames)
+
+    def ids_in(self, frame: str) -> tuple[int, ...]:
+        """The ids of the tokens in `frame` (not the main one)."""
+        assert frame != ROOT, "the main frame's tokens are not indexed by frame"
+        return self._frames.get(frame, ())
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    @overload
+    def __getitem__(self, index: int) -> Token: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Token, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Token | tuple[Token, ...]:
+        return tuple(self)[index]
+
+    def __iter__(self) -> Iterator[Token]:
+        tokens = self._tokens
+        return (tokens[token_id] for token_id in sorted(tokens.keys()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Tokens | tuple):
+            return len(other) == len(self) and all(a is b or a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class Frames(Mapping[str, Frame]):
+    """The frames of a state with many (a for-each's items), by id, in a persistent map: the
+    next state's are these with the frames its transition changed (`WorkingFrames.written`).
+    Reads and compares like the dict it stands for; a state writes it as a JSON object."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, frames: Map[str, Frame]) -> None:
+        self._frames = frames
+
+    def changed(self, removed: Iterable[str], own: Iterable[tuple[str, Frame]]) -> Frames:
+        """These frames without those `removed`, with those `own` added or in place."""
+        with self._frames.mutate() as changing:
+            for key in removed:
+                changing.pop(key, None)
+            for key, frame in own:
+                changing[key] = frame
+            frames = changing.finish()
+        return Frames(frames)
+
+    def __getitem__(self, key: str) -> Frame:
+        return self._frames[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._frames.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._frames
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._frames)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __repr__(self) -> str:
+        return repr(dict(self._frames.items()))
+
+
+# ---------------------------------------------------------------- a tuple or an index: the engine's calls
+
+
+def parked(waits: Sequence[Wait], wait: Wait, part: Part) -> Sequence[Wait]:
+    """`waits` with `wait` after them (indexed once they are many)."""
+    if isinstance(waits, Waits):
+        return waits.parked(wait, part(wait))
+    if len(waits) + 1 < INDEX_FROM:
+        return (*waits, wait)
+    return Waits.of(itertools.chain(waits, (wait,)), part)
+
+
+def unparked(waits: Sequence[Wait], wait: Wait) -> Sequence[Wait]:
+    """`waits` without `wait` (this very object); a tuple again once they are few."""
+    if isinstance(waits, Waits):
+        out = waits.unparked(wait)
+        return tuple(out) if len(out) < INDEX_FROM // 2 else out
+    return tuple(w for w in waits if w is not wait)
+
+
+def matching(waits: Sequence[Wait], reply_type: str, correlation_id: str) -> Wait | None:
+    """The earliest wait that expects `reply_type` under `correlation_id`, or None."""
+    if isinstance(waits, Waits):
+        return waits.matching(reply_type, correlation_id)
+    for wait in waits:
+        if reply_type in wait.expects and wait.correlationId == correlation_id:
+            return wait
+    return None
+
+
+def waits_of_frame(waits: Sequence[Wait], frame: str) -> list[Wait]:
+    """The waits of tokens in `frame` (not the main one), in order."""
+    return waits.of_frame(frame) if isinstance(waits, Waits) else [w for w in waits if w.frame == frame]
+
+
+def first_due(waits: Sequence[Wait]) -> Wait | None:
+    """The wait due first (the earliest parked of those due first), or None when none has a time."""
+    if isinstance(waits, Waits):
+        return waits.first_due()
+    best: Wait | None = None
+    best_due = 0.0
+    for wait in waits:
+        due = wait.due
+        if due is not None and (best is None or due < best_due):
+            best, best_due = wait, due
+    return best
+
+
+def earliest_due(waits: Sequence[Wait]) -> float | None:
+    """The earliest due time of the waits (seconds since the epoch), or None."""
+    wait = first_due(waits)
+    return wait.due if wait is not None else None
+
+
+def status_of(waits: Sequence[Wait], part: Part) -> str:
+    """The status of an instance with these waits (at least one): what each shows, each once,
+    in the order they began to be waited on; `waiting_for_a_and_b` when several
+    (`listed_status`)."""
+    if isinstance(waits, Waits):
+        return waits.status()
+    parts = tuple(dict.fromkeys(part(w) for w in waits))
+    return listed_status(parts, len(parts))
+
+
+def next_action_of(waits: Sequence[Wait]) -> str:
+    """`nextAction` of an instance with these waits (at least one): the steps waiting, each
+    once, in the order they began to be waited on (`listed_steps`)."""
+    if isinstance(waits, Waits):
+        return waits.next_action()
+    steps = tuple(dict.fromkeys(w.step for w in waits))
+    return listed_steps(steps, len(steps))
+
+
+def token_of(tokens: Sequence[Token], token_id: int) -> Token | None:
+    """The token `token_id`, or None."""
+    if isinstance(tokens, Tokens):
+        return tokens.get(token_id)
+    for token in tokens:
+        if token.id == token_id:
+            return token
+    return None
+
+
+def with_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
+    """`tokens` with `token` in place of the one with its id."""
+    if isinstance(tokens, Tokens):
+        return tokens.replaced(token)
+    if len(tokens) == 1:
+        return (token,)
+    return tuple(token if t.id == token.id else t for t in tokens)
+
+
+def with_new_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
+    """`tokens` and `token` (a new id, the highest) after them."""
+    if isinstance(tokens, Tokens):
+        return tokens.added(token)
+    if len(tokens) + 1 < INDEX_FROM:
+        return (*tokens, token)
+    return Tokens.of(itertools.chain(tokens, (token,)))
+
+
+def without_token(tokens: Sequence[Token], token_id: int) -> Sequence[Token]:
+    """`tokens` without the one `token_id`; a tuple again once they are few."""
+    if isinstance(tokens, Tokens):
+        out = tokens.removed(token_id)
+        return tuple(out) if len(out) < INDEX_FROM // 2 else out
+    return tuple(t for t in tokens if t.id != token_id)
+
+
+def without_frame_tokens(tokens: Sequence[Token], frame: str) -> Sequence[Token]:
+    """`tokens` without those in `frame`."""
+    if isinstance(tokens, Tokens):
+        out: Sequence[Token] = tokens
+        for token_id in tokens.ids_in(frame):
+            out = without_token(out, token_id)
+        return out
+    return tuple(t for t in tokens if t.frame != frame)
