@@ -413,51 +413,61 @@ class Frames(Mapping[str, Frame]):
 
 
 # ---------------------------------------------------------------- a tuple or an index: the engine's calls
+# (Each asks first whether it has a tuple: asking whether an object is an instance of a
+# `Sequence` subclass goes through the ABC machinery, ten times the cost, on every step of
+# every instance.)
 
 
 def parked(waits: Sequence[Wait], wait: Wait, part: Part) -> Sequence[Wait]:
     """`waits` with `wait` after them (indexed once they are many)."""
-    if isinstance(waits, Waits):
-        return waits.parked(wait, part(wait))
-    if len(waits) + 1 < INDEX_FROM:
-        return (*waits, wait)
-    return Waits.of(itertools.chain(waits, (wait,)), part)
+    if isinstance(waits, tuple):
+        return (*waits, wait) if len(waits) + 1 < INDEX_FROM else Waits.of(itertools.chain(waits, (wait,)), part)
+    assert isinstance(waits, Waits)
+    return waits.parked(wait, part(wait))
 
 
 def unparked(waits: Sequence[Wait], wait: Wait) -> Sequence[Wait]:
     """`waits` without `wait` (this very object); a tuple again once they are few."""
-    if isinstance(waits, Waits):
-        out = waits.unparked(wait)
-        return tuple(out) if len(out) < INDEX_FROM // 2 else out
-    return tuple(w for w in waits if w is not wait)
+    if isinstance(waits, tuple):
+        if len(waits) == 1:  # (the usual case: one step waits)
+            return () if waits[0] is wait else waits
+        return tuple(w for w in waits if w is not wait)
+    assert isinstance(waits, Waits)
+    out = waits.unparked(wait)
+    return tuple(out) if len(out) < INDEX_FROM // 2 else out
 
 
 def matching(waits: Sequence[Wait], reply_type: str, correlation_id: str) -> Wait | None:
     """The earliest wait that expects `reply_type` under `correlation_id`, or None."""
-    if isinstance(waits, Waits):
-        return waits.matching(reply_type, correlation_id)
-    for wait in waits:
-        if reply_type in wait.expects and wait.correlationId == correlation_id:
-            return wait
-    return None
+    if isinstance(waits, tuple):
+        for wait in waits:
+            if reply_type in wait.expects and wait.correlationId == correlation_id:
+                return wait
+        return None
+    assert isinstance(waits, Waits)
+    return waits.matching(reply_type, correlation_id)
 
 
 def waits_of_frame(waits: Sequence[Wait], frame: str) -> list[Wait]:
     """The waits of tokens in `frame` (not the main one), in order."""
-    return waits.of_frame(frame) if isinstance(waits, Waits) else [w for w in waits if w.frame == frame]
+    if isinstance(waits, tuple):
+        return [w for w in waits if w.frame == frame]
+    assert isinstance(waits, Waits)
+    return waits.of_frame(frame)
 
 
 def first_due(waits: Sequence[Wait]) -> Wait | None:
     """The wait due first (the earliest parked of those due first), or None when none has a time."""
-    if isinstance(waits, Waits):
-        return waits.first_due()
-    best: Wait | None = None
-    best_due = 0.0
-    for wait in waits:
-        due = wait.due
-        if due is not None and (best is None or due < best_due):
-            best, best_due = wait, due
-    return best
+    if isinstance(waits, tuple):
+        best: Wait | None = None
+        best_due = 0.0
+        for wait in waits:
+            due = wait.due
+            if due is not None and (best is None or due < best_due):
+                best, best_due = wait, due
+        return best
+    assert isinstance(waits, Waits)
+    return waits.first_due()
 
 
 def earliest_due(waits: Sequence[Wait]) -> float | None:
@@ -470,62 +480,65 @@ def status_of(waits: Sequence[Wait], part: Part) -> str:
     """The status of an instance with these waits (at least one): what each shows, each once,
     in the order they began to be waited on; `waiting_for_a_and_b` when several
     (`listed_status`)."""
-    if isinstance(waits, Waits):
-        return waits.status()
-    parts = tuple(dict.fromkeys(part(w) for w in waits))
-    return listed_status(parts, len(parts))
+    if isinstance(waits, tuple):
+        parts = tuple(dict.fromkeys(part(w) for w in waits))
+        return listed_status(parts, len(parts))
+    assert isinstance(waits, Waits)
+    return waits.status()
 
 
 def next_action_of(waits: Sequence[Wait]) -> str:
     """`nextAction` of an instance with these waits (at least one): the steps waiting, each
     once, in the order they began to be waited on (`listed_steps`)."""
-    if isinstance(waits, Waits):
-        return waits.next_action()
-    steps = tuple(dict.fromkeys(w.step for w in waits))
-    return listed_steps(steps, len(steps))
+    if isinstance(waits, tuple):
+        steps = tuple(dict.fromkeys(w.step for w in waits))
+        return listed_steps(steps, len(steps))
+    assert isinstance(waits, Waits)
+    return waits.next_action()
 
 
 def token_of(tokens: Sequence[Token], token_id: int) -> Token | None:
     """The token `token_id`, or None."""
-    if isinstance(tokens, Tokens):
-        return tokens.get(token_id)
-    for token in tokens:
-        if token.id == token_id:
-            return token
-    return None
+    if isinstance(tokens, tuple):
+        for token in tokens:
+            if token.id == token_id:
+                return token
+        return None
+    assert isinstance(tokens, Tokens)
+    return tokens.get(token_id)
 
 
 def with_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
     """`tokens` with `token` in place of the one with its id."""
-    if isinstance(tokens, Tokens):
-        return tokens.replaced(token)
-    if len(tokens) == 1:
-        return (token,)
-    return tuple(token if t.id == token.id else t for t in tokens)
+    if isinstance(tokens, tuple):
+        return (token,) if len(tokens) == 1 else tuple(token if t.id == token.id else t for t in tokens)
+    assert isinstance(tokens, Tokens)
+    return tokens.replaced(token)
 
 
 def with_new_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
     """`tokens` and `token` (a new id, the highest) after them."""
-    if isinstance(tokens, Tokens):
-        return tokens.added(token)
-    if len(tokens) + 1 < INDEX_FROM:
-        return (*tokens, token)
-    return Tokens.of(itertools.chain(tokens, (token,)))
+    if isinstance(tokens, tuple):
+        return (*tokens, token) if len(tokens) + 1 < INDEX_FROM else Tokens.of(itertools.chain(tokens, (token,)))
+    assert isinstance(tokens, Tokens)
+    return tokens.added(token)
 
 
 def without_token(tokens: Sequence[Token], token_id: int) -> Sequence[Token]:
     """`tokens` without the one `token_id`; a tuple again once they are few."""
-    if isinstance(tokens, Tokens):
-        out = tokens.removed(token_id)
-        return tuple(out) if len(out) < INDEX_FROM // 2 else out
-    return tuple(t for t in tokens if t.id != token_id)
+    if isinstance(tokens, tuple):
+        return tuple(t for t in tokens if t.id != token_id)
+    assert isinstance(tokens, Tokens)
+    out = tokens.removed(token_id)
+    return tuple(out) if len(out) < INDEX_FROM // 2 else out
 
 
 def without_frame_tokens(tokens: Sequence[Token], frame: str) -> Sequence[Token]:
-    """`tokens` without those in `frame`."""
-    if isinstance(tokens, Tokens):
-        out: Sequence[Token] = tokens
-        for token_id in tokens.ids_in(frame):
-            out = without_token(out, token_id)
-        return out
-    return tuple(t for t in tokens if t.frame != frame)
+    """`tokens` without those in `frame` (not the main one)."""
+    if isinstance(tokens, tuple):
+        return tuple(t for t in tokens if t.frame != frame)
+    out: Sequence[Token] = tokens
+    assert isinstance(tokens, Tokens)
+    for token_id in tokens.ids_in(frame):
+        out = without_token(out, token_id)
+    return out

@@ -128,16 +128,17 @@ def resting(tokens: Sequence[Token], moved: Collection[int]) -> Sequence[Token]:
     those instances share one (and, when it is their only token, one tuple of it): the engine
     copies a token before it moves it, so a shared one is never changed. Other tokens are
     kept as they are. Only the tokens that moved are looked at (the others already rest)."""
-    if len(tokens) == 1:
-        return _resting(tokens[0]) or tokens
-    if isinstance(tokens, Tokens):
-        for token_id in moved:
-            token = tokens.get(token_id)
-            shared = _resting(token) if token is not None else None
-            if shared is not None:
-                tokens = tokens.replaced(shared[0])
-        return tokens
-    return tuple((_resting(t) or (t,))[0] for t in tokens)
+    if isinstance(tokens, tuple):  # (first: asking whether it is a `Tokens`, an abstract `Sequence`, costs ten times this)
+        if len(tokens) == 1:
+            return _resting(tokens[0]) or tokens
+        return tuple((_resting(t) or (t,))[0] for t in tokens)
+    assert isinstance(tokens, Tokens)
+    for token_id in moved:
+        token = tokens.get(token_id)
+        shared = _resting(token) if token is not None else None
+        if shared is not None:
+            tokens = tokens.replaced(shared[0])
+    return tokens
 
 
 def _resting(token: Token) -> tuple[Token] | None:
