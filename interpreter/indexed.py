@@ -440,6 +440,7 @@ def unparked(waits: Sequence[Wait], wait: Wait) -> Sequence[Wait]:
 def matching(waits: Sequence[Wait], reply_type: str, correlation_id: str) -> Wait | None:
     """The earliest wait that expects `reply_type` under `correlation_id`, or None."""
     if isinstance(waits, tuple):
+        wait: Wait
         for wait in waits:
             if reply_type in wait.expects and wait.correlationId == correlation_id:
                 return wait
@@ -500,6 +501,7 @@ def next_action_of(waits: Sequence[Wait]) -> str:
 def token_of(tokens: Sequence[Token], token_id: int) -> Token | None:
     """The token `token_id`, or None."""
     if isinstance(tokens, tuple):
+        token: Token
         for token in tokens:
             if token.id == token_id:
                 return token
