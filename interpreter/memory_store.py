@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -327,22 +328,24 @@ class InMemoryStore:
         """The earliest timer (seconds since the epoch), or None."""
         return min(self._next_due.values(), default=None)
 
+    # (The outbox is a dict filled in the order of its ids: its order is oldest first, and a
+    # read stops at `limit` instead of sorting every command queued.)
     def outbox(self, limit: int = 100) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent, oldest first."""
-        return sorted(self._outbox.items())[:limit]
+        return list(itertools.islice(self._outbox.items(), limit))
 
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent that no other worker holds, now held by `worker`."""
-        return self._claim("outbox", sorted(self._outbox.items()), worker, limit, lease)
+        return self._claim("outbox", self._outbox.items(), worker, limit, lease)
 
     def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
         """Commands not yet sent that `worker` holds, oldest first."""
         now = time.monotonic()
         claims = self._claims
-        held = [(i, d) for i, d in sorted(self._outbox.items()) if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] > now]
-        return held[:limit]
+        held = ((i, d) for i, d in self._outbox.items() if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] > now)
+        return list(itertools.islice(held, limit))
 
-    def _claim(self, kind: str, candidates: list[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
+    def _claim(self, kind: str, candidates: Iterable[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
         now = time.monotonic()
         claimed: list[tuple[_K, _V]] = []
         for key, value in candidates:
