@@ -6,9 +6,9 @@ interface; `stores.open_store` chooses one by URL.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
