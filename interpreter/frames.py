@@ -57,10 +57,10 @@ class WorkingFrames(dict[str, FrameView]):
     def written(self) -> Mapping[str, Frame]:
         """The frames of the new state: the stored ones but those removed, with this run's own.
         Many frames (a for-each's items) are kept in a persistent map, which the next state
-        shares but for the frames this run changed (`indexed.py`); a few in a dict."""
+        shares but for the frames this run changed (`indexed.Frames`); a few in a dict."""
         stored = self.stored
         own = [(key, frame) for key, frame in self.items() if isinstance(frame, Frame)]
-        if not isinstance(stored, dict) or len(stored) + len(own) >= INDEX_FROM:
+        if not isinstance(stored, dict) or len(stored) < INDEX_FROM <= len(stored) + len(own):  # (see `indexed.INDEX_FROM`)
             frames = (stored if isinstance(stored, Frames) else Frames(Map(stored))).changed(self.removed, own)
             if len(frames) >= INDEX_FROM // 2:
                 return frames

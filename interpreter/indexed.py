@@ -2,18 +2,20 @@
 
 A state with a few waits keeps them as a tuple, and the engine looks through it. A state with
 many (a parallel block of a thousand branches, a for-each over a thousand items in parallel)
-keeps them as `Waits`: a transition then finds the wait a reply is for, the earliest due, and
-the steps and statuses waiting without walking the others, and parks or removes a wait at a
-cost that does not grow with their number. Tokens likewise (`Tokens`, by id). Both read like
-the tuples they stand for (in the order they were parked or made) and compare equal to them;
-a state writes them as JSON arrays.
+keeps them as `Waits`, from the transition that parks the `INDEX_FROM`th on: a transition
+then finds the wait a reply is for, the earliest due, and the steps and statuses waiting
+without walking the others, and parks or removes a wait at a cost that does not grow with
+their number. Tokens likewise (`Tokens`, by id), and frames (`Frames`, by id). They read
+like the tuples and dicts they stand for (waits in the order they were parked, tokens in the
+order they were made) and compare equal to them; a state writes them as JSON.
 
 Successive states share them as they share their logs (`log.py`), but by structure rather
 than by length: each index is a persistent map (`immutables.Map`, a hash array mapped trie,
 the structure behind Python's own `contextvars`), so the next state's index is the previous
-one with a few paths copied, and the previous state still sees its own. Sorted runs of serials
-(a tuple per group, the distinct due times, the order of the steps) are tuples changed by
-slicing: a copy of pointers, not a walk in Python.
+one with a few paths copied, and the previous state still sees its own. The earliest of a
+group (the first wait due, the step waited on longest) is kept as a head that only moves
+forward, past what has left; the small groups (the waits of one reply and correlation id,
+of one frame) and the distinct due times are tuples changed by slicing.
 
 A wait is removed by identity (the engine removes the very object it found): it is looked for
 among the waits of its place (its token, frame and node), which is one wait but for a
@@ -35,8 +37,12 @@ K = TypeVar("K")
 T = TypeVar("T")
 
 INDEX_FROM = 16
-"""A state with this many waits (or tokens) or more keeps them indexed; below half of it, as a
-tuple again (a short tuple costs less to keep and to look through than an index)."""
+"""The waits (or tokens, or frames) of a state are indexed from the transition that brings
+them to this many on; below half of it, they are a tuple again (a short tuple costs less to
+keep and to look through than an index). Waits that are many already when a transition
+begins, as a tuple, came from a store, which reads a state anew for every transition and
+writes it whole: they stay a tuple (indexing them would cost more than the transition
+saves, every time)."""
 
 Part = Callable[[Wait], str]
 """What a wait shows in its instance's status (`waiting_for_payment`), worked out when it is parked."""
@@ -106,6 +112,12 @@ class _Tally:
         self.order = order  # that serial -> name
         self.head = head  # the lowest serial in `order`
 
+    @classmethod
+    def of(cls, groups: dict[str, list[int]]) -> _Tally:
+        """The tally of waits whose serials, by name, are `groups` (none empty)."""
+        order = {serials[0]: name for name, serials in groups.items()}
+        return cls(Map({name: (len(serials), serials[0]) for name, serials in groups.items()}), Map(order), min(order, default=0))
+
     def added(self, name: str, serial: int) -> _Tally:
         counted = self.counts.get(name)
         if counted is not None:
@@ -171,10 +183,39 @@ class Waits(Sequence[Wait]):
 
     @classmethod
     def of(cls, waits: Iterable[Wait], part: Part) -> Waits:
-        """The waits `waits`, in order, indexed."""
+        """The waits `waits`, in order, indexed: what parking them one by one gives, built at
+        once (a durable store hands the engine a state's waits as a tuple, read anew for every
+        transition, and the index is built from it whenever a transition parks a wait)."""
+        entries: dict[int, tuple[Wait, str]] = {}
+        places: dict[tuple[int, str, str], tuple[int, ...]] = {}
+        messages: dict[tuple[str, str], tuple[int, ...]] = {}
+        frames: dict[str, tuple[int, ...]] = {}
+        due: dict[float, list[int]] = {}
+        steps: dict[str, list[int]] = {}
+        parts: dict[str, list[int]] = {}
+        for serial, wait in enumerate(waits):
+            shown = part(wait)
+            entries[serial] = (wait, shown)
+            place = (wait.token, wait.frame, wait.node)
+            places[place] = (*places.get(place, ()), serial)
+            for expected in wait.expects:
+                key = (expected, wait.correlationId)
+                messages[key] = (*messages.get(key, ()), serial)
+            if wait.frame != ROOT:
+                frames[wait.frame] = (*frames.get(wait.frame, ()), serial)
+            at = wait.due
+            if at is not None:
+                due.setdefault(at, []).append(serial)
+            steps.setdefault(wait.step, []).append(serial)
+            parts.setdefault(shown, []).append(serial)
         out = cls()
-        for wait in waits:
-            out = out.parked(wait, part(wait))
+        if not entries:
+            return out
+        out._waits, out._places, out._messages, out._frames = Map(entries), Map(places), Map(messages), Map(frames)
+        out._next, out._head = len(entries), 0
+        out._times = tuple(sorted(due))
+        out._due = Map({at: _Queue(Map(dict.fromkeys(serials)), serials[0]) for at, serials in due.items()})
+        out._steps, out._parts = _Tally.of(steps), _Tally.of(parts)
         return out
 
     def _copy(self) -> Waits:
@@ -421,7 +462,7 @@ class Frames(Mapping[str, Frame]):
 def parked(waits: Sequence[Wait], wait: Wait, part: Part) -> Sequence[Wait]:
     """`waits` with `wait` after them (indexed once they are many)."""
     if isinstance(waits, tuple):
-        return (*waits, wait) if len(waits) + 1 < INDEX_FROM else Waits.of(itertools.chain(waits, (wait,)), part)
+        return (*waits, wait) if len(waits) + 1 != INDEX_FROM else Waits.of(itertools.chain(waits, (wait,)), part)
     assert isinstance(waits, Waits)
     return waits.parked(wait, part(wait))
 
@@ -521,7 +562,7 @@ def with_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
 def with_new_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
     """`tokens` and `token` (a new id, the highest) after them."""
     if isinstance(tokens, tuple):
-        return (*tokens, token) if len(tokens) + 1 < INDEX_FROM else Tokens.of(itertools.chain(tokens, (token,)))
+        return (*tokens, token) if len(tokens) + 1 != INDEX_FROM else Tokens.of(itertools.chain(tokens, (token,)))
     assert isinstance(tokens, Tokens)
     return tokens.added(token)
 

@@ -225,3 +225,25 @@ def test_a_wide_block_names_its_first_waits_and_counts_the_rest() -> None:
     assert records[-1]["status"] in ("completed", "timed_out", "failed")
     four = procflow.load_text(WIDE % "\n".join(f"    branch b_{i} {{ step s_{i} {{ send worker.do_{i} await done_{i} }} }}" for i in range(4)))
     assert procflow.start(four, "wf_1", {}, NOW).state.nextAction == "s_0, s_1, s_2, s_3"
+
+
+@settings(max_examples=200, deadline=None)
+@given(waits=st.lists(_waits, max_size=40), gone=st.lists(st.integers(0, 40), max_size=10))
+def test_waits_indexed_at_once_are_those_parked_one_by_one(waits: list[Wait], gone: list[int]) -> None:
+    one_by_one = Waits()
+    for wait in waits:
+        one_by_one = one_by_one.parked(wait, _part(wait))
+    at_once = Waits.of(waits, _part)
+    for pick in gone:  # and they go on alike
+        if waits:
+            wait = waits[pick % len(waits)]
+            one_by_one, at_once = one_by_one.unparked(wait), at_once.unparked(wait)
+    assert list(at_once) == list(one_by_one)
+    if len(at_once):
+        assert at_once.status() == one_by_one.status() and at_once.next_action() == one_by_one.next_action()
+        assert at_once[0] is one_by_one[0]
+    assert first_due(at_once) is first_due(one_by_one)
+    for reply in TYPES:
+        assert matching(at_once, reply, "o1") is matching(one_by_one, reply, "o1")
+    for frame in FRAMES[1:]:
+        assert at_once.of_frame(frame) == one_by_one.of_frame(frame)
