@@ -253,6 +253,7 @@ def main(quick: bool = False) -> int:
         raw = raw_inserts_per_second(Path(scratch), 300 if quick else 1000)
         full = order_transitions_per_second(stores, "sqlite FULL", 50 if quick else 200)
         print(f"  raw INSERT+COMMIT {raw:8.0f}/s   order process transitions {full:8.0f}/s   {100 * full / raw:.0f}%")
+        print("  (where the time goes: fsync, CPU, the store's SQL alone: python bench/sqlite_full_split.py)")
         floors.add("sqlite FULL transitions/s vs raw INSERT+COMMIT/s", 100 * full / raw, 70, True, "{}%", "at least 70%")
         print("\nPostgreSQL, transitions per second with 1, 2 and 4 worker processes on one store:")
         rates = {}
