@@ -22,7 +22,12 @@ from typing import Any
 
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
-from procflow.interpreter.indexed import waits_of_frame, without_frame_tokens
+from procflow.interpreter.indexed import (
+    no_results,
+    waits_of_frame,
+    with_result,
+    without_frame_tokens,
+)
 from procflow.interpreter.state import EMPTY, EachRun, Frame, FrameView, Token
 from procflow.interpreter.transition import Failed, without
 
@@ -58,7 +63,7 @@ class Iterating(Compensating):
             return True
         key = f"{token.frame}:{node.id}#{self._next_seq()}"
         run = EachRun(
-            node=node.id, frame=token.frame, items=tuple(items), results=(None,) * len(items), loops=token.loops,
+            node=node.id, frame=token.frame, items=tuple(items), results=no_results(len(items)), loops=token.loops,
             forks=token.forks,
         )
         self._remove_token(token)
@@ -127,10 +132,8 @@ class Iterating(Compensating):
     def _end_item(self, key: str, run: EachRun, node: m.EachNode, index: int, result: dict[str, Any], failed: bool) -> None:
         """Record the item's result; start the next item, or, after the last, go on."""
         self.frames.remove(f"{key}/{index + 1}")
-        results = run.results
         run = dataclasses.replace(
-            run, running=run.running - 1, done=run.done + 1, failed=run.failed + failed,
-            results=(*results[:index], result, *results[index + 1 :]),
+            run, running=run.running - 1, done=run.done + 1, failed=run.failed + failed, results=with_result(run.results, index, result),
         )
         parent = self.frames[run.frame]
         definition = self._definition(parent.process)

@@ -453,6 +453,66 @@ class Frames(Mapping[str, Frame]):
         return repr(dict(self._frames.items()))
 
 
+class Results(Sequence[Any]):
+    """The results of a for-each's items, by index (None until an item ends), for a for-each
+    over many: an item's end sets its own in a persistent map, where a tuple would be copied
+    whole. Reads and compares like the tuple it stands for; a state writes it as a JSON array."""
+
+    __slots__ = ("_values", "_length")
+
+    def __init__(self, values: Map[int, Any], length: int) -> None:
+        self._values = values
+        self._length = length
+
+    def with_result(self, index: int, value: Any) -> Results:
+        """These results with `value` at `index`."""
+        return Results(self._values.set(index, value), self._length)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Any, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        position = index + self._length if index < 0 else index
+        if not 0 <= position < self._length:
+            raise IndexError("results index out of range")
+        return self._values.get(position)
+
+    def __iter__(self) -> Iterator[Any]:
+        values = self._values
+        return (values.get(index) for index in range(self._length))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Results | tuple):
+            return len(other) == self._length and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def no_results(count: int) -> Sequence[Any]:
+    """The results of a for-each over `count` items before any ends (indexed when many)."""
+    return (None,) * count if count < INDEX_FROM else Results(Map(), count)
+
+
+def with_result(results: Sequence[Any], index: int, value: Any) -> Sequence[Any]:
+    """`results` with `value` at `index` (a tuple read from a store stays one, see `INDEX_FROM`)."""
+    if isinstance(results, tuple):
+        return (*results[:index], value, *results[index + 1 :])
+    assert isinstance(results, Results)
+    return results.with_result(index, value)
+
+
 # ---------------------------------------------------------------- a tuple or an index: the engine's calls
 # (Each asks first whether it has a tuple: asking whether an object is an instance of a
 # `Sequence` subclass goes through the ABC machinery, ten times the cost, on every step of

@@ -156,7 +156,7 @@ class EachRun(Record):
     running: int = 0
     done: int = 0
     failed: int = 0
-    results: Annotated[tuple[Any, ...], Field(description="each item's result, by index (null until it ends)")] = ()
+    results: Annotated[ResultList, Field(description="each item's result, by index (null until it ends)")] = ()
     loops: dict[str, int] = field(default_factory=_empty)
     forks: tuple[str, ...] = ()
 
@@ -336,6 +336,7 @@ if TYPE_CHECKING:
     WaitList = Sequence[Wait]
     TokenList = Sequence[Token]
     FrameMap = Mapping[str, Frame]  # a dict, or a persistent map once many (`frames.WorkingFrames.written`)
+    ResultList = Sequence[Any]  # a tuple, or indexed for a for-each over many (`indexed.Results`)
 else:
     # What pydantic reads and writes: tuples (a state's logs are written as tuples, see
     # `InstanceState._serializable`), so its schema and its fast paths are a tuple's.
@@ -345,6 +346,7 @@ else:
     WaitList = tuple[Wait, ...]
     TokenList = tuple[Token, ...]
     FrameMap = dict[str, Frame]
+    ResultList = tuple[Any, ...]
 
 
 # Its fields may be given in order (but `schemaVersion` and `deadlineAt`, keyword-only so
@@ -399,12 +401,14 @@ class InstanceState(Record):
     def _serializable(self) -> InstanceState:
         """This state with its logs, waits and tokens as the tuples they stand for (what pydantic writes)."""
         history, completed, steps, waits, tokens = self.history, self.completed, self.completedSteps, self.waits, self.tokens
-        frames = self.frames
-        if all(isinstance(s, tuple) for s in (history, completed, steps, waits, tokens)) and isinstance(frames, dict):
+        frames, each = self.frames, self.each
+        indexed_results = any(not isinstance(run.results, tuple) for run in each.values()) if each else False
+        if all(isinstance(s, tuple) for s in (history, completed, steps, waits, tokens)) and isinstance(frames, dict) and not indexed_results:
             return self
         return dataclasses.replace(
             self, history=tuple(history), completed=tuple(completed), completedSteps=tuple(steps), waits=tuple(waits), tokens=tuple(tokens),
             frames=frames if isinstance(frames, dict) else dict(frames.items()),
+            each={key: dataclasses.replace(run, results=tuple(run.results)) for key, run in each.items()} if indexed_results else each,
         )
 
     # The main process's frame is the instance itself (`FrameView`): these three complete it.
