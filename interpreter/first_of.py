@@ -23,6 +23,7 @@ import networkx as nx
 
 from procflow.dsl import model as m
 from procflow.interpreter.compensation import Compensating
+from procflow.interpreter.indexed import kept_tokens, kept_waits
 from procflow.interpreter.state import (
     EMPTY,
     Cancel,
@@ -139,8 +140,8 @@ class FirstOf(Compensating):
         for wait in state.waits:
             if wait.token in losers and wait.kind in ("reply", "backoff") and wait.commandName:
                 self._abandon(wait)
-        state.waits = tuple(w for w in state.waits if w.token not in losers)
-        state.tokens = tuple(t for t in state.tokens if t.id not in losers)
+        state.waits = kept_waits(state.waits, lambda w: w.token not in losers, self._status_part)
+        state.tokens = kept_tokens(state.tokens, lambda t: t.id not in losers)
         self.ready = [t for t in self.ready if t.id not in losers]
         state.joins = {k: v for k, v in state.joins.items() if k not in inner_keys} or EMPTY
         inner = tuple(c for c in state.cancels if c.token in losers and c.pending and not c.handedOver)

@@ -550,6 +550,13 @@ def matching(waits: Sequence[Wait], reply_type: str, correlation_id: str) -> Wai
     return waits.matching(reply_type, correlation_id)
 
 
+def kept_waits(waits: Sequence[Wait], keep: Callable[[Wait], bool], part: Part) -> Sequence[Wait]:
+    """The waits `keep` keeps (the losers of a `first of` go at once): indexed anew when they
+    were and stay many."""
+    kept = tuple(w for w in waits if keep(w))
+    return Waits.of(kept, part) if not isinstance(waits, tuple) and len(kept) >= INDEX_FROM // 2 else kept
+
+
 def waits_of_frame(waits: Sequence[Wait], frame: str) -> list[Wait]:
     """The waits of tokens in `frame` (not the main one), in order."""
     if isinstance(waits, tuple):
@@ -634,6 +641,12 @@ def without_token(tokens: Sequence[Token], token_id: int) -> Sequence[Token]:
     assert isinstance(tokens, Tokens)
     out = tokens.removed(token_id)
     return tuple(out) if len(out) < INDEX_FROM // 2 else out
+
+
+def kept_tokens(tokens: Sequence[Token], keep: Callable[[Token], bool]) -> Sequence[Token]:
+    """The tokens `keep` keeps: indexed anew when they were and stay many."""
+    kept = tuple(t for t in tokens if keep(t))
+    return Tokens.of(kept) if not isinstance(tokens, tuple) and len(kept) >= INDEX_FROM // 2 else kept
 
 
 def without_frame_tokens(tokens: Sequence[Token], frame: str) -> Sequence[Token]:

@@ -211,7 +211,46 @@ def _for_each_run(items: int, fail: bool) -> list[dict[str, Any]]:
     return records
 
 
-@pytest.mark.parametrize("run", [lambda: _wide_run(40), lambda: _for_each_run(40, False), lambda: _for_each_run(40, True)], ids=["parallel", "for-each", "for-each-undone"])
+FIRST_OF = """
+process wide-first {
+  participant worker
+  first of quotes {
+%s
+  }
+  step accept {
+    send worker.accept
+    await accepted within 1h
+  }
+}
+"""
+
+
+def _first_of_run(branches: int) -> list[dict[str, Any]]:
+    """Every branch asks and is undone when it loses; branch 7 answers first, then some losers
+    answer late, the undos are confirmed, and the winner's next step completes."""
+    text = FIRST_OF % "\n".join(
+        f"    branch b_{i} {{ step s_{i} {{ send worker.ask_{i} await quoted_{i} within 1h "
+        f"compensate worker.withdraw_{i} awaiting withdrawn_{i} within 1h }} }}"
+        for i in range(branches)
+    )
+    definition = procflow.load_text(text)
+    state = procflow.start(definition, "wf_1", {}, NOW).state
+    records = [state.to_json()]
+    for reply in ["quoted_3", "quoted_7", "quoted_5", *[f"withdrawn_{i}" for i in (3,)], "accepted"]:
+        try:
+            state = procflow.deliver(definition, state, Reply(type=reply, correlationId="wf_1"), NOW).state
+        except procflow.MessageRefused as refused:
+            records.append({"refused": str(refused)})
+            continue
+        records.append(state.to_json())
+    return records
+
+
+@pytest.mark.parametrize(
+    "run",
+    [lambda: _wide_run(40), lambda: _for_each_run(40, False), lambda: _for_each_run(40, True), lambda: _first_of_run(40)],
+    ids=["parallel", "for-each", "for-each-undone", "first-of"],
+)
 def test_a_wide_block_leaves_the_same_record_indexed_or_not(run: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     indexed_records = run()
     _everything_indexed(monkeypatch, 1_000_000)  # nothing indexed: the tuples and dicts of old
