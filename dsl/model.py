@@ -527,6 +527,11 @@ class ProcessDefinition:
     """step name -> where its undo runs beside others: the steps inside a `parallel` block
     that says `undo in parallel` (the outermost such block, when they nest)."""
 
+    def __repr__(self) -> str:
+        # Short: the generated one printed every node and contract (some 58 kB for a sample),
+        # in a REPL and wherever a tool shows arguments (Hypothesis, pytest, loggers).
+        return f"ProcessDefinition(name={self.name!r}, version={self.version}, fingerprint={self.fingerprint!r}, nodes={len(self.nodes)})"
+
     def __post_init__(self) -> None:
         if not self.graph and self.nodes:
             # (The documented way for a frozen dataclass to set a field it works out itself.)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import procflow
 from procflow.dsl import grammar, transformer
 from procflow.dsl import syntax as sx
 from procflow.dsl.compiler import compile_source
@@ -258,3 +259,10 @@ def test_scenarios_are_read_later_and_their_mistakes_point_into_the_file() -> No
     assert (diagnostic.code, diagnostic.span.line, diagnostic.span.column) == ("E003", 7, 1)
     good = parse(text.replace("expect status\n", "expect status completed\n"), scenarios=False)
     assert [s.name.text for s in parse_scenarios(good)] == ["s"]
+
+
+def test_a_definition_prints_as_one_short_line() -> None:
+    definition = procflow.load(Path(__file__).parent.parent / "processes" / "order_fulfillment.proc")
+    text = repr(definition)
+    assert text.startswith("ProcessDefinition(name='order-fulfillment', version=1, fingerprint='sha256:")
+    assert len(text) < 200 and "\n" not in text
