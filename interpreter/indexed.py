@@ -164,7 +164,24 @@ def listed_steps(steps: Sequence[str], count: int) -> str:
     return f"{steps[0]} and {count - 1} more" if count > LISTED else ", ".join(steps)
 
 
-class Waits(Sequence[Wait]):
+class _TupleLike(Sequence[T]):
+    """A sequence that stands for a tuple: equal to a tuple (or another of its kind) with the
+    same entries, unhashable as a state's values are, shown as the tuple."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _TupleLike | tuple):
+            return len(other) == len(self) and all(a is b or a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class Waits(_TupleLike[Wait]):
     """The waits of a state with many, in the order they were parked, indexed (see the module doc)."""
 
     __slots__ = ("_waits", "_places", "_next", "_head", "_messages", "_frames", "_times", "_due", "_steps", "_parts")
@@ -325,18 +342,8 @@ class Waits(Sequence[Wait]):
         waits = self._waits
         return (waits[serial][0] for serial in sorted(waits.keys()))
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Waits | tuple):
-            return len(other) == len(self) and all(a is b or a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
 
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-class Tokens(Sequence[Token]):
+class Tokens(_TupleLike[Token]):
     """The tokens of a state with many, by id (which is also the order they were made in),
     with the ids of the tokens of each frame but the main one."""
 
@@ -403,16 +410,6 @@ class Tokens(Sequence[Token]):
         tokens = self._tokens
         return (tokens[token_id] for token_id in sorted(tokens.keys()))
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Tokens | tuple):
-            return len(other) == len(self) and all(a is b or a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
 
 class Frames(Mapping[str, Frame]):
     """The frames of a state with many (a for-each's items), by id, in a persistent map: the
@@ -453,7 +450,7 @@ class Frames(Mapping[str, Frame]):
         return repr(dict(self._frames.items()))
 
 
-class Results(Sequence[Any]):
+class Results(_TupleLike[Any]):
     """The results of a for-each's items, by index (None until an item ends), for a for-each
     over many: an item's end sets its own in a persistent map, where a tuple would be copied
     whole. Reads and compares like the tuple it stands for; a state writes it as a JSON array."""
@@ -488,16 +485,6 @@ class Results(Sequence[Any]):
     def __iter__(self) -> Iterator[Any]:
         values = self._values
         return (values.get(index) for index in range(self._length))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Results | tuple):
-            return len(other) == self._length and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
 
 
 def no_results(count: int) -> Sequence[Any]:
@@ -653,8 +640,8 @@ def without_frame_tokens(tokens: Sequence[Token], frame: str) -> Sequence[Token]
     """`tokens` without those in `frame` (not the main one)."""
     if isinstance(tokens, tuple):
         return tuple(t for t in tokens if t.frame != frame)
-    out: Sequence[Token] = tokens
     assert isinstance(tokens, Tokens)
+    out = tokens
     for token_id in tokens.ids_in(frame):
-        out = without_token(out, token_id)
-    return out
+        out = out.removed(token_id)
+    return tuple(out) if len(out) < INDEX_FROM // 2 else out
