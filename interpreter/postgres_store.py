@@ -75,9 +75,11 @@ from procflow.interpreter.postgres_schema import (
 )
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
+    RECENT_STATES,
     InstanceSummary,
     LogTexts,
     OutboxEntry,
+    RecentStates,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
@@ -118,11 +120,14 @@ class PostgresStore:
     `url` is a libpq URL (`postgresql://user:password@host:port/database`, with libpq's
     options, e.g. `?options=-csearch_path%3Dorders` for a schema of its own). `create=False`
     refuses to make the tables (for read-only commands). `pool_size` bounds the connections
-    one store holds; a worker uses one at a time.
+    one store holds; a worker uses one at a time. `recent`: how many instances' last written
+    states it keeps to hand back to their next transition without decoding them
+    (`RecentStates`; 0 keeps none).
     """
 
-    def __init__(self, url: str, *, create: bool = True, pool_size: int = 4) -> None:
+    def __init__(self, url: str, *, create: bool = True, pool_size: int = 4, recent: int = RECENT_STATES) -> None:
         self.url = url
+        self._recent = RecentStates(recent)
         self._pool: psycopg_pool.ConnectionPool[Connection] | None = None
         self._listener: Connection | None = None
         self._channel = notify_channel(self._open_checked(create))
@@ -256,19 +261,25 @@ class PostgresStore:
         """The instance as a transition needs it, or None: without reading its history,
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
+        kept = None if whole else self._recent.version(workflow_id)
+        # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
         rows = self._rows(
-            "SELECT state, version, history_count, completed_count, completed_steps_count"
+            "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count"
             + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
-            (workflow_id,),
+            (-1 if kept is None else kept, workflow_id),
         )
         if not rows:
             return None
-        state, version, *counts = rows[0][:5]
+        text, version, *numbers = rows[0][:5]
+        counts = (int(numbers[0]), int(numbers[1]), int(numbers[2]))
+        if text is None:
+            state = self._recent.state(workflow_id, int(version), counts)
+            if state is not None:
+                return Stored(state, int(version))
+            self._recent.forget(workflow_id)  # let go of by another thread meanwhile: read the row's JSON
+            return self.load(workflow_id, whole=whole)
         logs = [(c, s) for c, s in rows[0][5] or ()] if whole else None
-        return Stored(
-            decode_for_transition(workflow_id, state, (int(counts[0]), int(counts[1]), int(counts[2])), self.location, logs),
-            int(version),
-        )
+        return Stored(decode_for_transition(workflow_id, text, counts, self.location, logs), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -383,6 +394,7 @@ class PostgresStore:
                 pipeline.sync()
                 dispatch, text = queued[-1]
                 self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
+        self._recent.keep(state, version)  # committed
         return version
 
     @staticmethod

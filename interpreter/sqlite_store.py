@@ -80,10 +80,12 @@ from procflow.interpreter.state import (
     parse_instant,
 )
 from procflow.interpreter.stores import (
+    RECENT_STATES,
     HistoryRow,
     InstanceSummary,
     LogTexts,
     OutboxEntry,
+    RecentStates,
     StoreGauges,
     decode_dispatch,
     decode_for_transition,
@@ -113,16 +115,22 @@ class SqliteStore:
     power cut); `"NORMAL"` syncs at checkpoints only (it survives a crash of the process, not
     of the machine). `create=False` refuses to make a new file (for read-only commands);
     `verify=True` adds a `PRAGMA quick_check` at open, which reads the whole file (off by
-    default: `procflow store check` does the full check when an operator asks).
+    default: `procflow store check` does the full check when an operator asks). `recent`:
+    how many instances' last written states it keeps to hand back to their next transition
+    without decoding them (`RecentStates`; 0 keeps none).
     """
 
-    def __init__(self, path: str | Path, synchronous: Synchronous = "FULL", *, create: bool = True, verify: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, synchronous: Synchronous = "FULL", *, create: bool = True, verify: bool = False,
+        recent: int = RECENT_STATES,
+    ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise StoreError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self.path = Path(path)
         self.synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
         self._checked_at = float("-inf")  # when `_db` last found the path naming the file opened
+        self._recent = RecentStates(recent)
         self._connection = self._open(create, verify)
         try:
             self._identity = identity(self.path)
@@ -271,22 +279,35 @@ class SqliteStore:
         """The instance as a transition needs it, or None: without reading its history,
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
-        query = "SELECT state, version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?"
+        # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
+        query = (
+            "SELECT CASE WHEN version = ? THEN NULL ELSE state END, version, history_count, completed_count, "
+            "completed_steps_count FROM instances WHERE workflow_id = ?"
+        )
+        kept = None if whole else self._recent.version(workflow_id)
+        args = (-1 if kept is None else kept, workflow_id)
         logs = None
         if whole:
             with self._read() as connection:  # one snapshot for both
-                rows = connection.execute(query, (workflow_id,)).fetchall()
+                rows = connection.execute(query, args).fetchall()
                 logs = connection.execute(
                     "SELECT completed, completed_steps FROM history WHERE workflow_id = ? "
                     "AND (completed IS NOT NULL OR completed_steps IS NOT NULL) ORDER BY seq",
                     (workflow_id,),
                 ).fetchall()
         else:
-            rows = self._rows(query, (workflow_id,))  # one statement: its own snapshot
+            rows = self._rows(query, args)  # one statement: its own snapshot
         if not rows:
             return None
-        text, version, *counts = rows[0]
-        return Stored(self._decode_for_transition(workflow_id, text, (int(counts[0]), int(counts[1]), int(counts[2])), logs), int(version))
+        text, version, *numbers = rows[0]
+        counts = (int(numbers[0]), int(numbers[1]), int(numbers[2]))
+        if text is None:
+            state = self._recent.state(workflow_id, int(version), counts)
+            if state is not None:
+                return Stored(state, int(version))
+            self._recent.forget(workflow_id)  # (not reached: nothing lets go of it between the two calls)
+            return self.load(workflow_id, whole=whole)
+        return Stored(self._decode_for_transition(workflow_id, text, counts, logs), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -375,6 +396,7 @@ class SqliteStore:
             self._set_timer(connection, state)
             if sent:
                 self._mark(connection, sent)
+        self._recent.keep(state, version)  # committed
         return version
 
     @staticmethod

@@ -22,6 +22,8 @@ import dataclasses
 import importlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ from procflow.interpreter.state import (
     migrate_history_entry,
     migrate_state,
     parse_instant,
+    shell,
 )
 from procflow.limits import NESTING
 from procflow.strict_json import loads as strict_loads
@@ -384,6 +387,71 @@ def decode_for_transition(
             state.completedSteps = Tail(milestone_count, tuple(state.completedSteps))
     state.history = Tail(history_count)
     return state
+
+
+RECENT_STATES = 64
+"""How many instances' last written states a durable store keeps in memory (`RecentStates`)."""
+
+
+class RecentStates:
+    """The states this store object last wrote, by instance, each with the version it wrote.
+
+    A worker mostly works on the instances it worked on last: a reply answers the command its
+    own transition sent. When the row's version is still the one written here, the next
+    `load` hands the engine that state again instead of decoding the row's JSON (the same
+    state: the engine never changes a state it is given, and the store wrote exactly it). For
+    a state of a thousand waits that decoding cost four times everything else of a transition,
+    and a state handed over keeps the indexes the engine built on it (`interpreter/indexed.py`).
+    The row's version decides, read in the same statement as the row: when another writer
+    (another worker, another process) moved it, the row is decoded as before. Bounded: the
+    least recently used instance is let go first; a lock keeps it whole when threads share the
+    store (the console's). The counterpart of a workflow worker's "sticky" cache in Temporal,
+    with the row's version in place of the history's length.
+    """
+
+    def __init__(self, size: int = RECENT_STATES) -> None:
+        self.size = size
+        self._states: OrderedDict[str, tuple[int, InstanceState]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def version(self, workflow_id: str) -> int | None:
+        """The version of the state kept for `workflow_id`, or None (ask the row for its JSON)."""
+        kept = self._states.get(workflow_id)
+        return kept[0] if kept is not None else None
+
+    def state(self, workflow_id: str, version: int, counts: tuple[int, int, int]) -> InstanceState | None:
+        """The kept state of `workflow_id` as `load` hands it to a transition (its history,
+        completions and milestones `Tail`s of `counts`, as if read from the row), when it is
+        the state of `version`; else None."""
+        with self._lock:
+            kept = self._states.get(workflow_id)
+            if kept is None or kept[0] != version:
+                return None
+            self._states.move_to_end(workflow_id)
+        state = shell(kept[1])
+        history_count, completed_count, milestone_count = counts
+        state.history = Tail(history_count)
+        state.completed = Tail(completed_count) if completed_count else ()
+        state.completedSteps = Tail(milestone_count) if milestone_count else ()
+        return state
+
+    def keep(self, state: InstanceState, version: int) -> None:
+        """`state` was just committed as `version` of its instance."""
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._states[state.workflowId] = (version, state)
+            self._states.move_to_end(state.workflowId)
+            while len(self._states) > self.size:
+                self._states.popitem(last=False)
+
+    def forget(self, workflow_id: str | None = None) -> None:
+        """Let go of the state kept for `workflow_id` (of every one: None)."""
+        with self._lock:
+            if workflow_id is None:
+                self._states.clear()
+            else:
+                self._states.pop(workflow_id, None)
 
 
 RECORD_NESTING = 2 * NESTING.value

@@ -726,3 +726,104 @@ def test_the_same_state_is_kept_as_the_same_text_in_both_stores(tmp_path: Path, 
     state_lite = _sqlite_raw(tmp_path / "store.sqlite")("SELECT state FROM instances", ())
     state_pg = _postgres_raw(postgres_url)("SELECT state FROM procflow_instances", ())
     assert state_lite == state_pg
+
+
+# ---------------------------------------------------------------- the states a store keeps in memory
+
+
+def _without_memory(durable: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """The same store as `durable`'s, opened with no state kept in memory: every load decodes the row."""
+    if durable.kind == "sqlite":
+        store: Any = SqliteStore(tmp_path / "store.sqlite", recent=0)
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"), recent=0)
+    durable.opened.append(store)
+    return store
+
+
+def _same_as_the_row(store: Any, decoding: Any, workflow_id: str) -> Any:
+    kept, read = store.load(workflow_id), decoding.load(workflow_id)
+    assert kept is not None and read is not None and kept.version == read.version
+    assert _without_logs(kept.state) == _without_logs(read.state)
+    for log in ("history", "completed", "completedSteps"):
+        assert len(getattr(kept.state, log)) == len(getattr(read.state, log)), log
+    return kept
+
+
+def test_a_state_handed_back_from_memory_is_the_row_and_follows_other_writers(
+    durable: Backend, order: ProcessDefinition, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A worker's store hands the state it wrote back to the instance's next transition without
+    # decoding the row again; what it hands back must be what the row holds, and a row that
+    # another worker moved since must be read anew.
+    store = durable.open()
+    decoding = _without_memory(durable, request, tmp_path)
+    mine = started(store, order)
+    other = Orchestrator(order, store=decoding, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    _same_as_the_row(store, decoding, "wf_1")
+    mine.receive({"type": "inventory_reserved", "correlationId": "ord_1", "messageId": "m1"})
+    _same_as_the_row(store, decoding, "wf_1")
+    other.receive({"type": "payment_authorized", "correlationId": "ord_1", "messageId": "m2"})  # another worker
+    row = _same_as_the_row(store, decoding, "wf_1")
+    assert row.version == 3 and row.state.status == "waiting_for_shipping"
+    mine.receive({"type": "shipment_created", "correlationId": "ord_1", "messageId": "m3"})
+    whole = store.get("wf_1")
+    assert whole is not None and whole.version == 4 and whole.state.status == "completed"
+    assert [(e.seq, e.event) for e in whole.state.history] == [(1, "started"), (2, "reply"), (3, "reply"), (4, "reply")]
+    assert whole.state.completedSteps == ("inventory_reserved", "payment_authorized", "shipment_created")
+
+
+def test_a_write_that_failed_leaves_the_state_in_memory_as_the_row(
+    durable: Backend, order: ProcessDefinition, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store = durable.open()
+    decoding = _without_memory(durable, request, tmp_path)
+    started(store, order)
+    before = store.load("wf_1")
+    assert before is not None
+    step = engine.deliver(order, before.state, Reply(type="inventory_reserved", correlationId="ord_1"), T0)
+    # Its command's dedup key is another instance's: the whole transaction is refused.
+    taken = dataclasses.replace(step.dispatches[0], dedupKey="ord_2:inventory.reserve:reserve_inventory#1")
+    started(store, order, "wf_2", "ord_2")
+    with pytest.raises(StoreError, match="already used"):
+        store.save(step.state, before.version, [taken])
+    row = _same_as_the_row(store, decoding, "wf_1")
+    assert row.version == 1 and row.state.status == "waiting_for_inventory"
+    with pytest.raises(ConcurrencyError):  # a stale write changes nothing either
+        store.save(step.state, 0, step.dispatches)
+    assert _same_as_the_row(store, decoding, "wf_1").version == 1
+
+
+def _wide(branches: int) -> ProcessDefinition:
+    lines = ["process wide {", "  participant worker", "  parallel fan {"]
+    lines += [f"    branch b_{i} {{ step step_{i} {{ send worker.do_{i} await done_{i} within 1d }} }}" for i in range(branches)]
+    lines += ["  }", "}"]
+    return procflow.load_text("\n".join(lines))
+
+
+def test_a_wide_block_leaves_the_same_record_with_its_states_kept_in_memory_or_not(
+    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Forty branches: the state a transition is handed back keeps the engine's indexes of its
+    # waits and tokens (a decoded row's are tuples); every step must still leave the same record.
+    wide = _wide(40)
+    store = durable.open()
+    decoding = _without_memory(durable, request, tmp_path)
+    runs = {}
+    for name, where in (("kept", store), ("decoded", decoding)):
+        orchestrator = Orchestrator(wide, store=where, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+        orchestrator.start(f"wf_{name}", {})
+        runs[name] = orchestrator
+    for i in reversed(range(40)):
+        for name, orchestrator in runs.items():
+            orchestrator.receive({"type": f"done_{i}", "correlationId": f"wf_{name}"})
+        kept, decoded = store.get("wf_kept"), decoding.get("wf_decoded")
+        assert kept is not None and decoded is not None and kept.version == decoded.version
+        assert kept.state.status == decoded.state.status and kept.state.nextAction == decoded.state.nextAction
+        assert kept.state.tokens == decoded.state.tokens
+        # (each instance's waits carry its own correlation id: its workflow id)
+        assert [dataclasses.replace(w, correlationId="") for w in kept.state.waits] == [
+            dataclasses.replace(w, correlationId="") for w in decoded.state.waits
+        ]
+        assert [e.status for e in kept.state.history] == [e.status for e in decoded.state.history]
+    assert kept.state.status == "completed"
