@@ -39,10 +39,11 @@ T = TypeVar("T")
 INDEX_FROM = 16
 """The waits (or tokens, or frames) of a state are indexed from the transition that brings
 them to this many on; below half of it, they are a tuple again (a short tuple costs less to
-keep and to look through than an index). Waits that are many already when a transition
-begins, as a tuple, came from a store, which reads a state anew for every transition and
-writes it whole: they stay a tuple (indexing them would cost more than the transition
-saves, every time)."""
+keep and to look through than an index). Waits or tokens that are many already when a
+transition begins, as a tuple, were read from a store: the first transition that changes them
+indexes them, once (the store hands the state it wrote back to the instance's next transition,
+index included: `stores.RecentStates`), and the store keeps each of them in a row of its own
+from then on (`stores.item_rows`)."""
 
 Part = Callable[[Wait], str]
 """What a wait shows in its instance's status (`waiting_for_payment`), worked out when it is parked."""
@@ -184,9 +185,12 @@ class _TupleLike(Sequence[T]):
 class Waits(_TupleLike[Wait]):
     """The waits of a state with many, in the order they were parked, indexed (see the module doc)."""
 
-    __slots__ = ("_waits", "_places", "_next", "_head", "_messages", "_frames", "_times", "_due", "_steps", "_parts")
+    __slots__ = ("_waits", "_places", "_next", "_head", "_messages", "_frames", "_times", "_due", "_steps", "_parts", "space")
 
     def __init__(self) -> None:
+        # Whose serials these are: the waits parked into (or out of) one index share its serials,
+        # and a durable store keeps each wait under its serial (an index built again numbers anew).
+        self.space = object()
         self._waits: Map[int, tuple[Wait, str]] = Map()  # serial -> (wait, what it shows in the status); a serial grows with each wait parked
         self._places: Map[tuple[int, str, str], tuple[int, ...]] = Map()  # (token, frame, node) -> serials
         self._next = 0
@@ -239,8 +243,16 @@ class Waits(_TupleLike[Wait]):
         out = Waits.__new__(Waits)
         out._waits, out._places, out._next, out._head = self._waits, self._places, self._next, self._head
         out._messages, out._frames, out._times, out._due = self._messages, self._frames, self._times, self._due
-        out._steps, out._parts = self._steps, self._parts
+        out._steps, out._parts, out.space = self._steps, self._parts, self.space
         return out
+
+    def serials(self) -> frozenset[int]:
+        """The serials of the waits (a wait keeps its serial while it waits; see `space`)."""
+        return frozenset(self._waits.keys())
+
+    def by_serial(self, serial: int) -> Wait:
+        """The wait of serial `serial`."""
+        return self._waits[serial][0]
 
     def parked(self, wait: Wait, part: str) -> Waits:
         """These waits and `wait` after them; `part` is what it shows in the status."""
@@ -389,6 +401,14 @@ class Tokens(_TupleLike[Token]):
         frames = self._frames if old.frame == ROOT else _shrunk(self._frames, old.frame, token_id)
         return Tokens(self._tokens.delete(token_id), frames)
 
+    def changes_since(self, before: Tokens) -> tuple[list[int], list[Token]]:
+        """What changed from `before` to these tokens: the ids gone, and the tokens new or
+        replaced (compared by identity: a token the engine did not touch is the same object)."""
+        tokens, old = self._tokens, before._tokens
+        gone = [token_id for token_id in old.keys() if token_id not in tokens]
+        changed = [token for token_id, token in tokens.items() if old.get(token_id) is not token]
+        return gone, changed
+
     def ids_in(self, frame: str) -> tuple[int, ...]:
         """The ids of the tokens in `frame` (not the main one)."""
         assert frame != ROOT, "the main frame's tokens are not indexed by frame"
@@ -509,17 +529,19 @@ def with_result(results: Sequence[Any], index: int, value: Any) -> Sequence[Any]
 def parked(waits: Sequence[Wait], wait: Wait, part: Part) -> Sequence[Wait]:
     """`waits` with `wait` after them (indexed once they are many)."""
     if isinstance(waits, tuple):
-        return (*waits, wait) if len(waits) + 1 != INDEX_FROM else Waits.of(itertools.chain(waits, (wait,)), part)
+        return (*waits, wait) if len(waits) + 1 < INDEX_FROM else Waits.of(itertools.chain(waits, (wait,)), part)
     assert isinstance(waits, Waits)
     return waits.parked(wait, part(wait))
 
 
-def unparked(waits: Sequence[Wait], wait: Wait) -> Sequence[Wait]:
+def unparked(waits: Sequence[Wait], wait: Wait, part: Part) -> Sequence[Wait]:
     """`waits` without `wait` (this very object); a tuple again once they are few."""
     if isinstance(waits, tuple):
         if len(waits) == 1:  # (the usual case: one step waits)
             return () if waits[0] is wait else waits
-        return tuple(w for w in waits if w is not wait)
+        if len(waits) < INDEX_FROM:
+            return tuple(w for w in waits if w is not wait)
+        waits = Waits.of(waits, part)  # many, read from a store: indexed once (see INDEX_FROM)
     assert isinstance(waits, Waits)
     out = waits.unparked(wait)
     return tuple(out) if len(out) < INDEX_FROM // 2 else out
@@ -608,7 +630,9 @@ def token_of(tokens: Sequence[Token], token_id: int) -> Token | None:
 def with_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
     """`tokens` with `token` in place of the one with its id."""
     if isinstance(tokens, tuple):
-        return (token,) if len(tokens) == 1 else tuple(token if t.id == token.id else t for t in tokens)
+        if len(tokens) < INDEX_FROM:
+            return (token,) if len(tokens) == 1 else tuple(token if t.id == token.id else t for t in tokens)
+        tokens = Tokens.of(tokens)  # many, read from a store: indexed once (see INDEX_FROM)
     assert isinstance(tokens, Tokens)
     return tokens.replaced(token)
 
@@ -616,7 +640,7 @@ def with_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
 def with_new_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
     """`tokens` and `token` (a new id, the highest) after them."""
     if isinstance(tokens, tuple):
-        return (*tokens, token) if len(tokens) + 1 != INDEX_FROM else Tokens.of(itertools.chain(tokens, (token,)))
+        return (*tokens, token) if len(tokens) + 1 < INDEX_FROM else Tokens.of(itertools.chain(tokens, (token,)))
     assert isinstance(tokens, Tokens)
     return tokens.added(token)
 
@@ -624,7 +648,9 @@ def with_new_token(tokens: Sequence[Token], token: Token) -> Sequence[Token]:
 def without_token(tokens: Sequence[Token], token_id: int) -> Sequence[Token]:
     """`tokens` without the one `token_id`; a tuple again once they are few."""
     if isinstance(tokens, tuple):
-        return tuple(t for t in tokens if t.id != token_id)
+        if len(tokens) < INDEX_FROM:
+            return tuple(t for t in tokens if t.id != token_id)
+        tokens = Tokens.of(tokens)  # many, read from a store: indexed once (see INDEX_FROM)
     assert isinstance(tokens, Tokens)
     out = tokens.removed(token_id)
     return tuple(out) if len(out) < INDEX_FROM // 2 else out

@@ -8,6 +8,8 @@
                            version, status, process, how many history entries, completions and
                            milestones it has, and what `procflow instances` shows (next action,
                            timeout, updated)
+    procflow_state_items   (workflow_id, kind, key) -> one wait or token of a state with many (its
+                           JSON then holds neither): a transition writes those it changed
     procflow_correlations  (process, correlationId, workflow_id): routes replies by business key
     procflow_history       (workflow_id, seq) -> one history entry as JSON, and what its transition
                            appended to the state's `completed` and `completedSteps` (JSON arrays, or NULL)
@@ -77,6 +79,7 @@ from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
     RECENT_STATES,
     InstanceSummary,
+    ItemRows,
     LogTexts,
     OutboxEntry,
     RecentStates,
@@ -87,6 +90,8 @@ from procflow.interpreter.stores import (
     encode_dispatch,
     encode_state,
     history_rows,
+    item_count,
+    item_rows,
     page_query,
     redact,
     timer_of,
@@ -248,14 +253,16 @@ class PostgresStore:
         """The whole instance (state with its history, completions and milestones, and
         version), or None: one statement, one snapshot."""
         rows = self._rows(
-            f"SELECT i.state, i.version, {_HISTORY} FROM procflow_instances i "
+            f"SELECT i.state, i.version, {_HISTORY}, {_ITEMS_OF} FROM procflow_instances i "
             "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id WHERE i.workflow_id = %s GROUP BY i.workflow_id",
             (workflow_id,),
         )
         if not rows:
             return None
-        state, version, entries, completed, steps = rows[0]
-        return Stored(decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps)), int(version))
+        state, version, entries, completed, steps, items = rows[0]
+        return Stored(
+            decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps), items or ()), int(version)
+        )
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
         """The instance as a transition needs it, or None: without reading its history,
@@ -263,10 +270,12 @@ class PostgresStore:
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         kept = None if whole else self._recent.version(workflow_id)
         # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
+        mine = -1 if kept is None else kept
         rows = self._rows(
-            "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count"
+            "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count, "
+            f"CASE WHEN version = %s OR items = 0 THEN NULL ELSE {_ITEMS_OF} END"
             + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
-            (-1 if kept is None else kept, workflow_id),
+            (mine, mine, workflow_id),
         )
         if not rows:
             return None
@@ -278,8 +287,8 @@ class PostgresStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # let go of by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
-        logs = [(c, s) for c, s in rows[0][5] or ()] if whole else None
-        return Stored(decode_for_transition(workflow_id, text, counts, self.location, logs), int(version))
+        logs = [(c, s) for c, s in rows[0][6] or ()] if whole else None
+        return Stored(decode_for_transition(workflow_id, text, counts, self.location, logs, rows[0][5] or ()), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -317,8 +326,9 @@ class PostgresStore:
         updated = parse_instant(state.updatedAt).timestamp()
         row_values = (
             state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
-            updated, state.nextAction, state.timeoutAt, state.updatedAt, state_json,
+            updated, state.nextAction, state.timeoutAt, state.updatedAt, item_count(state), state_json,
         )
+        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
         # Pipelined: the statements go out together and their results come back at three
         # points (the instance row moved, the outbox rows written, the commit), not one round
         # trip each: a worker waits for the server three times a transition, not ten.
@@ -335,21 +345,21 @@ class PostgresStore:
                 version = 1
                 row = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
-                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, state) "
-                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
-                    "RETURNING 0, 0, 0",
+                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, items, state) "
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
+                    "RETURNING 0, 0, 0, 0",
                     (workflow_id, state.type, *row_values),
                 )
             else:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
                 row = connection.execute(
-                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count FROM procflow_instances "
+                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count, items FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
                     "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
-                    "completed_steps_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, state = %s, "
-                    "version = %s FROM before WHERE procflow_instances.workflow_id = %s "
-                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count",
+                    "completed_steps_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, items = %s, "
+                    "state = %s, version = %s FROM before WHERE procflow_instances.workflow_id = %s "
+                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count, before.items",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
                 )
             pipeline.sync()
@@ -362,6 +372,7 @@ class PostgresStore:
                     else f"instance {workflow_id} changed since version {expected_version}"
                 )
             stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
+            self._write_items(connection, workflow_id, item_rows(state, before, bool(moved[0][3])))
             with connection.cursor() as cursor:
                 history = history_rows(state, stored)
                 if len(history) == 1:  # the usual case: one statement, not a batch
@@ -396,6 +407,26 @@ class PostgresStore:
                 self._enqueued(connection, inserted, workflow_id, dispatch, text, state.updatedAt, claim_for)
         self._recent.keep(state, version)  # committed
         return version
+
+    @staticmethod
+    def _write_items(connection: Connection, workflow_id: str, rows: ItemRows) -> None:
+        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`)."""
+        if rows.empty:
+            return
+        with connection.cursor() as cursor:
+            for kind in rows.cleared:
+                cursor.execute("DELETE FROM procflow_state_items WHERE workflow_id = %s AND kind = %s", (workflow_id, kind))
+            if rows.deleted:
+                cursor.executemany(
+                    "DELETE FROM procflow_state_items WHERE workflow_id = %s AND kind = %s AND key = %s",
+                    [(workflow_id, kind, key) for kind, key in rows.deleted],
+                )
+            if rows.written:
+                cursor.executemany(
+                    "INSERT INTO procflow_state_items (workflow_id, kind, key, item) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item",
+                    [(workflow_id, *item) for item in rows.written],
+                )
 
     @staticmethod
     def _enqueue(
@@ -582,14 +613,14 @@ class PostgresStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         rows = self._rows(
-            f"SELECT i.workflow_id, i.state, {_HISTORY} FROM procflow_instances i "
+            f"SELECT i.workflow_id, i.state, {_HISTORY}, {_ITEMS_OF} FROM procflow_instances i "
             "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
             (status, status),
         )
         return [
-            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps))
-            for wid, text, entries, completed, steps in rows
+            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps), items or ())
+            for wid, text, entries, completed, steps, items in rows
         ]
 
     def pin(self, pinned: PinnedDefinition) -> None:
@@ -687,6 +718,13 @@ _HISTORY = ", ".join(
 )
 """An instance's history rows (`h`, joined to it), in order, as three arrays: the entries and
 what each transition appended to the completions and to the milestones."""
+
+_ITEMS_OF = (
+    "(SELECT array_agg(ARRAY[s.kind, s.key::text, s.item] ORDER BY s.kind, s.key) FROM procflow_state_items s "
+    "WHERE s.workflow_id = i.workflow_id)"
+)
+"""A subquery (of an instance row `i`): its rows of `procflow_state_items` (its waits and tokens
+when they are many), in order, as (kind, key, item) triples."""
 
 _LOGS_OF = (
     "(SELECT array_agg(ARRAY[h.completed, h.completed_steps] ORDER BY h.seq) FROM procflow_history h "

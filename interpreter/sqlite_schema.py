@@ -152,6 +152,24 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "ALTER TABLE history ADD COLUMN completed_steps TEXT",
         ),
     ),
+    (
+        # A flat durable cost in wide blocks: the waits and the tokens of a state with many
+        # (a parallel block of a thousand branches) are rows of their own, one each, so a
+        # transition writes the few it changed instead of the whole list again; the instance
+        # row counts them (`items`). A state with few keeps them in its JSON (items 0), as
+        # every row written before does.
+        7,
+        (
+            """CREATE TABLE state_items (
+                workflow_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                key INTEGER NOT NULL,
+                item TEXT NOT NULL,
+                PRIMARY KEY (workflow_id, kind, key)
+            ) WITHOUT ROWID""",
+            "ALTER TABLE instances ADD COLUMN items INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

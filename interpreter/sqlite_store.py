@@ -4,8 +4,11 @@
 
     meta         key -> value: `schema_version` (and the file carries PRAGMA application_id)
     definitions  fingerprint -> the text of a pinned definition (every file it read)
-    instances    workflow_id -> state JSON (without history, completions and milestones), version,
-                 status, process, and how many history entries, completions and milestones it has
+    instances    workflow_id -> state JSON (without history, completions and milestones, and
+                 without its waits and tokens when they are many), version, status, process, and
+                 how many history entries, completions, milestones and `state_items` it has
+    state_items  (workflow_id, kind, key) -> one wait (under its serial) or token (under its id)
+                 of a state with many: a transition writes those it changed (`stores.item_rows`)
     correlations (process, correlationId, workflow_id): routes replies by business key
     history      (workflow_id, seq) -> one history entry as JSON, and what its transition appended
                  to the state's `completed` and `completedSteps` (JSON arrays, or NULL): read
@@ -83,6 +86,7 @@ from procflow.interpreter.stores import (
     RECENT_STATES,
     HistoryRow,
     InstanceSummary,
+    ItemRows,
     LogTexts,
     OutboxEntry,
     RecentStates,
@@ -93,6 +97,8 @@ from procflow.interpreter.stores import (
     encode_dispatch,
     encode_state,
     history_rows,
+    item_count,
+    item_rows,
     page_query,
     read_stored_json,
     timer_of,
@@ -267,13 +273,16 @@ class SqliteStore:
     def get(self, workflow_id: str) -> Stored | None:
         """The whole instance (state with its history, completions and milestones, and version), or None."""
         with self._read() as connection:
-            row = connection.execute("SELECT state, version FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
+            row = connection.execute("SELECT state, version, items FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
                 return None
             history = connection.execute(
                 "SELECT entry, completed, completed_steps FROM history WHERE workflow_id = ? ORDER BY seq", (workflow_id,)
             ).fetchall()
-        return Stored(self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history]), int(row[1]))
+            items = self._items(connection, workflow_id) if row[2] else []
+        return Stored(
+            self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history], items), int(row[1])
+        )
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
         """The instance as a transition needs it, or None: without reading its history,
@@ -282,24 +291,27 @@ class SqliteStore:
         # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
         query = (
             "SELECT CASE WHEN version = ? THEN NULL ELSE state END, version, history_count, completed_count, "
-            "completed_steps_count FROM instances WHERE workflow_id = ?"
+            "completed_steps_count, items FROM instances WHERE workflow_id = ?"
         )
         kept = None if whole else self._recent.version(workflow_id)
         args = (-1 if kept is None else kept, workflow_id)
         logs = None
-        if whole:
-            with self._read() as connection:  # one snapshot for both
+        items: list[Any] = []
+        rows = [] if whole else self._rows(query, args)  # one statement: its own snapshot
+        if whole or (rows and rows[0][0] is not None and rows[0][5]):
+            with self._read() as connection:  # one snapshot for all
                 rows = connection.execute(query, args).fetchall()
-                logs = connection.execute(
-                    "SELECT completed, completed_steps FROM history WHERE workflow_id = ? "
-                    "AND (completed IS NOT NULL OR completed_steps IS NOT NULL) ORDER BY seq",
-                    (workflow_id,),
-                ).fetchall()
-        else:
-            rows = self._rows(query, args)  # one statement: its own snapshot
+                if whole:
+                    logs = connection.execute(
+                        "SELECT completed, completed_steps FROM history WHERE workflow_id = ? "
+                        "AND (completed IS NOT NULL OR completed_steps IS NOT NULL) ORDER BY seq",
+                        (workflow_id,),
+                    ).fetchall()
+                if rows and rows[0][0] is not None and rows[0][5]:
+                    items = self._items(connection, workflow_id)
         if not rows:
             return None
-        text, version, *numbers = rows[0]
+        text, version, *numbers = rows[0][:5]
         counts = (int(numbers[0]), int(numbers[1]), int(numbers[2]))
         if text is None:
             state = self._recent.state(workflow_id, int(version), counts)
@@ -307,7 +319,7 @@ class SqliteStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # (not reached: nothing lets go of it between the two calls)
             return self.load(workflow_id, whole=whole)
-        return Stored(self._decode_for_transition(workflow_id, text, counts, logs), int(version))
+        return Stored(self._decode_for_transition(workflow_id, text, counts, logs, items), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -343,6 +355,8 @@ class SqliteStore:
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
+        items = item_count(state)
+        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
         with self._write() as connection:
             if message_id is not None:
                 # First, as on PostgreSQL: a message id the inbox holds ends the write here.
@@ -356,31 +370,32 @@ class SqliteStore:
             updated = parse_instant(state.updatedAt).timestamp()
             counts = (len(state.history), len(state.completed), len(state.completedSteps))
             if expected_version is None:
-                version, stored = 1, (0, 0, 0)
+                version, stored, had_items = 1, (0, 0, 0), False
                 inserted = connection.execute(
                     "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
-                    "completed_count, completed_steps_count, updated, state) "
-                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
-                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, state_json),
+                    "completed_count, completed_steps_count, updated, items, state) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, items, state_json),
                 )
                 if inserted.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 row = connection.execute(
-                    "SELECT version, history_count, completed_count, completed_steps_count FROM instances WHERE workflow_id = ?",
+                    "SELECT version, history_count, completed_count, completed_steps_count, items FROM instances WHERE workflow_id = ?",
                     (workflow_id,),
                 ).fetchone()
                 if row is None or int(row[0]) != expected_version:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
-                version, stored = expected_version + 1, (int(row[1]), int(row[2]), int(row[3]))
+                version, stored, had_items = expected_version + 1, (int(row[1]), int(row[2]), int(row[3])), bool(row[4])
                 changed = connection.execute(
                     "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, completed_count = ?, "
-                    "completed_steps_count = ?, updated = ?, state = ? WHERE workflow_id = ? AND version = ?",
-                    (state.status, state.definition.fingerprint, version, *counts, updated, state_json,
+                    "completed_steps_count = ?, updated = ?, items = ?, state = ? WHERE workflow_id = ? AND version = ?",
+                    (state.status, state.definition.fingerprint, version, *counts, updated, items, state_json,
                      workflow_id, expected_version),
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
+            self._write_items(connection, workflow_id, item_rows(state, before, had_items))
             self._insert(
                 connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
                 [(workflow_id, *row) for row in self._encode_history(state, stored)],
@@ -398,6 +413,30 @@ class SqliteStore:
                 self._mark(connection, sent)
         self._recent.keep(state, version)  # committed
         return version
+
+    @classmethod
+    def _write_items(cls, connection: sqlite3.Connection, workflow_id: str, rows: ItemRows) -> None:
+        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`)."""
+        if rows.empty:
+            return
+        for kind in rows.cleared:
+            connection.execute("DELETE FROM state_items WHERE workflow_id = ? AND kind = ?", (workflow_id, kind))
+        cls._insert(
+            connection, "DELETE FROM state_items WHERE workflow_id = ? AND kind = ? AND key = ?",
+            [(workflow_id, kind, key) for kind, key in rows.deleted],
+        )
+        cls._insert(
+            connection, "INSERT INTO state_items (workflow_id, kind, key, item) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item",
+            [(workflow_id, *item) for item in rows.written],
+        )
+
+    @staticmethod
+    def _items(connection: sqlite3.Connection, workflow_id: str) -> list[Any]:
+        """An instance's rows of `state_items`, in order."""
+        return connection.execute(
+            "SELECT kind, key, item FROM state_items WHERE workflow_id = ? ORDER BY kind, key", (workflow_id,)
+        ).fetchall()
 
     @staticmethod
     def _insert(connection: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -565,7 +604,7 @@ class SqliteStore:
         """Every instance (or those with `status`), in the order they started."""
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
         with self._read() as connection:
-            rows = connection.execute(f"SELECT workflow_id, state FROM instances {where} ORDER BY rowid", args).fetchall()
+            rows = connection.execute(f"SELECT workflow_id, state, items FROM instances {where} ORDER BY rowid", args).fetchall()
             entries: dict[str, list[str]] = {}
             logs: dict[str, list[LogTexts]] = {}
             for workflow_id, entry, completed, steps in connection.execute(
@@ -573,7 +612,8 @@ class SqliteStore:
             ):
                 entries.setdefault(workflow_id, []).append(entry)
                 logs.setdefault(workflow_id, []).append((completed, steps))
-        return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ())) for wid, text in rows]
+            items = {wid: self._items(connection, wid) for wid, _, count in rows if count}
+        return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ()), items.get(wid, ())) for wid, text, _ in rows]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -686,13 +726,15 @@ class SqliteStore:
         """A stored JSON text read back strictly (`procflow.strict_json`); DamagedRecord when it is not."""
         return read_stored_json(text, f"{what} in {self.path}")
 
-    def _decode(self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = ()) -> InstanceState:
-        return decode_state(workflow_id, text, entries, str(self.path), logs)
+    def _decode(
+        self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = (), items: Iterable[Any] = ()
+    ) -> InstanceState:
+        return decode_state(workflow_id, text, entries, str(self.path), logs, items)
 
     def _decode_for_transition(
-        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None
+        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None, items: Iterable[Any]
     ) -> InstanceState:
-        return decode_for_transition(workflow_id, text, counts, str(self.path), logs)
+        return decode_for_transition(workflow_id, text, counts, str(self.path), logs, items)
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)

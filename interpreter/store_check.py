@@ -5,24 +5,25 @@ ten). The whole check reads everything, on its own connection that cannot write:
 
 - SQLite: `PRAGMA integrity_check` (every page, every index) and `PRAGMA foreign_key_check`;
 - both stores: procflow's own consistency. Every instance's state and history read back as
-  the record procflow wrote (strict JSON, a state this procflow reads), its row agrees with
-  its state (status, process) and holds as many history entries, completions and milestones as it
+  the record procflow wrote (strict JSON, a state this procflow reads), with its waits and
+  tokens kept in rows of their own when they are many; its row agrees with its state (status,
+  process) and holds as many history entries, completions, milestones and such rows as it
   says (the completions and milestones are kept with the history rows); every command in the
   outbox reads back; every pinned definition is a map of file texts; no history, outbox,
   timer or correlation row belongs to an instance the store does not hold.
 
-Rows are read in order with two cursors side by side (instances and their history), so the
-check holds one instance in memory at a time, whatever the size of the store.
+Rows are read in order with three cursors side by side (instances, their history, their waits
+and tokens), so the check holds one instance in memory at a time, whatever the size of the store.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from procflow.errors import StoreError
 from procflow.interpreter.sqlite_schema import check_existing, diagnose, read_only_connection
@@ -38,6 +39,8 @@ from procflow.interpreter.stores import (
 )
 
 __all__ = ["CheckReport", "check_store"]
+
+T = TypeVar("T")
 
 KEPT_PROBLEMS = 200
 """How many problems a report keeps word for word (the rest are counted)."""
@@ -182,24 +185,29 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     `collate`: what makes the database order ids as Python does, for the merge)."""
     where = report.location
     instances = reader.rows(
-        f"SELECT workflow_id, process, status, history_count, completed_count, completed_steps_count, state "
+        f"SELECT workflow_id, process, status, history_count, completed_count, completed_steps_count, items, state "
         f"FROM {prefix}instances ORDER BY workflow_id{collate}"
     )
     history = reader.rows(
         f"SELECT workflow_id, entry, completed, completed_steps FROM {prefix}history ORDER BY workflow_id{collate}, seq"
     )
+    state_items = reader.rows(f"SELECT workflow_id, kind, key, item FROM {prefix}state_items ORDER BY workflow_id{collate}, kind, key")
     counted = {"instances": 0, "history entries": 0, "commands": 0, "definitions": 0}
-    for (workflow_id, process, status, history_count, *log_counts, text), rows in _with_history(instances, history, report):
+    with_history = _with_history(instances, history, report)
+    with_items = _with_history(with_history, state_items, report, "a wait or token row", lambda pair: pair[0][0])
+    for ((workflow_id, process, status, history_count, *log_counts, item_count, text), rows), items in with_items:
         counted["instances"] += 1
         counted["history entries"] += len(rows)
         if len(rows) != int(history_count):
             report.add(f"instance {workflow_id}: its row says {history_count} history entries, the store holds {len(rows)}")
+        if len(items) != int(item_count):
+            report.add(f"instance {workflow_id}: its row says {item_count} waits and tokens in rows of their own, the store holds {len(items)}")
         entries, logs = [entry for entry, _, _ in rows], [(completed, steps) for _, completed, steps in rows]
         for log, count, held in zip(LOGS, log_counts, _logged(logs), strict=True):
             if held is not None and held != int(count):
                 report.add(f"instance {workflow_id}: its row says {count} `{log}` entries, its history rows hold {held}")
         try:
-            state = decode_state(str(workflow_id), text, entries, where, logs)
+            state = decode_state(str(workflow_id), text, entries, where, logs, items)
         except StoreError as error:
             report.add(f"instance {workflow_id}: {error}")
             continue
@@ -222,7 +230,7 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
             continue
         if not isinstance(kept, dict) or not all(isinstance(v, str) for v in kept.values()):
             report.add(f"the pinned text of `{name}` ({fingerprint}) in {where} is not a map of file texts")
-    for table in ("outbox", "timers", "correlations"):
+    for table in ("outbox", "timers", "correlations"):  # (history and state_items: in the merge above)
         for workflow_id, count in reader.rows(
             f"SELECT t.workflow_id, count(*) FROM {prefix}{table} t WHERE NOT EXISTS "
             f"(SELECT 1 FROM {prefix}instances i WHERE i.workflow_id = t.workflow_id) GROUP BY t.workflow_id ORDER BY 1"
@@ -248,24 +256,25 @@ def _logged(logs: list[LogTexts]) -> list[int | None]:
 
 
 def _with_history(
-    instances: Iterable[tuple[Any, ...]], history: Iterator[tuple[Any, ...]], report: CheckReport
-) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
-    """Each instance row with its history rows (entry, completed, completed_steps): a merge of
-    two cursors ordered by workflow id. History rows of an instance the store does not hold
-    are reported on the way."""
+    instances: Iterable[T], history: Iterator[tuple[Any, ...]], report: CheckReport, what: str = "a history entry",
+    workflow_id_of: Callable[[T], object] = lambda row: row[0],  # type: ignore[index]
+) -> Iterator[tuple[T, list[tuple[Any, ...]]]]:
+    """Each instance row with its history rows (entry, completed, completed_steps), or with
+    other rows of it (`what` they are): a merge of two cursors ordered by workflow id. Rows
+    of an instance the store does not hold are reported on the way."""
     pending = next(history, None)
     for row in instances:
-        workflow_id = str(row[0])
+        workflow_id = str(workflow_id_of(row))
         rows: list[tuple[Any, ...]] = []
         while pending is not None and pending[0] < workflow_id:
-            report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
+            report.add(f"{what} belongs to instance {pending[0]}, which the store does not hold")
             pending = next(history, None)
         while pending is not None and pending[0] == workflow_id:
             rows.append(tuple(pending[1:]))
             pending = next(history, None)
         yield row, rows
     while pending is not None:
-        report.add(f"a history entry belongs to instance {pending[0]}, which the store does not hold")
+        report.add(f"{what} belongs to instance {pending[0]}, which the store does not hold")
         pending = next(history, None)
 
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.indexed import earliest_due
+from procflow.interpreter.indexed import Tokens, Waits, earliest_due
 from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
@@ -261,8 +261,75 @@ def encode_state(state: InstanceState) -> str:
     """The state as JSON without what grows by an entry a step: its history entries are rows of
     their own, and each row also holds what its transition appended to the state's completions
     and milestones (`history_rows`). A transition writes its new entries, not the whole record
-    again, and the instance row stays the same size however old the instance is."""
-    return dataclasses.replace(state, history=(), completed=(), completedSteps=()).model_dump_json()
+    again, and the instance row stays the same size however old the instance is. Its waits
+    and tokens, when they are many (indexed), are rows of their own too (`item_rows`)."""
+    waits, tokens = state.waits, state.tokens
+    return dataclasses.replace(
+        state, history=(), completed=(), completedSteps=(),
+        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (),
+    ).model_dump_json()
+
+
+ITEM_KINDS = ("waits", "tokens")
+"""The lists of a state that a durable store keeps one row per entry once they are many: a
+wait under its serial (`Waits.space`), a token under its id."""
+
+Item = tuple[str, int, str]
+"""A row of `state_items`: (kind, key, the entry's JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRows:
+    """What a transition writes of its state's waits and tokens kept in rows of their own: the
+    kinds whose rows all go first, then the rows gone, then the rows new or changed."""
+
+    cleared: tuple[str, ...]
+    deleted: list[tuple[str, int]]
+    written: list[Item]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.cleared or self.deleted or self.written)
+
+
+def _in_rows(entries: object) -> bool:
+    """Whether a state's waits or tokens are kept in rows of their own: when they are indexed."""
+    return not isinstance(entries, tuple) and isinstance(entries, Waits | Tokens)
+
+
+def item_count(state: InstanceState) -> int:
+    """How many rows of `state_items` the state has (the instance row's `items`)."""
+    return sum(len(entries) for entries in (state.waits, state.tokens) if _in_rows(entries))
+
+
+def item_rows(state: InstanceState, before: InstanceState | None, had_items: bool) -> ItemRows:
+    """The rows of `state_items` a transition writes: against `before`, the state the row
+    held (the one this store wrote: `RecentStates`), the waits and tokens it changed; without
+    it, every one (after clearing whatever the row had, `had_items`)."""
+    cleared: list[str] = []
+    deleted: list[tuple[str, int]] = []
+    written: list[Item] = []
+    for kind in ITEM_KINDS:
+        new = getattr(state, kind)
+        old = getattr(before, kind) if before is not None else None
+        new_rows, old_rows = _in_rows(new), _in_rows(old)
+        if isinstance(new, Waits) and isinstance(old, Waits) and new.space is old.space:
+            now, then = new.serials(), old.serials()
+            deleted += [(kind, serial) for serial in then - now]
+            written += [(kind, serial, new.by_serial(serial).model_dump_json()) for serial in sorted(now - then)]
+            continue
+        if isinstance(new, Tokens) and isinstance(old, Tokens):
+            gone, changed = new.changes_since(old)
+            deleted += [(kind, token_id) for token_id in gone]
+            written += [(kind, token.id, token.model_dump_json()) for token in changed]
+            continue
+        if old_rows or (before is None and had_items):
+            cleared.append(kind)
+        if isinstance(new, Waits):
+            written += [(kind, serial, new.by_serial(serial).model_dump_json()) for serial in sorted(new.serials())]
+        elif new_rows:
+            written += [(kind, token.id, token.model_dump_json()) for token in new]
+    return ItemRows(tuple(cleared), deleted, written)
 
 
 def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
@@ -324,14 +391,16 @@ def decode_dispatch(text: object, where: str) -> Dispatch:
 
 
 def decode_state(
-    workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[LogTexts] = ()
+    workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[LogTexts] = (),
+    items: Iterable[tuple[object, object, object]] = (),
 ) -> InstanceState:
     """A stored state, its history entries and what its history rows hold of its logs
     (`LogTexts`, in the order of the rows) back as one state, migrated from older state
     schemas; StoreError for a state written by a newer procflow, DamagedRecord (worded, naming
     the instance) when they cannot be read back as the record procflow wrote. A state written
     before its history rows held its logs holds them in its JSON: the rows' come first, then
-    what the JSON holds."""
+    what the JSON holds. `items`: its rows of `state_items` (kind, key, JSON), in key order
+    within a kind: its waits and tokens when they are many."""
     data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
     if not isinstance(data, dict):
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
@@ -353,8 +422,20 @@ def decode_state(
                         f"not a JSON array. {DAMAGED_HINT}"
                     )
                 kept[log].extend(value)
+    listed: dict[str, list[Any]] = {}
+    for kind, _key, item in items:
+        if kind not in ITEM_KINDS:
+            raise DamagedRecord(f"the waits and tokens of instance {workflow_id} in {where} are damaged: a row of kind {kind!r}. {DAMAGED_HINT}")
+        listed.setdefault(str(kind), []).append(read_stored_json(item, f"one of the {kind} of instance {workflow_id} in {where}"))
+    for kind in listed:
+        if data.get(kind):
+            raise DamagedRecord(
+                f"the state of instance {workflow_id} in {where} is damaged: its {kind} are both in its JSON and in rows "
+                f"of their own. {DAMAGED_HINT}"
+            )
     try:
         data = migrate_state(data)
+        data.update(listed)
         data["history"] = [migrate_history_entry(entry) for entry in history]
         for log, rows in kept.items():
             if rows:
@@ -367,7 +448,8 @@ def decode_state(
 
 
 def decode_for_transition(
-    workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[LogTexts] | None = None
+    workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[LogTexts] | None = None,
+    items: Iterable[tuple[object, object, object]] = (),
 ) -> InstanceState:
     """A stored state as its next transition needs it: its history entries, completions and
     milestones stay in the store (`Tail`s that know how many there are; `counts` is the row's
@@ -376,9 +458,9 @@ def decode_for_transition(
     milestones are read whole (for a transition that reads them: `NotLoaded`)."""
     history_count, completed_count, milestone_count = counts
     if logs is not None:
-        state = decode_state(workflow_id, text, (), where, logs)
+        state = decode_state(workflow_id, text, (), where, logs, items)
     else:
-        state = decode_state(workflow_id, text, (), where)
+        state = decode_state(workflow_id, text, (), where, items=items)
         # What the JSON holds (a row written before the logs had rows of their own) follows the
         # stored entries; with none stored, the state holds its whole logs already.
         if completed_count:
@@ -434,6 +516,11 @@ class RecentStates:
         state.completed = Tail(completed_count) if completed_count else ()
         state.completedSteps = Tail(milestone_count) if milestone_count else ()
         return state
+
+    def written(self, workflow_id: str, version: int) -> InstanceState | None:
+        """The state kept for `workflow_id` as this store wrote it, when it is `version`'s; else None."""
+        kept = self._states.get(workflow_id)
+        return kept[1] if kept is not None and kept[0] == version else None
 
     def keep(self, state: InstanceState, version: int) -> None:
         """`state` was just committed as `version` of its instance."""

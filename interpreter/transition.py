@@ -532,7 +532,7 @@ class RunCore:
 
     def _unpark(self, wait: Wait) -> None:
         """Remove `wait` from the state's waits."""
-        self.state.waits = unparked(self.state.waits, wait)
+        self.state.waits = unparked(self.state.waits, wait, self._status_part)
 
     def _status_part(self, wait: Wait) -> str:
         """What `wait` shows in the instance's status (its frame may be new in this run)."""

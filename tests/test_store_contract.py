@@ -827,3 +827,76 @@ def test_a_wide_block_leaves_the_same_record_with_its_states_kept_in_memory_or_n
         ]
         assert [e.status for e in kept.state.history] == [e.status for e in decoded.state.history]
     assert kept.state.status == "completed"
+
+
+# ---------------------------------------------------------------- the waits and tokens of a wide block, in rows of their own
+
+
+def _item_rows(durable: Backend, workflow_id: str) -> dict[str, int]:
+    rows = durable.raw(f"SELECT kind, count(*) FROM {durable.table('state_items')} WHERE workflow_id = %s GROUP BY kind", (workflow_id,))
+    return {str(kind): int(count) for kind, count in rows}
+
+
+def _head(durable: Backend, workflow_id: str) -> tuple[int, dict[str, Any]]:
+    [(items, text)] = durable.raw(f"SELECT items, state FROM {durable.table('instances')} WHERE workflow_id = %s", (workflow_id,))
+    return int(items), json.loads(text)
+
+
+def test_the_waits_and_tokens_of_a_wide_block_are_rows_a_transition_changes_one_by_one(durable: Backend) -> None:
+    # Forty branches wait: each wait and each token is a row of its own, the instance row's
+    # JSON holds neither, and a reply removes its wait's row instead of writing the list again.
+    store = durable.open()
+    orchestrator = Orchestrator(_wide(40), store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    orchestrator.start("wf_1", {})
+    assert _item_rows(durable, "wf_1") == {"waits": 40, "tokens": 40}
+    items, head = _head(durable, "wf_1")
+    assert items == 80 and head["waits"] == [] and head["tokens"] == []
+    written = {}
+    for i in range(30):
+        orchestrator.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        rows = _item_rows(durable, "wf_1")
+        assert rows["waits"] == 39 - i and _head(durable, "wf_1")[0] == sum(rows.values())
+        written[i] = rows
+    # Ten left: still indexed (below eight they are a tuple again); then seven, kept in the JSON.
+    for i in range(30, 33):
+        orchestrator.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+    items, head = _head(durable, "wf_1")
+    assert items == 0 and _item_rows(durable, "wf_1") == {} and len(head["waits"]) == 7
+    for i in range(33, 40):
+        orchestrator.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+    final = store.get("wf_1")
+    assert final is not None and final.state.status == "completed" and final.state.waits == ()
+
+
+def test_a_wide_block_read_anew_at_every_transition_leaves_the_record_of_one_run_in_memory(
+    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # Every transition from a store object that kept nothing (another worker's, or a restart):
+    # the waits and tokens are read from their rows, indexed once, and written whole again.
+    wide = _wide(24)
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", {})
+    store = durable.open()
+    Orchestrator(wide, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", {})
+    for i in (5, 0, 23, 11, 12, 1, 2, 3, 4, 6, 7, 8, 9, 10, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22):
+        fresh = _without_memory(durable, request, tmp_path)
+        Orchestrator(wide, store=fresh, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).receive(
+            {"type": f"done_{i}", "correlationId": "wf_1"}
+        )
+        memory.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        fresh.close()
+        kept, expected = store.get("wf_1"), memory.store.get("wf_1")
+        assert kept is not None and expected is not None
+        assert kept.state.to_json() == expected.state.to_json(), i
+    assert kept.state.status == "completed"
+
+
+def test_a_damaged_wait_row_is_named_and_changes_nothing(durable: Backend) -> None:
+    store = durable.open()
+    Orchestrator(_wide(20), store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", {})
+    store.close()
+    durable.raw(f"UPDATE {durable.table('state_items')} SET item = '{{\"token\": ' WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = 3", ())
+    with durable.open() as again:
+        with pytest.raises(StoreError, match=r"one of the waits of instance wf_1 in .* is not valid JSON"):
+            again.load("wf_1")
+        assert again.version_of("wf_1") == 1

@@ -170,6 +170,35 @@ def test_store_check_reads_the_completions_and_milestones_kept_with_the_history(
     assert sha(path) == before
 
 
+def test_store_check_reads_the_waits_and_tokens_kept_in_rows_of_their_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "store.sqlite"
+    branches = "\n".join(f"    branch b_{i} {{ step s_{i} {{ send worker.do_{i} await done_{i} within 1d }} }}" for i in range(20))
+    wide = procflow.load_text(f"process wide {{\n  participant worker\n  parallel fan {{\n{branches}\n  }}\n}}\n")
+    with SqliteStore(path) as store:
+        orchestrator = Orchestrator(wide, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+        for workflow_id in ("wf_1", "wf_2"):
+            orchestrator.start(workflow_id, {})
+            orchestrator.receive({"type": "done_4", "correlationId": workflow_id})
+    code, out, _ = run(capsys, "store", "check", "--store", str(path))
+    assert code == 0 and "sound" in out, out
+    connection = sqlite3.connect(path)
+    connection.execute("DELETE FROM state_items WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = 7")
+    connection.execute("UPDATE state_items SET item = '{\"id\": \"x\"}' WHERE workflow_id = 'wf_2' AND kind = 'tokens' AND key = 5")
+    connection.execute("INSERT INTO state_items (workflow_id, kind, key, item) VALUES ('wf_gone', 'waits', 1, '{}')")
+    connection.commit()
+    connection.close()
+    before = sha(path)
+    code, out, _ = run(capsys, "store", "check", "--store", str(path))
+    assert code == 1 and out.splitlines()[0].startswith(f"store {path}: 3 problem(s)"), out
+    for fragment in (
+        "instance wf_1: its row says 38 waits and tokens in rows of their own, the store holds 37",
+        "instance wf_2: the state of instance wf_2", "(tokens.",
+        "a wait or token row belongs to instance wf_gone, which the store does not hold",
+    ):
+        assert fragment in out, (fragment, out)
+    assert sha(path) == before
+
+
 def test_store_check_names_each_inconsistent_record_on_postgresql(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with procflow.interpreter.stores.open_store(postgres_url) as store:
         fill(store, 5)
