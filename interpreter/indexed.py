@@ -367,11 +367,15 @@ class Tokens(_TupleLike[Token]):
 
     @classmethod
     def of(cls, tokens: Iterable[Token]) -> Tokens:
-        """The tokens `tokens`, indexed."""
-        out = cls(Map(), Map())
+        """The tokens `tokens` (in the order of their ids), indexed: what adding them one by one
+        gives, built at once."""
+        by_id: dict[int, Token] = {}
+        frames: dict[str, list[int]] = {}
         for token in tokens:
-            out = out.added(token)
-        return out
+            by_id[token.id] = token
+            if token.frame != ROOT:
+                frames.setdefault(token.frame, []).append(token.id)
+        return cls(Map(by_id), Map({frame: tuple(sorted(ids)) for frame, ids in frames.items()}))
 
     def get(self, token_id: int) -> Token | None:
         """The token `token_id`, or None."""

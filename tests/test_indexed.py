@@ -123,6 +123,12 @@ def test_indexed_tokens_read_and_find_as_their_tuple(steps: list[tuple[str, int,
         assert list(tokens) == [model[i] for i in sorted(model)]
         for each in FRAMES[1:]:
             assert sorted(tokens.ids_in(each)) == sorted(i for i, t in model.items() if t.frame == each)
+        # Built at once (what a transition does with tokens read from a store): the same index.
+        at_once = Tokens.of(tuple(tokens))
+        assert list(at_once) == list(tokens)
+        assert all(at_once.ids_in(each) == tokens.ids_in(each) for each in FRAMES[1:])
+        gone, changed = at_once.changes_since(tokens)
+        assert gone == [] and [t.id for t in changed] == []
 
 
 def _everything_indexed(monkeypatch: pytest.MonkeyPatch, threshold: int) -> None:
