@@ -60,7 +60,8 @@ class WorkingFrames(dict[str, FrameView]):
         shares but for the frames this run changed (`indexed.Frames`); a few in a dict."""
         stored = self.stored
         own = [(key, frame) for key, frame in self.items() if isinstance(frame, Frame)]
-        if not isinstance(stored, dict) or len(stored) < INDEX_FROM <= len(stored) + len(own):  # (see `indexed.INDEX_FROM`)
+        # Indexed from INDEX_FROM on, and a big dict read from a store is indexed once (see `indexed.INDEX_FROM`).
+        if not isinstance(stored, dict) or len(stored) + len(own) >= INDEX_FROM:
             frames = (stored if isinstance(stored, Frames) else Frames(Map(stored))).changed(self.removed, own)
             if len(frames) >= INDEX_FROM // 2:
                 return frames

@@ -440,20 +440,43 @@ class Frames(Mapping[str, Frame]):
     next state's are these with the frames its transition changed (`WorkingFrames.written`).
     Reads and compares like the dict it stands for; a state writes it as a JSON object."""
 
-    __slots__ = ("_frames",)
+    __slots__ = ("_frames", "_base", "_touched")
 
-    def __init__(self, frames: Map[str, Frame]) -> None:
+    def __init__(self, frames: Map[str, Frame], base: Map[str, Frame] | None = None, touched: tuple[str, ...] = ()) -> None:
         self._frames = frames
+        # What `changed` made these from: the frames before and the ids it removed or set (a
+        # store writes those, `changes_since`, instead of comparing every frame).
+        self._base = base
+        self._touched = touched
 
     def changed(self, removed: Iterable[str], own: Iterable[tuple[str, Frame]]) -> Frames:
         """These frames without those `removed`, with those `own` added or in place."""
+        touched: list[str] = []
         with self._frames.mutate() as changing:
             for key in removed:
                 changing.pop(key, None)
+                touched.append(key)
             for key, frame in own:
                 changing[key] = frame
+                touched.append(key)
             frames = changing.finish()
-        return Frames(frames)
+        return Frames(frames, self._frames, tuple(touched))
+
+    def changes_since(self, before: Frames) -> tuple[list[str], list[tuple[str, Frame]]]:
+        """What changed from `before` to these frames: the ids gone, and the frames new or
+        replaced (by identity: a transition copies a frame it reads, so those count too)."""
+        frames, old = self._frames, before._frames
+        keys: Iterable[str] = dict.fromkeys(self._touched) if self._base is old else itertools.chain(old.keys(), frames.keys())
+        gone: list[str] = []
+        changed: list[tuple[str, Frame]] = []
+        for key in dict.fromkeys(keys):
+            frame = frames.get(key)
+            if frame is None:
+                if key in old:
+                    gone.append(key)
+            elif old.get(key) is not frame:
+                changed.append((key, frame))
+        return gone, changed
 
     def __getitem__(self, key: str) -> Frame:
         return self._frames[key]

@@ -142,8 +142,8 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
         ),
     ),
     (
-        # A flat durable cost in wide blocks: the waits and the tokens of a state with many
-        # (a parallel block of a thousand branches) are rows of their own, one each, so a
+        # A flat durable cost in wide blocks: the waits, tokens and frames of a state with many
+        # (a parallel block of a thousand branches, a for-each of a thousand items) are rows of their own, one each, so a
         # transition writes the few it changed instead of the whole list again; the instance
         # row counts them (`items`). A state with few keeps them in its JSON (items 0), as
         # every row written before does.
@@ -152,7 +152,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             """CREATE TABLE procflow_state_items (
                 workflow_id text NOT NULL,
                 kind text NOT NULL,
-                key bigint NOT NULL,
+                key text NOT NULL,
                 item text NOT NULL,
                 PRIMARY KEY (workflow_id, kind, key)
             )""",

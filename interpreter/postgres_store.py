@@ -92,6 +92,7 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
+    new_correlations,
     page_query,
     redact,
     timer_of,
@@ -379,11 +380,12 @@ class PostgresStore:
                     cursor.execute(_INSERT_HISTORY, (workflow_id, *history[0]))
                 else:
                     cursor.executemany(_INSERT_HISTORY, [(workflow_id, *row) for row in history])
-                if expected_version is None or state.frames:  # an instance's own key never changes
+                correlations = new_correlations(state, before) if expected_version is None or state.frames else []
+                if correlations:  # (an instance's own key never changes)
                     cursor.executemany(
                         "INSERT INTO procflow_correlations (process, correlation_id, workflow_id) VALUES (%s, %s, %s) "
                         "ON CONFLICT DO NOTHING",
-                        [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                        [(state.type, c, workflow_id) for c in correlations],
                     )
             for position, (dispatch, text) in enumerate(queued):
                 inserted = self._enqueue(connection, workflow_id, dispatch.dedupKey, text, state.updatedAt, claim_for)
@@ -720,7 +722,7 @@ _HISTORY = ", ".join(
 what each transition appended to the completions and to the milestones."""
 
 _ITEMS_OF = (
-    "(SELECT array_agg(ARRAY[s.kind, s.key::text, s.item] ORDER BY s.kind, s.key) FROM procflow_state_items s "
+    "(SELECT array_agg(ARRAY[s.kind, s.key, s.item] ORDER BY s.kind, s.key) FROM procflow_state_items s "
     "WHERE s.workflow_id = i.workflow_id)"
 )
 """A subquery (of an instance row `i`): its rows of `procflow_state_items` (its waits and tokens

@@ -99,6 +99,7 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
+    new_correlations,
     page_query,
     read_stored_json,
     timer_of,
@@ -401,9 +402,9 @@ class SqliteStore:
                 [(workflow_id, *row) for row in self._encode_history(state, stored)],
             )
             if expected_version is None or state.frames:  # an instance's own key never changes
-                connection.executemany(
-                    "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(state.type, c, workflow_id) for c in state.correlation_ids()],
+                self._insert(
+                    connection, "INSERT INTO correlations (process, correlation_id, workflow_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(state.type, c, workflow_id) for c in new_correlations(state, before)],
                 )
             claim = (claim_for, time.time() + LEASE_SECONDS) if claim_for is not None else (None, None)
             for dispatch, text in queued:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.indexed import Tokens, Waits, earliest_due
+from procflow.interpreter.indexed import Frames, Tokens, Waits, earliest_due
 from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
@@ -43,9 +43,11 @@ from procflow.interpreter.memory_store import (
     Store,
 )
 from procflow.interpreter.messages import Dispatch
-from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.interpreter.state import (
+    EMPTY,
+    ROOT,
     TERMINAL,
+    Frame,
     HistoryEntry,
     InstanceState,
     migrate_history_entry,
@@ -53,6 +55,7 @@ from procflow.interpreter.state import (
     parse_instant,
     shell,
 )
+from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.limits import NESTING
 from procflow.strict_json import loads as strict_loads
 
@@ -261,30 +264,65 @@ def encode_state(state: InstanceState) -> str:
     """The state as JSON without what grows by an entry a step: its history entries are rows of
     their own, and each row also holds what its transition appended to the state's completions
     and milestones (`history_rows`). A transition writes its new entries, not the whole record
-    again, and the instance row stays the same size however old the instance is. Its waits
-    and tokens, when they are many (indexed), are rows of their own too (`item_rows`)."""
-    waits, tokens = state.waits, state.tokens
+    again, and the instance row stays the same size however old the instance is. Its waits,
+    tokens and frames, when they are many (indexed), are rows of their own too (`item_rows`),
+    and a for-each item's frame is kept without its input (`stored_frame`)."""
+    waits, tokens, frames = state.waits, state.tokens, state.frames
+    if isinstance(frames, dict):
+        if state.each and any(frame.forEach is not None for frame in frames.values()):
+            frames = {key: stored_frame(frame) for key, frame in frames.items()}
+    else:
+        frames = EMPTY
     return dataclasses.replace(
         state, history=(), completed=(), completedSteps=(),
-        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (),
+        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (), frames=frames,
     ).model_dump_json()
 
 
-ITEM_KINDS = ("waits", "tokens")
-"""The lists of a state that a durable store keeps one row per entry once they are many: a
-wait under its serial (`Waits.space`), a token under its id."""
+def stored_frame(frame: Frame) -> Frame:
+    """A frame as a store keeps it: a for-each item's frame without its input, which is its
+    parent frame's (`_item_inputs` gives it back when the state is read). A thousand items
+    each kept a copy of the instance's input, a thousand lines: a state of 12 MB."""
+    return dataclasses.replace(frame, input=EMPTY) if frame.forEach is not None and frame.input else frame
 
-Item = tuple[str, int, str]
+
+def _item_inputs(state: InstanceState) -> InstanceState:
+    """The state read back with each for-each item's frame holding its parent frame's input
+    again (the very object: shared, as the engine shares it)."""
+    frames = state.frames
+    if not state.each or not frames:
+        return state
+
+    def input_of(frame_id: str | None, depth: int = 0) -> dict[str, Any]:
+        if frame_id is None or frame_id == ROOT or depth > len(frames):
+            return state.input
+        frame = frames[frame_id]
+        if frame.forEach is not None and not frame.input:
+            frame.input = input_of(frame.parent, depth + 1)
+        return frame.input
+
+    for frame in frames.values():
+        if frame.forEach is not None and not frame.input:
+            frame.input = input_of(frame.parent)
+    return state
+
+
+ITEM_KINDS = ("frames", "tokens", "waits")
+"""The collections of a state that a durable store keeps one row per entry once they are many:
+a wait under its serial (`Waits.space`), a token under its id, a frame under its id (keys
+are text; the numbers are ordered as numbers when read)."""
+
+Item = tuple[str, str, str]
 """A row of `state_items`: (kind, key, the entry's JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ItemRows:
-    """What a transition writes of its state's waits and tokens kept in rows of their own: the
-    kinds whose rows all go first, then the rows gone, then the rows new or changed."""
+    """What a transition writes of its state's waits, tokens and frames kept in rows of their
+    own: the kinds whose rows all go first, then the rows gone, then the rows new or changed."""
 
     cleared: tuple[str, ...]
-    deleted: list[tuple[str, int]]
+    deleted: list[tuple[str, str]]
     written: list[Item]
 
     @property
@@ -293,42 +331,65 @@ class ItemRows:
 
 
 def _in_rows(entries: object) -> bool:
-    """Whether a state's waits or tokens are kept in rows of their own: when they are indexed."""
-    return not isinstance(entries, tuple) and isinstance(entries, Waits | Tokens)
+    """Whether a state's waits, tokens or frames are kept in rows of their own: when they are indexed."""
+    return not isinstance(entries, tuple | dict) and isinstance(entries, Waits | Tokens | Frames)
 
 
 def item_count(state: InstanceState) -> int:
     """How many rows of `state_items` the state has (the instance row's `items`)."""
-    return sum(len(entries) for entries in (state.waits, state.tokens) if _in_rows(entries))
+    return sum(len(entries) for entries in (state.waits, state.tokens, state.frames) if _in_rows(entries))
+
+
+def new_correlations(state: InstanceState, before: InstanceState | None) -> list[str]:
+    """The business keys `state` answers to that the row may not hold yet: every one without
+    `before` (the state the row held, `RecentStates`) or with a few frames; with many, those of
+    the frames the transition added (a frame's key never changes): a for-each over a thousand
+    items added a thousand keys again at every transition."""
+    frames = state.frames
+    if before is not None and frames is before.frames:
+        return []
+    if before is not None and isinstance(frames, Frames) and isinstance(before.frames, Frames):
+        _, changed = frames.changes_since(before.frames)
+        return [frame.correlationId for key, frame in changed if key not in before.frames]
+    return sorted(state.correlation_ids())
+
+
+def _all_items(kind: str, entries: object) -> list[Item]:
+    if isinstance(entries, Waits):
+        return [(kind, str(serial), entries.by_serial(serial).model_dump_json()) for serial in sorted(entries.serials())]
+    if isinstance(entries, Tokens):
+        return [(kind, str(token.id), token.model_dump_json()) for token in entries]
+    assert isinstance(entries, Frames)
+    return [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in entries.items()]
 
 
 def item_rows(state: InstanceState, before: InstanceState | None, had_items: bool) -> ItemRows:
     """The rows of `state_items` a transition writes: against `before`, the state the row
-    held (the one this store wrote: `RecentStates`), the waits and tokens it changed; without
-    it, every one (after clearing whatever the row had, `had_items`)."""
+    held (the one this store wrote: `RecentStates`), the waits, tokens and frames it changed;
+    without it, every one (after clearing whatever the row had, `had_items`)."""
     cleared: list[str] = []
-    deleted: list[tuple[str, int]] = []
+    deleted: list[tuple[str, str]] = []
     written: list[Item] = []
     for kind in ITEM_KINDS:
         new = getattr(state, kind)
         old = getattr(before, kind) if before is not None else None
-        new_rows, old_rows = _in_rows(new), _in_rows(old)
         if isinstance(new, Waits) and isinstance(old, Waits) and new.space is old.space:
             now, then = new.serials(), old.serials()
-            deleted += [(kind, serial) for serial in then - now]
-            written += [(kind, serial, new.by_serial(serial).model_dump_json()) for serial in sorted(now - then)]
-            continue
-        if isinstance(new, Tokens) and isinstance(old, Tokens):
+            deleted += [(kind, str(serial)) for serial in then - now]
+            written += [(kind, str(serial), new.by_serial(serial).model_dump_json()) for serial in sorted(now - then)]
+        elif isinstance(new, Tokens) and isinstance(old, Tokens):
             gone, changed = new.changes_since(old)
-            deleted += [(kind, token_id) for token_id in gone]
-            written += [(kind, token.id, token.model_dump_json()) for token in changed]
-            continue
-        if old_rows or (before is None and had_items):
-            cleared.append(kind)
-        if isinstance(new, Waits):
-            written += [(kind, serial, new.by_serial(serial).model_dump_json()) for serial in sorted(new.serials())]
-        elif new_rows:
-            written += [(kind, token.id, token.model_dump_json()) for token in new]
+            deleted += [(kind, str(token_id)) for token_id in gone]
+            written += [(kind, str(token.id), token.model_dump_json()) for token in changed]
+        elif isinstance(new, Frames) and isinstance(old, Frames):
+            gone_frames, changed_frames = new.changes_since(old)
+            deleted += [(kind, key) for key in gone_frames]
+            written += [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in changed_frames]
+        else:
+            if _in_rows(old) or (before is None and had_items):
+                cleared.append(kind)
+            if _in_rows(new):
+                written += _all_items(kind, new)
     return ItemRows(tuple(cleared), deleted, written)
 
 
@@ -422,11 +483,7 @@ def decode_state(
                         f"not a JSON array. {DAMAGED_HINT}"
                     )
                 kept[log].extend(value)
-    listed: dict[str, list[Any]] = {}
-    for kind, _key, item in items:
-        if kind not in ITEM_KINDS:
-            raise DamagedRecord(f"the waits and tokens of instance {workflow_id} in {where} are damaged: a row of kind {kind!r}. {DAMAGED_HINT}")
-        listed.setdefault(str(kind), []).append(read_stored_json(item, f"one of the {kind} of instance {workflow_id} in {where}"))
+    listed = _listed_items(workflow_id, items, where)
     for kind in listed:
         if data.get(kind):
             raise DamagedRecord(
@@ -440,11 +497,36 @@ def decode_state(
         for log, rows in kept.items():
             if rows:
                 data[log] = [*rows, *data.get(log, ())]
-        return InstanceState.model_validate(data)
+        return _item_inputs(InstanceState.model_validate(data))
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
         first = error.errors()[0] if isinstance(error, ValidationError) else None
         why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
+
+
+def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object]], where: str) -> dict[str, Any]:
+    """An instance's rows of `state_items` as its state's JSON holds them: its waits and tokens
+    as lists in the order of their keys (numbers), its frames as an object by id."""
+    by_kind: dict[str, list[tuple[str, Any]]] = {}
+    for kind, key, item in items:
+        if kind not in ITEM_KINDS:
+            raise DamagedRecord(
+                f"the waits, tokens and frames of instance {workflow_id} in {where} are damaged: a row of kind {kind!r}. {DAMAGED_HINT}"
+            )
+        value = read_stored_json(item, f"one of the {kind} of instance {workflow_id} in {where}")
+        by_kind.setdefault(str(kind), []).append((str(key), value))
+    listed: dict[str, Any] = {}
+    for kind, rows in by_kind.items():
+        if kind == "frames":
+            listed[kind] = dict(rows)
+            continue
+        try:
+            listed[kind] = [value for _, value in sorted(rows, key=lambda row: int(row[0]))]
+        except ValueError:
+            raise DamagedRecord(
+                f"the {kind} of instance {workflow_id} in {where} are damaged: a row's key is not a number. {DAMAGED_HINT}"
+            ) from None
+    return listed
 
 
 def decode_for_transition(

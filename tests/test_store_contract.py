@@ -895,8 +895,88 @@ def test_a_damaged_wait_row_is_named_and_changes_nothing(durable: Backend) -> No
     store = durable.open()
     Orchestrator(_wide(20), store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", {})
     store.close()
-    durable.raw(f"UPDATE {durable.table('state_items')} SET item = '{{\"token\": ' WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = 3", ())
+    durable.raw(f"UPDATE {durable.table('state_items')} SET item = '{{\"token\": ' WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = '3'", ())
     with durable.open() as again:
         with pytest.raises(StoreError, match=r"one of the waits of instance wf_1 in .* is not valid JSON"):
             again.load("wf_1")
         assert again.version_of("wf_1") == 1
+
+
+# ---------------------------------------------------------------- a for-each over many items, durable
+
+WIDE_ORDER = """
+process wide-order {
+  correlate by input.orderId
+  input { orderId: string, lines: { sku: string }[] }
+  participant inventory
+  participant payment
+
+  for each line in input.lines in parallel {
+    step reserve {
+      send inventory.reserve { sku: line.sku }
+      await reserved within 1d
+      compensate inventory.release { sku: line.sku } awaiting released within 1d
+    }
+  }
+  step charge {
+    send payment.charge { orderId: input.orderId }
+    await charged within 1d
+    on declined fail "declined"
+  }
+}
+"""
+
+
+def _lines(count: int) -> dict[str, Any]:
+    return {"orderId": "o1", "lines": [{"sku": f"s{i}"} for i in range(count)]}
+
+
+def test_a_for_each_item_frame_is_kept_without_the_input_it_shares(durable: Backend) -> None:
+    # Each item's frame reads the instance's input; kept in every frame, forty lines were kept
+    # forty-one times (a thousand: a 12 MB state). The store keeps it once, and gives it back
+    # to every frame, the same object, when it reads the state.
+    definition = procflow.load_text(WIDE_ORDER)
+    store = durable.open()
+    orchestrator = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    orchestrator.start("wf_1", _lines(40))
+    orchestrator.receive({"type": "reserved", "correlationId": "o1/line/3"})
+    kept = [text for (text,) in durable.raw(f"SELECT item FROM {durable.table('state_items')} WHERE kind = 'frames'", ())]
+    assert len(kept) == 39 and all(json.loads(text)["input"] == {} for text in kept)
+    items, head = _head(durable, "wf_1")
+    assert items == 39 * 3 and head["frames"] == {} and head["input"] == _lines(40)
+    store.close()
+    with durable.open() as again:
+        row = again.get("wf_1")
+        assert row is not None and len(row.state.frames) == 39
+        assert all(frame.input is row.state.input for frame in row.state.frames.values())
+        assert again.find(None, "o1/line/40") == ["wf_1"] and again.find(None, "o1/line/3") == ["wf_1"]
+
+
+@pytest.mark.parametrize("charge", ["charged", "declined"])
+def test_a_wide_for_each_read_anew_at_every_transition_leaves_the_record_of_one_run_in_memory(
+    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path, charge: str
+) -> None:
+    # Twenty items, each transition made by a store object that kept nothing: frames, tokens
+    # and waits read from their rows and written whole again; then declined, every line is
+    # released. The same record as in memory at every step.
+    definition = procflow.load_text(WIDE_ORDER)
+    memory = Orchestrator(definition, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", _lines(20))
+    store = durable.open()
+    Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", _lines(20))
+    replies = [("reserved", f"o1/line/{n}") for n in (7, 1, 20, *range(2, 7), *range(8, 20))] + [(charge, "o1")]
+    while replies or memory.state("wf_1").waits:
+        # (the undos, one by one, each answered under the correlation id it was sent with)
+        reply, correlation = replies.pop(0) if replies else ("released", memory.state("wf_1").waits[0].correlationId)
+        fresh = _without_memory(durable, request, tmp_path)
+        # (addressed by workflow id: the in-memory store routes by the frames an instance has
+        # now, and the items' frames are gone when their undos are answered)
+        message = {"type": reply, "correlationId": correlation, "workflowId": "wf_1"}
+        Orchestrator(definition, store=fresh, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).receive(message)
+        memory.receive(message)
+        fresh.close()
+        kept, expected = store.get("wf_1"), memory.store.get("wf_1")
+        assert kept is not None and expected is not None
+        assert kept.state.to_json() == expected.state.to_json(), (reply, correlation)
+    assert kept.state.status == ("completed" if charge == "charged" else "compensated")
+    assert store.find(None, "o1/line/20") == ["wf_1"]  # a durable store routes an item's key for good

@@ -182,8 +182,8 @@ def test_store_check_reads_the_waits_and_tokens_kept_in_rows_of_their_own(tmp_pa
     code, out, _ = run(capsys, "store", "check", "--store", str(path))
     assert code == 0 and "sound" in out, out
     connection = sqlite3.connect(path)
-    connection.execute("DELETE FROM state_items WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = 7")
-    connection.execute("UPDATE state_items SET item = '{\"id\": \"x\"}' WHERE workflow_id = 'wf_2' AND kind = 'tokens' AND key = 5")
+    connection.execute("DELETE FROM state_items WHERE workflow_id = 'wf_1' AND kind = 'waits' AND key = '7'")
+    connection.execute("UPDATE state_items SET item = '{\"id\": \"x\"}' WHERE workflow_id = 'wf_2' AND kind = 'tokens' AND key = '5'")
     connection.execute("INSERT INTO state_items (workflow_id, kind, key, item) VALUES ('wf_gone', 'waits', 1, '{}')")
     connection.commit()
     connection.close()
