@@ -45,6 +45,9 @@ indexes them, once (the store hands the state it wrote back to the instance's ne
 index included: `stores.RecentStates`), and the store keeps each of them in a row of its own
 from then on (`stores.item_rows`)."""
 
+_UNSET = object()
+"""A result no item has set (a set result may be None)."""
+
 Part = Callable[[Wait], str]
 """What a wait shows in its instance's status (`waiting_for_payment`), worked out when it is parked."""
 
@@ -502,15 +505,41 @@ class Results(_TupleLike[Any]):
     over many: an item's end sets its own in a persistent map, where a tuple would be copied
     whole. Reads and compares like the tuple it stands for; a state writes it as a JSON array."""
 
-    __slots__ = ("_values", "_length")
+    __slots__ = ("_values", "_length", "_base", "_touched")
 
-    def __init__(self, values: Map[int, Any], length: int) -> None:
+    def __init__(self, values: Map[int, Any], length: int, base: Map[int, Any] | None = None, touched: int | None = None) -> None:
         self._values = values
         self._length = length
+        # What `with_result` made these from: the results before and the index it set (a store
+        # writes that one, `changes_since`, instead of comparing every result).
+        self._base = base
+        self._touched = touched
+
+    @classmethod
+    def of(cls, results: Sequence[Any]) -> Results:
+        """The results `results` (a tuple read from a store), indexed."""
+        return cls(Map({index: value for index, value in enumerate(results) if value is not None}), len(results))
 
     def with_result(self, index: int, value: Any) -> Results:
         """These results with `value` at `index`."""
-        return Results(self._values.set(index, value), self._length)
+        return Results(self._values.set(index, value), self._length, self._values, index)
+
+    def set_count(self) -> int:
+        """How many items have ended (have a result)."""
+        return len(self._values)
+
+    def set_results(self) -> list[tuple[int, Any]]:
+        """(index, result) of every item that has ended, in order."""
+        return sorted(self._values.items(), key=lambda pair: pair[0])
+
+    def changes_since(self, before: Results) -> list[tuple[int, Any]]:
+        """(index, result) of the results set since `before` (the same for-each's)."""
+        values, old = self._values, before._values
+        if self._base is old and self._touched is not None:
+            indexes: Iterable[int] = (self._touched,)
+        else:
+            indexes = values.keys()
+        return [(index, values[index]) for index in indexes if index in values and old.get(index, _UNSET) is not values[index]]
 
     def __len__(self) -> int:
         return self._length
@@ -540,9 +569,11 @@ def no_results(count: int) -> Sequence[Any]:
 
 
 def with_result(results: Sequence[Any], index: int, value: Any) -> Sequence[Any]:
-    """`results` with `value` at `index` (a tuple read from a store stays one, see `INDEX_FROM`)."""
+    """`results` with `value` at `index` (many read from a store as a tuple: indexed once, see `INDEX_FROM`)."""
     if isinstance(results, tuple):
-        return (*results[:index], value, *results[index + 1 :])
+        if len(results) < INDEX_FROM:
+            return (*results[:index], value, *results[index + 1 :])
+        results = Results.of(results)
     assert isinstance(results, Results)
     return results.with_result(index, value)
 

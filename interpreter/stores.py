@@ -24,7 +24,7 @@ import json
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.indexed import Frames, Tokens, Waits, earliest_due
+from procflow.interpreter.indexed import Frames, Results, Tokens, Waits, earliest_due
 from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
@@ -47,6 +47,7 @@ from procflow.interpreter.state import (
     EMPTY,
     ROOT,
     TERMINAL,
+    EachRun,
     Frame,
     HistoryEntry,
     InstanceState,
@@ -267,16 +268,28 @@ def encode_state(state: InstanceState) -> str:
     again, and the instance row stays the same size however old the instance is. Its waits,
     tokens and frames, when they are many (indexed), are rows of their own too (`item_rows`),
     and a for-each item's frame is kept without its input (`stored_frame`)."""
-    waits, tokens, frames = state.waits, state.tokens, state.frames
+    waits, tokens, frames, each = state.waits, state.tokens, state.frames, state.each
     if isinstance(frames, dict):
-        if state.each and any(frame.forEach is not None for frame in frames.values()):
+        if each and any(frame.forEach is not None for frame in frames.values()):
             frames = {key: stored_frame(frame) for key, frame in frames.items()}
     else:
         frames = EMPTY
+    if each and any(_run_in_rows(run) for run in each.values()):
+        each = {key: dataclasses.replace(run, items=(), results=()) if _run_in_rows(run) else run for key, run in each.items()}
     return dataclasses.replace(
         state, history=(), completed=(), completedSteps=(),
-        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (), frames=frames,
+        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (), frames=frames, each=each,
     ).model_dump_json()
+
+
+def _run_in_rows(run: EachRun) -> bool:
+    """Whether a for-each run's items and results are kept in rows of their own: when its
+    results are many (indexed)."""
+    return not isinstance(run.results, tuple) and isinstance(run.results, Results)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def stored_frame(frame: Frame) -> Frame:
@@ -312,6 +325,10 @@ ITEM_KINDS = ("frames", "tokens", "waits")
 a wait under its serial (`Waits.space`), a token under its id, a frame under its id (keys
 are text; the numbers are ordered as numbers when read)."""
 
+EACH_KINDS = ("each-items", "each-results")
+"""And of a for-each over many items: its list of items (one row, under the run's key, written
+once) and each item's result (under `<run key>/<index>`, written when the item ends)."""
+
 Item = tuple[str, str, str]
 """A row of `state_items`: (kind, key, the entry's JSON)."""
 
@@ -337,7 +354,10 @@ def _in_rows(entries: object) -> bool:
 
 def item_count(state: InstanceState) -> int:
     """How many rows of `state_items` the state has (the instance row's `items`)."""
-    return sum(len(entries) for entries in (state.waits, state.tokens, state.frames) if _in_rows(entries))
+    count = sum(len(entries) for entries in (state.waits, state.tokens, state.frames) if _in_rows(entries))
+    if state.each:
+        count += sum(1 + run.results.set_count() for run in state.each.values() if isinstance(run.results, Results))
+    return count
 
 
 def new_correlations(state: InstanceState, before: InstanceState | None) -> list[str]:
@@ -390,7 +410,48 @@ def item_rows(state: InstanceState, before: InstanceState | None, had_items: boo
                 cleared.append(kind)
             if _in_rows(new):
                 written += _all_items(kind, new)
+    if before is None:
+        if had_items:
+            cleared += EACH_KINDS
+        for key, run in state.each.items():
+            if _run_in_rows(run):
+                written += _all_each_items(key, run)
+    elif state.each or before.each:
+        _each_rows(state.each, before.each, deleted, written)
     return ItemRows(tuple(cleared), deleted, written)
+
+
+def _all_each_items(key: str, run: EachRun) -> list[Item]:
+    assert isinstance(run.results, Results)
+    return [("each-items", key, _json(list(run.items))), *(("each-results", f"{key}/{i}", _json(v)) for i, v in run.results.set_results())]
+
+
+def _each_rows(runs: Mapping[str, EachRun], before: Mapping[str, EachRun], deleted: list[tuple[str, str]], written: list[Item]) -> None:
+    """The rows of the for-each runs a transition changed, against the runs the row held."""
+    for key, run in runs.items():
+        old = before.get(key)
+        if old is run:
+            continue
+        old_rows = old is not None and _run_in_rows(old)
+        if not _run_in_rows(run):
+            if old is not None and old_rows:
+                deleted += _each_keys(key, old)
+            continue
+        if not old_rows:
+            written += _all_each_items(key, run)
+            continue
+        assert old is not None and isinstance(run.results, Results) and isinstance(old.results, Results)
+        if old.items is not run.items:
+            written.append(("each-items", key, _json(list(run.items))))
+        written += [("each-results", f"{key}/{i}", _json(v)) for i, v in run.results.changes_since(old.results)]
+    for key, old in before.items():
+        if key not in runs and _run_in_rows(old):
+            deleted += _each_keys(key, old)
+
+
+def _each_keys(key: str, run: EachRun) -> list[tuple[str, str]]:
+    assert isinstance(run.results, Results)
+    return [("each-items", key), *(("each-results", f"{key}/{i}") for i, _ in run.results.set_results())]
 
 
 def encode_entries(entries: Sequence[HistoryEntry]) -> list[tuple[int, str]]:
@@ -484,6 +545,7 @@ def decode_state(
                     )
                 kept[log].extend(value)
     listed = _listed_items(workflow_id, items, where)
+    each_items, each_results = listed.pop("each-items", {}), listed.pop("each-results", {})
     for kind in listed:
         if data.get(kind):
             raise DamagedRecord(
@@ -493,6 +555,8 @@ def decode_state(
     try:
         data = migrate_state(data)
         data.update(listed)
+        if each_items or each_results:
+            _each_from_rows(data, each_items, each_results)
         data["history"] = [migrate_history_entry(entry) for entry in history]
         for log, rows in kept.items():
             if rows:
@@ -509,7 +573,7 @@ def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object
     as lists in the order of their keys (numbers), its frames as an object by id."""
     by_kind: dict[str, list[tuple[str, Any]]] = {}
     for kind, key, item in items:
-        if kind not in ITEM_KINDS:
+        if kind not in ITEM_KINDS and kind not in EACH_KINDS:
             raise DamagedRecord(
                 f"the waits, tokens and frames of instance {workflow_id} in {where} are damaged: a row of kind {kind!r}. {DAMAGED_HINT}"
             )
@@ -517,7 +581,7 @@ def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object
         by_kind.setdefault(str(kind), []).append((str(key), value))
     listed: dict[str, Any] = {}
     for kind, rows in by_kind.items():
-        if kind == "frames":
+        if kind in ("frames", *EACH_KINDS):
             listed[kind] = dict(rows)
             continue
         try:
@@ -527,6 +591,25 @@ def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object
                 f"the {kind} of instance {workflow_id} in {where} are damaged: a row's key is not a number. {DAMAGED_HINT}"
             ) from None
     return listed
+
+
+def _each_from_rows(data: dict[str, Any], items: dict[str, Any], results: dict[str, Any]) -> None:
+    """Put the for-each runs' items and results kept in rows back into a state's JSON (a row
+    of no run, or of an item past the end, makes it damaged: `ValueError`)."""
+    runs = data.get("each")
+    if not isinstance(runs, dict):
+        raise ValueError("rows of for-each runs, but the state has none")
+    for key, listed in items.items():
+        run = runs.get(key)
+        if not isinstance(run, dict) or not isinstance(listed, list) or run.get("items") or run.get("results"):
+            raise ValueError(f"the for-each run {key} is kept both in rows and in the state, or not at all")
+        run["items"], run["results"] = listed, [None] * len(listed)
+    for place, value in results.items():
+        key, _, index = place.rpartition("/")
+        run = runs.get(key)
+        if key not in items or not isinstance(run, dict) or not index.isdigit() or int(index) >= len(run["results"]):
+            raise ValueError(f"a result of the for-each run {key} at {index!r}, which it does not have")
+        run["results"][int(index)] = value
 
 
 def decode_for_transition(

@@ -42,7 +42,7 @@ from procflow.interpreter.stores import DurableStore
 from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from order_helpers import ORDER, T0, Clock, yes  # noqa: E402
+from order_helpers import ORDER, ROOT, T0, Clock, yes  # noqa: E402
 
 # ---------------------------------------------------------------- the stores under test
 
@@ -943,7 +943,12 @@ def test_a_for_each_item_frame_is_kept_without_the_input_it_shares(durable: Back
     kept = [text for (text,) in durable.raw(f"SELECT item FROM {durable.table('state_items')} WHERE kind = 'frames'", ())]
     assert len(kept) == 39 and all(json.loads(text)["input"] == {} for text in kept)
     items, head = _head(durable, "wf_1")
-    assert items == 39 * 3 and head["frames"] == {} and head["input"] == _lines(40)
+    # 39 items running (a frame, a token and a wait each), the run's list of items and the
+    # one result so far, each a row of its own; the row's JSON holds the input once.
+    assert _item_rows(durable, "wf_1") == {"frames": 39, "tokens": 39, "waits": 39, "each-items": 1, "each-results": 1}
+    assert items == 119 and head["frames"] == {} and head["input"] == _lines(40)
+    [run] = head["each"].values()
+    assert run["items"] == [] and run["results"] == [] and run["done"] == 1
     store.close()
     with durable.open() as again:
         row = again.get("wf_1")
@@ -980,3 +985,51 @@ def test_a_wide_for_each_read_anew_at_every_transition_leaves_the_record_of_one_
         assert kept.state.to_json() == expected.state.to_json(), (reply, correlation)
     assert kept.state.status == ("completed" if charge == "charged" else "compensated")
     assert store.find(None, "o1/line/20") == ["wf_1"]  # a durable store routes an item's key for good
+
+
+@pytest.mark.parametrize(("last", "at_once"), [("shipment_created", 10), ("shipment_rejected", 10), ("shipment_created", 20)])
+def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_of_one_run_in_memory(
+    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path, last: str, at_once: int
+) -> None:
+    # The sample order of many lines, thirty of them, ten at a time: each reservation's data is
+    # its line's result (kept in a row of its own), items start as others end (their frames and
+    # business keys are added by later transitions), one line is missing (tolerated), then the
+    # shipment is created or refused (every reserved line released). Every fourth transition is
+    # made by a store object that kept nothing, the others by one that keeps its states.
+    # (twenty at a time: more than INDEX_FROM frames, so the frames are rows too, and the
+    # business keys of the items that start later are added by the transitions that start them)
+    text = (ROOT / "processes" / "order_lines.proc").read_text().replace("in parallel at most 10", f"in parallel at most {at_once}")
+    definition = procflow.load_text(text)
+    order = {"orderId": "o9", "amount": 10.0, "lines": [{"sku": f"s{i}", "quantity": 1 + i % 3} for i in range(30)]}
+    memory = Orchestrator(definition, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", order)
+    store = durable.open()
+    keeping = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    keeping.start("wf_1", order)
+    for step in range(200):
+        waits = memory.state("wf_1").waits
+        if not waits:
+            break
+        wait = waits[-1] if step % 3 else waits[0]
+        reply = {
+            "reserve_line": "line_unavailable" if wait.correlationId == "o9/line/13" else "line_reserved",
+            "authorize_payment": "payment_authorized", "create_shipment": last,
+        }.get(wait.step, wait.expects[0])
+        message = {"type": reply, "correlationId": wait.correlationId, "data": {"n": step}}
+        if wait.step != "reserve_line":  # (an item's undo: its frame is gone, and the in-memory store routes by frames)
+            message["workflowId"] = "wf_1"
+        if step % 4:  # (mostly the store that keeps its states: the items that start later are answered by it too)
+            keeping.receive(message)
+        else:
+            fresh = _without_memory(durable, request, tmp_path)
+            Orchestrator(definition, store=fresh, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).receive(message)
+            fresh.close()
+        memory.receive(message)
+        kept, expected = store.get("wf_1"), memory.store.get("wf_1")
+        assert kept is not None and expected is not None
+        assert kept.state.to_json() == expected.state.to_json(), (step, reply)
+    final = memory.state("wf_1")
+    assert final.status == ("completed" if last == "shipment_created" else "compensated"), final.status
+    assert store.find("order-lines", "o9/line/30") == ["wf_1"]
+    if last == "shipment_created":
+        assert final.data["reservations"][0]["reservation"] == {"n": 0} and len(final.data["reservations"]) == 30
