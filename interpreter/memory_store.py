@@ -23,7 +23,7 @@ from procflow.errors import (
     InputError,
     StoreError,
 )
-from procflow.interpreter.indexed import earliest_due
+from procflow.interpreter.indexed import Frames, earliest_due
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.state import InstanceState, instant_epoch
 
@@ -144,6 +144,20 @@ def compile_pinned_definition(pinned: PinnedDefinition, compile_source: CompileS
     return definition
 
 
+def new_correlations(state: InstanceState, before: InstanceState | None) -> list[str]:
+    """The business keys `state` answers to that the row may not hold yet: every one without
+    `before` (the state the row held, `RecentStates`) or with a few frames; with many, those of
+    the frames the transition added (a frame's key never changes): a for-each over a thousand
+    items added a thousand keys again at every transition."""
+    frames = state.frames
+    if before is not None and frames is before.frames:
+        return []
+    if before is not None and isinstance(frames, Frames) and isinstance(before.frames, Frames):
+        _, changed = frames.changes_since(before.frames)
+        return [frame.correlationId for key, frame in changed if key not in before.frames]
+    return sorted(state.correlation_ids())
+
+
 class Store(Protocol):
     """Where instances live. One call of `save` is one atomic transition."""
 
@@ -248,6 +262,11 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self._rows: dict[str, Stored] = {}
+        # Every business key an instance was given (its own, its called processes', its for-each
+        # items'), as a durable store keeps them: an item's undo is answered under the item's key
+        # after its frame is gone.
+        self._keys: dict[str, dict[str, None]] = {}
+        self._started: dict[str, int] = {}  # workflow id -> in which order it started (how `find` orders)
         self._next_due: dict[str, float] = {}  # workflow id -> when it acts by itself next (if ever)
         self._outbox: dict[int, Dispatch] = {}
         # What a worker holds: (kind, key) -> (worker, until, on the monotonic clock).
@@ -265,13 +284,11 @@ class InMemoryStore:
         return self._rows.get(workflow_id)
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
-        """Instances (of `process`) that correlate by `correlation_id` (also in called processes)."""
-        return [
-            wid
-            for wid, row in self._rows.items()
-            if (process is None or row.state.type == process)
-            and correlation_id in row.state.correlation_ids()
-        ]
+        """Instances (of `process`) given the business key `correlation_id` (their own, a called
+        process's, a for-each item's, even after its frame ended), in the order they started."""
+        rows = self._rows
+        found = [wid for wid in self._keys.get(correlation_id, ()) if process is None or rows[wid].state.type == process]
+        return sorted(found, key=self._started.__getitem__) if len(found) > 1 else found
 
     def save(
         self,
@@ -292,7 +309,10 @@ class InMemoryStore:
         if expected_version is not None and (current is None or current.version != expected_version):
             raise ConcurrencyError(f"instance {state.workflowId} changed since version {expected_version}")
         version = (current.version if current else 0) + 1
+        for key in new_correlations(state, current.state if current is not None else None):
+            self._keys.setdefault(key, {})[state.workflowId] = None
         self._rows[state.workflowId] = Stored(state, version)
+        self._started.setdefault(state.workflowId, len(self._started))
         first = earliest_due(state.waits)
         moments = [first] if first is not None else []
         if state.deadlineAt and not state.is_terminal:

@@ -67,6 +67,7 @@ from procflow.interpreter.memory_store import (
     PageCursor,
     PinnedDefinition,
     Stored,
+    new_correlations,
 )
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.postgres_schema import (
@@ -92,7 +93,6 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
-    new_correlations,
     page_query,
     redact,
     timer_of,

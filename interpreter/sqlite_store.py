@@ -65,6 +65,7 @@ from procflow.interpreter.memory_store import (
     PageCursor,
     PinnedDefinition,
     Stored,
+    new_correlations,
 )
 from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.sqlite_schema import (
@@ -99,7 +100,6 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
-    new_correlations,
     page_query,
     read_stored_json,
     timer_of,

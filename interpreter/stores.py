@@ -360,20 +360,6 @@ def item_count(state: InstanceState) -> int:
     return count
 
 
-def new_correlations(state: InstanceState, before: InstanceState | None) -> list[str]:
-    """The business keys `state` answers to that the row may not hold yet: every one without
-    `before` (the state the row held, `RecentStates`) or with a few frames; with many, those of
-    the frames the transition added (a frame's key never changes): a for-each over a thousand
-    items added a thousand keys again at every transition."""
-    frames = state.frames
-    if before is not None and frames is before.frames:
-        return []
-    if before is not None and isinstance(frames, Frames) and isinstance(before.frames, Frames):
-        _, changed = frames.changes_since(before.frames)
-        return [frame.correlationId for key, frame in changed if key not in before.frames]
-    return sorted(state.correlation_ids())
-
-
 def _all_items(kind: str, entries: object) -> list[Item]:
     if isinstance(entries, Waits):
         return [(kind, str(serial), entries.by_serial(serial).model_dump_json()) for serial in sorted(entries.serials())]

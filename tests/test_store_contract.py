@@ -974,9 +974,7 @@ def test_a_wide_for_each_read_anew_at_every_transition_leaves_the_record_of_one_
         # (the undos, one by one, each answered under the correlation id it was sent with)
         reply, correlation = replies.pop(0) if replies else ("released", memory.state("wf_1").waits[0].correlationId)
         fresh = _without_memory(durable, request, tmp_path)
-        # (addressed by workflow id: the in-memory store routes by the frames an instance has
-        # now, and the items' frames are gone when their undos are answered)
-        message = {"type": reply, "correlationId": correlation, "workflowId": "wf_1"}
+        message = {"type": reply, "correlationId": correlation}
         Orchestrator(definition, store=fresh, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).receive(message)
         memory.receive(message)
         fresh.close()
@@ -1016,8 +1014,6 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
             "authorize_payment": "payment_authorized", "create_shipment": last,
         }.get(wait.step, wait.expects[0])
         message = {"type": reply, "correlationId": wait.correlationId, "data": {"n": step}}
-        if wait.step != "reserve_line":  # (an item's undo: its frame is gone, and the in-memory store routes by frames)
-            message["workflowId"] = "wf_1"
         if step % 4:  # (mostly the store that keeps its states: the items that start later are answered by it too)
             keeping.receive(message)
         else:
@@ -1033,3 +1029,22 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
     assert store.find("order-lines", "o9/line/30") == ["wf_1"]
     if last == "shipment_created":
         assert final.data["reservations"][0]["reservation"] == {"n": 0} and len(final.data["reservations"]) == 30
+
+
+def test_an_items_undo_is_routed_by_the_items_key_after_the_for_each_ended(backend: Backend) -> None:
+    # The payment is declined after every line was reserved: each line's release is sent under
+    # the line's own key, and its reply comes back under it, when the items' frames are gone.
+    definition = procflow.load_text(WIDE_ORDER)
+    store = backend.open()
+    orchestrator = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    orchestrator.start("wf_1", _lines(3))
+    orchestrator.start("wf_2", {"orderId": "o2", "lines": [{"sku": "x"}]})
+    for n in (1, 2, 3):
+        orchestrator.receive({"type": "reserved", "correlationId": f"o1/line/{n}"})
+    orchestrator.receive({"type": "declined", "correlationId": "o1"})
+    assert orchestrator.state("wf_1").frames == {}
+    for n in (3, 2, 1):
+        assert store.find(None, f"o1/line/{n}") == ["wf_1"] == store.find("wide-order", f"o1/line/{n}")
+        orchestrator.receive({"type": "released", "correlationId": f"o1/line/{n}"})
+    assert orchestrator.state("wf_1").status == "compensated"
+    assert store.find(None, "o2/line/1") == ["wf_2"] and store.find("another", "o2/line/1") == []
