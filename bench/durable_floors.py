@@ -58,6 +58,9 @@ from procflow.interpreter.sqlite_store import SqliteStore
 from procflow.interpreter.state import TERMINAL
 from procflow.operator_cli import DemoTransport
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from foreach_bench import FOR_EACH  # noqa: E402  (the same process as the in-memory benchmark's)
+
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = ROOT / "processes" / "order_fulfillment.proc"
 NOW = datetime(2026, 3, 23, 16, 0, tzinfo=UTC)
@@ -144,26 +147,6 @@ def per_transition(stores: Stores, kind: str, definition: procflow.ProcessDefini
         close(store)
 
 
-FOR_EACH = """
-process wide-order {
-  correlate by input.orderId
-  input { orderId: string, lines: { sku: string }[] }
-  participant inventory
-  participant payment
-
-  for each line in input.lines in parallel {
-    step reserve {
-      send inventory.reserve { sku: line.sku }
-      await reserved within 1d
-      compensate inventory.release { sku: line.sku } awaiting released within 1d
-    }
-  }
-  step charge {
-    send payment.charge { orderId: input.orderId }
-    await charged within 1d
-  }
-}
-"""
 
 
 def yes(command: Command) -> dict[str, Any]:

@@ -32,3 +32,27 @@ def yes(command: Command) -> dict[str, Any] | None:
         "shipping.create": "shipment_created", "inventory.release": "inventory_released", "payment.void": "payment_voided",
     }
     return {"type": answers[command.commandName]}
+
+
+# A for-each over an order's lines, in parallel, each line reserved and released on its own,
+# then a charge: what the wide-state tests run with many lines.
+FOR_EACH = """
+process lines {
+  correlate by input.orderId
+  input { orderId: string, lines: { sku: string }[] }
+  participant inventory
+  participant payment
+  for each line in input.lines in parallel {
+    step reserve {
+      send inventory.reserve { sku: line.sku }
+      await reserved within 1d
+      compensate inventory.release { sku: line.sku } awaiting released within 1d
+    }
+  }
+  step charge {
+    send payment.charge { orderId: input.orderId }
+    await charged within 1d
+    on declined fail "declined"
+  }
+}
+"""

@@ -28,6 +28,7 @@ from procflow.interpreter.messages import Reply
 from procflow.interpreter.simulate import simulate
 from procflow.interpreter.state import ROOT, Token, Wait, iso_epoch
 
+from .order_helpers import FOR_EACH
 from .test_engine_properties import SAMPLES
 
 NOW = datetime(2026, 3, 23, 16, 0, tzinfo=UTC)
@@ -166,26 +167,6 @@ process wide {
 }
 """
 
-FOR_EACH = """
-process lines {
-  correlate by input.orderId
-  input { orderId: string, lines: { sku: string }[] }
-  participant inventory
-  participant payment
-  for each line in input.lines in parallel {
-    step reserve {
-      send inventory.reserve { sku: line.sku }
-      await reserved within 1d
-      compensate inventory.release { sku: line.sku } awaiting released within 1d
-    }
-  }
-  step charge {
-    send payment.charge { orderId: input.orderId }
-    await charged within 1d
-    on declined fail "declined"
-  }
-}
-"""
 
 
 def _wide_run(branches: int) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from procflow.interpreter.stores import DurableStore
 from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from order_helpers import ORDER, ROOT, T0, Clock, yes  # noqa: E402
+from order_helpers import FOR_EACH, ORDER, ROOT, T0, Clock, yes  # noqa: E402
 
 # ---------------------------------------------------------------- the stores under test
 
@@ -904,27 +904,6 @@ def test_a_damaged_wait_row_is_named_and_changes_nothing(durable: Backend) -> No
 
 # ---------------------------------------------------------------- a for-each over many items, durable
 
-WIDE_ORDER = """
-process wide-order {
-  correlate by input.orderId
-  input { orderId: string, lines: { sku: string }[] }
-  participant inventory
-  participant payment
-
-  for each line in input.lines in parallel {
-    step reserve {
-      send inventory.reserve { sku: line.sku }
-      await reserved within 1d
-      compensate inventory.release { sku: line.sku } awaiting released within 1d
-    }
-  }
-  step charge {
-    send payment.charge { orderId: input.orderId }
-    await charged within 1d
-    on declined fail "declined"
-  }
-}
-"""
 
 
 def _lines(count: int) -> dict[str, Any]:
@@ -935,7 +914,7 @@ def test_a_for_each_item_frame_is_kept_without_the_input_it_shares(durable: Back
     # Each item's frame reads the instance's input; kept in every frame, forty lines were kept
     # forty-one times (a thousand: a 12 MB state). The store keeps it once, and gives it back
     # to every frame, the same object, when it reads the state.
-    definition = procflow.load_text(WIDE_ORDER)
+    definition = procflow.load_text(FOR_EACH)
     store = durable.open()
     orchestrator = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
     orchestrator.start("wf_1", _lines(40))
@@ -964,7 +943,7 @@ def test_a_wide_for_each_read_anew_at_every_transition_leaves_the_record_of_one_
     # Twenty items, each transition made by a store object that kept nothing: frames, tokens
     # and waits read from their rows and written whole again; then declined, every line is
     # released. The same record as in memory at every step.
-    definition = procflow.load_text(WIDE_ORDER)
+    definition = procflow.load_text(FOR_EACH)
     memory = Orchestrator(definition, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
     memory.start("wf_1", _lines(20))
     store = durable.open()
@@ -1034,7 +1013,7 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
 def test_an_items_undo_is_routed_by_the_items_key_after_the_for_each_ended(backend: Backend) -> None:
     # The payment is declined after every line was reserved: each line's release is sent under
     # the line's own key, and its reply comes back under it, when the items' frames are gone.
-    definition = procflow.load_text(WIDE_ORDER)
+    definition = procflow.load_text(FOR_EACH)
     store = backend.open()
     orchestrator = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
     orchestrator.start("wf_1", _lines(3))
@@ -1044,7 +1023,7 @@ def test_an_items_undo_is_routed_by_the_items_key_after_the_for_each_ended(backe
     orchestrator.receive({"type": "declined", "correlationId": "o1"})
     assert orchestrator.state("wf_1").frames == {}
     for n in (3, 2, 1):
-        assert store.find(None, f"o1/line/{n}") == ["wf_1"] == store.find("wide-order", f"o1/line/{n}")
+        assert store.find(None, f"o1/line/{n}") == ["wf_1"] == store.find("lines", f"o1/line/{n}")
         orchestrator.receive({"type": "released", "correlationId": f"o1/line/{n}"})
     assert orchestrator.state("wf_1").status == "compensated"
     assert store.find(None, "o2/line/1") == ["wf_2"] and store.find("another", "o2/line/1") == []
