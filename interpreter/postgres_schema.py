@@ -157,6 +157,9 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
                 PRIMARY KEY (workflow_id, kind, key)
             )""",
             "ALTER TABLE procflow_instances ADD COLUMN items integer NOT NULL DEFAULT 0",
+            # The instance's input, which never changes: written with the row, not at every transition
+            # (NULL in rows written before: their state JSON holds it).
+            "ALTER TABLE procflow_instances ADD COLUMN input text",
         ),
     ),
 )

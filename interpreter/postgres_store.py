@@ -89,6 +89,7 @@ from procflow.interpreter.stores import (
     decode_for_transition,
     decode_state,
     encode_dispatch,
+    encode_input,
     encode_state,
     history_rows,
     item_count,
@@ -254,15 +255,16 @@ class PostgresStore:
         """The whole instance (state with its history, completions and milestones, and
         version), or None: one statement, one snapshot."""
         rows = self._rows(
-            f"SELECT i.state, i.version, {_HISTORY}, {_ITEMS_OF} FROM procflow_instances i "
+            f"SELECT i.state, i.version, {_HISTORY}, {_ITEMS_OF}, i.input FROM procflow_instances i "
             "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id WHERE i.workflow_id = %s GROUP BY i.workflow_id",
             (workflow_id,),
         )
         if not rows:
             return None
-        state, version, entries, completed, steps, items = rows[0]
+        state, version, entries, completed, steps, items, input_text = rows[0]
         return Stored(
-            decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps), items or ()), int(version)
+            decode_state(workflow_id, state, entries or [], self.location, _logs(completed, steps), items or (), input_text),
+            int(version),
         )
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
@@ -274,9 +276,9 @@ class PostgresStore:
         mine = -1 if kept is None else kept
         rows = self._rows(
             "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count, "
-            f"CASE WHEN version = %s OR items = 0 THEN NULL ELSE {_ITEMS_OF} END"
+            f"CASE WHEN version = %s OR items = 0 THEN NULL ELSE {_ITEMS_OF} END, CASE WHEN version = %s THEN NULL ELSE input END"
             + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
-            (mine, mine, workflow_id),
+            (mine, mine, mine, workflow_id),
         )
         if not rows:
             return None
@@ -288,8 +290,10 @@ class PostgresStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # let go of by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
-        logs = [(c, s) for c, s in rows[0][6] or ()] if whole else None
-        return Stored(decode_for_transition(workflow_id, text, counts, self.location, logs, rows[0][5] or ()), int(version))
+        logs = [(c, s) for c, s in rows[0][7] or ()] if whole else None
+        return Stored(
+            decode_for_transition(workflow_id, text, counts, self.location, logs, rows[0][5] or (), rows[0][6]), int(version)
+        )
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -346,21 +350,23 @@ class PostgresStore:
                 version = 1
                 row = connection.execute(
                     "INSERT INTO procflow_instances (workflow_id, process, version, status, fingerprint, history_count, "
-                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, items, state) "
-                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
-                    "RETURNING 0, 0, 0, 0",
-                    (workflow_id, state.type, *row_values),
+                    "completed_count, completed_steps_count, updated, next_action, timeout_at, updated_at, items, state, input) "
+                    "VALUES (%s, %s, 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING "
+                    "RETURNING 0, 0, 0, 0, false",
+                    (workflow_id, state.type, *row_values, encode_input(state)),
                 )
             else:
                 version = expected_version + 1
                 # The CTE reads the row under its lock: a writer that got there first makes it match nothing.
                 row = connection.execute(
-                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count, items FROM procflow_instances "
+                    "WITH before AS (SELECT history_count, completed_count, completed_steps_count, items, input IS NULL AS no_input "
+                    "FROM procflow_instances "
                     "WHERE workflow_id = %s AND version = %s FOR UPDATE) "
                     "UPDATE procflow_instances SET status = %s, fingerprint = %s, history_count = %s, completed_count = %s, "
                     "completed_steps_count = %s, updated = %s, next_action = %s, timeout_at = %s, updated_at = %s, items = %s, "
                     "state = %s, version = %s FROM before WHERE procflow_instances.workflow_id = %s "
-                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count, before.items",
+                    "RETURNING before.history_count, before.completed_count, before.completed_steps_count, before.items, "
+                    "before.no_input",
                     (workflow_id, expected_version, *row_values, version, workflow_id),
                 )
             pipeline.sync()
@@ -373,6 +379,8 @@ class PostgresStore:
                     else f"instance {workflow_id} changed since version {expected_version}"
                 )
             stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
+            if moved[0][4]:  # a row written before the input had a column: its JSON held it until now
+                connection.execute("UPDATE procflow_instances SET input = %s WHERE workflow_id = %s", (encode_input(state), workflow_id))
             self._write_items(connection, workflow_id, item_rows(state, before, bool(moved[0][3])))
             with connection.cursor() as cursor:
                 history = history_rows(state, stored)
@@ -615,14 +623,14 @@ class PostgresStore:
     def instances(self, status: str | None = None) -> list[InstanceState]:
         """Every instance (or those with `status`), in the order they started."""
         rows = self._rows(
-            f"SELECT i.workflow_id, i.state, {_HISTORY}, {_ITEMS_OF} FROM procflow_instances i "
+            f"SELECT i.workflow_id, i.state, {_HISTORY}, {_ITEMS_OF}, i.input FROM procflow_instances i "
             "LEFT JOIN procflow_history h ON h.workflow_id = i.workflow_id "
             "WHERE %s::text IS NULL OR i.status = %s GROUP BY i.workflow_id ORDER BY min(i.started)",
             (status, status),
         )
         return [
-            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps), items or ())
-            for wid, text, entries, completed, steps, items in rows
+            decode_state(str(wid), text, entries or [], self.location, _logs(completed, steps), items or (), input_text)
+            for wid, text, entries, completed, steps, items, input_text in rows
         ]
 
     def pin(self, pinned: PinnedDefinition) -> None:

@@ -168,6 +168,9 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
                 PRIMARY KEY (workflow_id, kind, key)
             ) WITHOUT ROWID""",
             "ALTER TABLE instances ADD COLUMN items INTEGER NOT NULL DEFAULT 0",
+            # The instance's input, which never changes: written with the row, not at every transition
+            # (NULL in rows written before: their state JSON holds it).
+            "ALTER TABLE instances ADD COLUMN input TEXT",
         ),
     ),
 )

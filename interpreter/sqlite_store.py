@@ -96,6 +96,7 @@ from procflow.interpreter.stores import (
     decode_for_transition,
     decode_state,
     encode_dispatch,
+    encode_input,
     encode_state,
     history_rows,
     item_count,
@@ -274,7 +275,7 @@ class SqliteStore:
     def get(self, workflow_id: str) -> Stored | None:
         """The whole instance (state with its history, completions and milestones, and version), or None."""
         with self._read() as connection:
-            row = connection.execute("SELECT state, version, items FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
+            row = connection.execute("SELECT state, version, items, input FROM instances WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
                 return None
             history = connection.execute(
@@ -282,7 +283,7 @@ class SqliteStore:
             ).fetchall()
             items = self._items(connection, workflow_id) if row[2] else []
         return Stored(
-            self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history], items), int(row[1])
+            self._decode(workflow_id, row[0], [e for e, _, _ in history], [(c, s) for _, c, s in history], items, row[3]), int(row[1])
         )
 
     def load(self, workflow_id: str, *, whole: bool = False) -> Stored | None:
@@ -292,10 +293,11 @@ class SqliteStore:
         # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
         query = (
             "SELECT CASE WHEN version = ? THEN NULL ELSE state END, version, history_count, completed_count, "
-            "completed_steps_count, items FROM instances WHERE workflow_id = ?"
+            "completed_steps_count, items, CASE WHEN version = ? THEN NULL ELSE input END FROM instances WHERE workflow_id = ?"
         )
         kept = None if whole else self._recent.version(workflow_id)
-        args = (-1 if kept is None else kept, workflow_id)
+        mine = -1 if kept is None else kept
+        args = (mine, mine, workflow_id)
         logs = None
         items: list[Any] = []
         rows = [] if whole else self._rows(query, args)  # one statement: its own snapshot
@@ -320,7 +322,7 @@ class SqliteStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # (not reached: nothing lets go of it between the two calls)
             return self.load(workflow_id, whole=whole)
-        return Stored(self._decode_for_transition(workflow_id, text, counts, logs, items), int(version))
+        return Stored(self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6]), int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -374,15 +376,17 @@ class SqliteStore:
                 version, stored, had_items = 1, (0, 0, 0), False
                 inserted = connection.execute(
                     "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
-                    "completed_count, completed_steps_count, updated, items, state) "
-                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
-                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, items, state_json),
+                    "completed_count, completed_steps_count, updated, items, input, state) "
+                    "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, items, encode_input(state),
+                     state_json),
                 )
                 if inserted.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} already exists")
             else:
                 row = connection.execute(
-                    "SELECT version, history_count, completed_count, completed_steps_count, items FROM instances WHERE workflow_id = ?",
+                    "SELECT version, history_count, completed_count, completed_steps_count, items, input IS NULL FROM instances "
+                    "WHERE workflow_id = ?",
                     (workflow_id,),
                 ).fetchone()
                 if row is None or int(row[0]) != expected_version:
@@ -396,6 +400,8 @@ class SqliteStore:
                 )
                 if changed.rowcount != 1:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
+                if row[5]:  # a row written before the input had a column: its JSON held it until now
+                    connection.execute("UPDATE instances SET input = ? WHERE workflow_id = ?", (encode_input(state), workflow_id))
             self._write_items(connection, workflow_id, item_rows(state, before, had_items))
             self._insert(
                 connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
@@ -605,7 +611,7 @@ class SqliteStore:
         """Every instance (or those with `status`), in the order they started."""
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
         with self._read() as connection:
-            rows = connection.execute(f"SELECT workflow_id, state, items FROM instances {where} ORDER BY rowid", args).fetchall()
+            rows = connection.execute(f"SELECT workflow_id, state, items, input FROM instances {where} ORDER BY rowid", args).fetchall()
             entries: dict[str, list[str]] = {}
             logs: dict[str, list[LogTexts]] = {}
             for workflow_id, entry, completed, steps in connection.execute(
@@ -613,8 +619,11 @@ class SqliteStore:
             ):
                 entries.setdefault(workflow_id, []).append(entry)
                 logs.setdefault(workflow_id, []).append((completed, steps))
-            items = {wid: self._items(connection, wid) for wid, _, count in rows if count}
-        return [self._decode(wid, text, entries.get(wid, []), logs.get(wid, ()), items.get(wid, ())) for wid, text, _ in rows]
+            items = {wid: self._items(connection, wid) for wid, _, count, _ in rows if count}
+        return [
+            self._decode(wid, text, entries.get(wid, []), logs.get(wid, ()), items.get(wid, ()), input_text)
+            for wid, text, _, input_text in rows
+        ]
 
     def pin(self, pinned: PinnedDefinition) -> None:
         """Keep the text of a definition, once per fingerprint."""
@@ -728,14 +737,16 @@ class SqliteStore:
         return read_stored_json(text, f"{what} in {self.path}")
 
     def _decode(
-        self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = (), items: Iterable[Any] = ()
+        self, workflow_id: str, text: str, entries: Sequence[str], logs: Iterable[LogTexts] = (), items: Iterable[Any] = (),
+        input_text: object = None,
     ) -> InstanceState:
-        return decode_state(workflow_id, text, entries, str(self.path), logs, items)
+        return decode_state(workflow_id, text, entries, str(self.path), logs, items, input_text)
 
     def _decode_for_transition(
-        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None, items: Iterable[Any]
+        self, workflow_id: str, text: str, counts: tuple[int, int, int], logs: Iterable[LogTexts] | None, items: Iterable[Any],
+        input_text: object,
     ) -> InstanceState:
-        return decode_for_transition(workflow_id, text, counts, str(self.path), logs, items)
+        return decode_for_transition(workflow_id, text, counts, str(self.path), logs, items, input_text)
 
 
 _UNBINDABLE = (UnicodeEncodeError, OverflowError, sqlite3.InterfaceError)

@@ -185,7 +185,7 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     `collate`: what makes the database order ids as Python does, for the merge)."""
     where = report.location
     instances = reader.rows(
-        f"SELECT workflow_id, process, status, history_count, completed_count, completed_steps_count, items, state "
+        f"SELECT workflow_id, process, status, history_count, completed_count, completed_steps_count, items, state, input "
         f"FROM {prefix}instances ORDER BY workflow_id{collate}"
     )
     history = reader.rows(
@@ -195,7 +195,7 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
     counted = {"instances": 0, "history entries": 0, "commands": 0, "definitions": 0}
     with_history = _with_history(instances, history, report)
     with_items = _with_history(with_history, state_items, report, "a wait or token row", lambda pair: pair[0][0])
-    for ((workflow_id, process, status, history_count, *log_counts, item_count, text), rows), items in with_items:
+    for ((workflow_id, process, status, history_count, *log_counts, item_count, text, input_text), rows), items in with_items:
         counted["instances"] += 1
         counted["history entries"] += len(rows)
         if len(rows) != int(history_count):
@@ -207,7 +207,7 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
             if held is not None and held != int(count):
                 report.add(f"instance {workflow_id}: its row says {count} `{log}` entries, its history rows hold {held}")
         try:
-            state = decode_state(str(workflow_id), text, entries, where, logs, items)
+            state = decode_state(str(workflow_id), text, entries, where, logs, items, input_text)
         except StoreError as error:
             report.add(f"instance {workflow_id}: {error}")
             continue

@@ -267,7 +267,8 @@ def encode_state(state: InstanceState) -> str:
     and milestones (`history_rows`). A transition writes its new entries, not the whole record
     again, and the instance row stays the same size however old the instance is. Its waits,
     tokens and frames, when they are many (indexed), are rows of their own too (`item_rows`),
-    and a for-each item's frame is kept without its input (`stored_frame`)."""
+    a for-each item's frame is kept without its input (`stored_frame`), and the instance's
+    input is a column of its own, written with the row (`encode_input`)."""
     waits, tokens, frames, each = state.waits, state.tokens, state.frames, state.each
     if isinstance(frames, dict):
         if each and any(frame.forEach is not None for frame in frames.values()):
@@ -277,9 +278,14 @@ def encode_state(state: InstanceState) -> str:
     if each and any(_run_in_rows(run) for run in each.values()):
         each = {key: dataclasses.replace(run, items=(), results=()) if _run_in_rows(run) else run for key, run in each.items()}
     return dataclasses.replace(
-        state, history=(), completed=(), completedSteps=(),
+        state, history=(), completed=(), completedSteps=(), input=EMPTY,
         waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (), frames=frames, each=each,
     ).model_dump_json()
+
+
+def encode_input(state: InstanceState) -> str:
+    """The instance's input as JSON: kept in a column of its own, written once (it never changes)."""
+    return _json(state.input)
 
 
 def _run_in_rows(run: EachRun) -> bool:
@@ -500,15 +506,16 @@ def decode_dispatch(text: object, where: str) -> Dispatch:
 
 def decode_state(
     workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[LogTexts] = (),
-    items: Iterable[tuple[object, object, object]] = (),
+    items: Iterable[tuple[object, object, object]] = (), input_text: object = None,
 ) -> InstanceState:
     """A stored state, its history entries and what its history rows hold of its logs
     (`LogTexts`, in the order of the rows) back as one state, migrated from older state
     schemas; StoreError for a state written by a newer procflow, DamagedRecord (worded, naming
     the instance) when they cannot be read back as the record procflow wrote. A state written
     before its history rows held its logs holds them in its JSON: the rows' come first, then
-    what the JSON holds. `items`: its rows of `state_items` (kind, key, JSON), in key order
-    within a kind: its waits and tokens when they are many."""
+    what the JSON holds. `items`: its rows of `state_items` (kind, key, JSON): its waits, tokens,
+    frames and for-each runs when they are many. `input_text`: the row's input column (None in
+    a row written before it had one: the JSON holds the input)."""
     data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
     if not isinstance(data, dict):
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
@@ -541,6 +548,8 @@ def decode_state(
     try:
         data = migrate_state(data)
         data.update(listed)
+        if input_text is not None:
+            data["input"] = read_stored_json(input_text, f"the input of instance {workflow_id} in {where}")
         if each_items or each_results:
             _each_from_rows(data, each_items, each_results)
         data["history"] = [migrate_history_entry(entry) for entry in history]
@@ -600,7 +609,7 @@ def _each_from_rows(data: dict[str, Any], items: dict[str, Any], results: dict[s
 
 def decode_for_transition(
     workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[LogTexts] | None = None,
-    items: Iterable[tuple[object, object, object]] = (),
+    items: Iterable[tuple[object, object, object]] = (), input_text: object = None,
 ) -> InstanceState:
     """A stored state as its next transition needs it: its history entries, completions and
     milestones stay in the store (`Tail`s that know how many there are; `counts` is the row's
@@ -609,9 +618,9 @@ def decode_for_transition(
     milestones are read whole (for a transition that reads them: `NotLoaded`)."""
     history_count, completed_count, milestone_count = counts
     if logs is not None:
-        state = decode_state(workflow_id, text, (), where, logs, items)
+        state = decode_state(workflow_id, text, (), where, logs, items, input_text)
     else:
-        state = decode_state(workflow_id, text, (), where, items=items)
+        state = decode_state(workflow_id, text, (), where, items=items, input_text=input_text)
         # What the JSON holds (a row written before the logs had rows of their own) follows the
         # stored entries; with none stored, the state holds its whole logs already.
         if completed_count:

@@ -671,8 +671,8 @@ def test_a_store_written_before_the_logs_had_rows_opens_and_finishes_its_instanc
     durable: Backend, order: ProcessDefinition, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Before store schema 6 (SQLite) / 4 (PostgreSQL) an instance row held its completions and
-    # milestones in its state JSON. Such a row is read as it is, and its next transition moves
-    # them to rows of their own.
+    # milestones in its state JSON, and before 7 / 5 its input. Such a row is read as it is, and
+    # its next transition moves them to rows and a column of their own.
     schema = _schema_of(durable)
     memory = InMemoryStore()
     orchestrator = Orchestrator(order, store=memory, clock=Clock(), auto_dispatch=False)
@@ -710,8 +710,10 @@ def test_a_store_written_before_the_logs_had_rows_opens_and_finishes_its_instanc
     assert after is not None and after.state.status == "completed"
     assert after.state.completedSteps == ("inventory_reserved", "payment_authorized", "shipment_created")
     assert [c.step for c in after.state.completed] == ["reserve_inventory", "authorize_payment", "create_shipment"]
-    [(text,)] = durable.raw(f"SELECT state FROM {durable.table('instances')}", ())
+    [(text, kept_input)] = durable.raw(f"SELECT state, input FROM {durable.table('instances')}", ())
     assert json.loads(text)["completedSteps"] == [] and json.loads(text)["completed"] == []
+    # Its input too moved out of the JSON, into the column a row written now has from the start.
+    assert json.loads(text)["input"] == {} and json.loads(kept_input) == {"orderId": "ord_1", "amount": 10.0}
     # All of them kept with the history row of the transition that moved them.
     assert durable.raw(f"SELECT seq, completed_steps FROM {durable.table('history')} WHERE completed_steps IS NOT NULL", ()) == [
         (4, '["inventory_reserved","payment_authorized","shipment_created"]'),
@@ -891,6 +893,18 @@ def test_a_wide_block_read_anew_at_every_transition_leaves_the_record_of_one_run
     assert kept.state.status == "completed"
 
 
+def test_a_damaged_input_column_is_named_and_changes_nothing(durable: Backend, order: ProcessDefinition) -> None:
+    store = durable.open()
+    started(store, order)
+    store.close()
+    durable.raw(f"UPDATE {durable.table('instances')} SET input = '{{\"orderId\": ' WHERE workflow_id = 'wf_1'", ())
+    with durable.open() as again:
+        for read in (again.load, again.get):
+            with pytest.raises(StoreError, match=r"the input of instance wf_1 in .* is not valid JSON"):
+                read("wf_1")
+        assert again.version_of("wf_1") == 1
+
+
 def test_a_damaged_wait_row_is_named_and_changes_nothing(durable: Backend) -> None:
     store = durable.open()
     Orchestrator(_wide(20), store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", {})
@@ -925,7 +939,10 @@ def test_a_for_each_item_frame_is_kept_without_the_input_it_shares(durable: Back
     # 39 items running (a frame, a token and a wait each), the run's list of items and the
     # one result so far, each a row of its own; the row's JSON holds the input once.
     assert _item_rows(durable, "wf_1") == {"frames": 39, "tokens": 39, "waits": 39, "each-items": 1, "each-results": 1}
-    assert items == 119 and head["frames"] == {} and head["input"] == _lines(40)
+    assert items == 119 and head["frames"] == {} and head["input"] == {}
+    # The input itself is kept once, in a column written with the row (it never changes).
+    [(kept_input,)] = durable.raw(f"SELECT input FROM {durable.table('instances')} WHERE workflow_id = 'wf_1'", ())
+    assert json.loads(kept_input) == _lines(40)
     [run] = head["each"].values()
     assert run["items"] == [] and run["results"] == [] and run["done"] == 1
     store.close()
