@@ -271,7 +271,7 @@ def encode_state(state: InstanceState) -> str:
     input is a column of its own, written with the row (`encode_input`)."""
     waits, tokens, frames, each = state.waits, state.tokens, state.frames, state.each
     if isinstance(frames, dict):
-        if each and any(frame.forEach is not None for frame in frames.values()):
+        if frames and any(frame.forEach is not None for frame in frames.values()):
             frames = {key: stored_frame(frame) for key, frame in frames.items()}
     else:
         frames = EMPTY
@@ -309,7 +309,7 @@ def _item_inputs(state: InstanceState) -> InstanceState:
     """The state read back with each for-each item's frame holding its parent frame's input
     again (the very object: shared, as the engine shares it)."""
     frames = state.frames
-    if not state.each or not frames:
+    if not frames:
         return state
 
     def input_of(frame_id: str | None, depth: int = 0) -> dict[str, Any]:
