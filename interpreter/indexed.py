@@ -362,11 +362,19 @@ class Tokens(_TupleLike[Token]):
     """The tokens of a state with many, by id (which is also the order they were made in),
     with the ids of the tokens of each frame but the main one."""
 
-    __slots__ = ("_tokens", "_frames")
+    __slots__ = ("_tokens", "_frames", "_base", "_touched")
 
-    def __init__(self, tokens: Map[int, Token], frames: Map[str, tuple[int, ...]]) -> None:
+    def __init__(
+        self, tokens: Map[int, Token], frames: Map[str, tuple[int, ...]], base: Map[int, Token] | None = None,
+        touched: tuple[int, object] | None = None,
+    ) -> None:
         self._tokens = tokens
         self._frames = frames
+        # The tokens a transition began with (`rebased`) and the ids it added, replaced or
+        # removed since, newest first (a chain: a step costs the same however many came
+        # before): a store writes those (`changes_since`) instead of comparing every token.
+        self._base = base
+        self._touched = touched
 
     @classmethod
     def of(cls, tokens: Iterable[Token]) -> Tokens:
@@ -380,6 +388,13 @@ class Tokens(_TupleLike[Token]):
                 frames.setdefault(token.frame, []).append(token.id)
         return cls(Map(by_id), Map({frame: tuple(sorted(ids)) for frame, ids in frames.items()}))
 
+    def rebased(self) -> Tokens:
+        """These tokens, as a transition begins with them (what it changes is counted from here)."""
+        return Tokens(self._tokens, self._frames, self._tokens, None)
+
+    def _with(self, tokens: Map[int, Token], frames: Map[str, tuple[int, ...]], token_id: int) -> Tokens:
+        return Tokens(tokens, frames, self._base, (token_id, self._touched))
+
     def get(self, token_id: int) -> Token | None:
         """The token `token_id`, or None."""
         return self._tokens.get(token_id)
@@ -387,7 +402,7 @@ class Tokens(_TupleLike[Token]):
     def added(self, token: Token) -> Tokens:
         """These tokens and `token` (a new id)."""
         frames = self._frames if token.frame == ROOT else _grown(self._frames, token.frame, token.id)
-        return Tokens(self._tokens.set(token.id, token), frames)
+        return self._with(self._tokens.set(token.id, token), frames, token.id)
 
     def replaced(self, token: Token) -> Tokens:
         """These tokens with `token` in place of the one with its id (which may have been in another frame)."""
@@ -398,7 +413,7 @@ class Tokens(_TupleLike[Token]):
                 frames = _shrunk(frames, old.frame, token.id)
             if token.frame != ROOT:
                 frames = _grown(frames, token.frame, token.id)
-        return Tokens(self._tokens.set(token.id, token), frames)
+        return self._with(self._tokens.set(token.id, token), frames, token.id)
 
     def removed(self, token_id: int) -> Tokens:
         """These tokens without the one `token_id` (as they are when it is not here)."""
@@ -406,14 +421,31 @@ class Tokens(_TupleLike[Token]):
         if old is None:
             return self
         frames = self._frames if old.frame == ROOT else _shrunk(self._frames, old.frame, token_id)
-        return Tokens(self._tokens.delete(token_id), frames)
+        return self._with(self._tokens.delete(token_id), frames, token_id)
 
     def changes_since(self, before: Tokens) -> tuple[list[int], list[Token]]:
         """What changed from `before` to these tokens: the ids gone, and the tokens new or
-        replaced (compared by identity: a token the engine did not touch is the same object)."""
+        replaced (compared by identity: a token the engine did not touch is the same object).
+        When these began as `before` (`rebased`), only the ids touched since are looked at."""
         tokens, old = self._tokens, before._tokens
-        gone = [token_id for token_id in old.keys() if token_id not in tokens]
-        changed = [token for token_id, token in tokens.items() if old.get(token_id) is not token]
+        if self._base is old:
+            ids: dict[int, None] = {}
+            link = self._touched
+            while link is not None:
+                token_id, link = link  # type: ignore[assignment]
+                ids[token_id] = None
+            keys: Iterable[int] = ids
+        else:
+            keys = itertools.chain(old.keys(), tokens.keys())
+        gone: list[int] = []
+        changed: list[Token] = []
+        for token_id in sorted(set(keys)):
+            token = tokens.get(token_id)
+            if token is None:
+                if token_id in old:
+                    gone.append(token_id)
+            elif old.get(token_id) is not token:
+                changed.append(token)
         return gone, changed
 
     def ids_in(self, frame: str) -> tuple[int, ...]:

@@ -34,6 +34,7 @@ from procflow.interpreter.contracts import schema_text_problem
 from procflow.interpreter.derive import status_part
 from procflow.interpreter.frames import WorkingFrames
 from procflow.interpreter.indexed import (
+    Tokens,
     parked,
     token_of,
     unparked,
@@ -178,6 +179,10 @@ class RunCore:
             self.state = state = new
         else:  # the working copy shares everything with the caller's state
             self.state = shell(state)
+            tokens = state.tokens
+            if not isinstance(tokens, tuple):  # (many: what this transition changes is counted from here)
+                assert isinstance(tokens, Tokens)
+                self.state.tokens = tokens.rebased()
             if state.compensation is not None:
                 self.state.compensation = state.compensation.model_copy()
         # The working frames: the main process's is the working state itself (its `input`,

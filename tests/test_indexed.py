@@ -107,8 +107,11 @@ def test_indexed_waits_read_find_and_order_as_their_tuple(steps: list[tuple[bool
 def test_indexed_tokens_read_and_find_as_their_tuple(steps: list[tuple[str, int, str]]) -> None:
     tokens = Tokens.of(())
     model: dict[int, Token] = {}
+    began, start = tokens, len(steps) // 2  # (what a store writes is counted from a transition's start)
     next_id = 1
-    for action, pick, frame in steps:
+    for position, (action, pick, frame) in enumerate(steps):
+        if position == start:
+            began, tokens = tokens, tokens.rebased()
         if action == "add" or not model:
             token = Token(next_id, "n", frame)
             next_id += 1
@@ -124,6 +127,10 @@ def test_indexed_tokens_read_and_find_as_their_tuple(steps: list[tuple[str, int,
         assert list(tokens) == [model[i] for i in sorted(model)]
         for each in FRAMES[1:]:
             assert sorted(tokens.ids_in(each)) == sorted(i for i, t in model.items() if t.frame == each)
+        # What changed since the transition began, from its record of what it touched, is what
+        # comparing every token says.
+        gone, changed = tokens.changes_since(began)
+        assert (gone, changed) == Tokens(tokens._tokens, tokens._frames).changes_since(began)
         # Built at once (what a transition does with tokens read from a store): the same index.
         at_once = Tokens.of(tuple(tokens))
         assert list(at_once) == list(tokens)
