@@ -155,6 +155,8 @@ def new_correlations(state: InstanceState, before: InstanceState | None) -> list
     if before is not None and isinstance(frames, Frames) and isinstance(before.frames, Frames):
         _, changed = frames.changes_since(before.frames)
         return [frame.correlationId for key, frame in changed if key not in before.frames]
+    if before is not None and isinstance(frames, Frames):  # (many now, a dict before: read from a store)
+        return [frame.correlationId for key, frame in frames.items() if key not in before.frames]
     return sorted(state.correlation_ids())
 
 

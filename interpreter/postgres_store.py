@@ -291,9 +291,11 @@ class PostgresStore:
             self._recent.forget(workflow_id)  # let go of by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
         logs = [(c, s) for c, s in rows[0][7] or ()] if whole else None
-        return Stored(
-            decode_for_transition(workflow_id, text, counts, self.location, logs, rows[0][5] or (), rows[0][6]), int(version)
-        )
+        items = rows[0][5] or ()
+        state = decode_for_transition(workflow_id, text, counts, self.location, logs, items, rows[0][6])
+        if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)
+            self._recent.keep(state, int(version), frozenset(str(item[0]) for item in items))
+        return Stored(state, int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -333,7 +335,7 @@ class PostgresStore:
             state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
             updated, state.nextAction, state.timeoutAt, state.updatedAt, item_count(state), state_json,
         )
-        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
+        before, read_with = self._recent.written(workflow_id, expected_version) or (None, None) if expected_version is not None else (None, None)
         # Pipelined: the statements go out together and their results come back at three
         # points (the instance row moved, the outbox rows written, the commit), not one round
         # trip each: a worker waits for the server three times a transition, not ten.
@@ -381,7 +383,7 @@ class PostgresStore:
             stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
             if moved[0][4]:  # a row written before the input had a column: its JSON held it until now
                 connection.execute("UPDATE procflow_instances SET input = %s WHERE workflow_id = %s", (encode_input(state), workflow_id))
-            self._write_items(connection, workflow_id, item_rows(state, before, bool(moved[0][3])))
+            self._write_items(connection, workflow_id, item_rows(state, before, bool(moved[0][3]), read_with))
             with connection.cursor() as cursor:
                 history = history_rows(state, stored)
                 if len(history) == 1:  # the usual case: one statement, not a batch

@@ -322,7 +322,10 @@ class SqliteStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # (not reached: nothing lets go of it between the two calls)
             return self.load(workflow_id, whole=whole)
-        return Stored(self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6]), int(version))
+        state = self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6])
+        if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)
+            self._recent.keep(state, int(version), frozenset(kind for kind, _, _ in items))
+        return Stored(state, int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
         """Instances (of `process`, or of any) with a frame that correlates by `correlation_id`."""
@@ -359,7 +362,7 @@ class SqliteStore:
         state_json = self._encode(state)
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
         items = item_count(state)
-        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
+        before, read_with = self._recent.written(workflow_id, expected_version) or (None, None) if expected_version is not None else (None, None)
         with self._write() as connection:
             if message_id is not None:
                 # First, as on PostgreSQL: a message id the inbox holds ends the write here.
@@ -402,7 +405,7 @@ class SqliteStore:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
                 if row[5]:  # a row written before the input had a column: its JSON held it until now
                     connection.execute("UPDATE instances SET input = ? WHERE workflow_id = ?", (encode_input(state), workflow_id))
-            self._write_items(connection, workflow_id, item_rows(state, before, had_items))
+            self._write_items(connection, workflow_id, item_rows(state, before, had_items, read_with))
             self._insert(
                 connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
                 [(workflow_id, *row) for row in self._encode_history(state, stored)],

@@ -375,17 +375,29 @@ def _all_items(kind: str, entries: object) -> list[Item]:
     return [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in entries.items()]
 
 
-def item_rows(state: InstanceState, before: InstanceState | None, had_items: bool) -> ItemRows:
+def item_rows(
+    state: InstanceState, before: InstanceState | None, had_items: bool, read_with: frozenset[str] | None = None
+) -> ItemRows:
     """The rows of `state_items` a transition writes: against `before`, the state the row
-    held (the one this store wrote: `RecentStates`), the waits, tokens and frames it changed;
-    without it, every one (after clearing whatever the row had, `had_items`)."""
+    held (`RecentStates`: one this store wrote, or read from the row with the kinds
+    `read_with`), the waits, tokens and frames it changed; without it, every one (after
+    clearing whatever the row had, `had_items`). A state read from the row has its waits as a
+    tuple: those are written whole again (their keys were the serials of an index now gone)."""
     cleared: list[str] = []
     deleted: list[tuple[str, str]] = []
     written: list[Item] = []
     for kind in ITEM_KINDS:
         new = getattr(state, kind)
         old = getattr(before, kind) if before is not None else None
-        if isinstance(new, Waits) and isinstance(old, Waits) and new.space is old.space:
+        old_rows = kind in read_with if read_with is not None else _in_rows(old)
+        if old_rows and isinstance(old, tuple) and isinstance(new, Tokens):
+            old_tokens = {token.id: token for token in old}
+            deleted += [(kind, str(token_id)) for token_id in old_tokens if new.get(token_id) is None]
+            written += [(kind, str(token.id), token.model_dump_json()) for token in new if old_tokens.get(token.id) is not token]
+        elif old_rows and isinstance(old, dict) and isinstance(new, Frames):
+            deleted += [(kind, key) for key in old if key not in new]
+            written += [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in new.items() if old.get(key) is not frame]
+        elif isinstance(new, Waits) and isinstance(old, Waits) and new.space is old.space:
             now, then = new.serials(), old.serials()
             deleted += [(kind, str(serial)) for serial in then - now]
             written += [(kind, str(serial), new.by_serial(serial).model_dump_json()) for serial in sorted(now - then)]
@@ -398,11 +410,11 @@ def item_rows(state: InstanceState, before: InstanceState | None, had_items: boo
             deleted += [(kind, key) for key in gone_frames]
             written += [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in changed_frames]
         else:
-            if _in_rows(old) or (before is None and had_items):
+            if old_rows or (before is None and had_items):
                 cleared.append(kind)
             if _in_rows(new):
                 written += _all_items(kind, new)
-    if before is None:
+    if before is None or read_with is not None:  # (a run read from the row: written whole again)
         if had_items:
             cleared += EACH_KINDS
         for key, run in state.each.items():
@@ -653,7 +665,9 @@ class RecentStates:
 
     def __init__(self, size: int = RECENT_STATES) -> None:
         self.size = size
-        self._states: OrderedDict[str, tuple[int, InstanceState]] = OrderedDict()
+        # workflow id -> (version, state, the kinds of `state_items` the row held when the state
+        # was read from it; None for a state this store wrote, whose types say where it keeps what)
+        self._states: OrderedDict[str, tuple[int, InstanceState, frozenset[str] | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def version(self, workflow_id: str) -> int | None:
@@ -671,23 +685,26 @@ class RecentStates:
                 return None
             self._states.move_to_end(workflow_id)
         state = shell(kept[1])
-        history_count, completed_count, milestone_count = counts
-        state.history = Tail(history_count)
-        state.completed = Tail(completed_count) if completed_count else ()
-        state.completedSteps = Tail(milestone_count) if milestone_count else ()
+        if kept[2] is None:  # (one read from the row is in the shape `load` gives already)
+            history_count, completed_count, milestone_count = counts
+            state.history = Tail(history_count)
+            state.completed = Tail(completed_count) if completed_count else ()
+            state.completedSteps = Tail(milestone_count) if milestone_count else ()
         return state
 
-    def written(self, workflow_id: str, version: int) -> InstanceState | None:
-        """The state kept for `workflow_id` as this store wrote it, when it is `version`'s; else None."""
+    def written(self, workflow_id: str, version: int) -> tuple[InstanceState, frozenset[str] | None] | None:
+        """The state kept for `workflow_id` when it is `version`'s (what the row holds), and the
+        kinds of `state_items` the row held when it was read (None: this store wrote it); else None."""
         kept = self._states.get(workflow_id)
-        return kept[1] if kept is not None and kept[0] == version else None
+        return (kept[1], kept[2]) if kept is not None and kept[0] == version else None
 
-    def keep(self, state: InstanceState, version: int) -> None:
-        """`state` was just committed as `version` of its instance."""
+    def keep(self, state: InstanceState, version: int, read_with: frozenset[str] | None = None) -> None:
+        """`state` is `version` of its instance: just committed by this store, or just read from
+        the row (`read_with`: the kinds of `state_items` the row held)."""
         if self.size <= 0:
             return
         with self._lock:
-            self._states[state.workflowId] = (version, state)
+            self._states[state.workflowId] = (version, state, read_with)
             self._states.move_to_end(state.workflowId)
             while len(self._states) > self.size:
                 self._states.popitem(last=False)
