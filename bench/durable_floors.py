@@ -13,7 +13,9 @@ What is measured, each time with an `Orchestrator` whose in-process participants
 - the cost of a transition inside a 1,000-branch parallel block against a 10-branch one (each
   branch one step; the start sends every command, each reply is a transition), in memory and
   on both stores. Floor: at most 2 times.
-- printed beside them, not an issue 13 floor: the same for a for-each over 1,000 lines in
+- printed beside them, not issue 13 floors: the 1,000-branch block answered by two workers
+  taking turns (each transition after the other's write: the state a worker holds is never
+  the row's, the cold path); and the same for a for-each over 1,000 lines in
   parallel against 10 (each line reserved, then a charge answered), in memory and on both
   stores (issue 16 asked for 2x in memory; its durable figure is for the team to watch).
 - SQLite with `synchronous=FULL`: transitions per second of the order process's happy path
@@ -126,6 +128,28 @@ class Stores:
 def close(store: Store) -> None:
     if isinstance(store, SqliteStore | PostgresStore):
         store.close()
+
+
+def taking_turns(stores: Stores, kind: str, definition: procflow.ProcessDefinition, branches: int) -> float:
+    """Milliseconds per reply of one instance of the parallel block answered by two store
+    objects on one store taking turns (two workers): every transition follows the other's
+    write, so neither holds the state it is asked to change."""
+    first = stores.open(kind)
+    assert isinstance(first, SqliteStore | PostgresStore)
+    second: Store = SqliteStore(first.path, "NORMAL") if isinstance(first, SqliteStore) else PostgresStore(first.url)
+    try:
+        one, two = (
+            Orchestrator(definition, store=store, clock=lambda: NOW, auto_dispatch=False, worker_id=f"turns-{i}")
+            for i, store in enumerate((first, second))
+        )
+        one.start("wf_turns", {})
+        began = time.perf_counter()
+        for i in range(branches):
+            (one if i % 2 else two).receive({"type": f"done_{i}", "correlationId": "wf_turns"})
+        return 1000 * (time.perf_counter() - began) / branches
+    finally:
+        close(first)
+        close(second)
 
 
 def per_transition(stores: Stores, kind: str, definition: procflow.ProcessDefinition, instances: int, transitions: int) -> float:
@@ -286,6 +310,11 @@ def main(quick: bool = False) -> int:
             b = min(per_transition(stores, kind, wide, 1, big + 1) for _ in range(rounds))
             print(f"  {kind:<15} {small:>5} branches {a:8.3f}   {big:>5} branches {b:8.3f}   ratio {b / a:5.2f}")
             floors.add(f"{kind}: in a {big}-branch block vs {small}-branch", b / a, 2.0, False, "{}x", "at most 2x")
+        print(f"\nms per reply of a {big:,}-branch block against a {small}-branch one, two workers taking turns (printed, not a floor):")
+        for kind in ("sqlite NORMAL", "postgresql"):
+            a = min(taking_turns(stores, kind, narrow, small) for _ in range(3))
+            b = taking_turns(stores, kind, wide, big)
+            print(f"  {kind:<15} {small:>5} branches {a:8.3f}   {big:>5} branches {b:8.3f}   ratio {b / a:5.2f}")
         print(f"\nms per transition of a for-each over {big:,} lines against {small} (printed, not an issue 13 floor):")
         for_each = procflow.load_text(FOR_EACH)
         for kind in ("in-memory", "sqlite NORMAL", "postgresql"):
