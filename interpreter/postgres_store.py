@@ -272,7 +272,7 @@ class PostgresStore:
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         kept = None if whole else self._recent.version(workflow_id)
-        # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
+        # The state's JSON only when the state this store holds (`RecentStates`) is not the row's version.
         mine = -1 if kept is None else kept
         rows = self._rows(
             "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count, "
@@ -288,7 +288,7 @@ class PostgresStore:
             state = self._recent.state(workflow_id, int(version), counts)
             if state is not None:
                 return Stored(state, int(version))
-            self._recent.forget(workflow_id)  # let go of by another thread meanwhile: read the row's JSON
+            self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
         logs = [(c, s) for c, s in rows[0][7] or ()] if whole else None
         items = rows[0][5] or ()
@@ -335,7 +335,9 @@ class PostgresStore:
             state.status, state.definition.fingerprint, len(state.history), len(state.completed), len(state.completedSteps),
             updated, state.nextAction, state.timeoutAt, state.updatedAt, item_count(state), state_json,
         )
-        before, read_with = self._recent.written(workflow_id, expected_version) or (None, None) if expected_version is not None else (None, None)
+        # The state the row holds, when this store has it: a transition writes what changed since.
+        held = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
+        before, read_with = held if held is not None else (None, None)
         # Pipelined: the statements go out together and their results come back at three
         # points (the instance row moved, the outbox rows written, the commit), not one round
         # trip each: a worker waits for the server three times a transition, not ten.

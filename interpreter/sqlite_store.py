@@ -290,7 +290,7 @@ class SqliteStore:
         """The instance as a transition needs it, or None: without reading its history,
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
-        # The state's JSON only when the state this store wrote last is not the row's (`RecentStates`).
+        # The state's JSON only when the state this store holds (`RecentStates`) is not the row's version.
         query = (
             "SELECT CASE WHEN version = ? THEN NULL ELSE state END, version, history_count, completed_count, "
             "completed_steps_count, items, CASE WHEN version = ? THEN NULL ELSE input END FROM instances WHERE workflow_id = ?"
@@ -320,7 +320,7 @@ class SqliteStore:
             state = self._recent.state(workflow_id, int(version), counts)
             if state is not None:
                 return Stored(state, int(version))
-            self._recent.forget(workflow_id)  # (not reached: nothing lets go of it between the two calls)
+            self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
         state = self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6])
         if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)
@@ -361,8 +361,10 @@ class SqliteStore:
         # Encoded before the write lock is taken, so the lock is held for SQL only.
         state_json = self._encode(state)
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
-        items = item_count(state)
-        before, read_with = self._recent.written(workflow_id, expected_version) or (None, None) if expected_version is not None else (None, None)
+        item_total = item_count(state)
+        # The state the row holds, when this store has it: a transition writes what changed since.
+        held = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
+        before, read_with = held if held is not None else (None, None)
         with self._write() as connection:
             if message_id is not None:
                 # First, as on PostgreSQL: a message id the inbox holds ends the write here.
@@ -381,7 +383,7 @@ class SqliteStore:
                     "INSERT INTO instances (workflow_id, process, fingerprint, status, version, history_count, "
                     "completed_count, completed_steps_count, updated, items, input, state) "
                     "VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
-                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, items, encode_input(state),
+                    (workflow_id, state.type, state.definition.fingerprint, state.status, *counts, updated, item_total, encode_input(state),
                      state_json),
                 )
                 if inserted.rowcount != 1:
@@ -398,7 +400,7 @@ class SqliteStore:
                 changed = connection.execute(
                     "UPDATE instances SET status = ?, fingerprint = ?, version = ?, history_count = ?, completed_count = ?, "
                     "completed_steps_count = ?, updated = ?, items = ?, state = ? WHERE workflow_id = ? AND version = ?",
-                    (state.status, state.definition.fingerprint, version, *counts, updated, items, state_json,
+                    (state.status, state.definition.fingerprint, version, *counts, updated, item_total, state_json,
                      workflow_id, expected_version),
                 )
                 if changed.rowcount != 1:

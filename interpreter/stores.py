@@ -648,7 +648,7 @@ RECENT_STATES = 64
 
 
 class RecentStates:
-    """The states this store object last wrote, by instance, each with the version it wrote.
+    """The states this store object last wrote or read, by instance, each with its version.
 
     A worker mostly works on the instances it worked on last: a reply answers the command its
     own transition sent. When the row's version is still the one written here, the next
