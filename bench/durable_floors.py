@@ -13,11 +13,13 @@ What is measured, each time with an `Orchestrator` whose in-process participants
 - the cost of a transition inside a 1,000-branch parallel block against a 10-branch one (each
   branch one step; the start sends every command, each reply is a transition), in memory and
   on both stores. Floor: at most 2 times.
-- printed beside them, not issue 13 floors: the 1,000-branch block answered by two workers
-  taking turns (each transition after the other's write: the state a worker holds is never
-  the row's, the cold path); and the same for a for-each over 1,000 lines in
-  parallel against 10 (each line reserved, then a charge answered), in memory and on both
-  stores (issue 16 asked for 2x in memory; its durable figure is for the team to watch).
+- the same block answered by two workers taking turns, on both stores: each transition
+  follows the other's write, so the state a worker holds is a version behind the row's and
+  is brought up to it from the log of what changed (`stores.caught_up`). Floor: at most 2
+  times, as for one worker (issue 13 asks for many workers and a flat cost).
+- printed beside them, not an issue 13 floor: a for-each over 1,000 lines in parallel against
+  10 (each line reserved, then a charge answered), in memory and on both stores (issue 16
+  asked for 2x in memory; its durable figure is for the team to watch).
 - SQLite with `synchronous=FULL`: transitions per second of the order process's happy path
   against a raw loop of one-row `INSERT` + `COMMIT` (WAL, FULL) on the same disk, in the same
   run. Floor: at least 70%.
@@ -133,7 +135,8 @@ def close(store: Store) -> None:
 def taking_turns(stores: Stores, kind: str, definition: procflow.ProcessDefinition, branches: int) -> float:
     """Milliseconds per reply of one instance of the parallel block answered by two store
     objects on one store taking turns (two workers): every transition follows the other's
-    write, so neither holds the state it is asked to change."""
+    write, so each holds the state a version behind the row's (its own last write) and brings
+    it up to the row from the log of what changed."""
     first = stores.open(kind)
     assert isinstance(first, SqliteStore | PostgresStore)
     second: Store = SqliteStore(first.path, "NORMAL") if isinstance(first, SqliteStore) else PostgresStore(first.url)
@@ -310,11 +313,13 @@ def main(quick: bool = False) -> int:
             b = min(per_transition(stores, kind, wide, 1, big + 1) for _ in range(rounds))
             print(f"  {kind:<15} {small:>5} branches {a:8.3f}   {big:>5} branches {b:8.3f}   ratio {b / a:5.2f}")
             floors.add(f"{kind}: in a {big}-branch block vs {small}-branch", b / a, 2.0, False, "{}x", "at most 2x")
-        print(f"\nms per reply of a {big:,}-branch block against a {small}-branch one, two workers taking turns (printed, not a floor):")
+        print(f"\nms per reply of a {big:,}-branch block against a {small}-branch one, two workers taking turns:")
         for kind in ("sqlite NORMAL", "postgresql"):
-            a = min(taking_turns(stores, kind, narrow, small) for _ in range(3))
-            b = taking_turns(stores, kind, wide, big)
+            rounds = 3 if not quick else 2
+            a = min(taking_turns(stores, kind, narrow, small) for _ in range(rounds))
+            b = min(taking_turns(stores, kind, wide, big) for _ in range(rounds))
             print(f"  {kind:<15} {small:>5} branches {a:8.3f}   {big:>5} branches {b:8.3f}   ratio {b / a:5.2f}")
+            floors.add(f"{kind}: two workers taking turns, {big}-branch block vs {small}", b / a, 2.0, False, "{}x", "at most 2x")
         print(f"\nms per transition of a for-each over {big:,} lines against {small} (printed, not an issue 13 floor):")
         for_each = procflow.load_text(FOR_EACH)
         for kind in ("in-memory", "sqlite NORMAL", "postgresql"):

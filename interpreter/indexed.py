@@ -209,7 +209,14 @@ class Waits(_TupleLike[Wait]):
     def of(cls, waits: Iterable[Wait], part: Part) -> Waits:
         """The waits `waits`, in order, indexed: what parking them one by one gives, built at
         once (a durable store hands the engine a state's waits as a tuple, read anew for every
-        transition, and the index is built from it whenever a transition parks a wait)."""
+        transition, and the index is built from it whenever a transition parks a wait). Waits
+        a store read from rows of their own (`StoredWaits`) keep the serials they were kept
+        under, and their space: the store then writes only what a transition changed."""
+        numbered: Iterable[tuple[int, Wait]]
+        if isinstance(waits, StoredWaits):
+            numbered, space = zip(waits.serials, waits, strict=True), waits.space
+        else:
+            numbered, space = enumerate(waits), None
         entries: dict[int, tuple[Wait, str]] = {}
         places: dict[tuple[int, str, str], tuple[int, ...]] = {}
         messages: dict[tuple[str, str], tuple[int, ...]] = {}
@@ -217,7 +224,7 @@ class Waits(_TupleLike[Wait]):
         due: dict[float, list[int]] = {}
         steps: dict[str, list[int]] = {}
         parts: dict[str, list[int]] = {}
-        for serial, wait in enumerate(waits):
+        for serial, wait in numbered:
             shown = part(wait)
             entries[serial] = (wait, shown)
             place = (wait.token, wait.frame, wait.node)
@@ -233,10 +240,12 @@ class Waits(_TupleLike[Wait]):
             steps.setdefault(wait.step, []).append(serial)
             parts.setdefault(shown, []).append(serial)
         out = cls()
+        if space is not None:
+            out.space = space
         if not entries:
             return out
         out._waits, out._places, out._messages, out._frames = Map(entries), Map(places), Map(messages), Map(frames)
-        out._next, out._head = len(entries), 0
+        out._next, out._head = max(entries) + 1, min(entries)
         out._times = tuple(sorted(due))
         out._due = Map({at: _Queue(Map(dict.fromkeys(serials)), serials[0]) for at, serials in due.items()})
         out._steps, out._parts = _Tally.of(steps), _Tally.of(parts)
@@ -257,10 +266,17 @@ class Waits(_TupleLike[Wait]):
         """The wait of serial `serial`."""
         return self._waits[serial][0]
 
+    def shown(self, serial: int) -> str:
+        """What the wait of serial `serial` shows in the instance's status."""
+        return self._waits[serial][1]
+
     def parked(self, wait: Wait, part: str) -> Waits:
         """These waits and `wait` after them; `part` is what it shows in the status."""
+        return self._parked(wait, part, self._next)
+
+    def _parked(self, wait: Wait, part: str, serial: int) -> Waits:
+        # (`serial` is above every serial here: the index's order is the order of its serials)
         out = self._copy()
-        serial = out._next
         out._next = serial + 1
         if not self._waits:
             out._head = serial
@@ -288,9 +304,11 @@ class Waits(_TupleLike[Wait]):
         """These waits without `wait` (this very object); as they are when it is not here."""
         place = (wait.token, wait.frame, wait.node)
         serial = next((s for s in self._places.get(place, ()) if self._waits[s][0] is wait), None)
-        if serial is None:
-            return self
-        part = self._waits[serial][1]
+        return self if serial is None else self._unparked(serial)
+
+    def _unparked(self, serial: int) -> Waits:
+        wait, part = self._waits[serial]
+        place = (wait.token, wait.frame, wait.node)
         out = self._copy()
         out._waits = waits = self._waits.delete(serial)
         if waits and serial == self._head:
@@ -313,6 +331,22 @@ class Waits(_TupleLike[Wait]):
                 out._due = self._due.set(due, queue)
         out._steps = self._steps.removed(wait.step)
         out._parts = self._parts.removed(part)
+        return out
+
+    def caught_up(self, removed: Iterable[int], added: Iterable[tuple[int, Wait, str]]) -> Waits:
+        """These waits as another writer left them: without the serials `removed`, with the
+        waits `added` (serial, wait, what it shows), in the space of these (a durable store
+        brings the state it holds up to the row's version: `stores.caught_up`). Each serial
+        added is above every serial kept: serials only grow along an instance's versions,
+        whoever parks the wait (`StoredWaits`)."""
+        out = self
+        for serial in removed:
+            if serial in out._waits:
+                out = out._unparked(serial)
+        for serial, wait, part in sorted(added, key=lambda entry: entry[0]):
+            if serial in out._waits:
+                raise ValueError(f"wait serial {serial} is kept already")
+            out = out._parked(wait, part, serial)
         return out
 
     # ---------------------------------------------------------------- what the engine asks
@@ -356,6 +390,31 @@ class Waits(_TupleLike[Wait]):
     def __iter__(self) -> Iterator[Wait]:
         waits = self._waits
         return (waits[serial][0] for serial in sorted(waits.keys()))
+
+
+class StoredWaits(tuple[Wait, ...]):
+    """Many waits as a durable store reads them back from rows of their own, in order: a tuple
+    (the engine reads it as one) that knows the serial each was kept under (ascending) and
+    shares their space. The index a transition builds from it (`Waits.of`) keeps both, so the
+    store writes only the waits that transition changed, whoever wrote the rows before; left
+    as they were read, they stay in their rows."""
+
+    serials: tuple[int, ...]
+    space: object
+
+    def __new__(cls, waits: Iterable[Wait], serials: Iterable[int]) -> StoredWaits:
+        out = super().__new__(cls, waits)
+        out.serials = tuple(serials)
+        out.space = object()
+        return out
+
+
+class StoredTokens(tuple[Token, ...]):
+    """Many tokens as a durable store reads them back from rows of their own (see `StoredWaits`)."""
+
+
+class StoredFrames(dict[str, Frame]):
+    """Many frames as a durable store reads them back from rows of their own (see `StoredWaits`)."""
 
 
 class Tokens(_TupleLike[Token]):

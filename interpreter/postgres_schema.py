@@ -162,6 +162,24 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "ALTER TABLE procflow_instances ADD COLUMN input text",
         ),
     ),
+    (
+        # Many workers on one wide instance: each transition logs the keys of the rows of
+        # `procflow_state_items` it wrote or removed (`procflow_item_changes`, the last `CHANGES_KEPT` versions of
+        # each instance), so a worker that holds an older version of the state reads only what
+        # changed since, instead of every row (`stores.caught_up`). A wait's row also keeps what
+        # the wait shows in the status (`shown`), which a worker needs to index it.
+        6,
+        (
+            """CREATE TABLE procflow_item_changes (
+                workflow_id text NOT NULL,
+                version integer NOT NULL,
+                kind text NOT NULL,
+                key text NOT NULL,
+                PRIMARY KEY (workflow_id, version, kind, key)
+            )""",
+            "ALTER TABLE procflow_state_items ADD COLUMN shown text",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

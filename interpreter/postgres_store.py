@@ -78,6 +78,7 @@ from procflow.interpreter.postgres_schema import (
 )
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
+    CHANGES_KEPT,
     RECENT_STATES,
     InstanceSummary,
     ItemRows,
@@ -85,6 +86,9 @@ from procflow.interpreter.stores import (
     OutboxEntry,
     RecentStates,
     StoreGauges,
+    catch_up_from,
+    caught_up,
+    changes_trimmed,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -94,6 +98,7 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
+    logged_changes,
     page_query,
     redact,
     timer_of,
@@ -272,13 +277,17 @@ class PostgresStore:
         completions and milestones (`Tail`s of as many entries as the row counts); `whole`
         reads the completions and milestones too (a transition that read them: `NotLoaded`)."""
         kept = None if whole else self._recent.version(workflow_id)
-        # The state's JSON only when the state this store holds (`RecentStates`) is not the row's version.
-        mine = -1 if kept is None else kept
+        # The state's JSON only when the state this store holds (`RecentStates`) is not the row's
+        # version; its rows of `state_items` only when that state cannot be brought up to the
+        # row's from the log (`caught_up`), and then what the log says changed instead.
+        mine, newest = (-1, -1) if kept is None else (kept, kept + CHANGES_KEPT)
+        catch_up = "version > %s AND version <= %s"
         rows = self._rows(
             "SELECT CASE WHEN version = %s THEN NULL ELSE state END, version, history_count, completed_count, completed_steps_count, "
-            f"CASE WHEN version = %s OR items = 0 THEN NULL ELSE {_ITEMS_OF} END, CASE WHEN version = %s THEN NULL ELSE input END"
+            f"CASE WHEN version = %s OR items = 0 OR ({catch_up}) THEN NULL ELSE {_ITEMS_OF} END, "
+            f"CASE WHEN version = %s THEN NULL ELSE input END, items, CASE WHEN items > 0 AND {catch_up} THEN {_CHANGES_OF} END"
             + (f", {_LOGS_OF}" if whole else "") + " FROM procflow_instances i WHERE workflow_id = %s",
-            (mine, mine, mine, workflow_id),
+            (mine, mine, mine, newest, mine, mine, newest, mine, workflow_id),
         )
         if not rows:
             return None
@@ -290,11 +299,22 @@ class PostgresStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
-        logs = [(c, s) for c, s in rows[0][7] or ()] if whole else None
+        if rows[0][7] and catch_up_from(kept, int(version)):
+            held = self._recent.held(workflow_id)
+            state_now = None if held is None or held[0] != kept else caught_up(
+                held[1], workflow_id, text, counts, int(rows[0][7]), int(version), held[0],
+                [(int(v), k, key, item, shown) for v, k, key, item, shown in rows[0][8] or ()], self.location,
+            )
+            if state_now is None:  # (the log cannot say it all: read every row)
+                self._recent.forget(workflow_id)
+                return self.load(workflow_id, whole=whole)
+            self._recent.keep(state_now, int(version), read=True)
+            return Stored(state_now, int(version))
+        logs = [(c, s) for c, s in rows[0][9] or ()] if whole else None
         items = rows[0][5] or ()
         state = decode_for_transition(workflow_id, text, counts, self.location, logs, items, rows[0][6])
         if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)
-            self._recent.keep(state, int(version), frozenset(str(item[0]) for item in items))
+            self._recent.keep(state, int(version), read=True)
         return Stored(state, int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
@@ -336,8 +356,7 @@ class PostgresStore:
             updated, state.nextAction, state.timeoutAt, state.updatedAt, item_count(state), state_json,
         )
         # The state the row holds, when this store has it: a transition writes what changed since.
-        held = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
-        before, read_with = held if held is not None else (None, None)
+        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
         # Pipelined: the statements go out together and their results come back at three
         # points (the instance row moved, the outbox rows written, the commit), not one round
         # trip each: a worker waits for the server three times a transition, not ten.
@@ -385,7 +404,8 @@ class PostgresStore:
             stored = (int(moved[0][0]), int(moved[0][1]), int(moved[0][2]))
             if moved[0][4]:  # a row written before the input had a column: its JSON held it until now
                 connection.execute("UPDATE procflow_instances SET input = %s WHERE workflow_id = %s", (encode_input(state), workflow_id))
-            self._write_items(connection, workflow_id, item_rows(state, before, bool(moved[0][3]), read_with))
+            rows = item_rows(state, before, bool(moved[0][3]))
+            self._write_items(connection, workflow_id, version, rows, bool(moved[0][3]) or item_count(state) > 0)
             with connection.cursor() as cursor:
                 history = history_rows(state, stored)
                 if len(history) == 1:  # the usual case: one statement, not a batch
@@ -423,8 +443,18 @@ class PostgresStore:
         return version
 
     @staticmethod
-    def _write_items(connection: Connection, workflow_id: str, rows: ItemRows) -> None:
-        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`)."""
+    def _write_items(connection: Connection, workflow_id: str, version: int, rows: ItemRows, wide: bool) -> None:
+        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`),
+        and, for a `wide` instance (rows before or after), which ones in the log (`logged_changes`)."""
+        if wide:
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO procflow_item_changes (workflow_id, version, kind, key) VALUES (%s, %s, %s, %s)",
+                    [(workflow_id, *change) for change in logged_changes(rows, version)],
+                )
+        trimmed = changes_trimmed(version)
+        if trimmed is not None:
+            connection.execute("DELETE FROM procflow_item_changes WHERE workflow_id = %s AND version <= %s", (workflow_id, trimmed))
         if rows.empty:
             return
         with connection.cursor() as cursor:
@@ -437,8 +467,8 @@ class PostgresStore:
                 )
             if rows.written:
                 cursor.executemany(
-                    "INSERT INTO procflow_state_items (workflow_id, kind, key, item) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item",
+                    "INSERT INTO procflow_state_items (workflow_id, kind, key, item, shown) VALUES (%s, %s, %s, %s, %s) "
+                    "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item, shown = excluded.shown",
                     [(workflow_id, *item) for item in rows.written],
                 )
 
@@ -739,6 +769,15 @@ _ITEMS_OF = (
 )
 """A subquery (of an instance row `i`): its rows of `procflow_state_items` (its waits and tokens
 when they are many), in order, as (kind, key, item) triples."""
+
+_CHANGES_OF = (
+    "(SELECT array_agg(ARRAY[c.version::text, c.kind, c.key, s.item, s.shown]) FROM procflow_item_changes c "
+    "LEFT JOIN procflow_state_items s ON s.workflow_id = c.workflow_id AND s.kind = c.kind AND s.key = c.key "
+    "WHERE c.workflow_id = i.workflow_id AND c.version > %s)"
+)
+"""A subquery (of an instance row `i`): the rows of `procflow_state_items` its transitions since
+a version wrote or removed, by the log (`stores.logged_changes`), as (version, kind, key, item
+now or NULL, shown), one per logged change."""
 
 _LOGS_OF = (
     "(SELECT array_agg(ARRAY[h.completed, h.completed_steps] ORDER BY h.seq) FROM procflow_history h "

@@ -173,6 +173,24 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
             "ALTER TABLE instances ADD COLUMN input TEXT",
         ),
     ),
+    (
+        # Many workers on one wide instance: each transition logs the keys of the rows of
+        # `state_items` it wrote or removed (`item_changes`, the last `CHANGES_KEPT` versions of
+        # each instance), so a worker that holds an older version of the state reads only what
+        # changed since, instead of every row (`stores.caught_up`). A wait's row also keeps what
+        # the wait shows in the status (`shown`), which a worker needs to index it.
+        8,
+        (
+            """CREATE TABLE item_changes (
+                workflow_id TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                key TEXT NOT NULL,
+                PRIMARY KEY (workflow_id, version, kind, key)
+            ) WITHOUT ROWID""",
+            "ALTER TABLE state_items ADD COLUMN shown TEXT",
+        ),
+    ),
 )
 """Schema changes in order: (version, steps). A step is SQL, or a function of the connection
 for a backfill (it changes rows only: tables are made by SQL steps). Append a new version;

@@ -92,6 +92,9 @@ from procflow.interpreter.stores import (
     OutboxEntry,
     RecentStates,
     StoreGauges,
+    catch_up_from,
+    caught_up,
+    changes_trimmed,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -101,6 +104,7 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
+    logged_changes,
     page_query,
     read_stored_json,
     timer_of,
@@ -300,6 +304,7 @@ class SqliteStore:
         args = (mine, mine, workflow_id)
         logs = None
         items: list[Any] = []
+        changes: list[Any] | None = None
         rows = [] if whole else self._rows(query, args)  # one statement: its own snapshot
         if whole or (rows and rows[0][0] is not None and rows[0][5]):
             with self._read() as connection:  # one snapshot for all
@@ -311,7 +316,15 @@ class SqliteStore:
                         (workflow_id,),
                     ).fetchall()
                 if rows and rows[0][0] is not None and rows[0][5]:
-                    items = self._items(connection, workflow_id)
+                    if catch_up_from(kept, int(rows[0][1])):  # what changed since the state held here
+                        changes = connection.execute(
+                            "SELECT c.version, c.kind, c.key, s.item, s.shown FROM item_changes c LEFT JOIN state_items s "
+                            "ON s.workflow_id = c.workflow_id AND s.kind = c.kind AND s.key = c.key "
+                            "WHERE c.workflow_id = ? AND c.version > ?",
+                            (workflow_id, kept),
+                        ).fetchall()
+                    else:
+                        items = self._items(connection, workflow_id)
         if not rows:
             return None
         text, version, *numbers = rows[0][:5]
@@ -322,9 +335,19 @@ class SqliteStore:
                 return Stored(state, int(version))
             self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
+        if changes is not None:
+            held = self._recent.held(workflow_id)
+            state_now = None if held is None or held[0] != kept else caught_up(
+                held[1], workflow_id, text, counts, int(rows[0][5]), int(version), held[0], changes, str(self.path)
+            )
+            if state_now is None:  # (the log cannot say it all: read every row)
+                self._recent.forget(workflow_id)
+                return self.load(workflow_id, whole=whole)
+            self._recent.keep(state_now, int(version), read=True)
+            return Stored(state_now, int(version))
         state = self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6])
         if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)
-            self._recent.keep(state, int(version), frozenset(kind for kind, _, _ in items))
+            self._recent.keep(state, int(version), read=True)
         return Stored(state, int(version))
 
     def find(self, process: str | None, correlation_id: str) -> list[str]:
@@ -363,8 +386,7 @@ class SqliteStore:
         queued = [(d, self._encode_dispatch(d)) for d in dispatches]
         item_total = item_count(state)
         # The state the row holds, when this store has it: a transition writes what changed since.
-        held = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
-        before, read_with = held if held is not None else (None, None)
+        before = self._recent.written(workflow_id, expected_version) if expected_version is not None else None
         with self._write() as connection:
             if message_id is not None:
                 # First, as on PostgreSQL: a message id the inbox holds ends the write here.
@@ -407,7 +429,7 @@ class SqliteStore:
                     raise ConcurrencyError(f"instance {workflow_id} changed since version {expected_version}")
                 if row[5]:  # a row written before the input had a column: its JSON held it until now
                     connection.execute("UPDATE instances SET input = ? WHERE workflow_id = ?", (encode_input(state), workflow_id))
-            self._write_items(connection, workflow_id, item_rows(state, before, had_items, read_with))
+            self._write_items(connection, workflow_id, version, item_rows(state, before, had_items), had_items or item_total > 0)
             self._insert(
                 connection, "INSERT INTO history (workflow_id, seq, entry, completed, completed_steps) VALUES (?, ?, ?, ?, ?)",
                 [(workflow_id, *row) for row in self._encode_history(state, stored)],
@@ -427,8 +449,17 @@ class SqliteStore:
         return version
 
     @classmethod
-    def _write_items(cls, connection: sqlite3.Connection, workflow_id: str, rows: ItemRows) -> None:
-        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`)."""
+    def _write_items(cls, connection: sqlite3.Connection, workflow_id: str, version: int, rows: ItemRows, wide: bool) -> None:
+        """The waits and tokens a transition changed, in rows of their own (`stores.item_rows`),
+        and, for a `wide` instance (rows before or after), which ones in the log (`logged_changes`)."""
+        if wide:
+            cls._insert(
+                connection, "INSERT INTO item_changes (workflow_id, version, kind, key) VALUES (?, ?, ?, ?)",
+                [(workflow_id, *change) for change in logged_changes(rows, version)],
+            )
+        trimmed = changes_trimmed(version)
+        if trimmed is not None:
+            connection.execute("DELETE FROM item_changes WHERE workflow_id = ? AND version <= ?", (workflow_id, trimmed))
         if rows.empty:
             return
         for kind in rows.cleared:
@@ -438,8 +469,8 @@ class SqliteStore:
             [(workflow_id, kind, key) for kind, key in rows.deleted],
         )
         cls._insert(
-            connection, "INSERT INTO state_items (workflow_id, kind, key, item) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item",
+            connection, "INSERT INTO state_items (workflow_id, kind, key, item, shown) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (workflow_id, kind, key) DO UPDATE SET item = excluded.item, shown = excluded.shown",
             [(workflow_id, *item) for item in rows.written],
         )
 

@@ -27,13 +27,24 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
 from procflow.errors import DamagedRecord, StoreError
-from procflow.interpreter.indexed import Frames, Results, Tokens, Waits, earliest_due
+from procflow.interpreter.indexed import (
+    INDEX_FROM,
+    Frames,
+    Results,
+    StoredFrames,
+    StoredTokens,
+    StoredWaits,
+    Tokens,
+    Waits,
+    earliest_due,
+    no_results,
+)
 from procflow.interpreter.log import Tail
 from procflow.interpreter.memory_store import (
     PAGE_LIMIT,
@@ -43,6 +54,7 @@ from procflow.interpreter.memory_store import (
     Store,
 )
 from procflow.interpreter.messages import Dispatch
+from procflow.interpreter.records import Record
 from procflow.interpreter.state import (
     EMPTY,
     ROOT,
@@ -51,6 +63,8 @@ from procflow.interpreter.state import (
     Frame,
     HistoryEntry,
     InstanceState,
+    Token,
+    Wait,
     migrate_history_entry,
     migrate_state,
     parse_instant,
@@ -59,6 +73,8 @@ from procflow.interpreter.state import (
 from procflow.interpreter.state import SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from procflow.limits import NESTING
 from procflow.strict_json import loads as strict_loads
+
+R = TypeVar("R", bound=Record)
 
 __all__ = [
     "DurableStore",
@@ -270,16 +286,15 @@ def encode_state(state: InstanceState) -> str:
     a for-each item's frame is kept without its input (`stored_frame`), and the instance's
     input is a column of its own, written with the row (`encode_input`)."""
     waits, tokens, frames, each = state.waits, state.tokens, state.frames, state.each
-    if isinstance(frames, dict):
-        if frames and any(frame.forEach is not None for frame in frames.values()):
-            frames = {key: stored_frame(frame) for key, frame in frames.items()}
-    else:
+    if _in_rows(frames):
         frames = EMPTY
+    elif frames and any(frame.forEach is not None for frame in frames.values()):
+        frames = {key: stored_frame(frame) for key, frame in frames.items()}
     if each and any(_run_in_rows(run) for run in each.values()):
         each = {key: dataclasses.replace(run, items=(), results=()) if _run_in_rows(run) else run for key, run in each.items()}
     return dataclasses.replace(
         state, history=(), completed=(), completedSteps=(), input=EMPTY,
-        waits=waits if isinstance(waits, tuple) else (), tokens=tokens if isinstance(tokens, tuple) else (), frames=frames, each=each,
+        waits=() if _in_rows(waits) else waits, tokens=() if _in_rows(tokens) else tokens, frames=frames, each=each,
     ).model_dump_json()
 
 
@@ -305,9 +320,9 @@ def stored_frame(frame: Frame) -> Frame:
     return dataclasses.replace(frame, input=EMPTY) if frame.forEach is not None and frame.input else frame
 
 
-def _item_inputs(state: InstanceState) -> InstanceState:
-    """The state read back with each for-each item's frame holding its parent frame's input
-    again (the very object: shared, as the engine shares it)."""
+def _item_inputs(state: InstanceState, only: Iterable[Frame] | None = None) -> InstanceState:
+    """The state read back with each for-each item's frame (of those `only`, when given) holding
+    its parent frame's input again (the very object: shared, as the engine shares it)."""
     frames = state.frames
     if not frames:
         return state
@@ -320,7 +335,7 @@ def _item_inputs(state: InstanceState) -> InstanceState:
             frame.input = input_of(frame.parent, depth + 1)
         return frame.input
 
-    for frame in frames.values():
+    for frame in frames.values() if only is None else only:
         if frame.forEach is not None and not frame.input:
             frame.input = input_of(frame.parent)
     return state
@@ -335,8 +350,9 @@ EACH_KINDS = ("each-items", "each-results")
 """And of a for-each over many items: its list of items (one row, under the run's key, written
 once) and each item's result (under `<run key>/<index>`, written when the item ends)."""
 
-Item = tuple[str, str, str]
-"""A row of `state_items`: (kind, key, the entry's JSON)."""
+Item = tuple[str, str, str, str | None]
+"""A row of `state_items`: (kind, key, the entry's JSON, what a wait shows in the status (None
+for the others, and for waits written from a state read without it))."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,8 +370,11 @@ class ItemRows:
 
 
 def _in_rows(entries: object) -> bool:
-    """Whether a state's waits, tokens or frames are kept in rows of their own: when they are indexed."""
-    return not isinstance(entries, tuple | dict) and isinstance(entries, Waits | Tokens | Frames)
+    """Whether a state's waits, tokens or frames are kept in rows of their own: when they are
+    indexed, or as they were read from those rows."""
+    if isinstance(entries, tuple | dict):
+        return isinstance(entries, StoredWaits | StoredTokens | StoredFrames)
+    return isinstance(entries, Waits | Tokens | Frames)
 
 
 def item_count(state: InstanceState) -> int:
@@ -368,53 +387,57 @@ def item_count(state: InstanceState) -> int:
 
 def _all_items(kind: str, entries: object) -> list[Item]:
     if isinstance(entries, Waits):
-        return [(kind, str(serial), entries.by_serial(serial).model_dump_json()) for serial in sorted(entries.serials())]
-    if isinstance(entries, Tokens):
-        return [(kind, str(token.id), token.model_dump_json()) for token in entries]
-    assert isinstance(entries, Frames)
-    return [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in entries.items()]
+        return [(kind, str(s), entries.by_serial(s).model_dump_json(), entries.shown(s)) for s in sorted(entries.serials())]
+    if isinstance(entries, StoredWaits):
+        return [(kind, str(serial), wait.model_dump_json(), None) for serial, wait in zip(entries.serials, entries, strict=True)]
+    if isinstance(entries, Tokens | StoredTokens):
+        return [(kind, str(token.id), token.model_dump_json(), None) for token in entries]
+    assert isinstance(entries, Frames | StoredFrames)
+    return [(kind, key, stored_frame(frame).model_dump_json(), None) for key, frame in entries.items()]
 
 
-def item_rows(
-    state: InstanceState, before: InstanceState | None, had_items: bool, read_with: frozenset[str] | None = None
-) -> ItemRows:
+def item_rows(state: InstanceState, before: InstanceState | None, had_items: bool) -> ItemRows:
     """The rows of `state_items` a transition writes: against `before`, the state the row
-    held (`RecentStates`: one this store wrote, or read from the row with the kinds
-    `read_with`), the waits, tokens and frames it changed; without it, every one (after
-    clearing whatever the row had, `had_items`). A state read from the row has its waits as a
-    tuple: those are written whole again (their keys were the serials of an index now gone)."""
+    held (`RecentStates`: one this store wrote, or read from the row), the waits, tokens,
+    frames and for-each results it changed; without it, every one (after clearing whatever the
+    row had, `had_items`). Waits, tokens and frames read from rows and left as they were stay
+    in their rows; waits read from rows keep their serials in the index a transition builds
+    from them (`StoredWaits`), so only those it parked or removed are written, whichever worker
+    wrote them before."""
     cleared: list[str] = []
     deleted: list[tuple[str, str]] = []
     written: list[Item] = []
     for kind in ITEM_KINDS:
         new = getattr(state, kind)
         old = getattr(before, kind) if before is not None else None
-        old_rows = kind in read_with if read_with is not None else _in_rows(old)
+        old_rows = _in_rows(old)
+        if new is old and old_rows:
+            continue
         if old_rows and isinstance(old, tuple) and isinstance(new, Tokens):
             old_tokens = {token.id: token for token in old}
             deleted += [(kind, str(token_id)) for token_id in old_tokens if new.get(token_id) is None]
-            written += [(kind, str(token.id), token.model_dump_json()) for token in new if old_tokens.get(token.id) is not token]
+            written += [(kind, str(token.id), token.model_dump_json(), None) for token in new if old_tokens.get(token.id) is not token]
         elif old_rows and isinstance(old, dict) and isinstance(new, Frames):
             deleted += [(kind, key) for key in old if key not in new]
-            written += [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in new.items() if old.get(key) is not frame]
-        elif isinstance(new, Waits) and isinstance(old, Waits) and new.space is old.space:
-            now, then = new.serials(), old.serials()
+            written += [(kind, key, stored_frame(frame).model_dump_json(), None) for key, frame in new.items() if old.get(key) is not frame]
+        elif isinstance(new, Waits) and isinstance(old, Waits | StoredWaits) and new.space is old.space:
+            now, then = new.serials(), old.serials() if isinstance(old, Waits) else frozenset(old.serials)
             deleted += [(kind, str(serial)) for serial in then - now]
-            written += [(kind, str(serial), new.by_serial(serial).model_dump_json()) for serial in sorted(now - then)]
+            written += [(kind, str(serial), new.by_serial(serial).model_dump_json(), new.shown(serial)) for serial in sorted(now - then)]
         elif isinstance(new, Tokens) and isinstance(old, Tokens):
             gone, changed = new.changes_since(old)
             deleted += [(kind, str(token_id)) for token_id in gone]
-            written += [(kind, str(token.id), token.model_dump_json()) for token in changed]
+            written += [(kind, str(token.id), token.model_dump_json(), None) for token in changed]
         elif isinstance(new, Frames) and isinstance(old, Frames):
             gone_frames, changed_frames = new.changes_since(old)
             deleted += [(kind, key) for key in gone_frames]
-            written += [(kind, key, stored_frame(frame).model_dump_json()) for key, frame in changed_frames]
+            written += [(kind, key, stored_frame(frame).model_dump_json(), None) for key, frame in changed_frames]
         else:
             if old_rows or (before is None and had_items):
                 cleared.append(kind)
             if _in_rows(new):
                 written += _all_items(kind, new)
-    if before is None or read_with is not None:  # (a run read from the row: written whole again)
+    if before is None:
         if had_items:
             cleared += EACH_KINDS
         for key, run in state.each.items():
@@ -425,9 +448,43 @@ def item_rows(
     return ItemRows(tuple(cleared), deleted, written)
 
 
+CHANGES_KEPT = 64
+"""How many versions back the store logs which rows of `state_items` each transition of a wide
+instance wrote or removed (the table `item_changes`): a worker that holds the state of a version
+at most this many behind the row's reads only what changed since (`caught_up`)."""
+
+CHANGES_TRIMMED_EVERY = 16
+"""The log of an instance is trimmed to `CHANGES_KEPT` versions at every this many (one statement)."""
+
+CLEARED = "*"
+"""The key a change is logged under when a transition removed every row of a kind (`ItemRows.cleared`)."""
+
+
+def logged_changes(rows: ItemRows, version: int) -> list[tuple[int, str, str]]:
+    """What a transition of a wide instance logs in `item_changes`: (version, kind, key) of each
+    row it wrote or removed, `CLEARED` for a kind removed whole; one row with an empty kind and
+    key when it changed none (so a reader can tell a version that changed nothing from one a
+    writer did not log)."""
+    keys = dict.fromkeys([*((kind, CLEARED) for kind in rows.cleared), *rows.deleted, *((kind, key) for kind, key, _, _ in rows.written)])
+    return [(version, kind, key) for kind, key in keys] or [(version, "", "")]
+
+
+def changes_trimmed(version: int) -> int | None:
+    """The versions at or below which a transition to `version` removes the log's entries, when it trims it."""
+    return version - CHANGES_KEPT if version % CHANGES_TRIMMED_EVERY == 0 and version > CHANGES_KEPT else None
+
+
+def catch_up_from(kept: int | None, version: int) -> bool:
+    """Whether a state held at version `kept` can be brought up to `version` from the log."""
+    return kept is not None and 0 < version - kept <= CHANGES_KEPT
+
+
 def _all_each_items(key: str, run: EachRun) -> list[Item]:
     assert isinstance(run.results, Results)
-    return [("each-items", key, _json(list(run.items))), *(("each-results", f"{key}/{i}", _json(v)) for i, v in run.results.set_results())]
+    return [
+        ("each-items", key, _json(list(run.items)), None),
+        *(("each-results", f"{key}/{i}", _json(v), None) for i, v in run.results.set_results()),
+    ]
 
 
 def _each_rows(runs: Mapping[str, EachRun], before: Mapping[str, EachRun], deleted: list[tuple[str, str]], written: list[Item]) -> None:
@@ -446,8 +503,8 @@ def _each_rows(runs: Mapping[str, EachRun], before: Mapping[str, EachRun], delet
             continue
         assert old is not None and isinstance(run.results, Results) and isinstance(old.results, Results)
         if old.items is not run.items:
-            written.append(("each-items", key, _json(list(run.items))))
-        written += [("each-results", f"{key}/{i}", _json(v)) for i, v in run.results.changes_since(old.results)]
+            written.append(("each-items", key, _json(list(run.items)), None))
+        written += [("each-results", f"{key}/{i}", _json(v), None) for i, v in run.results.changes_since(old.results)]
     for key, old in before.items():
         if key not in runs and _run_in_rows(old):
             deleted += _each_keys(key, old)
@@ -549,7 +606,7 @@ def decode_state(
                         f"not a JSON array. {DAMAGED_HINT}"
                     )
                 kept[log].extend(value)
-    listed = _listed_items(workflow_id, items, where)
+    listed, serials = _listed_items(workflow_id, items, where)
     each_items, each_results = listed.pop("each-items", {}), listed.pop("each-results", {})
     for kind in listed:
         if data.get(kind):
@@ -568,16 +625,28 @@ def decode_state(
         for log, rows in kept.items():
             if rows:
                 data[log] = [*rows, *data.get(log, ())]
-        return _item_inputs(InstanceState.model_validate(data))
+        state = InstanceState.model_validate(data)
+        for key in each_items:  # (kept in rows: indexed, as the engine keeps them, `_run_in_rows`)
+            run = state.each[key]
+            state.each[key] = dataclasses.replace(run, results=Results.of(run.results))
     except (ValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
         first = error.errors()[0] if isinstance(error, ValidationError) else None
         why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f"{type(error).__name__}: {error}"
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
+    # What was read from rows is marked so (`StoredWaits`): left as it is, it stays in its rows.
+    if "waits" in listed:
+        state.waits = StoredWaits(state.waits, serials)
+    if "tokens" in listed:
+        state.tokens = StoredTokens(state.tokens)
+    if "frames" in listed:
+        state.frames = StoredFrames(state.frames)
+    return _item_inputs(state)
 
 
-def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object]], where: str) -> dict[str, Any]:
+def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object]], where: str) -> tuple[dict[str, Any], list[int]]:
     """An instance's rows of `state_items` as its state's JSON holds them: its waits and tokens
-    as lists in the order of their keys (numbers), its frames as an object by id."""
+    as lists in the order of their keys (numbers), its frames as an object by id; and the
+    waits' keys, in that order (their serials: `StoredWaits`)."""
     by_kind: dict[str, list[tuple[str, Any]]] = {}
     for kind, key, item in items:
         if kind not in ITEM_KINDS and kind not in EACH_KINDS:
@@ -587,17 +656,24 @@ def _listed_items(workflow_id: str, items: Iterable[tuple[object, object, object
         value = read_stored_json(item, f"one of the {kind} of instance {workflow_id} in {where}")
         by_kind.setdefault(str(kind), []).append((str(key), value))
     listed: dict[str, Any] = {}
+    serials: list[int] = []
     for kind, rows in by_kind.items():
         if kind in ("frames", *EACH_KINDS):
             listed[kind] = dict(rows)
             continue
         try:
-            listed[kind] = [value for _, value in sorted(rows, key=lambda row: int(row[0]))]
+            numbered = sorted(((int(key), value) for key, value in rows), key=lambda row: row[0])
         except ValueError:
+            numbered = []
+        if not numbered or len({key for key, _ in numbered}) != len(numbered):
             raise DamagedRecord(
-                f"the {kind} of instance {workflow_id} in {where} are damaged: a row's key is not a number. {DAMAGED_HINT}"
+                f"the {kind} of instance {workflow_id} in {where} are damaged: a row's key is not a number, or two are "
+                f"the same number. {DAMAGED_HINT}"
             ) from None
-    return listed
+        listed[kind] = [value for _, value in numbered]
+        if kind == "waits":
+            serials = [key for key, _ in numbered]
+    return listed, serials
 
 
 def _each_from_rows(data: dict[str, Any], items: dict[str, Any], results: dict[str, Any]) -> None:
@@ -643,6 +719,139 @@ def decode_for_transition(
     return state
 
 
+Change = tuple[object, object, object, object, object]
+"""A logged change as a store reads it back (`item_changes` joined to `state_items`): (version,
+kind, key, the row's JSON now or None when it is gone, what a wait shows)."""
+
+
+def caught_up(
+    held: InstanceState, workflow_id: str, text: object, counts: tuple[int, int, int], items: int, version: int, kept: int,
+    changes: Iterable[Change], where: str,
+) -> InstanceState | None:
+    """`held`, the state of version `kept` a store holds, brought up to the row of version
+    `version` (its JSON `text`, its `counts` and its `items`) with the rows of `state_items`
+    changed since (`changes`, from the log): what a worker does when another wrote last, at a
+    cost that does not grow with the instance's width. The row's JSON is read (it holds no
+    waits, tokens or frames kept in rows); those are `held`'s with the changed rows applied.
+
+    None when it cannot, and the caller reads the row whole: a version missing from the log
+    (a writer that did not log it), a kind cleared whole or changed in rows `held` does not
+    hold as an index, or a count that does not add up."""
+    by_kind: dict[str, dict[str, tuple[object, object]]] = {}
+    versions: set[object] = set()
+    for logged, kind, key, item, shown in changes:
+        versions.add(logged)
+        if kind == "":
+            continue
+        if (kind not in ITEM_KINDS and kind not in EACH_KINDS) or key == CLEARED:
+            return None
+        by_kind.setdefault(str(kind), {})[str(key)] = (item, shown)
+    if len(versions) != version - kept:
+        return None
+    state = decode_for_transition(workflow_id, text, counts, where)
+    if not _each_caught_up(state, held, by_kind.get("each-items", {}), by_kind.get("each-results", {}), workflow_id, where):
+        return None
+    state.input = held.input
+    for kind in ITEM_KINDS:
+        mine, changed = getattr(held, kind), by_kind.get(kind)
+        if not _in_rows(mine):
+            if changed:
+                return None  # (rows of a kind `held` keeps in its JSON)
+            continue
+        if getattr(state, kind):
+            return None  # (the row's JSON holds them again: a clear is logged then, but be sure)
+        if changed:
+            if not isinstance(mine, Waits | Tokens | Frames):
+                return None  # (as read from rows, not indexed yet: reading them all costs as much)
+            mine = _applied(mine, changed, workflow_id, where)
+            if mine is None:
+                return None
+        setattr(state, kind, mine)
+    if "frames" in by_kind:
+        _item_inputs(state, [state.frames[key] for key, (item, _) in by_kind["frames"].items() if item is not None])
+    return state if item_count(state) == items else None
+
+
+def _each_caught_up(
+    state: InstanceState, held: InstanceState, items: dict[str, tuple[object, object]], results: dict[str, tuple[object, object]],
+    workflow_id: str, where: str,
+) -> bool:
+    """The for-each runs of `state` (read from the row's JSON) whose items and results are kept
+    in rows, given those of `held` with the rows changed since (`items` by run key, `results`
+    by `<run key>/<index>`); False when it cannot tell."""
+    by_run: dict[str, list[tuple[int, object]]] = {}
+    for place, (value, _) in results.items():
+        key, _, index = place.rpartition("/")
+        if value is None:
+            if key in state.each:
+                return False  # (a result removed from a run that goes on)
+            continue
+        if not index.isdigit():
+            return False
+        by_run.setdefault(key, []).append((int(index), value))
+    for key, run in state.each.items():
+        mine = held.each.get(key)
+        listed = items.get(key)
+        if listed is not None and listed[0] is not None:  # a run started since: its items, once
+            values = read_stored_json(listed[0], f"the items of a for-each run of instance {workflow_id} in {where}")
+            if not isinstance(values, list) or run.items or len(values) < INDEX_FROM:
+                return False
+            base: Sequence[Any] = no_results(len(values))
+            kept_items: tuple[Any, ...] = tuple(values)
+        elif mine is not None and _run_in_rows(mine):
+            if run.items or run.results:
+                return False
+            base, kept_items = mine.results, mine.items
+        else:
+            if key in by_run:
+                return False  # (results in rows of a run `held` keeps in its JSON)
+            continue
+        assert isinstance(base, Results)
+        for position, text in sorted(by_run.get(key, ()), key=lambda pair: pair[0]):
+            if position >= len(base):
+                return False
+            base = base.with_result(position, read_stored_json(text, f"a result of a for-each run of instance {workflow_id} in {where}"))
+        state.each[key] = dataclasses.replace(run, items=kept_items, results=base)
+    return True
+
+
+def _applied(
+    entries: Waits | Tokens | Frames, changed: dict[str, tuple[object, object]], workflow_id: str, where: str
+) -> Waits | Tokens | Frames | None:
+    """`entries` with the rows `changed` (key -> (JSON or None when gone, what a wait shows)) applied."""
+    if isinstance(entries, Waits):
+        added: list[tuple[int, Wait, str]] = []
+        for key, (item, shown) in changed.items():
+            if item is not None:
+                if not isinstance(shown, str):
+                    return None  # (written from a state read without it)
+                added.append((int(key), _record(Wait, item, "waits", workflow_id, where), shown))
+        return entries.caught_up((int(key) for key in changed), added)
+    if isinstance(entries, Tokens):
+        tokens = entries
+        for key, (item, _) in changed.items():
+            if item is None:
+                tokens = tokens.removed(int(key))
+                continue
+            token = _record(Token, item, "tokens", workflow_id, where)
+            tokens = tokens.replaced(token) if tokens.get(token.id) is not None else tokens.added(token)
+        return tokens.rebased()
+    gone = [key for key, (item, _) in changed.items() if item is None]
+    own = [(key, _record(Frame, item, "frames", workflow_id, where)) for key, (item, _) in changed.items() if item is not None]
+    return entries.changed(gone, own)
+
+
+def _record(kind: type[R], text: object, what: str, workflow_id: str, where: str) -> R:
+    """One row of `state_items` read back as its record; DamagedRecord when it cannot be."""
+    data = read_stored_json(text, f"one of the {what} of instance {workflow_id} in {where}")
+    try:
+        return kind.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        raise DamagedRecord(f"one of the {what} of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
+
+
 RECENT_STATES = 64
 """How many instances' last written states a durable store keeps in memory (`RecentStates`)."""
 
@@ -665,9 +874,9 @@ class RecentStates:
 
     def __init__(self, size: int = RECENT_STATES) -> None:
         self.size = size
-        # workflow id -> (version, state, the kinds of `state_items` the row held when the state
-        # was read from it; None for a state this store wrote, whose types say where it keeps what)
-        self._states: OrderedDict[str, tuple[int, InstanceState, frozenset[str] | None]] = OrderedDict()
+        # workflow id -> (version, state, whether it was read from the row (in the shape `load`
+        # gives) rather than written here)
+        self._states: OrderedDict[str, tuple[int, InstanceState, bool]] = OrderedDict()
         self._lock = threading.Lock()
 
     def version(self, workflow_id: str) -> int | None:
@@ -685,26 +894,31 @@ class RecentStates:
                 return None
             self._states.move_to_end(workflow_id)
         state = shell(kept[1])
-        if kept[2] is None:  # (one read from the row is in the shape `load` gives already)
+        if not kept[2]:  # (one read from the row is in the shape `load` gives already)
             history_count, completed_count, milestone_count = counts
             state.history = Tail(history_count)
             state.completed = Tail(completed_count) if completed_count else ()
             state.completedSteps = Tail(milestone_count) if milestone_count else ()
         return state
 
-    def written(self, workflow_id: str, version: int) -> tuple[InstanceState, frozenset[str] | None] | None:
-        """The state kept for `workflow_id` when it is `version`'s (what the row holds), and the
-        kinds of `state_items` the row held when it was read (None: this store wrote it); else None."""
+    def held(self, workflow_id: str) -> tuple[int, InstanceState] | None:
+        """The version and the state kept for `workflow_id`, whichever version (`caught_up`
+        brings it up to the row's); None when none is kept."""
         kept = self._states.get(workflow_id)
-        return (kept[1], kept[2]) if kept is not None and kept[0] == version else None
+        return (kept[0], kept[1]) if kept is not None else None
 
-    def keep(self, state: InstanceState, version: int, read_with: frozenset[str] | None = None) -> None:
-        """`state` is `version` of its instance: just committed by this store, or just read from
-        the row (`read_with`: the kinds of `state_items` the row held)."""
+    def written(self, workflow_id: str, version: int) -> InstanceState | None:
+        """The state kept for `workflow_id` when it is `version`'s (what the row holds); else None."""
+        kept = self._states.get(workflow_id)
+        return kept[1] if kept is not None and kept[0] == version else None
+
+    def keep(self, state: InstanceState, version: int, read: bool = False) -> None:
+        """`state` is `version` of its instance: just committed by this store, or just `read`
+        from the row (or brought up to it: `caught_up`)."""
         if self.size <= 0:
             return
         with self._lock:
-            self._states[state.workflowId] = (version, state, read_with)
+            self._states[state.workflowId] = (version, state, read)
             self._states.move_to_end(state.workflowId)
             while len(self._states) > self.size:
                 self._states.popitem(last=False)

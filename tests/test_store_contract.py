@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import sqlite3
 import sys
 import time
@@ -32,13 +33,20 @@ from procflow.errors import (
     ProcflowError,
     StoreError,
 )
-from procflow.interpreter import engine, postgres_schema, sqlite_schema
+from procflow.interpreter import (
+    engine,
+    postgres_schema,
+    postgres_store,
+    sqlite_schema,
+    sqlite_store,
+    stores,
+)
 from procflow.interpreter.memory_store import InMemoryStore, Store, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_store import PostgresStore
 from procflow.interpreter.sqlite_store import SqliteStore
-from procflow.interpreter.stores import DurableStore
+from procflow.interpreter.stores import DurableStore, ItemRows
 from procflow.operator_cli import DemoTransport
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -893,6 +901,129 @@ def test_a_wide_block_read_anew_at_every_transition_leaves_the_record_of_one_run
     assert kept.state.status == "completed"
 
 
+# ---------------------------------------------------------------- workers taking turns on one wide instance
+
+
+def _worker(durable: Backend, store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[ItemRows]]:
+    """Another store object on `store`'s database (another worker's), keeping states in memory,
+    and the item rows each of its transitions writes."""
+    other: Any = SqliteStore(store.path) if durable.kind == "sqlite" else PostgresStore(store.url)
+    durable.opened.append(other)
+    written: list[ItemRows] = []
+    write = other._write_items
+
+    def spied(connection: Any, workflow_id: str, version: int, rows: ItemRows, wide: bool) -> None:
+        written.append(rows)
+        write(connection, workflow_id, version, rows, wide)
+
+    monkeypatch.setattr(other, "_write_items", spied)
+    return other, written
+
+
+def _catch_ups(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each attempt to bring a held state up to the row from the log did (False: the
+    store read every row instead)."""
+    outcomes: list[bool] = []
+
+    def spied(*args: Any, **kwargs: Any) -> Any:
+        state = stores.caught_up(*args, **kwargs)
+        outcomes.append(state is not None)
+        return state
+
+    for module in (sqlite_store, postgres_store):
+        monkeypatch.setattr(module, "caught_up", spied)
+    return outcomes
+
+
+def _same_record(store: Any, memory: Orchestrator, workflow_id: str, step: object) -> None:
+    kept, expected = store.get(workflow_id), memory.store.get(workflow_id)
+    assert kept is not None and expected is not None
+    assert kept.state.to_json() == expected.state.to_json(), step
+
+
+def test_workers_taking_turns_on_a_wide_block_read_and_write_only_what_changed(
+    durable: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three workers answer the replies of one 40-branch block in a random order, each after
+    # another's write: a worker brings the state it holds up to the row from the log of what
+    # changed (never reading the forty waits again), writes only the rows its transition
+    # changed, and every step leaves the record of one run in memory.
+    wide = _wide(40)
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", {})
+    store = durable.open()
+    outcomes = _catch_ups(monkeypatch)
+    workers = [(store, [])] + [_worker(durable, store, monkeypatch) for _ in range(2)]
+    orchestrators = [
+        Orchestrator(wide, store=where, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for where, _ in workers
+    ]
+    orchestrators[0].start("wf_1", {})
+    rng = random.Random(13)
+    replies = rng.sample(range(40), 40)
+    turns = [rng.randrange(3) for _ in replies]
+    for n, (i, turn) in enumerate(zip(replies, turns, strict=True)):
+        orchestrators[turn].receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        memory.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        _same_record(store, memory, "wf_1", (n, i, turn))
+        if n == 29:  # ten branches still wait (indexed): no worker wrote a kind whole
+            assert all(not rows.cleared and len(rows.written) + len(rows.deleted) <= 3 for _, written in workers[1:] for rows in written)
+    assert store.get("wf_1").state.status == "completed"
+    # Every turn after another worker's write is a catch-up, but a worker's first (it holds
+    # nothing yet: it reads every row) and those after the waits are few again (kept in the JSON).
+    expected, seen, last = 0, {0}, 0
+    for n, turn in enumerate(turns):
+        expected += turn != last and turn in seen and 40 - n >= 8
+        seen.add(turn)
+        last = turn
+    assert outcomes == [True] * expected and expected > 15
+
+
+def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A writer that did not log its changes (a worker of an older procflow during an upgrade):
+    # the worker behind it cannot trust the log, reads the rows whole, and goes on right.
+    wide = _wide(30)
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", {})
+    store = durable.open()
+    other, _ = _worker(durable, store, monkeypatch)
+    outcomes = _catch_ups(monkeypatch)
+    one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
+    one.start("wf_1", {})
+    for n, (worker_, i) in enumerate([(two, 0), (one, 1), (two, 2), (one, 3), (two, 4)]):
+        if n == 3:
+            durable.raw(f"DELETE FROM {durable.table('item_changes')} WHERE workflow_id = 'wf_1' AND version = 4", ())
+        worker_.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        memory.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        _same_record(store, memory, "wf_1", i)
+    assert outcomes == [True, True, False, True]
+
+
+def test_the_log_of_changes_keeps_the_last_versions_only(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trimmed as it goes (here to 8 versions, every 4): a worker further behind reads every row.
+    for module in (stores, postgres_store):
+        monkeypatch.setattr(module, "CHANGES_KEPT", 8)
+    monkeypatch.setattr(stores, "CHANGES_TRIMMED_EVERY", 4)
+    wide = _wide(40)
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", {})
+    store = durable.open()
+    other, _ = _worker(durable, store, monkeypatch)
+    outcomes = _catch_ups(monkeypatch)
+    one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
+    one.start("wf_1", {})
+    two.receive({"type": "done_0", "correlationId": "wf_1"})  # (read whole: holds version 2 from now on)
+    memory.receive({"type": "done_0", "correlationId": "wf_1"})
+    for i in range(1, 20):
+        one.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        memory.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+    versions = durable.raw(f"SELECT DISTINCT version FROM {durable.table('item_changes')} WHERE workflow_id = 'wf_1'", ())
+    assert 8 <= len(versions) <= 12 and min(int(v) for v, in versions) > 20 - 12
+    two.receive({"type": "done_20", "correlationId": "wf_1"})  # 19 versions behind: read whole
+    memory.receive({"type": "done_20", "correlationId": "wf_1"})
+    _same_record(store, memory, "wf_1", 20)
+    assert outcomes == [True]  # (the first worker, after the second's one write; the second, too far behind, did not try)
+
+
 def test_a_damaged_input_column_is_named_and_changes_nothing(durable: Backend, order: ProcessDefinition) -> None:
     store = durable.open()
     started(store, order)
@@ -979,6 +1110,36 @@ def test_a_wide_for_each_read_anew_at_every_transition_leaves_the_record_of_one_
         assert kept.state.to_json() == expected.state.to_json(), (reply, correlation)
     assert kept.state.status == ("completed" if charge == "charged" else "compensated")
     assert store.find(None, "o1/line/20") == ["wf_1"]  # a durable store routes an item's key for good
+
+
+@pytest.mark.parametrize("charge", ["charged", "declined"])
+def test_workers_taking_turns_on_a_wide_for_each_leave_the_record_of_one_run(
+    durable: Backend, monkeypatch: pytest.MonkeyPatch, charge: str
+) -> None:
+    # Twenty items answered by three workers in turn, then the charge (or its refusal and every
+    # line's release): each worker brings its state up from the log, for-each results included.
+    definition = procflow.load_text(FOR_EACH)
+    memory = Orchestrator(definition, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", _lines(20))
+    store = durable.open()
+    outcomes = _catch_ups(monkeypatch)
+    workers = [store, _worker(durable, store, monkeypatch)[0], _worker(durable, store, monkeypatch)[0]]
+    orchestrators = [
+        Orchestrator(definition, store=where, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for where in workers
+    ]
+    orchestrators[0].start("wf_1", _lines(20))
+    rng = random.Random(5)
+    replies = [("reserved", f"o1/line/{n}") for n in rng.sample(range(1, 21), 20)] + [(charge, "o1")]
+    while replies or memory.state("wf_1").waits:
+        reply, correlation = replies.pop(0) if replies else ("released", memory.state("wf_1").waits[0].correlationId)
+        message = {"type": reply, "correlationId": correlation}
+        orchestrators[rng.randrange(3)].receive(message)
+        memory.receive(message)
+        _same_record(store, memory, "wf_1", (reply, correlation))
+    assert store.get("wf_1").state.status == ("completed" if charge == "charged" else "compensated")
+    # (once the items are few, a transition moves them back into the row's JSON: a worker
+    # behind it reads the row whole, once)
+    assert outcomes.count(True) >= 5 and outcomes.count(False) <= 1, outcomes
 
 
 @pytest.mark.parametrize(("last", "at_once"), [("shipment_created", 10), ("shipment_rejected", 10), ("shipment_created", 20)])
