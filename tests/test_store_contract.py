@@ -998,6 +998,27 @@ def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: B
     assert outcomes == [True, True, False, True]
 
 
+def test_a_damaged_row_a_worker_catches_up_with_is_named_and_changes_nothing(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each branch two steps: a reply moves its branch's token on and parks a new wait (rows written).
+    lines = ["process wide {", "  participant worker", "  parallel fan {"]
+    lines += [f"    branch b_{i} {{ step a_{i} {{ send worker.a_{i} await a_done_{i} }} step b_{i} {{ send worker.b_{i} await b_done_{i} }} }}" for i in range(20)]
+    wide = procflow.load_text("\n".join([*lines, "  }", "}"]))
+    store = durable.open()
+    other, _ = _worker(durable, store, monkeypatch)
+    one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
+    one.start("wf_1", {})
+    two.receive({"type": "a_done_0", "correlationId": "wf_1"})
+    one.receive({"type": "a_done_1", "correlationId": "wf_1"})  # (its rows changed: what the second worker reads next)
+    [(key,)] = durable.raw(
+        f"SELECT c.key FROM {durable.table('item_changes')} c JOIN {durable.table('state_items')} s ON s.workflow_id = c.workflow_id "
+        "AND s.kind = c.kind AND s.key = c.key WHERE c.workflow_id = 'wf_1' AND c.version = 3 AND c.kind = 'tokens'", ()
+    )
+    durable.raw(f"UPDATE {durable.table('state_items')} SET item = '{{\"id\": ' WHERE workflow_id = 'wf_1' AND kind = 'tokens' AND key = %s", (key,))
+    with pytest.raises(StoreError, match=r"one of the tokens of instance wf_1 in .* is not valid JSON"):
+        two.receive({"type": "a_done_2", "correlationId": "wf_1"})
+    assert store.version_of("wf_1") == 3
+
+
 def test_the_log_of_changes_keeps_the_last_versions_only(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     # Trimmed as it goes (here to 8 versions, every 4): a worker further behind reads every row.
     for module in (stores, postgres_store):
