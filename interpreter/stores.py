@@ -575,7 +575,7 @@ def decode_dispatch(text: object, where: str) -> Dispatch:
 
 def decode_state(
     workflow_id: str, text: object, entries: Sequence[object], where: str, logs: Iterable[LogTexts] = (),
-    items: Iterable[tuple[object, object, object]] = (), input_text: object = None,
+    items: Iterable[tuple[object, object, object]] = (), input_text: object = None, given_input: dict[str, Any] | None = None,
 ) -> InstanceState:
     """A stored state, its history entries and what its history rows hold of its logs
     (`LogTexts`, in the order of the rows) back as one state, migrated from older state
@@ -584,7 +584,8 @@ def decode_state(
     before its history rows held its logs holds them in its JSON: the rows' come first, then
     what the JSON holds. `items`: its rows of `state_items` (kind, key, JSON): its waits, tokens,
     frames and for-each runs when they are many. `input_text`: the row's input column (None in
-    a row written before it had one: the JSON holds the input)."""
+    a row written before it had one: the JSON holds the input); `given_input`: the input itself,
+    already read (a state brought up to its row: `caught_up`)."""
     data = read_stored_json(text, f"the state of instance {workflow_id} in {where}")
     if not isinstance(data, dict):
         raise DamagedRecord(f"the state of instance {workflow_id} in {where} is damaged: not a JSON object. {DAMAGED_HINT}")
@@ -640,6 +641,8 @@ def decode_state(
         state.tokens = StoredTokens(state.tokens)
     if "frames" in listed:
         state.frames = StoredFrames(state.frames)
+    if given_input is not None:
+        state.input = given_input
     return _item_inputs(state)
 
 
@@ -697,7 +700,7 @@ def _each_from_rows(data: dict[str, Any], items: dict[str, Any], results: dict[s
 
 def decode_for_transition(
     workflow_id: str, text: object, counts: tuple[int, int, int], where: str, logs: Iterable[LogTexts] | None = None,
-    items: Iterable[tuple[object, object, object]] = (), input_text: object = None,
+    items: Iterable[tuple[object, object, object]] = (), input_text: object = None, given_input: dict[str, Any] | None = None,
 ) -> InstanceState:
     """A stored state as its next transition needs it: its history entries, completions and
     milestones stay in the store (`Tail`s that know how many there are; `counts` is the row's
@@ -706,9 +709,9 @@ def decode_for_transition(
     milestones are read whole (for a transition that reads them: `NotLoaded`)."""
     history_count, completed_count, milestone_count = counts
     if logs is not None:
-        state = decode_state(workflow_id, text, (), where, logs, items, input_text)
+        state = decode_state(workflow_id, text, (), where, logs, items, input_text, given_input)
     else:
-        state = decode_state(workflow_id, text, (), where, items=items, input_text=input_text)
+        state = decode_state(workflow_id, text, (), where, items=items, input_text=input_text, given_input=given_input)
         # What the JSON holds (a row written before the logs had rows of their own) follows the
         # stored entries; with none stored, the state holds its whole logs already.
         if completed_count:
@@ -748,10 +751,9 @@ def caught_up(
         by_kind.setdefault(str(kind), {})[str(key)] = (item, shown)
     if len(versions) != version - kept:
         return None
-    state = decode_for_transition(workflow_id, text, counts, where)
+    state = decode_for_transition(workflow_id, text, counts, where, given_input=held.input)
     if not _each_caught_up(state, held, by_kind.get("each-items", {}), by_kind.get("each-results", {}), workflow_id, where):
         return None
-    state.input = held.input
     for kind in ITEM_KINDS:
         mine, changed = getattr(held, kind), by_kind.get(kind)
         if not _in_rows(mine):

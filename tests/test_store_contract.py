@@ -1163,15 +1163,21 @@ def test_workers_taking_turns_on_a_wide_for_each_leave_the_record_of_one_run(
     assert outcomes.count(True) >= 5 and outcomes.count(False) <= 1, outcomes
 
 
-@pytest.mark.parametrize(("last", "at_once"), [("shipment_created", 10), ("shipment_rejected", 10), ("shipment_created", 20)])
+@pytest.mark.parametrize(
+    ("last", "at_once", "turns"),
+    [("shipment_created", 10, False), ("shipment_rejected", 10, False), ("shipment_created", 20, False),
+     ("shipment_rejected", 10, True), ("shipment_created", 20, True)],
+)
 def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_of_one_run_in_memory(
-    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path, last: str, at_once: int
+    durable: Backend, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, last: str, at_once: int,
+    turns: bool,
 ) -> None:
     # The sample order of many lines, thirty of them, ten at a time: each reservation's data is
     # its line's result (kept in a row of its own), items start as others end (their frames and
     # business keys are added by later transitions), one line is missing (tolerated), then the
     # shipment is created or refused (every reserved line released). Every fourth transition is
-    # made by a store object that kept nothing, the others by one that keeps its states.
+    # made by a store object that kept nothing, the others by one that keeps its states; or
+    # (`turns`) three workers that keep their states take turns at random, each catching up.
     # (twenty at a time: more than INDEX_FROM frames, so the frames are rows too, and the
     # business keys of the items that start later are added by the transitions that start them)
     text = (ROOT / "processes" / "order_lines.proc").read_text().replace("in parallel at most 10", f"in parallel at most {at_once}")
@@ -1182,6 +1188,13 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
     store = durable.open()
     keeping = Orchestrator(definition, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
     keeping.start("wf_1", order)
+    others = [
+        Orchestrator(definition, store=_worker(durable, store, monkeypatch)[0], clock=Clock(), auto_dispatch=False,
+                     compile_pinned=procflow.load_text)
+        for _ in range(2 if turns else 0)
+    ]
+    outcomes = _catch_ups(monkeypatch)
+    rng = random.Random(3)
     for step in range(200):
         waits = memory.state("wf_1").waits
         if not waits:
@@ -1192,7 +1205,9 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
             "authorize_payment": "payment_authorized", "create_shipment": last,
         }.get(wait.step, wait.expects[0])
         message = {"type": reply, "correlationId": wait.correlationId, "data": {"n": step}}
-        if step % 4:  # (mostly the store that keeps its states: the items that start later are answered by it too)
+        if turns:
+            rng.choice([keeping, *others]).receive(message)
+        elif step % 4:  # (mostly the store that keeps its states: the items that start later are answered by it too)
             keeping.receive(message)
         else:
             fresh = _without_memory(durable, request, tmp_path)
@@ -1205,6 +1220,7 @@ def test_an_order_of_thirty_lines_some_transitions_read_anew_leaves_the_record_o
     final = memory.state("wf_1")
     assert final.status == ("completed" if last == "shipment_created" else "compensated"), final.status
     assert store.find("order-lines", "o9/line/30") == ["wf_1"]
+    assert not turns or (outcomes.count(True) >= 15 and outcomes.count(False) <= 2), outcomes
     if last == "shipment_created":
         assert final.data["reservations"][0]["reservation"] == {"n": 0} and len(final.data["reservations"]) == 30
 
