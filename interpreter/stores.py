@@ -820,7 +820,10 @@ def _each_caught_up(
 def _applied(
     entries: Waits | Tokens | Frames, changed: dict[str, tuple[object, object]], workflow_id: str, where: str
 ) -> Waits | Tokens | Frames | None:
-    """`entries` with the rows `changed` (key -> (JSON or None when gone, what a wait shows)) applied."""
+    """`entries` with the rows `changed` (key -> (JSON or None when gone, what a wait shows))
+    applied; None when a key is not what it should be (the row read whole then names it)."""
+    if not isinstance(entries, Frames) and not all(key.isdigit() for key in changed):
+        return None
     if isinstance(entries, Waits):
         added: list[tuple[int, Wait, str]] = []
         for key, (item, shown) in changed.items():
@@ -828,7 +831,10 @@ def _applied(
                 if not isinstance(shown, str):
                     return None  # (written from a state read without it)
                 added.append((int(key), _record(Wait, item, "waits", workflow_id, where), shown))
-        return entries.caught_up((int(key) for key in changed), added)
+        try:
+            return entries.caught_up((int(key) for key in changed), added)
+        except ValueError:  # (a serial kept twice)
+            return None
     if isinstance(entries, Tokens):
         tokens = entries
         for key, (item, _) in changed.items():
