@@ -92,6 +92,15 @@ def test_a_generated_twenty_step_process_fits_a_page() -> None:
     assert [clash for clash in clashes if " runs through " not in clash] == [], clashes
 
 
+def test_a_collapsed_block_of_forty_branches_names_four_and_counts_the_rest() -> None:
+    branches = "\n".join(f"    branch b_{i} {{ step s_{i} {{ send worker.do_{i} await done_{i} }} }}" for i in range(40))
+    definition = compile_source(f"process wide {{\n  participant worker\n  parallel fan {{\n{branches}\n  }}\n}}\n", "<wide>")
+    diagram = visualize.extract(definition, "flow")
+    assert isinstance(diagram, FlowDiagram)
+    [block] = [n for n in diagram.nodes if n.kind == "collapsed"]
+    assert block.lines == ("40 branches: b_0, b_1, b_2, b_3 and 36 more", "40 steps, collapsed")
+
+
 @needs_dot
 def test_sixty_steps_collapse_their_blocks_and_stay_legible() -> None:
     definition = compile_source(BENCH.generate(60), "<generated>")

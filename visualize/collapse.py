@@ -25,6 +25,17 @@ def _activities(nodes: list[FlowNode]) -> int:
     return sum(1 for n in nodes if n.kind in _ACTIVITIES)
 
 
+NAMED = 4
+"""How many branch names a collapsed block's label gives; the rest are counted (a block of a
+thousand branches would otherwise draw a line a thousand names long)."""
+
+
+def _named(names: list[str]) -> str:
+    """`a, b, c, d and 996 more`."""
+    shown = ", ".join(names[:NAMED])
+    return f"{shown} and {len(names) - NAMED} more" if len(names) > NAMED else shown
+
+
 def _blocks(definition: m.ProcessDefinition, clusters: list[FlowCluster]) -> list[tuple[str, str, str, set[str]]]:
     """(node id, title, summary, cluster ids) of each outermost parallel block and loop."""
     blocks = []
@@ -38,8 +49,7 @@ def _blocks(definition: m.ProcessDefinition, clusters: list[FlowCluster]) -> lis
         node = definition.nodes.get(head)
         if isinstance(node, m.ForkNode):
             owned = {c.id for c in top if c.id.rsplit(".", 1)[0] == head}
-            names = ", ".join(name for name, _ in node.branches)
-            blocks.append((head, f"parallel {words(node.name)}", f"{len(owned)} branches: {names}", owned))
+            blocks.append((head, f"parallel {words(node.name)}", f"{len(owned)} branches: {_named([n for n, _ in node.branches])}", owned))
         elif isinstance(node, m.LoopNode):
             blocks.append((head, cluster.label, "", {cluster.id}))
     return blocks
