@@ -206,6 +206,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+RENDER_SUFFIXES = {".svg": "svg", ".png": "png", ".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot"}
+"""The format `procflow render -o FILE` writes when no --format is given, by the file's suffix."""
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """Draw a process (or an instance of it)."""
     from procflow import visualize
@@ -225,6 +229,8 @@ def cmd_render(args: argparse.Namespace) -> int:
             _fail(f"--instance {args.instance} is not a state record (the `state` printed by `procflow run --json`)")
     options: dict[str, Any] = {"path_name": args.path, "instance": instance, "swimlanes": args.swimlanes,
                                "direction": args.direction, "expand": args.expand}
+    if args.format is None:  # (`-o flow.png` asks for a PNG: DOT text in a .png file opens as nothing)
+        args.format = RENDER_SUFFIXES.get(Path(args.output).suffix.lower(), "dot") if args.output else "dot"
     if args.format in ("dot", "mermaid"):
         text = visualize.render_text(definition, args.view, args.format, **options)
         if args.output:
@@ -361,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="draw a process as a flow or sequence diagram")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--view", choices=("flow", "sequence"), default="flow")
-    p.add_argument("--format", choices=("svg", "png", "dot", "mermaid"), default="dot")
+    p.add_argument("--format", choices=("svg", "png", "dot", "mermaid"),
+                   help="default: what the -o file's name ends with (.svg, .png, .mmd), else dot")
     p.add_argument("-o", "--output", metavar="OUT")
     p.add_argument("--path", metavar="NAME", help="sequence view of this path (see `procflow paths`)")
     p.add_argument("--instance", metavar="STATE.json", help="overlay an instance's state (with --store: an instance id)")

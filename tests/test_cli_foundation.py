@@ -89,6 +89,13 @@ def test_sequence_view_is_the_lessons_diagram() -> None:
     assert printed == [" ".join(line.split()) for line in _lesson_sequence()]
 
 
+@pytest.mark.parametrize(("name", "starts"), [("flow.png", b"\x89PNG"), ("flow.svg", b"<?xml"), ("flow.mmd", b"flowchart"), ("flow.gv", b"digraph")])
+def test_render_writes_what_the_output_file_is_named_for(tmp_path: Path, name: str, starts: bytes) -> None:
+    result = procflow("render", str(ORDER), "-o", str(tmp_path / name))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / name).read_bytes().lstrip().startswith(starts)
+
+
 def test_validate_exit_codes(tmp_path: Path) -> None:
     good = procflow("validate", str(ORDER))
     assert good.returncode == 0, good.stdout + good.stderr
