@@ -230,7 +230,7 @@ def _consistency(report: CheckReport, reader: _Reader, prefix: str, collate: str
             continue
         if not isinstance(kept, dict) or not all(isinstance(v, str) for v in kept.values()):
             report.add(f"the pinned text of `{name}` ({fingerprint}) in {where} is not a map of file texts")
-    for table in ("outbox", "timers", "correlations"):  # (history and state_items: in the merge above)
+    for table in ("outbox", "timers", "correlations", "item_changes"):  # (history and state_items: in the merge above)
         for workflow_id, count in reader.rows(
             f"SELECT t.workflow_id, count(*) FROM {prefix}{table} t WHERE NOT EXISTS "
             f"(SELECT 1 FROM {prefix}instances i WHERE i.workflow_id = t.workflow_id) GROUP BY t.workflow_id ORDER BY 1"

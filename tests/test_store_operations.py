@@ -207,10 +207,12 @@ def test_store_check_names_each_inconsistent_record_on_postgresql(postgres_url: 
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("UPDATE procflow_instances SET state = '[1, 2' WHERE workflow_id = 'wf_0001'")
         connection.execute("INSERT INTO procflow_timers (workflow_id, next_due) VALUES ('wf_gone', 1)")
+        connection.execute("INSERT INTO procflow_item_changes (workflow_id, version, kind, key) VALUES ('wf_gone', 2, 'waits', '7')")
     code, out, _ = run(capsys, "store", "check", "--store", postgres_url)
-    assert code == 1 and "2 problem(s)" in out.splitlines()[0]
+    assert code == 1 and "3 problem(s)" in out.splitlines()[0]
     assert "instance wf_0001: the state of instance wf_0001" in out
     assert "1 row(s) of procflow_timers belong to instance wf_gone, which the store does not hold" in out
+    assert "1 row(s) of procflow_item_changes belong to instance wf_gone, which the store does not hold" in out
 
 
 def test_store_check_of_a_store_that_is_not_there_or_not_ours_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
