@@ -12,9 +12,12 @@ answer as each instance's scenario says, on virtual time:
   SQLite file, written before the command is marked sent, so nothing is lost in a crash);
 - the virtual clock is kept in the mailbox, shared by every worker, and only moves when
   nothing is left to do at the current moment anywhere (no due mail, no due timer, no unsent
-  command, no event to post): to the earliest timer of the store or the earliest mail. So
-  every transition happens at the same virtual moment in every run, killed or not, with one
-  worker or three. Nothing here reads the wall clock.
+  command, no event to post): to the earliest timer of the store or the earliest mail, and
+  only if no worker did any work since it looked (a count of work kept with the clock: a
+  worker that the machine slowed down between looking and moving would otherwise jump the
+  clock past work that began meanwhile). So every transition happens at the same virtual
+  moment in every run, killed or not, with one worker or three. Nothing here reads the wall
+  clock.
 - what one instance does at one moment happens in the same order whoever does it: a mail is
   delivered only while no command is unsent, only the earliest due mail of an instance, and
   timers fire only while no mail is due and no command is unsent (what one worker alone does).
@@ -86,7 +89,9 @@ class Mailbox:
             "CREATE TABLE IF NOT EXISTS mail (key TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, at REAL NOT NULL, "
             "body TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0)"
         )
-        self.db.execute("CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS clock (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, work INTEGER NOT NULL DEFAULT 0)"
+        )
         self.db.execute("INSERT INTO clock (id, at) VALUES (1, ?) ON CONFLICT (id) DO NOTHING", (start.timestamp(),))
 
     def post(self, key: str, at: float, reply: Reply) -> bool:
@@ -114,9 +119,19 @@ class Mailbox:
     def now(self) -> float:
         return float(self.db.execute("SELECT at FROM clock WHERE id = 1").fetchone()[0])
 
-    def move_clock(self, before: float, after: float) -> None:
-        """From `before` to `after`, unless another worker moved it first."""
-        self.db.execute("UPDATE clock SET at = ? WHERE id = 1 AND at = ?", (after, before))
+    def work(self) -> int:
+        """How many pieces of work the workers have done so far (`worked`)."""
+        return int(self.db.execute("SELECT work FROM clock WHERE id = 1").fetchone()[0])
+
+    def worked(self) -> None:
+        """A worker did something (delivered mail, fired a timer, sent a command, posted an event):
+        a worker that looked before it must look again before it moves the clock."""
+        self.db.execute("UPDATE clock SET work = work + 1 WHERE id = 1")
+
+    def move_clock(self, before: float, after: float, work: int) -> None:
+        """From `before` to `after`, unless another worker moved it first, or did any work since
+        this one read `work` (what it saw then may be gone: it looks again)."""
+        self.db.execute("UPDATE clock SET at = ? WHERE id = 1 AND at = ? AND work = ?", (after, before, work))
 
 
 class Clock:
@@ -175,6 +190,7 @@ class ScenarioTransport(InProcessTransport):
         self.mailbox = mailbox
         self.clock = clock
         self.log = log
+        self.sent = 0  # commands this process sent: a worker that sent one did some work (`Mailbox.worked`)
         self.rules: dict[str, dict[tuple[str, int | None], Reaction]] = {}
         for definition in definitions.values():
             for scenario in definition.scenarios:
@@ -187,6 +203,7 @@ class ScenarioTransport(InProcessTransport):
                 self.rules[f"{definition.name}/{scenario.name}"] = table
 
     def send(self, dispatch: Dispatch) -> None:
+        self.sent += 1
         self.log.line("send", dispatch.dedupKey)
         command = dispatch.command
         instance = self.plan[command.workflowId]
@@ -341,7 +358,10 @@ def drive(job: Job, run: int) -> None:
 
     stuck = 0
     while True:
+        sent = transport.sent
         orchestrator.pump()
+        if transport.sent != sent:
+            mailbox.worked()
         if store.outbox(1):
             time.sleep(0.002)  # another worker is sending (or a killed one held it): wait for it
             continue
@@ -354,16 +374,28 @@ def drive(job: Job, run: int) -> None:
             except MessageRefused:
                 pass
             mailbox.delivered(key)
+            mailbox.worked()
         if mail:
             continue
-        if orchestrator.tick(moment):
+        sent = transport.sent
+        fired = orchestrator.tick(moment)
+        if fired or transport.sent != sent:  # (a tick sends what it can, whoever queued it)
+            mailbox.worked()
+        if fired:
             continue
-        # Nothing left here at this moment? Mail first, then timers, then commands: whatever
-        # another worker does in between leaves its trace in the one read after.
+        # Nothing left here at this moment? Mail, timers, commands and events are read one after
+        # another, and work can change form between two reads (a command sent: its reply
+        # mailed; the reply applied: a new command) and slip past every one; or begin after the
+        # last while this worker is slowed down before it moves the clock. So the clock moves
+        # only if no worker did any work since just before the first read (`move_clock`).
+        work = mailbox.work()
         if mailbox.due(now) or store.due(moment) or store.outbox(1):
             time.sleep(0.002)
             continue
-        if post_events(store, mailbox, definitions, plan, now) or mailbox.due(now):
+        if post_events(store, mailbox, definitions, plan, now):
+            mailbox.worked()
+            continue
+        if mailbox.due(now):
             continue
         upcoming = [t for t in (store.next_due(), mailbox.next_at()) if t is not None]
         if not upcoming:
@@ -376,7 +408,7 @@ def drive(job: Job, run: int) -> None:
             time.sleep(0.002)
             continue
         stuck = 0
-        mailbox.move_clock(now, min(upcoming))
+        mailbox.move_clock(now, min(upcoming), work)
     store.close()
     mailbox.db.close()
     os.close(log.fd)
