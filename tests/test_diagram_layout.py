@@ -99,6 +99,8 @@ def test_a_collapsed_block_of_forty_branches_names_four_and_counts_the_rest() ->
     assert isinstance(diagram, FlowDiagram)
     [block] = [n for n in diagram.nodes if n.kind == "collapsed"]
     assert block.lines == ("40 branches: b_0, b_1, b_2, b_3 and 36 more", "40 steps, collapsed")
+    # Three shapes in a row: drawn as one strip, not folded into bands joined by link events.
+    assert '"link.' not in visualize.render_text(definition, "flow", "dot")
 
 
 @needs_dot

@@ -34,6 +34,9 @@ RANKSEP = 32.0  # points between ranks (dot.py's ranksep, 0.45 in)
 NODESEP = 22.0  # points between shapes of one rank (nodesep, 0.3 in)
 BAND_GAP = 40.0  # points between two bands
 CHAR = 0.56  # a Helvetica character's average width, per point of font size
+SMALL = 900.0
+"""A picture whose long side is estimated under this many points is left as one strip, however
+flat: folding three shapes into two bands to make them squarer only adds link events."""
 FITS = 1800.0
 """Estimated long sides up to this count as fitting 2,000 points (estimates err by a tenth or so)."""
 
@@ -261,7 +264,8 @@ def arrange(diagram: FlowDiagram, direction: str = "auto") -> Arrangement:
                 break  # nowhere left to cut
             ratio = max(width, height) / max(1.0, min(width, height))
             long_side = max(width, height)
-            options.append(((ratio > TARGET_RATIO, long_side > FITS, count, rankdir != "LR", long_side), rankdir, bands))
+            flat = ratio > TARGET_RATIO and long_side > SMALL
+            options.append(((flat, long_side > FITS, count, rankdir != "LR", long_side), rankdir, bands))
     # Fold only when the strip does not fit; of what fits, fewest bands, left to right first.
     _, rankdir, bands = min(options, key=lambda o: o[0])
     return Arrangement(rankdir, bands, _links(diagram, bands))
