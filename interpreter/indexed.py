@@ -192,7 +192,8 @@ class Waits(_TupleLike[Wait]):
 
     def __init__(self) -> None:
         # Whose serials these are: the waits parked into (or out of) one index share its serials,
-        # and a durable store keeps each wait under its serial (an index built again numbers anew).
+        # and a durable store keeps each wait under its serial (an index built again from a tuple
+        # numbers anew; one built from waits read from their rows keeps theirs: `StoredWaits`).
         self.space = object()
         self._waits: Map[int, tuple[Wait, str]] = Map()  # serial -> (wait, what it shows in the status); a serial grows with each wait parked
         self._places: Map[tuple[int, str, str], tuple[int, ...]] = Map()  # (token, frame, node) -> serials
