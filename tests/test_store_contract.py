@@ -978,10 +978,12 @@ def test_workers_taking_turns_on_a_wide_block_read_and_write_only_what_changed(
     assert outcomes == [True] * expected and expected > 15
 
 
-def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A writer that did not log its changes (a worker of an older procflow during an upgrade):
-    # the worker behind it cannot trust the log, reads the rows whole, and goes on right.
-    wide = _wide(30)
+def _two_workers(
+    durable: Backend, monkeypatch: pytest.MonkeyPatch, branches: int
+) -> tuple[Orchestrator, Any, Orchestrator, Orchestrator, list[bool]]:
+    """A block of `branches` started in memory and, by the first of two workers, on `durable`;
+    the workers, and whether each catch-up did (`_catch_ups`)."""
+    wide = _wide(branches)
     memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
     memory.start("wf_1", {})
     store = durable.open()
@@ -989,6 +991,13 @@ def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: B
     outcomes = _catch_ups(monkeypatch)
     one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
     one.start("wf_1", {})
+    return memory, store, one, two, outcomes
+
+
+def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A writer that did not log its changes (a worker of an older procflow during an upgrade):
+    # the worker behind it cannot trust the log, reads the rows whole, and goes on right.
+    memory, store, one, two, outcomes = _two_workers(durable, monkeypatch, 30)
     for n, (worker_, i) in enumerate([(two, 0), (one, 1), (two, 2), (one, 3), (two, 4)]):
         if n == 3:
             durable.raw(f"DELETE FROM {durable.table('item_changes')} WHERE workflow_id = 'wf_1' AND version = 4", ())
@@ -1024,14 +1033,7 @@ def test_the_log_of_changes_keeps_the_last_versions_only(durable: Backend, monke
     for module in (stores, postgres_store):
         monkeypatch.setattr(module, "CHANGES_KEPT", 8)
     monkeypatch.setattr(stores, "CHANGES_TRIMMED_EVERY", 4)
-    wide = _wide(40)
-    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
-    memory.start("wf_1", {})
-    store = durable.open()
-    other, _ = _worker(durable, store, monkeypatch)
-    outcomes = _catch_ups(monkeypatch)
-    one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
-    one.start("wf_1", {})
+    memory, store, one, two, outcomes = _two_workers(durable, monkeypatch, 40)
     two.receive({"type": "done_0", "correlationId": "wf_1"})  # (read whole: holds version 2 from now on)
     memory.receive({"type": "done_0", "correlationId": "wf_1"})
     for i in range(1, 20):
