@@ -88,13 +88,14 @@ def timed_store(path: Path, synchronous: str, timings: Timings) -> SqliteStore:
             with timed(timings, "json decode"):
                 return super()._decode_dispatch(text)
 
-        def _decode(self, workflow_id: str, text: str, entries: Any, logs: Any = ()) -> Any:
+        # (whatever the store passes on: the arguments grew with the store, and a fixed list broke this)
+        def _decode(self, *args: Any, **kwargs: Any) -> Any:
             with timed(timings, "json decode"):
-                return super()._decode(workflow_id, text, entries, logs)
+                return super()._decode(*args, **kwargs)
 
-        def _decode_for_transition(self, workflow_id: str, text: str, counts: Any, logs: Any) -> Any:
+        def _decode_for_transition(self, *args: Any, **kwargs: Any) -> Any:
             with timed(timings, "json decode"):
-                return super()._decode_for_transition(workflow_id, text, counts, logs)
+                return super()._decode_for_transition(*args, **kwargs)
 
     return TimedStore(path, "FULL" if synchronous == "FULL" else "NORMAL", verify=False)
 
