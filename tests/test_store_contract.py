@@ -994,6 +994,31 @@ def _two_workers(
     return memory, store, one, two, outcomes
 
 
+def test_a_wide_instance_written_before_the_log_is_taken_up_after_the_upgrade(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A store of the schema before the log (no `item_changes`, no `shown` on the rows) with a
+    # 30-branch instance waiting: this procflow migrates it on open, and two workers taking
+    # turns on it end where a run in memory ends, catching up once each holds a state.
+    wide = _wide(30)
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    memory.start("wf_1", {})
+    with durable.open() as before:
+        Orchestrator(wide, store=before, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text).start("wf_1", {})
+    previous = _schema_of(durable).current_schema_version() - 1
+    durable.raw(f"DROP TABLE {durable.table('item_changes')}", ())
+    durable.raw(f"ALTER TABLE {durable.table('state_items')} DROP COLUMN shown", ())
+    durable.raw(f"UPDATE {durable.table('meta')} SET value = %s WHERE key = 'schema_version'", (str(previous),))
+    store = durable.open()
+    assert store.schema_version == previous + 1
+    other, _ = _worker(durable, store, monkeypatch)
+    outcomes = _catch_ups(monkeypatch)
+    one, two = (Orchestrator(wide, store=s, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text) for s in (store, other))
+    for i in range(30):
+        (one if i % 2 else two).receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        memory.receive({"type": f"done_{i}", "correlationId": "wf_1"})
+        _same_record(store, memory, "wf_1", i)
+    assert outcomes.count(True) >= 15, outcomes
+
+
 def test_a_version_missing_from_the_log_makes_a_worker_read_every_row(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     # A writer that did not log its changes (a worker of an older procflow during an upgrade):
     # the worker behind it cannot trust the log, reads the rows whole, and goes on right.
