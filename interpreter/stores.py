@@ -239,11 +239,17 @@ def sqlite_path(target: str | Path) -> Path:
     return Path(rest[1:])
 
 
-def open_store(target: str | Path, *, create: bool = True) -> DurableStore:
+RECENT_STATES = 64
+"""How many instances' last written or read states a durable store keeps in memory by default
+(`RecentStates`): a state of a thousand waiting branches takes about 1 MB."""
+
+
+def open_store(target: str | Path, *, create: bool = True, recent: int = RECENT_STATES) -> DurableStore:
     """Open the store `target` names: a path or `sqlite:///...` (SQLite), or `postgresql://...`.
 
-    `create=False` refuses to make a new store (for commands that only read). Every refusal is
-    a `StoreError` that says what is wrong, where, and what to do."""
+    `create=False` refuses to make a new store (for commands that only read); `recent`: how
+    many instances' states it keeps in memory for their next transitions (`RecentStates`).
+    Every refusal is a `StoreError` that says what is wrong, where, and what to do."""
     if store_kind(target) == "postgresql":
         try:
             module = importlib.import_module("procflow.interpreter.postgres_store")
@@ -252,11 +258,11 @@ def open_store(target: str | Path, *, create: bool = True) -> DurableStore:
                 f"--store {redact(str(target))} needs the PostgreSQL driver, which is not installed ({missing}); "
                 "install it with `pip install 'procflow[postgres]'`"
             ) from None
-        store: DurableStore = module.PostgresStore(str(target), create=create)
+        store: DurableStore = module.PostgresStore(str(target), create=create, recent=recent)
         return store
     from procflow.interpreter.sqlite_store import SqliteStore
 
-    return SqliteStore(sqlite_path(target), create=create)
+    return SqliteStore(sqlite_path(target), create=create, recent=recent)
 
 
 def redact(url: str) -> str:
@@ -858,10 +864,6 @@ def _record(kind: type[R], text: object, what: str, workflow_id: str, where: str
         first = error.errors()[0]
         why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
         raise DamagedRecord(f"one of the {what} of instance {workflow_id} in {where} is damaged ({why}). {DAMAGED_HINT}") from None
-
-
-RECENT_STATES = 64
-"""How many instances' last written states a durable store keeps in memory (`RecentStates`)."""
 
 
 class RecentStates:

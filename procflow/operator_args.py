@@ -71,6 +71,12 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count (0 or more): `{text}`")
+    return int(text)
+
+
 def _page_size(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
         raise argparse.ArgumentTypeError(f"not a page size from 1 to {MAX_PAGE}: `{text}`")
@@ -147,6 +153,9 @@ def add_operator_commands(subparsers: Any) -> None:
     p.add_argument("--worker-id", metavar="NAME",
                    help="this worker's name in the claims it takes (default: host, pid and a random tag); a worker "
                         "restarted under the same name takes back at once what it held; never run two under one name")
+    p.add_argument("--recent", type=_count, metavar="N",
+                   help="instances whose states it keeps in memory for their next transitions (default 64; "
+                        "0: none); a state of a thousand waiting branches takes about 1 MB")
     store_option(p)
     now_option(p, "a fixed moment for every round (virtual time)")
     p.set_defaults(handler=_operator("cmd_worker"))

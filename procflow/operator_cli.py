@@ -78,7 +78,8 @@ def _say(text: str) -> None:
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> DurableStore:
-    return open_store(store_path(args.store), create=create)
+    recent = getattr(args, "recent", None)
+    return open_store(store_path(args.store), create=create, **({} if recent is None else {"recent": recent}))
 
 
 def _clock(args: argparse.Namespace) -> Clock:

@@ -15,6 +15,7 @@ import pytest
 
 from procflow.cli import main
 from procflow.interpreter.sqlite_store import SqliteStore
+from procflow.interpreter.stores import RECENT_STATES
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = str(ROOT / "processes" / "order_fulfillment.proc")
@@ -182,6 +183,30 @@ def test_the_demo_worker_finishes_what_was_started(tmp_path: Path, capsys: pytes
     assert [r["status"] for r in json.loads(out)] == ["completed"] * 3
     code, out, _ = run(capsys, "worker", "--once", "--store", str(store), "--now", T0)
     assert code == 0 and out == ""  # nothing left to send
+
+
+def test_a_worker_keeps_as_many_recent_states_as_it_is_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "s.sqlite"
+    start(capsys, store)
+    kept: list[int] = []
+    opened = SqliteStore.__init__
+
+    def spied(self: SqliteStore, *args: object, **kwargs: object) -> None:
+        opened(self, *args, **kwargs)  # type: ignore[arg-type]
+        kept.append(self._recent.size)
+
+    monkeypatch.setattr(SqliteStore, "__init__", spied)
+    for given, expected in ((["--recent", "0"], 0), (["--recent", "500"], 500), ([], RECENT_STATES)):
+        code, _, err = run(capsys, "worker", "--once", "--participants", "demo", "--store", str(store), "--now", T0, *given)
+        assert code == 0, err
+        assert kept.pop() == expected
+    code, _, err = run(capsys, "worker", "--once", "--store", str(store), "--recent", "-3")
+    assert code == 2 and "not a count (0 or more): `-3`" in err
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    assert f"(default {RECENT_STATES};" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_print_worker_hands_commands_over_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
