@@ -744,8 +744,8 @@ def caught_up(
     waits, tokens or frames kept in rows); those are `held`'s with the changed rows applied.
 
     None when it cannot, and the caller reads the row whole: a version missing from the log
-    (a writer that did not log it), a kind cleared whole or changed in rows `held` does not
-    hold as an index, or a count that does not add up."""
+    (a writer that did not log it), a kind cleared whole or changed in rows `held` keeps in
+    its JSON, or a count that does not add up."""
     by_kind: dict[str, dict[str, tuple[object, object]]] = {}
     versions: set[object] = set()
     for logged, kind, key, item, shown in changes:
@@ -769,8 +769,6 @@ def caught_up(
         if getattr(state, kind):
             return None  # (the row's JSON holds them again: a clear is logged then, but be sure)
         if changed:
-            if not isinstance(mine, Waits | Tokens | Frames):
-                return None  # (as read from rows, not indexed yet: reading them all costs as much)
             mine = _applied(mine, changed, workflow_id, where)
             if mine is None:
                 return None
@@ -823,13 +821,20 @@ def _each_caught_up(
     return True
 
 
-def _applied(
-    entries: Waits | Tokens | Frames, changed: dict[str, tuple[object, object]], workflow_id: str, where: str
-) -> Waits | Tokens | Frames | None:
+Kept = Waits | Tokens | Frames | StoredWaits | StoredTokens | StoredFrames
+"""Waits, tokens or frames a state keeps in rows: indexed, or as read from the rows."""
+
+
+def _applied(entries: Kept, changed: dict[str, tuple[object, object]], workflow_id: str, where: str) -> Kept | None:
     """`entries` with the rows `changed` (key -> (JSON or None when gone, what a wait shows))
-    applied; None when a key is not what it should be (the row read whole then names it)."""
-    if not isinstance(entries, Frames) and not all(key.isdigit() for key in changed):
+    applied; None when a key is not what it should be (the row read whole then names it).
+    Entries as read from rows (a worker that read the state and has not changed it since)
+    are rebuilt as read, which costs their number in plain dict and tuple work, still far
+    less than decoding them all again."""
+    if not isinstance(entries, Frames | StoredFrames) and not all(key.isdigit() for key in changed):
         return None
+    if isinstance(entries, StoredWaits | StoredTokens | StoredFrames):
+        return _applied_as_read(entries, changed, workflow_id, where)
     if isinstance(entries, Waits):
         added: list[tuple[int, Wait, str]] = []
         for key, (item, shown) in changed.items():
@@ -853,6 +858,33 @@ def _applied(
     gone = [key for key, (item, _) in changed.items() if item is None]
     own = [(key, _record(Frame, item, "frames", workflow_id, where)) for key, (item, _) in changed.items() if item is not None]
     return entries.changed(gone, own)
+
+
+def _applied_as_read(
+    entries: StoredWaits | StoredTokens | StoredFrames, changed: dict[str, tuple[object, object]], workflow_id: str, where: str
+) -> Kept:
+    if isinstance(entries, StoredFrames):
+        frames = StoredFrames(entries)
+        for key, (item, _) in changed.items():
+            frames.pop(key, None)
+            if item is not None:
+                frames[key] = _record(Frame, item, "frames", workflow_id, where)
+        return frames
+    if isinstance(entries, StoredTokens):
+        tokens = {token.id: token for token in entries}
+        for key, (item, _) in changed.items():
+            tokens.pop(int(key), None)
+            if item is not None:
+                token = _record(Token, item, "tokens", workflow_id, where)
+                tokens[token.id] = token
+        return StoredTokens(tokens[token_id] for token_id in sorted(tokens))
+    waits = dict(zip(entries.serials, entries, strict=True))
+    for key, (item, _) in changed.items():
+        waits.pop(int(key), None)
+        if item is not None:
+            waits[int(key)] = _record(Wait, item, "waits", workflow_id, where)
+    serials = sorted(waits)
+    return StoredWaits((waits[serial] for serial in serials), serials)
 
 
 def _record(kind: type[R], text: object, what: str, workflow_id: str, where: str) -> R:
