@@ -15,7 +15,7 @@ What is measured, each time with an `Orchestrator` whose in-process participants
   on both stores. Floor: at most 2 times.
 - the same block answered by two workers taking turns, on both stores: each transition
   follows the other's write, so the state a worker holds is a version behind the row's and
-  is brought up to it from the log of what changed (`stores.caught_up`). Floor: at most 2
+  is brought up to it from the log of what changed (`item_log.caught_up`). Floor: at most 2
   times, as for one worker (issue 13 asks for many workers and a flat cost).
 - printed beside them, not an issue 13 floor: a for-each over 1,000 lines in parallel against
   10 (each line reserved, then a charge answered), in memory and on both stores (issue 16

@@ -337,7 +337,7 @@ class Waits(_TupleLike[Wait]):
     def caught_up(self, removed: Iterable[int], added: Iterable[tuple[int, Wait, str]]) -> Waits:
         """These waits as another writer left them: without the serials `removed`, with the
         waits `added` (serial, wait, what it shows), in the space of these (a durable store
-        brings the state it holds up to the row's version: `stores.caught_up`). Each serial
+        brings the state it holds up to the row's version: `item_log.caught_up`). Each serial
         added is above every serial kept: serials only grow along an instance's versions,
         whoever parks the wait (`StoredWaits`)."""
         out = self

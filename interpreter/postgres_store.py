@@ -61,6 +61,13 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
+from procflow.interpreter.item_log import (
+    CHANGES_KEPT,
+    catch_up_from,
+    caught_up,
+    changes_trimmed,
+    logged_changes,
+)
 from procflow.interpreter.memory_store import (
     LEASE_SECONDS,
     PAGE_LIMIT,
@@ -78,7 +85,6 @@ from procflow.interpreter.postgres_schema import (
 )
 from procflow.interpreter.state import InstanceState, parse_instant
 from procflow.interpreter.stores import (
-    CHANGES_KEPT,
     RECENT_STATES,
     InstanceSummary,
     ItemRows,
@@ -86,9 +92,6 @@ from procflow.interpreter.stores import (
     OutboxEntry,
     RecentStates,
     StoreGauges,
-    catch_up_from,
-    caught_up,
-    changes_trimmed,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -98,7 +101,6 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
-    logged_changes,
     page_query,
     redact,
     timer_of,
@@ -776,7 +778,7 @@ _CHANGES_OF = (
     "WHERE c.workflow_id = i.workflow_id AND c.version > %s)"
 )
 """A subquery (of an instance row `i`): the rows of `procflow_state_items` its transitions since
-a version wrote or removed, by the log (`stores.logged_changes`), as (version, kind, key, item
+a version wrote or removed, by the log (`item_log.logged_changes`), as (version, kind, key, item
 now or NULL, shown), one per logged change."""
 
 _LOGS_OF = (

@@ -177,7 +177,7 @@ MIGRATIONS: tuple[tuple[int, tuple[Migration, ...]], ...] = (
         # Many workers on one wide instance: each transition logs the keys of the rows of
         # `state_items` it wrote or removed (`item_changes`, the last `CHANGES_KEPT` versions of
         # each instance), so a worker that holds an older version of the state reads only what
-        # changed since, instead of every row (`stores.caught_up`). A wait's row also keeps what
+        # changed since, instead of every row (`item_log.caught_up`). A wait's row also keeps what
         # the wait shows in the status (`shown`), which a worker needs to index it.
         8,
         (

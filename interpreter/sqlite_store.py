@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
+from procflow.interpreter.item_log import catch_up_from, caught_up, changes_trimmed, logged_changes
 from procflow.interpreter.memory_store import (
     LEASE_SECONDS,
     PAGE_LIMIT,
@@ -92,9 +93,6 @@ from procflow.interpreter.stores import (
     OutboxEntry,
     RecentStates,
     StoreGauges,
-    catch_up_from,
-    caught_up,
-    changes_trimmed,
     decode_dispatch,
     decode_for_transition,
     decode_state,
@@ -104,7 +102,6 @@ from procflow.interpreter.stores import (
     history_rows,
     item_count,
     item_rows,
-    logged_changes,
     page_query,
     read_stored_json,
     timer_of,

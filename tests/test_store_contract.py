@@ -36,11 +36,11 @@ from procflow.errors import (
 )
 from procflow.interpreter import (
     engine,
+    item_log,
     postgres_schema,
     postgres_store,
     sqlite_schema,
     sqlite_store,
-    stores,
 )
 from procflow.interpreter.memory_store import InMemoryStore, Store, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
@@ -927,7 +927,7 @@ def _catch_ups(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     outcomes: list[bool] = []
 
     def spied(*args: Any, **kwargs: Any) -> Any:
-        state = stores.caught_up(*args, **kwargs)
+        state = item_log.caught_up(*args, **kwargs)
         outcomes.append(state is not None)
         return state
 
@@ -1091,9 +1091,9 @@ def test_a_damaged_row_a_worker_catches_up_with_is_named_and_changes_nothing(dur
 
 def test_the_log_of_changes_keeps_the_last_versions_only(durable: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     # Trimmed as it goes (here to 8 versions, every 4): a worker further behind reads every row.
-    for module in (stores, postgres_store):
+    for module in (item_log, postgres_store):
         monkeypatch.setattr(module, "CHANGES_KEPT", 8)
-    monkeypatch.setattr(stores, "CHANGES_TRIMMED_EVERY", 4)
+    monkeypatch.setattr(item_log, "CHANGES_TRIMMED_EVERY", 4)
     memory, store, one, two, outcomes = _two_workers(durable, monkeypatch, 40)
     two.receive({"type": "done_0", "correlationId": "wf_1"})  # (read whole: holds version 2 from now on)
     memory.receive({"type": "done_0", "correlationId": "wf_1"})
