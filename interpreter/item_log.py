@@ -35,6 +35,7 @@ from procflow.interpreter.stores import (
     EACH_KINDS,
     ITEM_KINDS,
     ItemRows,
+    RecentStates,
     decode_for_transition,
     in_rows,
     item_count,
@@ -125,6 +126,22 @@ def caught_up(
     if "frames" in by_kind:
         item_inputs(state, [state.frames[key] for key, (item, _) in by_kind["frames"].items() if item is not None])
     return state if item_count(state) == items else None
+
+
+def held_caught_up(
+    recent: RecentStates, workflow_id: str, kept: int | None, text: object, counts: tuple[int, int, int], items: int,
+    version: int, changes: Iterable[Change], where: str,
+) -> InstanceState | None:
+    """The state `recent` holds for `workflow_id` at version `kept`, brought up to the row of
+    `version` (`caught_up`) and held from now on as the row's; None, and let go, when it
+    cannot be (the caller reads the row whole)."""
+    held = recent.held(workflow_id)
+    state = None if held is None or held[0] != kept else caught_up(held[1], workflow_id, text, counts, items, version, held[0], changes, where)
+    if state is None:
+        recent.forget(workflow_id)
+    else:
+        recent.keep(state, version, read=True)
+    return state
 
 
 def _each_caught_up(

@@ -64,8 +64,8 @@ from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
 from procflow.interpreter.item_log import (
     CHANGES_KEPT,
     catch_up_from,
-    caught_up,
     changes_trimmed,
+    held_caught_up,
     logged_changes,
 )
 from procflow.interpreter.memory_store import (
@@ -302,15 +302,10 @@ class PostgresStore:
             self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
         if rows[0][7] and catch_up_from(kept, int(version)):
-            held = self._recent.held(workflow_id)
-            state_now = None if held is None or held[0] != kept else caught_up(
-                held[1], workflow_id, text, counts, int(rows[0][7]), int(version), held[0],
-                [(int(v), k, key, item, shown) for v, k, key, item, shown in rows[0][8] or ()], self.location,
-            )
+            changes = [(int(v), k, key, item, shown) for v, k, key, item, shown in rows[0][8] or ()]
+            state_now = held_caught_up(self._recent, workflow_id, kept, text, counts, int(rows[0][7]), int(version), changes, self.location)
             if state_now is None:  # (the log cannot say it all: read every row)
-                self._recent.forget(workflow_id)
                 return self.load(workflow_id, whole=whole)
-            self._recent.keep(state_now, int(version), read=True)
             return Stored(state_now, int(version))
         logs = [(c, s) for c, s in rows[0][9] or ()] if whole else None
         items = rows[0][5] or ()

@@ -59,7 +59,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from procflow.errors import ConcurrencyError, DamagedRecord, DuplicateMessage, StoreError
-from procflow.interpreter.item_log import catch_up_from, caught_up, changes_trimmed, logged_changes
+from procflow.interpreter.item_log import (
+    catch_up_from,
+    changes_trimmed,
+    held_caught_up,
+    logged_changes,
+)
 from procflow.interpreter.memory_store import (
     LEASE_SECONDS,
     PAGE_LIMIT,
@@ -333,14 +338,9 @@ class SqliteStore:
             self._recent.forget(workflow_id)  # replaced by another thread meanwhile: read the row's JSON
             return self.load(workflow_id, whole=whole)
         if changes is not None:
-            held = self._recent.held(workflow_id)
-            state_now = None if held is None or held[0] != kept else caught_up(
-                held[1], workflow_id, text, counts, int(rows[0][5]), int(version), held[0], changes, str(self.path)
-            )
+            state_now = held_caught_up(self._recent, workflow_id, kept, text, counts, int(rows[0][5]), int(version), changes, str(self.path))
             if state_now is None:  # (the log cannot say it all: read every row)
-                self._recent.forget(workflow_id)
                 return self.load(workflow_id, whole=whole)
-            self._recent.keep(state_now, int(version), read=True)
             return Stored(state_now, int(version))
         state = self._decode_for_transition(workflow_id, text, counts, logs, items, rows[0][6])
         if not whole:  # (kept: the instance's next transition, here, starts from it without reading it again)

@@ -57,7 +57,7 @@ from procflow.interpreter.orchestrator import (
 )
 from procflow.interpreter.state import TERMINAL, HistoryEntry, InstanceState
 from procflow.interpreter.store_check import as_json, check_store, describe
-from procflow.interpreter.stores import DurableStore, open_store
+from procflow.interpreter.stores import RECENT_STATES, DurableStore, open_store
 from procflow.limits import INPUT_BYTES, MESSAGE_BYTES
 from procflow.open_tasks import open_tasks
 from procflow.operator_args import DEFAULT_STORE, STORE_ENV
@@ -78,8 +78,8 @@ def _say(text: str) -> None:
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> DurableStore:
-    recent = getattr(args, "recent", None)
-    return open_store(store_path(args.store), create=create, **({} if recent is None else {"recent": recent}))
+    recent = getattr(args, "recent", None)  # (`procflow worker --recent N`)
+    return open_store(store_path(args.store), create=create, recent=RECENT_STATES if recent is None else recent)
 
 
 def _clock(args: argparse.Namespace) -> Clock:

@@ -40,7 +40,6 @@ from procflow.interpreter import (
     postgres_schema,
     postgres_store,
     sqlite_schema,
-    sqlite_store,
 )
 from procflow.interpreter.memory_store import InMemoryStore, Store, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
@@ -925,14 +924,14 @@ def _catch_ups(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each attempt to bring a held state up to the row from the log did (False: the
     store read every row instead)."""
     outcomes: list[bool] = []
+    catch_up = item_log.caught_up
 
     def spied(*args: Any, **kwargs: Any) -> Any:
-        state = item_log.caught_up(*args, **kwargs)
+        state = catch_up(*args, **kwargs)
         outcomes.append(state is not None)
         return state
 
-    for module in (sqlite_store, postgres_store):
-        monkeypatch.setattr(module, "caught_up", spied)
+    monkeypatch.setattr(item_log, "caught_up", spied)
     return outcomes
 
 
