@@ -24,7 +24,9 @@ What is measured, each time with an `Orchestrator` whose in-process participants
   against a raw loop of one-row `INSERT` + `COMMIT` (WAL, FULL) on the same disk, in the same
   run. Floor: at least 70%.
 - PostgreSQL: transitions per second with 1, 2 and 4 `procflow worker` processes on one store
-  (200 order instances started, then the workers send their commands and apply the replies).
+  (1,000 order instances started, 200 with `--quick`, then the workers send their commands
+  and apply the replies), with the cores the machine kept busy meanwhile (workers and server)
+  and the ceiling that sets: n workers cannot pass cores / (cores one worker keeps busy).
   The aim: 4 workers at least twice 1.
 
 PostgreSQL is `$PROCFLOW_BENCH_POSTGRES` (default: the `test` database on 127.0.0.1:5432), in a
@@ -231,9 +233,34 @@ def order_transitions_per_second(stores: Stores, kind: str, instances: int) -> f
         close(store)
 
 
-def postgres_workers(url: str, workers: int, instances: int) -> float:
+def busy_cores() -> Callable[[], float | None]:
+    """Starts counting; the returned function gives how many of the machine's cores were busy
+    on average since (all processes: the workers and the PostgreSQL server), or None where
+    /proc/stat is not there to say."""
+
+    def read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                ticks = [int(x) for x in stat.readline().split()[1:]]
+        except OSError:
+            return None
+        return sum(ticks), ticks[3] + ticks[4]  # (all, idle and waiting for the disk)
+
+    before = read()
+
+    def since() -> float | None:
+        after = read()
+        if before is None or after is None or after[0] == before[0]:
+            return None
+        return (os.cpu_count() or 1) * (1 - (after[1] - before[1]) / (after[0] - before[0]))
+
+    return since
+
+
+def postgres_workers(url: str, workers: int, instances: int) -> tuple[float, float | None]:
     """Transitions per second of `workers` worker processes applying the replies of
-    `instances` started order instances (three replies each)."""
+    `instances` started order instances (three replies each), and how many cores were busy
+    meanwhile (None where it cannot be told)."""
     order = procflow.load(ORDER)
     with PostgresStore(url) as store:
         starter = Orchestrator(order, store=store, clock=lambda: NOW, auto_dispatch=False)
@@ -245,29 +272,38 @@ def postgres_workers(url: str, workers: int, instances: int) -> float:
     ]
     for process in processes:
         assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    cores = busy_cores()
     began = time.perf_counter()
     for process in processes:
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
+    for process in processes:  # (the time stops at the last one's "done", not at its exit)
+        assert process.stdout is not None and process.stdout.readline().strip() == "done"
+    elapsed, busy = time.perf_counter() - began, cores()
     for process in processes:
         process.communicate(timeout=600)
         assert process.returncode == 0
-    return 3 * instances / (time.perf_counter() - began)
+    return 3 * instances / elapsed, busy
 
 
 def worker_process(url: str) -> int:
-    """One worker process of `postgres_workers`: work until every instance is finished."""
+    """One worker process of `postgres_workers`: work until every instance is finished, as
+    `procflow worker` does (a round; when it found nothing, wait for the store to tell of
+    new work), looking whether all are finished only when a round found nothing."""
     with PostgresStore(url) as store:
         compiled = [compile_pinned_definition(p, compile_source) for p in store.pinned_definitions()]
         orchestrator = Orchestrator(compiled, store=store, transport=DemoTransport(compiled), clock=lambda: NOW)
         print("ready", flush=True)
         sys.stdin.readline()
         while True:
-            worker(orchestrator, once=True)
-            if all(s.status in TERMINAL for s in store.summaries()):
-                return 0
-            time.sleep(0.005)  # others hold the rest: let them finish it
+            rounds: list[object] = []
+            worker(orchestrator, once=True, report=rounds.append)
+            if not rounds:
+                if all(s.status in TERMINAL for s in store.summaries()):
+                    print("done", flush=True)
+                    return 0
+                store.wait_for_work(0.05)  # others hold the rest: let them finish it
 
 
 class Floors:
@@ -334,10 +370,18 @@ def main(quick: bool = False) -> int:
         print("  (where the time goes: fsync, CPU, the store's SQL alone: python bench/sqlite_full_split.py)")
         floors.add("sqlite FULL transitions/s vs raw INSERT+COMMIT/s", 100 * full / raw, 70, True, "{}%", "at least 70%")
         print("\nPostgreSQL, transitions per second with 1, 2 and 4 worker processes on one store:")
-        rates = {}
+        rates, busy = {}, {}
         for count in (1, 2, 4):
-            rates[count] = postgres_workers(new_postgres(), count, 60 if quick else 200)
-            print(f"  {count} worker(s) {rates[count]:8.0f}/s")
+            rates[count], busy[count] = postgres_workers(new_postgres(), count, 200 if quick else 1000)
+            cost = "" if busy[count] is None else f"   {busy[count]:.2f} cores busy, {1000 * busy[count] / rates[count]:.2f} ms of CPU a transition"
+            print(f"  {count} worker(s) {rates[count]:8.0f}/s   {rates[count] / rates[1]:4.2f}x one{cost}")
+        if busy[1]:
+            # One worker keeps its own process and its server's busy in turn; n workers cannot go
+            # past the machine's cores, so their rate is at most cores / (cores one keeps busy).
+            print(
+                f"  this machine's ceiling: {os.cpu_count()} cores, one worker with its server keeps {busy[1]:.2f} busy, "
+                f"so no number of workers can pass {(os.cpu_count() or 1) / busy[1]:.2f}x one"
+            )
         floors.add("postgresql: 4 workers' transitions/s vs 1 worker's (aim)", rates[4] / rates[1], 2.0, True, "{}x", "at least 2x")
     print()
     floors.print()
