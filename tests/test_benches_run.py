@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
         ("sqlite_full_split.py", ["--rounds", "1", "--instances", "10"], "raw"),
         ("console_bench.py", ["--instances", "50", "--runs", "1"], '"bench": "console"'),
         ("diagram_bench.py", ["--steps", "20", "--out", "{tmp}"], "total"),
+        ("dsl_scale.py", ["--rounds", "1", "20"], "µs/step"),
+        # RabbitMQ and PostgreSQL: with the broker's tests, one after another (one stops the broker).
+        pytest.param("amqp_bench.py", ["--orders", "20"], '"figure": "orders_per_second"', marks=pytest.mark.xdist_group("rabbitmq")),
     ],
 )
 def test_a_benchmark_script_runs(script: str, args: list[str], prints: str, tmp_path: Path) -> None:
