@@ -317,10 +317,10 @@ class Floors:
         self.rows.append({"floor": name, "measured": measured, "limit": limit, "at_least": at_least, "holds": holds, "shown": shown, "says": says})
 
     def print(self) -> None:
-        print(f"{'durable floor (issue 13)':<58} {'measured':>16}   {'floor':<22} holds")
+        print(f"{'durable floor (issue 13)':<66} {'measured':>16}   {'floor':<22} holds")
         for row in self.rows:
             measured = row["shown"].format(f"{row['measured']:.3g}")
-            print(f"{row['floor']:<58} {measured:>16}   {row['says']:<22} {'yes' if row['holds'] else 'NO'}")
+            print(f"{row['floor']:<66} {measured:>16}   {row['says']:<22} {'yes' if row['holds'] else 'NO'}")
         for row in self.rows:
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items() if k != "shown"}))
 

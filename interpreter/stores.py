@@ -239,6 +239,18 @@ RECENT_STATES = 64
 """How many instances' last written or read states a durable store keeps in memory by default
 (`RecentStates`): a state of a thousand waiting branches takes about 1 MB."""
 
+RECENT_WEIGHT = 100_000
+"""How much the states a durable store keeps may weigh in all (`state_weight`: one for the
+state, one for each wait, token, frame and for-each item; about 500 bytes to 1 KB each, so
+some 50 to 100 MB): 64 thousand-branch states would take some 70 MB, 64 of ten thousand
+branches 700 MB. The state of the latest transition is kept whatever it weighs."""
+
+
+def state_weight(state: InstanceState) -> int:
+    """About how much memory a kept state holds, in waits, tokens, frames and for-each items
+    (each some 500 bytes to 1 KB), plus one for the rest of it (`RecentStates`)."""
+    return 1 + len(state.waits) + len(state.tokens) + len(state.frames) + sum(len(run.items) for run in state.each.values())
+
 
 def open_store(target: str | Path, *, create: bool = True, recent: int = RECENT_STATES) -> DurableStore:
     """Open the store `target` names: a path or `sqlite:///...` (SQLite), or `postgresql://...`.
@@ -703,18 +715,27 @@ class RecentStates:
     a state of a thousand waits that decoding cost four times everything else of a transition,
     and a state handed over keeps the indexes the engine built on it (`interpreter/indexed.py`).
     The row's version decides, read in the same statement as the row: when another writer
-    (another worker, another process) moved it, the row is decoded as before. Bounded: the
-    least recently used instance is let go first; a lock keeps it whole when threads share the
+    (another worker, another process) moved it, the row is decoded as before. Bounded twice:
+    at most `size` instances, and at most `weight` in all (`state_weight`), so a worker with
+    many wide instances in flight does not hold them all; the least recently used instance is
+    let go first, and the one just kept never. A lock keeps it whole when threads share the
     store (the console's). The counterpart of a workflow worker's "sticky" cache in Temporal,
     with the row's version in place of the history's length.
     """
 
-    def __init__(self, size: int = RECENT_STATES) -> None:
+    def __init__(self, size: int = RECENT_STATES, weight: int = RECENT_WEIGHT) -> None:
         self.size = size
+        self.weight = weight
         # workflow id -> (version, state, whether it was read from the row (in the shape `load`
-        # gives) rather than written here)
-        self._states: OrderedDict[str, tuple[int, InstanceState, bool]] = OrderedDict()
+        # gives) rather than written here, its `state_weight`)
+        self._states: OrderedDict[str, tuple[int, InstanceState, bool, int]] = OrderedDict()
+        self._held = 0  # the weight of the states kept
         self._lock = threading.Lock()
+
+    @property
+    def held_weight(self) -> int:
+        """The weight of the states kept (`state_weight`, summed)."""
+        return self._held
 
     def version(self, workflow_id: str) -> int | None:
         """The version of the state kept for `workflow_id`, or None (ask the row for its JSON)."""
@@ -754,19 +775,26 @@ class RecentStates:
         from the row (or brought up to it: `caught_up`)."""
         if self.size <= 0:
             return
+        weight = state_weight(state)
         with self._lock:
-            self._states[state.workflowId] = (version, state, read)
-            self._states.move_to_end(state.workflowId)
-            while len(self._states) > self.size:
-                self._states.popitem(last=False)
+            replaced = self._states.pop(state.workflowId, None)
+            if replaced is not None:
+                self._held -= replaced[3]
+            self._states[state.workflowId] = (version, state, read, weight)
+            self._held += weight
+            while len(self._states) > self.size or (self._held > self.weight and len(self._states) > 1):
+                self._held -= self._states.popitem(last=False)[1][3]
 
     def forget(self, workflow_id: str | None = None) -> None:
         """Let go of the state kept for `workflow_id` (of every one: None)."""
         with self._lock:
             if workflow_id is None:
                 self._states.clear()
+                self._held = 0
             else:
-                self._states.pop(workflow_id, None)
+                let_go = self._states.pop(workflow_id, None)
+                if let_go is not None:
+                    self._held -= let_go[3]
 
 
 RECORD_NESTING = 2 * NESTING.value

@@ -901,6 +901,50 @@ def test_a_wide_block_read_anew_at_every_transition_leaves_the_record_of_one_run
     assert kept.state.status == "completed"
 
 
+def test_a_worker_with_many_wide_instances_keeps_no_more_than_the_weight_allowed(durable: Backend) -> None:
+    # A count of instances alone would let a worker hold 64 states of ten thousand branches
+    # (some 700 MB); the states kept weigh at most `RecentStates.weight` in all, the least
+    # recently used let go first, and every instance still leaves the record of one run.
+    wide = _wide(30)  # a started state weighs 61: itself, 30 waits, 30 tokens
+    memory = Orchestrator(wide, store=InMemoryStore(), clock=Clock(), auto_dispatch=False)
+    store = durable.open()
+    kept = store._recent
+    kept.weight = 150  # two such states, not three
+    orchestrator = Orchestrator(wide, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    instances = [f"wf_{n}" for n in range(4)]
+    for workflow_id in instances:
+        orchestrator.start(workflow_id, {})
+        memory.start(workflow_id, {})
+        assert kept.held_weight <= 150
+    assert [kept.version(w) for w in instances] == [None, None, 1, 1]  # the two started last
+    for i in range(30):
+        for workflow_id in instances:  # each reply to the instance held least recently: read from its rows
+            orchestrator.receive({"type": f"done_{i}", "correlationId": workflow_id})
+            memory.receive({"type": f"done_{i}", "correlationId": workflow_id})
+            assert kept.held_weight <= 150
+            assert kept.version(workflow_id) == 2 + i  # the instance just written is kept
+    for workflow_id in instances:
+        _same_record(store, memory, workflow_id, workflow_id)
+        assert memory.store.get(workflow_id).state.status == "completed"  # type: ignore[union-attr]
+
+
+def test_a_state_heavier_than_the_weight_allowed_is_still_kept_alone(durable: Backend) -> None:
+    # The latest transition's state is kept whatever it weighs: a worker answering one very wide
+    # block still skips decoding the row it just wrote.
+    wide = _wide(30)
+    store = durable.open()
+    kept = store._recent
+    kept.weight = 10
+    orchestrator = Orchestrator(wide, store=store, clock=Clock(), auto_dispatch=False, compile_pinned=procflow.load_text)
+    orchestrator.start("wf_1", {})
+    orchestrator.start("wf_2", {})
+    assert (kept.version("wf_1"), kept.version("wf_2"), kept.held_weight) == (None, 1, 61)
+    orchestrator.receive({"type": "done_0", "correlationId": "wf_1"})
+    assert (kept.version("wf_1"), kept.version("wf_2"), kept.held_weight) == (2, None, 59)  # (one wait and one token fewer)
+    kept.forget("wf_1")
+    assert kept.held_weight == 0
+
+
 # ---------------------------------------------------------------- workers taking turns on one wide instance
 
 
