@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("console_bench.py", ["--instances", "50", "--runs", "1"], '"bench": "console"'),
         ("diagram_bench.py", ["--steps", "20", "--out", "{tmp}"], "total"),
         ("dsl_scale.py", ["--rounds", "1", "20"], "µs/step"),
+        ("compare.py", ["--quick"], "speed floor (issue 12)"),  # (SpiffWorkflow's side too: some 15 s)
         # RabbitMQ and PostgreSQL: with the broker's tests, one after another (one stops the broker).
         pytest.param("amqp_bench.py", ["--orders", "20"], '"figure": "orders_per_second"', marks=pytest.mark.xdist_group("rabbitmq")),
     ],
