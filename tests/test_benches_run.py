@@ -2,9 +2,10 @@
 
 CI does not run the benchmarks for their figures (`make bench` does, on a quiet machine), and
 a script that reaches into the stores' internals can break unseen when they change:
-`bench/store_bench.py` stopped with a TypeError for a whole session once. This runs the
-cheap ones for a few seconds each and checks only that they finish and print what they
-measure; the figures are not judged here.
+`bench/store_bench.py` stopped with a TypeError for a whole session once. This runs every
+script once at its smallest (a few seconds each; `compare.py` and `durable_floors.py` some
+15 and 30 s) and checks only that it finishes and prints what it measures; the figures are
+not judged here.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("diagram_bench.py", ["--steps", "20", "--out", "{tmp}"], "total"),
         ("dsl_scale.py", ["--rounds", "1", "20"], "µs/step"),
         ("compare.py", ["--quick"], "speed floor (issue 12)"),  # (SpiffWorkflow's side too: some 15 s)
+        ("durable_floors.py", ["--quick"], "durable floor (issue 13)"),  # (SQLite and PostgreSQL: some 30 s)
         # RabbitMQ and PostgreSQL: with the broker's tests, one after another (one stops the broker).
         pytest.param("amqp_bench.py", ["--orders", "20"], '"figure": "orders_per_second"', marks=pytest.mark.xdist_group("rabbitmq")),
     ],
