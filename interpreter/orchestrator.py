@@ -500,14 +500,17 @@ def worker(
     rounds: int | None = None,
     sleep: Callable[[float], None] | None = None,
     report: Callable[[WorkerRound], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
     """The loop that keeps instances moving: send the outbox through the transport (at least
     once), apply in-process replies, fire due timers; when a round did nothing, wait up to
     `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
     wakes the worker as soon as another process queues a command no worker holds yet or sets
     a timer that is already due; SQLite sleeps the whole interval), or call `sleep` when
-    given. `once` runs one round. Time comes from the orchestrator's clock. Returns the number
-    of rounds run."""
+    given. `once` runs one round. `stop` is asked after every round and every wait: when it
+    says so, the loop ends between rounds, with nothing half done (a round sends and marks the
+    commands it claimed, and fires the timers). Time comes from the orchestrator's clock. Returns the
+    number of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
@@ -519,7 +522,9 @@ def worker(
         done += 1
         if report is not None and (handled or fired):
             report(WorkerRound(moment, handled, fired))
-        if once or (rounds is not None and done >= rounds):
+        if once or (rounds is not None and done >= rounds) or stop():
             return done
         if not handled and not fired:
             wait(interval)
+            if stop():
+                return done

@@ -10,11 +10,9 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
 from importlib import resources
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from procflow.dsl import model as m
@@ -27,6 +25,7 @@ from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
 from procflow.interpreter.state import TERMINAL
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_args import AMQP_PREFIX_ENV
+from procflow.operator_cli import stop_on_sigterm
 from procflow.terminal import printable
 
 if TYPE_CHECKING:
@@ -47,17 +46,6 @@ def _link(args: argparse.Namespace, consume_replies: bool) -> BrokerLink:
     return BrokerLink(args.transport, Topology(prefix), consume_replies=consume_replies)
 
 
-def _stop_on_sigterm() -> list[bool]:
-    """A flag that SIGTERM sets: the loop ends after its round, with nothing half done."""
-    stopped = [False]
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopped[0] = True
-
-    signal.signal(signal.SIGTERM, stop)
-    return stopped
-
-
 def _trouble(who: str) -> Callable[[TransportError, float], None]:
     def say(error: TransportError, delay: float) -> None:
         print(printable(f"{who}: {error}; trying again in {delay:g} s"), file=sys.stderr, flush=True)
@@ -75,7 +63,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
     for pinned in store.pinned_definitions():  # consume the reply queues of the processes the store runs
         for process in compile_pinned_definition(pinned, compile_source).processes.values():
             link.reply_queues.add(process.reply_to)  # declared and consumed when the link connects
-    stopped = _stop_on_sigterm()
+    stopped = stop_on_sigterm()
     counts = ReplyCounts()
 
     def report(done: WorkerRound) -> None:
@@ -120,7 +108,7 @@ def cmd_participant(args: argparse.Namespace) -> int:
 
     demo = DemoParticipants(_definitions(args.process), args.refuse, args.refuse_every)
     link = _link(args, consume_replies=False)
-    stopped = _stop_on_sigterm()
+    stopped = stop_on_sigterm()
 
     def echo(received: Received) -> None:
         if not args.quiet:

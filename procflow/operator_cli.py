@@ -32,9 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 from procflow.dsl import model as m
@@ -415,6 +417,18 @@ class DemoTransport(InProcessTransport):
             ))
 
 
+def stop_on_sigterm() -> list[bool]:
+    """A flag that SIGTERM sets (a service manager stopping the worker: systemd, Kubernetes): the
+    loop ends after its round, with nothing half done, and the command exits 0."""
+    stopped = [False]
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopped[0] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    return stopped
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Send the outbox through a transport, apply in-process replies, fire due timers; loop."""
     clock = _clock(args)
@@ -438,8 +452,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
             print(printable(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}"), file=sys.stderr, flush=True)
 
-        worker(orchestrator, once=args.once, interval=args.interval, report=report)
-        if args.once:
+        stopped = stop_on_sigterm()
+        worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0])
+        if stopped[0]:
+            print("worker: stopped by SIGTERM after its round, with nothing half done", file=sys.stderr)
+        elif args.once:
             waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
             print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
     return 0

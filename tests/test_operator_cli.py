@@ -7,15 +7,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from procflow.cli import main
 from procflow.interpreter.sqlite_store import SqliteStore
-from procflow.interpreter.stores import RECENT_STATES
+from procflow.interpreter.stores import RECENT_STATES, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ORDER = str(ROOT / "processes" / "order_fulfillment.proc")
@@ -183,6 +185,43 @@ def test_the_demo_worker_finishes_what_was_started(tmp_path: Path, capsys: pytes
     assert [r["status"] for r in json.loads(out)] == ["completed"] * 3
     code, out, _ = run(capsys, "worker", "--once", "--store", str(store), "--now", T0)
     assert code == 0 and out == ""  # nothing left to send
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_worker_stopped_with_sigterm_ends_its_round_and_exits_0(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    # A service manager (systemd, Kubernetes) stops a worker with SIGTERM, at a deploy for one:
+    # the worker ends the round it is in (sends and marks what it claimed, applies the replies)
+    # and exits 0, instead of dying mid-round with claims that no other worker may take until
+    # their lease runs out. The signal lands while the round is under way, or once it is done
+    # and the worker waits for work: either way, every order ends and nothing is left claimed.
+    store = str(tmp_path / "s.sqlite") if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    for i in range(150):
+        code, _, err = run(capsys, "start", ORDER, "--input", json.dumps({"orderId": f"ord_{i}", "amount": 10.0}),
+                           "--workflow-id", f"wf_{i}", "--store", store, "--now", T0)
+        assert code == 0, err
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "procflow", "worker", "--participants", "demo", "--store", store, "--now", T0, "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with open_store(store, create=False) as opened:
+            deadline = time.monotonic() + 60
+            while all(s.version == 1 for s in opened.summaries()):  # not in its loop yet: no handler either
+                assert worker.poll() is None and time.monotonic() < deadline, worker.communicate()
+                time.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert err.splitlines()[-1] == "worker: stopped by SIGTERM after its round, with nothing half done"
+    assert "Traceback" not in err
+    with open_store(store, create=False) as opened:
+        assert opened.status_counts() == {"completed": 150}
+        assert opened.outbox(1000) == []  # every command sent and marked
 
 
 def test_a_worker_keeps_as_many_recent_states_as_it_is_told(
