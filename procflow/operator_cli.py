@@ -455,7 +455,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stopped = stop_on_sigterm()
         worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0])
         if stopped[0]:
-            print("worker: stopped by SIGTERM after its round, with nothing half done", file=sys.stderr)
+            store.release_all(orchestrator.worker_id)  # (a round leaves none held; this makes sure)
+            print("worker: stopped by SIGTERM after its round, with nothing half done and no claim held", file=sys.stderr)
         elif args.once:
             waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
             print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)

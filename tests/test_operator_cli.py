@@ -217,7 +217,7 @@ def test_a_worker_stopped_with_sigterm_ends_its_round_and_exits_0(
         if worker.poll() is None:
             worker.kill()
     assert worker.returncode == 0, err
-    assert err.splitlines()[-1] == "worker: stopped by SIGTERM after its round, with nothing half done"
+    assert err.splitlines()[-1] == "worker: stopped by SIGTERM after its round, with nothing half done and no claim held"
     assert "Traceback" not in err
     with open_store(store, create=False) as opened:
         assert opened.status_counts() == {"completed": 150}
