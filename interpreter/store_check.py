@@ -278,9 +278,13 @@ def _with_history(
         pending = next(history, None)
 
 
+_ONE = {"instances": "instance", "history entries": "history entry", "commands": "command", "definitions": "definition"}
+"""What `describe` says of one of a kind it counted."""
+
+
 def describe(report: CheckReport) -> str:
     """The report as an operator reads it (several lines, ending with a line break)."""
-    read = ", ".join(f"{count} {what}" for what, count in report.counted.items())
+    read = ", ".join(f"{count} {_ONE.get(what, what) if count == 1 else what}" for what, count in report.counted.items())
     if report.sound:
         pages = "SQLite integrity_check ok; " if report.kind == "sqlite" else ""
         return f"store {report.location}: sound ({pages}read back {read or 'nothing: an empty store'})\n"

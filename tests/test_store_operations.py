@@ -110,7 +110,7 @@ def test_store_check_says_a_sound_store_is_sound_and_writes_nothing(filled: Path
     assert (code, err) == (0, "")
     assert out == (
         f"store {filled}: sound (SQLite integrity_check ok; read back 60 instances, 60 history entries, "
-        "60 commands, 1 definitions)\n"
+        "60 commands, 1 definition)\n"
     )
     code, out, _ = run(capsys, "store", "check", "--store", str(filled), "--json")
     assert code == 0 and json.loads(out)["sound"] is True and json.loads(out)["read"]["instances"] == 60
@@ -203,7 +203,7 @@ def test_store_check_names_each_inconsistent_record_on_postgresql(postgres_url: 
     with procflow.interpreter.stores.open_store(postgres_url) as store:
         fill(store, 5)
     code, out, _ = run(capsys, "store", "check", "--store", postgres_url)
-    assert code == 0 and "sound (read back 5 instances, 5 history entries, 5 commands, 1 definitions)" in out
+    assert code == 0 and "sound (read back 5 instances, 5 history entries, 5 commands, 1 definition)" in out
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("UPDATE procflow_instances SET state = '[1, 2' WHERE workflow_id = 'wf_0001'")
         connection.execute("INSERT INTO procflow_timers (workflow_id, next_due) VALUES ('wf_gone', 1)")
