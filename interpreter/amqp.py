@@ -370,7 +370,8 @@ def amqp_worker(
     reply when a round did nothing. When the broker goes away: drop the connection, call
     `trouble(error, delay)`, wait (doubling, at most 5 s), connect again and go on. The
     orchestrator should not dispatch by itself (`auto_dispatch=False`): the loop does. `stop`
-    is asked after every round. Returns the number of rounds."""
+    is asked after every round, and by the round before it claims each batch of commands or
+    timers (`Orchestrator.pump`, `tick`). Returns the number of rounds."""
     counts = counts if counts is not None else ReplyCounts()
     backoff = Backoff()
     rounds = 0
@@ -378,10 +379,10 @@ def amqp_worker(
         try:
             link.connect()
             moment: datetime = orchestrator.clock()
-            handled = orchestrator.pump()
+            handled = orchestrator.pump(stop=stop)
             handled += receive_replies(orchestrator, link, counts)
-            fired = [state.workflowId for state in orchestrator.tick(moment)]
-            handled += orchestrator.pump()
+            fired = [state.workflowId for state in orchestrator.tick(moment, stop)]
+            handled += orchestrator.pump(stop=stop)
             if not handled and not fired and not once:
                 handled += receive_replies(orchestrator, link, counts, wait=interval)
         except TransportError as error:

@@ -366,14 +366,15 @@ class Orchestrator:
             return transition
         raise ConcurrencyError(f"instance {workflow_id} kept changing under {MAX_CONFLICTS} attempts; try again")
 
-    def tick(self, now: datetime | None = None) -> list[InstanceState]:
+    def tick(self, now: datetime | None = None, stop: Callable[[], bool] = lambda: False) -> list[InstanceState]:
         """Fire every timer that is due; returns the instances that changed. An instance whose
         stored record is damaged is left as it is (its id and why are kept in `damaged`): the
-        others still move."""
+        others still move. `stop` is asked before each batch of timers is claimed: when it says
+        so, the rest are left for later (a worker asked to stop)."""
         moment = check_instant(now or self.clock(), "the time of a tick")
         changed = []
         self._recover()
-        for workflow_id in self._claimed_timers(moment):
+        for workflow_id in self._claimed_timers(moment, stop):
             try:
                 transition = self._transact(
                     workflow_id, lambda row: engine.advance(self.definition_of(row.state), row.state, moment)
@@ -391,7 +392,7 @@ class Orchestrator:
             if transition.outcome != "idle":
                 changed.append(transition.state)
         if self.auto_dispatch:
-            self.pump()
+            self.pump(stop=stop)
         return changed
 
     def _recover(self) -> None:
@@ -400,10 +401,10 @@ class Orchestrator:
             self.store.release_all(self.worker_id)
             self._recovered = True
 
-    def _claimed_timers(self, moment: datetime) -> Iterable[str]:
+    def _claimed_timers(self, moment: datetime, stop: Callable[[], bool]) -> Iterable[str]:
         """Due instances, claimed a batch at a time (each batch is worked before the next is taken)."""
         fired: set[str] = set()
-        while True:
+        while not stop():
             batch = self.store.claim_due(moment, self.worker_id, CLAIM_BATCH)
             fresh = [w for w in batch if w not in fired]  # a timer is fired once a tick, whatever the store says
             fired.update(fresh)
@@ -419,8 +420,9 @@ class Orchestrator:
             self.pump()
         return self.state(workflow_id)
 
-    def pump(self, limit: int = 100_000) -> int:
-        """Send the outbox through the transport; apply in-process replies; repeat until quiet.
+    def pump(self, limit: int = 100_000, stop: Callable[[], bool] = lambda: False) -> int:
+        """Send the outbox through the transport; apply in-process replies; repeat until quiet
+        (or until `stop` says so, asked before each batch: a worker asked to stop).
 
         Each command is marked sent only after the transport took it and after the replies it
         produced in this process were applied: those replies live only in memory, so a crash
@@ -438,13 +440,16 @@ class Orchestrator:
         self._recover()
         self._pumping = True
         try:
-            return self._pump(replies, limit)
+            return self._pump(replies, limit, stop)
         finally:
             self._pumping = False
 
-    def _pump(self, replies: deque[Reply] | None, limit: int) -> int:
+    def _pump(self, replies: deque[Reply] | None, limit: int, stop: Callable[[], bool]) -> int:
         handled = 0
         while handled < limit:
+            if stop():  # a worker asked to stop: apply the replies in hand, claim nothing more
+                handled += self._apply_replies(replies)[0]
+                break
             # What its own transitions queued first (already its own), then what nobody holds.
             batch = self.store.held_outbox(self.worker_id, CLAIM_BATCH) or self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
@@ -507,18 +512,19 @@ def worker(
     `interval` seconds for the store to tell of new work (`Store.wait_for_work`: PostgreSQL
     wakes the worker as soon as another process queues a command no worker holds yet or sets
     a timer that is already due; SQLite sleeps the whole interval), or call `sleep` when
-    given. `once` runs one round. `stop` is asked after every round and every wait: when it
-    says so, the loop ends between rounds, with nothing half done (a round sends and marks the
-    commands it claimed, and fires the timers). Time comes from the orchestrator's clock. Returns the
+    given. `once` runs one round. `stop` is asked after every round and every wait, and by the
+    round itself before it claims each batch of commands or timers: when it says so, the round
+    ends with the batch in hand done (sent and marked, or fired) and the loop ends, nothing
+    half done. Time comes from the orchestrator's clock. Returns the
     number of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
         moment = orchestrator.clock()
-        handled = orchestrator.pump()
-        fired = [state.workflowId for state in orchestrator.tick(moment)]
+        handled = orchestrator.pump(stop=stop)
+        fired = [state.workflowId for state in orchestrator.tick(moment, stop)]
         if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
-            handled += orchestrator.pump()
+            handled += orchestrator.pump(stop=stop)
         done += 1
         if report is not None and (handled or fired):
             report(WorkerRound(moment, handled, fired))

@@ -83,8 +83,8 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
     finally:
         link.close()
     if stopped[0]:
-        store.release_all(orchestrator.worker_id)  # (a round leaves none held; this makes sure)
-        print("worker: stopped by SIGTERM after its round, with nothing half done and no claim held", file=sys.stderr)
+        store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
+        print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)
     elif args.once:
         waiting = sum(1 for s in store.summaries() if s.status not in TERMINAL)
         print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)

@@ -419,7 +419,7 @@ class DemoTransport(InProcessTransport):
 
 def stop_on_sigterm() -> list[bool]:
     """A flag that SIGTERM sets (a service manager stopping the worker: systemd, Kubernetes): the
-    loop ends after its round, with nothing half done, and the command exits 0."""
+    loop ends once the batch in hand is done (`worker(stop=)`), and the command exits 0."""
     stopped = [False]
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -455,8 +455,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stopped = stop_on_sigterm()
         worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0])
         if stopped[0]:
-            store.release_all(orchestrator.worker_id)  # (a round leaves none held; this makes sure)
-            print("worker: stopped by SIGTERM after its round, with nothing half done and no claim held", file=sys.stderr)
+            store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
+            print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)
         elif args.once:
             waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
             print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)

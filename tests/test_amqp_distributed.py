@@ -137,7 +137,7 @@ def test_two_workers_and_a_participant_over_rabbitmq_survive_a_broker_outage(
     worker_logs = [logs[f"worker-{n}"].read_text() for n in (1, 2)]
     # Stopped with SIGTERM (`terminate`), as a service manager stops them: each ends its round and says so.
     assert [w.returncode for w in workers] == [0, 0], [log[-2000:] for log in worker_logs]
-    assert [log.splitlines()[-1] for log in worker_logs] == ["worker: stopped by SIGTERM after its round, with nothing half done and no claim held"] * 2
+    assert [log.splitlines()[-1] for log in worker_logs] == ["worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held"] * 2
     assert outage >= 10
     assert unfinished_in_outage > 0, "the outage came after the run had ended"
     assert any("trying again" in log for log in worker_logs), "the workers never saw the broker go"
