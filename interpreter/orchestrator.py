@@ -515,8 +515,7 @@ def worker(
     given. `once` runs one round. `stop` is asked after every round and every wait, and by the
     round itself before it claims each batch of commands or timers: when it says so, the round
     ends with the batch in hand done (sent and marked, or fired) and the loop ends, nothing
-    half done. Time comes from the orchestrator's clock. Returns the
-    number of rounds run."""
+    half done. Time comes from the orchestrator's clock. Returns the number of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
     done = 0
     while True:
