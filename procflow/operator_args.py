@@ -141,7 +141,11 @@ def add_operator_commands(subparsers: Any) -> None:
     now_option(p, "the moment it resumes")
     p.set_defaults(handler=_operator("cmd_retry"))
 
-    p = subparsers.add_parser("worker", help="send the outbox and fire timers, in a loop")
+    p = subparsers.add_parser(
+        "worker", help="send the outbox and fire timers, in a loop",
+        description="Send the outbox and fire timers, in a loop. SIGTERM stops it once the batch in hand is done "
+                    "(20 commands or timers at most), with no claim held, exit 0; Ctrl-C stops it at once.",
+    )
     p.add_argument("--once", action="store_true", help="one round, then stop")
     p.add_argument("--participants", choices=("demo", "print"),
                    help="demo: in-process participants that say yes to everything; print (the default without "
@@ -155,7 +159,8 @@ def add_operator_commands(subparsers: Any) -> None:
                         "restarted under the same name takes back at once what it held; never run two under one name")
     p.add_argument("--recent", type=_count, metavar="N",
                    help="instances whose states it keeps in memory for their next transitions (default 64; "
-                        "0: none); a state of a thousand waiting branches takes about 1 MB")
+                        "0: none); a state of a thousand waiting branches takes about 1 MB, and the states kept "
+                        "hold 100,000 waits, tokens, frames and for-each items at most")
     store_option(p)
     now_option(p, "a fixed moment for every round (virtual time)")
     p.set_defaults(handler=_operator("cmd_worker"))
