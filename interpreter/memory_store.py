@@ -34,6 +34,11 @@ LEASE_SECONDS = 60.0
 """How long a worker holds the commands and timers it claimed: long enough to send a batch and
 apply its in-process replies; when it runs out (the worker died), another worker takes them."""
 
+HELD_LEASE_LEFT = LEASE_SECONDS / 2
+"""`held_outbox` hands a worker back a command it holds only while this much of the lease is
+left; with less, the worker's own `claim_outbox` takes it again, renewing the lease. So a
+command read from either is the worker's for at least this long (`Orchestrator.pump`)."""
+
 CLAIM_BATCH = 20
 """How many commands or timers a worker claims at once: small, so that other workers find work."""
 
@@ -205,12 +210,13 @@ class Store(Protocol):
         """Commands not yet marked sent, oldest first."""
 
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
-        """Commands not yet sent that no other worker holds, oldest first, now held by `worker`
-        for `lease` seconds (or until marked sent)."""
+        """Commands not yet sent that no other worker holds (its own included, their lease
+        renewed), oldest first, now held by `worker` for `lease` seconds (or until marked sent)."""
 
     def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
-        """Commands not yet sent that `worker` holds (its lease still running), oldest first:
-        those its own transitions queued for it (`save(claim_for=...)`). A read, no write."""
+        """Commands not yet sent that `worker` holds with at least `HELD_LEASE_LEFT` of their
+        lease left, oldest first: those its own transitions queued for it
+        (`save(claim_for=...)`). A read, no write."""
 
     def mark_sent(self, *outbox_ids: int) -> None:
         """Commands were handed to the transport (their claims end): one transaction for all."""
@@ -357,24 +363,26 @@ class InMemoryStore:
         return list(itertools.islice(self._outbox.items(), limit))
 
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
-        """Commands not yet sent that no other worker holds, now held by `worker`."""
-        return self._claim("outbox", self._outbox.items(), worker, limit, lease)
+        """Commands not yet sent that no other worker holds (its own too), now held by `worker`."""
+        return self._claim("outbox", self._outbox.items(), worker, limit, lease, own=True)
 
     def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
-        """Commands not yet sent that `worker` holds, oldest first."""
-        now = time.monotonic()
+        """Commands not yet sent that `worker` holds with `HELD_LEASE_LEFT` left, oldest first."""
+        enough = time.monotonic() + HELD_LEASE_LEFT
         claims = self._claims
-        held = ((i, d) for i, d in self._outbox.items() if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] > now)
+        held = ((i, d) for i, d in self._outbox.items() if (w := claims.get(("outbox", i))) and w[0] == worker and w[1] >= enough)
         return list(itertools.islice(held, limit))
 
-    def _claim(self, kind: str, candidates: Iterable[tuple[_K, _V]], worker: str, limit: int, lease: float) -> list[tuple[_K, _V]]:
+    def _claim(
+        self, kind: str, candidates: Iterable[tuple[_K, _V]], worker: str, limit: int, lease: float, own: bool = False
+    ) -> list[tuple[_K, _V]]:
         now = time.monotonic()
         claimed: list[tuple[_K, _V]] = []
         for key, value in candidates:
             if len(claimed) >= limit:
                 break
             held = self._claims.get((kind, key))
-            if held is None or held[1] <= now:
+            if held is None or held[1] <= now or (own and held[0] == worker):
                 self._claims[(kind, key)] = (worker, now + lease)
                 claimed.append((key, value))
         return claimed

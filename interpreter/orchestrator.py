@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from procflow.interpreter import engine
 from procflow.interpreter.log import NotLoaded
 from procflow.interpreter.memory_store import (
     CLAIM_BATCH,
+    HELD_LEASE_LEFT,
     CompileSource,
     InMemoryStore,
     Store,
@@ -64,6 +66,11 @@ Clock = Callable[[], datetime]
 
 MAX_CONFLICTS = 50
 """How often one transition is recomputed when other writers keep changing the instance."""
+
+RENEW_AFTER = HELD_LEASE_LEFT / 2
+"""How long a worker goes on sending a batch of commands it read (held or claimed) before it
+reads the rest again: each then has at least this much of its lease left, and the read renews
+those running short. A single send slower than this can still outlive its lease."""
 
 def system_clock() -> datetime:
     """The machine's clock, in UTC."""
@@ -450,12 +457,19 @@ class Orchestrator:
             if stop():  # a worker asked to stop: apply the replies in hand, claim nothing more
                 handled += self._apply_replies(replies)[0]
                 break
-            # What its own transitions queued first (already its own), then what nobody holds.
+            # What its own transitions queued first (already its own), then what nobody holds:
+            # either way each is this worker's for `HELD_LEASE_LEFT` at least from here.
+            read_at = time.monotonic()
             batch = self.store.held_outbox(self.worker_id, CLAIM_BATCH) or self.store.claim_outbox(self.worker_id, CLAIM_BATCH)
             if not batch and not replies:
                 break
             unmarked: list[int] = []
             for position, (outbox_id, dispatch) in enumerate(batch):
+                if position and time.monotonic() - read_at > RENEW_AFTER:
+                    # A slow transport: read the rest again before their lease runs short (the
+                    # store renews the ones with less than `HELD_LEASE_LEFT` left), so that no
+                    # other worker takes and sends a command this one is about to send.
+                    break
                 try:
                     self.transport.send(dispatch)
                     applied, carried = self._apply_replies(replies, outbox_id)

@@ -69,6 +69,7 @@ from procflow.interpreter.item_log import (
     logged_changes,
 )
 from procflow.interpreter.memory_store import (
+    HELD_LEASE_LEFT,
     LEASE_SECONDS,
     PAGE_LIMIT,
     PageCursor,
@@ -576,26 +577,27 @@ class PostgresStore:
         return [(int(i), decode_dispatch(text, self.location)) for i, text in rows]
 
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
-        """Unsent commands that no other worker holds, oldest first, now held by `worker` for
-        `lease` seconds: the rows are locked only while they are claimed (SKIP LOCKED: a second
-        worker takes the next ones instead of waiting)."""
+        """Unsent commands that no other worker holds (`worker`'s own too, their lease renewed),
+        oldest first, now held by `worker` for `lease` seconds: the rows are locked only while
+        they are claimed (SKIP LOCKED: a second worker takes the next ones instead of waiting)."""
         # One statement is one transaction (autocommit): no BEGIN and COMMIT round trips.
         with self._connection() as connection:
             rows = connection.execute(
                 "UPDATE procflow_outbox SET claimed_by = %s, claimed_until = clock_timestamp() + make_interval(secs => %s) "
                 "WHERE id IN (SELECT id FROM procflow_outbox WHERE sent_at IS NULL "
-                "AND (claimed_until IS NULL OR claimed_until < clock_timestamp()) "
+                "AND (claimed_until IS NULL OR claimed_until < clock_timestamp() OR claimed_by = %s) "
                 "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, dispatch",
-                (worker, lease, limit),
+                (worker, lease, worker, limit),
             ).fetchall()
         return sorted((int(i), decode_dispatch(text, self.location)) for i, text in rows)
 
     def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
-        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        """Unsent commands `worker` holds with `HELD_LEASE_LEFT` of their lease left, oldest
+        first: a read, no write."""
         rows = self._rows(
             "SELECT id, dispatch FROM procflow_outbox WHERE claimed_by = %s AND sent_at IS NULL "
-            "AND claimed_until >= clock_timestamp() ORDER BY id LIMIT %s",
-            (worker, limit),
+            "AND claimed_until >= clock_timestamp() + make_interval(secs => %s) ORDER BY id LIMIT %s",
+            (worker, HELD_LEASE_LEFT, limit),
         )
         return [(int(i), decode_dispatch(text, self.location)) for i, text in rows]
 

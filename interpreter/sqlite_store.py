@@ -66,6 +66,7 @@ from procflow.interpreter.item_log import (
     logged_changes,
 )
 from procflow.interpreter.memory_store import (
+    HELD_LEASE_LEFT,
     LEASE_SECONDS,
     PAGE_LIMIT,
     PageCursor,
@@ -563,28 +564,27 @@ class SqliteStore:
         return [(int(i), self._decode_dispatch(text)) for i, text in rows]
 
     def claim_outbox(self, worker: str, limit: int = 100, lease: float = LEASE_SECONDS) -> list[tuple[int, Dispatch]]:
-        """Unsent commands that no other worker holds (or whose lease ran out), oldest first, now
-        held by `worker` for `lease` seconds."""
+        """Unsent commands that no other worker holds (or whose lease ran out; `worker`'s own,
+        their lease renewed), oldest first, now held by `worker` for `lease` seconds."""
         # A read first: when nothing is there to claim (an idle worker, the end of a pump), no
         # write lock is taken and nothing is committed.
-        if not self._rows(
-            "SELECT 1 FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) LIMIT 1", (time.time(),)
-        ):
+        free = "sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?)"
+        if not self._rows(f"SELECT 1 FROM outbox WHERE {free} LIMIT 1", (time.time(), worker)):
             return []
         with self._write() as connection:
             rows = connection.execute(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-                "SELECT id FROM outbox WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?) "
+                f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id IN (SELECT id FROM outbox WHERE {free} "
                 "ORDER BY id LIMIT ?) RETURNING id, dispatch",
-                (worker, time.time() + lease, time.time(), limit),
+                (worker, time.time() + lease, time.time(), worker, limit),
             ).fetchall()
         return sorted((int(i), self._decode_dispatch(text)) for i, text in rows)
 
     def held_outbox(self, worker: str, limit: int = 100) -> list[tuple[int, Dispatch]]:
-        """Unsent commands `worker` holds (its lease running), oldest first: a read, no write."""
+        """Unsent commands `worker` holds with `HELD_LEASE_LEFT` of their lease left, oldest
+        first: a read, no write."""
         rows = self._rows(
             "SELECT id, dispatch FROM outbox WHERE claimed_by = ? AND sent_at IS NULL AND claimed_until >= ? ORDER BY id LIMIT ?",
-            (worker, time.time(), limit),
+            (worker, time.time() + HELD_LEASE_LEFT, limit),
         )
         return [(int(i), self._decode_dispatch(text)) for i, text in rows]
 

@@ -19,7 +19,8 @@ import pytest
 
 import procflow
 from procflow.dsl.model import ProcessDefinition
-from procflow.interpreter.memory_store import InMemoryStore
+from procflow.interpreter.memory_store import InMemoryStore, Store
+from procflow.interpreter.messages import Dispatch
 from procflow.interpreter.orchestrator import Orchestrator
 from procflow.interpreter.stores import open_store
 from procflow.operator_cli import DemoTransport
@@ -103,3 +104,47 @@ def test_many_workers_send_each_command_once(
     for workflow_id, state in states.items():
         assert state == states_alone[workflow_id], workflow_id
     assert {s["status"] for s in states.values()} == {"completed"}  # type: ignore[index]
+
+
+class SlowSender:
+    """A transport that takes ten seconds of a virtual clock to send each command, while another
+    worker, at work beside it, claims what it can and sends that at once."""
+
+    def __init__(self, now: list[float], store: Store) -> None:
+        self.now, self.store = now, store
+        self.sent: list[str] = []
+
+    def send(self, dispatch: Dispatch) -> None:
+        self.sent.append(dispatch.dedupKey)
+        self.now[0] += 10.0
+        for outbox_id, other in self.store.claim_outbox("fast"):
+            self.sent.append(other.dedupKey)
+            self.store.mark_sent(outbox_id)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_worker_with_a_slow_transport_keeps_its_commands_to_itself(
+    kind: str, order: ProcessDefinition, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch of 20 commands at ten seconds each outlasts its minute's lease. The worker reads
+    # the rest of its batch again every quarter lease, which renews the leases running short,
+    # so the other worker never finds one of them free: each command is sent once. (Before,
+    # the last commands of the batch went to both.) Leases are kept by `time.monotonic` in
+    # memory and `time.time` in SQLite: both follow the virtual clock here.
+    now = [1_000_000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    store: Store = InMemoryStore() if kind == "memory" else open_store(tmp_path / "slow.sqlite")
+    try:
+        starter = Orchestrator(order, store=store, clock=lambda: T0, auto_dispatch=False)
+        for i in range(30):
+            starter.start(f"wf_{i:03d}", {"orderId": f"ord_{i:03d}", "amount": 1.0})
+        transport = SlowSender(now, store)
+        slow = Orchestrator(order, store=store, transport=transport, clock=lambda: T0, auto_dispatch=False, worker_id="slow")
+        slow.pump()
+        assert [key for key, times in Counter(transport.sent).items() if times > 1] == []
+        assert len(transport.sent) == 30 and store.outbox() == []
+        assert now[0] - 1_000_000.0 == 200.0  # the slow worker sent its 20 (the other took 10)
+    finally:
+        if kind == "sqlite":
+            store.close()  # type: ignore[attr-defined]

@@ -41,7 +41,7 @@ from procflow.interpreter import (
     postgres_store,
     sqlite_schema,
 )
-from procflow.interpreter.memory_store import InMemoryStore, Store, parse_cursor
+from procflow.interpreter.memory_store import HELD_LEASE_LEFT, InMemoryStore, Store, parse_cursor
 from procflow.interpreter.messages import Dispatch, Reply
 from procflow.interpreter.orchestrator import Orchestrator, worker
 from procflow.interpreter.postgres_store import PostgresStore
@@ -441,6 +441,21 @@ def test_a_claim_whose_lease_ran_out_is_taken_by_another_worker(store: Store, or
     [(again, _)] = store.claim_outbox("takes over")
     assert again == outbox_id
     assert store.claim_outbox("dies") == []  # the one that died does not get it back
+
+
+def test_a_worker_takes_back_its_own_commands_when_their_lease_runs_short(store: Store, order: ProcessDefinition) -> None:
+    # `held_outbox` hands back a command only while at least half a lease is left; with less,
+    # the worker's own `claim_outbox` takes it again and renews the lease (`Orchestrator.pump`
+    # reads a slow batch again this way). No other worker may take it meanwhile.
+    started(store, order, "wf_1", "ord_1")
+    started(store, order, "wf_2", "ord_2")
+    claimed = store.claim_outbox("slow", lease=HELD_LEASE_LEFT - 5)  # less than half a lease left
+    assert len(claimed) == 2
+    assert store.held_outbox("slow") == []
+    assert store.claim_outbox("another") == []
+    assert store.claim_outbox("slow") == claimed  # the same commands, in order, for a whole lease now
+    assert store.held_outbox("slow") == claimed
+    assert store.claim_outbox("another") == []
 
 
 def test_a_worker_restarted_under_its_name_takes_back_its_claims_at_once(backend: Backend, order: ProcessDefinition) -> None:
