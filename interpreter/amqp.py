@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,12 +45,13 @@ from procflow.errors import (
     MessageRefused,
     ProcflowError,
     StoreError,
+    StoreUnavailable,
     TransportError,
 )
 from procflow.interpreter import engine
 from procflow.interpreter.amqp_topology import QUEUE_HEADER, REASON_HEADER, Topology
 from procflow.interpreter.messages import Dispatch, Reply
-from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
+from procflow.interpreter.orchestrator import Backoff, Orchestrator, WorkerRound
 from procflow.interpreter.stores import redact
 from procflow.limits import MESSAGE_BYTES
 from procflow.strict_json import loads
@@ -59,24 +60,6 @@ PREFETCH = 200
 """Replies a worker holds unacknowledged at once (it works them, then acks each)."""
 
 _BROKER_TROUBLE = (pika.exceptions.AMQPError, OSError)
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Waits between reconnection attempts: doubling from `first` up to `most` seconds."""
-
-    first: float = 0.5
-    most: float = 5.0
-    current: float = field(default=0.0)
-
-    def next(self) -> float:
-        """The next wait (and double the one after)."""
-        self.current = self.first if self.current == 0 else min(self.most, self.current * 2)
-        return self.current
-
-    def reset(self) -> None:
-        """The connection works again: start from `first` next time."""
-        self.current = 0.0
 
 
 @dataclass(slots=True)
@@ -360,7 +343,7 @@ def amqp_worker(
     once: bool = False,
     interval: float = 1.0,
     report: Callable[[WorkerRound], None] | None = None,
-    trouble: Callable[[TransportError, float], None] | None = None,
+    trouble: Callable[[ProcflowError, float], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     stop: Callable[[], bool] = lambda: False,
     counts: ReplyCounts | None = None,
@@ -385,8 +368,9 @@ def amqp_worker(
             handled += orchestrator.pump(stop=stop)
             if not handled and not fired and not once:
                 handled += receive_replies(orchestrator, link, counts, wait=interval)
-        except TransportError as error:
-            link.drop()
+        except (TransportError, StoreUnavailable) as error:
+            if isinstance(error, TransportError):
+                link.drop()
             if once:
                 raise
             if stop():

@@ -30,9 +30,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 from procflow.dsl import model as m
 from procflow.errors import MessageRefused, TransportError
 from procflow.interpreter import engine
-from procflow.interpreter.amqp import Backoff, BrokerLink, broker_trouble
+from procflow.interpreter.amqp import BrokerLink, broker_trouble
 from procflow.interpreter.messages import Command, Reply
-from procflow.interpreter.orchestrator import Participant, first_replies
+from procflow.interpreter.orchestrator import Backoff, Participant, first_replies
 from procflow.limits import MESSAGE_BYTES
 from procflow.strict_json import loads
 

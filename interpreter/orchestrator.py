@@ -30,7 +30,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from procflow.errors import (
     InputError,
     MessageRefused,
     ProcflowError,
+    StoreUnavailable,
 )
 from procflow.ids import check_id, id_problem
 from procflow.instants import check_instant
@@ -503,6 +504,25 @@ class Orchestrator:
 
 
 @dataclass(slots=True)
+class Backoff:
+    """Waits between attempts to reach a store or a broker again: doubling from `first` up to
+    `most` seconds."""
+
+    first: float = 0.5
+    most: float = 5.0
+    current: float = field(default=0.0)
+
+    def next(self) -> float:
+        """The next wait (and double the one after)."""
+        self.current = self.first if self.current == 0 else min(self.most, self.current * 2)
+        return self.current
+
+    def reset(self) -> None:
+        """The connection works again: start from `first` next time."""
+        self.current = 0.0
+
+
+@dataclass(slots=True)
 class WorkerRound:
     """What one round of a worker did."""
 
@@ -520,6 +540,7 @@ def worker(
     sleep: Callable[[float], None] | None = None,
     report: Callable[[WorkerRound], None] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    trouble: Callable[[StoreUnavailable, float], None] | None = None,
 ) -> int:
     """The loop that keeps instances moving: send the outbox through the transport (at least
     once), apply in-process replies, fire due timers; when a round did nothing, wait up to
@@ -529,21 +550,44 @@ def worker(
     given. `once` runs one round. `stop` is asked after every round and every wait, and by the
     round itself before it claims each batch of commands or timers: when it says so, the round
     ends with the batch in hand done (sent and marked, or fired) and the loop ends, nothing
-    half done. Time comes from the orchestrator's clock. Returns the number of rounds run."""
+    half done. When the store cannot be reached for now (`StoreUnavailable`: a lost
+    connection, a server restarting, a file locked by another process), the round is left
+    where it stood (what it wrote is whole; what it sent and did not mark is sent again, at
+    least once as always), `trouble(error, delay)` is called and the loop waits (doubling, at
+    most 5 s) and goes on; with `once`, the error is raised. Time comes from the orchestrator's
+    clock. Returns the number of rounds run."""
     wait = sleep if sleep is not None else orchestrator.store.wait_for_work
+    pause = sleep if sleep is not None else time.sleep
+    backoff = Backoff()
     done = 0
     while True:
-        moment = orchestrator.clock()
-        handled = orchestrator.pump(stop=stop)
-        fired = [state.workflowId for state in orchestrator.tick(moment, stop)]
-        if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
-            handled += orchestrator.pump(stop=stop)
         done += 1
-        if report is not None and (handled or fired):
-            report(WorkerRound(moment, handled, fired))
-        if once or (rounds is not None and done >= rounds) or stop():
+        last = once or (rounds is not None and done >= rounds)
+        try:
+            idle = _round(orchestrator, stop, report)
+            if idle and not last and not stop():
+                wait(interval)
+            backoff.reset()
+        except StoreUnavailable as error:
+            if once:
+                raise
+            delay = backoff.next()
+            if trouble is not None:
+                trouble(error, delay)
+            if not last and not stop():
+                pause(delay)
+        if last or stop():
             return done
-        if not handled and not fired:
-            wait(interval)
-            if stop():
-                return done
+
+
+def _round(orchestrator: Orchestrator, stop: Callable[[], bool], report: Callable[[WorkerRound], None] | None) -> bool:
+    """One round of `worker`: send, fire the due timers, send what they queued; report it.
+    True when it found nothing to do."""
+    moment = orchestrator.clock()
+    handled = orchestrator.pump(stop=stop)
+    fired = [state.workflowId for state in orchestrator.tick(moment, stop)]
+    if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
+        handled += orchestrator.pump(stop=stop)
+    if report is not None and (handled or fired):
+        report(WorkerRound(moment, handled, fired))
+    return not handled and not fired

@@ -60,7 +60,7 @@ import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError
+from procflow.errors import ConcurrencyError, DuplicateMessage, StoreError, StoreUnavailable
 from procflow.interpreter.item_log import (
     CHANGES_KEPT,
     catch_up_from,
@@ -220,7 +220,7 @@ class PostgresStore:
             with self._pool.connection() as connection:
                 yield connection
         except psycopg_pool.PoolTimeout:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"no connection to {self.location} within {POOL_TIMEOUT_SECONDS:.0f}s: the server is unreachable or "
                 "every connection of the pool is busy. Nothing more was written; try again when the server answers."
             ) from None
@@ -251,7 +251,7 @@ class PostgresStore:
                 "Point --store at the primary server."
             )
         if isinstance(error, psycopg.OperationalError):
-            return StoreError(
+            return StoreUnavailable(
                 f"lost the connection to {self.location} ({first_line(str(error))}). A transition in flight was either "
                 "committed whole or not at all; running the command again is safe (versions and the inbox keep it from "
                 "applying twice)."

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-from procflow.errors import StoreError
+from procflow.errors import StoreError, StoreUnavailable
 
 APPLICATION_ID = 0x50464C57
 """`PRAGMA application_id` of a procflow store ("PFLW"): tells our files from other programs'."""
@@ -402,7 +402,7 @@ def diagnose(path: Path, error: sqlite3.Error) -> StoreError:
     disk must never send anyone to their backups."""
     code = str(getattr(error, "sqlite_errorname", "") or "")
     if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return StoreError(
+        return StoreUnavailable(
             f"the store {path} stayed locked by another process for {BUSY_TIMEOUT_SECONDS:.0f}s; nothing was written. "
             "Try again, or stop the process that holds it (`fuser` names it)."
         )

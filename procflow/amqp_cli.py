@@ -11,21 +11,20 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from procflow.dsl import model as m
 from procflow.dsl.compiler import compile_source
 from procflow.dsl.validate import check_file
-from procflow.errors import ProcflowError, SourceError, TransportError
+from procflow.errors import ProcflowError, SourceError
 from procflow.interpreter.amqp_topology import DEFAULT_PREFIX, Topology
 from procflow.interpreter.memory_store import compile_pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
 from procflow.interpreter.state import TERMINAL
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_args import AMQP_PREFIX_ENV
-from procflow.operator_cli import stop_on_sigterm
+from procflow.operator_cli import say_trouble, stop_on_sigterm
 from procflow.terminal import printable
 
 if TYPE_CHECKING:
@@ -44,13 +43,6 @@ def _link(args: argparse.Namespace, consume_replies: bool) -> BrokerLink:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     prefix = args.amqp_prefix or os.environ.get(AMQP_PREFIX_ENV) or DEFAULT_PREFIX
     return BrokerLink(args.transport, Topology(prefix), consume_replies=consume_replies)
-
-
-def _trouble(who: str) -> Callable[[TransportError, float], None]:
-    def say(error: TransportError, delay: float) -> None:
-        print(printable(f"{who}: {error}; trying again in {delay:g} s"), file=sys.stderr, flush=True)
-
-    return say
 
 
 def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestrator: Orchestrator) -> int:
@@ -76,7 +68,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
     try:
         amqp_worker(
             orchestrator, link, once=args.once, interval=args.interval, report=report,
-            trouble=_trouble("worker"),
+            trouble=say_trouble("worker"),
             stop=lambda: stopped[0],
             counts=counts,
         )
@@ -125,7 +117,7 @@ def cmd_participant(args: argparse.Namespace) -> int:
         f"participant: serving {', '.join(demo.names)} on {link.location} (queues {link.topology.participant_queue('*')})"
     ), file=sys.stderr, flush=True)
     try:
-        serve(link, demo.participants(), on_command=echo, trouble=_trouble("participant"),
+        serve(link, demo.participants(), on_command=echo, trouble=say_trouble("participant"),
               stop=lambda: stopped[0])
     finally:
         link.close()

@@ -99,6 +99,12 @@ class StoreError(ProcflowError):
     """The durable store cannot be used as asked; nothing in it was changed."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached for now: a lost connection, a server that does not answer, a
+    file another process keeps locked. Nothing was written; the same call can succeed later,
+    and a worker waits and tries again (`procflow.interpreter.orchestrator.worker`)."""
+
+
 class ConcurrencyError(StoreError):
     """Another writer changed the instance first; reload and try again."""
 

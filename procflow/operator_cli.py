@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from types import FrameType
 from typing import Any
@@ -80,6 +81,9 @@ def _say(text: str) -> None:
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> DurableStore:
+    # The PostgreSQL pool logs each failed attempt to reconnect, several lines each; procflow's
+    # own line (`say_trouble`, or the error it exits with) says it better.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     recent = getattr(args, "recent", None)  # (`procflow worker --recent N`)
     return open_store(store_path(args.store), create=create, recent=RECENT_STATES if recent is None else recent)
 
@@ -429,6 +433,18 @@ def stop_on_sigterm() -> list[bool]:
     return stopped
 
 
+def say_trouble(who: str) -> Callable[[ProcflowError, float], None]:
+    """What a worker or participant says on standard error when its store or broker cannot be
+    reached for now, before it waits and tries again."""
+
+    def say(error: ProcflowError, delay: float) -> None:
+        told = str(error)
+        said = f"{told} Trying again in {delay:g} s." if told.endswith(".") else f"{told}; trying again in {delay:g} s"
+        print(printable(f"{who}: {said}"), file=sys.stderr, flush=True)
+
+    return say
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Send the outbox through a transport, apply in-process replies, fire due timers; loop."""
     clock = _clock(args)
@@ -453,7 +469,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(printable(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}"), file=sys.stderr, flush=True)
 
         stopped = stop_on_sigterm()
-        worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0])
+        worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0], trouble=say_trouble("worker"))
         if stopped[0]:
             store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
             print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -410,33 +411,57 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def password_server() -> Iterator[str]:
-    """A PostgreSQL cluster of this test's own (initdb, scram-sha-256, user `owner`, password
-    `secret`) on a free port, stopped and removed afterwards: the shared server is left alone."""
-    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    assert binaries, "initdb is not installed (the postgresql package): the wrong-password test needs it"
-    bin_dir = Path(binaries[-1]).parent
-    folder = Path(tempfile.mkdtemp(prefix="procflow-pg-"))  # not under pytest's root-only folder: postgres must enter it
-    password = folder / "password"
-    password.write_text("secret\n")
-    shutil.chown(folder, "postgres")
-    shutil.chown(password, "postgres")
-    data, port = folder / "data", free_port()
+class OwnServer:
+    """A PostgreSQL cluster of a test's own (initdb, scram-sha-256, user `owner`, password
+    `secret`) on a free port: the shared server is left alone, and this one may be stopped."""
 
-    def as_postgres(*argv: str) -> None:
-        done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, timeout=120)
+    def __init__(self) -> None:
+        binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        assert binaries, "initdb is not installed (the postgresql package): these tests need it"
+        self.bin_dir = Path(binaries[-1]).parent
+        self.folder = Path(tempfile.mkdtemp(prefix="procflow-pg-"))  # not under pytest's root-only folder: postgres must enter it
+        self.data, self.port = self.folder / "data", free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        password = self.folder / "password"
+        password.write_text("secret\n")
+        shutil.chown(self.folder, "postgres")
+        shutil.chown(password, "postgres")
+        self._as_postgres("initdb", "-D", str(self.data), "-U", "owner", "--auth=scram-sha-256", f"--pwfile={password}", "-N")
+
+    def _as_postgres(self, program: str, *argv: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin_dir / program), *argv],
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
 
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.folder / "log"),
+                          "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        """As a crash or a failover does: at once, every connection dropped."""
+        if (self.data / "postmaster.pid").exists():
+            self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server() -> Iterator[OwnServer]:
+    """A PostgreSQL server of the test's own, running; stopped and removed afterwards."""
+    server = OwnServer()
     try:
-        as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-U", "owner", "--auth=scram-sha-256", f"--pwfile={password}", "-N")
-        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"),
-                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        yield f"127.0.0.1:{port}"
+        server.start()
+        yield server
     finally:
-        if (data / "postmaster.pid").exists():
-            as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
+
+
+@pytest.fixture
+def password_server(own_server: OwnServer) -> str:
+    """The address of a server that asks user `owner` for the password `secret`."""
+    return own_server.address
 
 
 @pytest.mark.slow
@@ -452,3 +477,45 @@ def test_a_wrong_password_is_called_a_wrong_password_and_never_printed(password_
     assert code == 0, err
     with psycopg.connect(right) as connection:
         assert connection.execute("SELECT count(*) FROM procflow_instances").fetchall() == [(1,)]
+
+
+@pytest.mark.slow
+def test_a_worker_whose_server_restarts_waits_and_goes_on(own_server: OwnServer, capsys: pytest.CaptureFixture[str]) -> None:
+    # A database restart or failover drops every connection. The worker says so, waits
+    # (doubling, at most 5 s) and goes on once the server answers again, as the RabbitMQ worker
+    # does when the broker goes; it used to stop with exit 1 and wait for a supervisor.
+    url = f"postgresql://owner:secret@{own_server.address}/postgres"
+    code, _, err = run(capsys, *start_argv(url, "wf_before"))
+    assert code == 0, err
+    worker = subprocess.Popen([*WORKER, "--participants", "demo", "--store", url, "--now", "2026-01-01T09:00:00Z"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def statuses() -> dict[str, str]:
+        with procflow.interpreter.stores.open_store(url, create=False) as store:
+            return {s.workflow_id: s.status for s in store.summaries()}
+
+    def until(expected: dict[str, str]) -> None:
+        deadline = time.monotonic() + 60
+        while statuses() != expected:
+            assert worker.poll() is None, worker.communicate()
+            assert time.monotonic() < deadline, statuses()
+            time.sleep(0.1)
+
+    try:
+        until({"wf_before": "completed"})
+        own_server.stop()
+        time.sleep(3)  # the worker's rounds meet a server that is gone
+        assert worker.poll() is None, worker.communicate()
+        own_server.start()
+        code, _, err = run(capsys, *start_argv(url, "wf_after"))
+        assert code == 0, err
+        until({"wf_before": "completed", "wf_after": "completed"})
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert "Trying again in 0.5 s." in err and "Traceback" not in err, err
+    # One line of procflow's own a failed attempt, not the pool's log of each reconnection.
+    assert "error connecting in" not in err and "discarding closed connection" not in err, err
