@@ -180,7 +180,8 @@ class Orchestrator:
         self.compile_pinned = compile_pinned
         self.auto_dispatch = auto_dispatch
         self.damaged: dict[str, str] = {}
-        """Instances a tick left alone because their stored record could not be read: id -> why."""
+        """Instances a tick or a pump left alone because their stored record could not be read:
+        id (a reply's correlation id when it named no workflow) -> why."""
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._recovered = worker_id is None  # a new random name has held nothing before
         self._pumping = False
@@ -499,6 +500,11 @@ class Orchestrator:
                 transition = self._apply(message, sent)
             except MessageRefused:
                 continue
+            except DamagedRecord as damaged:
+                # One instance whose record cannot be read must not stop the others: its reply is
+                # left (as a tick leaves it), its command counts as sent, and `damaged` says why.
+                self.damaged[message.workflowId or message.correlationId] = str(damaged)
+                continue
             carried = carried or (bool(sent) and transition.outcome in ("applied", "late"))
         return applied, carried
 
@@ -581,13 +587,14 @@ def worker(
 
 
 def _round(orchestrator: Orchestrator, stop: Callable[[], bool], report: Callable[[WorkerRound], None] | None) -> bool:
-    """One round of `worker`: send, fire the due timers, send what they queued; report it.
-    True when it found nothing to do."""
+    """One round of `worker`: send, fire the due timers, send what they queued; report it (also
+    when it only left a damaged instance alone: `Orchestrator.damaged`). True when it found
+    nothing to do."""
     moment = orchestrator.clock()
     handled = orchestrator.pump(stop=stop)
     fired = [state.workflowId for state in orchestrator.tick(moment, stop)]
     if not orchestrator.auto_dispatch:  # (with it, `tick` pumped already: an idle round asks the store less)
         handled += orchestrator.pump(stop=stop)
-    if report is not None and (handled or fired):
+    if report is not None and (handled or fired or orchestrator.damaged):
         report(WorkerRound(moment, handled, fired))
     return not handled and not fired

@@ -24,7 +24,7 @@ from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
 from procflow.interpreter.state import TERMINAL
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_args import AMQP_PREFIX_ENV
-from procflow.operator_cli import say_trouble, stop_on_sigterm
+from procflow.operator_cli import say_trouble, stop_on_sigterm, warn_damaged
 from procflow.terminal import printable
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
             link.reply_queues.add(process.reply_to)  # declared and consumed when the link connects
     stopped = stop_on_sigterm()
     counts = ReplyCounts()
+    warned: set[str] = set()
 
     def report(done: WorkerRound) -> None:
         fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
@@ -64,6 +65,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
             f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled "
             f"(replies: {counts.applied} applied, {counts.duplicates} duplicate, {counts.dead} dead-lettered){fired}"
         ), file=sys.stderr, flush=True)
+        warn_damaged(orchestrator, warned)
 
     try:
         amqp_worker(

@@ -207,14 +207,24 @@ def deliver_reply(store: DurableStore, reply: Reply, clock: Clock = system_clock
     return (before.state.status if before else "?"), transition
 
 
+def warn_damaged(orchestrator: Orchestrator, warned: set[str] | None = None) -> None:
+    """Say which instances were left alone for a damaged record: once each in `warned` (a
+    worker meets one at every round its timer is due)."""
+    for workflow_id, why in orchestrator.damaged.items():
+        if warned is None or workflow_id not in warned:
+            print(printable(f"procflow: warning: {workflow_id} was left as it is: {why}"), file=sys.stderr, flush=True)
+        if warned is not None:
+            warned.add(workflow_id)
+    orchestrator.damaged.clear()
+
+
 def cmd_tick(args: argparse.Namespace) -> int:
     """Fire the timers that are due now (or at --now)."""
     clock = _clock(args)
     with _open(args) as store:
         orchestrator = _orchestrator(store, clock)
         changed = orchestrator.tick(clock())
-        for workflow_id, why in orchestrator.damaged.items():
-            print(printable(f"procflow: warning: {workflow_id} was left as it is: {why}"), file=sys.stderr)
+        warn_damaged(orchestrator)
         if not changed:
             print("no timer was due")
         for state in changed:
@@ -464,9 +474,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
             transport = PrintTransport()
         orchestrator = _orchestrator(store, clock, transport=transport, worker_id=args.worker_id)
 
+        warned: set[str] = set()
+
         def report(done: WorkerRound) -> None:
-            fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
-            print(printable(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}"), file=sys.stderr, flush=True)
+            if done.handled or done.fired:
+                fired = f", timers fired for {', '.join(done.fired)}" if done.fired else ""
+                print(printable(f"worker {done.at.isoformat()}: {done.handled} command(s) and replies handled{fired}"), file=sys.stderr, flush=True)
+            warn_damaged(orchestrator, warned)
 
         stopped = stop_on_sigterm()
         worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0], trouble=say_trouble("worker"))

@@ -497,6 +497,33 @@ def test_a_damaged_row_is_a_worded_store_error_and_nothing_else_is_lost(tmp_path
     assert code == 1 and "damaged" in err
 
 
+def test_a_worker_leaves_a_damaged_instance_alone_and_finishes_the_others(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A command of a damaged instance brings a reply the worker cannot apply: the worker says so
+    # once, counts the command sent (no resending it at every round) and goes on with the
+    # others. It used to stop with exit 1 at that reply, and again at every restart.
+    path = tmp_path / "s.sqlite"
+    for i in (1, 2, 3):
+        code, _, err = run(capsys, "start", str(ROOT / "processes" / "order_fulfillment.proc"), "--input",
+                           json.dumps({"orderId": f"ord_{i}", "amount": 1.0}), "--workflow-id", f"wf_{i}",
+                           "--store", str(path), "--now", "2026-01-01T09:00:00Z")
+        assert code == 0, err
+    raw = sqlite3.connect(path)
+    raw.execute("UPDATE instances SET state = '{\"broken\": ' WHERE workflow_id = 'wf_2'")
+    raw.commit()
+    raw.close()
+    worker = ["worker", "--once", "--participants", "demo", "--store", str(path), "--now", "2026-01-01T09:00:00Z"]
+    code, _, err = run(capsys, *worker)
+    assert code == 0, err
+    [warning] = [line for line in err.splitlines() if "warning" in line]
+    assert warning.startswith("procflow: warning: wf_2 was left as it is: the state of instance wf_2") and "not valid JSON" in warning
+    with SqliteStore(path) as store:
+        assert {s.workflow_id: s.status for s in store.summaries()} == {
+            "wf_1": "completed", "wf_2": "waiting_for_inventory", "wf_3": "completed"}
+        assert store.outbox() == []  # its command went out once, and is not sent again
+    code, _, err = run(capsys, *worker)
+    assert code == 0 and "warning" not in err, err
+
+
 # ---------------------------------------------------------------- the front door
 
 
