@@ -21,10 +21,9 @@ from procflow.errors import ProcflowError, SourceError
 from procflow.interpreter.amqp_topology import DEFAULT_PREFIX, Topology
 from procflow.interpreter.memory_store import compile_pinned_definition
 from procflow.interpreter.orchestrator import Orchestrator, WorkerRound
-from procflow.interpreter.state import TERMINAL
 from procflow.interpreter.stores import DurableStore
 from procflow.operator_args import AMQP_PREFIX_ENV
-from procflow.operator_cli import say_trouble, stop_on_sigterm, warn_damaged
+from procflow.operator_cli import say_trouble, stop_on_sigterm, warn_damaged, worker_ended
 from procflow.terminal import printable
 
 if TYPE_CHECKING:
@@ -76,12 +75,7 @@ def amqp_worker_command(args: argparse.Namespace, store: DurableStore, orchestra
         )
     finally:
         link.close()
-    if stopped[0]:
-        store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
-        print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)
-    elif args.once:
-        waiting = sum(1 for s in store.summaries() if s.status not in TERMINAL)
-        print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
+    worker_ended(store, orchestrator, stopped[0], args.once)
     return 0
 
 

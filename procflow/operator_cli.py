@@ -207,13 +207,12 @@ def deliver_reply(store: DurableStore, reply: Reply, clock: Clock = system_clock
     return (before.state.status if before else "?"), transition
 
 
-def warn_damaged(orchestrator: Orchestrator, warned: set[str] | None = None) -> None:
-    """Say which instances were left alone for a damaged record: once each in `warned` (a
+def warn_damaged(orchestrator: Orchestrator, warned: set[str]) -> None:
+    """Say which instances were left alone for a damaged record, those not in `warned` yet (a
     worker meets one at every round its timer is due)."""
     for workflow_id, why in orchestrator.damaged.items():
-        if warned is None or workflow_id not in warned:
+        if workflow_id not in warned:
             print(printable(f"procflow: warning: {workflow_id} was left as it is: {why}"), file=sys.stderr, flush=True)
-        if warned is not None:
             warned.add(workflow_id)
     orchestrator.damaged.clear()
 
@@ -224,7 +223,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     with _open(args) as store:
         orchestrator = _orchestrator(store, clock)
         changed = orchestrator.tick(clock())
-        warn_damaged(orchestrator)
+        warn_damaged(orchestrator, set())
         if not changed:
             print("no timer was due")
         for state in changed:
@@ -484,13 +483,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         stopped = stop_on_sigterm()
         worker(orchestrator, once=args.once, interval=args.interval, report=report, stop=lambda: stopped[0], trouble=say_trouble("worker"))
-        if stopped[0]:
-            store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
-            print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)
-        elif args.once:
-            waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
-            print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
+        worker_ended(store, orchestrator, stopped[0], args.once)
     return 0
+
+
+def worker_ended(store: DurableStore, orchestrator: Orchestrator, stopped: bool, once: bool) -> None:
+    """What a worker (in-process or RabbitMQ) does and says when its loop ended: stopped by
+    SIGTERM, it gives back what it still holds; after `--once`, it counts what is not finished."""
+    if stopped:
+        store.release_all(orchestrator.worker_id)  # what its own transitions queued, born claimed, and it did not send
+        print("worker: stopped by SIGTERM once the batch in hand was done: nothing half done, no claim held", file=sys.stderr)
+    elif once:
+        waiting = sum(n for status, n in store.status_counts().items() if status not in TERMINAL)
+        print(f"worker: one round done; {waiting} instance(s) not finished", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- render support
